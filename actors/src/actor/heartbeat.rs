@@ -1,0 +1,303 @@
+//! The heartbeat actor: publishes this node's heartbeats and keeps the membership view
+//! current with what peers send.
+//!
+//! It owns a [`heartbeat::Emitter`] and a [`membership::View`] and only moves time and
+//! messages between them and the outside: heartbeats go to the network driver through a
+//! bounded [`outbox::Sender`]; peers' heartbeats and connection events arrive as
+//! [`Inbound`] messages.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+
+use crate::heartbeat::{self, Health};
+use crate::membership::{self, Counts, Member, Output, Status};
+use crate::{node, outbox, wire};
+
+/// Anything that changes the membership view.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Inbound(pub membership::Input);
+
+/// Asks for a copy of the view.
+#[derive(Debug, Message)]
+#[rtype(result = "Snapshot")]
+pub struct GetSnapshot;
+
+/// Stops the actor (and its heartbeats).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// A peer as the API shows it.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    pub member: Member,
+    /// Milliseconds since anything was heard from this peer.
+    pub last_seen_ms: u64,
+}
+
+/// A consistent copy of what the actor knows.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub peers: Vec<PeerView>,
+    pub counts: Counts,
+    pub heartbeats_sent: u64,
+    pub heartbeats_late: u64,
+    /// Heartbeats that could not be handed to the driver (its queue was full).
+    pub outbox_full: u64,
+    pub stale_heartbeats: u64,
+}
+
+/// Reads a host figure for the health summary (the one-minute load, for example).
+pub type LoadProbe = Arc<dyn Fn() -> Option<f32> + Send + Sync>;
+
+/// Settings of the actor.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub emitter: heartbeat::Config,
+    pub membership: membership::Config,
+}
+
+pub struct HeartbeatActor {
+    own: node::Id,
+    region: String,
+    emitter: heartbeat::Emitter,
+    view: membership::View,
+    outbox: outbox::Sender,
+    load: LoadProbe,
+    timer: Option<SpawnHandle>,
+    sent: u64,
+    outbox_full: u64,
+    stale: u64,
+}
+
+impl std::fmt::Debug for HeartbeatActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeartbeatActor")
+            .field("own", &self.own)
+            .field("region", &self.region)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeartbeatActor {
+    pub fn new(
+        config: Config,
+        own: node::Id,
+        info: node::Info,
+        outbox: outbox::Sender,
+        load: LoadProbe,
+    ) -> Self {
+        let now = Instant::now();
+        let region = info.region.clone();
+        HeartbeatActor {
+            view: membership::View::new(config.membership, own.clone(), region.clone()),
+            emitter: heartbeat::Emitter::new(config.emitter, info, now),
+            own,
+            region,
+            outbox,
+            load,
+            timer: None,
+            sent: 0,
+            outbox_full: 0,
+            stale: 0,
+        }
+    }
+
+    /// Runs every due step, then sleeps until the earlier of the two cores' deadlines.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let counts = self.view.counts();
+        let health = Health {
+            peers_alive: counts.alive,
+            peers_suspect: counts.suspect,
+            peers_dead: counts.dead,
+            load1: (self.load)(),
+        };
+        if let Some(beat) = self.emitter.handle_timeout(now, unix_ms(), health) {
+            self.publish(beat);
+        }
+        let out = self.view.handle_timeout(now);
+        self.report(out);
+        self.schedule(ctx);
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let mut next = self.emitter.poll_timeout();
+        if let Some(t) = self.view.poll_timeout() {
+            next = next.min(t);
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        self.timer = Some(ctx.run_later(wait, |act, ctx| act.drive(ctx)));
+    }
+
+    fn publish(&mut self, beat: heartbeat::Beat) {
+        let msg = outbox::Publish {
+            topic: outbox::Topic::Region(self.region.clone()),
+            body: wire::Body::Heartbeat(beat),
+            delivery: outbox::Delivery::BestEffort,
+        };
+        match self.outbox.try_send(msg) {
+            Ok(()) => self.sent += 1,
+            Err(_) => self.outbox_full += 1,
+        }
+    }
+
+    fn report(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::StatusChanged { peer, from, to } => {
+                    if to == Status::Dead || to == Status::Suspect {
+                        tracing::warn!(%peer, from = from.as_str(), to = to.as_str(), "peer status");
+                    } else {
+                        tracing::info!(%peer, from = from.as_str(), to = to.as_str(), "peer status");
+                    }
+                }
+                Output::Restarted { peer, incarnation } => {
+                    tracing::info!(%peer, incarnation, "peer restarted");
+                }
+                Output::Stale { .. } => self.stale += 1,
+            }
+        }
+    }
+}
+
+impl Actor for HeartbeatActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Bounded mailbox: the driver uses try_send and counts what does not fit.
+        ctx.set_mailbox_capacity(4096);
+        self.drive(ctx);
+    }
+}
+
+impl Handler<Inbound> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
+        let out = self.view.handle(Instant::now(), msg.0);
+        self.report(out);
+        // A new peer may have brought an earlier deadline.
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<GetSnapshot> for HeartbeatActor {
+    type Result = MessageResult<GetSnapshot>;
+
+    fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        let peers = self
+            .view
+            .members()
+            .map(|m| PeerView {
+                last_seen_ms: heartbeat::millis(now.saturating_duration_since(m.last_seen)),
+                member: m.clone(),
+            })
+            .collect();
+        MessageResult(Snapshot {
+            peers,
+            counts: self.view.counts(),
+            heartbeats_sent: self.sent,
+            heartbeats_late: self.emitter.late(),
+            outbox_full: self.outbox_full,
+            stale_heartbeats: self.stale,
+        })
+    }
+}
+
+impl Handler<Stop> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(heartbeat::millis)
+        .unwrap_or(0)
+}
+
+/// How long a heartbeat sent at `sent_unix_ms` took to arrive, by the wall clock.
+pub fn lag(sent_unix_ms: u64) -> Duration {
+    Duration::from_millis(unix_ms().saturating_sub(sent_unix_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, region: &str) -> node::Info {
+        node::Info {
+            name: name.into(),
+            region: region.into(),
+            role: "web".into(),
+            incarnation: 1,
+        }
+    }
+
+    fn config(ms: u64) -> Config {
+        Config {
+            emitter: heartbeat::Config {
+                interval: Duration::from_millis(ms),
+            },
+            membership: membership::Config {
+                interval: Duration::from_millis(ms),
+                suspect_after: 3,
+                dead_after: 10,
+            },
+        }
+    }
+
+    #[actix::test]
+    async fn publishes_heartbeats_on_its_region_topic_and_tracks_peers() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let addr = HeartbeatActor::new(
+            config(20),
+            node::Id("me".into()),
+            info("me", "eu"),
+            tx,
+            Arc::new(|| Some(0.5)),
+        )
+        .start();
+
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            let p = rx.recv().await.expect("a heartbeat");
+            assert_eq!(p.topic, outbox::Topic::Region("eu".into()));
+            let wire::Body::Heartbeat(b) = p.body;
+            assert_eq!(b.health.load1, Some(0.5));
+            seqs.push(b.seq);
+        }
+        assert_eq!(seqs, [1, 2, 3]);
+
+        let peer = node::Id("p".into());
+        addr.send(Inbound(membership::Input::Heartbeat {
+            from: peer.clone(),
+            beat: Box::new(heartbeat::Beat {
+                info: info("p", "eu"),
+                seq: 1,
+                uptime_ms: 5,
+                sent_unix_ms: unix_ms(),
+                health: Health::default(),
+            }),
+        }))
+        .await
+        .expect("delivered");
+        let snap = addr.send(GetSnapshot).await.expect("answered");
+        assert_eq!(snap.counts.alive, 1);
+        assert_eq!(snap.peers[0].member.id, peer);
+        assert!(snap.heartbeats_sent >= 3);
+    }
+}

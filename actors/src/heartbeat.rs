@@ -1,0 +1,158 @@
+//! The heartbeat a node publishes on its region topic, and the sans-IO emitter that
+//! decides when the next one is due.
+//!
+//! The emitter owns the sequence number and the schedule only; the actor supplies the
+//! time, the wall clock and the health summary, and publishes what comes out.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::node;
+
+/// A small health summary carried in each heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub peers_alive: u32,
+    pub peers_suspect: u32,
+    pub peers_dead: u32,
+    /// One-minute load average, when the host exposes it.
+    pub load1: Option<f32>,
+}
+
+/// One heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Beat {
+    pub info: node::Info,
+    /// Grows by one per heartbeat within an incarnation.
+    pub seq: u64,
+    pub uptime_ms: u64,
+    /// The sender's wall clock when it was sent, for lag measurement.
+    pub sent_unix_ms: u64,
+    pub health: Health,
+}
+
+/// Emitter settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub interval: Duration,
+}
+
+/// Decides when heartbeats are due and builds them.
+#[derive(Debug)]
+pub struct Emitter {
+    config: Config,
+    info: node::Info,
+    started: Instant,
+    seq: u64,
+    next: Instant,
+    late: u64,
+}
+
+impl Emitter {
+    /// The first heartbeat is due at once, so a new node announces itself immediately.
+    pub fn new(config: Config, info: node::Info, now: Instant) -> Self {
+        Emitter {
+            config,
+            info,
+            started: now,
+            seq: 0,
+            next: now,
+            late: 0,
+        }
+    }
+
+    /// When the next heartbeat is due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next
+    }
+
+    /// Heartbeats that went out more than a whole interval late (the node was starved).
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Returns the heartbeat due at `now`, if any. A node that was starved for several
+    /// intervals sends one heartbeat, not a burst of stale ones.
+    pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64, health: Health) -> Option<Beat> {
+        if now < self.next {
+            return None;
+        }
+        if now.duration_since(self.next) >= self.config.interval {
+            self.late += 1;
+        }
+        self.seq += 1;
+        self.next = now + self.config.interval;
+        Some(Beat {
+            info: self.info.clone(),
+            seq: self.seq,
+            uptime_ms: millis(now.duration_since(self.started)),
+            sent_unix_ms: unix_ms,
+            health,
+        })
+    }
+}
+
+/// Milliseconds in `d`, saturating.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> node::Info {
+        node::Info {
+            name: "n1".into(),
+            region: "r".into(),
+            role: "web".into(),
+            incarnation: 1,
+        }
+    }
+
+    #[test]
+    fn first_beat_is_immediate_then_every_interval() {
+        let t0 = Instant::now();
+        let cfg = Config {
+            interval: Duration::from_millis(1000),
+        };
+        let mut e = Emitter::new(cfg, info(), t0);
+        let b = e
+            .handle_timeout(t0, 0, Health::default())
+            .expect("due at start");
+        assert_eq!(b.seq, 1);
+        assert!(
+            e.handle_timeout(t0 + Duration::from_millis(999), 0, Health::default())
+                .is_none()
+        );
+        let b = e
+            .handle_timeout(t0 + Duration::from_millis(1000), 0, Health::default())
+            .expect("due after one interval");
+        assert_eq!((b.seq, b.uptime_ms), (2, 1000));
+        assert_eq!(e.poll_timeout(), t0 + Duration::from_millis(2000));
+        assert_eq!(e.late(), 0);
+    }
+
+    #[test]
+    fn starved_node_sends_one_beat_and_counts_it_late() {
+        let t0 = Instant::now();
+        let cfg = Config {
+            interval: Duration::from_millis(100),
+        };
+        let mut e = Emitter::new(cfg, info(), t0);
+        e.handle_timeout(t0, 0, Health::default());
+        let t = t0 + Duration::from_millis(750);
+        assert_eq!(
+            e.handle_timeout(t, 0, Health::default()).map(|b| b.seq),
+            Some(2)
+        );
+        assert!(e.handle_timeout(t, 0, Health::default()).is_none());
+        assert_eq!(e.late(), 1);
+        assert_eq!(e.poll_timeout(), t + Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,14 @@
+//! fleetmesh's protocol and domain logic.
+//!
+//! Everything in this crate that decides something is a plain state machine driven by
+//! inputs and the current time (`handle(now, input)`, `poll_timeout()`): no sockets, no
+//! clocks read inside, no libp2p, notify or config. The [`actor`] module holds the thin
+//! actix actors that move inputs in and outputs out; the node runtime (the `fleetmesh`
+//! crate) owns all I/O.
+
+pub mod actor;
+pub mod heartbeat;
+pub mod membership;
+pub mod node;
+pub mod outbox;
+pub mod wire;

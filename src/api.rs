@@ -1,0 +1,174 @@
+//! The HTTP API (actix-web, JSON): `/api/v1/node`, `/api/v1/peers`, `/healthz`, `/metrics`.
+//!
+//! Handlers read: the node's facts, a snapshot from the heartbeat actor, the driver's
+//! network state. They change nothing. The server runs one worker: the API is for
+//! operators and scrapers, not a data path.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use fleetmesh_actors::actor::heartbeat::{GetSnapshot, PeerView, Snapshot};
+use fleetmesh_actors::heartbeat::millis;
+use fleetmesh_actors::membership::Status;
+use serde::{Deserialize, Serialize};
+
+use crate::node::Shared;
+
+/// `GET /api/v1/node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    pub peer_id: String,
+    pub name: String,
+    pub region: String,
+    pub role: String,
+    pub incarnation: u64,
+    pub version: String,
+    pub listen_addresses: Vec<String>,
+    pub uptime_ms: u64,
+    pub connected_peers: usize,
+    /// Peers by status, as this node sees them.
+    pub peers: std::collections::BTreeMap<String, u32>,
+    pub heartbeats_sent: u64,
+}
+
+/// One element of `GET /api/v1/peers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerEntry {
+    pub peer_id: String,
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub role: Option<String>,
+    pub status: String,
+    pub last_seen_ms: u64,
+    pub addresses: Vec<String>,
+    pub connected: bool,
+    pub incarnation: Option<u64>,
+    pub heartbeat_seq: u64,
+    pub heartbeats: u64,
+    pub uptime_ms: u64,
+}
+
+impl From<&PeerView> for PeerEntry {
+    fn from(p: &PeerView) -> Self {
+        let m = &p.member;
+        PeerEntry {
+            peer_id: m.id.0.clone(),
+            name: m.info.as_ref().map(|i| i.name.clone()),
+            region: m.info.as_ref().map(|i| i.region.clone()),
+            role: m.info.as_ref().map(|i| i.role.clone()),
+            status: m.status.as_str().to_string(),
+            last_seen_ms: p.last_seen_ms,
+            addresses: m.addresses.clone(),
+            connected: m.connected,
+            incarnation: m.info.as_ref().map(|i| i.incarnation),
+            heartbeat_seq: m.last_seq,
+            heartbeats: m.heartbeats,
+            uptime_ms: m.uptime_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Problem {
+    error: String,
+}
+
+fn unavailable(what: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(Problem {
+        error: format!("{what} is not answering"),
+    })
+}
+
+async fn snapshot(shared: &Shared) -> Option<Snapshot> {
+    // A bounded wait: a wedged actor must not hang the API.
+    tokio::time::timeout(Duration::from_secs(2), shared.heartbeat.send(GetSnapshot))
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn node(shared: web::Data<Shared>) -> HttpResponse {
+    let Some(snap) = snapshot(&shared).await else {
+        return unavailable("the heartbeat actor");
+    };
+    let net = shared.net.borrow().clone();
+    let peers = Status::ALL
+        .iter()
+        .map(|s| (s.as_str().to_string(), snap.counts.get(*s)))
+        .collect();
+    HttpResponse::Ok().json(NodeView {
+        peer_id: shared.peer_id.clone(),
+        name: shared.info.name.clone(),
+        region: shared.info.region.clone(),
+        role: shared.info.role.clone(),
+        incarnation: shared.info.incarnation,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        listen_addresses: net.listen_addrs.iter().map(|a| a.to_string()).collect(),
+        uptime_ms: millis(shared.started.elapsed()),
+        connected_peers: net.connected,
+        peers,
+        heartbeats_sent: snap.heartbeats_sent,
+    })
+}
+
+async fn peers(shared: web::Data<Shared>) -> HttpResponse {
+    let Some(snap) = snapshot(&shared).await else {
+        return unavailable("the heartbeat actor");
+    };
+    let list: Vec<PeerEntry> = snap.peers.iter().map(PeerEntry::from).collect();
+    HttpResponse::Ok().json(list)
+}
+
+async fn healthz(shared: web::Data<Shared>) -> HttpResponse {
+    match snapshot(&shared).await {
+        Some(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ok"})),
+        None => unavailable("the heartbeat actor"),
+    }
+}
+
+async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
+    let m = &shared.metrics;
+    if let Some(snap) = snapshot(&shared).await {
+        for s in Status::ALL {
+            m.peers
+                .get_or_create(&crate::metrics::StatusLabels {
+                    status: s.as_str().to_string(),
+                })
+                .set(i64::from(snap.counts.get(s)));
+        }
+        m.heartbeats_late.set(snap.heartbeats_late);
+    }
+    m.uptime.set(shared.started.elapsed().as_secs());
+    match m.encode() {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(text),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+/// Binds the API on `addr` and returns the server (not yet awaited) and the bound address.
+pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, SocketAddr)> {
+    let data = web::Data::new(shared);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/api/v1/node", web::get().to(node))
+            .route("/api/v1/peers", web::get().to(peers))
+            .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .bind(addr)
+    .map_err(|e| anyhow::anyhow!("cannot listen on api.listen {addr}: {e}"))?;
+    let bound = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("api.listen {addr}: no address bound"))?;
+    Ok((server.run(), bound))
+}

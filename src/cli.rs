@@ -1,0 +1,197 @@
+//! The `fleetmesh` command line: `node`, `keygen`, `psk`, `status`.
+//!
+//! Exit codes: 0 success, 1 a runtime failure, 2 a usage or settings error (the message
+//! names the key or flag at fault).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::settings::{self, OverrideValue, Sources};
+use crate::{identity, node, status};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleetmesh",
+    version,
+    about = "Decentralized fleet-monitoring mesh"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node until SIGINT or SIGTERM.
+    Node(Box<NodeArgs>),
+    /// Write a new node identity (ed25519) to a file and print its peer id.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a new fleet pre-shared key to a file (share it with every node of the fleet).
+    Psk {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a running node's view: itself and its peers.
+    Status {
+        /// The node's API address.
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        api: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Flags for the common settings; each overrides the file and the environment.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Settings file (TOML), layered over config/default.toml.
+    #[arg(long, env = "FLEETMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// node.name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// node.region
+    #[arg(long)]
+    pub region: Option<String>,
+    /// node.role
+    #[arg(long)]
+    pub role: Option<String>,
+    /// node.data_dir
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// net.listen (repeat for several)
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// net.bootstrap (repeat for several)
+    #[arg(long)]
+    pub bootstrap: Vec<String>,
+    /// net.psk_file
+    #[arg(long)]
+    pub psk_file: Option<String>,
+    /// net.mdns
+    #[arg(long)]
+    pub mdns: bool,
+    /// api.listen (host:port)
+    #[arg(long)]
+    pub api_listen: Option<String>,
+    /// heartbeat.interval_ms
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// watch.root
+    #[arg(long)]
+    pub watch_root: Option<String>,
+}
+
+impl NodeArgs {
+    /// The flags as settings overrides.
+    pub fn sources(&self) -> Sources {
+        let mut o: Vec<(String, OverrideValue)> = Vec::new();
+        let mut s = |key: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                o.push((key.into(), OverrideValue::Str(v.clone())));
+            }
+        };
+        s("node.name", &self.name);
+        s("node.region", &self.region);
+        s("node.role", &self.role);
+        s("node.data_dir", &self.data_dir);
+        s("net.psk_file", &self.psk_file);
+        s("api.listen", &self.api_listen);
+        s("watch.root", &self.watch_root);
+        if !self.listen.is_empty() {
+            o.push((
+                "net.listen".into(),
+                OverrideValue::List(self.listen.clone()),
+            ));
+        }
+        if !self.bootstrap.is_empty() {
+            o.push((
+                "net.bootstrap".into(),
+                OverrideValue::List(self.bootstrap.clone()),
+            ));
+        }
+        if self.mdns {
+            o.push(("net.mdns".into(), OverrideValue::Bool(true)));
+        }
+        if let Some(ms) = self.heartbeat_interval_ms {
+            o.push(("heartbeat.interval_ms".into(), OverrideValue::Int(ms)));
+        }
+        Sources {
+            file: self.config.clone(),
+            env: std::env::vars().collect(),
+            overrides: o,
+        }
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => run_node(&args),
+        Command::Keygen { out } => {
+            let key = libp2p::identity::Keypair::generate_ed25519();
+            report(identity::write_identity(&out, &key).map(|()| {
+                println!("{}", key.public().to_peer_id());
+            }))
+        }
+        Command::Psk { out } => report(identity::write_psk(&out).map(|psk| {
+            eprintln!("wrote fleet key {} to {}", psk.fingerprint(), out.display());
+        })),
+        Command::Status { api, json } => report(status::run(&api, json)),
+    }
+}
+
+fn report<E: std::fmt::Display>(r: Result<(), E>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleetmesh: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_node(args: &NodeArgs) -> ExitCode {
+    let settings = match settings::load(&args.sources()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fleetmesh: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&settings.raw.log.filter);
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the tokio runtime must start")
+    });
+    match system.block_on(node::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("fleetmesh: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

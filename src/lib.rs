@@ -1,0 +1,13 @@
+//! The fleetmesh node runtime: CLI, settings, identity, the libp2p driver, the HTTP API,
+//! and the wiring of the actors from `fleetmesh-actors`.
+//!
+//! Decisions live in `fleetmesh-actors` as sans-IO state machines; this crate does the I/O.
+
+pub mod api;
+pub mod cli;
+pub mod identity;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod settings;
+pub mod status;

@@ -1,0 +1,157 @@
+//! The node's Prometheus metrics (prometheus-client), shared by the driver and the API.
+//!
+//! Counters are updated where things happen (mostly the network driver); gauges that
+//! describe the membership view are set from an actor snapshot when `/metrics` is read.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    /// `region` or `fleet` (bounded: never the raw topic string of a peer's choosing).
+    pub topic: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: String,
+}
+
+/// Every metric the node exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub peers: Family<StatusLabels, Gauge>,
+    pub connected_peers: Gauge,
+    pub messages_in: Family<TopicLabels, Counter>,
+    pub messages_out: Family<TopicLabels, Counter>,
+    pub decode_errors: Family<ReasonLabels, Counter>,
+    pub publish_dropped: Family<ReasonLabels, Counter>,
+    pub connection_errors: Family<DirectionLabels, Counter>,
+    pub inbound_dropped: Counter,
+    pub heartbeat_lag: Histogram,
+    pub heartbeats_late: Gauge<u64, AtomicU64>,
+    pub uptime: Gauge<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fleetmesh");
+        let m = Metrics {
+            peers: Family::default(),
+            connected_peers: Gauge::default(),
+            messages_in: Family::default(),
+            messages_out: Family::default(),
+            decode_errors: Family::default(),
+            publish_dropped: Family::default(),
+            connection_errors: Family::default(),
+            inbound_dropped: Counter::default(),
+            // 1 ms .. ~16 s: transit lag of heartbeats by the wall clock.
+            heartbeat_lag: Histogram::new([
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 16.0,
+            ]),
+            heartbeats_late: Gauge::default(),
+            uptime: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "peers",
+            "Peers in the membership view, by status",
+            m.peers.clone(),
+        );
+        registry.register(
+            "connected_peers",
+            "Peers with an open connection",
+            m.connected_peers.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Gossip messages received, by topic and kind",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Gossip messages published, by topic and kind",
+            m.messages_out.clone(),
+        );
+        registry.register(
+            "decode_errors",
+            "Frames refused as undecodable (the sender is penalized), by reason",
+            m.decode_errors.clone(),
+        );
+        registry.register(
+            "publish_dropped",
+            "Messages that could not be published, by reason",
+            m.publish_dropped.clone(),
+        );
+        registry.register(
+            "connection_errors",
+            "Failed connection attempts (handshake, wrong fleet key, refused), by direction",
+            m.connection_errors.clone(),
+        );
+        registry.register(
+            "inbound_dropped",
+            "Inputs for actors dropped because a mailbox was full",
+            m.inbound_dropped.clone(),
+        );
+        registry.register(
+            "heartbeat_lag_seconds",
+            "Time from a peer's heartbeat being sent to its arrival here (wall clock)",
+            m.heartbeat_lag.clone(),
+        );
+        registry.register(
+            "heartbeats_late",
+            "Own heartbeats sent more than one interval late since start (node starved)",
+            m.heartbeats_late.clone(),
+        );
+        registry.register(
+            "uptime_seconds",
+            "Seconds since the node started",
+            m.uptime.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn topic(topic: &str, kind: &str) -> TopicLabels {
+        TopicLabels {
+            topic: topic.to_string(),
+            kind: kind.to_string(),
+        }
+    }
+
+    pub fn reason(reason: &str) -> ReasonLabels {
+        ReasonLabels {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The registry in the Prometheus / OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,465 @@
+//! The driver task: the only owner of the swarm.
+//!
+//! A plain tokio task with a `select!` over the actors' bounded outbox, swarm events, a
+//! maintenance tick and shutdown. It publishes what actors hand it, decodes what arrives
+//! (refusing bad frames through gossipsub validation, which penalizes the sender), and
+//! hands the rest to actors with `try_send`. It keeps no membership state of its own.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Recipient;
+use fleetmesh_actors::actor::heartbeat::{Inbound, lag};
+use fleetmesh_actors::membership::Input;
+use fleetmesh_actors::outbox::{Delivery, Publish, Topic};
+use fleetmesh_actors::{node, wire};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError, TopicHash};
+use libp2p::request_response::{self, Message};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    Behaviour, BehaviourEvent, Error, KAD_PROTOCOL, fleet_topic, region_topic, split_peer_id,
+};
+use crate::metrics::Metrics;
+
+/// How many messages wait for subscribers at most, and for how long.
+const PENDING_MAX: usize = 1024;
+const PENDING_TTL: Duration = Duration::from_secs(30);
+/// How often the driver redials bootstrap peers when alone and refreshes discovery.
+const MAINTENANCE: Duration = Duration::from_secs(2);
+const KAD_REFRESH: Duration = Duration::from_secs(30);
+
+/// What the rest of the node can see of the network.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub listen_addrs: Vec<Multiaddr>,
+    pub connected: usize,
+}
+
+/// Everything the driver needs.
+pub struct Driver {
+    swarm: Swarm<Behaviour>,
+    info: node::Info,
+    outbox: mpsc::Receiver<Publish>,
+    inbound: Recipient<Inbound>,
+    metrics: Arc<Metrics>,
+    region: IdentTopic,
+    fleet: IdentTopic,
+    bootstrap: Vec<Multiaddr>,
+    pending: VecDeque<(Instant, Publish)>,
+    connected: HashSet<PeerId>,
+    state: watch::Sender<State>,
+    last_kad_refresh: Option<Instant>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("peer_id", self.swarm.local_peer_id())
+            .field("connected", &self.connected.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// Starts listening on `listen`; errors name the address that failed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mut swarm: Swarm<Behaviour>,
+        info: node::Info,
+        listen: &[Multiaddr],
+        bootstrap: Vec<Multiaddr>,
+        outbox: mpsc::Receiver<Publish>,
+        inbound: Recipient<Inbound>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, watch::Receiver<State>), Error> {
+        for addr in listen {
+            swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let (state, rx) = watch::channel(State::default());
+        let region = region_topic(&info.region);
+        Ok((
+            Driver {
+                swarm,
+                info,
+                outbox,
+                inbound,
+                metrics,
+                region,
+                fleet: fleet_topic(),
+                bootstrap,
+                pending: VecDeque::new(),
+                connected: HashSet::new(),
+                state,
+                last_kad_refresh: None,
+            },
+            rx,
+        ))
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.dial_bootstrap();
+        let mut tick = tokio::time::interval(MAINTENANCE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                Some(p) = self.outbox.recv() => self.publish(p),
+                event = self.swarm.select_next_some() => self.on_event(event),
+                _ = tick.tick() => self.maintain(),
+            }
+        }
+        tracing::info!("network driver stopped");
+    }
+
+    fn dial_bootstrap(&mut self) {
+        let me = *self.swarm.local_peer_id();
+        for addr in self.bootstrap.clone() {
+            let (plain, peer) = split_peer_id(&addr);
+            if peer == Some(me) {
+                continue;
+            }
+            if let Some(peer) = peer {
+                self.swarm.behaviour_mut().kad.add_address(&peer, plain);
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "bootstrap dial not started");
+            }
+        }
+    }
+
+    fn maintain(&mut self) {
+        if self.connected.is_empty() && !self.bootstrap.is_empty() {
+            self.dial_bootstrap();
+        }
+        let due = self
+            .last_kad_refresh
+            .is_none_or(|t| t.elapsed() >= KAD_REFRESH);
+        if due && !self.connected.is_empty() {
+            self.refresh_discovery();
+        }
+        self.retry_pending();
+    }
+
+    /// A kademlia lookup of our own id: fills the routing table with the fleet's nodes.
+    fn refresh_discovery(&mut self) {
+        if self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
+            self.last_kad_refresh = Some(Instant::now());
+        }
+    }
+
+    fn topic_of(&self, t: &Topic) -> IdentTopic {
+        match t {
+            Topic::Region(r) if *r == self.info.region => self.region.clone(),
+            Topic::Region(r) => region_topic(r),
+            Topic::Fleet => self.fleet.clone(),
+        }
+    }
+
+    fn label_of(&self, hash: &TopicHash) -> &'static str {
+        if *hash == self.region.hash() {
+            "region"
+        } else if *hash == self.fleet.hash() {
+            "fleet"
+        } else {
+            "other"
+        }
+    }
+
+    fn publish(&mut self, p: Publish) {
+        let topic = self.topic_of(&p.topic);
+        let kind = p.body.kind();
+        let bytes = match wire::encode(&p.body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, kind, "cannot encode message");
+                self.metrics
+                    .publish_dropped
+                    .get_or_create(&Metrics::reason("encode"))
+                    .inc();
+                return;
+            }
+        };
+        let label = self.label_of(&topic.hash());
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_) => {
+                self.metrics
+                    .messages_out
+                    .get_or_create(&Metrics::topic(label, kind))
+                    .inc();
+            }
+            Err(PublishError::Duplicate) => {}
+            Err(e @ (PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_))) => {
+                if p.delivery == Delivery::Retry {
+                    if self.pending.len() >= PENDING_MAX {
+                        self.pending.pop_front();
+                        self.drop_count("pending_full");
+                    }
+                    self.pending.push_back((Instant::now(), p));
+                } else {
+                    let reason = match e {
+                        PublishError::NoPeersSubscribedToTopic => "no_peers",
+                        _ => "queues_full",
+                    };
+                    self.drop_count(reason);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind, "publish failed");
+                self.drop_count("error");
+            }
+        }
+    }
+
+    fn drop_count(&self, reason: &str) {
+        self.metrics
+            .publish_dropped
+            .get_or_create(&Metrics::reason(reason))
+            .inc();
+    }
+
+    fn retry_pending(&mut self) {
+        let now = Instant::now();
+        let waiting: Vec<_> = self.pending.drain(..).collect();
+        for (at, p) in waiting {
+            if now.duration_since(at) > PENDING_TTL {
+                self.drop_count("expired");
+                continue;
+            }
+            // publish() re-queues what still finds no subscriber, with a fresh timestamp;
+            // keep the original one so the TTL holds.
+            let before = self.pending.len();
+            self.publish(p);
+            if self.pending.len() > before
+                && let Some(last) = self.pending.back_mut()
+            {
+                last.0 = at;
+            }
+        }
+    }
+
+    fn to_actor(&self, input: Input) {
+        if self.inbound.try_send(Inbound(input)).is_err() {
+            self.metrics.inbound_dropped.inc();
+        }
+    }
+
+    fn publish_state(&self) {
+        let listen_addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        self.metrics
+            .connected_peers
+            .set(self.connected.len() as i64);
+        self.state.send_replace(State {
+            listen_addrs,
+            connected: self.connected.len(),
+        });
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.publish_state();
+            }
+            SwarmEvent::ExpiredListenAddr { .. } | SwarmEvent::ListenerClosed { .. } => {
+                self.publish_state();
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                self.connected.insert(peer_id);
+                self.to_actor(Input::Connected { peer: id(&peer_id) });
+                let hello = wire::Request::Hello(self.info.clone());
+                self.swarm
+                    .behaviour_mut()
+                    .hello
+                    .send_request(&peer_id, hello);
+                self.publish_state();
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.connected.remove(&peer_id);
+                self.to_actor(Input::Disconnected { peer: id(&peer_id) });
+                self.publish_state();
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "outgoing connection failed");
+                self.connection_error("outgoing");
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                // A peer with another fleet key ends here: its handshake cannot complete.
+                tracing::debug!(%send_back_addr, %error, "incoming connection refused");
+                self.connection_error("incoming");
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
+            _ => {}
+        }
+    }
+
+    fn connection_error(&self, direction: &str) {
+        self.metrics
+            .connection_errors
+            .get_or_create(&crate::metrics::DirectionLabels {
+                direction: direction.to_string(),
+            })
+            .inc();
+    }
+
+    fn on_behaviour(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(ev) => self.on_gossip(ev),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in &info.listen_addrs {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
+                    }
+                    if self.last_kad_refresh.is_none() {
+                        self.refresh_discovery();
+                    }
+                }
+                self.to_actor(Input::Addresses {
+                    peer: id(&peer_id),
+                    addresses: info.listen_addrs.iter().map(|a| a.to_string()).collect(),
+                });
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer: true,
+                ..
+            }) if !self.connected.contains(&peer) => {
+                // Discovery found a node we have not met: meet it (dialing by peer id uses
+                // the addresses kademlia just learned).
+                let _ = self.swarm.dial(peer);
+            }
+            BehaviourEvent::Hello(ev) => self.on_hello(ev),
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    if !self.connected.contains(&peer) {
+                        let _ = self.swarm.dial(peer);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_hello(&mut self, event: request_response::Event<wire::Request, wire::Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                Message::Request {
+                    request, channel, ..
+                } => {
+                    let wire::Request::Hello(info) = request;
+                    self.to_actor(Input::Hello {
+                        from: id(&peer),
+                        info,
+                    });
+                    let me = wire::Response::Hello(self.info.clone());
+                    let _ = self.swarm.behaviour_mut().hello.send_response(channel, me);
+                }
+                Message::Response { response, .. } => match response {
+                    wire::Response::Hello(info) => self.to_actor(Input::Hello {
+                        from: id(&peer),
+                        info,
+                    }),
+                    wire::Response::Refused(why) => {
+                        tracing::warn!(%peer, why, "hello refused");
+                    }
+                },
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "hello failed");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                // Undecodable requests land here; count them with the gossip ones.
+                tracing::debug!(%peer, %error, "hello request refused");
+                if let request_response::InboundFailure::Io(_) = error {
+                    self.metrics
+                        .decode_errors
+                        .get_or_create(&Metrics::reason("request"))
+                        .inc();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let label = self.label_of(&message.topic);
+                let decoded = wire::decode::<wire::Body>(&message.data);
+                let acceptance = match (&decoded, message.source) {
+                    (Ok(_), Some(_)) => MessageAcceptance::Accept,
+                    (Ok(_), None) => MessageAcceptance::Reject,
+                    (Err(e), _) => {
+                        tracing::debug!(source = %propagation_source, error = %e, "refused frame");
+                        self.metrics
+                            .decode_errors
+                            .get_or_create(&Metrics::reason(e.reason()))
+                            .inc();
+                        MessageAcceptance::Reject
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                let (Ok(body), Some(author)) = (decoded, message.source) else {
+                    return;
+                };
+                self.metrics
+                    .messages_in
+                    .get_or_create(&Metrics::topic(label, body.kind()))
+                    .inc();
+                match body {
+                    wire::Body::Heartbeat(beat) => {
+                        self.metrics
+                            .heartbeat_lag
+                            .observe(lag(beat.sent_unix_ms).as_secs_f64());
+                        self.to_actor(Input::Heartbeat {
+                            from: id(&author),
+                            beat: Box::new(beat),
+                        });
+                    }
+                }
+            }
+            gossipsub::Event::Subscribed { .. } => self.retry_pending(),
+            _ => {}
+        }
+    }
+}
+
+fn id(peer: &PeerId) -> node::Id {
+    node::Id(peer.to_base58())
+}

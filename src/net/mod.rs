@@ -1,0 +1,239 @@
+//! The libp2p side of a node: transport, behaviour, topics, and the driver task that owns
+//! the swarm.
+//!
+//! Transport: TCP + noise + yamux, inside a pre-shared-key private network when a fleet key
+//! is configured. Behaviour: gossipsub (strict validation, signed messages, peer scoring so
+//! that senders of invalid frames are penalized), identify, kademlia for discovery from a
+//! single bootstrap address, a `hello` request-response exchange that tells peers who we
+//! are, and mDNS only when enabled. Nothing here decides anything about membership: the
+//! driver hands what arrives to the actors.
+
+pub mod codec;
+pub mod driver;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fleetmesh_actors::wire;
+use futures::future::Either;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Boxed, Transport as _};
+use libp2p::core::upgrade::Version;
+use libp2p::gossipsub::{
+    self, IdentTopic, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
+    ValidationMode,
+};
+use libp2p::identity::Keypair;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, identify, kad, mdns, noise,
+    request_response, tcp, yamux,
+};
+
+/// Protocol names; the version in each is the wire protocol's.
+pub const IDENTIFY_PROTOCOL: &str = "/fleetmesh/id/1";
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/fleetmesh/kad/1");
+pub const HELLO_PROTOCOL: StreamProtocol = StreamProtocol::new("/fleetmesh/hello/1");
+
+/// The gossip topic of one region.
+pub fn region_topic(region: &str) -> IdentTopic {
+    IdentTopic::new(format!("fleetmesh/v{}/region/{region}", wire::VERSION))
+}
+
+/// The fleet-wide gossip topic.
+pub fn fleet_topic() -> IdentTopic {
+    IdentTopic::new(format!("fleetmesh/v{}/fleet", wire::VERSION))
+}
+
+/// Why the network could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("gossipsub: {0}")]
+    Gossipsub(String),
+    #[error("mdns: {0}")]
+    Mdns(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+}
+
+/// What the network layer needs to start.
+#[derive(Clone)]
+pub struct Config {
+    pub keypair: Keypair,
+    pub psk: Option<PreSharedKey>,
+    pub region: String,
+    pub mdns: bool,
+    pub idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("peer_id", &self.keypair.public().to_peer_id())
+            .field(
+                "psk",
+                &self.psk.as_ref().map(|p| p.fingerprint().to_string()),
+            )
+            .field("region", &self.region)
+            .field("mdns", &self.mdns)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+/// The request-response behaviour that exchanges `Hello`s.
+pub type Hello = request_response::Behaviour<codec::Rmp<wire::Request, wire::Response>>;
+
+#[derive(NetworkBehaviour)]
+#[allow(missing_debug_implementations)]
+pub struct Behaviour {
+    pub gossipsub: gossipsub::Behaviour,
+    pub identify: identify::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub hello: Hello,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// TCP (+ pnet when keyed) + noise + yamux.
+fn transport(
+    key: &Keypair,
+    psk: Option<PreSharedKey>,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
+    let noise = noise::Config::new(key).map_err(|e| Error::Transport(e.to_string()))?;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let base = tcp.and_then(move |socket, _| async move {
+        match psk {
+            Some(psk) => PnetConfig::new(psk)
+                .handshake(socket)
+                .await
+                .map(Either::Left)
+                .map_err(std::io::Error::other),
+            None => Ok(Either::Right(socket)),
+        }
+    });
+    Ok(base
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise)
+        .multiplex(yamux::Config::default())
+        .timeout(Duration::from_secs(20))
+        .boxed())
+}
+
+/// Peer scoring: a sender of invalid frames loses score fast and is graylisted after a
+/// few; quiet topics (heartbeats once a second) are not punished for being quiet.
+fn score_params(topics: &[&IdentTopic]) -> PeerScoreParams {
+    let mut topic_params = HashMap::new();
+    for t in topics {
+        topic_params.insert(
+            t.hash(),
+            TopicScoreParams {
+                topic_weight: 1.0,
+                time_in_mesh_weight: 0.01,
+                time_in_mesh_quantum: Duration::from_secs(1),
+                time_in_mesh_cap: 100.0,
+                first_message_deliveries_weight: 0.1,
+                first_message_deliveries_cap: 50.0,
+                mesh_message_deliveries_weight: 0.0,
+                mesh_failure_penalty_weight: 0.0,
+                invalid_message_deliveries_weight: -20.0,
+                invalid_message_deliveries_decay: 0.5,
+                ..TopicScoreParams::default()
+            },
+        );
+    }
+    PeerScoreParams {
+        topics: topic_params,
+        // Many nodes may share one address (NAT, one test host): no co-location penalty.
+        ip_colocation_factor_weight: 0.0,
+        ..PeerScoreParams::default()
+    }
+}
+
+fn gossipsub(
+    key: &Keypair,
+    region: &IdentTopic,
+    fleet: &IdentTopic,
+) -> Result<gossipsub::Behaviour, Error> {
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(wire::MAX_FRAME)
+        .heartbeat_interval(Duration::from_millis(700))
+        .build()
+        .map_err(|e| Error::Gossipsub(e.to_string()))?;
+    let mut gs = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
+        .map_err(|e| Error::Gossipsub(e.to_string()))?;
+    gs.with_peer_score(
+        score_params(&[region, fleet]),
+        PeerScoreThresholds::default(),
+    )
+    .map_err(Error::Gossipsub)?;
+    gs.subscribe(region)
+        .map_err(|e| Error::Gossipsub(e.to_string()))?;
+    gs.subscribe(fleet)
+        .map_err(|e| Error::Gossipsub(e.to_string()))?;
+    Ok(gs)
+}
+
+/// Builds the swarm (not yet listening or dialing). Must run inside a tokio runtime.
+pub fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
+    let key = config.keypair.clone();
+    let peer_id = key.public().to_peer_id();
+    let region = region_topic(&config.region);
+    let fleet = fleet_topic();
+    let transport = transport(&key, config.psk)?;
+    let gossipsub = gossipsub(&key, &region, &fleet)?;
+    let mdns = if config.mdns {
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                .map_err(|e| Error::Mdns(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+            .with_agent_version(format!("fleetmesh/{}", env!("CARGO_PKG_VERSION"))),
+    );
+    let mut kad = kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::new(peer_id),
+        kad::Config::new(KAD_PROTOCOL),
+    );
+    // Serve the DHT even on addresses identify cannot confirm (loopback, private nets).
+    kad.set_mode(Some(kad::Mode::Server));
+    let hello = Hello::with_codec(
+        codec::Rmp::default(),
+        [(HELLO_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+    );
+    let behaviour = Behaviour {
+        gossipsub,
+        identify,
+        kad,
+        hello,
+        mdns: Toggle::from(mdns),
+    };
+    let swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_other_transport(|_| transport)
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .build();
+    Ok(swarm)
+}
+
+/// Splits a trailing `/p2p/<id>` off an address.
+pub fn split_peer_id(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
+    let mut a = addr.clone();
+    match a.pop() {
+        Some(libp2p::multiaddr::Protocol::P2p(id)) => (a, Some(id)),
+        _ => (addr.clone(), None),
+    }
+}

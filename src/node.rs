@@ -1,0 +1,199 @@
+//! Starting and stopping a node: identity, actors, the network driver and the API, wired
+//! together inside one actix system, until SIGINT or SIGTERM.
+//!
+//! Once the node is reachable it writes `<data_dir>/node.json` (peer id, API and p2p
+//! addresses, pid) so that scripts and tests find it without parsing logs; the file is
+//! removed on a clean stop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use anyhow::Context as _;
+use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
+use fleetmesh_actors::{heartbeat, membership, node};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::settings::Resolved;
+use crate::{api, identity, net};
+
+/// What `<data_dir>/node.json` holds while a node runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeFile {
+    pub peer_id: String,
+    pub name: String,
+    pub region: String,
+    pub api: String,
+    pub listen: Vec<String>,
+    pub pid: u32,
+}
+
+pub fn runtime_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("node.json")
+}
+
+/// Everything the API needs to answer.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub peer_id: String,
+    pub info: node::Info,
+    pub started: Instant,
+    pub heartbeat: actix::Addr<HeartbeatActor>,
+    pub net: watch::Receiver<net::driver::State>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs a node with `settings` until SIGINT or SIGTERM. Must run inside an actix system.
+pub async fn run(settings: Resolved) -> anyhow::Result<()> {
+    let s = &settings.raw;
+    std::fs::create_dir_all(&s.node.data_dir)
+        .with_context(|| format!("cannot create node.data_dir {}", s.node.data_dir.display()))?;
+    let keypair = identity::load_or_create(&settings.identity_file)?;
+    let peer_id = keypair.public().to_peer_id();
+    let psk = settings
+        .psk_file
+        .as_deref()
+        .map(identity::read_psk)
+        .transpose()?;
+    let incarnation = next_incarnation(&s.node.data_dir)?;
+    let info = node::Info {
+        name: settings.name.clone(),
+        region: s.node.region.clone(),
+        role: s.node.role.clone(),
+        incarnation,
+    };
+    tracing::info!(
+        %peer_id, name = %info.name, region = %info.region, role = %info.role, incarnation,
+        private_network = psk.is_some(), "starting node"
+    );
+
+    let metrics = Arc::new(Metrics::new());
+    let interval = Duration::from_millis(s.heartbeat.interval_ms);
+    let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
+    let heartbeat = HeartbeatActor::new(
+        hb::Config {
+            emitter: heartbeat::Config { interval },
+            membership: membership::Config {
+                interval,
+                suspect_after: s.heartbeat.suspect_after,
+                dead_after: s.heartbeat.dead_after,
+            },
+        },
+        node::Id(peer_id.to_base58()),
+        info.clone(),
+        outbox_tx,
+        Arc::new(load1),
+    )
+    .start();
+
+    let swarm = net::build_swarm(&net::Config {
+        keypair,
+        psk,
+        region: info.region.clone(),
+        mdns: s.net.mdns,
+        idle_timeout: Duration::from_millis(s.net.idle_timeout_ms),
+    })?;
+    let (driver, mut net_state) = net::driver::Driver::new(
+        swarm,
+        info.clone(),
+        &settings.listen,
+        settings.bootstrap.clone(),
+        outbox_rx,
+        heartbeat.clone().recipient(),
+        metrics.clone(),
+    )?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let driver = tokio::spawn(driver.run(stop_rx));
+
+    let shared = Shared {
+        peer_id: peer_id.to_base58(),
+        info: info.clone(),
+        started: Instant::now(),
+        heartbeat: heartbeat.clone(),
+        net: net_state.clone(),
+        metrics,
+    };
+    let (server, api_addr) = api::start(settings.api_listen, shared)?;
+    let server_handle = server.handle();
+    let server_task = tokio::spawn(server);
+
+    // Publish the runtime file once the p2p listeners are up.
+    let listening = tokio::time::timeout(
+        Duration::from_secs(10),
+        net_state.wait_for(|st| !st.listen_addrs.is_empty()),
+    )
+    .await;
+    let listen: Vec<String> = match listening {
+        Ok(Ok(st)) => st.listen_addrs.iter().map(|a| a.to_string()).collect(),
+        _ => anyhow::bail!("no p2p listener came up within 10 s (net.listen)"),
+    };
+    let runtime = RuntimeFile {
+        peer_id: peer_id.to_base58(),
+        name: info.name.clone(),
+        region: info.region.clone(),
+        api: api_addr.to_string(),
+        listen: listen.clone(),
+        pid: std::process::id(),
+    };
+    let runtime_path = runtime_file(&s.node.data_dir);
+    write_atomic(&runtime_path, &serde_json::to_vec_pretty(&runtime)?)?;
+    tracing::info!(api = %api_addr, listen = ?listen, "node ready");
+
+    wait_for_signal().await?;
+    tracing::info!("stopping");
+    let _ = std::fs::remove_file(&runtime_path);
+    let _ = stop_tx.send(true);
+    server_handle.stop(true).await;
+    let _ = heartbeat.send(hb::Stop).await;
+    let _ = driver.await;
+    let _ = server_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Each start is a new incarnation, higher than any before it in this data dir.
+fn next_incarnation(data_dir: &Path) -> anyhow::Result<u64> {
+    let path = data_dir.join("incarnation");
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().unwrap_or_else(|_| {
+            tracing::warn!(path = %path.display(), "unreadable incarnation file; starting over from the clock");
+            0
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    // The wall clock keeps incarnations increasing even if the file is lost.
+    let next = (previous + 1).max(hb::unix_ms());
+    write_atomic(&path, next.to_string().as_bytes())?;
+    Ok(next)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The one-minute load average, for the heartbeat's health summary.
+fn load1() -> Option<f32> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

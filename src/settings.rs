@@ -1,0 +1,424 @@
+//! Node settings: `config/default.toml` (compiled in), then the node's file, then the
+//! environment (`FLEETMESH__SECTION__KEY`), then CLI flags.
+//!
+//! This module owns loading and validation only. Every problem is reported as an
+//! [`Error`] that names the key, so an operator can fix it without reading code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use config::{Config, Environment, File, FileFormat};
+use libp2p::Multiaddr;
+use serde::Deserialize;
+
+/// The compiled-in defaults.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Why settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("setting `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("settings file {path}: {problem}")]
+    File { path: PathBuf, problem: String },
+    #[error("settings: {0}")]
+    Other(String),
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> Error {
+    Error::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub node: Node,
+    pub net: Net,
+    pub api: Api,
+    pub heartbeat: Heartbeat,
+    pub watch: Watch,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub region: String,
+    pub role: String,
+    pub data_dir: PathBuf,
+    pub identity_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Net {
+    pub listen: Vec<String>,
+    pub bootstrap: Vec<String>,
+    pub psk_file: String,
+    pub mdns: bool,
+    pub idle_timeout_ms: u64,
+    pub outbox_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub interval_ms: u64,
+    pub suspect_after: u32,
+    pub dead_after: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub filter: String,
+}
+
+/// Settings after validation, with addresses parsed and defaults resolved.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub raw: Settings,
+    pub name: String,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub psk_file: Option<PathBuf>,
+    pub identity_file: PathBuf,
+    pub api_listen: SocketAddr,
+}
+
+/// Where settings come from besides the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    /// Environment variables to read, as (name, value); normally `std::env::vars()`.
+    pub env: Vec<(String, String)>,
+    /// CLI flags as (dotted key, value); lists as several entries of the same key.
+    pub overrides: Vec<(String, OverrideValue)>,
+}
+
+/// A value set by a CLI flag.
+#[derive(Debug, Clone)]
+pub enum OverrideValue {
+    Str(String),
+    List(Vec<String>),
+    Bool(bool),
+    Int(u64),
+}
+
+const LIST_KEYS: [&str; 2] = ["net.listen", "net.bootstrap"];
+
+/// Loads and validates settings from `sources`.
+pub fn load(sources: &Sources) -> Result<Resolved, Error> {
+    let mut b = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+    if let Some(path) = &sources.file {
+        if !path.is_file() {
+            return Err(Error::File {
+                path: path.clone(),
+                problem: "no such file".into(),
+            });
+        }
+        b = b.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+    }
+    let env: config::Map<String, String> = sources
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("FLEETMESH__"))
+        .cloned()
+        .collect();
+    let mut environment = Environment::with_prefix("FLEETMESH")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .source(Some(env));
+    for key in LIST_KEYS {
+        environment = environment.with_list_parse_key(key);
+    }
+    b = b.add_source(environment);
+    for (key, value) in &sources.overrides {
+        b = match value {
+            OverrideValue::Str(s) => b.set_override(key.as_str(), s.as_str()),
+            OverrideValue::List(l) => b.set_override(key.as_str(), l.clone()),
+            OverrideValue::Bool(v) => b.set_override(key.as_str(), *v),
+            OverrideValue::Int(v) => b.set_override(key.as_str(), *v),
+        }
+        .map_err(config_error)?;
+    }
+    let settings: Settings = b
+        .build()
+        .map_err(config_error)?
+        .try_deserialize()
+        .map_err(config_error)?;
+    resolve(settings)
+}
+
+/// Turns the config crate's error into ours, keeping the key it names.
+fn config_error(e: config::ConfigError) -> Error {
+    match &e {
+        config::ConfigError::Type { key: Some(key), .. }
+        | config::ConfigError::At { key: Some(key), .. } => Error::Invalid {
+            key: key.clone(),
+            problem: e.to_string(),
+        },
+        config::ConfigError::FileParse { uri, cause } => Error::File {
+            path: uri.clone().unwrap_or_default().into(),
+            problem: cause.to_string(),
+        },
+        _ => {
+            let text = e.to_string();
+            // serde's "unknown field `x`, expected one of ..." names the key already.
+            Error::Other(text)
+        }
+    }
+}
+
+fn resolve(raw: Settings) -> Result<Resolved, Error> {
+    let name = if raw.node.name.trim().is_empty() {
+        host_name()
+    } else {
+        raw.node.name.trim().to_string()
+    };
+    check_label("node.region", &raw.node.region)?;
+    check_label("node.role", &raw.node.role)?;
+    if name.len() > 128 {
+        return Err(invalid("node.name", "must be at most 128 characters"));
+    }
+    if raw.node.data_dir.as_os_str().is_empty() {
+        return Err(invalid("node.data_dir", "must not be empty"));
+    }
+    if raw.net.listen.is_empty() {
+        return Err(invalid("net.listen", "needs at least one address"));
+    }
+    let listen = parse_addrs("net.listen", &raw.net.listen)?;
+    let bootstrap = parse_addrs("net.bootstrap", &raw.net.bootstrap)?;
+    let api_listen: SocketAddr = raw.api.listen.parse().map_err(|e| {
+        invalid(
+            "api.listen",
+            format!("`{}` is not host:port ({e})", raw.api.listen),
+        )
+    })?;
+    let h = &raw.heartbeat;
+    if !(50..=60_000).contains(&h.interval_ms) {
+        return Err(invalid(
+            "heartbeat.interval_ms",
+            format!("{} is outside 50..=60000", h.interval_ms),
+        ));
+    }
+    if h.suspect_after == 0 {
+        return Err(invalid("heartbeat.suspect_after", "must be at least 1"));
+    }
+    if h.dead_after <= h.suspect_after {
+        return Err(invalid(
+            "heartbeat.dead_after",
+            format!(
+                "{} must be greater than heartbeat.suspect_after ({})",
+                h.dead_after, h.suspect_after
+            ),
+        ));
+    }
+    if raw.net.idle_timeout_ms < 1000 {
+        return Err(invalid("net.idle_timeout_ms", "must be at least 1000"));
+    }
+    if raw.net.outbox_capacity == 0 {
+        return Err(invalid("net.outbox_capacity", "must be at least 1"));
+    }
+    let psk_file = match raw.net.psk_file.trim() {
+        "" => None,
+        p => {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                return Err(invalid(
+                    "net.psk_file",
+                    format!("{} does not exist or is not a file", p.display()),
+                ));
+            }
+            Some(p)
+        }
+    };
+    let identity_file = match raw.node.identity_file.trim() {
+        "" => raw.node.data_dir.join("identity.key"),
+        p => PathBuf::from(p),
+    };
+    if !raw.watch.root.is_dir() {
+        return Err(invalid(
+            "watch.root",
+            format!("{} is not a directory", raw.watch.root.display()),
+        ));
+    }
+    Ok(Resolved {
+        name,
+        listen,
+        bootstrap,
+        psk_file,
+        identity_file,
+        api_listen,
+        raw,
+    })
+}
+
+fn check_label(key: &str, v: &str) -> Result<(), Error> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{v}` must be 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.'"),
+        ))
+    }
+}
+
+fn parse_addrs(key: &str, items: &[String]) -> Result<Vec<Multiaddr>, Error> {
+    items
+        .iter()
+        .map(|s| {
+            s.trim()
+                .parse::<Multiaddr>()
+                .map_err(|e| invalid(key, format!("`{s}` is not a multiaddr ({e})")))
+        })
+        .collect()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "fleetmesh-node".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn err_key(r: Result<Resolved, Error>) -> String {
+        match r {
+            Err(Error::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid-key error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_alone_are_valid() {
+        let s = load(&Sources::default()).expect("defaults load");
+        assert_eq!(s.raw.node.region, "default");
+        assert_eq!(s.raw.heartbeat.interval_ms, 1000);
+        assert_eq!(s.api_listen.to_string(), "127.0.0.1:7480");
+        assert_eq!(
+            s.identity_file,
+            PathBuf::from("fleetmesh-data/identity.key")
+        );
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "[node]\nname = \"from-file\"\nregion = \"eu\"\nrole = \"web\"\n[heartbeat]\ninterval_ms = 500\n",
+        )
+        .expect("write");
+        let mut src = Sources {
+            file: Some(file),
+            env: env(&[
+                ("FLEETMESH__NODE__REGION", "us"),
+                (
+                    "FLEETMESH__NET__BOOTSTRAP",
+                    "/ip4/127.0.0.1/tcp/1,/ip4/127.0.0.1/tcp/2",
+                ),
+                ("UNRELATED", "x"),
+            ]),
+            overrides: vec![],
+        };
+        let s = load(&src).expect("loads");
+        assert_eq!(s.name, "from-file");
+        assert_eq!(s.raw.node.region, "us", "environment beats the file");
+        assert_eq!(s.raw.node.role, "web", "file beats defaults");
+        assert_eq!(s.raw.heartbeat.interval_ms, 500);
+        assert_eq!(s.bootstrap.len(), 2);
+
+        src.overrides = vec![
+            ("node.region".into(), OverrideValue::Str("ap".into())),
+            ("heartbeat.interval_ms".into(), OverrideValue::Int(200)),
+        ];
+        let s = load(&src).expect("loads");
+        assert_eq!(s.raw.node.region, "ap", "flags beat the environment");
+        assert_eq!(s.raw.heartbeat.interval_ms, 200);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let bad = |k: &str, v: &str| {
+            err_key(load(&Sources {
+                env: env(&[(k, v)]),
+                ..Sources::default()
+            }))
+        };
+        assert_eq!(bad("FLEETMESH__NET__LISTEN", "not-an-addr"), "net.listen");
+        assert_eq!(bad("FLEETMESH__API__LISTEN", "localhost"), "api.listen");
+        assert_eq!(
+            bad("FLEETMESH__HEARTBEAT__INTERVAL_MS", "5"),
+            "heartbeat.interval_ms"
+        );
+        assert_eq!(
+            bad("FLEETMESH__HEARTBEAT__INTERVAL_MS", "soon"),
+            "heartbeat.interval_ms"
+        );
+        assert_eq!(bad("FLEETMESH__NODE__REGION", "eu west"), "node.region");
+        assert_eq!(
+            bad("FLEETMESH__NET__PSK_FILE", "/nonexistent/psk"),
+            "net.psk_file"
+        );
+        assert_eq!(
+            bad("FLEETMESH__HEARTBEAT__DEAD_AFTER", "2"),
+            "heartbeat.dead_after"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_broken_files_are_refused() {
+        let e = load(&Sources {
+            env: env(&[("FLEETMESH__NODE__COLOUR", "blue")]),
+            ..Sources::default()
+        })
+        .expect_err("unknown key");
+        assert!(e.to_string().contains("colour"), "{e}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("broken.toml");
+        std::fs::write(&file, "[node\nname=").expect("write");
+        let e = load(&Sources {
+            file: Some(file),
+            ..Sources::default()
+        })
+        .expect_err("broken file");
+        assert!(matches!(e, Error::File { .. }), "{e:?}");
+    }
+}

@@ -1,0 +1,137 @@
+//! `fleetmesh status`: asks a running node's API for its view and prints it.
+
+use std::time::Duration;
+
+use crate::api::{NodeView, PeerEntry};
+
+/// Why the node's view could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the node API at {api}: {reason} (is the node running? see --api)")]
+    Unreachable { api: String, reason: String },
+    #[error("the node API at {api} answered {what}")]
+    BadAnswer { api: String, what: String },
+    #[error("cannot start: {0}")]
+    Runtime(String),
+}
+
+/// Fetches `/api/v1/node` and `/api/v1/peers` from `api` (host:port).
+pub async fn fetch(api: &str) -> Result<(NodeView, Vec<PeerEntry>), Error> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let node = get(&client, api, "/api/v1/node").await?;
+    let peers = get(&client, api, "/api/v1/peers").await?;
+    Ok((node, peers))
+}
+
+async fn get<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    api: &str,
+    path: &str,
+) -> Result<T, Error> {
+    let url = format!("http://{api}{path}");
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| Error::Unreachable {
+            api: api.to_string(),
+            reason: e.to_string(),
+        })?;
+    if !resp.status().is_success() {
+        return Err(Error::BadAnswer {
+            api: api.to_string(),
+            what: format!("{} for {path}", resp.status()),
+        });
+    }
+    resp.json().await.map_err(|e| Error::BadAnswer {
+        api: api.to_string(),
+        what: format!("unreadable JSON for {path}: {e}"),
+    })
+}
+
+pub fn run(api: &str, json: bool) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let (node, peers) = rt.block_on(fetch(api))?;
+    if json {
+        let v = serde_json::json!({ "node": node, "peers": peers });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print!("{}", table(&node, &peers));
+    }
+    Ok(())
+}
+
+/// The human-readable view.
+pub fn table(node: &NodeView, peers: &[PeerEntry]) -> String {
+    let mut out = format!(
+        "node    {} ({})\nregion  {}   role {}   uptime {}   connected peers {}\n",
+        node.name,
+        node.peer_id,
+        node.region,
+        node.role,
+        human(node.uptime_ms),
+        node.connected_peers,
+    );
+    let counts: Vec<String> = node
+        .peers
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    out.push_str(&format!(
+        "peers   {}\n\n",
+        if counts.is_empty() {
+            "none".to_string()
+        } else {
+            counts.join(", ")
+        }
+    ));
+    let rows: Vec<[String; 6]> = peers
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone().unwrap_or_else(|| "?".into()),
+                p.region.clone().unwrap_or_else(|| "?".into()),
+                p.role.clone().unwrap_or_else(|| "?".into()),
+                p.status.clone(),
+                format!("{} ago", human(p.last_seen_ms)),
+                p.peer_id.clone(),
+            ]
+        })
+        .collect();
+    let head = ["NAME", "REGION", "ROLE", "STATUS", "LAST SEEN", "PEER ID"];
+    let mut widths = head.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            l.push_str(&format!("{:<w$}  ", c, w = widths[i]));
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(&head.map(String::from)));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn human(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
