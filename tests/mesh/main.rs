@@ -1,1 +1,7 @@
-fn main() {}
+//! Integration tests: real `fleetmesh` nodes on 127.0.0.1.
+
+mod admission;
+mod cli;
+mod cluster;
+mod garbage;
+mod harness;

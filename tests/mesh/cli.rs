@@ -1,0 +1,159 @@
+//! The command line: settings layering in a real process, bad settings, identity files.
+
+use std::process::{Command, Stdio};
+
+use crate::harness::{BIN, Node, Spec, command};
+
+/// Runs `fleetmesh node` with settings that must be refused; returns (exit code, stderr).
+fn refused(spec: &Spec) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = command(spec, dir.path())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_settings_exit_2_and_name_the_key() {
+    // A value of the wrong type, from the environment.
+    let mut s = Spec::new("x", "eu");
+    s.env = vec![("FLEETMESH__HEARTBEAT__SUSPECT_AFTER".into(), "often".into())];
+    let (code, err) = refused(&s);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("heartbeat.suspect_after"), "{err}");
+
+    // A value out of range, from a flag.
+    let mut s = Spec::new("x", "eu");
+    s.extra_args = vec!["--heartbeat-interval-ms".into(), "5".into()];
+    let (code, err) = refused(&s);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("heartbeat.interval_ms"), "{err}");
+
+    let s = Spec::new("x", "eu west");
+    let (code, err) = refused(&s);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("node.region"), "{err}");
+
+    let mut s = Spec::new("x", "eu");
+    s.bootstrap = vec!["127.0.0.1:7400".into()];
+    let (code, err) = refused(&s);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("net.bootstrap"), "{err}");
+
+    let mut s = Spec::new("x", "eu");
+    s.env = vec![("FLEETMESH__NET__MDNS".into(), "perhaps".into())];
+    let (code, err) = refused(&s);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("net.mdns"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_environment_and_flags_layer_in_that_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        "[node]\nname = \"from-file\"\nrole = \"database\"\nregion = \"file-region\"\n",
+    )
+    .expect("write");
+    // The harness passes --name, --region and --role as flags.
+    let mut s = Spec::new("from-flag", "flag-region");
+    s.extra_args = vec!["--config".into(), file.display().to_string()];
+    s.env = vec![
+        ("FLEETMESH__NODE__NAME".into(), "from-env".into()),
+        ("FLEETMESH__NODE__ROLE".into(), "from-env-role".into()),
+    ];
+    let node = Node::start(s);
+    let view = node.node().await;
+    // Flags beat the environment and the file.
+    assert_eq!(view.name, "from-flag");
+    assert_eq!(view.region, "flag-region");
+    assert_eq!(view.role, "web");
+
+    // Without flags for them, the environment beats the file, and the file the defaults.
+    let mut cmd = Command::new(BIN);
+    let data = tempfile::tempdir().expect("tempdir");
+    cmd.arg("node")
+        .arg("--config")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .env("FLEETMESH__NODE__NAME", "from-env")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("starts");
+    let rt_path = data.path().join("node.json");
+    let mut tries = 0;
+    let rt: fleetmesh::node::RuntimeFile = loop {
+        if let Ok(t) = std::fs::read_to_string(&rt_path)
+            && let Ok(rt) = serde_json::from_str(&t)
+        {
+            break rt;
+        }
+        tries += 1;
+        assert!(tries < 600, "node did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let view: fleetmesh::api::NodeView =
+        crate::harness::get(&format!("http://{}/api/v1/node", rt.api)).await;
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    assert_eq!(view.name, "from-env");
+    assert_eq!(view.role, "database");
+    assert_eq!(view.region, "file-region");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_survives_restarts_and_keygen_files_are_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut spec = Spec::new("r", "eu");
+    spec.dir = Some(data.clone());
+    let mut first = Node::start(spec.clone());
+    let id = first.peer_id().to_string();
+    let inc1 = first.node().await.incarnation;
+    assert!(first.stop().success());
+    let second = Node::start(spec);
+    assert_eq!(second.peer_id(), id, "same data dir, same peer id");
+    assert!(
+        second.node().await.incarnation > inc1,
+        "a restart is a new incarnation"
+    );
+    drop(second);
+
+    let key = dir.path().join("id.key");
+    let out = Command::new(BIN)
+        .arg("keygen")
+        .arg("--out")
+        .arg(&key)
+        .output()
+        .expect("keygen runs");
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let again = Command::new(BIN)
+        .arg("keygen")
+        .arg("--out")
+        .arg(&key)
+        .output()
+        .expect("runs");
+    assert!(!again.status.success(), "keygen must not overwrite a key");
+
+    let mut spec = Spec::new("k", "eu");
+    spec.env = vec![(
+        "FLEETMESH__NODE__IDENTITY_FILE".into(),
+        key.display().to_string(),
+    )];
+    let node = Node::start(spec);
+    assert_eq!(node.peer_id(), printed);
+}

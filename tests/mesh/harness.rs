@@ -1,0 +1,253 @@
+//! Real nodes for tests: each is a `fleetmesh node` process on 127.0.0.1 with ephemeral
+//! ports, its own temporary data dir, stopped (SIGTERM, then SIGKILL) when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetmesh::api::{NodeView, PeerEntry};
+use fleetmesh::node::RuntimeFile;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_fleetmesh");
+
+/// Heartbeats in tests: fast, so that convergence takes seconds.
+pub const INTERVAL_MS: &str = "200";
+
+/// How long any convergence may take before a test fails (a bound, not a timing claim).
+pub const CONVERGE: Duration = Duration::from_secs(45);
+
+pub struct Node {
+    pub name: String,
+    pub dir: PathBuf,
+    pub child: Child,
+    pub runtime: RuntimeFile,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub name: String,
+    pub region: String,
+    pub role: String,
+    pub bootstrap: Vec<String>,
+    pub psk: Option<PathBuf>,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Reuse this data dir (restarts) instead of a fresh temporary one.
+    pub dir: Option<PathBuf>,
+}
+
+impl Spec {
+    pub fn new(name: &str, region: &str) -> Self {
+        Spec {
+            name: name.into(),
+            region: region.into(),
+            role: "web".into(),
+            ..Spec::default()
+        }
+    }
+}
+
+/// The command for `spec`, with test defaults (loopback, ephemeral ports).
+pub fn command(spec: &Spec, dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("node")
+        .args(["--name", &spec.name])
+        .args(["--region", &spec.region])
+        .args(["--role", &spec.role])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--api-listen", "127.0.0.1:0"])
+        .args(&spec.extra_args)
+        .env("FLEETMESH__HEARTBEAT__INTERVAL_MS", INTERVAL_MS)
+        .env_remove("RUST_LOG")
+        .env("FLEETMESH__LOG__FILTER", "info,libp2p=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for b in &spec.bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    if let Some(psk) = &spec.psk {
+        cmd.arg("--psk-file").arg(psk);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl Node {
+    /// Starts a node and waits until it has written its runtime file.
+    pub fn start(spec: Spec) -> Node {
+        let (tmp, dir) = match &spec.dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let log = std::fs::File::create(dir.join("node.log")).expect("log file");
+        let mut child = command(&spec, &dir)
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("fleetmesh starts");
+        let path = dir.join("node.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let runtime = loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(rt) = serde_json::from_str::<RuntimeFile>(&text)
+                && rt.pid == child.id()
+            {
+                break rt;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+                panic!(
+                    "node {} exited with {status} before ready:\n{log}",
+                    spec.name
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never became ready",
+                spec.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Node {
+            name: spec.name,
+            dir,
+            child,
+            runtime,
+            _tmp: tmp,
+        }
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.runtime.peer_id
+    }
+
+    /// The p2p address, with or without the `/p2p/<id>` suffix.
+    pub fn addr(&self, with_id: bool) -> String {
+        let a = self.runtime.listen[0].clone();
+        if with_id {
+            format!("{a}/p2p/{}", self.runtime.peer_id)
+        } else {
+            a
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.runtime.api)
+    }
+
+    pub async fn node(&self) -> NodeView {
+        get(&self.url("/api/v1/node")).await
+    }
+
+    pub async fn peers(&self) -> Vec<PeerEntry> {
+        get(&self.url("/api/v1/peers")).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics reachable")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, and wait for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status();
+}
+
+pub async fn get<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    let resp = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: bad JSON: {e}"))
+}
+
+/// Reads a counter or gauge from Prometheus text, summing the series that match `labels`.
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{")) && l.contains(labels)
+                || (labels.is_empty() && l.starts_with(&format!("{name} ")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `check` until it returns `Ok`, failing with its last complaint after `bound`.
+pub async fn eventually<F, Fut>(what: &str, bound: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        let complaint = match check().await {
+            Ok(()) => return,
+            Err(c) => c,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached within {bound:?}: {complaint}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes a fresh fleet key with the real CLI and returns its path.
+pub fn psk(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let st = Command::new(BIN)
+        .arg("psk")
+        .arg("--out")
+        .arg(&path)
+        .stderr(Stdio::null())
+        .status()
+        .expect("psk runs");
+    assert!(st.success());
+    path
+}
