@@ -42,8 +42,11 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:7480")]
         api: String,
         /// Print JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "summary")]
         json: bool,
+        /// Print one line (for scripts): name, region, role and peer counts.
+        #[arg(long)]
+        summary: bool,
     },
 }
 
@@ -144,7 +147,16 @@ pub fn main() -> ExitCode {
         Command::Psk { out } => report(identity::write_psk(&out).map(|psk| {
             eprintln!("wrote fleet key {} to {}", psk.fingerprint(), out.display());
         })),
-        Command::Status { api, json } => report(status::run(&api, json)),
+        Command::Status { api, json, summary } => {
+            let format = if json {
+                status::Format::Json
+            } else if summary {
+                status::Format::Summary
+            } else {
+                status::Format::Table
+            };
+            report(status::run(&api, format))
+        }
     }
 }
 

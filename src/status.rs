@@ -52,19 +52,41 @@ async fn get<T: serde::de::DeserializeOwned>(
     })
 }
 
-pub fn run(api: &str, json: bool) -> Result<(), Error> {
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Summary,
+}
+
+pub fn run(api: &str, format: Format) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
     let (node, peers) = rt.block_on(fetch(api))?;
-    if json {
-        let v = serde_json::json!({ "node": node, "peers": peers });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-    } else {
-        print!("{}", table(&node, &peers));
+    match format {
+        Format::Json => {
+            let v = serde_json::json!({ "node": node, "peers": peers });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Format::Table => print!("{}", table(&node, &peers)),
+        Format::Summary => println!("{}", summary(&node)),
     }
     Ok(())
+}
+
+/// One line: `name region role connected=N alive=N ...` (every status, zeros included).
+pub fn summary(node: &NodeView) -> String {
+    let mut line = format!(
+        "{} region={} role={} connected={}",
+        node.name, node.region, node.role, node.connected_peers
+    );
+    for (status, n) in &node.peers {
+        line.push_str(&format!(" {status}={n}"));
+    }
+    line
 }
 
 /// The human-readable view.
