@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs one benchmark scenario in release mode. The last line printed is
+#   RESULT {json}
+# with latencies in microseconds (p50_us, p99_us, max_us), sizes in bytes, ratios as ratio.
+#
+#   scripts/bench.sh propagation [--nodes N] [--messages K] [--gap-ms G]
+#   scripts/bench.sh footprint   [--nodes N] [--seconds S]
+#
+# Figures and the commands that produced them are recorded in BENCHMARKS.md.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+scenario=${1:-}
+[ -n "$scenario" ] || { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+shift
+
+opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
+  local name=$1 def=$2; shift 2
+  while [ $# -gt 0 ]; do [ "$1" = "--$name" ] && { echo "${2:?--$name needs a value}"; return; }; shift; done
+  echo "$def"
+}
+
+case "$scenario" in
+  propagation)
+    cd "$root"
+    cargo bench --bench propagation -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
+    ;;
+
+  footprint)
+    nodes=$(opt nodes 20 "$@")
+    seconds=$(opt seconds 60 "$@")
+    dir=$(mktemp -d /tmp/fleetmesh-footprint.XXXXXX)
+    base=27400
+    trap '"$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+    "$here/cluster.sh" up "$nodes" --dir "$dir" --base-port "$base" >&2
+    target=$((nodes / 2))
+    pid=$(cat "$dir/node$target/pid")
+    echo "footprint: $nodes nodes up; settling 15 s, then sampling node$target (pid $pid) for $seconds s" >&2
+    sleep 15
+    tck=$(getconf CLK_TCK)
+    ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+    rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+    t0=$(ticks "$pid"); s0=$(date +%s.%N); max_rss=0
+    for ((i = 0; i < seconds; i++)); do
+      r=$(rss_kb "$pid"); [ "$r" -gt "$max_rss" ] && max_rss=$r
+      sleep 1
+    done
+    t1=$(ticks "$pid"); s1=$(date +%s.%N)
+    all=(); for ((i = 0; i < nodes; i++)); do all+=("$(rss_kb "$(cat "$dir/node$i/pid")")"); done
+    peers=$("$root/target/release/fleetmesh" status --api "127.0.0.1:$((base + 1000 + target))" --summary)
+    echo "footprint: node$target sees: $peers" >&2
+    mean=$(printf '%s\n' "${all[@]}" | awk '{s += $1} END {printf "%d", s / NR * 1024}')
+    hi=$(printf '%s\n' "${all[@]}" | sort -n | tail -1)
+    cpu=$(awk -v a="$t0" -v b="$t1" -v t="$tck" -v s0="$s0" -v s1="$s1" 'BEGIN {printf "%.5f", (b - a) / t / (s1 - s0)}')
+    alive=$(echo "$peers" | grep -o 'alive=[0-9]*' | cut -d= -f2)
+    echo "RESULT {\"scenario\":\"footprint\",\"nodes\":$nodes,\"seconds\":$seconds,\"rss_bytes\":$((max_rss * 1024)),\"rss_mean_bytes_all_nodes\":$mean,\"rss_max_bytes_all_nodes\":$((hi * 1024)),\"cpu_ratio\":$cpu,\"peers_alive\":${alive:-0}}"
+    ;;
+
+  *)
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint)" >&2
+    exit 2
+    ;;
+esac
