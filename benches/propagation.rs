@@ -113,7 +113,8 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
             seen: s.clone(),
         }
         .start();
-        let listen: [libp2p::Multiaddr; 1] = ["/ip4/127.0.0.1/tcp/0".parse().map_err(|e| format!("{e}"))?];
+        let listen: [libp2p::Multiaddr; 1] =
+            ["/ip4/127.0.0.1/tcp/0".parse().map_err(|e| format!("{e}"))?];
         let (driver, mut state) = Driver::new(
             swarm,
             info(i),
@@ -140,12 +141,15 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
         }
     }
     let outbox = outbox0.ok_or("no publisher")?;
+    // True when the driver's queue took the message.
     let publish = |seq: u64| {
-        outbox.try_send(Publish {
-            topic: Topic::Region("bench".into()),
-            body: body(seq),
-            delivery: Delivery::BestEffort,
-        })
+        outbox
+            .try_send(Publish {
+                topic: Topic::Region("bench".into()),
+                body: body(seq),
+                delivery: Delivery::BestEffort,
+            })
+            .is_ok()
     };
 
     // Warm-up: until every node has received something, then let meshes settle.
@@ -154,7 +158,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
     let mut seq = 0u64;
     loop {
         seq += 1;
-        let _ = publish(seq);
+        publish(seq);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let reached = seen
             .iter()
@@ -164,7 +168,10 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
             break;
         }
         if warm_start.elapsed() > Duration::from_secs(60) {
-            return Err(format!("only {reached}/{} nodes reached after 60 s", nodes - 1));
+            return Err(format!(
+                "only {reached}/{} nodes reached after 60 s",
+                nodes - 1
+            ));
         }
     }
     eprintln!(
@@ -184,7 +191,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
     let mut dropped = 0u64;
     for k in 0..messages {
         let t = Instant::now();
-        if publish(base + k).is_err() {
+        if !publish(base + k) {
             dropped += 1;
         }
         sent_at.push(t);

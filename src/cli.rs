@@ -179,9 +179,10 @@ fn run_node(args: &NodeArgs) -> ExitCode {
         }
     };
     init_tracing(&settings.raw.log.filter);
-    let system = actix::System::with_tokio_rt(|| {
+    let workers = settings.raw.node.worker_threads;
+    let system = actix::System::with_tokio_rt(move || {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(workers)
             .enable_all()
             .build()
             .expect("the tokio runtime must start")

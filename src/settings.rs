@@ -51,6 +51,7 @@ pub struct Node {
     pub role: String,
     pub data_dir: PathBuf,
     pub identity_file: String,
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,6 +199,12 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     check_label("node.role", &raw.node.role)?;
     if name.len() > 128 {
         return Err(invalid("node.name", "must be at most 128 characters"));
+    }
+    if !(1..=64).contains(&raw.node.worker_threads) {
+        return Err(invalid(
+            "node.worker_threads",
+            format!("{} is outside 1..=64", raw.node.worker_threads),
+        ));
     }
     if raw.node.data_dir.as_os_str().is_empty() {
         return Err(invalid("node.data_dir", "must not be empty"));
