@@ -97,6 +97,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
     let mut outbox0 = None;
     let mut seen: Vec<Seen> = Vec::new();
     let mut bootstrap: Vec<libp2p::Multiaddr> = Vec::new();
+    let mut metrics: Vec<Arc<Metrics>> = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let swarm = net::build_swarm(&net::Config {
             keypair: key.clone(),
@@ -115,6 +116,8 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
         .start();
         let listen: [libp2p::Multiaddr; 1] =
             ["/ip4/127.0.0.1/tcp/0".parse().map_err(|e| format!("{e}"))?];
+        let m = Arc::new(Metrics::new());
+        metrics.push(m.clone());
         let (driver, mut state) = Driver::new(
             swarm,
             info(i),
@@ -122,7 +125,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
             bootstrap.clone(),
             rx,
             rec.recipient(),
-            Arc::new(Metrics::new()),
+            m,
         )
         .map_err(|e| e.to_string())?;
         tokio::spawn(driver.run(stop_rx.clone()));
@@ -224,6 +227,9 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
                 None => {
                     complete = false;
                     missing += 1;
+                    if missing <= 20 {
+                        eprintln!("propagation: message {k} never reached one node");
+                    }
                 }
             }
         }
@@ -233,6 +239,18 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
     }
     last_node.sort_unstable();
     any_node.sort_unstable();
+    // Where a loss happened, if anywhere: the publisher's driver refusing to publish, or a
+    // receiver's mailbox overflowing.
+    let driver_dropped: u64 = ["no_peers", "queues_full", "error", "encode"]
+        .iter()
+        .map(|r| {
+            metrics[0]
+                .publish_dropped
+                .get_or_create(&Metrics::reason(r))
+                .get()
+        })
+        .sum();
+    let mailbox_dropped: u64 = metrics.iter().map(|m| m.inbound_dropped.get()).sum();
     Ok(serde_json::json!({
         "scenario": "propagation",
         "nodes": nodes,
@@ -244,6 +262,8 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
         "per_node_p99_us": percentile(&any_node, 99.0),
         "missing_deliveries": missing,
         "publish_dropped": dropped,
+        "driver_dropped": driver_dropped,
+        "mailbox_dropped": mailbox_dropped,
         "gap_ms": gap.as_millis() as u64,
     }))
 }
