@@ -190,7 +190,6 @@ fn run_node(args: &NodeArgs) -> ExitCode {
     match system.block_on(node::run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("fleetmesh: {e:#}");
             ExitCode::FAILURE
         }

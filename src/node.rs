@@ -95,7 +95,44 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         region: info.region.clone(),
         mdns: s.net.mdns,
         idle_timeout: Duration::from_millis(s.net.idle_timeout_ms),
-    })?;
+    });
+    let outcome = match swarm {
+        Ok(swarm) => {
+            serve(
+                &settings,
+                swarm,
+                info,
+                heartbeat.clone(),
+                outbox_rx,
+                metrics,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    // Whatever happened, the actor stops and is gone before the runtime is: an actor
+    // dropped after it panics on its timers.
+    let _ = heartbeat.send(hb::Stop).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while heartbeat.connected() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if outcome.is_ok() {
+        tracing::info!("stopped");
+    }
+    outcome
+}
+
+/// Runs the network driver and the API until a signal; stops both before returning.
+async fn serve(
+    settings: &Resolved,
+    swarm: libp2p::Swarm<net::Behaviour>,
+    info: node::Info,
+    heartbeat: actix::Addr<HeartbeatActor>,
+    outbox_rx: tokio::sync::mpsc::Receiver<fleetmesh_actors::outbox::Publish>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let peer_id = *swarm.local_peer_id();
     let (driver, mut net_state) = net::driver::Driver::new(
         swarm,
         info.clone(),
@@ -105,6 +142,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         heartbeat.clone().recipient(),
         metrics.clone(),
     )?;
+    // Dropping stop_tx on any early return stops the driver too.
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver = tokio::spawn(driver.run(stop_rx));
 
@@ -112,7 +150,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         peer_id: peer_id.to_base58(),
         info: info.clone(),
         started: Instant::now(),
-        heartbeat: heartbeat.clone(),
+        heartbeat,
         net: net_state.clone(),
         metrics,
     };
@@ -126,10 +164,32 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         net_state.wait_for(|st| !st.listen_addrs.is_empty()),
     )
     .await;
-    let listen: Vec<String> = match listening {
-        Ok(Ok(st)) => st.listen_addrs.iter().map(|a| a.to_string()).collect(),
-        _ => anyhow::bail!("no p2p listener came up within 10 s (net.listen)"),
+    let result = match listening {
+        Ok(Ok(st)) => {
+            let listen: Vec<String> = st.listen_addrs.iter().map(|a| a.to_string()).collect();
+            drop(st);
+            announce_and_wait(settings, &peer_id, &info, api_addr, listen).await
+        }
+        _ => Err(anyhow::anyhow!(
+            "no p2p listener came up within 10 s (net.listen)"
+        )),
     };
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    server_handle.stop(true).await;
+    let _ = driver.await;
+    let _ = server_task.await;
+    result
+}
+
+/// Writes `node.json`, waits for SIGINT or SIGTERM, removes `node.json`.
+async fn announce_and_wait(
+    settings: &Resolved,
+    peer_id: &libp2p::PeerId,
+    info: &node::Info,
+    api_addr: std::net::SocketAddr,
+    listen: Vec<String>,
+) -> anyhow::Result<()> {
     let runtime = RuntimeFile {
         peer_id: peer_id.to_base58(),
         name: info.name.clone(),
@@ -138,20 +198,12 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         listen: listen.clone(),
         pid: std::process::id(),
     };
-    let runtime_path = runtime_file(&s.node.data_dir);
+    let runtime_path = runtime_file(&settings.raw.node.data_dir);
     write_atomic(&runtime_path, &serde_json::to_vec_pretty(&runtime)?)?;
     tracing::info!(api = %api_addr, listen = ?listen, "node ready");
-
-    wait_for_signal().await?;
-    tracing::info!("stopping");
+    let waited = wait_for_signal().await;
     let _ = std::fs::remove_file(&runtime_path);
-    let _ = stop_tx.send(true);
-    server_handle.stop(true).await;
-    let _ = heartbeat.send(hb::Stop).await;
-    let _ = driver.await;
-    let _ = server_task.await;
-    tracing::info!("stopped");
-    Ok(())
+    waited
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -79,6 +79,7 @@ impl Driver {
         metrics: Arc<Metrics>,
     ) -> Result<(Self, watch::Receiver<State>), Error> {
         for addr in listen {
+            super::check_port_free(addr)?;
             swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
                 addr: addr.clone(),
                 reason: e.to_string(),

@@ -56,7 +56,7 @@ pub enum Error {
     Gossipsub(String),
     #[error("mdns: {0}")]
     Mdns(String),
-    #[error("cannot listen on {addr}: {reason}")]
+    #[error("cannot listen on net.listen address {addr}: {reason}")]
     Listen { addr: Multiaddr, reason: String },
 }
 
@@ -238,6 +238,35 @@ pub fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
         .build();
     Ok(swarm)
+}
+
+/// Refuses a listen address whose fixed TCP port is taken.
+///
+/// libp2p's TCP transport listens with SO_REUSEPORT (to dial from its listen port), so a
+/// second node on a taken port would bind it too and the kernel would split incoming
+/// connections between the two. A plain bind first (which SO_REUSEPORT does not share
+/// with) turns that into a clear error.
+pub fn check_port_free(addr: &Multiaddr) -> Result<(), Error> {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) if port != 0 => std::net::TcpListener::bind((ip, port))
+            .map(drop)
+            .map_err(|e| Error::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            }),
+        _ => Ok(()),
+    }
 }
 
 /// Splits a trailing `/p2p/<id>` off an address.

@@ -5,16 +5,28 @@ use std::process::{Command, Stdio};
 use crate::harness::{BIN, Node, Spec, command};
 
 /// Runs `fleetmesh node` with settings that must be refused; returns (exit code, stderr).
+/// A node that starts anyway is killed after 30 s and reported with no exit code.
 fn refused(spec: &Spec) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = command(spec, dir.path())
-        .stderr(Stdio::piped())
-        .output()
+    let err_path = dir.path().join("stderr");
+    let err_file = std::fs::File::create(&err_path).expect("stderr file");
+    let mut child = command(spec, dir.path())
+        .stderr(Stdio::from(err_file))
+        .spawn()
         .expect("runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (code, std::fs::read_to_string(&err_path).unwrap_or_default())
 }
 
 #[test]
@@ -156,4 +168,24 @@ async fn identity_survives_restarts_and_keygen_files_are_used() {
     )];
     let node = Node::start(spec);
     assert_eq!(node.peer_id(), printed);
+}
+
+#[test]
+fn taken_ports_are_refused_with_the_key_named() {
+    let first = Node::start(Spec::new("first", "eu"));
+    // The p2p port of a running node: refused, not silently shared.
+    let mut s = Spec::new("second", "eu");
+    s.extra_args = vec!["--listen".into(), first.runtime.listen[0].clone()];
+    let (code, err) = refused(&s);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("net.listen"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Its API port.
+    let mut s = Spec::new("third", "eu");
+    s.extra_args = vec!["--api-listen".into(), first.runtime.api.clone()];
+    let (code, err) = refused(&s);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("api.listen"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

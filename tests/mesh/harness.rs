@@ -57,14 +57,19 @@ pub fn command(spec: &Spec, dir: &Path) -> Command {
         .args(["--role", &spec.role])
         .arg("--data-dir")
         .arg(dir)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-        .args(["--api-listen", "127.0.0.1:0"])
         .args(&spec.extra_args)
         .env("FLEETMESH__HEARTBEAT__INTERVAL_MS", INTERVAL_MS)
         .env_remove("RUST_LOG")
         .env("FLEETMESH__LOG__FILTER", "info,libp2p=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+    // Loopback and ephemeral ports, unless the test chose its own.
+    if !spec.extra_args.iter().any(|a| a == "--listen") {
+        cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+    }
+    if !spec.extra_args.iter().any(|a| a == "--api-listen") {
+        cmd.args(["--api-listen", "127.0.0.1:0"]);
+    }
     for b in &spec.bootstrap {
         cmd.args(["--bootstrap", b]);
     }
