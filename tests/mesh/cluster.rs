@@ -79,25 +79,14 @@ async fn five_nodes_two_regions_from_one_bootstrap_address() {
     assert!(!view.listen_addresses.is_empty());
 
     // Heartbeats keep arriving: a second look shows higher sequence numbers.
-    let before = nodes[1].peers().await;
-    let seq_of = |ps: &[fleetmesh::api::PeerEntry], id: &str| {
-        ps.iter()
-            .find(|p| p.peer_id == id)
-            .map(|p| p.heartbeat_seq)
-            .unwrap_or(0)
-    };
-    let n3 = nodes[3].peer_id().to_string();
-    let first = seq_of(&before, &n3);
-    eventually("heartbeats keep flowing", CONVERGE, || {
-        let n1 = &nodes[1];
-        let n3 = n3.clone();
-        async move {
-            let now = seq_of(&n1.peers().await, &n3);
-            if now > first {
-                Ok(())
-            } else {
-                Err(format!("seq still {now}"))
-            }
+    let (n1, n3) = (&nodes[1], nodes[3].peer_id());
+    let first = n1.peer(n3).await.map_or(0, |p| p.heartbeat_seq);
+    eventually("heartbeats keep flowing", CONVERGE, || async move {
+        let now = n1.peer(n3).await.map_or(0, |p| p.heartbeat_seq);
+        if now > first {
+            Ok(())
+        } else {
+            Err(format!("seq still {now}"))
         }
     })
     .await;

@@ -134,20 +134,12 @@ async fn garbage_and_wrong_version_frames_are_refused_and_counted() {
     }
 
     // Both nodes keep serving and keep hearing each other.
-    let seq_before = g1
-        .peers()
-        .await
-        .iter()
-        .find(|p| p.peer_id == g0.peer_id())
-        .map(|p| p.heartbeat_seq)
-        .unwrap_or(0);
+    let seq_before = g1.peer(g0.peer_id()).await.map_or(0, |p| p.heartbeat_seq);
     eventually("g1 still hears g0", CONVERGE, || async {
         let seq = g1
-            .peers()
+            .peer(g0.peer_id())
             .await
-            .iter()
-            .find(|p| p.peer_id == g0.peer_id())
-            .map(|p| (p.heartbeat_seq, p.status.clone()));
+            .map(|p| (p.heartbeat_seq, p.status));
         match seq {
             Some((s, st)) if s > seq_before && st == "alive" => Ok(()),
             other => Err(format!("{other:?}")),

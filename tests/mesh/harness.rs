@@ -157,6 +157,11 @@ impl Node {
         get(&self.url("/api/v1/peers")).await
     }
 
+    /// This node's entry for peer `id`, if it lists one.
+    pub async fn peer(&self, id: &str) -> Option<PeerEntry> {
+        self.peers().await.into_iter().find(|p| p.peer_id == id)
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(self.url("/metrics"))
             .await
