@@ -7,8 +7,12 @@
 //! crate) owns all I/O.
 
 pub mod actor;
+pub mod delta;
+pub mod encoder;
 pub mod heartbeat;
+pub mod label;
 pub mod membership;
 pub mod node;
 pub mod outbox;
+pub mod spike;
 pub mod wire;
