@@ -5,6 +5,8 @@
 #
 #   scripts/bench.sh propagation [--nodes N] [--messages K] [--gap-ms G]
 #   scripts/bench.sh footprint   [--nodes N] [--seconds S]
+#   scripts/bench.sh encode      [--spikes N]
+#   scripts/bench.sh metrics-bandwidth [--seconds S]
 #
 # Figures and the commands that produced them are recorded in BENCHMARKS.md.
 set -euo pipefail
@@ -12,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -22,9 +24,9 @@ opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
 }
 
 case "$scenario" in
-  propagation)
+  propagation|encode|metrics-bandwidth)
     cd "$root"
-    cargo bench --bench propagation -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
+    cargo bench --bench "${scenario//-/_}" -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;
 
   footprint)
@@ -58,7 +60,7 @@ case "$scenario" in
     ;;
 
   *)
-    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint)" >&2
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, encode, metrics-bandwidth)" >&2
     exit 2
     ;;
 esac
