@@ -9,6 +9,7 @@
 pub mod actor;
 pub mod delta;
 pub mod encoder;
+pub mod files;
 pub mod heartbeat;
 pub mod label;
 pub mod membership;

@@ -1,0 +1,377 @@
+//! The file detector's logic: a baseline of file states, and what differs from it.
+//!
+//! Two layers feed it. The realtime layer re-reads one path after a watch event
+//! ([`Input::Checked`]); the hash layer re-reads everything (a full scan at start-up and
+//! periodically, [`Input::Scanned`]). Each returns observations for what changed. The two
+//! are reconciled here too: a change that only the hash layer finds was *missed by
+//! realtime*; a watch event after which nothing differs is a *realtime event without state
+//! change*. Every such discrepancy is reported, and counted per layer.
+//!
+//! No I/O: the caller stats and hashes files and hands over [`State`]s.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spike::{Change, Digest, FieldChange, Kind, Layer, Observation, Severity, Value};
+
+/// What is known about one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// sha256 of the contents (files under the size cap only).
+    pub digest: Option<Digest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink {
+        target: String,
+    },
+    /// Sockets, fifos, devices.
+    Other,
+    /// Exists but could not be read (permissions, vanished mid-read); the text says why.
+    Unreadable {
+        reason: String,
+    },
+}
+
+/// Per-layer counters, shown by the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub realtime_events: u64,
+    pub realtime_changes: u64,
+    pub realtime_without_change: u64,
+    pub scans: u64,
+    pub scan_changes: u64,
+    pub missed_by_realtime: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The realtime layer re-read `path` after an event; `None`: it does not exist.
+    Checked { path: String, state: Option<State> },
+    /// A full scan of everything watched (the hash layer).
+    Scanned {
+        states: BTreeMap<String, State>,
+        scan: Scan,
+    },
+}
+
+/// Why a full scan ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// At start-up, against the persisted baseline: differences happened while the node
+    /// was down, and are reported as such.
+    Startup,
+    /// The periodic verification: differences are changes the realtime layer missed.
+    Periodic,
+}
+
+/// The baseline and its bookkeeping.
+#[derive(Debug, Clone, Default)]
+pub struct Detector {
+    baseline: BTreeMap<String, State>,
+    counters: Counters,
+}
+
+impl Detector {
+    /// Starts from a persisted baseline (empty on a first start).
+    pub fn new(baseline: BTreeMap<String, State>) -> Self {
+        Detector {
+            baseline,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn baseline(&self) -> &BTreeMap<String, State> {
+        &self.baseline
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn handle(&mut self, input: Input) -> Vec<Observation> {
+        match input {
+            Input::Checked { path, state } => self.checked(path, state),
+            Input::Scanned { states, scan } => self.scanned(states, scan),
+        }
+    }
+
+    fn checked(&mut self, path: String, state: Option<State>) -> Vec<Observation> {
+        self.counters.realtime_events += 1;
+        let before = self.baseline.get(&path);
+        match diff(&path, before, state.as_ref(), Layer::Realtime) {
+            Some(obs) => {
+                self.counters.realtime_changes += 1;
+                self.apply(path, state);
+                vec![obs]
+            }
+            None => {
+                self.counters.realtime_without_change += 1;
+                Vec::new()
+            }
+        }
+    }
+
+    /// A start-up scan with no baseline only records. A start-up scan against a baseline
+    /// reports what changed while the node was down. A periodic scan reports every
+    /// difference plus one reconcile observation each: the realtime layer missed it.
+    fn scanned(&mut self, states: BTreeMap<String, State>, scan: Scan) -> Vec<Observation> {
+        self.counters.scans += 1;
+        let first = scan == Scan::Startup && self.baseline.is_empty();
+        let mut out = Vec::new();
+        let paths: BTreeSet<String> = self.baseline.keys().chain(states.keys()).cloned().collect();
+        for path in paths {
+            let before = self.baseline.get(&path);
+            let after = states.get(&path);
+            let Some(mut obs) = diff(&path, before, after, Layer::Hash) else {
+                continue;
+            };
+            if first {
+                continue;
+            }
+            self.counters.scan_changes += 1;
+            if scan == Scan::Startup {
+                obs.fields.insert(
+                    "when".into(),
+                    FieldChange {
+                        before: None,
+                        after: Some(Value::Text("while_down".into())),
+                    },
+                );
+                out.push(obs);
+                continue;
+            }
+            self.counters.missed_by_realtime += 1;
+            let mut missed =
+                Observation::new(Kind::Reconcile, Change::Modified, path, Layer::Reconciler);
+            missed.severity = Severity::Medium;
+            missed.fields.insert(
+                "discrepancy".into(),
+                FieldChange {
+                    before: None,
+                    after: Some(Value::Text("missed_by_realtime".into())),
+                },
+            );
+            out.push(obs);
+            out.push(missed);
+        }
+        self.baseline = states;
+        out
+    }
+
+    fn apply(&mut self, path: String, state: Option<State>) {
+        match state {
+            Some(s) => {
+                self.baseline.insert(path, s);
+            }
+            None => {
+                self.baseline.remove(&path);
+            }
+        }
+    }
+}
+
+/// The observation that takes `before` to `after`, if they differ.
+pub fn diff(
+    path: &str,
+    before: Option<&State>,
+    after: Option<&State>,
+    layer: Layer,
+) -> Option<Observation> {
+    let change = match (before, after) {
+        (None, None) => return None,
+        (Some(b), Some(a)) if b == a => return None,
+        (None, Some(_)) => Change::Added,
+        (Some(_), None) => Change::Removed,
+        (Some(_), Some(_)) => Change::Modified,
+    };
+    let mut obs = Observation::new(Kind::File, change, path, layer);
+    obs.before = before.and_then(|s| s.digest);
+    obs.after = after.and_then(|s| s.digest);
+    obs.severity = Severity::Low;
+    let b = before.map(fields_of);
+    let a = after.map(fields_of);
+    for i in 0..FIELDS.len() {
+        let (bv, av) = (b.as_ref().map(|f| &f[i]), a.as_ref().map(|f| &f[i]));
+        if bv != av {
+            obs.fields.insert(
+                FIELDS[i].into(),
+                FieldChange {
+                    before: bv.cloned(),
+                    after: av.cloned(),
+                },
+            );
+        }
+    }
+    if let (Some(b), Some(a)) = (before, after)
+        && b.digest != a.digest
+    {
+        obs.fields.insert(
+            "content".into(),
+            FieldChange {
+                before: b.digest.map(|d| Value::Text(d.to_string())),
+                after: a.digest.map(|d| Value::Text(d.to_string())),
+            },
+        );
+    }
+    Some(obs)
+}
+
+const FIELDS: [&str; 5] = ["kind", "size", "mode", "uid", "gid"];
+
+/// The values of [`FIELDS`] for `s`, in that order.
+fn fields_of(s: &State) -> [Value; 5] {
+    [
+        Value::Text(kind_name(&s.kind)),
+        Value::Int(i64::try_from(s.size).unwrap_or(i64::MAX)),
+        Value::Text(format!("{:o}", s.mode & 0o7777)),
+        Value::Int(i64::from(s.uid)),
+        Value::Int(i64::from(s.gid)),
+    ]
+}
+
+fn kind_name(k: &EntryKind) -> String {
+    match k {
+        EntryKind::File => "file".into(),
+        EntryKind::Dir => "dir".into(),
+        EntryKind::Symlink { target } => format!("symlink -> {target}"),
+        EntryKind::Other => "other".into(),
+        EntryKind::Unreadable { reason } => format!("unreadable: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(content: u8, mode: u32) -> State {
+        State {
+            kind: EntryKind::File,
+            size: 10,
+            mode,
+            uid: 0,
+            gid: 0,
+            digest: Some(Digest([content; 32])),
+        }
+    }
+
+    fn kinds(obs: &[Observation]) -> Vec<(Kind, Change, String)> {
+        obs.iter()
+            .map(|o| (o.kind, o.change, o.subject.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn realtime_checks_report_each_change_once() {
+        let mut d = Detector::default();
+        let add = d.handle(Input::Checked {
+            path: "/etc/a".into(),
+            state: Some(file(1, 0o644)),
+        });
+        assert_eq!(kinds(&add), [(Kind::File, Change::Added, "/etc/a".into())]);
+        let same = d.handle(Input::Checked {
+            path: "/etc/a".into(),
+            state: Some(file(1, 0o644)),
+        });
+        assert!(same.is_empty());
+        let chmod = d.handle(Input::Checked {
+            path: "/etc/a".into(),
+            state: Some(file(1, 0o600)),
+        });
+        assert_eq!(chmod[0].change, Change::Modified);
+        assert_eq!(
+            chmod[0].fields.get("mode"),
+            Some(&FieldChange {
+                before: Some(Value::Text("644".into())),
+                after: Some(Value::Text("600".into()))
+            })
+        );
+        assert!(!chmod[0].fields.contains_key("content"));
+        let edit = d.handle(Input::Checked {
+            path: "/etc/a".into(),
+            state: Some(file(2, 0o600)),
+        });
+        assert_eq!(edit[0].before, Some(Digest([1; 32])));
+        assert_eq!(edit[0].after, Some(Digest([2; 32])));
+        let rm = d.handle(Input::Checked {
+            path: "/etc/a".into(),
+            state: None,
+        });
+        assert_eq!(rm[0].change, Change::Removed);
+        let c = d.counters();
+        assert_eq!(
+            (
+                c.realtime_events,
+                c.realtime_changes,
+                c.realtime_without_change
+            ),
+            (5, 4, 1)
+        );
+    }
+
+    #[test]
+    fn first_scan_records_and_later_scans_report_what_realtime_missed() {
+        let mut d = Detector::default();
+        let mut s = BTreeMap::new();
+        s.insert("/etc/a".to_string(), file(1, 0o644));
+        s.insert("/etc/b".to_string(), file(1, 0o644));
+        assert!(
+            d.handle(Input::Scanned {
+                states: s.clone(),
+                scan: Scan::Startup
+            })
+            .is_empty()
+        );
+
+        // Realtime saw /etc/a change; nobody told it about /etc/b going away.
+        s.insert("/etc/a".to_string(), file(2, 0o644));
+        d.handle(Input::Checked {
+            path: "/etc/a".into(),
+            state: Some(file(2, 0o644)),
+        });
+        s.remove("/etc/b");
+        let out = d.handle(Input::Scanned {
+            states: s,
+            scan: Scan::Periodic,
+        });
+        assert_eq!(
+            kinds(&out),
+            [
+                (Kind::File, Change::Removed, "/etc/b".into()),
+                (Kind::Reconcile, Change::Modified, "/etc/b".into())
+            ]
+        );
+        assert_eq!(out[0].layer, Layer::Hash);
+        assert_eq!(d.counters().missed_by_realtime, 1);
+    }
+
+    #[test]
+    fn a_persisted_baseline_reports_changes_made_while_down() {
+        let mut old = BTreeMap::new();
+        old.insert("/etc/a".to_string(), file(1, 0o644));
+        let mut d = Detector::new(old);
+        let mut now = BTreeMap::new();
+        now.insert("/etc/a".to_string(), file(9, 0o644));
+        let out = d.handle(Input::Scanned {
+            states: now,
+            scan: Scan::Startup,
+        });
+        assert_eq!(out.len(), 1, "no reconcile spike: realtime was not running");
+        assert_eq!(out[0].change, Change::Modified);
+        assert_eq!(out[0].layer, Layer::Hash);
+        assert_eq!(
+            out[0].fields.get("when").and_then(|f| f.after.clone()),
+            Some(Value::Text("while_down".into()))
+        );
+        assert_eq!(d.counters().missed_by_realtime, 0);
+    }
+}
