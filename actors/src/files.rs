@@ -115,8 +115,14 @@ impl Detector {
                 vec![obs]
             }
             None => {
+                // The watch said something changed and nothing did (same bytes rewritten,
+                // a change undone before it was read): worth knowing, rarely alarming.
                 self.counters.realtime_without_change += 1;
-                Vec::new()
+                vec![discrepancy(
+                    path,
+                    "realtime_event_without_state_change",
+                    Severity::Info,
+                )]
             }
         }
     }
@@ -151,18 +157,8 @@ impl Detector {
                 continue;
             }
             self.counters.missed_by_realtime += 1;
-            let mut missed =
-                Observation::new(Kind::Reconcile, Change::Modified, path, Layer::Reconciler);
-            missed.severity = Severity::Medium;
-            missed.fields.insert(
-                "discrepancy".into(),
-                FieldChange {
-                    before: None,
-                    after: Some(Value::Text("missed_by_realtime".into())),
-                },
-            );
             out.push(obs);
-            out.push(missed);
+            out.push(discrepancy(path, "missed_by_realtime", Severity::Medium));
         }
         self.baseline = states;
         out
@@ -178,6 +174,20 @@ impl Detector {
             }
         }
     }
+}
+
+/// A reconcile observation: the layers disagree about `path`.
+fn discrepancy(path: String, what: &str, severity: Severity) -> Observation {
+    let mut o = Observation::new(Kind::Reconcile, Change::Modified, path, Layer::Reconciler);
+    o.severity = severity;
+    o.fields.insert(
+        "discrepancy".into(),
+        FieldChange {
+            before: None,
+            after: Some(Value::Text(what.into())),
+        },
+    );
+    o
 }
 
 /// The observation that takes `before` to `after`, if they differ.
@@ -282,7 +292,17 @@ mod tests {
             path: "/etc/a".into(),
             state: Some(file(1, 0o644)),
         });
-        assert!(same.is_empty());
+        assert_eq!(
+            kinds(&same),
+            [(Kind::Reconcile, Change::Modified, "/etc/a".into())]
+        );
+        assert_eq!(
+            same[0]
+                .fields
+                .get("discrepancy")
+                .and_then(|f| f.after.clone()),
+            Some(Value::Text("realtime_event_without_state_change".into()))
+        );
         let chmod = d.handle(Input::Checked {
             path: "/etc/a".into(),
             state: Some(file(1, 0o600)),
