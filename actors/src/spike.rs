@@ -11,9 +11,73 @@ use serde::{Deserialize, Serialize};
 
 use crate::node;
 
-/// A sha256 digest of file contents or of a normalized record.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A sha256 digest of file contents or of a normalized record: 32 raw bytes on the wire,
+/// a hex string in JSON.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub [u8; 32]);
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            let mut out = [0u8; 32];
+            if text.len() != 64 {
+                return Err(D::Error::custom("a digest is 64 hex characters"));
+            }
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                    .map_err(|_| D::Error::custom("a digest is 64 hex characters"))?;
+            }
+            Ok(Digest(out))
+        } else {
+            let bytes = serde_bytes_compat::deserialize(d)?;
+            let arr: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| D::Error::custom("a digest is 32 bytes"))?;
+            Ok(Digest(arr))
+        }
+    }
+}
+
+/// Reads bytes whether the format sends them as a byte string or as a sequence.
+mod serde_bytes_compat {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct Bytes;
+
+    impl<'de> Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_bytes(Bytes)
+    }
+}
 
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -171,4 +235,24 @@ pub struct Spike {
     /// The role-specific pattern label (`deployment_user`, `policy_violation`, ...).
     pub label: String,
     pub fields: BTreeMap<String, FieldChange>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_bytes_on_the_wire_and_hex_in_json() {
+        let d = Digest([0xab; 32]);
+        let packed = rmp_serde::to_vec(&d).expect("packs");
+        assert_eq!(packed.len(), 34, "bin8 header + 32 bytes");
+        assert_eq!(
+            rmp_serde::from_slice::<Digest>(&packed).expect("unpacks"),
+            d
+        );
+        let json = serde_json::to_string(&d).expect("json");
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<Digest>(&json).expect("parses"), d);
+        assert!(serde_json::from_str::<Digest>("\"abc\"").is_err());
+    }
 }

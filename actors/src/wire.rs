@@ -8,7 +8,7 @@
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
-use crate::{heartbeat, node};
+use crate::{heartbeat, node, spike};
 
 /// The protocol version this build speaks.
 pub const VERSION: u16 = 1;
@@ -20,6 +20,7 @@ pub const MAX_FRAME: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Body {
     Heartbeat(heartbeat::Beat),
+    Spike(Box<spike::Spike>),
 }
 
 impl Body {
@@ -27,6 +28,7 @@ impl Body {
     pub fn kind(&self) -> &'static str {
         match self {
             Body::Heartbeat(_) => "heartbeat",
+            Body::Spike(_) => "spike",
         }
     }
 }

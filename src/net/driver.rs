@@ -453,6 +453,9 @@ impl Driver {
                             beat: Box::new(beat),
                         });
                     }
+                    // Counted above; region correlation and the master's journal consume
+                    // peers' spikes (issues 4 and 5).
+                    wire::Body::Spike(_) => {}
                 }
             }
             gossipsub::Event::Subscribed { .. } => self.retry_pending(),

@@ -276,7 +276,9 @@ mod tests {
         for _ in 0..3 {
             let p = rx.recv().await.expect("a heartbeat");
             assert_eq!(p.topic, outbox::Topic::Region("eu".into()));
-            let wire::Body::Heartbeat(b) = p.body;
+            let wire::Body::Heartbeat(b) = p.body else {
+                panic!("the heartbeat actor published something else");
+            };
             assert_eq!(b.health.load1, Some(0.5));
             seqs.push(b.seq);
         }
