@@ -56,12 +56,26 @@ pub struct Counters {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// The realtime layer re-read `path` after an event; `None`: it does not exist.
-    Checked { path: String, state: Option<State> },
+    Checked {
+        path: String,
+        state: Option<State>,
+        cause: Cause,
+    },
     /// A full scan of everything watched (the hash layer).
     Scanned {
         states: BTreeMap<String, State>,
         scan: Scan,
     },
+}
+
+/// What kind of watch event made the realtime layer look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Contents or existence: written and closed, created, removed, renamed.
+    Content,
+    /// Attributes only. Timestamps are not part of a file's state, so an attribute event
+    /// that changes nothing tracked is expected and not a discrepancy.
+    Metadata,
 }
 
 /// Why a full scan ran.
@@ -100,12 +114,12 @@ impl Detector {
 
     pub fn handle(&mut self, input: Input) -> Vec<Observation> {
         match input {
-            Input::Checked { path, state } => self.checked(path, state),
+            Input::Checked { path, state, cause } => self.checked(path, state, cause),
             Input::Scanned { states, scan } => self.scanned(states, scan),
         }
     }
 
-    fn checked(&mut self, path: String, state: Option<State>) -> Vec<Observation> {
+    fn checked(&mut self, path: String, state: Option<State>, cause: Cause) -> Vec<Observation> {
         self.counters.realtime_events += 1;
         let before = self.baseline.get(&path);
         match diff(&path, before, state.as_ref(), Layer::Realtime) {
@@ -114,9 +128,11 @@ impl Detector {
                 self.apply(path, state);
                 vec![obs]
             }
+            None if cause == Cause::Metadata => Vec::new(),
             None => {
-                // The watch said something changed and nothing did (same bytes rewritten,
-                // a change undone before it was read): worth knowing, rarely alarming.
+                // The watch said the contents changed and nothing did (same bytes
+                // rewritten, a change undone before it was read): worth knowing, rarely
+                // alarming.
                 self.counters.realtime_without_change += 1;
                 vec![discrepancy(
                     path,
@@ -286,11 +302,13 @@ mod tests {
         let add = d.handle(Input::Checked {
             path: "/etc/a".into(),
             state: Some(file(1, 0o644)),
+            cause: Cause::Content,
         });
         assert_eq!(kinds(&add), [(Kind::File, Change::Added, "/etc/a".into())]);
         let same = d.handle(Input::Checked {
             path: "/etc/a".into(),
             state: Some(file(1, 0o644)),
+            cause: Cause::Content,
         });
         assert_eq!(
             kinds(&same),
@@ -306,6 +324,7 @@ mod tests {
         let chmod = d.handle(Input::Checked {
             path: "/etc/a".into(),
             state: Some(file(1, 0o600)),
+            cause: Cause::Metadata,
         });
         assert_eq!(chmod[0].change, Change::Modified);
         assert_eq!(
@@ -319,13 +338,22 @@ mod tests {
         let edit = d.handle(Input::Checked {
             path: "/etc/a".into(),
             state: Some(file(2, 0o600)),
+            cause: Cause::Content,
         });
         assert_eq!(edit[0].before, Some(Digest([1; 32])));
         assert_eq!(edit[0].after, Some(Digest([2; 32])));
         let rm = d.handle(Input::Checked {
             path: "/etc/a".into(),
             state: None,
+            cause: Cause::Content,
         });
+        // An attribute event that changes nothing tracked is not a discrepancy.
+        let touch = d.handle(Input::Checked {
+            path: "/etc/gone".into(),
+            state: None,
+            cause: Cause::Metadata,
+        });
+        assert!(touch.is_empty());
         assert_eq!(rm[0].change, Change::Removed);
         let c = d.counters();
         assert_eq!(
@@ -334,7 +362,7 @@ mod tests {
                 c.realtime_changes,
                 c.realtime_without_change
             ),
-            (5, 4, 1)
+            (6, 4, 1)
         );
     }
 
@@ -357,6 +385,7 @@ mod tests {
         d.handle(Input::Checked {
             path: "/etc/a".into(),
             state: Some(file(2, 0o644)),
+            cause: Cause::Content,
         });
         s.remove("/etc/b");
         let out = d.handle(Input::Scanned {
