@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
+use fleetmesh_actors::actor::files::GetStatus;
 use fleetmesh_actors::actor::heartbeat::{GetSnapshot, PeerView, Snapshot};
+use fleetmesh_actors::actor::spikes::GetSpikes;
 use fleetmesh_actors::heartbeat::millis;
 use fleetmesh_actors::membership::Status;
+use fleetmesh_actors::spike::Kind;
 use serde::{Deserialize, Serialize};
 
 use crate::node::Shared;
@@ -149,6 +152,57 @@ async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
     }
 }
 
+/// Query of `GET /api/v1/spikes`.
+#[derive(Debug, Deserialize)]
+pub struct SpikeQuery {
+    /// Only spikes with a higher sequence number.
+    #[serde(default)]
+    pub since: u64,
+    /// `file`, `user`, `group`, `process`, `network`, `metric`, `coverage`, `reconcile`.
+    pub kind: Option<String>,
+    /// At most this many (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+fn bad_request(error: String) -> HttpResponse {
+    HttpResponse::BadRequest().json(Problem { error })
+}
+
+async fn spikes(shared: web::Data<Shared>, q: web::Query<SpikeQuery>) -> HttpResponse {
+    let kind = match &q.kind {
+        None => None,
+        Some(k) => match serde_json::from_value::<Kind>(serde_json::Value::String(k.clone())) {
+            Ok(k) => Some(k),
+            Err(_) => return bad_request(format!("unknown spike kind `{k}`")),
+        },
+    };
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let ask = shared.spikes.send(GetSpikes {
+        since: q.since,
+        kind,
+        limit,
+    });
+    match tokio::time::timeout(Duration::from_secs(2), ask).await {
+        Ok(Ok(list)) => HttpResponse::Ok().json(list),
+        _ => unavailable("the spike encoder"),
+    }
+}
+
+/// `GET /api/v1/detectors`: per-layer counters and verification times.
+async fn detectors(shared: web::Data<Shared>) -> HttpResponse {
+    match tokio::time::timeout(Duration::from_secs(2), shared.files.send(GetStatus)).await {
+        Ok(Ok(st)) => HttpResponse::Ok().json(serde_json::json!({
+            "files": {
+                "layers": st.counters,
+                "entries": st.entries,
+                "last_full_verification_unix_ms": st.last_full_verification_unix_ms,
+                "last_startup_verification_unix_ms": st.last_startup_verification_unix_ms,
+            }
+        })),
+        _ => unavailable("the file detector"),
+    }
+}
+
 /// Binds the API on `addr` and returns the server (not yet awaited) and the bound address.
 pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, SocketAddr)> {
     let data = web::Data::new(shared);
@@ -157,6 +211,8 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .app_data(data.clone())
             .route("/api/v1/node", web::get().to(node))
             .route("/api/v1/peers", web::get().to(peers))
+            .route("/api/v1/spikes", web::get().to(spikes))
+            .route("/api/v1/detectors", web::get().to(detectors))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
     })

@@ -9,5 +9,6 @@ pub mod identity;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod probe;
 pub mod settings;
 pub mod status;

@@ -9,16 +9,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Actor;
+use actix::{Actor, Addr};
 use anyhow::Context as _;
+use fleetmesh_actors::actor::Stop;
+use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
-use fleetmesh_actors::{heartbeat, membership, node};
+use fleetmesh_actors::actor::spikes::SpikeActor;
+use fleetmesh_actors::files::State;
+use fleetmesh_actors::{encoder, heartbeat, membership, node};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::settings::Resolved;
-use crate::{api, identity, net};
+use crate::{api, identity, net, probe};
 
 /// What `<data_dir>/node.json` holds while a node runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,7 +45,9 @@ pub struct Shared {
     pub peer_id: String,
     pub info: node::Info,
     pub started: Instant,
-    pub heartbeat: actix::Addr<HeartbeatActor>,
+    pub heartbeat: Addr<HeartbeatActor>,
+    pub spikes: Addr<SpikeActor>,
+    pub files: Addr<FileActor>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
 }
@@ -84,8 +90,38 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         },
         node::Id(peer_id.to_base58()),
         info.clone(),
-        outbox_tx,
+        outbox_tx.clone(),
         Arc::new(load1),
+    )
+    .start();
+
+    let data_dir = s.node.data_dir.clone();
+    let seq_path = data_dir.join("spike-seq");
+    let durable_seq = read_seq(&seq_path)?;
+    let spikes = SpikeActor::new(
+        encoder::Encoder::new(
+            encoder::Config {
+                origin: node::Id(peer_id.to_base58()),
+                role: info.role.clone(),
+                block: encoder::BLOCK,
+            },
+            settings.vocabulary.clone(),
+            durable_seq,
+        ),
+        info.region.clone(),
+        Box::new(move |until| write_durable(&seq_path, until.to_string().as_bytes())),
+        s.spikes.ring,
+        outbox_tx,
+    )
+    .start();
+    let baseline_path = data_dir.join("baseline.rmp");
+    let files = FileActor::new(
+        read_baseline(&baseline_path),
+        spikes.clone().recipient(),
+        Box::new(move |b| {
+            let bytes = rmp_serde::to_vec(b).map_err(std::io::Error::other)?;
+            write_durable(&baseline_path, &bytes)
+        }),
     )
     .start();
 
@@ -96,31 +132,44 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         mdns: s.net.mdns,
         idle_timeout: Duration::from_millis(s.net.idle_timeout_ms),
     });
+    let actors = Actors {
+        heartbeat: heartbeat.clone(),
+        spikes: spikes.clone(),
+        files: files.clone(),
+    };
     let outcome = match swarm {
-        Ok(swarm) => {
-            serve(
-                &settings,
-                swarm,
-                info,
-                heartbeat.clone(),
-                outbox_rx,
-                metrics,
-            )
-            .await
-        }
+        Ok(swarm) => serve(&settings, swarm, info, actors, outbox_rx, metrics).await,
         Err(e) => Err(e.into()),
     };
-    // Whatever happened, the actor stops and is gone before the runtime is: an actor
-    // dropped after it panics on its timers.
-    let _ = heartbeat.send(hb::Stop).await;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while heartbeat.connected() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Whatever happened, the actors stop and are gone before the runtime is: an actor
+    // dropped after it panics on its timers. The baseline is saved first.
+    let _ = files.send(Flush).await;
+    stop(&files).await;
+    stop(&spikes).await;
+    stop(&heartbeat).await;
     if outcome.is_ok() {
         tracing::info!("stopped");
     }
     outcome
+}
+
+/// The node's actors, as the API and the network need them.
+#[derive(Debug, Clone)]
+struct Actors {
+    heartbeat: Addr<HeartbeatActor>,
+    spikes: Addr<SpikeActor>,
+    files: Addr<FileActor>,
+}
+
+async fn stop<A>(addr: &Addr<A>)
+where
+    A: Actor<Context = actix::Context<A>> + actix::Handler<Stop>,
+{
+    let _ = addr.send(Stop).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while addr.connected() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Runs the network driver and the API until a signal; stops both before returning.
@@ -128,7 +177,7 @@ async fn serve(
     settings: &Resolved,
     swarm: libp2p::Swarm<net::Behaviour>,
     info: node::Info,
-    heartbeat: actix::Addr<HeartbeatActor>,
+    actors: Actors,
     outbox_rx: tokio::sync::mpsc::Receiver<fleetmesh_actors::outbox::Publish>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
@@ -139,7 +188,7 @@ async fn serve(
         &settings.listen,
         settings.bootstrap.clone(),
         outbox_rx,
-        heartbeat.clone().recipient(),
+        actors.heartbeat.clone().recipient(),
         metrics.clone(),
     )?;
     // Dropping stop_tx on any early return stops the driver too.
@@ -150,11 +199,34 @@ async fn serve(
         peer_id: peer_id.to_base58(),
         info: info.clone(),
         started: Instant::now(),
-        heartbeat,
+        heartbeat: actors.heartbeat,
+        spikes: actors.spikes,
+        files: actors.files.clone(),
         net: net_state.clone(),
         metrics,
     };
     let (server, api_addr) = api::start(settings.api_listen, shared)?;
+    let w = &settings.raw.watch;
+    let probe = probe::files::start(
+        probe::files::Config {
+            root: w.root.clone(),
+            paths: w.paths.clone(),
+            max_hash_bytes: w.max_hash_bytes,
+            verify_every: Duration::from_secs(w.verify_interval_s),
+        },
+        actors.files.clone().recipient(),
+        actors.files.clone().recipient(),
+    )?;
+    // Ready means the start-up verification has been handed over: changes made while the
+    // node was down are reported before anything new is.
+    let t = Instant::now();
+    while !probe.started.load(std::sync::atomic::Ordering::Acquire) {
+        if t.elapsed() > Duration::from_secs(300) {
+            tracing::warn!("start-up file verification still running after 300 s; carrying on");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let server_handle = server.handle();
     let server_task = tokio::spawn(server);
 
@@ -175,6 +247,7 @@ async fn serve(
         )),
     };
     tracing::info!("stopping");
+    drop(probe);
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;
     let _ = driver.await;
@@ -231,6 +304,48 @@ fn next_incarnation(data_dir: &Path) -> anyhow::Result<u64> {
     let next = (previous + 1).max(hb::unix_ms());
     write_atomic(&path, next.to_string().as_bytes())?;
     Ok(next)
+}
+
+/// The last durable spike-sequence reservation (0 on a first start).
+fn read_seq(path: &Path) -> anyhow::Result<u64> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().with_context(|| {
+            format!(
+                "{} is not a number; spike sequence numbers must never repeat, so the node \
+                 will not guess (restore the file or remove it knowingly)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The persisted file baseline; an unreadable one is reported and replaced by a fresh scan.
+fn read_baseline(path: &Path) -> std::collections::BTreeMap<String, State> {
+    match std::fs::read(path) {
+        Ok(bytes) => rmp_serde::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e,
+                "file baseline unreadable; starting from a fresh scan (changes made while down are not reported this time)");
+            Default::default()
+        }),
+        Err(_) => Default::default(),
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new contents:
+/// a temporary file, fsync, rename, fsync of the directory.
+fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -40,6 +40,8 @@ pub struct Settings {
     pub api: Api,
     pub heartbeat: Heartbeat,
     pub watch: Watch,
+    pub spikes: Spikes,
+    pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
 }
 
@@ -83,6 +85,15 @@ pub struct Heartbeat {
 #[serde(deny_unknown_fields)]
 pub struct Watch {
     pub root: PathBuf,
+    pub paths: Vec<String>,
+    pub verify_interval_s: u64,
+    pub max_hash_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spikes {
+    pub ring: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +106,7 @@ pub struct Log {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub raw: Settings,
+    pub vocabulary: fleetmesh_actors::label::Vocabulary,
     pub name: String,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
@@ -122,7 +134,7 @@ pub enum OverrideValue {
     Int(u64),
 }
 
-const LIST_KEYS: [&str; 2] = ["net.listen", "net.bootstrap"];
+const LIST_KEYS: [&str; 3] = ["net.listen", "net.bootstrap", "watch.paths"];
 
 /// Loads and validates settings from `sources`.
 pub fn load(sources: &Sources) -> Result<Resolved, Error> {
@@ -268,7 +280,26 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
             format!("{} is not a directory", raw.watch.root.display()),
         ));
     }
+    for p in &raw.watch.paths {
+        if !p.starts_with('/') {
+            return Err(invalid(
+                "watch.paths",
+                format!(
+                    "`{p}` must be a host path starting with / (it is resolved under watch.root)"
+                ),
+            ));
+        }
+    }
+    if raw.watch.verify_interval_s < 10 {
+        return Err(invalid("watch.verify_interval_s", "must be at least 10"));
+    }
+    if raw.spikes.ring == 0 {
+        return Err(invalid("spikes.ring", "must be at least 1"));
+    }
+    let vocabulary = fleetmesh_actors::label::Vocabulary::new(raw.labels.clone())
+        .map_err(|e| invalid(&format!("labels[{}]", e.index), e.to_string()))?;
     Ok(Resolved {
+        vocabulary,
         name,
         listen,
         bootstrap,
@@ -406,6 +437,41 @@ mod tests {
         assert_eq!(
             bad("FLEETMESH__HEARTBEAT__DEAD_AFTER", "2"),
             "heartbeat.dead_after"
+        );
+    }
+
+    #[test]
+    fn a_bad_label_rule_names_its_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "[[labels]]\nlabel = \"x\"\nsubject = \"[oops\"\n").expect("write");
+        let r = load(&Sources {
+            file: Some(file),
+            ..Sources::default()
+        });
+        assert_eq!(err_key(r), "labels[0]");
+    }
+
+    #[test]
+    fn the_default_vocabulary_labels_by_role() {
+        use fleetmesh_actors::spike::{Change, Kind, Layer, Observation};
+        let s = load(&Sources::default()).expect("defaults load");
+        let user = |n: &str| Observation::new(Kind::User, Change::Added, n, Layer::Realtime);
+        assert_eq!(
+            s.vocabulary.judge("web", &user("deploy")).label,
+            "deployment_user"
+        );
+        assert_eq!(
+            s.vocabulary.judge("baseline", &user("deploy")).label,
+            "policy_violation"
+        );
+        assert_eq!(
+            s.vocabulary.judge("database", &user("mallory")).label,
+            "unauthorized_db_access"
+        );
+        assert_eq!(
+            s.vocabulary.judge("database", &user("postgres")).label,
+            "user_added"
         );
     }
 

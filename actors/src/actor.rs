@@ -4,3 +4,27 @@
 pub mod files;
 pub mod heartbeat;
 pub mod spikes;
+
+use actix::prelude::*;
+
+/// Stops any of the node's actors.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+macro_rules! stoppable {
+    ($($actor:ty),*) => {$(
+        impl Handler<Stop> for $actor {
+            type Result = ();
+            fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+                ctx.stop();
+            }
+        }
+    )*};
+}
+
+stoppable!(
+    heartbeat::HeartbeatActor,
+    spikes::SpikeActor,
+    files::FileActor
+);

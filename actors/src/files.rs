@@ -125,8 +125,28 @@ impl Detector {
         match diff(&path, before, state.as_ref(), Layer::Realtime) {
             Some(obs) => {
                 self.counters.realtime_changes += 1;
+                let mut out = vec![obs];
+                // A directory that went away took its contents with it (moved out of the
+                // watched tree, the watch reports the directory only).
+                if state.is_none() && before.is_some_and(|b| b.kind == EntryKind::Dir) {
+                    let prefix = format!("{}/", path.trim_end_matches('/'));
+                    let inside: Vec<String> = self
+                        .baseline
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&prefix))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for child in inside {
+                        if let Some(o) =
+                            diff(&child, self.baseline.get(&child), None, Layer::Realtime)
+                        {
+                            out.push(o);
+                        }
+                        self.baseline.remove(&child);
+                    }
+                }
                 self.apply(path, state);
-                vec![obs]
+                out
             }
             None if cause == Cause::Metadata => Vec::new(),
             None => {
@@ -364,6 +384,38 @@ mod tests {
             ),
             (6, 4, 1)
         );
+    }
+
+    #[test]
+    fn a_directory_removed_takes_its_contents_along() {
+        let dir = State {
+            kind: EntryKind::Dir,
+            size: 0,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            digest: None,
+        };
+        let mut base = BTreeMap::new();
+        base.insert("/etc/app".to_string(), dir);
+        base.insert("/etc/app/a".to_string(), file(1, 0o644));
+        base.insert("/etc/app/b".to_string(), file(1, 0o644));
+        base.insert("/etc/apps".to_string(), file(1, 0o644));
+        let mut d = Detector::new(base);
+        let out = d.handle(Input::Checked {
+            path: "/etc/app".into(),
+            state: None,
+            cause: Cause::Content,
+        });
+        assert_eq!(
+            kinds(&out),
+            [
+                (Kind::File, Change::Removed, "/etc/app".into()),
+                (Kind::File, Change::Removed, "/etc/app/a".into()),
+                (Kind::File, Change::Removed, "/etc/app/b".into()),
+            ]
+        );
+        assert_eq!(d.baseline().keys().collect::<Vec<_>>(), ["/etc/apps"]);
     }
 
     #[test]

@@ -210,11 +210,12 @@ pub fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
         identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
             .with_agent_version(format!("fleetmesh/{}", env!("CARGO_PKG_VERSION"))),
     );
-    let mut kad = kad::Behaviour::with_config(
-        peer_id,
-        kad::store::MemoryStore::new(peer_id),
-        kad::Config::new(KAD_PROTOCOL),
-    );
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    // The driver refreshes discovery itself (once connected, then every 30 s); kademlia's
+    // own timer would also fire on a lone node and warn that it knows no peers.
+    kad_config.set_periodic_bootstrap_interval(None);
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
     // Serve the DHT even on addresses identify cannot confirm (loopback, private nets).
     kad.set_mode(Some(kad::Mode::Server));
     let hello = Hello::with_codec(

@@ -25,11 +25,6 @@ pub struct Inbound(pub membership::Input);
 #[rtype(result = "Snapshot")]
 pub struct GetSnapshot;
 
-/// Stops the actor (and its heartbeats).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Stop;
-
 /// A peer as the API shows it.
 #[derive(Debug, Clone)]
 pub struct PeerView {
@@ -210,14 +205,6 @@ impl Handler<GetSnapshot> for HeartbeatActor {
             outbox_full: self.outbox_full,
             stale_heartbeats: self.stale,
         })
-    }
-}
-
-impl Handler<Stop> for HeartbeatActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }
 

@@ -1,0 +1,4 @@
+//! Host probes: the I/O half of the detectors. They read the host (files, /proc, /etc)
+//! and hand plain data to the detector actors; they decide nothing.
+
+pub mod files;

@@ -1,0 +1,378 @@
+//! The file probe: notify's raw watcher (inotify) plus full scans, reading file states
+//! (lstat, sha256 of contents under a size cap) for the file-detector actor.
+//!
+//! One checker thread owns all file reading, so a storm of events cannot starve the async
+//! runtime. Events are drained in batches and each path is read once per batch. A content
+//! change is read when the writer closes the file (`CLOSE_WRITE`), not on every `write()`,
+//! so one save is one spike; files still open for writing are caught by the periodic
+//! verification. Symlinks are recorded, never followed (no loops). A full event queue
+//! (ours or the kernel's) triggers a rescan and a coverage spike; hitting the kernel's
+//! watch limit is reported as degraded coverage, and the periodic scan still covers it.
+//! Every path is resolved under `watch.root`; subjects are host paths (`/etc/hosts`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use actix::Recipient;
+use fleetmesh_actors::actor::files::{Coverage, FileInput};
+use fleetmesh_actors::files::{Cause, EntryKind, Input, Scan, State};
+use fleetmesh_actors::spike::{
+    Change, Digest, FieldChange, Kind, Layer, Observation, Severity, Value,
+};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use sha2::{Digest as _, Sha256};
+
+/// Events waiting for the checker; beyond this the probe rescans instead.
+const QUEUE: usize = 65_536;
+/// Directory depth beyond which a scan does not descend.
+const MAX_DEPTH: usize = 64;
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    /// Host paths (`/etc`), resolved under `root`.
+    pub paths: Vec<String>,
+    pub max_hash_bytes: u64,
+    pub verify_every: Duration,
+}
+
+impl Config {
+    /// The real path of host path `subject`.
+    pub fn real(&self, subject: &str) -> PathBuf {
+        self.root.join(subject.trim_start_matches('/'))
+    }
+
+    /// The host path of real path `p`, if it is under the root.
+    pub fn subject(&self, p: &Path) -> Option<String> {
+        let rel = p.strip_prefix(&self.root).ok()?;
+        Some(format!("/{}", rel.to_string_lossy()))
+    }
+}
+
+/// Reads one path's state: `None` if it does not exist.
+pub fn read_state(path: &Path, max_hash_bytes: u64) -> Option<State> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            return Some(State {
+                kind: EntryKind::Unreadable {
+                    reason: e.to_string(),
+                },
+                size: 0,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                digest: None,
+            });
+        }
+    };
+    let ft = meta.file_type();
+    let mut kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink {
+            target: std::fs::read_link(path)
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    } else {
+        EntryKind::Other
+    };
+    let mut digest = None;
+    if ft.is_file() && meta.len() <= max_hash_bytes {
+        match hash(path) {
+            Ok(d) => digest = Some(d),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                kind = EntryKind::Unreadable {
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+    Some(State {
+        kind,
+        size: meta.len(),
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        digest,
+    })
+}
+
+fn hash(path: &Path) -> std::io::Result<Digest> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Digest(h.finalize().into()))
+}
+
+/// Reads every watched path, recursively, without following symlinks.
+pub fn scan(config: &Config) -> BTreeMap<String, State> {
+    let mut out = BTreeMap::new();
+    for p in &config.paths {
+        walk(config, &config.real(p), 0, &mut out);
+    }
+    out
+}
+
+fn walk(config: &Config, path: &Path, depth: usize, out: &mut BTreeMap<String, State>) {
+    let Some(state) = read_state(path, config.max_hash_bytes) else {
+        return;
+    };
+    let is_dir = state.kind == EntryKind::Dir;
+    if let Some(subject) = config.subject(path) {
+        out.insert(subject, state);
+    }
+    if !is_dir || depth >= MAX_DEPTH {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for c in children {
+        walk(config, &c, depth + 1, out);
+    }
+}
+
+/// The running probe; dropping it stops the watcher and, once its queue is drained, the
+/// checker thread.
+#[derive(Debug)]
+pub struct Probe {
+    _watcher: notify::RecommendedWatcher,
+    /// Set once the start-up verification has been handed to the actor.
+    pub started: Arc<AtomicBool>,
+}
+
+/// Why a path is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// Written and closed, removed, renamed, or created as a directory or link.
+    Content,
+    /// Attributes changed.
+    Metadata,
+    /// A regular file was created: read when its writer closes it, or at once if it
+    /// arrived complete (a hard link).
+    Created,
+}
+
+impl Trigger {
+    fn cause(self) -> Cause {
+        match self {
+            Trigger::Content => Cause::Content,
+            Trigger::Metadata | Trigger::Created => Cause::Metadata,
+        }
+    }
+}
+
+fn classify(event: &Event) -> Option<Trigger> {
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Trigger::Content),
+        EventKind::Modify(ModifyKind::Data(_)) | EventKind::Access(_) => None,
+        EventKind::Modify(ModifyKind::Metadata(_)) => Some(Trigger::Metadata),
+        EventKind::Create(CreateKind::File) => Some(Trigger::Created),
+        _ => Some(Trigger::Content),
+    }
+}
+
+fn coverage(subject: &str, what: &str, severity: Severity) -> Observation {
+    let mut o = Observation::new(Kind::Coverage, Change::Modified, subject, Layer::Realtime);
+    o.severity = severity;
+    o.fields.insert(
+        "coverage".into(),
+        FieldChange {
+            before: None,
+            after: Some(Value::Text(what.into())),
+        },
+    );
+    o
+}
+
+/// Starts watching: the watches are placed first, then the start-up verification runs
+/// against the persisted baseline, then events are read until the probe is dropped.
+pub fn start(
+    mut config: Config,
+    files: Recipient<FileInput>,
+    cover: Recipient<Coverage>,
+) -> anyhow::Result<Probe> {
+    // Events carry absolute, resolved paths; so must the root they are matched against.
+    config.root = std::fs::canonicalize(&config.root)
+        .map_err(|e| anyhow::anyhow!("watch.root {}: {e}", config.root.display()))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<notify::Result<Event>>(QUEUE);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let flag = overflow.clone();
+    let handler = move |res: notify::Result<Event>| forward(&tx, &flag, res);
+    let mut watcher = notify::recommended_watcher(handler)?;
+    for p in &config.paths {
+        let real = config.real(p);
+        if !real.exists() {
+            tracing::warn!(path = %p, real = %real.display(), "watched path does not exist");
+            cover.do_send(Coverage(coverage(p, "path_missing", Severity::Low)));
+            continue;
+        }
+        if let Err(e) = watcher.watch(&real, RecursiveMode::Recursive) {
+            let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
+            tracing::warn!(path = %p, error = %e, "cannot watch; periodic verification only");
+            let what = if limit {
+                "watch_limit_reached"
+            } else {
+                "watch_failed"
+            };
+            cover.do_send(Coverage(coverage(p, what, Severity::Medium)));
+        }
+    }
+    let started = Arc::new(AtomicBool::new(false));
+    let done = started.clone();
+    std::thread::Builder::new()
+        .name("file-probe".into())
+        .spawn(move || check_loop(config, rx, overflow, files, cover, done))?;
+    Ok(Probe {
+        _watcher: watcher,
+        started,
+    })
+}
+
+fn forward(
+    tx: &SyncSender<notify::Result<Event>>,
+    overflow: &AtomicBool,
+    res: notify::Result<Event>,
+) {
+    match tx.try_send(res) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => overflow.store(true, Ordering::Relaxed),
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+fn check_loop(
+    config: Config,
+    rx: Receiver<notify::Result<Event>>,
+    overflow: Arc<AtomicBool>,
+    files: Recipient<FileInput>,
+    cover: Recipient<Coverage>,
+    started: Arc<AtomicBool>,
+) {
+    let full_scan = |scan_kind: Scan| {
+        let t = Instant::now();
+        let states = scan(&config);
+        tracing::info!(
+            entries = states.len(),
+            ms = t.elapsed().as_millis() as u64,
+            ?scan_kind,
+            "file verification"
+        );
+        files.do_send(FileInput(Input::Scanned {
+            states,
+            scan: scan_kind,
+        }));
+    };
+    full_scan(Scan::Startup);
+    started.store(true, Ordering::Release);
+    let mut next_verify = Instant::now() + config.verify_every;
+    loop {
+        let wait = next_verify.saturating_duration_since(Instant::now());
+        let first = match rx.recv_timeout(wait) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => {
+                full_scan(Scan::Periodic);
+                next_verify = Instant::now() + config.verify_every;
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // Drain what is queued: one read per path per batch.
+        let mut batch: Vec<(PathBuf, Trigger)> = Vec::new();
+        let mut seen: HashSet<PathBuf> = HashSet::new();
+        let mut rescan = false;
+        for ev in std::iter::once(first).chain(rx.try_iter()) {
+            match ev {
+                Ok(ev) => {
+                    rescan |= ev.need_rescan();
+                    let Some(trigger) = classify(&ev) else {
+                        continue;
+                    };
+                    for p in ev.paths {
+                        if seen.insert(p.clone()) {
+                            batch.push((p, trigger));
+                        } else if trigger == Trigger::Content
+                            && let Some(slot) = batch.iter_mut().find(|(q, _)| *q == p)
+                        {
+                            slot.1 = Trigger::Content;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch error");
+                    rescan = true;
+                }
+            }
+        }
+        if overflow.swap(false, Ordering::Relaxed) || rescan {
+            tracing::warn!("file events overflowed; rescanning");
+            cover.do_send(Coverage(coverage(
+                "/",
+                "event_queue_overflow_rescan",
+                Severity::Low,
+            )));
+            full_scan(Scan::Periodic);
+            next_verify = Instant::now() + config.verify_every;
+            continue;
+        }
+        for (path, trigger) in batch {
+            let Some(subject) = config.subject(&path) else {
+                continue;
+            };
+            // A created regular file is read when its writer closes it, so that one save
+            // is one spike, whatever the race between the writer and this thread. A hard
+            // link arrives complete and sees no close: read it now.
+            if trigger == Trigger::Created
+                && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.nlink() < 2)
+            {
+                continue;
+            }
+            let state = read_state(&path, config.max_hash_bytes);
+            match &state {
+                // A directory that appeared (mkdir, moved in) brings its contents along:
+                // the watch never saw those files arrive, so read them now.
+                Some(st) if trigger == Trigger::Content && st.kind == EntryKind::Dir => {
+                    let mut inside = BTreeMap::new();
+                    walk(&config, &path, 0, &mut inside);
+                    for (sub, st) in inside {
+                        files.do_send(FileInput(Input::Checked {
+                            path: sub,
+                            state: Some(st),
+                            cause: Cause::Metadata,
+                        }));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            files.do_send(FileInput(Input::Checked {
+                path: subject,
+                state,
+                cause: trigger.cause(),
+            }));
+        }
+    }
+}
