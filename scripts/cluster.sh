@@ -65,14 +65,16 @@ up() {
   printf '%-8s %-6s %-9s %-28s %s\n' NODE REGION ROLE P2P API
   for ((i = 0; i < count; i++)); do
     local data="$dir/node$i" p2p=$((base + i)) api=$((base + 1000 + i))
-    mkdir -p "$data"
+    # Each node watches its own root (a copy of a few /etc files), never the real /etc.
+    mkdir -p "$data/root/etc"
+    [ -f "$data/root/etc/hosts" ] || cp /etc/hosts "$data/root/etc/hosts" 2>/dev/null || true
     if [ -f "$data/pid" ] && is_ours "$(cat "$data/pid")" "$data"; then
       die "node$i is already running (pid $(cat "$data/pid")); run 'down' first"
     fi
     rm -f "$data/node.json"
     local args=(node --name "node$i" --region "r$((i % regions))" --role "${roles[$((i % 3))]}"
       --data-dir "$data" --listen "/ip4/127.0.0.1/tcp/$p2p" --api-listen "127.0.0.1:$api"
-      --psk-file "$dir/fleet.psk")
+      --psk-file "$dir/fleet.psk" --watch-root "$data/root")
     [ "$i" -gt 0 ] && args+=(--bootstrap "/ip4/127.0.0.1/tcp/$base")
     RUST_LOG=${RUST_LOG:-info} nohup "$bin" "${args[@]}" > "$data/node.log" 2>&1 < /dev/null &
     echo $! > "$data/pid"

@@ -25,7 +25,7 @@ use fleetmesh_actors::files::{Cause, EntryKind, Input, Scan, State};
 use fleetmesh_actors::spike::{
     Change, Digest, FieldChange, Kind, Layer, Observation, Severity, Value,
 };
-use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use sha2::{Digest as _, Sha256};
 
@@ -188,7 +188,10 @@ impl Trigger {
 fn classify(event: &Event) -> Option<Trigger> {
     match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Trigger::Content),
-        EventKind::Modify(ModifyKind::Data(_)) | EventKind::Access(_) => None,
+        // `Both` repeats a rename already reported as `From` and `To`; read twice, the old
+        // path would look like an event without a change.
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(RenameMode::Both))
+        | EventKind::Access(_) => None,
         EventKind::Modify(ModifyKind::Metadata(_)) => Some(Trigger::Metadata),
         EventKind::Create(CreateKind::File) => Some(Trigger::Created),
         _ => Some(Trigger::Content),

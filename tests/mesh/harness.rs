@@ -50,6 +50,7 @@ impl Spec {
 
 /// The command for `spec`, with test defaults (loopback, ephemeral ports).
 pub fn command(spec: &Spec, dir: &Path) -> Command {
+    std::fs::create_dir_all(dir.join("root/etc")).expect("watch root");
     let mut cmd = Command::new(BIN);
     cmd.arg("node")
         .args(["--name", &spec.name])
@@ -59,6 +60,8 @@ pub fn command(spec: &Spec, dir: &Path) -> Command {
         .arg(dir)
         .args(&spec.extra_args)
         .env("FLEETMESH__HEARTBEAT__INTERVAL_MS", INTERVAL_MS)
+        // Never the real /etc: each node watches its own temporary root.
+        .env("FLEETMESH__WATCH__ROOT", dir.join("root"))
         .env_remove("RUST_LOG")
         .env("FLEETMESH__LOG__FILTER", "info,libp2p=warn")
         .stdin(Stdio::null())

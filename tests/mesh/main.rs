@@ -3,5 +3,6 @@
 mod admission;
 mod cli;
 mod cluster;
+mod files;
 mod garbage;
 mod harness;

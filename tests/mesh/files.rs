@@ -1,0 +1,126 @@
+//! File detection on a real node with a real temporary watch root: every change becomes
+//! exactly one spike, and changes made while the node was stopped are reported at start.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::Value;
+
+use crate::harness::{CONVERGE, Node, Spec, eventually, get};
+
+async fn spikes(node: &Node) -> Vec<Value> {
+    get(&node.url("/api/v1/spikes?limit=10000")).await
+}
+
+/// (kind, change, subject) of every spike.
+fn summary(spikes: &[Value]) -> Vec<(String, String, String)> {
+    spikes
+        .iter()
+        .map(|s| {
+            let f = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+            (f("kind"), f("change"), f("subject"))
+        })
+        .collect()
+}
+
+fn row(kind: &str, change: &str, subject: &str) -> (String, String, String) {
+    (kind.into(), change.into(), subject.into())
+}
+
+/// Runs `op`, then waits until the node has exactly `expected` spikes.
+async fn step(node: &Node, expected: &[(String, String, String)], op: impl FnOnce()) {
+    op();
+    eventually("the change is reported", CONVERGE, || async {
+        let got = summary(&spikes(node).await);
+        if got.as_slice() == expected {
+            Ok(())
+        } else {
+            Err(format!("spikes {got:?}, expected {expected:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_file_change_is_one_spike_and_downtime_changes_are_reported() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let etc = data.join("root/etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").expect("hosts");
+    let mut spec = Spec::new("files", "eu");
+    spec.dir = Some(data.clone());
+    let mut node = Node::start(spec.clone());
+
+    let mut want = Vec::new();
+    let a = etc.join("a.conf");
+    want.push(row("file", "added", "/etc/a.conf"));
+    step(&node, &want, || {
+        std::fs::write(&a, "x = 1\n").expect("create")
+    })
+    .await;
+    want.push(row("file", "modified", "/etc/a.conf"));
+    step(&node, &want, || {
+        std::fs::write(&a, "x = 2\n").expect("modify")
+    })
+    .await;
+    want.push(row("file", "modified", "/etc/a.conf"));
+    step(&node, &want, || {
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o600)).expect("chmod")
+    })
+    .await;
+    want.push(row("file", "removed", "/etc/a.conf"));
+    want.push(row("file", "added", "/etc/b.conf"));
+    step(&node, &want, || {
+        std::fs::rename(&a, etc.join("b.conf")).expect("rename")
+    })
+    .await;
+    want.push(row("file", "removed", "/etc/b.conf"));
+    step(&node, &want, || {
+        std::fs::remove_file(etc.join("b.conf")).expect("delete")
+    })
+    .await;
+    want.push(row("file", "modified", "/etc/hosts"));
+    step(&node, &want, || {
+        std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n10.0.0.5 db\n").expect("edit")
+    })
+    .await;
+
+    // What the spikes say, beyond their kind: digests, the mode change, the web role's
+    // default label, and sequence numbers that only grow.
+    let all = spikes(&node).await;
+    let seqs: Vec<u64> = all.iter().filter_map(|s| s["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(
+        all[1]["before"].as_str().map(str::len),
+        Some(64),
+        "hex sha256"
+    );
+    assert_ne!(all[1]["before"], all[1]["after"]);
+    assert_eq!(all[2]["fields"]["mode"]["after"], "600");
+    assert_eq!(all[0]["label"], "file_added");
+    assert_eq!(all[0]["origin"], node.peer_id());
+    let detectors: Value = get(&node.url("/api/v1/detectors")).await;
+    assert_eq!(detectors["files"]["layers"]["realtime_without_change"], 0);
+    assert_eq!(detectors["files"]["layers"]["missed_by_realtime"], 0);
+    let last_seq = *seqs.last().expect("spikes");
+
+    // Stopped: change a file and add one. Started again: both are reported as changes made
+    // while it was down, and numbering continues upwards.
+    assert!(node.stop().success(), "{}", node.log());
+    std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").expect("edit while down");
+    std::fs::write(etc.join("c.conf"), "new\n").expect("add while down");
+    let node = Node::start(spec);
+    let after: Vec<Value> = get(&node.url(&format!("/api/v1/spikes?since={last_seq}"))).await;
+    assert_eq!(
+        summary(&after),
+        [
+            row("file", "added", "/etc/c.conf"),
+            row("file", "modified", "/etc/hosts")
+        ]
+    );
+    for s in &after {
+        assert_eq!(s["fields"]["when"]["after"], "while_down", "{s}");
+        assert_eq!(s["layers"][0], "hash");
+        assert!(s["seq"].as_u64() > Some(last_seq));
+    }
+}
