@@ -6,6 +6,7 @@
 //! actix actors that move inputs in and outputs out; the node runtime (the `fleetmesh`
 //! crate) owns all I/O.
 
+pub mod accounts;
 pub mod actor;
 pub mod delta;
 pub mod encoder;
