@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr};
 use anyhow::Context as _;
 use fleetmesh_actors::actor::Stop;
+use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::spikes::SpikeActor;
@@ -125,6 +126,17 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     )
     .start();
 
+    let accounts_path = data_dir.join("accounts.rmp");
+    let accounts = AccountsActor::new(
+        read_snapshot(&accounts_path),
+        spikes.clone().recipient(),
+        Box::new(move |snap| {
+            let bytes = rmp_serde::to_vec(snap).map_err(std::io::Error::other)?;
+            write_durable(&accounts_path, &bytes)
+        }),
+    )
+    .start();
+
     let swarm = net::build_swarm(&net::Config {
         keypair,
         psk,
@@ -136,6 +148,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         heartbeat: heartbeat.clone(),
         spikes: spikes.clone(),
         files: files.clone(),
+        accounts: accounts.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => serve(&settings, swarm, info, actors, outbox_rx, metrics).await,
@@ -145,6 +158,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     // dropped after it panics on its timers. The baseline is saved first.
     let _ = files.send(Flush).await;
     stop(&files).await;
+    stop(&accounts).await;
     stop(&spikes).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
@@ -159,6 +173,7 @@ struct Actors {
     heartbeat: Addr<HeartbeatActor>,
     spikes: Addr<SpikeActor>,
     files: Addr<FileActor>,
+    accounts: Addr<AccountsActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -214,8 +229,11 @@ async fn serve(
             max_hash_bytes: w.max_hash_bytes,
             verify_every: Duration::from_secs(w.verify_interval_s),
         },
-        actors.files.clone().recipient(),
-        actors.files.clone().recipient(),
+        probe::files::Sinks {
+            files: actors.files.clone().recipient(),
+            coverage: actors.files.clone().recipient(),
+            accounts: actors.accounts.clone().recipient(),
+        },
     )?;
     // Ready means the start-up verification has been handed over: changes made while the
     // node was down are reported before anything new is.
@@ -319,6 +337,17 @@ fn read_seq(path: &Path) -> anyhow::Result<u64> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// The persisted accounts snapshot; an unreadable one is reported and replaced.
+fn read_snapshot(path: &Path) -> Option<fleetmesh_actors::accounts::Snapshot> {
+    let bytes = std::fs::read(path).ok()?;
+    rmp_serde::from_slice(&bytes)
+        .map_err(|e| {
+            tracing::warn!(path = %path.display(), error = %e,
+                "accounts snapshot unreadable; starting over (changes made while down are not reported this time)");
+        })
+        .ok()
 }
 
 /// The persisted file baseline; an unreadable one is reported and replaced by a fresh scan.

@@ -1,6 +1,7 @@
 //! The actix actors: thin shells that feed the sans-IO cores with time and inputs and
 //! carry their outputs away. No decision is made here.
 
+pub mod accounts;
 pub mod files;
 pub mod heartbeat;
 pub mod spikes;
@@ -26,5 +27,6 @@ macro_rules! stoppable {
 stoppable!(
     heartbeat::HeartbeatActor,
     spikes::SpikeActor,
-    files::FileActor
+    files::FileActor,
+    accounts::AccountsActor
 );

@@ -20,6 +20,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use actix::Recipient;
+use fleetmesh_actors::accounts::Files as AccountFiles;
+use fleetmesh_actors::actor::accounts::AccountsRead;
 use fleetmesh_actors::actor::files::{Coverage, FileInput};
 use fleetmesh_actors::files::{Cause, EntryKind, Input, Scan, State};
 use fleetmesh_actors::spike::{
@@ -155,6 +157,56 @@ fn walk(config: &Config, path: &Path, depth: usize, out: &mut BTreeMap<String, S
     }
 }
 
+/// Where the probe's readings go.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    pub files: Recipient<FileInput>,
+    pub coverage: Recipient<Coverage>,
+    pub accounts: Recipient<AccountsRead>,
+}
+
+/// Account files, as host paths; a change to any of them re-reads them all.
+const ACCOUNT_FILES: [&str; 3] = ["/etc/passwd", "/etc/group", "/etc/shadow"];
+
+fn is_account_file(subject: &str) -> bool {
+    ACCOUNT_FILES.contains(&subject)
+        || subject == "/etc/sudoers"
+        || subject.starts_with("/etc/sudoers.d/")
+}
+
+/// Reads the account files (lossily: binary junk cannot stop the detector). sudoers.d is
+/// read in name order, skipping the names sudo itself skips (ending in `~`, containing `.`).
+pub fn read_accounts(config: &Config) -> AccountFiles {
+    let read = |subject: &str| {
+        std::fs::read(config.real(subject))
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    let mut sudoers = Vec::new();
+    if let Some(t) = read("/etc/sudoers") {
+        sudoers.push(("/etc/sudoers".to_string(), t));
+    }
+    if let Ok(dir) = std::fs::read_dir(config.real("/etc/sudoers.d")) {
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| !n.ends_with('~') && !n.contains('.'))
+            .collect();
+        names.sort();
+        for n in names {
+            let subject = format!("/etc/sudoers.d/{n}");
+            if let Some(t) = read(&subject) {
+                sudoers.push((subject, t));
+            }
+        }
+    }
+    AccountFiles {
+        passwd: read("/etc/passwd"),
+        group: read("/etc/group"),
+        shadow: read("/etc/shadow"),
+        sudoers,
+    }
+}
+
 /// The running probe; dropping it stops the watcher and, once its queue is drained, the
 /// checker thread.
 #[derive(Debug)]
@@ -213,11 +265,7 @@ fn coverage(subject: &str, what: &str, severity: Severity) -> Observation {
 
 /// Starts watching: the watches are placed first, then the start-up verification runs
 /// against the persisted baseline, then events are read until the probe is dropped.
-pub fn start(
-    mut config: Config,
-    files: Recipient<FileInput>,
-    cover: Recipient<Coverage>,
-) -> anyhow::Result<Probe> {
+pub fn start(mut config: Config, sinks: Sinks) -> anyhow::Result<Probe> {
     // Events carry absolute, resolved paths; so must the root they are matched against.
     config.root = std::fs::canonicalize(&config.root)
         .map_err(|e| anyhow::anyhow!("watch.root {}: {e}", config.root.display()))?;
@@ -230,7 +278,9 @@ pub fn start(
         let real = config.real(p);
         if !real.exists() {
             tracing::warn!(path = %p, real = %real.display(), "watched path does not exist");
-            cover.do_send(Coverage(coverage(p, "path_missing", Severity::Low)));
+            sinks
+                .coverage
+                .do_send(Coverage(coverage(p, "path_missing", Severity::Low)));
             continue;
         }
         if let Err(e) = watcher.watch(&real, RecursiveMode::Recursive) {
@@ -241,14 +291,16 @@ pub fn start(
             } else {
                 "watch_failed"
             };
-            cover.do_send(Coverage(coverage(p, what, Severity::Medium)));
+            sinks
+                .coverage
+                .do_send(Coverage(coverage(p, what, Severity::Medium)));
         }
     }
     let started = Arc::new(AtomicBool::new(false));
     let done = started.clone();
     std::thread::Builder::new()
         .name("file-probe".into())
-        .spawn(move || check_loop(config, rx, overflow, files, cover, done))?;
+        .spawn(move || check_loop(config, rx, overflow, sinks, done))?;
     Ok(Probe {
         _watcher: watcher,
         started,
@@ -271,10 +323,14 @@ fn check_loop(
     config: Config,
     rx: Receiver<notify::Result<Event>>,
     overflow: Arc<AtomicBool>,
-    files: Recipient<FileInput>,
-    cover: Recipient<Coverage>,
+    sinks: Sinks,
     started: Arc<AtomicBool>,
 ) {
+    let Sinks {
+        files,
+        coverage: cover,
+        accounts,
+    } = sinks;
     let full_scan = |scan_kind: Scan| {
         let t = Instant::now();
         let states = scan(&config);
@@ -288,6 +344,11 @@ fn check_loop(
             states,
             scan: scan_kind,
         }));
+        accounts.do_send(AccountsRead {
+            files: read_accounts(&config),
+            layer: Layer::Hash,
+            startup: scan_kind == Scan::Startup,
+        });
     };
     full_scan(Scan::Startup);
     started.store(true, Ordering::Release);
@@ -341,10 +402,12 @@ fn check_loop(
             next_verify = Instant::now() + config.verify_every;
             continue;
         }
+        let mut accounts_touched = false;
         for (path, trigger) in batch {
             let Some(subject) = config.subject(&path) else {
                 continue;
             };
+            accounts_touched |= is_account_file(&subject);
             // A created regular file is read when its writer closes it, so that one save
             // is one spike, whatever the race between the writer and this thread. A hard
             // link arrives complete and sees no close: read it now.
@@ -376,6 +439,13 @@ fn check_loop(
                 state,
                 cause: trigger.cause(),
             }));
+        }
+        if accounts_touched {
+            accounts.do_send(AccountsRead {
+                files: read_accounts(&config),
+                layer: Layer::Realtime,
+                startup: false,
+            });
         }
     }
 }
