@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh propagation [--nodes N] [--messages K] [--gap-ms G]
 #   scripts/bench.sh footprint   [--nodes N] [--seconds S]
+#   scripts/bench.sh detect      [--changes N]
 #   scripts/bench.sh encode      [--spikes N]
 #   scripts/bench.sh metrics-bandwidth [--seconds S]
 #
@@ -14,7 +15,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -24,7 +25,7 @@ opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
 }
 
 case "$scenario" in
-  propagation|encode|metrics-bandwidth)
+  propagation|encode|metrics-bandwidth|detect)
     cd "$root"
     cargo bench --bench "${scenario//-/_}" -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;
@@ -60,7 +61,7 @@ case "$scenario" in
     ;;
 
   *)
-    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, encode, metrics-bandwidth)" >&2
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth)" >&2
     exit 2
     ;;
 esac

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod durable;
 pub mod identity;
 pub mod metrics;
 pub mod net;

@@ -21,6 +21,7 @@ use fleetmesh_actors::{encoder, heartbeat, membership, node};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::durable::write_durable;
 use crate::metrics::Metrics;
 use crate::settings::Resolved;
 use crate::{api, identity, net, probe};
@@ -360,21 +361,6 @@ fn read_baseline(path: &Path) -> std::collections::BTreeMap<String, State> {
         }),
         Err(_) => Default::default(),
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new contents:
-/// a temporary file, fsync, rename, fsync of the directory.
-fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
