@@ -98,6 +98,7 @@ fn main() {
                 paths: vec!["/etc".into()],
                 max_hash_bytes: 16 << 20,
                 verify_every: Duration::from_secs(3600),
+                queue: 65_536,
             },
             probe::Sinks {
                 files: files.clone().recipient(),

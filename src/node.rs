@@ -229,6 +229,7 @@ async fn serve(
             paths: w.paths.clone(),
             max_hash_bytes: w.max_hash_bytes,
             verify_every: Duration::from_secs(w.verify_interval_s),
+            queue: w.event_queue,
         },
         probe::files::Sinks {
             files: actors.files.clone().recipient(),

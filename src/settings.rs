@@ -88,6 +88,7 @@ pub struct Watch {
     pub paths: Vec<String>,
     pub verify_interval_s: u64,
     pub max_hash_bytes: u64,
+    pub event_queue: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,6 +293,9 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     }
     if raw.watch.verify_interval_s < 10 {
         return Err(invalid("watch.verify_interval_s", "must be at least 10"));
+    }
+    if raw.watch.event_queue < 16 {
+        return Err(invalid("watch.event_queue", "must be at least 16"));
     }
     if raw.spikes.ring == 0 {
         return Err(invalid("spikes.ring", "must be at least 1"));

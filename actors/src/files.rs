@@ -50,7 +50,11 @@ pub struct Counters {
     pub realtime_without_change: u64,
     pub scans: u64,
     pub scan_changes: u64,
+    /// Differences the most recent full scan found (0: baseline and disk agreed).
+    pub last_scan_changes: u64,
     pub missed_by_realtime: u64,
+    /// Full scans forced because events were lost (queue overflow).
+    pub overflow_rescans: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +90,8 @@ pub enum Scan {
     Startup,
     /// The periodic verification: differences are changes the realtime layer missed.
     Periodic,
+    /// Events were lost (a queue overflowed): like a periodic verification, counted apart.
+    Overflow,
 }
 
 /// The baseline and its bookkeeping.
@@ -168,7 +174,11 @@ impl Detector {
     /// difference plus one reconcile observation each: the realtime layer missed it.
     fn scanned(&mut self, states: BTreeMap<String, State>, scan: Scan) -> Vec<Observation> {
         self.counters.scans += 1;
+        if scan == Scan::Overflow {
+            self.counters.overflow_rescans += 1;
+        }
         let first = scan == Scan::Startup && self.baseline.is_empty();
+        let changes_before = self.counters.scan_changes;
         let mut out = Vec::new();
         let paths: BTreeSet<String> = self.baseline.keys().chain(states.keys()).cloned().collect();
         for path in paths {
@@ -197,6 +207,7 @@ impl Detector {
             out.push(discrepancy(path, "missed_by_realtime", Severity::Medium));
         }
         self.baseline = states;
+        self.counters.last_scan_changes = self.counters.scan_changes - changes_before;
         out
     }
 
@@ -453,6 +464,7 @@ mod tests {
         );
         assert_eq!(out[0].layer, Layer::Hash);
         assert_eq!(d.counters().missed_by_realtime, 1);
+        assert_eq!(d.counters().last_scan_changes, 1);
     }
 
     #[test]

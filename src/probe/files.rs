@@ -31,8 +31,6 @@ use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use sha2::{Digest as _, Sha256};
 
-/// Events waiting for the checker; beyond this the probe rescans instead.
-const QUEUE: usize = 65_536;
 /// Directory depth beyond which a scan does not descend.
 const MAX_DEPTH: usize = 64;
 
@@ -44,6 +42,8 @@ pub struct Config {
     pub paths: Vec<String>,
     pub max_hash_bytes: u64,
     pub verify_every: Duration,
+    /// Events waiting for the checker; beyond this the probe rescans instead.
+    pub queue: usize,
 }
 
 impl Config {
@@ -269,7 +269,7 @@ pub fn start(mut config: Config, sinks: Sinks) -> anyhow::Result<Probe> {
     // Events carry absolute, resolved paths; so must the root they are matched against.
     config.root = std::fs::canonicalize(&config.root)
         .map_err(|e| anyhow::anyhow!("watch.root {}: {e}", config.root.display()))?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<notify::Result<Event>>(QUEUE);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<notify::Result<Event>>(config.queue);
     let overflow = Arc::new(AtomicBool::new(false));
     let flag = overflow.clone();
     let handler = move |res: notify::Result<Event>| forward(&tx, &flag, res);
@@ -398,7 +398,7 @@ fn check_loop(
                 "event_queue_overflow_rescan",
                 Severity::Low,
             )));
-            full_scan(Scan::Periodic);
+            full_scan(Scan::Overflow);
             next_verify = Instant::now() + config.verify_every;
             continue;
         }

@@ -126,7 +126,7 @@ impl Handler<FileInput> for FileActor {
                 self.last_startup = Some(unix_ms());
                 self.save();
             }
-            Some(Scan::Periodic) => {
+            Some(Scan::Periodic | Scan::Overflow) => {
                 self.last_full = Some(unix_ms());
                 self.save();
             }
