@@ -14,6 +14,7 @@ pub mod files;
 pub mod heartbeat;
 pub mod label;
 pub mod membership;
+pub mod netconf;
 pub mod node;
 pub mod outbox;
 pub mod spike;
