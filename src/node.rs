@@ -15,6 +15,7 @@ use fleetmesh_actors::actor::Stop;
 use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
+use fleetmesh_actors::actor::netconf::NetconfActor;
 use fleetmesh_actors::actor::spikes::SpikeActor;
 use fleetmesh_actors::files::State;
 use fleetmesh_actors::{encoder, heartbeat, membership, node};
@@ -138,6 +139,8 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     )
     .start();
 
+    let netconf = NetconfActor::new(spikes.clone().recipient()).start();
+
     let swarm = net::build_swarm(&net::Config {
         keypair,
         psk,
@@ -150,6 +153,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         spikes: spikes.clone(),
         files: files.clone(),
         accounts: accounts.clone(),
+        netconf: netconf.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => serve(&settings, swarm, info, actors, outbox_rx, metrics).await,
@@ -160,6 +164,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let _ = files.send(Flush).await;
     stop(&files).await;
     stop(&accounts).await;
+    stop(&netconf).await;
     stop(&spikes).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
@@ -175,6 +180,7 @@ struct Actors {
     spikes: Addr<SpikeActor>,
     files: Addr<FileActor>,
     accounts: Addr<AccountsActor>,
+    netconf: Addr<NetconfActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -237,10 +243,17 @@ async fn serve(
             accounts: actors.accounts.clone().recipient(),
         },
     )?;
-    // Ready means the start-up verification has been handed over: changes made while the
-    // node was down are reported before anything new is.
+    let net_probe = probe::netconf::start(
+        Duration::from_millis(settings.raw.probes.network_poll_ms),
+        actors.netconf.clone().recipient(),
+    )?;
+    // Ready means the start-up verification and the first network reading have been
+    // handed over: changes made while the node was down are reported before anything new
+    // is, and nothing new is mistaken for the baseline.
     let t = Instant::now();
-    while !probe.started.load(std::sync::atomic::Ordering::Acquire) {
+    let ready =
+        |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::Acquire);
+    while !(ready(&probe.started) && ready(&net_probe.started)) {
         if t.elapsed() > Duration::from_secs(300) {
             tracing::warn!("start-up file verification still running after 300 s; carrying on");
             break;
@@ -268,6 +281,7 @@ async fn serve(
     };
     tracing::info!("stopping");
     drop(probe);
+    drop(net_probe);
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;
     let _ = driver.await;

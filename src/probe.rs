@@ -2,3 +2,4 @@
 //! and hand plain data to the detector actors; they decide nothing.
 
 pub mod files;
+pub mod netconf;

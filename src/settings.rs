@@ -40,6 +40,7 @@ pub struct Settings {
     pub api: Api,
     pub heartbeat: Heartbeat,
     pub watch: Watch,
+    pub probes: Probes,
     pub spikes: Spikes,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
@@ -89,6 +90,12 @@ pub struct Watch {
     pub verify_interval_s: u64,
     pub max_hash_bytes: u64,
     pub event_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probes {
+    pub network_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -296,6 +303,12 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     }
     if raw.watch.event_queue < 16 {
         return Err(invalid("watch.event_queue", "must be at least 16"));
+    }
+    if !(100..=3_600_000).contains(&raw.probes.network_poll_ms) {
+        return Err(invalid(
+            "probes.network_poll_ms",
+            format!("{} is outside 100..=3600000", raw.probes.network_poll_ms),
+        ));
     }
     if raw.spikes.ring == 0 {
         return Err(invalid("spikes.ring", "must be at least 1"));

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod files;
 pub mod heartbeat;
+pub mod netconf;
 pub mod spikes;
 
 use actix::prelude::*;
@@ -28,5 +29,6 @@ stoppable!(
     heartbeat::HeartbeatActor,
     spikes::SpikeActor,
     files::FileActor,
-    accounts::AccountsActor
+    accounts::AccountsActor,
+    netconf::NetconfActor
 );

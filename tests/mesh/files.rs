@@ -7,8 +7,10 @@ use serde_json::Value;
 
 use crate::harness::{CONVERGE, Node, Spec, eventually, get};
 
+/// The node's file spikes (other kinds, such as network spikes caused by other tests'
+/// sockets on this host, are not this test's business).
 async fn spikes(node: &Node) -> Vec<Value> {
-    get(&node.url("/api/v1/spikes?limit=10000")).await
+    get(&node.url("/api/v1/spikes?kind=file&limit=10000")).await
 }
 
 /// (kind, change, subject) of every spike.
@@ -99,6 +101,8 @@ async fn each_file_change_is_one_spike_and_downtime_changes_are_reported() {
     assert_eq!(all[2]["fields"]["mode"]["after"], "600");
     assert_eq!(all[0]["label"], "file_added");
     assert_eq!(all[0]["origin"], node.peer_id());
+    let reconcile: Vec<Value> = get(&node.url("/api/v1/spikes?kind=reconcile")).await;
+    assert!(reconcile.is_empty(), "{reconcile:?}");
     let detectors: Value = get(&node.url("/api/v1/detectors")).await;
     assert_eq!(detectors["files"]["layers"]["realtime_without_change"], 0);
     assert_eq!(detectors["files"]["layers"]["missed_by_realtime"], 0);
@@ -110,7 +114,8 @@ async fn each_file_change_is_one_spike_and_downtime_changes_are_reported() {
     std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").expect("edit while down");
     std::fs::write(etc.join("c.conf"), "new\n").expect("add while down");
     let node = Node::start(spec);
-    let after: Vec<Value> = get(&node.url(&format!("/api/v1/spikes?since={last_seq}"))).await;
+    let after: Vec<Value> =
+        get(&node.url(&format!("/api/v1/spikes?kind=file&since={last_seq}"))).await;
     assert_eq!(
         summary(&after),
         [
@@ -183,4 +188,36 @@ async fn a_storm_of_100000_changes_ends_fully_reconciled() {
         st["layers"]["overflow_rescans"].as_u64() >= Some(1),
         "the overflow path did not run: {st}"
     );
+}
+
+/// A new listening socket on the host is a `network` spike; closing it is another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_listener_is_a_network_spike() {
+    let mut spec = Spec::new("net", "eu");
+    spec.env = vec![("FLEETMESH__PROBES__NETWORK_POLL_MS".into(), "100".into())];
+    let node = Node::start(spec);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let subject = format!(
+        "listen tcp 127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let changes = |want: &'static str| {
+        let subject = subject.clone();
+        let node = &node;
+        async move {
+            let list: Vec<Value> = get(&node.url("/api/v1/spikes?kind=network")).await;
+            let n = list
+                .iter()
+                .filter(|s| s["subject"] == subject.as_str() && s["change"] == want)
+                .count();
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(format!("{n} `{want}` spikes for {subject}: {list:?}"))
+            }
+        }
+    };
+    eventually("the listener is reported", CONVERGE, || changes("added")).await;
+    drop(listener);
+    eventually("its closing is reported", CONVERGE, || changes("removed")).await;
 }
