@@ -11,6 +11,9 @@
 //! Usage: cargo bench --bench detect -- [--changes N]
 //! Last line: RESULT {json}
 
+mod common;
+
+use common::{arg, percentile};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,20 +25,6 @@ use fleetmesh_actors::actor::spikes::SpikeActor;
 use fleetmesh_actors::encoder::{self, Encoder};
 use fleetmesh_actors::label::Vocabulary;
 use fleetmesh_actors::{node, wire};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn main() {
     let changes = arg("--changes", 10_000).max(1);

@@ -1,61 +1,22 @@
 //! `encode`: spikes per second through the spike encoder on one core.
 //!
-//! Each iteration stamps one observation (sequence number, time, role label from a
-//! four-rule vocabulary with globs and an approved list) and serializes the spike into a
+//! Each iteration stamps one observation (sequence number, time, role label from the
+//! default four-rule vocabulary, with a glob and an approved list) and serializes the spike into a
 //! versioned wire frame, as it would be before publishing. Single thread.
 //!
 //! Usage: cargo bench --bench encode -- [--spikes N]
 //! Last line: RESULT {json}
 
+mod common;
+
+use common::arg;
 use std::hint::black_box;
 use std::time::Instant;
 
 use fleetmesh_actors::encoder::{self, Encoder};
-use fleetmesh_actors::label::{Rule, Vocabulary};
 use fleetmesh_actors::node;
-use fleetmesh_actors::spike::{
-    Change, Digest, FieldChange, Kind, Layer, Observation, Severity, Value,
-};
+use fleetmesh_actors::spike::{Change, Digest, FieldChange, Kind, Layer, Observation, Value};
 use fleetmesh_actors::wire;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rules() -> Vec<Rule> {
-    let user_added = |label: &str, role: &str| Rule {
-        label: label.into(),
-        roles: vec![role.into()],
-        kinds: vec![Kind::User],
-        changes: vec![Change::Added],
-        subject: None,
-        subject_not_in: vec![],
-        severity: None,
-    };
-    vec![
-        Rule {
-            subject: Some("deploy*".into()),
-            ..user_added("deployment_user", "web")
-        },
-        Rule {
-            severity: Some(Severity::Medium),
-            ..user_added("unexpected_user", "web")
-        },
-        Rule {
-            severity: Some(Severity::High),
-            ..user_added("policy_violation", "baseline")
-        },
-        Rule {
-            subject_not_in: vec!["postgres".into(), "dbadmin".into()],
-            ..user_added("unauthorized_db_access", "database")
-        },
-    ]
-}
 
 /// A mix of what detectors report: file modifications with digests, users with fields.
 fn observations() -> Vec<Observation> {
@@ -101,7 +62,10 @@ fn observations() -> Vec<Observation> {
 
 fn main() {
     let n = arg("--spikes", 2_000_000);
-    let vocabulary = Vocabulary::new(rules()).expect("valid rules");
+    // The vocabulary a node runs with: config/default.toml's.
+    let vocabulary = fleetmesh::settings::load(&fleetmesh::settings::Sources::default())
+        .expect("default settings load")
+        .vocabulary;
     let mut enc = Encoder::new(
         encoder::Config {
             origin: node::Id("12D3KooWBenchOriginPeerIdPlaceholderValue0000".into()),

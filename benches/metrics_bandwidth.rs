@@ -11,6 +11,9 @@
 //! Usage: cargo bench --bench metrics_bandwidth -- [--seconds S]
 //! Last line: RESULT {json}
 
+mod common;
+
+use common::arg;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -24,15 +27,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn normal(rng: &mut StdRng) -> f64 {
     let u1: f64 = rng.random::<f64>().max(1e-12);

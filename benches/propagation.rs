@@ -11,6 +11,9 @@
 //! Usage: cargo bench --bench propagation -- [--nodes N] [--messages K] [--gap-ms G]
 //! Last line: RESULT {json}
 
+mod common;
+
+use common::{arg, percentile};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,15 +56,6 @@ impl Handler<Inbound> for Recorder {
     }
 }
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn info(i: usize) -> node::Info {
     node::Info {
         name: format!("bench{i}"),
@@ -79,14 +73,6 @@ fn body(seq: u64) -> wire::Body {
         sent_unix_ms: 0,
         health: heartbeat::Health::default(),
     })
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::Value, String> {

@@ -247,13 +247,8 @@ impl Detector {
                 layer,
             );
             o.severity = Severity::Low;
-            o.fields.insert(
-                "malformed_line".into(),
-                FieldChange {
-                    before: None,
-                    after: Some(Value::Text(p.reason.clone())),
-                },
-            );
+            o.fields
+                .insert("malformed_line".into(), FieldChange::fact(p.reason.clone()));
             out.push(o);
         }
         self.reported = problems;

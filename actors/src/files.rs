@@ -192,13 +192,8 @@ impl Detector {
             }
             self.counters.scan_changes += 1;
             if scan == Scan::Startup {
-                obs.fields.insert(
-                    "when".into(),
-                    FieldChange {
-                        before: None,
-                        after: Some(Value::Text("while_down".into())),
-                    },
-                );
+                obs.fields
+                    .insert("when".into(), FieldChange::fact("while_down"));
                 out.push(obs);
                 continue;
             }
@@ -227,13 +222,8 @@ impl Detector {
 fn discrepancy(path: String, what: &str, severity: Severity) -> Observation {
     let mut o = Observation::new(Kind::Reconcile, Change::Modified, path, Layer::Reconciler);
     o.severity = severity;
-    o.fields.insert(
-        "discrepancy".into(),
-        FieldChange {
-            before: None,
-            after: Some(Value::Text(what.into())),
-        },
-    );
+    o.fields
+        .insert("discrepancy".into(), FieldChange::fact(what));
     o
 }
 

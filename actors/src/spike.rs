@@ -188,6 +188,16 @@ pub struct FieldChange {
     pub after: Option<Value>,
 }
 
+impl FieldChange {
+    /// A fact attached to a change: a value now, none before (`when: while_down`).
+    pub fn fact(value: impl Into<String>) -> Self {
+        FieldChange {
+            before: None,
+            after: Some(Value::Text(value.into())),
+        }
+    }
+}
+
 /// What a detector saw, before the encoder stamps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {

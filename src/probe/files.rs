@@ -24,9 +24,7 @@ use fleetmesh_actors::accounts::Files as AccountFiles;
 use fleetmesh_actors::actor::accounts::AccountsRead;
 use fleetmesh_actors::actor::files::{Coverage, FileInput};
 use fleetmesh_actors::files::{Cause, EntryKind, Input, Scan, State};
-use fleetmesh_actors::spike::{
-    Change, Digest, FieldChange, Kind, Layer, Observation, Severity, Value,
-};
+use fleetmesh_actors::spike::{Change, Digest, FieldChange, Kind, Layer, Observation, Severity};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use sha2::{Digest as _, Sha256};
@@ -253,13 +251,7 @@ fn classify(event: &Event) -> Option<Trigger> {
 fn coverage(subject: &str, what: &str, severity: Severity) -> Observation {
     let mut o = Observation::new(Kind::Coverage, Change::Modified, subject, Layer::Realtime);
     o.severity = severity;
-    o.fields.insert(
-        "coverage".into(),
-        FieldChange {
-            before: None,
-            after: Some(Value::Text(what.into())),
-        },
-    );
+    o.fields.insert("coverage".into(), FieldChange::fact(what));
     o
 }
 

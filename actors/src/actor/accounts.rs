@@ -6,7 +6,7 @@ use actix::prelude::*;
 
 use crate::accounts::{self, Files, Snapshot};
 use crate::actor::spikes::Observe;
-use crate::spike::{FieldChange, Layer, Value};
+use crate::spike::{FieldChange, Layer};
 
 /// The account files, read again by `layer` (realtime after a change, hash at start-up
 /// and at each verification).
@@ -59,13 +59,8 @@ impl Handler<AccountsRead> for AccountsActor {
         let mut obs = self.detector.handle(&msg.files, msg.layer);
         if msg.startup {
             for o in &mut obs {
-                o.fields.insert(
-                    "when".into(),
-                    FieldChange {
-                        before: None,
-                        after: Some(Value::Text("while_down".into())),
-                    },
-                );
+                o.fields
+                    .insert("when".into(), FieldChange::fact("while_down"));
             }
         }
         if !obs.is_empty() {
