@@ -15,10 +15,10 @@ use fleetmesh_actors::actor::Stop;
 use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
-use fleetmesh_actors::actor::netconf::NetconfActor;
+use fleetmesh_actors::actor::polled::DetectorActor;
 use fleetmesh_actors::actor::spikes::SpikeActor;
 use fleetmesh_actors::files::State;
-use fleetmesh_actors::{encoder, heartbeat, membership, node};
+use fleetmesh_actors::{encoder, heartbeat, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -139,7 +139,16 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     )
     .start();
 
-    let netconf = NetconfActor::new(spikes.clone().recipient()).start();
+    let netconf =
+        DetectorActor::new(netconf::Detector::default(), spikes.clone().recipient()).start();
+    let procs = DetectorActor::new(
+        procs::Detector::new(procs::Config {
+            report: s.probes.process_report,
+            trusted: s.probes.process_trusted.clone(),
+        }),
+        spikes.clone().recipient(),
+    )
+    .start();
 
     let swarm = net::build_swarm(&net::Config {
         keypair,
@@ -154,6 +163,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         files: files.clone(),
         accounts: accounts.clone(),
         netconf: netconf.clone(),
+        procs: procs.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => serve(&settings, swarm, info, actors, outbox_rx, metrics).await,
@@ -165,6 +175,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&files).await;
     stop(&accounts).await;
     stop(&netconf).await;
+    stop(&procs).await;
     stop(&spikes).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
@@ -180,7 +191,8 @@ struct Actors {
     spikes: Addr<SpikeActor>,
     files: Addr<FileActor>,
     accounts: Addr<AccountsActor>,
-    netconf: Addr<NetconfActor>,
+    netconf: Addr<DetectorActor<netconf::Detector>>,
+    procs: Addr<DetectorActor<procs::Detector>>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -243,17 +255,26 @@ async fn serve(
             accounts: actors.accounts.clone().recipient(),
         },
     )?;
-    let net_probe = probe::netconf::start(
-        Duration::from_millis(settings.raw.probes.network_poll_ms),
+    let p = &settings.raw.probes;
+    let net_probe = probe::poll::start(
+        "net-probe",
+        Duration::from_millis(p.network_poll_ms),
+        probe::netconf::read,
         actors.netconf.clone().recipient(),
     )?;
-    // Ready means the start-up verification and the first network reading have been
+    let proc_probe = probe::poll::start(
+        "proc-probe",
+        Duration::from_millis(p.process_poll_ms),
+        probe::procs::read,
+        actors.procs.clone().recipient(),
+    )?;
+    // Ready means the start-up verification and the first network and process readings have been
     // handed over: changes made while the node was down are reported before anything new
     // is, and nothing new is mistaken for the baseline.
     let t = Instant::now();
     let ready =
         |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::Acquire);
-    while !(ready(&probe.started) && ready(&net_probe.started)) {
+    while !(ready(&probe.started) && ready(&net_probe.started) && ready(&proc_probe.started)) {
         if t.elapsed() > Duration::from_secs(300) {
             tracing::warn!("start-up file verification still running after 300 s; carrying on");
             break;
@@ -282,6 +303,7 @@ async fn serve(
     tracing::info!("stopping");
     drop(probe);
     drop(net_probe);
+    drop(proc_probe);
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;
     let _ = driver.await;

@@ -3,3 +3,5 @@
 
 pub mod files;
 pub mod netconf;
+pub mod poll;
+pub mod procs;

@@ -96,6 +96,9 @@ pub struct Watch {
 #[serde(deny_unknown_fields)]
 pub struct Probes {
     pub network_poll_ms: u64,
+    pub process_poll_ms: u64,
+    pub process_report: fleetmesh_actors::procs::Report,
+    pub process_trusted: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,7 +145,12 @@ pub enum OverrideValue {
     Int(u64),
 }
 
-const LIST_KEYS: [&str; 3] = ["net.listen", "net.bootstrap", "watch.paths"];
+const LIST_KEYS: [&str; 4] = [
+    "net.listen",
+    "net.bootstrap",
+    "watch.paths",
+    "probes.process_trusted",
+];
 
 /// Loads and validates settings from `sources`.
 pub fn load(sources: &Sources) -> Result<Resolved, Error> {
@@ -308,6 +316,12 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         return Err(invalid(
             "probes.network_poll_ms",
             format!("{} is outside 100..=3600000", raw.probes.network_poll_ms),
+        ));
+    }
+    if !(100..=3_600_000).contains(&raw.probes.process_poll_ms) {
+        return Err(invalid(
+            "probes.process_poll_ms",
+            format!("{} is outside 100..=3600000", raw.probes.process_poll_ms),
         ));
     }
     if raw.spikes.ring == 0 {

@@ -4,7 +4,7 @@
 pub mod accounts;
 pub mod files;
 pub mod heartbeat;
-pub mod netconf;
+pub mod polled;
 pub mod spikes;
 
 use actix::prelude::*;
@@ -29,6 +29,5 @@ stoppable!(
     heartbeat::HeartbeatActor,
     spikes::SpikeActor,
     files::FileActor,
-    accounts::AccountsActor,
-    netconf::NetconfActor
+    accounts::AccountsActor
 );

@@ -17,5 +17,6 @@ pub mod membership;
 pub mod netconf;
 pub mod node;
 pub mod outbox;
+pub mod procs;
 pub mod spike;
 pub mod wire;

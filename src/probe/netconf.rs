@@ -7,12 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use actix::Recipient;
-use fleetmesh_actors::actor::netconf::NetRead;
 use fleetmesh_actors::netconf::{Interface, Snapshot, parse_routes, parse_sockets};
 
 /// Reads the host's network configuration now.
@@ -59,35 +54,4 @@ pub fn read() -> Snapshot {
     }
     snap.interfaces = interfaces;
     snap
-}
-
-/// The running poller; dropping it stops the thread at its next wake-up.
-#[derive(Debug)]
-pub struct Poller {
-    stop: Arc<AtomicBool>,
-    /// Set once the first reading (the baseline) has been handed to the actor.
-    pub started: Arc<AtomicBool>,
-}
-
-impl Drop for Poller {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Reads at once (the baseline), then every `every`.
-pub fn start(every: Duration, actor: Recipient<NetRead>) -> std::io::Result<Poller> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Arc::new(AtomicBool::new(false));
-    let (flag, first) = (stop.clone(), started.clone());
-    std::thread::Builder::new()
-        .name("net-probe".into())
-        .spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                actor.do_send(NetRead(read()));
-                first.store(true, Ordering::Release);
-                std::thread::sleep(every);
-            }
-        })?;
-    Ok(Poller { stop, started })
 }

@@ -221,3 +221,49 @@ async fn a_new_listener_is_a_network_spike() {
     drop(listener);
     eventually("its closing is reported", CONVERGE, || changes("removed")).await;
 }
+
+/// A process started from an unusual path is a `process` spike, and so is its exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_from_an_unusual_path_is_a_process_spike() {
+    let mut spec = Spec::new("procs", "eu");
+    spec.env = vec![("FLEETMESH__PROBES__PROCESS_POLL_MS".into(), "100".into())];
+    let node = Node::start(spec);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let exe = tmp.path().join("sleep");
+    std::fs::copy("/bin/sleep", &exe).expect("copy sleep");
+    let mut child = std::process::Command::new(&exe)
+        .arg("60")
+        .spawn()
+        .expect("runs");
+    let subject = format!("{}:{}", child.id(), exe.display());
+    let seen = |change: &'static str| {
+        let (node, subject) = (&node, subject.clone());
+        async move {
+            let list: Vec<Value> = get(&node.url("/api/v1/spikes?kind=process")).await;
+            match list
+                .iter()
+                .find(|s| s["subject"] == subject.as_str() && s["change"] == change)
+            {
+                Some(s) => Ok(s.clone()),
+                None => Err(format!("no `{change}` spike for {subject}")),
+            }
+        }
+    };
+    eventually("the start is reported", CONVERGE, || async {
+        seen("added").await.map(drop)
+    })
+    .await;
+    let started = seen("added").await.expect("seen");
+    assert_eq!(started["fields"]["suspicion"]["after"], "unusual_path");
+    assert_eq!(started["severity"], "high");
+    assert_eq!(
+        started["fields"]["cmdline"]["after"],
+        format!("{} 60", exe.display())
+    );
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    eventually("the exit is reported", CONVERGE, || async {
+        seen("removed").await.map(drop)
+    })
+    .await;
+}
