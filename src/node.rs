@@ -17,7 +17,6 @@ use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::polled::DetectorActor;
 use fleetmesh_actors::actor::spikes::SpikeActor;
-use fleetmesh_actors::files::State;
 use fleetmesh_actors::{encoder, heartbeat, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -119,23 +118,17 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     .start();
     let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
-        read_baseline(&baseline_path),
+        load_state(&baseline_path, "file baseline").unwrap_or_default(),
         spikes.clone().recipient(),
-        Box::new(move |b| {
-            let bytes = rmp_serde::to_vec(b).map_err(std::io::Error::other)?;
-            write_durable(&baseline_path, &bytes)
-        }),
+        save_state(baseline_path),
     )
     .start();
 
     let accounts_path = data_dir.join("accounts.rmp");
     let accounts = AccountsActor::new(
-        read_snapshot(&accounts_path),
+        load_state(&accounts_path, "accounts snapshot"),
         spikes.clone().recipient(),
-        Box::new(move |snap| {
-            let bytes = rmp_serde::to_vec(snap).map_err(std::io::Error::other)?;
-            write_durable(&accounts_path, &bytes)
-        }),
+        save_state(accounts_path),
     )
     .start();
 
@@ -377,27 +370,25 @@ fn read_seq(path: &Path) -> anyhow::Result<u64> {
     }
 }
 
-/// The persisted accounts snapshot; an unreadable one is reported and replaced.
-fn read_snapshot(path: &Path) -> Option<fleetmesh_actors::accounts::Snapshot> {
+/// A detector's persisted state (`None` on a first start). An unreadable file is reported
+/// and ignored: the detector starts over, and changes made while the node was down are not
+/// reported this once.
+fn load_state<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
     let bytes = std::fs::read(path).ok()?;
     rmp_serde::from_slice(&bytes)
         .map_err(|e| {
             tracing::warn!(path = %path.display(), error = %e,
-                "accounts snapshot unreadable; starting over (changes made while down are not reported this time)");
+                "{what} unreadable; starting over (changes made while down are not reported this time)");
         })
         .ok()
 }
 
-/// The persisted file baseline; an unreadable one is reported and replaced by a fresh scan.
-fn read_baseline(path: &Path) -> std::collections::BTreeMap<String, State> {
-    match std::fs::read(path) {
-        Ok(bytes) => rmp_serde::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(path = %path.display(), error = %e,
-                "file baseline unreadable; starting from a fresh scan (changes made while down are not reported this time)");
-            Default::default()
-        }),
-        Err(_) => Default::default(),
-    }
+/// Saves a detector's state durably, as rmp-serde.
+fn save_state<T: Serialize>(path: PathBuf) -> fleetmesh_actors::actor::Persist<T> {
+    Box::new(move |state| {
+        let bytes = rmp_serde::to_vec(state).map_err(std::io::Error::other)?;
+        write_durable(&path, &bytes)
+    })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -9,6 +9,9 @@ pub mod spikes;
 
 use actix::prelude::*;
 
+/// Makes an actor's state durable (the node writes it to its data dir).
+pub type Persist<T> = Box<dyn FnMut(&T) -> std::io::Result<()>>;
+
 /// Stops any of the node's actors.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

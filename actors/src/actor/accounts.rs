@@ -20,7 +20,7 @@ pub struct AccountsRead {
 }
 
 /// Writes the snapshot durably.
-pub type PersistSnapshot = Box<dyn FnMut(&Snapshot) -> std::io::Result<()>>;
+pub type PersistSnapshot = crate::actor::Persist<Snapshot>;
 
 pub struct AccountsActor {
     detector: accounts::Detector,

@@ -40,7 +40,7 @@ pub struct GetStatus;
 pub struct Flush;
 
 /// Writes the baseline durably.
-pub type PersistBaseline = Box<dyn FnMut(&BTreeMap<String, State>) -> std::io::Result<()>>;
+pub type PersistBaseline = crate::actor::Persist<BTreeMap<String, State>>;
 
 /// A dirty baseline is saved at most this often (realtime changes); scans save at once.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
