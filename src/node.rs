@@ -258,7 +258,10 @@ async fn serve(
     let proc_probe = probe::poll::start(
         "proc-probe",
         Duration::from_millis(p.process_poll_ms),
-        probe::procs::read,
+        {
+            let mut reader = probe::procs::Reader::default();
+            move || reader.read()
+        },
         actors.procs.clone().recipient(),
     )?;
     // Ready means the start-up verification and the first network and process readings have been

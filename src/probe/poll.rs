@@ -25,12 +25,12 @@ impl Drop for Poller {
 pub fn start<R, F>(
     name: &str,
     every: Duration,
-    read: F,
+    mut read: F,
     actor: Recipient<Reading<R>>,
 ) -> std::io::Result<Poller>
 where
     R: Send + 'static,
-    F: Fn() -> R + Send + 'static,
+    F: FnMut() -> R + Send + 'static,
 {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicBool::new(false));

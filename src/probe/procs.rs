@@ -1,21 +1,50 @@
 //! The process probe: reads the process table from `/proc` (pid, ppid, name, uid, command
 //! line, executable, start time). A process that exits while being read is skipped.
+//!
+//! Each poll reads only `/proc/<pid>/stat` of every process; status, cmdline and exe are
+//! read once per process, when its (pid, start time) is new. That is a quarter of the
+//! reads of a full table, and polling runs every second.
+
+use std::collections::HashMap;
 
 use fleetmesh_actors::procs::Process;
 
-/// Reads every process now.
-pub fn read() -> Vec<Process> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(read_one)
-        .collect()
+/// Reads the process table, remembering what it read before.
+#[derive(Debug, Default)]
+pub struct Reader {
+    known: HashMap<(u32, u64), Process>,
 }
 
-fn read_one(pid: u32) -> Option<Process> {
-    let base = format!("/proc/{pid}");
-    let stat = std::fs::read_to_string(format!("{base}/stat")).ok()?;
+impl Reader {
+    /// Reads every process now.
+    pub fn read(&mut self) -> Vec<Process> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut table = Vec::new();
+        let mut seen = HashMap::with_capacity(self.known.len());
+        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            let Some((ppid, name, start)) = read_stat(pid) else {
+                continue;
+            };
+            let p = match self.known.remove(&(pid, start)) {
+                Some(p) => p,
+                None => match read_details(pid, ppid, name, start) {
+                    Some(p) => p,
+                    None => continue,
+                },
+            };
+            seen.insert((pid, start), p.clone());
+            table.push(p);
+        }
+        self.known = seen;
+        table
+    }
+}
+
+/// (ppid, name, start time) from `/proc/<pid>/stat`.
+fn read_stat(pid: u32) -> Option<(u32, String, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid ...`: comm may hold spaces and parentheses; it ends at the
     // last ')'.
     let open = stat.find('(')?;
@@ -24,6 +53,11 @@ fn read_one(pid: u32) -> Option<Process> {
     let rest: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
     let ppid = rest.get(1)?.parse().ok()?;
     let start = rest.get(19)?.parse().ok()?;
+    Some((ppid, name, start))
+}
+
+fn read_details(pid: u32, ppid: u32, name: String, start: u64) -> Option<Process> {
+    let base = format!("/proc/{pid}");
     let uid = std::fs::read_to_string(format!("{base}/status"))
         .ok()
         .and_then(|s| {
@@ -60,14 +94,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_this_process() {
+    fn reads_this_process_and_remembers_it() {
         let me = std::process::id();
-        let table = read();
-        let p = table
+        let mut reader = Reader::default();
+        let first = reader.read();
+        let p = first
             .iter()
             .find(|p| p.pid == me)
             .expect("this process is listed");
         assert!(!p.exe.is_empty());
         assert!(p.start > 0);
+        let again = reader.read();
+        assert_eq!(
+            again.iter().find(|q| q.pid == me),
+            Some(p),
+            "the same process, from memory"
+        );
     }
 }
