@@ -10,7 +10,7 @@
 //! watch limit is reported as degraded coverage, and the periodic scan still covers it.
 //! Every path is resolved under `watch.root`; subjects are host paths (`/etc/hosts`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -358,7 +358,8 @@ fn check_loop(
         };
         // Drain what is queued: one read per path per batch.
         let mut batch: Vec<(PathBuf, Trigger)> = Vec::new();
-        let mut seen: HashSet<PathBuf> = HashSet::new();
+        // Where each path sits in the batch: a storm's batch can hold a whole queue.
+        let mut index: HashMap<PathBuf, usize> = HashMap::new();
         let mut rescan = false;
         for ev in std::iter::once(first).chain(rx.try_iter()) {
             match ev {
@@ -368,12 +369,14 @@ fn check_loop(
                         continue;
                     };
                     for p in ev.paths {
-                        if seen.insert(p.clone()) {
-                            batch.push((p, trigger));
-                        } else if trigger == Trigger::Content
-                            && let Some(slot) = batch.iter_mut().find(|(q, _)| *q == p)
-                        {
-                            slot.1 = Trigger::Content;
+                        match index.get(&p) {
+                            // Seen in this batch: a content event outranks the others.
+                            Some(&i) if trigger == Trigger::Content => batch[i].1 = trigger,
+                            Some(_) => {}
+                            None => {
+                                index.insert(p.clone(), batch.len());
+                                batch.push((p, trigger));
+                            }
                         }
                     }
                 }
