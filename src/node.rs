@@ -264,9 +264,9 @@ async fn serve(
         },
         actors.procs.clone().recipient(),
     )?;
-    // Ready means the start-up verification and the first network and process readings have been
-    // handed over: changes made while the node was down are reported before anything new
-    // is, and nothing new is mistaken for the baseline.
+    // Ready means the start-up verification and the first network and process readings
+    // have been handed over: changes made while the node was down are reported before
+    // anything new is, and nothing new is mistaken for the baseline.
     let t = Instant::now();
     let ready =
         |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::Acquire);
