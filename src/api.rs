@@ -84,12 +84,21 @@ fn unavailable(what: &str) -> HttpResponse {
     })
 }
 
-async fn snapshot(shared: &Shared) -> Option<Snapshot> {
-    // A bounded wait: a wedged actor must not hang the API.
-    tokio::time::timeout(Duration::from_secs(2), shared.heartbeat.send(GetSnapshot))
+/// Asks an actor, waiting at most 2 s: a wedged actor must not hang the API.
+async fn ask<A, M>(addr: &actix::Addr<A>, msg: M) -> Option<M::Result>
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<M>,
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+{
+    tokio::time::timeout(Duration::from_secs(2), addr.send(msg))
         .await
         .ok()?
         .ok()
+}
+
+async fn snapshot(shared: &Shared) -> Option<Snapshot> {
+    ask(&shared.heartbeat, GetSnapshot).await
 }
 
 async fn node(shared: web::Data<Shared>) -> HttpResponse {
@@ -177,21 +186,21 @@ async fn spikes(shared: web::Data<Shared>, q: web::Query<SpikeQuery>) -> HttpRes
         },
     };
     let limit = q.limit.unwrap_or(1000).min(10_000);
-    let ask = shared.spikes.send(GetSpikes {
+    let query = GetSpikes {
         since: q.since,
         kind,
         limit,
-    });
-    match tokio::time::timeout(Duration::from_secs(2), ask).await {
-        Ok(Ok(list)) => HttpResponse::Ok().json(list),
-        _ => unavailable("the spike encoder"),
+    };
+    match ask(&shared.spikes, query).await {
+        Some(list) => HttpResponse::Ok().json(list),
+        None => unavailable("the spike encoder"),
     }
 }
 
 /// `GET /api/v1/detectors`: per-layer counters and verification times.
 async fn detectors(shared: web::Data<Shared>) -> HttpResponse {
-    match tokio::time::timeout(Duration::from_secs(2), shared.files.send(GetStatus)).await {
-        Ok(Ok(st)) => HttpResponse::Ok().json(serde_json::json!({
+    match ask(&shared.files, GetStatus).await {
+        Some(st) => HttpResponse::Ok().json(serde_json::json!({
             "files": {
                 "layers": st.counters,
                 "entries": st.entries,
@@ -199,7 +208,7 @@ async fn detectors(shared: web::Data<Shared>) -> HttpResponse {
                 "last_startup_verification_unix_ms": st.last_startup_verification_unix_ms,
             }
         })),
-        _ => unavailable("the file detector"),
+        None => unavailable("the file detector"),
     }
 }
 

@@ -324,7 +324,8 @@ async fn announce_and_wait(
         pid: std::process::id(),
     };
     let runtime_path = runtime_file(&settings.raw.node.data_dir);
-    write_atomic(&runtime_path, &serde_json::to_vec_pretty(&runtime)?)?;
+    write_durable(&runtime_path, &serde_json::to_vec_pretty(&runtime)?)
+        .with_context(|| format!("cannot write {}", runtime_path.display()))?;
     tracing::info!(api = %api_addr, listen = ?listen, "node ready");
     let waited = wait_for_signal().await;
     let _ = std::fs::remove_file(&runtime_path);
@@ -353,8 +354,9 @@ fn next_incarnation(data_dir: &Path) -> anyhow::Result<u64> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     // The wall clock keeps incarnations increasing even if the file is lost.
-    let next = (previous + 1).max(hb::unix_ms());
-    write_atomic(&path, next.to_string().as_bytes())?;
+    let next = (previous + 1).max(fleetmesh_actors::actor::unix_ms());
+    write_durable(&path, next.to_string().as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(next)
 }
 
@@ -392,13 +394,6 @@ fn save_state<T: Serialize>(path: PathBuf) -> fleetmesh_actors::actor::Persist<T
         let bytes = rmp_serde::to_vec(state).map_err(std::io::Error::other)?;
         write_durable(&path, &bytes)
     })
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 /// The one-minute load average, for the heartbeat's health summary.

@@ -228,12 +228,7 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     if name.len() > 128 {
         return Err(invalid("node.name", "must be at most 128 characters"));
     }
-    if !(1..=64).contains(&raw.node.worker_threads) {
-        return Err(invalid(
-            "node.worker_threads",
-            format!("{} is outside 1..=64", raw.node.worker_threads),
-        ));
-    }
+    within("node.worker_threads", raw.node.worker_threads as u64, 1, 64)?;
     if raw.node.data_dir.as_os_str().is_empty() {
         return Err(invalid("node.data_dir", "must not be empty"));
     }
@@ -249,12 +244,7 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         )
     })?;
     let h = &raw.heartbeat;
-    if !(50..=60_000).contains(&h.interval_ms) {
-        return Err(invalid(
-            "heartbeat.interval_ms",
-            format!("{} is outside 50..=60000", h.interval_ms),
-        ));
-    }
+    within("heartbeat.interval_ms", h.interval_ms, 50, 60_000)?;
     if h.suspect_after == 0 {
         return Err(invalid("heartbeat.suspect_after", "must be at least 1"));
     }
@@ -312,18 +302,18 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     if raw.watch.event_queue < 16 {
         return Err(invalid("watch.event_queue", "must be at least 16"));
     }
-    if !(100..=3_600_000).contains(&raw.probes.network_poll_ms) {
-        return Err(invalid(
-            "probes.network_poll_ms",
-            format!("{} is outside 100..=3600000", raw.probes.network_poll_ms),
-        ));
-    }
-    if !(100..=3_600_000).contains(&raw.probes.process_poll_ms) {
-        return Err(invalid(
-            "probes.process_poll_ms",
-            format!("{} is outside 100..=3600000", raw.probes.process_poll_ms),
-        ));
-    }
+    within(
+        "probes.network_poll_ms",
+        raw.probes.network_poll_ms,
+        100,
+        3_600_000,
+    )?;
+    within(
+        "probes.process_poll_ms",
+        raw.probes.process_poll_ms,
+        100,
+        3_600_000,
+    )?;
     if raw.spikes.ring == 0 {
         return Err(invalid("spikes.ring", "must be at least 1"));
     }
@@ -339,6 +329,15 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         api_listen,
         raw,
     })
+}
+
+/// Refuses `v` outside `lo..=hi`.
+fn within(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), Error> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{v} is outside {lo}..={hi}")))
+    }
 }
 
 fn check_label(key: &str, v: &str) -> Result<(), Error> {

@@ -9,6 +9,15 @@ pub mod spikes;
 
 use actix::prelude::*;
 
+/// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before 1970).
+/// Actors read the clock; the sans-IO cores are handed it.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(crate::heartbeat::millis)
+        .unwrap_or(0)
+}
+
 /// Makes an actor's state durable (the node writes it to its data dir).
 pub type Persist<T> = Box<dyn FnMut(&T) -> std::io::Result<()>>;
 

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actor::heartbeat::unix_ms;
 use crate::actor::spikes::Observe;
+use crate::actor::unix_ms;
 use crate::files::{self, Counters, Scan, State};
 use crate::spike::Observation;
 

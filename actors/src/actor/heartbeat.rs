@@ -7,7 +7,9 @@
 //! [`Inbound`] messages.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::actor::unix_ms;
 
 use actix::prelude::*;
 
@@ -206,14 +208,6 @@ impl Handler<GetSnapshot> for HeartbeatActor {
             stale_heartbeats: self.stale,
         })
     }
-}
-
-/// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before 1970).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(heartbeat::millis)
-        .unwrap_or(0)
 }
 
 /// How long a heartbeat sent at `sent_unix_ms` took to arrive, by the wall clock.

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use actix::prelude::*;
 
-use crate::actor::heartbeat::unix_ms;
+use crate::actor::unix_ms;
 use crate::encoder::Encoder;
 use crate::spike::{Kind, Observation, Spike};
 use crate::{outbox, wire};
