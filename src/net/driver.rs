@@ -181,16 +181,19 @@ impl Driver {
     }
 
     fn publish(&mut self, p: Publish) {
+        self.publish_queued_at(p, Instant::now());
+    }
+
+    /// Publishes `p`; one that finds no subscriber yet is queued (Retry delivery) with
+    /// `queued_at`, the time it first waited, so that its TTL counts from then.
+    fn publish_queued_at(&mut self, p: Publish, queued_at: Instant) {
         let topic = self.topic_of(&p.topic);
         let kind = p.body.kind();
         let bytes = match wire::encode(&p.body) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, kind, "cannot encode message");
-                self.metrics
-                    .publish_dropped
-                    .get_or_create(&Metrics::reason("encode"))
-                    .inc();
+                self.drop_count("encode");
                 return;
             }
         };
@@ -209,7 +212,7 @@ impl Driver {
                         self.pending.pop_front();
                         self.drop_count("pending_full");
                     }
-                    self.pending.push_back((Instant::now(), p));
+                    self.pending.push_back((queued_at, p));
                 } else {
                     let reason = match e {
                         PublishError::NoPeersSubscribedToTopic => "no_peers",
@@ -240,15 +243,7 @@ impl Driver {
                 self.drop_count("expired");
                 continue;
             }
-            // publish() re-queues what still finds no subscriber, with a fresh timestamp;
-            // keep the original one so the TTL holds.
-            let before = self.pending.len();
-            self.publish(p);
-            if self.pending.len() > before
-                && let Some(last) = self.pending.back_mut()
-            {
-                last.0 = at;
-            }
+            self.publish_queued_at(p, at);
         }
     }
 
