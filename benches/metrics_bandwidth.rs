@@ -5,7 +5,8 @@
 //! same): CPU with noise and three load bursts, load average following CPU, memory and
 //! disks drifting, a log rotation, network rates with 20% noise and bursts. Every sample
 //! goes through the real send-on-delta encoder and the spike encoder, and every frame is
-//! the real wire encoding. The reconstruction a receiver holds is checked against the
+//! the real wire encoding. The deadbands are the shipped defaults (`config/default.toml`,
+//! `[metrics]`), so the figure is what a node sends out of the box. The reconstruction a receiver holds is checked against the
 //! truth at every second (`max_error_ratio` ≤ 1 means never outside the deadband).
 //!
 //! Usage: cargo bench --bench metrics_bandwidth -- [--seconds S]
@@ -14,10 +15,9 @@
 mod common;
 
 use common::arg;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fleetmesh_actors::delta::{self, Deadband};
+use fleetmesh_actors::delta;
 use fleetmesh_actors::encoder::{self, Encoder};
 use fleetmesh_actors::label::Vocabulary;
 use fleetmesh_actors::node;
@@ -42,17 +42,18 @@ struct Trace {
     var: f64,
 }
 
-const METRICS: [(&str, Deadband); 10] = [
-    ("cpu.user_pct", Deadband::Absolute(5.0)),
-    ("cpu.system_pct", Deadband::Absolute(2.0)),
-    ("cpu.iowait_pct", Deadband::Absolute(2.0)),
-    ("mem.used_bytes", Deadband::Percent(1.0)),
-    ("mem.cached_bytes", Deadband::Percent(2.0)),
-    ("load1", Deadband::Absolute(0.25)),
-    ("disk./.used_bytes", Deadband::Percent(0.5)),
-    ("disk./var.used_bytes", Deadband::Percent(0.5)),
-    ("net.eth0.rx_bytes_per_s", Deadband::Percent(50.0)),
-    ("net.eth0.tx_bytes_per_s", Deadband::Percent(50.0)),
+/// The metrics of the trace, named as the metrics detector names them.
+const METRICS: [&str; 10] = [
+    "cpu.user_pct",
+    "cpu.system_pct",
+    "cpu.iowait_pct",
+    "mem.used_bytes",
+    "mem.cached_bytes",
+    "load.1m",
+    "disk./.used_bytes",
+    "disk./var.used_bytes",
+    "net.eth0.rx_bytes_per_s",
+    "net.eth0.tx_bytes_per_s",
 ];
 
 impl Trace {
@@ -111,24 +112,10 @@ fn metric_obs(name: &str, value: f64) -> Observation {
 
 fn main() {
     let seconds = arg("--seconds", 600);
-    let max_silence = Duration::from_secs(60);
-    let overrides: BTreeMap<String, delta::Config> = METRICS
-        .iter()
-        .map(|(n, d)| {
-            (
-                n.to_string(),
-                delta::Config {
-                    deadband: *d,
-                    max_silence,
-                },
-            )
-        })
-        .collect();
-    let default = delta::Config {
-        deadband: Deadband::Absolute(0.0),
-        max_silence,
-    };
-    let mut sod = delta::Encoder::new(default, overrides);
+    let defaults =
+        fleetmesh::settings::load(&Default::default()).expect("the shipped settings load");
+    let mut sod = delta::Encoder::new(defaults.metric_default, defaults.metric_rules);
+    let bands: Vec<_> = METRICS.iter().map(|n| sod.config_for(n).deadband).collect();
     let origin = node::Id("12D3KooWBenchOriginPeerIdPlaceholderValue0000".into());
     let mk = || {
         Encoder::new(
@@ -158,7 +145,7 @@ fn main() {
         let at = 1_700_000_000_000 + t * 1000;
         let values = trace.sample(t);
         let mut batch = Vec::with_capacity(values.len());
-        for (i, ((name, band), v)) in METRICS.iter().zip(values).enumerate() {
+        for (i, ((name, band), v)) in METRICS.iter().zip(&bands).zip(values).enumerate() {
             let (_, s) = every_enc.encode(at, metric_obs(name, v));
             every_bytes += wire::encode(&s).expect("encodes").len();
             batch.push((name.to_string(), v));
@@ -184,7 +171,7 @@ fn main() {
             .expect("encodes")
             .len();
     }
-    for ((name, band), n) in METRICS.iter().zip(&sent_count) {
+    for ((name, band), n) in METRICS.iter().zip(&bands).zip(&sent_count) {
         eprintln!("metrics-bandwidth: {name:<26} deadband {band:?}: sent {n} of {seconds}");
     }
     println!(

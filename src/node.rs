@@ -17,7 +17,7 @@ use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::polled::DetectorActor;
 use fleetmesh_actors::actor::spikes::SpikeActor;
-use fleetmesh_actors::{encoder, heartbeat, membership, netconf, node, procs};
+use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -142,6 +142,14 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         spikes.clone().recipient(),
     )
     .start();
+    let host = DetectorActor::new(
+        hostmetrics::Sampler::new(delta::Encoder::new(
+            settings.metric_default,
+            settings.metric_rules.clone(),
+        )),
+        spikes.clone().recipient(),
+    )
+    .start();
 
     let swarm = net::build_swarm(&net::Config {
         keypair,
@@ -157,6 +165,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         accounts: accounts.clone(),
         netconf: netconf.clone(),
         procs: procs.clone(),
+        host: host.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => serve(&settings, swarm, info, actors, outbox_rx, metrics).await,
@@ -169,6 +178,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&accounts).await;
     stop(&netconf).await;
     stop(&procs).await;
+    stop(&host).await;
     stop(&spikes).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
@@ -186,6 +196,7 @@ struct Actors {
     accounts: Addr<AccountsActor>,
     netconf: Addr<DetectorActor<netconf::Detector>>,
     procs: Addr<DetectorActor<procs::Detector>>,
+    host: Addr<DetectorActor<hostmetrics::Sampler>>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -264,6 +275,13 @@ async fn serve(
         },
         actors.procs.clone().recipient(),
     )?;
+    let tmpfs = settings.raw.metrics.tmpfs;
+    let host_probe = probe::poll::start(
+        "metrics-probe",
+        Duration::from_millis(settings.raw.metrics.interval_ms),
+        move || probe::hostmetrics::read(tmpfs),
+        actors.host.clone().recipient(),
+    )?;
     // Ready means the start-up verification and the first network and process readings
     // have been handed over: changes made while the node was down are reported before
     // anything new is, and nothing new is mistaken for the baseline.
@@ -300,6 +318,7 @@ async fn serve(
     drop(probe);
     drop(net_probe);
     drop(proc_probe);
+    drop(host_probe);
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;
     let _ = driver.await;

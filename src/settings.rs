@@ -41,6 +41,7 @@ pub struct Settings {
     pub heartbeat: Heartbeat,
     pub watch: Watch,
     pub probes: Probes,
+    pub metrics: Metrics,
     pub spikes: Spikes,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
@@ -103,6 +104,27 @@ pub struct Probes {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub interval_ms: u64,
+    pub max_silence_s: u64,
+    pub default_deadband: String,
+    pub tmpfs: bool,
+    pub deadbands: Vec<DeadbandRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadbandRule {
+    /// A glob over metric names.
+    pub metric: String,
+    pub deadband: String,
+    /// Overrides `metrics.max_silence_s` for these metrics.
+    #[serde(default)]
+    pub max_silence_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Spikes {
     pub ring: usize,
 }
@@ -118,6 +140,9 @@ pub struct Log {
 pub struct Resolved {
     pub raw: Settings,
     pub vocabulary: fleetmesh_actors::label::Vocabulary,
+    /// Send-on-delta settings of metrics without a rule, and the rules.
+    pub metric_default: fleetmesh_actors::delta::Config,
+    pub metric_rules: Vec<fleetmesh_actors::delta::Rule>,
     pub name: String,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
@@ -314,6 +339,7 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         100,
         3_600_000,
     )?;
+    let (metric_default, metric_rules) = metric_bands(&raw.metrics)?;
     if raw.spikes.ring == 0 {
         return Err(invalid("spikes.ring", "must be at least 1"));
     }
@@ -321,6 +347,8 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         .map_err(|e| invalid(&format!("labels[{}]", e.index), e.to_string()))?;
     Ok(Resolved {
         vocabulary,
+        metric_default,
+        metric_rules,
         name,
         listen,
         bootstrap,
@@ -329,6 +357,49 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         api_listen,
         raw,
     })
+}
+
+/// The metrics section's deadbands, parsed and checked.
+fn metric_bands(
+    m: &Metrics,
+) -> Result<
+    (
+        fleetmesh_actors::delta::Config,
+        Vec<fleetmesh_actors::delta::Rule>,
+    ),
+    Error,
+> {
+    use fleetmesh_actors::delta::{Config, Rule};
+    use std::time::Duration;
+    within("metrics.interval_ms", m.interval_ms, 100, 3_600_000)?;
+    within("metrics.max_silence_s", m.max_silence_s, 1, 86_400)?;
+    let default = Config {
+        deadband: m
+            .default_deadband
+            .parse()
+            .map_err(|e: String| invalid("metrics.default_deadband", e))?,
+        max_silence: Duration::from_secs(m.max_silence_s),
+    };
+    let mut rules = Vec::with_capacity(m.deadbands.len());
+    for (i, r) in m.deadbands.iter().enumerate() {
+        let key = |field: &str| format!("metrics.deadbands[{i}].{field}");
+        let metric = glob::Pattern::new(&r.metric)
+            .map_err(|e| invalid(&key("metric"), format!("`{}`: {e}", r.metric)))?;
+        let deadband = r
+            .deadband
+            .parse()
+            .map_err(|e: String| invalid(&key("deadband"), e))?;
+        let silence = r.max_silence_s.unwrap_or(m.max_silence_s);
+        within(&key("max_silence_s"), silence, 1, 86_400)?;
+        rules.push(Rule {
+            metric,
+            config: Config {
+                deadband,
+                max_silence: Duration::from_secs(silence),
+            },
+        });
+    }
+    Ok((default, rules))
 }
 
 /// Refuses `v` outside `lo..=hi`.
@@ -480,6 +551,62 @@ mod tests {
             ..Sources::default()
         });
         assert_eq!(err_key(r), "labels[0]");
+    }
+
+    #[test]
+    fn metric_deadbands_replace_the_defaults_and_bad_ones_name_their_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        let with = |rules: &str| {
+            std::fs::write(&file, rules).expect("write");
+            load(&Sources {
+                file: Some(file.clone()),
+                ..Sources::default()
+            })
+        };
+        let s = with(
+            "[[metrics.deadbands]]\nmetric = \"disk.*\"\ndeadband = \"3%\"\nmax_silence_s = 5\n",
+        )
+        .expect("loads");
+        assert_eq!(
+            s.metric_rules.len(),
+            1,
+            "a file's rules replace the defaults"
+        );
+        let e = fleetmesh_actors::delta::Encoder::new(s.metric_default, s.metric_rules);
+        assert_eq!(
+            e.config_for("disk./.used_pct").deadband,
+            fleetmesh_actors::delta::Deadband::Percent(3.0)
+        );
+        assert_eq!(
+            e.config_for("disk./.used_pct").max_silence,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(
+            e.config_for("load.1m").deadband,
+            fleetmesh_actors::delta::Deadband::Percent(1.0),
+            "no rule: the default band"
+        );
+        let bad = |rule: &str| err_key(with(&format!("[[metrics.deadbands]]\n{rule}\n")));
+        assert_eq!(
+            bad("metric = \"cpu.*\"\ndeadband = \"5 percent\""),
+            "metrics.deadbands[0].deadband"
+        );
+        assert_eq!(
+            bad("metric = \"[cpu\"\ndeadband = \"5\""),
+            "metrics.deadbands[0].metric"
+        );
+        assert_eq!(
+            bad("metric = \"cpu\"\ndeadband = \"5\"\nmax_silence_s = 0"),
+            "metrics.deadbands[0].max_silence_s"
+        );
+        assert_eq!(
+            err_key(load(&Sources {
+                env: env(&[("FLEETMESH__METRICS__DEFAULT_DEADBAND", "lots")]),
+                ..Sources::default()
+            })),
+            "metrics.default_deadband"
+        );
     }
 
     #[test]

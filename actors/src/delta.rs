@@ -18,6 +18,9 @@ pub enum Deadband {
     Absolute(f64),
     /// In percent of the last value sent (a value of 0 sends every change).
     Percent(f64),
+    /// Whichever is wider: a percentage that does not shrink to nothing near zero (an idle
+    /// network interface's rate).
+    Larger { percent: f64, absolute: f64 },
 }
 
 impl Deadband {
@@ -26,6 +29,9 @@ impl Deadband {
         match *self {
             Deadband::Absolute(w) => w.abs(),
             Deadband::Percent(p) => (p.abs() / 100.0) * sent.abs(),
+            Deadband::Larger { percent, absolute } => {
+                Deadband::Percent(percent).width(sent).max(absolute.abs())
+            }
         }
     }
 }
@@ -78,21 +84,73 @@ impl Channel {
     }
 }
 
-/// Send-on-delta over many metrics, each with its own settings or a default.
+impl std::str::FromStr for Deadband {
+    type Err = String;
+
+    /// `"0.25"`: absolute, in the metric's unit; `"2%"`: percent of the last value sent;
+    /// `"50% or 10240"`: whichever is wider.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some((a, b)) = text.split_once(" or ") {
+            return match (a.parse()?, b.parse()?) {
+                (Deadband::Percent(percent), Deadband::Absolute(absolute))
+                | (Deadband::Absolute(absolute), Deadband::Percent(percent)) => {
+                    Ok(Deadband::Larger { percent, absolute })
+                }
+                _ => Err(format!(
+                    "deadband `{text}`: `or` joins one percentage and one absolute value"
+                )),
+            };
+        }
+        let t = text.trim();
+        let (number, percent) = match t.strip_suffix('%') {
+            Some(n) => (n.trim(), true),
+            None => (t, false),
+        };
+        match number.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(if percent {
+                Deadband::Percent(v)
+            } else {
+                Deadband::Absolute(v)
+            }),
+            _ => Err(format!(
+                "deadband `{text}`: expected a number of at least 0 in the metric's unit \
+                 (`0.25`) or a percentage of the last value sent (`2%`)"
+            )),
+        }
+    }
+}
+
+/// The settings of the metrics whose names match a glob (`disk.*.used_pct`).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub metric: glob::Pattern,
+    pub config: Config,
+}
+
+/// Send-on-delta over many metrics: each takes the settings of the first rule whose glob
+/// matches its name, or the default.
 #[derive(Debug, Clone)]
 pub struct Encoder {
     default: Config,
-    overrides: BTreeMap<String, Config>,
+    rules: Vec<Rule>,
     channels: BTreeMap<String, Channel>,
 }
 
 impl Encoder {
-    pub fn new(default: Config, overrides: BTreeMap<String, Config>) -> Self {
+    pub fn new(default: Config, rules: Vec<Rule>) -> Self {
         Encoder {
             default,
-            overrides,
+            rules,
             channels: BTreeMap::new(),
         }
+    }
+
+    /// The settings metric `name` gets.
+    pub fn config_for(&self, name: &str) -> Config {
+        self.rules
+            .iter()
+            .find(|r| r.metric.matches(name))
+            .map_or(self.default, |r| r.config)
     }
 
     /// One sample of metric `name`: the value to send, if any.
@@ -100,11 +158,25 @@ impl Encoder {
         if let Some(c) = self.channels.get_mut(name) {
             return c.observe(now, value);
         }
-        let config = self.overrides.get(name).copied().unwrap_or(self.default);
-        let mut c = Channel::new(config);
+        let mut c = Channel::new(self.config_for(name));
         let out = c.observe(now, value);
         self.channels.insert(name.to_string(), c);
         out
+    }
+
+    /// The value the receiver holds for `name`, if one was sent.
+    pub fn last_sent(&self, name: &str) -> Option<f64> {
+        self.channels.get(name).and_then(Channel::last_sent)
+    }
+
+    /// Forgets a metric that no longer exists (an unmounted disk, a removed interface).
+    pub fn forget(&mut self, name: &str) {
+        self.channels.remove(name);
+    }
+
+    /// Names of the metrics seen so far.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.channels.keys().map(String::as_str)
     }
 }
 
@@ -154,31 +226,66 @@ mod tests {
     }
 
     #[test]
-    fn each_metric_has_its_own_band() {
+    fn each_metric_takes_the_first_matching_rule() {
         let t0 = Instant::now();
         let default = Config {
             deadband: Deadband::Absolute(1.0),
             max_silence: 60 * SEC,
         };
-        let mut overrides = BTreeMap::new();
-        overrides.insert(
-            "disk".to_string(),
-            Config {
-                deadband: Deadband::Absolute(10.0),
+        let rule = |glob: &str, w: f64| Rule {
+            metric: glob::Pattern::new(glob).expect("glob"),
+            config: Config {
+                deadband: Deadband::Absolute(w),
                 ..default
             },
+        };
+        let mut e = Encoder::new(
+            default,
+            vec![rule("disk./var.*", 100.0), rule("disk.*.used_pct", 10.0)],
         );
-        let mut e = Encoder::new(default, overrides);
-        e.observe(t0, "cpu", 0.0);
-        e.observe(t0, "disk", 0.0);
+        for m in ["cpu", "disk./.used_pct", "disk./var.used_pct"] {
+            e.observe(t0, m, 0.0);
+        }
         assert_eq!(e.observe(t0, "cpu", 5.0), Some(5.0));
-        assert_eq!(e.observe(t0, "disk", 5.0), None);
+        assert_eq!(e.observe(t0, "disk./.used_pct", 5.0), None);
+        assert_eq!(e.observe(t0, "disk./.used_pct", 11.0), Some(11.0));
+        assert_eq!(
+            e.observe(t0, "disk./var.used_pct", 50.0),
+            None,
+            "first rule wins"
+        );
+        assert_eq!(e.last_sent("disk./var.used_pct"), Some(0.0));
+        e.forget("cpu");
+        assert_eq!(e.names().collect::<Vec<_>>().len(), 2);
+    }
+
+    #[test]
+    fn deadbands_parse_from_text() {
+        assert_eq!("0.25".parse(), Ok(Deadband::Absolute(0.25)));
+        assert_eq!(" 2 %".parse(), Ok(Deadband::Percent(2.0)));
+        let larger = "50% or 100".parse::<Deadband>();
+        assert_eq!(
+            larger,
+            Ok(Deadband::Larger {
+                percent: 50.0,
+                absolute: 100.0
+            })
+        );
+        let larger = larger.expect("parsed");
+        assert_eq!(larger.width(0.0), 100.0);
+        assert_eq!(larger.width(1000.0), 500.0);
+        for bad in ["", "%", "-1", "x", "NaN", "inf", "1 or 2", "5% or 6% or 7"] {
+            let e = bad.parse::<Deadband>().expect_err(bad);
+            assert!(e.contains("deadband"), "{e}");
+        }
     }
 
     fn deadband() -> impl Strategy<Value = Deadband> {
         prop_oneof![
             (0.0f64..50.0).prop_map(Deadband::Absolute),
             (0.0f64..30.0).prop_map(Deadband::Percent),
+            (0.0f64..30.0, 0.0f64..50.0)
+                .prop_map(|(percent, absolute)| Deadband::Larger { percent, absolute }),
         ]
     }
 

@@ -12,6 +12,7 @@ pub mod delta;
 pub mod encoder;
 pub mod files;
 pub mod heartbeat;
+pub mod hostmetrics;
 pub mod label;
 pub mod membership;
 pub mod netconf;

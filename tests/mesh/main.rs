@@ -7,3 +7,4 @@ mod cluster;
 mod files;
 mod garbage;
 mod harness;
+mod metrics;

@@ -1,13 +1,13 @@
-//! One actor for the polled detectors (network configuration, processes): it feeds each
-//! reading the probe takes to the detector and passes the observations to the spike
-//! encoder.
+//! One actor for the polled detectors (network configuration, processes, host metrics): it
+//! feeds each reading the probe takes to the detector and passes the observations to the
+//! spike encoder.
 
 use actix::prelude::*;
 
 use crate::actor::Stop;
 use crate::actor::spikes::Observe;
 use crate::spike::Observation;
-use crate::{netconf, procs};
+use crate::{hostmetrics, netconf, procs};
 
 /// A detector that compares successive readings.
 pub trait Detect: Unpin + 'static {
@@ -26,6 +26,13 @@ impl Detect for procs::Detector {
     type Reading = Vec<procs::Process>;
     fn detect(&mut self, r: Vec<procs::Process>) -> Vec<Observation> {
         self.handle(r)
+    }
+}
+
+impl Detect for hostmetrics::Sampler {
+    type Reading = hostmetrics::Raw;
+    fn detect(&mut self, r: hostmetrics::Raw) -> Vec<Observation> {
+        self.sample(r)
     }
 }
 
