@@ -86,7 +86,9 @@ fn main() {
                 root,
                 paths: vec!["/etc".into()],
                 max_hash_bytes: 16 << 20,
+                hash_rate: probe::hash_limiter(64),
                 verify_every: Duration::from_secs(3600),
+                fallback_every: Duration::from_secs(60),
                 queue: 65_536,
             },
             probe::Sinks {

@@ -250,7 +250,9 @@ async fn serve(
             root: w.root.clone(),
             paths: w.paths.clone(),
             max_hash_bytes: w.max_hash_bytes,
+            hash_rate: probe::files::hash_limiter(w.hash_rate_mib_s),
             verify_every: Duration::from_secs(w.verify_interval_s),
+            fallback_every: Duration::from_secs(w.fallback_scan_s),
             queue: w.event_queue,
         },
         probe::files::Sinks {

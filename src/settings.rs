@@ -90,6 +90,8 @@ pub struct Watch {
     pub paths: Vec<String>,
     pub verify_interval_s: u64,
     pub max_hash_bytes: u64,
+    pub hash_rate_mib_s: u32,
+    pub fallback_scan_s: u64,
     pub event_queue: usize,
 }
 
@@ -324,6 +326,18 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     if raw.watch.verify_interval_s < 10 {
         return Err(invalid("watch.verify_interval_s", "must be at least 10"));
     }
+    within(
+        "watch.fallback_scan_s",
+        raw.watch.fallback_scan_s,
+        5,
+        86_400,
+    )?;
+    within(
+        "watch.hash_rate_mib_s",
+        u64::from(raw.watch.hash_rate_mib_s),
+        0,
+        1_048_576,
+    )?;
     if raw.watch.event_queue < 16 {
         return Err(invalid("watch.event_queue", "must be at least 16"));
     }

@@ -55,6 +55,8 @@ pub struct Counters {
     pub missed_by_realtime: u64,
     /// Full scans forced because events were lost (queue overflow).
     pub overflow_rescans: u64,
+    /// Scans of subtrees that could not be watched (the watch limit), in place of events.
+    pub fallback_scans: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +71,12 @@ pub enum Input {
     Scanned {
         states: BTreeMap<String, State>,
         scan: Scan,
+    },
+    /// A scan of one subtree that has no watch (`root` and everything under it): there,
+    /// scanning is the only layer, so what it finds is a change, not a miss.
+    Subtree {
+        root: String,
+        states: BTreeMap<String, State>,
     },
 }
 
@@ -122,7 +130,40 @@ impl Detector {
         match input {
             Input::Checked { path, state, cause } => self.checked(path, state, cause),
             Input::Scanned { states, scan } => self.scanned(states, scan),
+            Input::Subtree { root, states } => self.subtree(&root, states),
         }
+    }
+
+    fn subtree(&mut self, root: &str, states: BTreeMap<String, State>) -> Vec<Observation> {
+        self.counters.fallback_scans += 1;
+        let prefix = format!("{}/", root.trim_end_matches('/'));
+        let under = |p: &str| p == root || p.starts_with(&prefix);
+        // `/etc/a-b` sorts between `/etc/a` and `/etc/a/x`: look the root up on its own.
+        let known: Vec<String> = self
+            .baseline
+            .get_key_value(root)
+            .into_iter()
+            .chain(
+                self.baseline
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix)),
+            )
+            .map(|(k, _)| k.clone())
+            .collect();
+        let paths: BTreeSet<String> = known
+            .into_iter()
+            .chain(states.keys().filter(|k| under(k)).cloned())
+            .collect();
+        let mut out = Vec::new();
+        for path in paths {
+            let after = states.get(&path).cloned();
+            if let Some(obs) = diff(&path, self.baseline.get(&path), after.as_ref(), Layer::Hash) {
+                self.counters.scan_changes += 1;
+                out.push(obs);
+            }
+            self.apply(path, after);
+        }
+        out
     }
 
     fn checked(&mut self, path: String, state: Option<State>, cause: Cause) -> Vec<Observation> {
@@ -384,6 +425,42 @@ mod tests {
                 c.realtime_without_change
             ),
             (6, 4, 1)
+        );
+    }
+
+    #[test]
+    fn a_subtree_scan_changes_only_that_subtree_and_is_no_miss() {
+        let mut base = BTreeMap::new();
+        for p in ["/etc/a", "/etc/a/x", "/etc/a/y", "/etc/a-b", "/etc/b"] {
+            base.insert(p.to_string(), file(1, 0o644));
+        }
+        let mut d = Detector::new(base);
+        let mut states = BTreeMap::new();
+        states.insert("/etc/a".to_string(), file(1, 0o644));
+        states.insert("/etc/a/x".to_string(), file(2, 0o644));
+        states.insert("/etc/a/z".to_string(), file(1, 0o644));
+        let out = d.handle(Input::Subtree {
+            root: "/etc/a".into(),
+            states,
+        });
+        assert_eq!(
+            kinds(&out),
+            [
+                (Kind::File, Change::Modified, "/etc/a/x".into()),
+                (Kind::File, Change::Removed, "/etc/a/y".into()),
+                (Kind::File, Change::Added, "/etc/a/z".into()),
+            ]
+        );
+        assert!(out.iter().all(|o| o.layer == Layer::Hash));
+        let keys: Vec<&str> = d.baseline().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["/etc/a", "/etc/a-b", "/etc/a/x", "/etc/a/z", "/etc/b"]
+        );
+        let c = d.counters();
+        assert_eq!(
+            (c.fallback_scans, c.scan_changes, c.missed_by_realtime),
+            (1, 3, 0)
         );
     }
 

@@ -7,7 +7,9 @@
 //! so one save is one spike; files still open for writing are caught by the periodic
 //! verification. Symlinks are recorded, never followed (no loops). A full event queue
 //! (ours or the kernel's) triggers a rescan and a coverage spike; hitting the kernel's
-//! watch limit is reported as degraded coverage, and the periodic scan still covers it.
+//! watch limit is reported as degraded coverage, and that subtree is then scanned every
+//! `watch.fallback_scan_s` instead. Hashing is rate-limited (`watch.hash_rate_mib_s`), so a
+//! storm of large files cannot take a whole core from the node.
 //! Every path is resolved under `watch.root`; subjects are host paths (`/etc/hosts`).
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +34,34 @@ use sha2::{Digest as _, Sha256};
 /// Directory depth beyond which a scan does not descend.
 const MAX_DEPTH: usize = 64;
 
+/// Bytes are read for hashing in chunks of this size.
+const CHUNK: usize = 64 * 1024;
+
+/// The hashing rate limit, counted in KiB (started KiB: a 10-byte file costs one).
+pub type Limiter = governor::DefaultDirectRateLimiter;
+
+/// A limit of `mib_per_s` MiB hashed per second (bursts of one second), or none for 0.
+pub fn hash_limiter(mib_per_s: u32) -> Option<Arc<Limiter>> {
+    let kib = std::num::NonZeroU32::new(mib_per_s.saturating_mul(1024))?;
+    Some(Arc::new(governor::RateLimiter::direct(
+        governor::Quota::per_second(kib),
+    )))
+}
+
+/// Waits until `limiter` allows `bytes` more to be hashed.
+fn take(limiter: &Limiter, bytes: usize) {
+    use governor::clock::Clock as _;
+    let Some(kib) = std::num::NonZeroU32::new(bytes.div_ceil(1024) as u32) else {
+        return;
+    };
+    // A chunk (64 KiB) always fits in a burst of at least 1 MiB.
+    while let Ok(Err(not_until)) = limiter.check_n(kib) {
+        std::thread::sleep(
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now()),
+        );
+    }
+}
+
 /// What to watch.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,7 +69,11 @@ pub struct Config {
     /// Host paths (`/etc`), resolved under `root`.
     pub paths: Vec<String>,
     pub max_hash_bytes: u64,
+    /// Bytes hashed per second at most, shared by every reading; `None`: unlimited.
+    pub hash_rate: Option<Arc<Limiter>>,
     pub verify_every: Duration,
+    /// How often a subtree that could not be watched is scanned instead.
+    pub fallback_every: Duration,
     /// Events waiting for the checker; beyond this the probe rescans instead.
     pub queue: usize,
 }
@@ -58,7 +92,7 @@ impl Config {
 }
 
 /// Reads one path's state: `None` if it does not exist.
-pub fn read_state(path: &Path, max_hash_bytes: u64) -> Option<State> {
+pub fn read_state(path: &Path, config: &Config) -> Option<State> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -90,8 +124,8 @@ pub fn read_state(path: &Path, max_hash_bytes: u64) -> Option<State> {
         EntryKind::Other
     };
     let mut digest = None;
-    if ft.is_file() && meta.len() <= max_hash_bytes {
-        match hash(path) {
+    if ft.is_file() && meta.len() <= config.max_hash_bytes {
+        match hash(path, config.hash_rate.as_deref()) {
             Ok(d) => digest = Some(d),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -111,14 +145,17 @@ pub fn read_state(path: &Path, max_hash_bytes: u64) -> Option<State> {
     })
 }
 
-fn hash(path: &Path) -> std::io::Result<Digest> {
+fn hash(path: &Path, limiter: Option<&Limiter>) -> std::io::Result<Digest> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; CHUNK];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
+        }
+        if let Some(l) = limiter {
+            take(l, n);
         }
         h.update(&buf[..n]);
     }
@@ -135,7 +172,7 @@ pub fn scan(config: &Config) -> BTreeMap<String, State> {
 }
 
 fn walk(config: &Config, path: &Path, depth: usize, out: &mut BTreeMap<String, State>) {
-    let Some(state) = read_state(path, config.max_hash_bytes) else {
+    let Some(state) = read_state(path, config) else {
         return;
     };
     let is_dir = state.kind == EntryKind::Dir;
@@ -266,6 +303,7 @@ pub fn start(mut config: Config, sinks: Sinks) -> anyhow::Result<Probe> {
     let flag = overflow.clone();
     let handler = move |res: notify::Result<Event>| forward(&tx, &flag, res);
     let mut watcher = notify::recommended_watcher(handler)?;
+    let mut unwatched = Vec::new();
     for p in &config.paths {
         let real = config.real(p);
         if !real.exists() {
@@ -283,16 +321,23 @@ pub fn start(mut config: Config, sinks: Sinks) -> anyhow::Result<Probe> {
             } else {
                 "watch_failed"
             };
-            sinks
-                .coverage
-                .do_send(Coverage(coverage(p, what, Severity::Medium)));
+            let mut o = coverage(p, what, Severity::Medium);
+            o.fields.insert(
+                "fallback".into(),
+                FieldChange::fact(format!(
+                    "scanned every {} s",
+                    config.fallback_every.as_secs()
+                )),
+            );
+            sinks.coverage.do_send(Coverage(o));
+            unwatched.push(p.clone());
         }
     }
     let started = Arc::new(AtomicBool::new(false));
     let done = started.clone();
     std::thread::Builder::new()
         .name("file-probe".into())
-        .spawn(move || check_loop(config, rx, overflow, sinks, done))?;
+        .spawn(move || check_loop(config, unwatched, rx, overflow, sinks, done))?;
     Ok(Probe {
         _watcher: watcher,
         started,
@@ -313,6 +358,7 @@ fn forward(
 
 fn check_loop(
     config: Config,
+    unwatched: Vec<String>,
     rx: Receiver<notify::Result<Event>>,
     overflow: Arc<AtomicBool>,
     sinks: Sinks,
@@ -345,13 +391,38 @@ fn check_loop(
     full_scan(Scan::Startup);
     started.store(true, Ordering::Release);
     let mut next_verify = Instant::now() + config.verify_every;
+    // Subtrees without a watch are scanned on their own, shorter, period.
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let fallback_at = |now: Instant| {
+        if unwatched.is_empty() {
+            far
+        } else {
+            now + config.fallback_every
+        }
+    };
+    let mut next_fallback = fallback_at(Instant::now());
     loop {
-        let wait = next_verify.saturating_duration_since(Instant::now());
+        let wait = next_verify
+            .min(next_fallback)
+            .saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(wait) {
             Ok(ev) => ev,
-            Err(RecvTimeoutError::Timeout) => {
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= next_verify => {
                 full_scan(Scan::Periodic);
                 next_verify = Instant::now() + config.verify_every;
+                next_fallback = fallback_at(Instant::now());
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                for root in &unwatched {
+                    let mut states = BTreeMap::new();
+                    walk(&config, &config.real(root), 0, &mut states);
+                    files.do_send(FileInput(Input::Subtree {
+                        root: root.clone(),
+                        states,
+                    }));
+                }
+                next_fallback = fallback_at(Instant::now());
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return,
@@ -411,7 +482,7 @@ fn check_loop(
             {
                 continue;
             }
-            let state = read_state(&path, config.max_hash_bytes);
+            let state = read_state(&path, &config);
             match &state {
                 // A directory that appeared (mkdir, moved in) brings its contents along:
                 // the watch never saw those files arrive, so read them now.
@@ -442,5 +513,52 @@ fn check_loop(
                 startup: false,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(root: &Path, mib_per_s: u32) -> Config {
+        Config {
+            root: root.to_path_buf(),
+            paths: vec!["/etc".into()],
+            max_hash_bytes: 64 << 20,
+            hash_rate: hash_limiter(mib_per_s),
+            verify_every: Duration::from_secs(600),
+            fallback_every: Duration::from_secs(60),
+            queue: 16,
+        }
+    }
+
+    #[test]
+    fn hashing_waits_for_the_rate_limit_and_small_files_cost_little() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![1u8; 5 << 19]).expect("write"); // 2.5 MiB
+        let limited = config(dir.path(), 1);
+        let t = Instant::now();
+        let state = read_state(&big, &limited).expect("exists");
+        // A burst of 1 MiB, then 1.5 MiB at 1 MiB/s.
+        assert!(t.elapsed() >= Duration::from_millis(1400), "{:?}", t.elapsed());
+        assert_eq!(state, read_state(&big, &config(dir.path(), 0)).expect("exists"));
+        assert!(state.digest.is_some());
+        assert!(hash_limiter(0).is_none());
+
+        // 500 small files fit in one second's burst of a 1 MiB/s limit.
+        let small = config(dir.path(), 1);
+        for i in 0..500 {
+            let p = dir.path().join(format!("s{i}"));
+            std::fs::write(&p, b"x=1\n").expect("write");
+            let st = read_state(&p, &small).expect("exists");
+            assert_eq!(st.size, 4);
+        }
+        let limiter = small.hash_rate.as_deref().expect("limited");
+        let left = std::num::NonZeroU32::new(500).expect("nonzero");
+        assert!(
+            matches!(limiter.check_n(left), Ok(Ok(()))),
+            "each small file took one KiB of the 1024 KiB burst"
+        );
     }
 }

@@ -117,7 +117,7 @@ impl Handler<FileInput> for FileActor {
     fn handle(&mut self, msg: FileInput, _: &mut Self::Context) {
         let scan = match &msg.0 {
             files::Input::Scanned { scan, .. } => Some(*scan),
-            files::Input::Checked { .. } => None,
+            files::Input::Checked { .. } | files::Input::Subtree { .. } => None,
         };
         let obs = self.detector.handle(msg.0);
         self.emit(obs);
