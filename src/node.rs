@@ -172,8 +172,12 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         Err(e) => Err(e.into()),
     };
     // Whatever happened, the actors stop and are gone before the runtime is: an actor
-    // dropped after it panics on its timers. The baseline is saved first.
-    let _ = files.send(Flush).await;
+    // dropped after it panics on its timers. The baseline is saved first, unless the
+    // encoder died: then the last changes were never published, and the next start must
+    // find them again against the older baseline.
+    if spikes.connected() {
+        let _ = files.send(Flush).await;
+    }
     stop(&files).await;
     stop(&accounts).await;
     stop(&netconf).await;
@@ -238,7 +242,7 @@ async fn serve(
         info: info.clone(),
         started: Instant::now(),
         heartbeat: actors.heartbeat,
-        spikes: actors.spikes,
+        spikes: actors.spikes.clone(),
         files: actors.files.clone(),
         net: net_state.clone(),
         metrics,
@@ -265,7 +269,10 @@ async fn serve(
     let net_probe = probe::poll::start(
         "net-probe",
         Duration::from_millis(p.network_poll_ms),
-        probe::netconf::read,
+        {
+            let mut reader = probe::netconf::Reader::default();
+            move || reader.read()
+        },
         actors.netconf.clone().recipient(),
     )?;
     let proc_probe = probe::poll::start(
@@ -310,7 +317,23 @@ async fn serve(
         Ok(Ok(st)) => {
             let listen: Vec<String> = st.listen_addrs.iter().map(|a| a.to_string()).collect();
             drop(st);
-            announce_and_wait(settings, &peer_id, &info, api_addr, listen).await
+            let encoder = actors.spikes.clone();
+            tokio::select! {
+                r = announce_and_wait(settings, &peer_id, &info, api_addr, listen) => r,
+                _ = async {
+                    while encoder.connected() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                } => {
+                    let _ = std::fs::remove_file(runtime_file(&settings.raw.node.data_dir));
+                    Err(anyhow::anyhow!(
+                    "the spike encoder stopped: it could not make the spike sequence durable \
+                     in {} (see the log above); stopping so that no change is published \
+                     with a number that could be reused",
+                    settings.raw.node.data_dir.join("spike-seq").display()
+                ))
+                }
+            }
         }
         _ => Err(anyhow::anyhow!(
             "no p2p listener came up within 10 s (net.listen)"

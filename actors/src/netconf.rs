@@ -38,9 +38,19 @@ pub struct Interface {
     pub addrs: BTreeSet<String>,
 }
 
+/// The process that holds a listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub name: String,
+    pub exe: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub listeners: BTreeSet<Listener>,
+    /// Who holds each listener, where the probe could tell.
+    pub owners: BTreeMap<Listener, Owner>,
     pub interfaces: BTreeMap<String, Interface>,
     /// `dest/prefix via gateway dev iface`.
     pub routes: BTreeSet<String>,
@@ -67,7 +77,9 @@ fn socket_addr(field: &str) -> Option<(String, u16)> {
 
 /// Listening sockets of one `/proc/net/<proto>` table; returns them and the number of
 /// lines that could not be read.
-pub fn parse_sockets(proto: &str, text: &str) -> (Vec<Listener>, usize) {
+/// Listening sockets in a `/proc/net/{tcp,tcp6,udp,udp6}` table, each with its inode
+/// (which `/proc/<pid>/fd` links name as `socket:[inode]`), and the count of bad lines.
+pub fn parse_sockets(proto: &str, text: &str) -> (Vec<(Listener, Option<u64>)>, usize) {
     let mut out = Vec::new();
     let mut bad = 0;
     // TCP: state 0A is LISTEN. UDP: 07 (unconnected, bound) is the listening state.
@@ -82,11 +94,14 @@ pub fn parse_sockets(proto: &str, text: &str) -> (Vec<Listener>, usize) {
             continue;
         }
         match socket_addr(local) {
-            Some((addr, port)) => out.push(Listener {
-                proto: proto.into(),
-                addr,
-                port,
-            }),
+            Some((addr, port)) => out.push((
+                Listener {
+                    proto: proto.into(),
+                    addr,
+                    port,
+                },
+                f.get(9).and_then(|i| i.parse().ok()).filter(|i| *i != 0),
+            )),
             None => bad += 1,
         }
     }
@@ -129,12 +144,29 @@ type Getter = fn(&Interface) -> Value;
 /// The observations that take `a` to `b`.
 pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Observation> {
     let mut out = Vec::new();
+    let with_owner = |mut o: Observation, owner: Option<&Owner>| {
+        if let Some(w) = owner {
+            o.fields.insert(
+                "pid".into(),
+                FieldChange {
+                    before: None,
+                    after: Some(Value::Int(i64::from(w.pid))),
+                },
+            );
+            o.fields
+                .insert("process".into(), FieldChange::fact(&w.name));
+            o.fields.insert("exe".into(), FieldChange::fact(&w.exe));
+        }
+        o
+    };
     for l in b.listeners.difference(&a.listeners) {
         // A new listener is a new way in.
-        out.push(observation(l.subject(), Change::Added, Severity::Medium));
+        let o = observation(l.subject(), Change::Added, Severity::Medium);
+        out.push(with_owner(o, b.owners.get(l)));
     }
     for l in a.listeners.difference(&b.listeners) {
-        out.push(observation(l.subject(), Change::Removed, Severity::Low));
+        let o = observation(l.subject(), Change::Removed, Severity::Low);
+        out.push(with_owner(o, a.owners.get(l)));
     }
     let names: BTreeSet<&String> = a.interfaces.keys().chain(b.interfaces.keys()).collect();
     for name in names {
@@ -223,14 +255,16 @@ mod tests {
     #[test]
     fn listening_sockets_are_decoded() {
         let (l, bad) = parse_sockets("tcp", TCP);
-        let subjects: Vec<String> = l.iter().map(Listener::subject).collect();
+        let subjects: Vec<String> = l.iter().map(|(l, _)| l.subject()).collect();
         assert_eq!(
             subjects,
             ["listen tcp 127.0.0.1:8080", "listen tcp 0.0.0.0:22"]
         );
+        assert_eq!(l[0].1, Some(1), "the inode column");
         assert_eq!(bad, 1, "the garbage line is counted, not fatal");
         let (l6, _) = parse_sockets("tcp6", TCP6);
-        assert_eq!(l6[0].subject(), "listen tcp6 [::1]:80");
+        assert_eq!(l6[0].0.subject(), "listen tcp6 [::1]:80");
+        assert_eq!(l6[0].1, None, "a short line has no inode");
     }
 
     #[test]
@@ -267,11 +301,20 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         );
 
         let mut b = a.clone();
-        b.listeners.insert(Listener {
+        let backdoor = Listener {
             proto: "tcp".into(),
             addr: "0.0.0.0".into(),
             port: 4444,
-        });
+        };
+        b.listeners.insert(backdoor.clone());
+        b.owners.insert(
+            backdoor,
+            Owner {
+                pid: 4242,
+                name: "nc".into(),
+                exe: "/tmp/nc".into(),
+            },
+        );
         b.interfaces
             .insert("eth0".into(), iface(&["192.0.2.10/24", "198.51.100.7/24"]));
         b.routes.clear();
@@ -290,5 +333,10 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
             ]
         );
         assert_eq!(out[1].fields.keys().collect::<Vec<_>>(), ["addresses"]);
+        assert_eq!(out[0].fields["pid"].after, Some(Value::Int(4242)));
+        assert_eq!(
+            out[0].fields["exe"].after,
+            Some(Value::Text("/tmp/nc".into()))
+        );
     }
 }

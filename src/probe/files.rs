@@ -541,8 +541,15 @@ mod tests {
         let t = Instant::now();
         let state = read_state(&big, &limited).expect("exists");
         // A burst of 1 MiB, then 1.5 MiB at 1 MiB/s.
-        assert!(t.elapsed() >= Duration::from_millis(1400), "{:?}", t.elapsed());
-        assert_eq!(state, read_state(&big, &config(dir.path(), 0)).expect("exists"));
+        assert!(
+            t.elapsed() >= Duration::from_millis(1400),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            state,
+            read_state(&big, &config(dir.path(), 0)).expect("exists")
+        );
         assert!(state.digest.is_some());
         assert!(hash_limiter(0).is_none());
 

@@ -4,20 +4,110 @@
 //!
 //! Polling, not events: a new listener is seen within one `probes.network_poll_ms`.
 //! Unreadable tables are skipped (an empty reading for that part), never fatal.
+//!
+//! A listener's owner is found by looking for its socket inode among `/proc/<pid>/fd`
+//! links. That walk is done only when a listener with an inode not seen before appears,
+//! and results are kept while the socket lives, so a quiet host pays nothing for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use fleetmesh_actors::netconf::{Interface, Snapshot, parse_routes, parse_sockets};
+use fleetmesh_actors::netconf::{Interface, Owner, Snapshot, parse_routes, parse_sockets};
 
-/// Reads the host's network configuration now.
-pub fn read() -> Snapshot {
-    let mut snap = Snapshot::default();
-    for proto in ["tcp", "tcp6", "udp", "udp6"] {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/net/{proto}")) {
-            snap.listeners.extend(parse_sockets(proto, &text).0);
+/// Reads the network configuration, remembering which process holds which socket.
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// Socket inode → its owner (`None`: looked for and not found, e.g. another pid
+    /// namespace's socket).
+    owners: HashMap<u64, Option<Owner>>,
+}
+
+impl Reader {
+    /// Reads the host's network configuration now.
+    pub fn read(&mut self) -> Snapshot {
+        let mut snap = read_tables();
+        let mut inodes = Vec::new();
+        for proto in ["tcp", "tcp6", "udp", "udp6"] {
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/net/{proto}")) {
+                for (l, inode) in parse_sockets(proto, &text).0 {
+                    if let Some(i) = inode {
+                        inodes.push((l.clone(), i));
+                    }
+                    snap.listeners.insert(l);
+                }
+            }
+        }
+        let unknown: HashSet<u64> = inodes
+            .iter()
+            .map(|(_, i)| *i)
+            .filter(|i| !self.owners.contains_key(i))
+            .collect();
+        if !unknown.is_empty() {
+            let mut found = socket_owners(&unknown);
+            for i in unknown {
+                self.owners.insert(i, found.remove(&i));
+            }
+        }
+        let live: HashSet<u64> = inodes.iter().map(|(_, i)| *i).collect();
+        self.owners.retain(|i, _| live.contains(i));
+        for (l, i) in inodes {
+            if let Some(Some(owner)) = self.owners.get(&i) {
+                snap.owners.insert(l, owner.clone());
+            }
+        }
+        snap
+    }
+}
+
+/// The processes holding the sockets `wanted`, from `/proc/<pid>/fd`.
+fn socket_owners(wanted: &HashSet<u64>) -> HashMap<u64, Owner> {
+    let mut out = HashMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let inode = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok());
+            if let Some(i) = inode.filter(|i| wanted.contains(i)) {
+                let read = |f: &str| std::fs::read_to_string(entry.path().join(f)).ok();
+                out.entry(i).or_insert_with(|| Owner {
+                    pid,
+                    name: read("comm")
+                        .map(|c| c.trim().to_string())
+                        .unwrap_or_default(),
+                    exe: std::fs::read_link(entry.path().join("exe"))
+                        .map(|e| e.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        if out.len() == wanted.len() {
+            break;
         }
     }
+    out
+}
+
+/// Interfaces and routes.
+fn read_tables() -> Snapshot {
+    let mut snap = Snapshot::default();
     if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
         snap.routes.extend(parse_routes(&text).0);
     }

@@ -190,7 +190,8 @@ async fn a_storm_of_100000_changes_ends_fully_reconciled() {
     );
 }
 
-/// A new listening socket on the host is a `network` spike; closing it is another.
+/// A new listening socket on the host is a `network` spike naming the process that holds
+/// it; closing it is another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_listener_is_a_network_spike() {
     let mut spec = Spec::new("net", "eu");
@@ -218,6 +219,23 @@ async fn a_new_listener_is_a_network_spike() {
         }
     };
     eventually("the listener is reported", CONVERGE, || changes("added")).await;
+    // This test process holds the socket: the spike names it.
+    let list: Vec<Value> = get(&node.url("/api/v1/spikes?kind=network")).await;
+    let added = list
+        .iter()
+        .find(|s| s["subject"] == subject.as_str() && s["change"] == "added")
+        .expect("the added spike");
+    assert_eq!(
+        added["fields"]["pid"]["after"].as_u64(),
+        Some(u64::from(std::process::id())),
+        "{added}"
+    );
+    let exe = std::env::current_exe().expect("exe");
+    assert_eq!(
+        added["fields"]["exe"]["after"].as_str(),
+        exe.to_str(),
+        "{added}"
+    );
     drop(listener);
     eventually("its closing is reported", CONVERGE, || changes("removed")).await;
 }
@@ -265,5 +283,65 @@ async fn a_process_from_an_unusual_path_is_a_process_spike() {
     eventually("the exit is reported", CONVERGE, || async {
         seen("removed").await.map(drop)
     })
+    .await;
+}
+
+/// A node that cannot make its spike sequence durable stops with an error naming the file,
+/// rather than publish numbers it could reuse; the changes it could not publish are found
+/// again, as made while it was down, at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_persist_its_sequence_stops_and_loses_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("seq");
+    let mut spec = Spec::new("seq", "eu");
+    spec.dir = Some(dir.clone());
+    let mut node = Node::start(spec.clone());
+    let etc = dir.join("root/etc");
+    // The next block of sequence numbers cannot be written: its temporary file is taken.
+    std::fs::create_dir(dir.join("spike-seq.tmp")).expect("block the sequence file");
+    // More changes than one block of 1,024 numbers.
+    for i in 0..1100 {
+        std::fs::write(etc.join(format!("f{i}")), b"x\n").expect("write");
+    }
+    let deadline = std::time::Instant::now() + CONVERGE;
+    let status = loop {
+        if let Some(s) = node.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node kept running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "{status}");
+    let log = node.log();
+    assert!(
+        log.contains("spike encoder stopped") && log.contains("spike-seq"),
+        "{log}"
+    );
+
+    std::fs::remove_dir(dir.join("spike-seq.tmp")).expect("unblock");
+    let node = Node::start(spec);
+    eventually(
+        "the last change, found again at start",
+        CONVERGE,
+        || async {
+            let list = spikes(&node).await;
+            let found = list.iter().any(|s| {
+                s["subject"] == "/etc/f1099"
+                    && s["change"] == "added"
+                    && s["fields"]["when"]["after"] == "while_down"
+            });
+            if found {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} spikes, no /etc/f1099 added while down",
+                    list.len()
+                ))
+            }
+        },
+    )
     .await;
 }

@@ -55,7 +55,14 @@ impl Actor for AccountsActor {
 impl Handler<AccountsRead> for AccountsActor {
     type Result = ();
 
-    fn handle(&mut self, msg: AccountsRead, _: &mut Self::Context) {
+    fn handle(&mut self, msg: AccountsRead, ctx: &mut Self::Context) {
+        if !self.spikes.connected() {
+            // Recording a change nobody can publish would lose it: stop, and let the next
+            // start find it against the snapshot saved so far.
+            tracing::error!("the spike encoder is gone; the accounts detector stops");
+            ctx.stop();
+            return;
+        }
         let mut obs = self.detector.handle(&msg.files, msg.layer);
         if msg.startup {
             for o in &mut obs {

@@ -53,6 +53,8 @@ pub struct FileActor {
     last_save: Instant,
     last_full: Option<u64>,
     last_startup: Option<u64>,
+    /// The encoder is gone: nothing more is recorded or saved.
+    orphaned: bool,
 }
 
 impl std::fmt::Debug for FileActor {
@@ -77,10 +79,14 @@ impl FileActor {
             last_save: Instant::now(),
             last_full: None,
             last_startup: None,
+            orphaned: false,
         }
     }
 
     fn save(&mut self) {
+        if self.orphaned {
+            return;
+        }
         match (self.persist)(self.detector.baseline()) {
             Ok(()) => {
                 self.dirty = false;
@@ -114,7 +120,15 @@ impl Actor for FileActor {
 impl Handler<FileInput> for FileActor {
     type Result = ();
 
-    fn handle(&mut self, msg: FileInput, _: &mut Self::Context) {
+    fn handle(&mut self, msg: FileInput, ctx: &mut Self::Context) {
+        if !self.spikes.connected() {
+            // Recording a change nobody can publish would lose it: stop without applying
+            // or saving it, so that the next start finds it against the saved baseline.
+            tracing::error!("the spike encoder is gone; the file detector stops");
+            self.orphaned = true;
+            ctx.stop();
+            return;
+        }
         let scan = match &msg.0 {
             files::Input::Scanned { scan, .. } => Some(*scan),
             files::Input::Checked { .. } | files::Input::Subtree { .. } => None,
