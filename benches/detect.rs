@@ -76,8 +76,10 @@ fn main() {
         tokio::spawn(async move {
             while let Some(p) = out_rx.recv().await {
                 let now = Instant::now();
-                if let wire::Body::Spike(s) = p.body {
-                    let _ = spike_tx.send((s.subject, now));
+                if let wire::Body::Spikes(batch) = p.body {
+                    for s in batch {
+                        let _ = spike_tx.send((s.subject, now));
+                    }
                 }
             }
         });

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{heartbeat, node, spike};
 
-/// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this build speaks (2: spikes travel in batches).
+pub const VERSION: u16 = 2;
 
 /// The largest frame accepted; matches the gossipsub `max_transmit_size`.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -20,7 +20,9 @@ pub const MAX_FRAME: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Body {
     Heartbeat(heartbeat::Beat),
-    Spike(Box<spike::Spike>),
+    /// Spikes of one origin in sequence order: what one detector reading produced (a
+    /// metrics sample, a rescan), so that one reading costs one signed message.
+    Spikes(Vec<spike::Spike>),
 }
 
 impl Body {
@@ -28,9 +30,30 @@ impl Body {
     pub fn kind(&self) -> &'static str {
         match self {
             Body::Heartbeat(_) => "heartbeat",
-            Body::Spike(_) => "spike",
+            Body::Spikes(_) => "spikes",
         }
     }
+}
+
+/// Splits `spikes` into batches whose frames stay under [`MAX_FRAME`], keeping their order.
+/// A spike too large for any frame travels alone (and is refused when encoded).
+pub fn batches(spikes: Vec<spike::Spike>) -> Vec<Vec<spike::Spike>> {
+    // Room for the envelope, the enum tag and array headers.
+    const BUDGET: usize = MAX_FRAME - 256;
+    let mut out: Vec<Vec<spike::Spike>> = Vec::new();
+    let mut size = 0;
+    for s in spikes {
+        let len = rmp_serde::to_vec(&s).map_or(BUDGET, |b| b.len());
+        match out.last_mut() {
+            Some(batch) if size + len <= BUDGET => batch.push(s),
+            _ => {
+                out.push(vec![s]);
+                size = 0;
+            }
+        }
+        size += len;
+    }
+    out
 }
 
 /// A point-to-point request (libp2p request-response).
@@ -151,7 +174,7 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        for junk in [&b""[..], b"\xff\xff\xff", b"hello world", b"\x92\x01\xc1"] {
+        for junk in [&b""[..], b"\xff\xff\xff", b"hello world", b"\x92\x02\xc1"] {
             let err = decode::<Body>(junk).expect_err("junk must not decode");
             assert_eq!(err.reason(), "malformed", "{junk:?}: {err}");
         }
@@ -161,6 +184,42 @@ mod tests {
     fn oversized_frame_is_refused_before_parsing() {
         let big = vec![0u8; MAX_FRAME + 1];
         assert!(matches!(decode::<Body>(&big), Err(Error::TooLarge { .. })));
+    }
+
+    #[test]
+    fn spike_batches_fit_in_frames_and_keep_their_order() {
+        use crate::spike::{Change, FieldChange, Kind, Severity, Spike};
+        let spikes: Vec<Spike> = (1..=300)
+            .map(|seq| Spike {
+                origin: node::Id("origin".into()),
+                seq,
+                at_unix_ms: 1,
+                kind: Kind::Process,
+                change: Change::Added,
+                subject: format!("{seq}:/tmp/x"),
+                before: None,
+                after: None,
+                severity: Severity::High,
+                layers: vec![],
+                label: "process_added".into(),
+                fields: [("cmdline".to_string(), FieldChange::fact("a".repeat(900)))]
+                    .into_iter()
+                    .collect(),
+            })
+            .collect();
+        let packed = batches(spikes);
+        assert!(packed.len() >= 5, "{} batches", packed.len());
+        let mut seq = 0;
+        for b in &packed {
+            let frame = encode(&Body::Spikes(b.clone())).expect("fits in a frame");
+            assert!(frame.len() <= MAX_FRAME);
+            for s in b {
+                seq += 1;
+                assert_eq!(s.seq, seq);
+            }
+        }
+        assert_eq!(seq, 300);
+        assert!(batches(Vec::new()).is_empty());
     }
 
     proptest! {

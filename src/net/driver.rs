@@ -450,7 +450,7 @@ impl Driver {
                     }
                     // Counted above; region correlation and the master's journal consume
                     // peers' spikes (issues 4 and 5).
-                    wire::Body::Spike(_) => {}
+                    wire::Body::Spikes(_) => {}
                 }
             }
             gossipsub::Event::Subscribed { .. } => self.retry_pending(),

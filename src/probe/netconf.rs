@@ -1,4 +1,5 @@
-//! The network probe: polls the host's listening sockets (`/proc/net/{tcp,tcp6,udp,udp6}`),
+//! The network probe: polls the host's listening sockets (sock_diag netlink, falling back to
+//! `/proc/net/{tcp,tcp6,udp,udp6}`),
 //! routes (`/proc/net/route`) and interfaces (`/sys/class/net`, addresses from
 //! getifaddrs) and hands each reading to the network-configuration actor.
 //!
@@ -12,7 +13,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use fleetmesh_actors::netconf::{Interface, Owner, Snapshot, parse_routes, parse_sockets};
+use fleetmesh_actors::netconf::{
+    Interface, Listener, Owner, Snapshot, parse_routes, parse_sockets,
+};
 
 /// Reads the network configuration, remembering which process holds which socket.
 #[derive(Debug, Default)]
@@ -20,6 +23,100 @@ pub struct Reader {
     /// Socket inode → its owner (`None`: looked for and not found, e.g. another pid
     /// namespace's socket).
     owners: HashMap<u64, Option<Owner>>,
+    netlink_failed: bool,
+}
+
+/// Listening sockets from `/proc/net`. The kernel walks every socket of the host to print
+/// these tables, connections included: on a busy server that is most of the probe's cost.
+fn proc_net_sockets() -> Vec<(Listener, Option<u64>)> {
+    let mut out = Vec::new();
+    for proto in ["tcp", "tcp6", "udp", "udp6"] {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/net/{proto}")) {
+            out.extend(parse_sockets(proto, &text).0);
+        }
+    }
+    out
+}
+
+/// Listening sockets from the kernel's sock_diag interface, asking only for TCP sockets in
+/// LISTEN and unconnected UDP sockets: the kernel then skips established connections.
+fn listening_sockets() -> std::io::Result<Vec<(Listener, Option<u64>)>> {
+    use netlink_packet_core::{
+        NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    };
+    use netlink_packet_sock_diag::SockDiagMessage;
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+    use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut out = Vec::new();
+    let queries = [
+        ("tcp", AF_INET, IPPROTO_TCP, StateFlags::LISTEN),
+        ("tcp6", AF_INET6, IPPROTO_TCP, StateFlags::LISTEN),
+        ("udp", AF_INET, IPPROTO_UDP, StateFlags::CLOSE),
+        ("udp6", AF_INET6, IPPROTO_UDP, StateFlags::CLOSE),
+    ];
+    let mut buf = vec![0u8; 64 * 1024];
+    for (proto, family, protocol, states) in queries {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut request = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol,
+                extensions: ExtensionFlags::empty(),
+                states,
+                socket_id: if family == AF_INET {
+                    SocketId::new_v4()
+                } else {
+                    SocketId::new_v6()
+                },
+            })
+            .into(),
+        );
+        request.finalize();
+        let mut bytes = vec![0u8; request.buffer_len()];
+        request.serialize(&mut bytes);
+        socket.send(&bytes, 0)?;
+        'dump: loop {
+            buf.clear();
+            let size = socket.recv(&mut buf, 0)?;
+            let mut offset = 0;
+            while offset < size {
+                let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[offset..size])
+                    .map_err(|e| bad(format!("sock_diag reply: {e}")))?;
+                let len = msg.header.length as usize;
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                        let id = &r.header.socket_id;
+                        out.push((
+                            Listener {
+                                proto: proto.into(),
+                                addr: id.source_address.to_string(),
+                                port: id.source_port,
+                            },
+                            Some(u64::from(r.header.inode)).filter(|i| *i != 0),
+                        ));
+                    }
+                    NetlinkPayload::Done(_) => break 'dump,
+                    NetlinkPayload::Error(e) => {
+                        return Err(bad(format!("sock_diag refused the dump: {e:?}")));
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                offset += len;
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Reader {
@@ -27,15 +124,21 @@ impl Reader {
     pub fn read(&mut self) -> Snapshot {
         let mut snap = read_tables();
         let mut inodes = Vec::new();
-        for proto in ["tcp", "tcp6", "udp", "udp6"] {
-            if let Ok(text) = std::fs::read_to_string(format!("/proc/net/{proto}")) {
-                for (l, inode) in parse_sockets(proto, &text).0 {
-                    if let Some(i) = inode {
-                        inodes.push((l.clone(), i));
-                    }
-                    snap.listeners.insert(l);
+        let sockets = match listening_sockets() {
+            Ok(s) => s,
+            Err(e) => {
+                if !self.netlink_failed {
+                    tracing::warn!(error = %e, "sock_diag unavailable; reading /proc/net instead");
+                    self.netlink_failed = true;
                 }
+                proc_net_sockets()
             }
+        };
+        for (l, inode) in sockets {
+            if let Some(i) = inode {
+                inodes.push((l.clone(), i));
+            }
+            snap.listeners.insert(l);
         }
         let unknown: HashSet<u64> = inodes
             .iter()
@@ -144,4 +247,37 @@ fn read_tables() -> Snapshot {
     }
     snap.interfaces = interfaces;
     snap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sock_diag_and_proc_net_agree_on_listeners() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let netlink = listening_sockets().expect("sock_diag works here");
+        let mine = |list: &[(Listener, Option<u64>)], proto: &str, port: u16| {
+            list.iter()
+                .find(|(l, _)| l.proto == proto && l.port == port && l.addr == "127.0.0.1")
+                .and_then(|(_, i)| *i)
+        };
+        let tcp_port = tcp.local_addr().expect("addr").port();
+        let udp_port = udp.local_addr().expect("addr").port();
+        let from_proc = proc_net_sockets();
+        let inode = mine(&netlink, "tcp", tcp_port).expect("the tcp listener, with its inode");
+        assert_eq!(Some(inode), mine(&from_proc, "tcp", tcp_port));
+        assert!(mine(&netlink, "udp", udp_port).is_some());
+        // Connections are not listeners.
+        let _conn = std::net::TcpStream::connect(tcp.local_addr().expect("addr")).expect("connect");
+        let again = listening_sockets().expect("sock_diag");
+        assert_eq!(
+            again
+                .iter()
+                .filter(|(l, _)| l.port == tcp_port && l.proto == "tcp")
+                .count(),
+            1
+        );
+    }
 }

@@ -80,6 +80,8 @@ impl Handler<Observe> for SpikeActor {
     type Result = ();
 
     fn handle(&mut self, msg: Observe, ctx: &mut Self::Context) {
+        let mut encoded = Vec::with_capacity(msg.0.len());
+        let mut failed = false;
         for obs in msg.0 {
             let (reserve, spike) = self.encoder.encode(unix_ms(), obs);
             if let Some(r) = reserve
@@ -88,22 +90,30 @@ impl Handler<Observe> for SpikeActor {
                 // Publishing a number that might be reused after a restart would break
                 // (origin, seq) de-duplication fleet-wide: stop rather than do that.
                 tracing::error!(error = %e, "cannot persist the spike sequence; stopping the encoder");
-                ctx.stop();
-                return;
+                failed = true;
+                break;
             }
             tracing::debug!(seq = spike.seq, kind = spike.kind.as_str(), subject = %spike.subject, label = %spike.label, "spike");
-            let publish = outbox::Publish {
-                topic: outbox::Topic::Region(self.region.clone()),
-                body: wire::Body::Spike(Box::new(spike.clone())),
-                delivery: outbox::Delivery::Retry,
-            };
-            if self.outbox.try_send(publish).is_err() {
-                self.outbox_full += 1;
-            }
             if self.ring.len() == self.capacity {
                 self.ring.pop_front();
             }
-            self.ring.push_back(spike);
+            self.ring.push_back(spike.clone());
+            encoded.push(spike);
+        }
+        // What one reading produced travels as one message (or a few, under the frame cap).
+        for batch in wire::batches(encoded) {
+            let n = batch.len() as u64;
+            let publish = outbox::Publish {
+                topic: outbox::Topic::Region(self.region.clone()),
+                body: wire::Body::Spikes(batch),
+                delivery: outbox::Delivery::Retry,
+            };
+            if self.outbox.try_send(publish).is_err() {
+                self.outbox_full += n;
+            }
+        }
+        if failed {
+            ctx.stop();
         }
     }
 }
@@ -167,14 +177,16 @@ mod tests {
         .await
         .expect("delivered");
         assert_eq!(*durable.lock().expect("lock"), [2, 4]);
-        for seq in 1..=4 {
-            let p = rx.recv().await.expect("published");
-            let wire::Body::Spike(s) = p.body else {
-                panic!("not a spike")
-            };
-            assert_eq!(s.seq, seq);
-            assert_eq!(p.topic, outbox::Topic::Region("eu".into()));
-        }
+        // One observation batch, one message, in sequence order.
+        let p = rx.recv().await.expect("published");
+        let wire::Body::Spikes(batch) = p.body else {
+            panic!("not spikes")
+        };
+        assert_eq!(
+            batch.iter().map(|s| s.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(p.topic, outbox::Topic::Region("eu".into()));
         // The ring keeps the last 3.
         let files = addr
             .send(GetSpikes {
