@@ -4,10 +4,12 @@
 //! The trace is synthetic but shaped like a busy web server (seeded, so every run is the
 //! same): CPU with noise and three load bursts, load average following CPU, memory and
 //! disks drifting, a log rotation, network rates with 20% noise and bursts. Every sample
-//! goes through the real send-on-delta encoder and the spike encoder, and every frame is
-//! the real wire encoding. The deadbands are the shipped defaults (`config/default.toml`,
-//! `[metrics]`), so the figure is what a node sends out of the box. The reconstruction a receiver holds is checked against the
-//! truth at every second (`max_error_ratio` ≤ 1 means never outside the deadband).
+//! goes through the real send-on-delta encoder and the spike encoder; each second's spikes
+//! are one real `Spikes` frame, as a node publishes them. The deadbands are the shipped
+//! defaults (`config/default.toml`, `[metrics]`), so the figure is what a node sends out of
+//! the box. The reconstruction a receiver holds is checked against the truth at every
+//! second (`max_error_ratio` <= 1 means never outside the deadband). `batched_baseline` is
+//! the leanest every-second encoding: one (origin, second, time, [(name, value)]) frame.
 //!
 //! Usage: cargo bench --bench metrics_bandwidth -- [--seconds S]
 //! Last line: RESULT {json}
@@ -145,13 +147,13 @@ fn main() {
         let at = 1_700_000_000_000 + t * 1000;
         let values = trace.sample(t);
         let mut batch = Vec::with_capacity(values.len());
+        // What a node publishes for this second: one frame of the spikes it produced.
+        let (mut every_tick, mut delta_tick) = (Vec::new(), Vec::new());
         for (i, ((name, band), v)) in METRICS.iter().zip(&bands).zip(values).enumerate() {
-            let (_, s) = every_enc.encode(at, metric_obs(name, v));
-            every_bytes += wire::encode(&s).expect("encodes").len();
+            every_tick.push(every_enc.encode(at, metric_obs(name, v)).1);
             batch.push((name.to_string(), v));
             if let Some(sent) = sod.observe(now, name, v) {
-                let (_, s) = delta_enc.encode(at, metric_obs(name, sent));
-                delta_bytes += wire::encode(&s).expect("encodes").len();
+                delta_tick.push(delta_enc.encode(at, metric_obs(name, sent)).1);
                 held[i] = Some(sent);
                 sent_count[i] += 1;
             }
@@ -166,6 +168,14 @@ fn main() {
                 f64::INFINITY
             };
             max_ratio = max_ratio.max(ratio);
+        }
+        every_bytes += wire::encode(&wire::Body::Spikes(every_tick))
+            .expect("encodes")
+            .len();
+        if !delta_tick.is_empty() {
+            delta_bytes += wire::encode(&wire::Body::Spikes(delta_tick))
+                .expect("encodes")
+                .len();
         }
         batched_bytes += wire::encode(&(origin.clone(), t, at, batch))
             .expect("encodes")
