@@ -21,7 +21,7 @@ use actix::prelude::*;
 use fleetmesh::probe::files as probe;
 use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::files::FileActor;
-use fleetmesh_actors::actor::spikes::SpikeActor;
+use fleetmesh_actors::actor::spikes::{SpikeActor, Storage};
 use fleetmesh_actors::encoder::{self, Encoder};
 use fleetmesh_actors::label::Vocabulary;
 use fleetmesh_actors::{node, wire};
@@ -37,6 +37,16 @@ fn main() {
     let (spike_tx, spike_rx) = std::sync::mpsc::channel::<(String, Instant)>();
     let root = tmp.path().to_path_buf();
     let seq_file = tmp.path().join("spike-seq");
+    let (mut journal, _) = fleetmesh::journal::Journal::open(
+        fleetmesh::journal::Config {
+            dir: tmp.path().join("journal"),
+            fsync: fleetmesh::journal::Fsync::Always,
+            segment_bytes: 16 << 20,
+            retain_bytes: 256 << 20,
+        },
+        0,
+    )
+    .expect("the journal opens");
     let system = System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -57,10 +67,17 @@ fn main() {
                 0,
             ),
             "bench".into(),
-            // As in a node: each reservation is written and fsynced before use.
-            Box::new(move |until| {
-                fleetmesh::durable::write_durable(&seq_file, until.to_string().as_bytes())
-            }),
+            // As in a node: each reservation is written and fsynced before use, and every
+            // spike is journaled (fsync = always) before it is published.
+            Storage {
+                reserve: Box::new(move |until| {
+                    fleetmesh::durable::write_durable(&seq_file, until.to_string().as_bytes())
+                }),
+                journal: Box::new(move |batch| {
+                    journal.append(batch).map_err(std::io::Error::other)
+                }),
+                recent: Vec::new(),
+            },
             1024,
             out_tx,
         )

@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod durable;
 pub mod identity;
+pub mod journal;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -16,7 +16,7 @@ use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::polled::DetectorActor;
-use fleetmesh_actors::actor::spikes::SpikeActor;
+use fleetmesh_actors::actor::spikes::{SpikeActor, Storage};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -99,7 +99,26 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
 
     let data_dir = s.node.data_dir.clone();
     let seq_path = data_dir.join("spike-seq");
-    let durable_seq = read_seq(&seq_path)?;
+    let j = &s.journal;
+    let (journal, recovered) = crate::journal::Journal::open(
+        crate::journal::Config {
+            dir: data_dir.join("journal"),
+            fsync: j.fsync,
+            segment_bytes: j.segment_bytes,
+            retain_bytes: j.retain_bytes,
+        },
+        s.spikes.ring,
+    )?;
+    if !recovered.cut.is_empty() {
+        tracing::warn!(
+            cut = recovered.cut.len(),
+            "journal recovered: torn or damaged records were cut off (see above)"
+        );
+    }
+    // Never reuse a number the journal already holds, even if the reservation file is older.
+    let durable_seq = read_seq(&seq_path)?.max(recovered.last_seq.unwrap_or(0));
+    let journal = Arc::new(std::sync::Mutex::new(journal));
+    let append = journal.clone();
     let spikes = SpikeActor::new(
         encoder::Encoder::new(
             encoder::Config {
@@ -111,7 +130,17 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             durable_seq,
         ),
         info.region.clone(),
-        Box::new(move |until| write_durable(&seq_path, until.to_string().as_bytes())),
+        Storage {
+            reserve: Box::new(move |until| write_durable(&seq_path, until.to_string().as_bytes())),
+            journal: Box::new(move |batch| {
+                append
+                    .lock()
+                    .map_err(|_| std::io::Error::other("journal lock poisoned"))?
+                    .append(batch)
+                    .map_err(std::io::Error::other)
+            }),
+            recent: recovered.recent,
+        },
         s.spikes.ring,
         outbox_tx,
     )

@@ -43,6 +43,7 @@ pub struct Settings {
     pub probes: Probes,
     pub metrics: Metrics,
     pub spikes: Spikes,
+    pub journal: Journal,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
 }
@@ -123,6 +124,14 @@ pub struct DeadbandRule {
     /// Overrides `metrics.max_silence_s` for these metrics.
     #[serde(default)]
     pub max_silence_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    pub fsync: crate::journal::Fsync,
+    pub segment_bytes: u64,
+    pub retain_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -354,6 +363,18 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         3_600_000,
     )?;
     let (metric_default, metric_rules) = metric_bands(&raw.metrics)?;
+    within(
+        "journal.segment_bytes",
+        raw.journal.segment_bytes,
+        4096,
+        1 << 30,
+    )?;
+    if raw.journal.retain_bytes < raw.journal.segment_bytes {
+        return Err(invalid(
+            "journal.retain_bytes",
+            "must be at least journal.segment_bytes",
+        ));
+    }
     if raw.spikes.ring == 0 {
         return Err(invalid("spikes.ring", "must be at least 1"));
     }

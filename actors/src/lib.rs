@@ -13,6 +13,7 @@ pub mod encoder;
 pub mod files;
 pub mod heartbeat;
 pub mod hostmetrics;
+pub mod journal;
 pub mod label;
 pub mod membership;
 pub mod netconf;

@@ -7,4 +7,5 @@ mod cluster;
 mod files;
 mod garbage;
 mod harness;
+mod journal;
 mod metrics;

@@ -1,6 +1,7 @@
 //! The spike-encoder actor: stamps observations into spikes, makes each sequence
-//! reservation durable before the spikes that use it leave the node, keeps the latest
-//! spikes in a bounded ring for the API, and publishes them on the region topic.
+//! reservation durable before the spikes that use it leave the node, appends every spike
+//! to the journal before it is published, keeps the latest spikes in a bounded ring for
+//! the API (refilled from the journal at start), and publishes them on the region topic.
 
 use std::collections::VecDeque;
 
@@ -28,10 +29,30 @@ pub struct GetSpikes {
 /// Makes a sequence reservation durable (write + fsync).
 pub type PersistSeq = Box<dyn FnMut(u64) -> std::io::Result<()>>;
 
+/// Appends spikes to the durable journal.
+pub type AppendJournal = Box<dyn FnMut(&[Spike]) -> std::io::Result<()>>;
+
+/// Where the encoder's output is made durable.
+pub struct Storage {
+    pub reserve: PersistSeq,
+    pub journal: AppendJournal,
+    /// The latest spikes of earlier runs (from the journal), oldest first.
+    pub recent: Vec<Spike>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("recent", &self.recent.len())
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct SpikeActor {
     encoder: Encoder,
     region: String,
     persist: PersistSeq,
+    journal: AppendJournal,
     ring: VecDeque<Spike>,
     capacity: usize,
     outbox: outbox::Sender,
@@ -52,16 +73,22 @@ impl SpikeActor {
     pub fn new(
         encoder: Encoder,
         region: String,
-        persist: PersistSeq,
+        storage: Storage,
         capacity: usize,
         outbox: outbox::Sender,
     ) -> Self {
+        let capacity = capacity.max(1);
+        let mut ring: VecDeque<Spike> = storage.recent.into();
+        while ring.len() > capacity {
+            ring.pop_front();
+        }
         SpikeActor {
             encoder,
             region,
-            persist,
-            ring: VecDeque::with_capacity(capacity.min(4096)),
-            capacity: capacity.max(1),
+            persist: storage.reserve,
+            journal: storage.journal,
+            ring,
+            capacity,
             outbox,
             outbox_full: 0,
         }
@@ -94,11 +121,21 @@ impl Handler<Observe> for SpikeActor {
                 break;
             }
             tracing::debug!(seq = spike.seq, kind = spike.kind.as_str(), subject = %spike.subject, label = %spike.label, "spike");
+            encoded.push(spike);
+        }
+        // Journaled before published: what left the node can always be replayed.
+        if !encoded.is_empty()
+            && let Err(e) = (self.journal)(&encoded)
+        {
+            tracing::error!(error = %e, "cannot append to the journal; stopping the encoder");
+            ctx.stop();
+            return;
+        }
+        for spike in &encoded {
             if self.ring.len() == self.capacity {
                 self.ring.pop_front();
             }
             self.ring.push_back(spike.clone());
-            encoded.push(spike);
         }
         // What one reading produced travels as one message (or a few, under the frame cap).
         for batch in wire::batches(encoded) {
@@ -156,13 +193,22 @@ mod tests {
             Vocabulary::default(),
             0,
         );
+        let journaled = Arc::new(Mutex::new(Vec::new()));
+        let j = journaled.clone();
         let addr = SpikeActor::new(
             enc,
             "eu".into(),
-            Box::new(move |until| {
-                d.lock().expect("lock").push(until);
-                Ok(())
-            }),
+            Storage {
+                reserve: Box::new(move |until| {
+                    d.lock().expect("lock").push(until);
+                    Ok(())
+                }),
+                journal: Box::new(move |spikes| {
+                    j.lock().expect("lock").extend(spikes.iter().map(|s| s.seq));
+                    Ok(())
+                }),
+                recent: Vec::new(),
+            },
             3,
             tx,
         )
@@ -177,6 +223,7 @@ mod tests {
         .await
         .expect("delivered");
         assert_eq!(*durable.lock().expect("lock"), [2, 4]);
+        assert_eq!(*journaled.lock().expect("lock"), [1, 2, 3, 4]);
         // One observation batch, one message, in sequence order.
         let p = rx.recv().await.expect("published");
         let wire::Body::Spikes(batch) = p.body else {
