@@ -86,7 +86,10 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             emitter: heartbeat::Config { interval },
             membership: membership::Config {
                 interval,
-                suspect_after: s.heartbeat.suspect_after,
+                acceptable_pause: Duration::from_millis(s.heartbeat.acceptable_pause_ms),
+                connected_grace: Duration::from_millis(s.heartbeat.connected_grace_ms),
+                suspect_phi: s.heartbeat.suspect_phi,
+                dead_phi: s.heartbeat.dead_phi,
                 dead_after: s.heartbeat.dead_after,
             },
         },
@@ -119,32 +122,46 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let durable_seq = read_seq(&seq_path)?.max(recovered.last_seq.unwrap_or(0));
     let journal = Arc::new(std::sync::Mutex::new(journal));
     let append = journal.clone();
-    let spikes = SpikeActor::new(
-        encoder::Encoder::new(
-            encoder::Config {
-                origin: node::Id(peer_id.to_base58()),
-                role: info.role.clone(),
-                block: encoder::BLOCK,
-            },
-            settings.vocabulary.clone(),
-            durable_seq,
-        ),
+    // The encoder fsyncs (journal, sequence reservations): it gets a thread of its own, so
+    // that a slow disk never holds up the other actors.
+    let encoder_thread = actix::Arbiter::new();
+    let ring = s.spikes.ring;
+    let vocabulary = settings.vocabulary.clone();
+    let (origin, role, region) = (
+        node::Id(peer_id.to_base58()),
+        info.role.clone(),
         info.region.clone(),
-        Storage {
-            reserve: Box::new(move |until| write_durable(&seq_path, until.to_string().as_bytes())),
-            journal: Box::new(move |batch| {
-                append
-                    .lock()
-                    .map_err(|_| std::io::Error::other("journal lock poisoned"))?
-                    .append(batch)
-                    .map_err(std::io::Error::other)
-            }),
-            recent: recovered.recent,
-        },
-        s.spikes.ring,
-        outbox_tx,
-    )
-    .start();
+    );
+    let recent = recovered.recent;
+    let spikes = SpikeActor::start_in_arbiter(&encoder_thread.handle(), move |_| {
+        SpikeActor::new(
+            encoder::Encoder::new(
+                encoder::Config {
+                    origin,
+                    role,
+                    block: encoder::BLOCK,
+                },
+                vocabulary,
+                durable_seq,
+            ),
+            region,
+            Storage {
+                reserve: Box::new(move |until| {
+                    write_durable(&seq_path, until.to_string().as_bytes())
+                }),
+                journal: Box::new(move |batch| {
+                    append
+                        .lock()
+                        .map_err(|_| std::io::Error::other("journal lock poisoned"))?
+                        .append(batch)
+                        .map_err(std::io::Error::other)
+                }),
+                recent,
+            },
+            ring,
+            outbox_tx,
+        )
+    });
     let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
         load_state(&baseline_path, "file baseline").unwrap_or_default(),
@@ -213,6 +230,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&procs).await;
     stop(&host).await;
     stop(&spikes).await;
+    encoder_thread.stop();
     stop(&heartbeat).await;
     if outcome.is_ok() {
         tracing::info!("stopped");

@@ -80,7 +80,10 @@ pub struct Api {
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub interval_ms: u64,
-    pub suspect_after: u32,
+    pub acceptable_pause_ms: u64,
+    pub connected_grace_ms: u64,
+    pub suspect_phi: f64,
+    pub dead_phi: f64,
     pub dead_after: u32,
 }
 
@@ -281,18 +284,31 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     })?;
     let h = &raw.heartbeat;
     within("heartbeat.interval_ms", h.interval_ms, 50, 60_000)?;
-    if h.suspect_after == 0 {
-        return Err(invalid("heartbeat.suspect_after", "must be at least 1"));
+    within(
+        "heartbeat.acceptable_pause_ms",
+        h.acceptable_pause_ms,
+        0,
+        600_000,
+    )?;
+    within(
+        "heartbeat.connected_grace_ms",
+        h.connected_grace_ms,
+        0,
+        600_000,
+    )?;
+    if !(h.suspect_phi.is_finite() && h.suspect_phi > 0.0) {
+        return Err(invalid("heartbeat.suspect_phi", "must be a number above 0"));
     }
-    if h.dead_after <= h.suspect_after {
+    if !(h.dead_phi.is_finite() && h.dead_phi >= h.suspect_phi) {
         return Err(invalid(
-            "heartbeat.dead_after",
+            "heartbeat.dead_phi",
             format!(
-                "{} must be greater than heartbeat.suspect_after ({})",
-                h.dead_after, h.suspect_after
+                "{} must be at least heartbeat.suspect_phi ({})",
+                h.dead_phi, h.suspect_phi
             ),
         ));
     }
+    within("heartbeat.dead_after", u64::from(h.dead_after), 2, 100_000)?;
     if raw.net.idle_timeout_ms < 1000 {
         return Err(invalid("net.idle_timeout_ms", "must be at least 1000"));
     }
@@ -571,8 +587,12 @@ mod tests {
             "net.psk_file"
         );
         assert_eq!(
-            bad("FLEETMESH__HEARTBEAT__DEAD_AFTER", "2"),
+            bad("FLEETMESH__HEARTBEAT__DEAD_AFTER", "1"),
             "heartbeat.dead_after"
+        );
+        assert_eq!(
+            bad("FLEETMESH__HEARTBEAT__DEAD_PHI", "2"),
+            "heartbeat.dead_phi"
         );
     }
 

@@ -30,6 +30,9 @@ pub struct Beat {
     /// The sender's wall clock when it was sent, for lag measurement.
     pub sent_unix_ms: u64,
     pub health: Health,
+    /// Region peers the sender suspects or holds dead: confirmation for other observers.
+    #[serde(default)]
+    pub suspects: Vec<node::Id>,
 }
 
 /// Emitter settings.
@@ -78,22 +81,41 @@ impl Emitter {
 
     /// Returns the heartbeat due at `now`, if any. A node that was starved for several
     /// intervals sends one heartbeat, not a burst of stale ones.
-    pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64, health: Health) -> Option<Beat> {
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        health: Health,
+        suspects: Vec<node::Id>,
+    ) -> Option<Beat> {
         if now < self.next {
             return None;
         }
         if now.duration_since(self.next) >= self.config.interval {
             self.late += 1;
         }
-        self.seq += 1;
         self.next = now + self.config.interval;
-        Some(Beat {
+        Some(self.beat_now(now, unix_ms, health, suspects))
+    }
+
+    /// A heartbeat out of schedule (a new suspicion to share at once); the schedule of
+    /// regular ones is unchanged.
+    pub fn beat_now(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        health: Health,
+        suspects: Vec<node::Id>,
+    ) -> Beat {
+        self.seq += 1;
+        Beat {
             info: self.info.clone(),
             seq: self.seq,
             uptime_ms: millis(now.duration_since(self.started)),
             sent_unix_ms: unix_ms,
             health,
-        })
+            suspects,
+        }
     }
 }
 
@@ -123,15 +145,25 @@ mod tests {
         };
         let mut e = Emitter::new(cfg, info(), t0);
         let b = e
-            .handle_timeout(t0, 0, Health::default())
+            .handle_timeout(t0, 0, Health::default(), vec![])
             .expect("due at start");
         assert_eq!(b.seq, 1);
         assert!(
-            e.handle_timeout(t0 + Duration::from_millis(999), 0, Health::default())
-                .is_none()
+            e.handle_timeout(
+                t0 + Duration::from_millis(999),
+                0,
+                Health::default(),
+                vec![]
+            )
+            .is_none()
         );
         let b = e
-            .handle_timeout(t0 + Duration::from_millis(1000), 0, Health::default())
+            .handle_timeout(
+                t0 + Duration::from_millis(1000),
+                0,
+                Health::default(),
+                vec![],
+            )
             .expect("due after one interval");
         assert_eq!((b.seq, b.uptime_ms), (2, 1000));
         assert_eq!(e.poll_timeout(), t0 + Duration::from_millis(2000));
@@ -145,13 +177,14 @@ mod tests {
             interval: Duration::from_millis(100),
         };
         let mut e = Emitter::new(cfg, info(), t0);
-        e.handle_timeout(t0, 0, Health::default());
+        e.handle_timeout(t0, 0, Health::default(), vec![]);
         let t = t0 + Duration::from_millis(750);
         assert_eq!(
-            e.handle_timeout(t, 0, Health::default()).map(|b| b.seq),
+            e.handle_timeout(t, 0, Health::default(), vec![])
+                .map(|b| b.seq),
             Some(2)
         );
-        assert!(e.handle_timeout(t, 0, Health::default()).is_none());
+        assert!(e.handle_timeout(t, 0, Health::default(), vec![]).is_none());
         assert_eq!(e.late(), 1);
         assert_eq!(e.poll_timeout(), t + Duration::from_millis(100));
     }

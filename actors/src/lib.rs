@@ -19,6 +19,7 @@ pub mod membership;
 pub mod netconf;
 pub mod node;
 pub mod outbox;
+pub mod phi;
 pub mod procs;
 pub mod spike;
 pub mod wire;

@@ -1,20 +1,26 @@
 //! The node's view of its peers: who exists, what they said about themselves, and how
 //! alive each one looks from here.
 //!
-//! Peers of the node's own region are judged by their heartbeats: alive while they arrive,
-//! `suspect` after `suspect_after` missed intervals, `dead` after `dead_after`. Peers of
-//! other regions do not send heartbeats here (heartbeat topics are per region, so per-node
-//! load follows the region's size, not the fleet's); they are listed as `remote`, known
-//! through a direct exchange of `Hello`s. This view only observes: it does not evict
-//! anyone. Confirmed failure (several observers, the region master) is decided elsewhere.
+//! Peers of the node's own region are judged by their heartbeats through an accrual
+//! detector ([`crate::phi`]): `suspect` once the suspicion level passes `suspect_phi`.
+//! A suspect becomes `dead` only when
+//! - it has been silent past `dead_phi`, counting an extra `connected_grace` while its
+//!   connection is still up (a stopped or starved process keeps its TCP connection; a
+//!   crashed one loses it at once), and
+//! - the suspicion is confirmed: another live observer of the region lists it among its
+//!   own suspects (heartbeats carry them), or no other observer is alive to ask.
+//!
+//! So one slow or paused observer cannot declare a healthy peer dead on its own. Peers of
+//! other regions do not send heartbeats here (heartbeat topics are per region); they are
+//! `remote`, known through a direct exchange of `Hello`s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::heartbeat::{Beat, Health};
-use crate::node;
+use crate::{node, phi};
 
 /// How a peer looks from this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -49,20 +55,26 @@ impl Status {
     }
 }
 
-/// Thresholds, in heartbeat intervals.
+/// How peers are judged.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub interval: Duration,
-    pub suspect_after: u32,
+    /// Lateness accepted on top of a peer's learned rhythm.
+    pub acceptable_pause: Duration,
+    /// Extra silence accepted while the peer's connection is still up.
+    pub connected_grace: Duration,
+    pub suspect_phi: f64,
+    pub dead_phi: f64,
+    /// A peer never heard from, and gone, is dead after this many intervals.
     pub dead_after: u32,
 }
 
 impl Config {
-    fn suspect(&self) -> Duration {
-        self.interval * self.suspect_after
-    }
     fn dead(&self) -> Duration {
         self.interval * self.dead_after
+    }
+    fn detector(&self) -> phi::Detector {
+        phi::Detector::new(phi::Config::new(self.interval, self.acceptable_pause))
     }
 }
 
@@ -82,6 +94,19 @@ pub struct Member {
     pub last_seen: Instant,
     pub uptime_ms: u64,
     pub health: Option<Health>,
+    /// Heartbeat arrivals of the current incarnation.
+    pub detector: phi::Detector,
+    /// The peers this member suspects, from its latest heartbeat.
+    pub suspects: BTreeSet<node::Id>,
+    /// When this member was last judged.
+    judged_at: Instant,
+}
+
+impl Member {
+    /// The current suspicion level.
+    pub fn phi(&self, now: Instant) -> f64 {
+        self.detector.phi(now)
+    }
 }
 
 /// Something that happened to the membership.
@@ -208,7 +233,11 @@ impl View {
             last_seen: now,
             uptime_ms: 0,
             health: None,
+            detector: self.config.detector(),
+            suspects: BTreeSet::new(),
+            judged_at: now,
         });
+        let mut everyone = false;
         match input {
             Input::Heartbeat { beat, .. } => {
                 let known = m.info.as_ref().map(|i| i.incarnation);
@@ -222,6 +251,7 @@ impl View {
                     }
                     Some(inc) if beat.info.incarnation > inc => {
                         m.last_seq = 0;
+                        m.detector = self.config.detector();
                         out.push(Output::Restarted {
                             peer: peer.clone(),
                             incarnation: beat.info.incarnation,
@@ -239,6 +269,11 @@ impl View {
                 m.last_seq = beat.seq;
                 m.heartbeats += 1;
                 m.last_heartbeat = Some(now);
+                m.detector.heartbeat(now);
+                let suspects: BTreeSet<node::Id> = beat.suspects.iter().cloned().collect();
+                // Its suspicions may confirm (or no longer confirm) others'.
+                everyone = suspects != m.suspects;
+                m.suspects = suspects;
                 m.last_seen = now;
                 m.uptime_ms = beat.uptime_ms;
                 m.health = Some(beat.health.clone());
@@ -265,8 +300,24 @@ impl View {
                 m.addresses = addresses;
             }
         }
-        self.refresh(now, &peer, &mut out);
+        if everyone {
+            let ids: Vec<node::Id> = self.members.keys().cloned().collect();
+            for id in ids {
+                self.refresh(now, &id, &mut out);
+            }
+        } else {
+            self.refresh(now, &peer, &mut out);
+        }
         out
+    }
+
+    /// The region peers this node suspects or holds dead, for its heartbeats.
+    pub fn suspects(&self) -> Vec<node::Id> {
+        self.members
+            .values()
+            .filter(|m| matches!(m.status, Status::Suspect | Status::Dead))
+            .map(|m| m.id.clone())
+            .collect()
     }
 
     /// Re-judges every peer at `now`; call at [`View::poll_timeout`].
@@ -288,12 +339,37 @@ impl View {
     }
 
     fn next_change(&self, m: &Member) -> Option<Instant> {
-        match m.status {
-            Status::Alive => m.last_heartbeat.map(|t| t + self.config.suspect()),
-            Status::Suspect => m.last_heartbeat.map(|t| t + self.config.dead()),
+        let at = match m.status {
+            Status::Alive => m.detector.reaches(self.config.suspect_phi),
+            Status::Suspect => {
+                let grace = if m.connected {
+                    self.config.connected_grace
+                } else {
+                    Duration::ZERO
+                };
+                m.detector.reaches(self.config.dead_phi).map(|t| t + grace)
+            }
             Status::Joining if !m.connected => Some(m.last_seen + self.config.dead()),
             _ => None,
-        }
+        };
+        // A deadline already passed without a change (an unconfirmed suspicion) waits
+        // for new input instead.
+        at.filter(|t| *t > m.judged_at)
+    }
+
+    /// Another live observer of the region suspects `id`, or there is no other.
+    fn confirmed(&self, id: &node::Id) -> bool {
+        let mut observers = self.members.values().filter(|o| {
+            &o.id != id
+                && o.status == Status::Alive
+                && o.info.as_ref().is_some_and(|i| i.region == self.region)
+        });
+        let mut any = false;
+        let confirmed = observers.any(|o| {
+            any = true;
+            o.suspects.contains(id)
+        });
+        confirmed || !any
     }
 
     fn judge(&self, now: Instant, m: &Member) -> Status {
@@ -304,18 +380,26 @@ impl View {
         if !same_region {
             return Status::Remote;
         }
-        match m.last_heartbeat {
-            Some(t) => {
-                let age = now.saturating_duration_since(t);
-                if age < self.config.suspect() {
-                    Status::Alive
-                } else if age < self.config.dead() {
-                    Status::Suspect
-                } else {
-                    Status::Dead
-                }
-            }
-            None => self.unheard(now, m),
+        if m.last_heartbeat.is_none() {
+            return self.unheard(now, m);
+        }
+        if m.detector.phi(now) < self.config.suspect_phi {
+            return Status::Alive;
+        }
+        // Dead stays dead until the peer is heard again.
+        if m.status == Status::Dead {
+            return Status::Dead;
+        }
+        let silent = if m.connected {
+            now.checked_sub(self.config.connected_grace)
+                .map_or(0.0, |t| m.detector.phi(t))
+        } else {
+            m.detector.phi(now)
+        };
+        if silent >= self.config.dead_phi && self.confirmed(&m.id) {
+            Status::Dead
+        } else {
+            Status::Suspect
         }
     }
 
@@ -333,6 +417,9 @@ impl View {
             return;
         };
         let to = self.judge(now, m);
+        if let Some(m) = self.members.get_mut(id) {
+            m.judged_at = now;
+        }
         if let Some(m) = self.members.get_mut(id)
             && m.status != to
         {
@@ -356,7 +443,10 @@ mod tests {
         View::new(
             Config {
                 interval: SEC,
-                suspect_after: 3,
+                acceptable_pause: SEC / 2,
+                connected_grace: 2 * SEC,
+                suspect_phi: 5.0,
+                dead_phi: 8.0,
                 dead_after: 10,
             },
             id("me"),
@@ -368,13 +458,13 @@ mod tests {
         node::Id(s.into())
     }
 
-    fn beat(region: &str, incarnation: u64, seq: u64) -> Input {
+    fn beat_from(from: &str, incarnation: u64, seq: u64, suspects: &[&str]) -> Input {
         Input::Heartbeat {
-            from: id("p"),
+            from: id(from),
             beat: Box::new(Beat {
                 info: node::Info {
-                    name: "p".into(),
-                    region: region.into(),
+                    name: from.into(),
+                    region: "eu".into(),
                     role: "web".into(),
                     incarnation,
                 },
@@ -382,8 +472,17 @@ mod tests {
                 uptime_ms: seq * 1000,
                 sent_unix_ms: 0,
                 health: Health::default(),
+                suspects: suspects.iter().map(|s| id(s)).collect(),
             }),
         }
+    }
+
+    fn beat(region: &str, incarnation: u64, seq: u64) -> Input {
+        let mut b = beat_from("p", incarnation, seq, &[]);
+        if let Input::Heartbeat { beat, .. } = &mut b {
+            beat.info.region = region.into();
+        }
+        b
     }
 
     fn changed(out: &[Output]) -> Vec<(Status, Status)> {
@@ -395,25 +494,84 @@ mod tests {
             .collect()
     }
 
+    fn status(v: &View, peer: &str) -> Option<Status> {
+        v.get(&id(peer)).map(|m| m.status)
+    }
+
     #[test]
     fn heartbeats_drive_alive_suspect_dead_and_back() {
         let t0 = Instant::now();
         let mut v = view();
         let out = v.handle(t0, beat("eu", 1, 1));
         assert_eq!(changed(&out), [(Status::Joining, Status::Alive)]);
-        assert_eq!(v.poll_timeout(), Some(t0 + 3 * SEC));
-
-        assert!(changed(&v.handle_timeout(t0 + 2 * SEC)).is_empty());
-        let out = v.handle_timeout(t0 + 3 * SEC);
+        for seq in 2..=10 {
+            v.handle(t0 + SEC * (seq as u32 - 1), beat("eu", 1, seq));
+        }
+        let last = t0 + 9 * SEC;
+        let suspect_at = v.poll_timeout().expect("a deadline");
+        assert!(suspect_at > last + SEC && suspect_at < last + 2 * SEC);
+        assert!(changed(&v.handle_timeout(suspect_at - SEC / 10)).is_empty());
+        let out = v.handle_timeout(suspect_at);
         assert_eq!(changed(&out), [(Status::Alive, Status::Suspect)]);
-        assert_eq!(v.poll_timeout(), Some(t0 + 10 * SEC));
-        let out = v.handle_timeout(t0 + 10 * SEC);
+        assert_eq!(v.suspects(), [id("p")]);
+        // Disconnected (never connected here) and alone: no other observer to ask.
+        let dead_at = v.poll_timeout().expect("a deadline");
+        assert!(
+            dead_at < last + 3 * SEC,
+            "dead {:?} after the last beat",
+            dead_at - last
+        );
+        let out = v.handle_timeout(dead_at);
         assert_eq!(changed(&out), [(Status::Suspect, Status::Dead)]);
         assert_eq!(v.poll_timeout(), None);
 
-        let out = v.handle(t0 + 11 * SEC, beat("eu", 1, 2));
+        let out = v.handle(last + 5 * SEC, beat("eu", 1, 11));
         assert_eq!(changed(&out), [(Status::Dead, Status::Alive)]);
         assert_eq!(v.counts().alive, 1);
+    }
+
+    /// Observers a and b beat regularly; x goes quiet. Without a second observer's
+    /// suspicion x stays suspect however long; once a lists it, x is dead.
+    #[test]
+    fn death_needs_a_second_observer() {
+        let t0 = Instant::now();
+        let mut v = view();
+        for s in 1..=5u64 {
+            let at = t0 + SEC * (s as u32 - 1);
+            for p in ["a", "b", "x"] {
+                v.handle(at, beat_from(p, 1, s, &[]));
+            }
+        }
+        for s in 6..=12u64 {
+            let at = t0 + SEC * (s as u32 - 1);
+            v.handle(at, beat_from("a", 1, s, &[]));
+            v.handle(at, beat_from("b", 1, s, &[]));
+            v.handle_timeout(at);
+        }
+        assert_eq!(status(&v, "x"), Some(Status::Suspect), "not confirmed yet");
+        assert_eq!(status(&v, "a"), Some(Status::Alive));
+        let out = v.handle(t0 + 12 * SEC, beat_from("a", 1, 13, &["x"]));
+        assert_eq!(changed(&out), [(Status::Suspect, Status::Dead)]);
+    }
+
+    /// A peer whose connection is still up (paused, starved) gets the grace before it
+    /// can be dead; losing the connection ends the grace.
+    #[test]
+    fn a_live_connection_earns_grace() {
+        let t0 = Instant::now();
+        let mut v = view();
+        v.handle(t0, Input::Connected { peer: id("p") });
+        for seq in 1..=10 {
+            v.handle(t0 + SEC * (seq as u32 - 1), beat("eu", 1, seq));
+        }
+        let last = t0 + 9 * SEC;
+        v.handle_timeout(last + 2 * SEC);
+        assert_eq!(status(&v, "p"), Some(Status::Suspect));
+        // A 2 s pause, beat late: still at most suspect at any point.
+        v.handle_timeout(last + 3 * SEC);
+        assert_eq!(status(&v, "p"), Some(Status::Suspect), "within the grace");
+        let out = v.handle(last + 3 * SEC, Input::Disconnected { peer: id("p") });
+        assert_eq!(changed(&out), [(Status::Suspect, Status::Dead)]);
     }
 
     #[test]

@@ -157,6 +157,7 @@ mod tests {
                 peers_dead: 1,
                 load1: load,
             },
+            suspects: vec![node::Id("x".into())],
         })
     }
 

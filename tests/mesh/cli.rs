@@ -33,10 +33,10 @@ fn refused(spec: &Spec) -> (Option<i32>, String) {
 fn bad_settings_exit_2_and_name_the_key() {
     // A value of the wrong type, from the environment.
     let mut s = Spec::new("x", "eu");
-    s.env = vec![("FLEETMESH__HEARTBEAT__SUSPECT_AFTER".into(), "often".into())];
+    s.env = vec![("FLEETMESH__HEARTBEAT__DEAD_AFTER".into(), "often".into())];
     let (code, err) = refused(&s);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("heartbeat.suspect_after"), "{err}");
+    assert!(err.contains("heartbeat.dead_after"), "{err}");
 
     // A value out of range, from a flag.
     let mut s = Spec::new("x", "eu");

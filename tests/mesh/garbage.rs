@@ -90,6 +90,7 @@ async fn garbage_and_wrong_version_frames_are_refused_and_counted() {
             uptime_ms: 0,
             sent_unix_ms: 0,
             health: heartbeat::Health::default(),
+            suspects: vec![],
         }),
     )
     .expect("encodes");

@@ -107,19 +107,27 @@ impl HeartbeatActor {
     /// Runs every due step, then sleeps until the earlier of the two cores' deadlines.
     fn drive(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let counts = self.view.counts();
-        let health = Health {
-            peers_alive: counts.alive,
-            peers_suspect: counts.suspect,
-            peers_dead: counts.dead,
-            load1: (self.load)(),
-        };
-        if let Some(beat) = self.emitter.handle_timeout(now, unix_ms(), health) {
+        let health = self.health();
+        let suspects = self.view.suspects();
+        if let Some(beat) = self
+            .emitter
+            .handle_timeout(now, unix_ms(), health, suspects)
+        {
             self.publish(beat);
         }
         let out = self.view.handle_timeout(now);
         self.report(out);
         self.schedule(ctx);
+    }
+
+    fn health(&self) -> Health {
+        let counts = self.view.counts();
+        Health {
+            peers_alive: counts.alive,
+            peers_suspect: counts.suspect,
+            peers_dead: counts.dead,
+            load1: (self.load)(),
+        }
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
@@ -147,10 +155,12 @@ impl HeartbeatActor {
     }
 
     fn report(&mut self, out: Vec<Output>) {
+        let mut share = false;
         for o in out {
             match o {
                 Output::StatusChanged { peer, from, to } => {
                     if to == Status::Dead || to == Status::Suspect {
+                        share = true;
                         tracing::warn!(%peer, from = from.as_str(), to = to.as_str(), "peer status");
                     } else {
                         tracing::info!(%peer, from = from.as_str(), to = to.as_str(), "peer status");
@@ -161,6 +171,17 @@ impl HeartbeatActor {
                 }
                 Output::Stale { .. } => self.stale += 1,
             }
+        }
+        // A new suspicion is told to the region at once, so that other observers can
+        // confirm it without waiting for the next regular heartbeat.
+        if share {
+            let beat = self.emitter.beat_now(
+                Instant::now(),
+                unix_ms(),
+                self.health(),
+                self.view.suspects(),
+            );
+            self.publish(beat);
         }
     }
 }
@@ -235,7 +256,10 @@ mod tests {
             },
             membership: membership::Config {
                 interval: Duration::from_millis(ms),
-                suspect_after: 3,
+                acceptable_pause: Duration::from_millis(ms),
+                connected_grace: Duration::from_millis(2 * ms),
+                suspect_phi: 5.0,
+                dead_phi: 8.0,
                 dead_after: 10,
             },
         }
@@ -274,6 +298,7 @@ mod tests {
                 uptime_ms: 5,
                 sent_unix_ms: unix_ms(),
                 health: Health::default(),
+                suspects: vec![],
             }),
         }))
         .await

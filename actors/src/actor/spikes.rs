@@ -27,10 +27,10 @@ pub struct GetSpikes {
 }
 
 /// Makes a sequence reservation durable (write + fsync).
-pub type PersistSeq = Box<dyn FnMut(u64) -> std::io::Result<()>>;
+pub type PersistSeq = Box<dyn FnMut(u64) -> std::io::Result<()> + Send>;
 
 /// Appends spikes to the durable journal.
-pub type AppendJournal = Box<dyn FnMut(&[Spike]) -> std::io::Result<()>>;
+pub type AppendJournal = Box<dyn FnMut(&[Spike]) -> std::io::Result<()> + Send>;
 
 /// Where the encoder's output is made durable.
 pub struct Storage {

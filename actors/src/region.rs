@@ -1,0 +1,638 @@
+//! The regional master: consensus among a region's voters, as a sans-IO state machine.
+//!
+//! The members of one region run Raft (the `raft` crate's `RawNode`) to agree on one
+//! master per term and on an ordered log of [`Command`]s. The master is the Raft leader;
+//! the log, applied in order, is the region's authoritative [`RegionState`]. Pre-vote and
+//! check-quorum are always on: a member cut off with a minority cannot disturb the
+//! majority when it returns, and a master that loses its quorum steps down within one
+//! election timeout, after which its side of the partition is [`Status::autonomous`].
+//!
+//! This module owns no clock, thread, socket or disk. The runtime calls [`Region::tick`]
+//! at a fixed interval (the election timeout is `election_ticks` of those intervals,
+//! jittered up to twice that), feeds it the bytes peers send with [`Region::step`], and
+//! after each input drains [`Region::poll`]: first it makes [`Output::persist`] durable,
+//! then it sends [`Output::messages`], then it acts on [`Output::committed`].
+//! Election jitter comes from a generator seeded by [`Config::seed`] and the member's id,
+//! so a run is reproducible from its inputs.
+//!
+//! The log is never compacted: the region's commands are rare (deaths, returns,
+//! reassignments), and a member that falls behind catches up from the log itself.
+
+mod check;
+mod durable;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::node;
+
+pub use durable::{Durable, EntryKind, LogEntry, Membership, Persist, Vote};
+
+/// Upper bound on one append message's entries, in bytes (one larger entry still goes alone).
+const MAX_MSG_BYTES: u64 = 64 * 1024;
+/// A master refuses new commands while this many bytes are proposed but not committed,
+/// so a master that lost its quorum does not grow its log without bound.
+const MAX_UNCOMMITTED_BYTES: u64 = 1024 * 1024;
+/// Append messages in flight to one member before the master waits for acknowledgements.
+const MAX_INFLIGHT: usize = 64;
+
+/// The Raft id of a member: the first 8 bytes (big-endian) of sha256 of its peer id.
+/// Raft reserves 0 for "nobody", so a digest starting with eight zero bytes maps to 1.
+pub fn raft_id(peer: &node::Id) -> u64 {
+    let digest = Sha256::digest(peer.0.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    match u64::from_be_bytes(head) {
+        0 => 1,
+        id => id,
+    }
+}
+
+/// Consensus timing, in ticks of the runtime's fixed interval.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Ticks without hearing from a master before a follower campaigns; the actual
+    /// timeout is drawn from `[election_ticks, 2 * election_ticks)`. Also the window in
+    /// which a master must hear from a quorum to stay master.
+    pub election_ticks: usize,
+    /// Ticks between a master's heartbeats; must be less than `election_ticks`.
+    pub heartbeat_ticks: usize,
+    /// Seeds the election jitter (mixed with the member's id).
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            seed: 0,
+        }
+    }
+}
+
+/// A decision replicated through the region's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The master declared `peer` dead in its incarnation `incarnation`.
+    DeclareDead { peer: node::Id, incarnation: u64 },
+    /// `peer` joined, or came back as incarnation `incarnation`.
+    Alive { peer: node::Id, incarnation: u64 },
+    /// Work item `item` is now owned by `owner`.
+    Assign { item: String, owner: node::Id },
+}
+
+/// A command the region committed, with its log position and the master's term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Log index; strictly increasing. After [`Region::restore`] the log is applied again
+    /// from index 1, so the runtime sees commands it saw before the restart.
+    pub index: u64,
+    /// Term of the master that proposed it (the fencing token for acting on it).
+    pub term: u64,
+    pub command: Command,
+}
+
+/// The region's authoritative state: the committed commands applied in log order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionState {
+    /// Members declared dead, with the incarnation that died.
+    pub dead: BTreeMap<node::Id, u64>,
+    /// Members known alive, with their current incarnation.
+    pub alive: BTreeMap<node::Id, u64>,
+    /// Owner of each work item.
+    pub assignments: BTreeMap<String, node::Id>,
+    /// Index of the last applied log entry.
+    pub applied: u64,
+}
+
+impl RegionState {
+    /// Applies one command. Incarnations only move forward: a death of an incarnation
+    /// older than the live one is stale, and a dead incarnation cannot come back alive.
+    fn apply(&mut self, cmd: &Command) {
+        match cmd {
+            Command::DeclareDead { peer, incarnation } => {
+                if self.alive.get(peer).is_some_and(|live| live > incarnation) {
+                    return;
+                }
+                self.alive.remove(peer);
+                let dead = self.dead.entry(peer.clone()).or_insert(*incarnation);
+                *dead = (*dead).max(*incarnation);
+            }
+            Command::Alive { peer, incarnation } => {
+                if self.dead.get(peer).is_some_and(|dead| dead >= incarnation) {
+                    return;
+                }
+                self.dead.remove(peer);
+                let live = self.alive.entry(peer.clone()).or_insert(*incarnation);
+                *live = (*live).max(*incarnation);
+            }
+            Command::Assign { item, owner } => {
+                self.assignments.insert(item.clone(), owner.clone());
+            }
+        }
+    }
+}
+
+/// Work for the runtime after an input, in this order: make `persist` durable, send
+/// `messages`, act on `committed`.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Must be durable (folded into the member's [`Durable`]) before any of `messages`
+    /// is sent: it holds the votes and log entries the messages vouch for.
+    pub persist: Option<Persist>,
+    /// Protobuf-encoded Raft messages, each with the Raft id of its recipient.
+    pub messages: Vec<(u64, Vec<u8>)>,
+    /// Commands newly committed and applied to [`Region::state`], in log order.
+    pub committed: Vec<Committed>,
+}
+
+/// A member's part in the election.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The region's master for the current term.
+    Leader,
+    Follower,
+    /// Campaigning for a term it has already started.
+    Candidate,
+    /// Asking whether it could win before starting a term (pre-vote).
+    PreCandidate,
+}
+
+/// A snapshot of a member's view of the election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// This member's Raft id.
+    pub id: u64,
+    pub term: u64,
+    pub role: Role,
+    /// The master this member follows (itself when it is master), if it knows one.
+    pub leader: Option<u64>,
+    /// Voting members, sorted.
+    pub voters: Vec<u64>,
+    /// Members that replicate the log without voting, sorted.
+    pub learners: Vec<u64>,
+    /// Highest log index known committed.
+    pub commit: u64,
+}
+
+impl Status {
+    /// No master known: the member acts alone (detects, judges with local policy,
+    /// journals) and reports itself autonomous.
+    pub fn autonomous(&self) -> bool {
+        self.leader.is_none()
+    }
+}
+
+/// What went wrong; the member's state is unchanged unless a variant says otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not the region master (known master: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("invalid region consensus settings: {0}")]
+    Config(String),
+    #[error("a region needs at least one voter and member ids must not be 0")]
+    NoVoters,
+    #[error("consensus message could not be decoded: {0}")]
+    Decode(String),
+    #[error("consensus message from {from} refused: {reason}")]
+    Refused { from: u64, reason: &'static str },
+    #[error("command could not be encoded: {0}")]
+    Encode(String),
+    #[error(
+        "the master is not accepting commands right now (handing over or too many uncommitted)"
+    )]
+    Dropped,
+    #[error("a membership change is still being committed; retry after it is applied")]
+    ChangePending,
+    #[error("member {0} is already a voter")]
+    AlreadyVoter(u64),
+    #[error("member {0} is already a learner")]
+    AlreadyLearner(u64),
+    #[error("member {0} is not in the region's configuration")]
+    NotMember(u64),
+    #[error("removing member {0} would leave the region without voters")]
+    LastVoter(u64),
+    #[error("the master cannot remove itself; remove it from another master")]
+    RemoveSelf,
+    #[error("durable state is inconsistent: {0}")]
+    Durable(String),
+    #[error("consensus core error: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+/// One member of a region's consensus group.
+pub struct Region {
+    raw: RawNode<MemStorage>,
+    state: RegionState,
+    /// Index of the last membership entry reflected in the stored membership; entries at
+    /// or below it are not applied again when the log is replayed after a restart.
+    membership_index: u64,
+    /// Durable changes made outside `poll` (the founding membership) awaiting the next poll.
+    pending: Persist,
+    jitter: Jitter,
+    election_ticks: usize,
+    /// Committed entries that could not be decoded or applied (identical on every member).
+    skipped: u64,
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("status", &self.status())
+            .field("state", &self.state)
+            .field("skipped", &self.skipped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Region {
+    /// A fresh member of a region founded by `voters` (Raft ids; include `id` if this
+    /// member votes). Every founding member must be given the same `voters`. Use only
+    /// when nothing is on disk; otherwise [`Region::restore`].
+    pub fn new(id: u64, voters: &[u64], config: &Config) -> Result<Self, Error> {
+        if voters.is_empty() || voters.contains(&0) {
+            return Err(Error::NoVoters);
+        }
+        let mut voters = voters.to_vec();
+        voters.sort_unstable();
+        voters.dedup();
+        let membership = Membership {
+            voters,
+            ..Membership::default()
+        };
+        let storage = MemStorage::new_with_conf_state(membership.to_conf());
+        let mut region = Region::build(id, storage, 0, config)?;
+        region.pending.membership = Some(membership);
+        Ok(region)
+    }
+
+    /// Rebuilds a member after a restart from the fold of every [`Persist`] it produced.
+    /// The committed log is applied again from index 1 on the next polls.
+    pub fn restore(id: u64, durable: Durable, config: &Config) -> Result<Self, Error> {
+        durable.validate()?;
+        let entries: Vec<Entry> = durable.entries.iter().map(Entry::from).collect();
+        let storage = MemStorage::new();
+        {
+            let mut core = storage.wl();
+            core.set_hardstate(durable.vote.into());
+            core.set_conf_state(durable.membership.to_conf());
+            core.append(&entries)?;
+        }
+        Region::build(id, storage, durable.membership.index, config)
+    }
+
+    fn build(
+        id: u64,
+        storage: MemStorage,
+        membership_index: u64,
+        config: &Config,
+    ) -> Result<Self, Error> {
+        if id == 0 {
+            return Err(Error::NoVoters);
+        }
+        let raft_config = raft::Config {
+            id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: MAX_MSG_BYTES,
+            max_inflight_msgs: MAX_INFLIGHT,
+            max_uncommitted_size: MAX_UNCOMMITTED_BYTES,
+            ..raft::Config::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, storage, &logger)?;
+        let mut region = Region {
+            raw,
+            state: RegionState::default(),
+            membership_index,
+            pending: Persist::default(),
+            jitter: Jitter::new(config.seed, id),
+            election_ticks: config.election_ticks,
+            skipped: 0,
+        };
+        region.rejitter();
+        Ok(region)
+    }
+
+    /// Advances the member's logical clock by one interval.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+        self.rejitter();
+    }
+
+    /// Hands the member a message a peer sent. Bytes that do not decode, or describe
+    /// something no honest member sends, are refused with an error (count it against
+    /// the sender); the member's state is unchanged then.
+    pub fn step(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let m = Message::parse_from_bytes(bytes).map_err(|e| Error::Decode(e.to_string()))?;
+        let raft = &self.raw.raft;
+        if let Some(reason) = check::refuse(&m, raft.id, raft.term, raft.raft_log.last_index()) {
+            return Err(Error::Refused {
+                from: m.from,
+                reason,
+            });
+        }
+        let stepped = self.raw.step(m);
+        self.rejitter();
+        match stepped {
+            // A late answer from a member no longer in the configuration: not an error.
+            Err(raft::Error::StepPeerNotFound) => Ok(()),
+            other => other.map_err(Error::from),
+        }
+    }
+
+    /// Appends `cmd` to the region's log. Only the master may propose; the command is
+    /// decided once it comes back in [`Output::committed`] (it may never, if this master
+    /// is deposed first).
+    pub fn propose(&mut self, cmd: &Command) -> Result<(), Error> {
+        self.require_leader()?;
+        let data = rmp_serde::to_vec(cmd).map_err(|e| Error::Encode(e.to_string()))?;
+        self.raw.propose(vec![], data).map_err(|e| match e {
+            raft::Error::ProposalDropped => Error::Dropped,
+            e => Error::Raft(e),
+        })
+    }
+
+    /// Makes `id` a voter: promotes a learner, or adds a new member directly. A new
+    /// voter counts toward the quorum at once, so prefer [`Region::add_learner`] first
+    /// for a member that has a long log to catch up. Master only; one change at a time.
+    pub fn add_voter(&mut self, id: u64) -> Result<(), Error> {
+        self.require_leader()?;
+        if self.members().0.contains(&id) {
+            return Err(Error::AlreadyVoter(id));
+        }
+        self.change(ConfChangeType::AddNode, id)
+    }
+
+    /// Adds `id` as a learner: it receives the log but does not vote. Master only.
+    pub fn add_learner(&mut self, id: u64) -> Result<(), Error> {
+        self.require_leader()?;
+        let (voters, learners) = self.members();
+        if voters.contains(&id) {
+            return Err(Error::AlreadyVoter(id));
+        }
+        if learners.contains(&id) {
+            return Err(Error::AlreadyLearner(id));
+        }
+        self.change(ConfChangeType::AddLearnerNode, id)
+    }
+
+    /// Removes voter or learner `id` from the region (for instance a member that is
+    /// dead for good). Master only, and not the master itself; one change at a time.
+    pub fn remove_voter(&mut self, id: u64) -> Result<(), Error> {
+        self.require_leader()?;
+        if id == self.raw.raft.id {
+            return Err(Error::RemoveSelf);
+        }
+        let (voters, learners) = self.members();
+        if !voters.contains(&id) && !learners.contains(&id) {
+            return Err(Error::NotMember(id));
+        }
+        if voters == [id] {
+            return Err(Error::LastVoter(id));
+        }
+        self.change(ConfChangeType::RemoveNode, id)
+    }
+
+    /// Drains the work the last inputs produced. Call after every `tick`, `step`,
+    /// `propose` or membership change (and after `new`/`restore`).
+    pub fn poll(&mut self) -> Output {
+        let mut out = Output::default();
+        let mut persist = std::mem::take(&mut self.pending);
+        while self.raw.has_ready() {
+            let mut ready = self.raw.ready();
+            // A master's appends may leave before its own copy is durable (Raft allows
+            // it); the runtime still persists first, which is stricter and simpler.
+            encode(ready.take_messages(), &mut out.messages);
+            // No snapshot can arrive: the log is never compacted and `step` refuses them.
+            let entries = ready.take_entries();
+            if !entries.is_empty() {
+                self.raw
+                    .mut_store()
+                    .wl()
+                    .append(&entries)
+                    .expect("the in-memory log reports no errors (it asserts instead)");
+                persist.append(entries.iter().map(LogEntry::from).collect());
+            }
+            if let Some(hs) = ready.hs() {
+                self.raw.mut_store().wl().set_hardstate(hs.clone());
+                persist.vote = Some(Vote::from(hs));
+            }
+            encode(ready.take_persisted_messages(), &mut out.messages);
+            self.apply(ready.take_committed_entries(), &mut out, &mut persist);
+
+            let mut light = self.raw.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                let mut store = self.raw.mut_store().wl();
+                store.mut_hard_state().commit = commit;
+                persist.vote = Some(Vote::from(store.hard_state()));
+            }
+            encode(light.take_messages(), &mut out.messages);
+            self.apply(light.take_committed_entries(), &mut out, &mut persist);
+            self.raw.advance_apply();
+        }
+        self.rejitter();
+        if !persist.is_empty() {
+            out.persist = Some(persist);
+        }
+        out
+    }
+
+    /// This member's current view of the election.
+    pub fn status(&self) -> Status {
+        let raft = &self.raw.raft;
+        let (voters, learners) = self.members();
+        Status {
+            id: raft.id,
+            term: raft.term,
+            role: match raft.state {
+                StateRole::Leader => Role::Leader,
+                StateRole::Follower => Role::Follower,
+                StateRole::Candidate => Role::Candidate,
+                StateRole::PreCandidate => Role::PreCandidate,
+            },
+            leader: (raft.leader_id != 0).then_some(raft.leader_id),
+            voters,
+            learners,
+            commit: raft.raft_log.committed,
+        }
+    }
+
+    /// The region's state as of the last applied entry.
+    pub fn state(&self) -> &RegionState {
+        &self.state
+    }
+
+    /// Committed entries that were skipped because they could not be decoded or applied.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    fn require_leader(&self) -> Result<(), Error> {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader {
+            Ok(())
+        } else {
+            Err(Error::NotLeader {
+                leader: (raft.leader_id != 0).then_some(raft.leader_id),
+            })
+        }
+    }
+
+    /// Sorted voters and learners of the current configuration.
+    fn members(&self) -> (Vec<u64>, Vec<u64>) {
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        let mut voters = cs.voters;
+        voters.sort_unstable();
+        let mut learners = cs.learners;
+        learners.sort_unstable();
+        (voters, learners)
+    }
+
+    fn change(&mut self, change_type: ConfChangeType, id: u64) -> Result<(), Error> {
+        if id == 0 {
+            return Err(Error::NotMember(id));
+        }
+        // The core would silently turn a second concurrent change into a no-op.
+        if self.raw.raft.has_pending_conf() {
+            return Err(Error::ChangePending);
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change_type);
+        cc.node_id = id;
+        self.raw
+            .propose_conf_change(vec![], cc)
+            .map_err(|e| match e {
+                raft::Error::ProposalDropped => Error::Dropped,
+                e => Error::Raft(e),
+            })
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, out: &mut Output, persist: &mut Persist) {
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => {}
+                EntryType::EntryNormal => match rmp_serde::from_slice::<Command>(&e.data) {
+                    Ok(command) => {
+                        self.state.apply(&command);
+                        out.committed.push(Committed {
+                            index: e.index,
+                            term: e.term,
+                            command,
+                        });
+                    }
+                    Err(_) => self.skipped += 1,
+                },
+                EntryType::EntryConfChange => {
+                    if self.membership_due(e.index) {
+                        let applied = ConfChange::parse_from_bytes(&e.data)
+                            .ok()
+                            .map(|cc| self.raw.apply_conf_change(&cc));
+                        self.record_membership(e.index, applied, persist);
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    if self.membership_due(e.index) {
+                        let applied = ConfChangeV2::parse_from_bytes(&e.data)
+                            .ok()
+                            .map(|cc| self.raw.apply_conf_change(&cc));
+                        self.record_membership(e.index, applied, persist);
+                    }
+                }
+            }
+            self.state.applied = e.index;
+        }
+    }
+
+    /// Whether the membership entry at `index` still has to be applied. When the log is
+    /// replayed after a restart, the stored membership already includes the changes up
+    /// to the one it was saved with.
+    fn membership_due(&mut self, index: u64) -> bool {
+        if index <= self.membership_index {
+            return false;
+        }
+        self.membership_index = index;
+        true
+    }
+
+    /// Stores the configuration after the membership entry at `index` was applied
+    /// (`None`: it did not decode).
+    fn record_membership(
+        &mut self,
+        index: u64,
+        applied: Option<Result<raft::eraftpb::ConfState, raft::Error>>,
+        persist: &mut Persist,
+    ) {
+        // Every member holds the same configuration when it applies this entry, so a
+        // change one member rejects, every member rejects: they stay in agreement.
+        if !matches!(applied, Some(Ok(_))) {
+            self.skipped += 1;
+        }
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        self.raw.mut_store().wl().set_conf_state(cs.clone());
+        persist.membership = Some(Membership::from_conf(&cs, index));
+    }
+
+    /// The core draws election timeouts from an unseeded generator; replace each draw
+    /// with one from ours. Every time the core restarts its election countdown it sets
+    /// the elapsed count to 0 (and the countdown is only compared during a tick), so
+    /// redrawing whenever it is 0 after an input covers every draw.
+    fn rejitter(&mut self) {
+        if self.raw.raft.election_elapsed == 0 {
+            let et = self.election_ticks;
+            let extra = self.jitter.below(et);
+            self.raw.raft.set_randomized_election_timeout(et + extra);
+        }
+    }
+}
+
+/// Encodes outgoing messages. Encoding a Raft message cannot fail (no required
+/// fields); were it to, dropping the message is harmless (Raft treats it as lost).
+fn encode(messages: Vec<Message>, out: &mut Vec<(u64, Vec<u8>)>) {
+    out.extend(
+        messages
+            .into_iter()
+            .filter_map(|m| m.write_to_bytes().ok().map(|b| (m.to, b))),
+    );
+}
+
+/// A small deterministic generator (splitmix64) for election jitter.
+#[derive(Debug, Clone)]
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: u64, id: u64) -> Self {
+        Jitter(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// A value in `[0, n)` (0 when `n` is 0).
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        match u64::try_from(n) {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => usize::try_from(z % n).unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
