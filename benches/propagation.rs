@@ -72,6 +72,7 @@ fn body(seq: u64) -> wire::Body {
         uptime_ms: 0,
         sent_unix_ms: 0,
         health: heartbeat::Health::default(),
+        suspects: vec![],
     })
 }
 

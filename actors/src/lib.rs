@@ -21,5 +21,6 @@ pub mod node;
 pub mod outbox;
 pub mod phi;
 pub mod procs;
+pub mod region;
 pub mod spike;
 pub mod wire;

@@ -75,7 +75,15 @@ impl Detector {
                 self.push(i - i / 4.0);
                 self.push(i + i / 4.0);
             }
-            Some(last) => self.push(now.saturating_duration_since(last).as_secs_f64()),
+            Some(last) => {
+                // A gap longer than the interval plus the acceptable pause is an outage
+                // (of the peer, the link, or this node itself, stopped or starved), not
+                // the peer's rhythm: learning it would blunt detection for a long while.
+                let gap = now.saturating_duration_since(last);
+                if gap <= self.config.interval + self.config.acceptable_pause {
+                    self.push(gap.as_secs_f64());
+                }
+            }
         }
         self.last = Some(now);
     }
@@ -184,8 +192,8 @@ mod tests {
     #[test]
     fn jitter_earns_slack() {
         let t0 = Instant::now();
-        let mut calm = Detector::new(Config::new(SEC, Duration::ZERO));
-        let mut jittery = Detector::new(Config::new(SEC, Duration::ZERO));
+        let mut calm = Detector::new(Config::new(SEC, SEC / 2));
+        let mut jittery = Detector::new(Config::new(SEC, SEC / 2));
         let (mut a, mut b) = (t0, t0);
         for i in 0..50 {
             a += SEC;
@@ -195,6 +203,21 @@ mod tests {
         }
         let late = |d: &Detector, last: Instant| d.phi(last + SEC * 2);
         assert!(late(&calm, a) > late(&jittery, b) + 1.0);
+    }
+
+    #[test]
+    fn an_outage_is_not_learned_as_rhythm() {
+        let (mut d, last) = regular(SEC / 2);
+        let before = d.reaches(8.0).expect("heard") - last;
+        // Silent for 3 s (this node was stopped, or the peer was), then regular again.
+        let back = last + 4 * SEC;
+        d.heartbeat(back);
+        d.heartbeat(back + SEC);
+        let after = d.reaches(8.0).expect("heard") - (back + SEC);
+        assert!(
+            after <= before + Duration::from_millis(50),
+            "{before:?} -> {after:?}"
+        );
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub struct Committed {
     pub index: u64,
     /// Term of the master that proposed it (the fencing token for acting on it).
     pub term: u64,
+    /// The decision itself.
     pub command: Command,
 }
 
@@ -159,6 +160,7 @@ pub struct Output {
 pub enum Role {
     /// The region's master for the current term.
     Leader,
+    /// Follows the master it knows of, or waits for one.
     Follower,
     /// Campaigning for a term it has already started.
     Candidate,
@@ -171,7 +173,9 @@ pub enum Role {
 pub struct Status {
     /// This member's Raft id.
     pub id: u64,
+    /// The latest term this member has seen.
     pub term: u64,
+    /// Its part in the election of that term.
     pub role: Role,
     /// The master this member follows (itself when it is master), if it knows one.
     pub leader: Option<u64>,

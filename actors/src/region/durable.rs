@@ -1,0 +1,299 @@
+//! What a region member must keep on disk, in a serde form the runtime can write.
+//!
+//! [`Persist`] is the delta one [`super::Output`] asks to make durable; [`Durable`] is
+//! the folded image that [`super::Region::restore`] takes back after a restart. The
+//! runtime may write each `Persist` to an append-only file and fold them on start-up
+//! with [`Durable::apply`]: folding deltas in order gives the same image as holding it
+//! in memory.
+
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// The vote and commit position that must survive a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// The latest term this member has seen.
+    pub term: u64,
+    /// Whom this member voted for in `term` (0: nobody).
+    pub voted_for: u64,
+    /// The highest log index known to be committed.
+    pub commit: u64,
+}
+
+/// How a log entry is interpreted when it is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A [`super::Command`] (or an empty entry a new master appends to claim its term).
+    Command,
+    /// A single membership change.
+    Membership,
+    /// A membership change in the joint form (also used to leave a joint configuration).
+    MembershipJoint,
+}
+
+/// One entry of the region's replicated log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Position in the log, from 1.
+    pub index: u64,
+    /// Term of the master that appended it.
+    pub term: u64,
+    /// How `data` is read.
+    pub kind: EntryKind,
+    /// The encoded command or membership change (empty for a term's opening entry).
+    pub data: Vec<u8>,
+    /// Opaque proposer context (unused by fleetmesh, kept for fidelity).
+    pub context: Vec<u8>,
+}
+
+/// Who votes in the region, as of the membership change at `index`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Members whose votes count.
+    pub voters: Vec<u64>,
+    /// Members that replicate the log without voting.
+    pub learners: Vec<u64>,
+    /// Voters of the outgoing half while a joint change is in progress.
+    pub voters_outgoing: Vec<u64>,
+    /// Learners that become so once a joint change is left.
+    pub learners_next: Vec<u64>,
+    /// Whether a joint change is left automatically once committed.
+    pub auto_leave: bool,
+    /// Log index of the last membership entry this reflects (0: the founding voters).
+    pub index: u64,
+}
+
+/// What one [`super::Output`] asks to make durable before its messages are sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persist {
+    /// The new vote and commit position, if they changed.
+    pub vote: Option<Vote>,
+    /// New log entries. They replace every stored entry from `entries[0].index` on.
+    pub entries: Vec<LogEntry>,
+    /// The new membership, if a membership change was applied.
+    pub membership: Option<Membership>,
+}
+
+impl Persist {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.vote.is_none() && self.entries.is_empty() && self.membership.is_none()
+    }
+
+    /// Merges a later batch of entries into this delta, with the same overwrite rule
+    /// [`Durable::apply`] uses, so that applying the merged delta equals applying both.
+    pub(super) fn append(&mut self, batch: Vec<LogEntry>) {
+        let Some(first) = batch.first().map(|e| e.index) else {
+            return;
+        };
+        if let Some(start) = self.entries.first().map(|e| e.index) {
+            let keep = first.saturating_sub(start);
+            self.entries
+                .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+        }
+        self.entries.extend(batch);
+    }
+}
+
+/// Everything a member needs to come back after a restart: the fold of every
+/// [`Persist`] it produced, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durable {
+    /// The latest vote and commit position.
+    pub vote: Vote,
+    /// The latest applied membership.
+    pub membership: Membership,
+    /// The whole log, contiguous from index 1.
+    pub entries: Vec<LogEntry>,
+}
+
+impl Durable {
+    /// Folds one delta into the image. Fails, leaving the image unchanged, if the
+    /// delta's entries would leave a gap in the log (deltas were lost or reordered).
+    pub fn apply(&mut self, delta: &Persist) -> Result<(), Error> {
+        if let Some(first) = delta.entries.first().map(|e| e.index) {
+            let next = self.last_index() + 1;
+            if first == 0 || first > next {
+                return Err(Error::Durable(format!(
+                    "entries start at {first} but the stored log ends at {}",
+                    next - 1
+                )));
+            }
+            self.entries
+                .truncate(usize::try_from(first - 1).unwrap_or(usize::MAX));
+            self.entries.extend(delta.entries.iter().cloned());
+        }
+        if let Some(vote) = delta.vote {
+            self.vote = vote;
+        }
+        if let Some(membership) = &delta.membership {
+            self.membership = membership.clone();
+        }
+        Ok(())
+    }
+
+    /// Index of the last stored entry (0 if the log is empty).
+    pub fn last_index(&self) -> u64 {
+        self.entries.last().map_or(0, |e| e.index)
+    }
+
+    /// Checks what `restore` relies on: a contiguous log from 1 whose terms never go
+    /// down nor pass the stored term, a commit position inside it, and a voter.
+    pub(super) fn validate(&self) -> Result<(), Error> {
+        let mut term = 0;
+        for (pos, e) in self.entries.iter().enumerate() {
+            if u64::try_from(pos).ok().and_then(|p| p.checked_add(1)) != Some(e.index) {
+                return Err(Error::Durable(format!(
+                    "log is not contiguous from 1: entry {pos} has index {}",
+                    e.index
+                )));
+            }
+            if e.term < term || e.term > self.vote.term {
+                return Err(Error::Durable(format!(
+                    "entry {} has term {} out of order",
+                    e.index, e.term
+                )));
+            }
+            term = e.term;
+        }
+        if self.vote.commit > self.last_index() {
+            return Err(Error::Durable(format!(
+                "commit {} is beyond the stored log ({})",
+                self.vote.commit,
+                self.last_index()
+            )));
+        }
+        if self.membership.voters.is_empty() && self.membership.voters_outgoing.is_empty() {
+            return Err(Error::NoVoters);
+        }
+        Ok(())
+    }
+}
+
+impl From<&HardState> for Vote {
+    fn from(hs: &HardState) -> Self {
+        Vote {
+            term: hs.term,
+            voted_for: hs.vote,
+            commit: hs.commit,
+        }
+    }
+}
+
+impl From<Vote> for HardState {
+    fn from(v: Vote) -> Self {
+        HardState {
+            term: v.term,
+            vote: v.voted_for,
+            commit: v.commit,
+            ..HardState::default()
+        }
+    }
+}
+
+impl From<&Entry> for LogEntry {
+    fn from(e: &Entry) -> Self {
+        LogEntry {
+            index: e.index,
+            term: e.term,
+            kind: match e.get_entry_type() {
+                EntryType::EntryNormal => EntryKind::Command,
+                EntryType::EntryConfChange => EntryKind::Membership,
+                EntryType::EntryConfChangeV2 => EntryKind::MembershipJoint,
+            },
+            data: e.data.to_vec(),
+            context: e.context.to_vec(),
+        }
+    }
+}
+
+impl From<&LogEntry> for Entry {
+    fn from(e: &LogEntry) -> Self {
+        Entry {
+            entry_type: match e.kind {
+                EntryKind::Command => EntryType::EntryNormal,
+                EntryKind::Membership => EntryType::EntryConfChange,
+                EntryKind::MembershipJoint => EntryType::EntryConfChangeV2,
+            },
+            index: e.index,
+            term: e.term,
+            data: e.data.clone().into(),
+            context: e.context.clone().into(),
+            ..Entry::default()
+        }
+    }
+}
+
+impl Membership {
+    /// The membership described by `cs`, as of the membership entry at `index`.
+    pub(super) fn from_conf(cs: &ConfState, index: u64) -> Self {
+        Membership {
+            voters: cs.voters.clone(),
+            learners: cs.learners.clone(),
+            voters_outgoing: cs.voters_outgoing.clone(),
+            learners_next: cs.learners_next.clone(),
+            auto_leave: cs.auto_leave,
+            index,
+        }
+    }
+
+    pub(super) fn to_conf(&self) -> ConfState {
+        ConfState {
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
+            voters_outgoing: self.voters_outgoing.clone(),
+            learners_next: self.learners_next.clone(),
+            auto_leave: self.auto_leave,
+            ..ConfState::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> LogEntry {
+        LogEntry {
+            index,
+            term,
+            kind: EntryKind::Command,
+            data: vec![],
+            context: vec![],
+        }
+    }
+
+    #[test]
+    fn folding_deltas_overwrites_conflicting_suffix_and_refuses_gaps() {
+        let mut d = Durable::default();
+        let p1 = Persist {
+            entries: vec![entry(1, 1), entry(2, 1), entry(3, 1)],
+            ..Persist::default()
+        };
+        d.apply(&p1).expect("contiguous");
+        let p2 = Persist {
+            entries: vec![entry(2, 2)],
+            ..Persist::default()
+        };
+        d.apply(&p2).expect("overwrite");
+        assert_eq!(d.entries, vec![entry(1, 1), entry(2, 2)]);
+        let gap = Persist {
+            entries: vec![entry(4, 2)],
+            ..Persist::default()
+        };
+        assert!(d.apply(&gap).is_err());
+        assert_eq!(d.last_index(), 2);
+    }
+
+    #[test]
+    fn merged_delta_equals_sequential_deltas() {
+        let mut merged = Persist::default();
+        merged.append(vec![entry(3, 1), entry(4, 1), entry(5, 1)]);
+        merged.append(vec![entry(4, 2)]);
+        assert_eq!(merged.entries, vec![entry(3, 1), entry(4, 2)]);
+        merged.append(vec![entry(2, 3)]);
+        assert_eq!(merged.entries, vec![entry(2, 3)]);
+    }
+}

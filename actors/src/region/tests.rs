@@ -1,0 +1,558 @@
+use protobuf::Message as _;
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+use super::sim::Sim;
+use super::*;
+
+const FIVE: [u64; 5] = [1, 2, 3, 4, 5];
+
+/// Ticks within which an election among connected members must finish (several
+/// election timeouts, to allow for split votes).
+const ELECTION_BOUND: u64 = 200;
+
+fn elected(seed: u64) -> (Sim, u64, u64) {
+    let mut sim = Sim::new(seed, &FIVE, &FIVE);
+    assert!(
+        sim.run_until(ELECTION_BOUND, |s| s.agreed(&FIVE).is_some()),
+        "seed {seed}: no leader"
+    );
+    let (leader, term) = sim.agreed(&FIVE).expect("agreed");
+    (sim, leader, term)
+}
+
+#[test]
+fn raft_ids_are_stable_and_nonzero() {
+    let a = raft_id(&node::Id("12D3KooWA".into()));
+    assert_eq!(a, raft_id(&node::Id("12D3KooWA".into())));
+    assert_ne!(a, raft_id(&node::Id("12D3KooWB".into())));
+    assert_ne!(a, 0);
+}
+
+#[test]
+fn region_five_members_elect_one_leader() {
+    for seed in 0..20 {
+        let (sim, leader, term) = elected(seed);
+        let leaders: Vec<u64> = FIVE
+            .iter()
+            .copied()
+            .filter(|&id| sim.status(id).is_some_and(|s| s.role == Role::Leader))
+            .collect();
+        assert_eq!(leaders, vec![leader], "seed {seed}");
+        for id in FIVE {
+            let s = sim.status(id).expect("running");
+            assert_eq!((s.leader, s.term), (Some(leader), term), "seed {seed}");
+            assert!(!s.autonomous());
+            assert_eq!(s.voters, FIVE.to_vec());
+        }
+    }
+}
+
+#[test]
+fn region_commands_commit_everywhere_in_order() {
+    let (mut sim, leader, _) = elected(7);
+    let follower = FIVE.into_iter().find(|&id| id != leader).expect("others");
+    assert!(matches!(
+        sim.node(follower).propose(&Command::Assign {
+            item: "x".into(),
+            owner: node::Id("a".into())
+        }),
+        Err(Error::NotLeader {
+            leader: Some(l)
+        }) if l == leader
+    ));
+    let cmds = [
+        Command::Alive {
+            peer: node::Id("a".into()),
+            incarnation: 1,
+        },
+        Command::Assign {
+            item: "disk-watch".into(),
+            owner: node::Id("a".into()),
+        },
+        Command::DeclareDead {
+            peer: node::Id("a".into()),
+            incarnation: 1,
+        },
+        Command::Alive {
+            peer: node::Id("a".into()),
+            incarnation: 1,
+        },
+        Command::Alive {
+            peer: node::Id("a".into()),
+            incarnation: 2,
+        },
+    ];
+    for c in &cmds {
+        sim.node(leader).propose(c).expect("leader accepts");
+    }
+    sim.run(20);
+    for id in FIVE {
+        let got: Vec<Command> = sim.applied[&id].iter().map(|c| c.command.clone()).collect();
+        assert_eq!(got, cmds.to_vec());
+        let st = sim.node(id).state().clone();
+        // The stale revival of incarnation 1 was ignored; incarnation 2 came back.
+        assert_eq!(st.alive.get(&node::Id("a".into())), Some(&2));
+        assert!(st.dead.is_empty());
+        assert_eq!(
+            st.assignments.get("disk-watch"),
+            Some(&node::Id("a".into()))
+        );
+    }
+}
+
+#[test]
+fn region_leader_crash_elects_a_new_leader_and_the_old_one_follows() {
+    for seed in 0..10 {
+        let (mut sim, old, term) = elected(seed);
+        sim.propose_at(old).expect("leader accepts");
+        sim.run(10);
+        sim.crash(old);
+        let rest: Vec<u64> = FIVE.into_iter().filter(|&id| id != old).collect();
+        assert!(
+            sim.run_until(ELECTION_BOUND, |s| s
+                .agreed(&rest)
+                .is_some_and(|(l, t)| l != old && t > term)),
+            "seed {seed}: no new leader among the survivors"
+        );
+        let (new, new_term) = sim.agreed(&rest).expect("agreed");
+        sim.restart(old);
+        assert!(
+            sim.run_until(ELECTION_BOUND, |s| s.agreed(&FIVE) == Some((new, new_term))),
+            "seed {seed}: restarted member does not follow {new}"
+        );
+        assert!(sim.run_until(ELECTION_BOUND, Sim::converged), "seed {seed}");
+        assert_eq!(sim.applied[&old].len(), 1, "seed {seed}: replayed its log");
+    }
+}
+
+#[test]
+fn region_minority_partition_goes_autonomous_without_disrupting_the_majority() {
+    for seed in 0..10 {
+        let (mut sim, old, old_term) = elected(seed);
+        let other = FIVE.into_iter().find(|&id| id != old).expect("others");
+        let minority = [old, other];
+        let majority: Vec<u64> = FIVE
+            .into_iter()
+            .filter(|id| !minority.contains(id))
+            .collect();
+        sim.partition(&[&minority, &majority]);
+
+        // Over a long partition: the majority elects, the minority's old leader steps
+        // down (check-quorum), and nobody on the minority side ever leads again or
+        // moves its term (pre-vote).
+        let mut majority_view = None;
+        for tick in 0..300 {
+            sim.tick();
+            for id in minority {
+                let s = sim.status(id).expect("running");
+                assert_eq!(s.term, old_term, "seed {seed}: minority bumped its term");
+                if tick >= 2 * sim.config.election_ticks {
+                    assert_ne!(s.role, Role::Leader, "seed {seed}: minority leader");
+                }
+            }
+            majority_view = sim.agreed(&majority);
+        }
+        let (new, new_term) = majority_view.expect("majority elected a leader");
+        assert!(
+            majority.contains(&new) && new_term > old_term,
+            "seed {seed}"
+        );
+        for id in minority {
+            let s = sim.status(id).expect("running");
+            assert!(
+                s.autonomous(),
+                "seed {seed}: {id} still follows {:?}",
+                s.leader
+            );
+        }
+        // Commands still commit on the majority side.
+        assert!(sim.propose_at(new).is_some());
+        sim.run(20);
+        assert!(majority.iter().all(|id| sim.applied[id].len() == 1));
+        assert!(minority.iter().all(|id| sim.applied[id].is_empty()));
+
+        sim.heal();
+        assert!(
+            sim.run_until(ELECTION_BOUND, Sim::converged),
+            "seed {seed}: no convergence after healing"
+        );
+        // The returning minority did not depose the majority's leader.
+        assert_eq!(sim.agreed(&FIVE), Some((new, new_term)), "seed {seed}");
+    }
+}
+
+/// One random schedule: partitions, crashes, restarts, loss and delays for a while,
+/// then everything heals and every member restarts; safety is checked throughout by
+/// the simulator, liveness and agreement at the end.
+fn chaos(seed: u64) {
+    const CHAOS_TICKS: u64 = 400;
+    const SETTLE_BOUND: u64 = 400;
+    let mut sim = Sim::new(seed, &FIVE, &FIVE);
+    let mut ids = FIVE.to_vec();
+    for _ in 0..CHAOS_TICKS {
+        match sim.rng.random_range(0..1000) {
+            0..20 => {
+                ids.shuffle(&mut sim.rng);
+                let cut = sim.rng.random_range(1..=2);
+                if sim.rng.random_bool(0.3) {
+                    sim.partition(&[&ids[..cut], &ids[cut..cut + 2], &ids[cut + 2..]]);
+                } else {
+                    sim.partition(&[&ids[..cut], &ids[cut..]]);
+                }
+            }
+            20..35 => sim.heal(),
+            35..55 => {
+                let id = FIVE[sim.rng.random_range(0..5)];
+                if sim.alive(id) {
+                    sim.crash(id);
+                }
+            }
+            55..85 => {
+                let id = FIVE[sim.rng.random_range(0..5)];
+                if !sim.alive(id) {
+                    sim.restart(id);
+                }
+            }
+            85..95 => sim.loss = [0.0, 0.05, 0.2, 0.5][sim.rng.random_range(0..4)],
+            95..105 => sim.max_delay = sim.rng.random_range(1..=6),
+            _ => {}
+        }
+        if sim.rng.random_bool(0.1)
+            && let Some(leader) = sim.any_leader()
+        {
+            sim.propose_at(leader);
+        }
+        sim.tick();
+        sim.assert_prefixes();
+    }
+
+    sim.heal();
+    sim.loss = 0.0;
+    sim.max_delay = 2;
+    for id in FIVE {
+        sim.crash(id);
+    }
+    for id in FIVE {
+        sim.restart(id);
+    }
+    sim.assert_prefixes();
+    assert!(
+        sim.run_until(SETTLE_BOUND, Sim::converged),
+        "seed {seed}: no convergence after the final heal"
+    );
+    let (leader, _) = sim.agreed(&FIVE).expect("converged");
+    let last = sim.propose_at(leader).expect("leader accepts");
+    assert!(
+        sim.run_until(SETTLE_BOUND, |s| s.converged()
+            && s.applied[&leader].last().is_some_and(|c| c.command == last)),
+        "seed {seed}: last command not applied everywhere"
+    );
+    let state = sim.node(leader).state().clone();
+    for id in FIVE {
+        assert_eq!(*sim.node(id).state(), state, "seed {seed}");
+    }
+    assert_eq!(sim.refused, 0, "seed {seed}: honest messages refused");
+}
+
+// 1,000 schedules, split so the test harness can run them on several threads.
+#[test]
+fn region_chaos_schedules_0() {
+    (0..250).for_each(chaos);
+}
+
+#[test]
+fn region_chaos_schedules_1() {
+    (250..500).for_each(chaos);
+}
+
+#[test]
+fn region_chaos_schedules_2() {
+    (500..750).for_each(chaos);
+}
+
+#[test]
+fn region_chaos_schedules_3() {
+    (750..1000).for_each(chaos);
+}
+
+#[test]
+fn region_replaces_a_dead_voter_with_a_non_voting_member() {
+    let all = [1, 2, 3, 4];
+    let mut sim = Sim::new(11, &all, &[1, 2, 3]);
+    assert!(sim.run_until(ELECTION_BOUND, |s| s.agreed(&[1, 2, 3]).is_some()));
+    assert_eq!(sim.status(4).expect("running").role, Role::Follower);
+
+    sim.crash(3);
+    assert!(sim.run_until(ELECTION_BOUND, |s| s.agreed(&[1, 2]).is_some()));
+    let (leader, _) = sim.agreed(&[1, 2]).expect("agreed");
+    // A leader accepts membership changes once the entry that opened its term is applied.
+    sim.run(10);
+    assert!(matches!(
+        sim.change_at(leader, |r| r.add_voter(2)),
+        Err(Error::AlreadyVoter(2))
+    ));
+    assert!(matches!(
+        sim.change_at(leader, |r| r.remove_voter(leader)),
+        Err(Error::RemoveSelf)
+    ));
+    sim.change_at(leader, |r| r.remove_voter(3))
+        .expect("remove 3");
+    assert!(matches!(
+        sim.change_at(leader, |r| r.add_voter(4)),
+        Err(Error::ChangePending)
+    ));
+    assert!(sim.run_until(50, |s| {
+        s.status(leader).is_some_and(|st| st.voters == [1, 2])
+    }));
+    sim.change_at(leader, |r| r.add_voter(4)).expect("add 4");
+    assert!(sim.run_until(50, |s| {
+        [1, 2, 4]
+            .iter()
+            .all(|&id| s.status(id).is_some_and(|st| st.voters == [1, 2, 4]))
+    }));
+    assert!(sim.propose_at(leader).is_some());
+    sim.run(20);
+    assert_eq!(sim.applied[&4].len(), 1, "the new voter has the log");
+
+    // Crash the current leader: the other original voter and 4 still form a quorum.
+    sim.crash(leader);
+    let rest: Vec<u64> = [1, 2, 4].into_iter().filter(|&id| id != leader).collect();
+    assert!(
+        sim.run_until(ELECTION_BOUND, |s| s.agreed(&rest).is_some()),
+        "no leader among {rest:?}"
+    );
+    let (new, _) = sim.agreed(&rest).expect("agreed");
+    assert!(sim.propose_at(new).is_some());
+    sim.run(20);
+    assert!(rest.iter().all(|id| sim.applied[id].len() == 2));
+
+    // The removed member's membership survives a restart of the survivors.
+    for id in rest.clone() {
+        sim.crash(id);
+        sim.restart(id);
+    }
+    assert!(sim.run_until(ELECTION_BOUND, |s| s.agreed(&rest).is_some()));
+    for id in rest {
+        assert_eq!(sim.status(id).expect("running").voters, [1, 2, 4]);
+    }
+}
+
+#[test]
+fn region_runs_are_reproducible() {
+    let run = || {
+        let mut sim = Sim::new(99, &FIVE, &FIVE);
+        sim.loss = 0.1;
+        sim.max_delay = 4;
+        sim.run(60);
+        sim.partition(&[&[1, 2], &[3, 4, 5]]);
+        for _ in 0..40 {
+            if let Some(l) = sim.any_leader() {
+                sim.propose_at(l);
+            }
+            sim.tick();
+        }
+        sim.crash(4);
+        sim.heal();
+        sim.run(80);
+        let statuses: Vec<Option<Status>> = FIVE.iter().map(|&id| sim.status(id)).collect();
+        (sim.leaders.clone(), sim.applied.clone(), statuses)
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn region_restore_refuses_inconsistent_disks() {
+    let config = Config::default();
+    assert!(matches!(
+        Region::restore(1, Durable::default(), &config),
+        Err(Error::NoVoters)
+    ));
+    let (mut sim, leader, _) = elected(2);
+    sim.propose_at(leader).expect("leader accepts");
+    sim.run(10);
+    let good = sim.disk(leader);
+    let mut gap = good.clone();
+    gap.entries.remove(0);
+    assert!(matches!(
+        Region::restore(leader, gap, &config),
+        Err(Error::Durable(_))
+    ));
+    let mut ahead = good.clone();
+    ahead.vote.commit = ahead.last_index() + 1;
+    assert!(matches!(
+        Region::restore(leader, ahead, &config),
+        Err(Error::Durable(_))
+    ));
+    let restored = Region::restore(leader, good, &config).expect("restores");
+    assert_eq!(restored.status().role, Role::Follower);
+    assert!(matches!(Region::new(1, &[], &config), Err(Error::NoVoters)));
+    assert!(matches!(
+        Region::new(
+            1,
+            &[1],
+            &Config {
+                election_ticks: 2,
+                heartbeat_ticks: 2,
+                seed: 0
+            }
+        ),
+        Err(Error::Config(_))
+    ));
+}
+
+#[test]
+fn region_learner_then_promotion() {
+    let mut sim = Sim::new(3, &[1, 2, 3, 4], &[1, 2, 3]);
+    assert!(sim.run_until(ELECTION_BOUND, |s| s.agreed(&[1, 2, 3]).is_some()));
+    let (leader, _) = sim.agreed(&[1, 2, 3]).expect("agreed");
+    sim.change_at(leader, |r| r.add_learner(4))
+        .expect("learner");
+    assert!(sim.run_until(50, |s| s.status(4).is_some_and(|st| st.learners == [4])));
+    sim.change_at(leader, |r| r.add_voter(4)).expect("promote");
+    assert!(
+        sim.run_until(50, |s| s
+            .status(4)
+            .is_some_and(|st| st.voters == [1, 2, 3, 4] && st.learners.is_empty()))
+    );
+}
+
+fn follower_with_log() -> (Sim, u64) {
+    let (mut sim, leader, _) = elected(5);
+    sim.propose_at(leader).expect("leader accepts");
+    sim.run(10);
+    let follower = FIVE.into_iter().find(|&id| id != leader).expect("others");
+    (sim, follower)
+}
+
+#[test]
+fn region_step_refuses_junk_without_panicking() {
+    let (mut sim, id) = follower_with_log();
+    let before = sim.status(id);
+    for junk in [
+        &b""[..],
+        b"\x00",
+        b"\xff\xff\xff\xff",
+        b"\x08\x03\x10\x01",
+        b"not a raft message at all",
+        &[0x0a; 64],
+    ] {
+        assert!(sim.node(id).step(junk).is_err(), "{junk:?}");
+    }
+
+    // Well-formed messages no member sends.
+    let me = id;
+    let base = |t: raft::eraftpb::MessageType| {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.to = me;
+        m.from = 9;
+        m.term = 100;
+        m
+    };
+    use raft::eraftpb::MessageType::*;
+    let mut bad = vec![
+        base(MsgHup),
+        base(MsgPropose),
+        base(MsgSnapshot),
+        base(MsgTimeoutNow),
+    ];
+    let mut m = base(MsgHeartbeat);
+    m.commit = 1_000;
+    bad.push(m);
+    let mut m = base(MsgAppend);
+    m.index = u64::MAX;
+    m.log_term = 0;
+    m.commit = 1_000;
+    bad.push(m);
+    let mut m = base(MsgAppend);
+    m.index = 1;
+    m.log_term = 1;
+    m.entries.push(Entry {
+        index: 5,
+        term: 1,
+        ..Entry::default()
+    });
+    bad.push(m);
+    let mut m = base(MsgAppend);
+    m.to = me + 1;
+    bad.push(m);
+    for m in bad {
+        let bytes = m.write_to_bytes().expect("encodes");
+        assert!(
+            matches!(sim.node(id).step(&bytes), Err(Error::Refused { .. })),
+            "{m:?}"
+        );
+    }
+    assert_eq!(sim.status(id), before, "refused messages change nothing");
+}
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn message() -> impl Strategy<Value = Message> {
+        let head = (0i32..19, 1u64..8, 1u64..8, 0u64..6, 0u64..6, 0u64..8);
+        let tail = (0u64..8, any::<bool>(), 0u64..8, 0usize..4, 0u64..3);
+        (head, tail).prop_map(
+            |((ty, to, from, term, log_term, index), (commit, reject, hint, n, eterm))| {
+                let mut m = Message::default();
+                m.set_msg_type(
+                    protobuf::ProtobufEnum::from_i32(ty)
+                        .unwrap_or(raft::eraftpb::MessageType::MsgHup),
+                );
+                m.to = to;
+                m.from = from;
+                m.term = term;
+                m.log_term = log_term;
+                m.index = index;
+                m.commit = commit;
+                m.reject = reject;
+                m.reject_hint = hint;
+                for i in 0..n as u64 {
+                    m.entries.push(Entry {
+                        index: index + 1 + i,
+                        term: log_term + eterm,
+                        ..Entry::default()
+                    });
+                }
+                m
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Arbitrary bytes never panic a member.
+        #[test]
+        fn region_step_survives_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let (mut sim, id) = follower_with_log();
+            let _ = sim.node(id).step(&bytes);
+            let _ = sim.node(id).poll();
+        }
+
+        /// Forged but well-formed messages, alone or in a burst, never panic a member,
+        /// whether it leads or follows.
+        #[test]
+        fn region_step_survives_forged_messages(msgs in proptest::collection::vec(message(), 1..12)) {
+            let (mut sim, leader, _) = elected(5);
+            sim.propose_at(leader).expect("leader accepts");
+            sim.run(10);
+            for id in [leader, if leader == 1 { 2 } else { 1 }] {
+                for m in &msgs {
+                    let mut m = m.clone();
+                    if m.to % 4 != 0 {
+                        m.to = id;
+                    }
+                    let bytes = m.write_to_bytes().expect("encodes");
+                    let _ = sim.node(id).step(&bytes);
+                    let _ = sim.node(id).poll();
+                    sim.node(id).tick();
+                    let _ = sim.node(id).poll();
+                }
+            }
+        }
+    }
+}
