@@ -110,8 +110,12 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
             info(i),
             &listen,
             bootstrap.clone(),
-            rx,
-            rec.recipient(),
+            net::driver::Links {
+                outbox: rx,
+                direct: mpsc::channel(1).1,
+                inbound: rec.recipient(),
+                raft: None,
+            },
             m,
         )
         .map_err(|e| e.to_string())?;

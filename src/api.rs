@@ -198,6 +198,78 @@ async fn spikes(shared: web::Data<Shared>, q: web::Query<SpikeQuery>) -> HttpRes
 }
 
 /// `GET /api/v1/detectors`: per-layer counters and verification times.
+/// `GET /api/v1/region`: the region's master, term, voters and authoritative state, as
+/// this node sees them.
+async fn region(shared: web::Data<Shared>) -> HttpResponse {
+    use fleetmesh_actors::actor::region::GetRegion;
+    use fleetmesh_actors::region::Role;
+    let Some(r) = ask(&shared.region, GetRegion).await else {
+        return unavailable("the region actor");
+    };
+    let snap = snapshot(&shared).await.unwrap_or_default();
+    let name_of = |raft: u64| r.names.get(&raft).map(|(n, p)| (n.clone(), p.clone()));
+    let master = r.status.as_ref().and_then(|s| s.leader).map(|l| {
+        let (name, peer) = name_of(l).unwrap_or_default();
+        serde_json::json!({"name": name, "peer_id": peer.map(|p| p.0)})
+    });
+    let role = r.status.as_ref().map(|s| match s.role {
+        Role::Leader => "master",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre_candidate",
+    });
+    let voters: Vec<serde_json::Value> = r
+        .names
+        .iter()
+        .map(|(raft, (name, peer))| {
+            let voting = r.status.as_ref().is_some_and(|s| s.voters.contains(raft));
+            serde_json::json!({"name": name, "peer_id": peer.as_ref().map(|p| &p.0), "voting": voting})
+        })
+        .collect();
+    let members: Vec<serde_json::Value> = snap
+        .peers
+        .iter()
+        .filter(|p| {
+            p.member
+                .info
+                .as_ref()
+                .is_some_and(|i| i.region == shared.info.region)
+        })
+        .map(|p| {
+            serde_json::json!({
+                "peer_id": p.member.id.0,
+                "name": p.member.info.as_ref().map(|i| &i.name),
+                "status": p.member.status.as_str(),
+                "connected": p.member.connected,
+            })
+        })
+        .collect();
+    let recent: Vec<serde_json::Value> = r
+        .recent
+        .iter()
+        .map(|c| serde_json::json!({"index": c.index, "term": c.term, "command": format!("{:?}", c.command)}))
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({
+        "region": r.region,
+        "master": master,
+        "term": r.status.as_ref().map(|s| s.term),
+        "role": role,
+        "autonomous": r.status.as_ref().is_none_or(|s| s.autonomous()),
+        "why_no_consensus": r.why,
+        "commit": r.status.as_ref().map(|s| s.commit),
+        "applied": r.state.applied,
+        "voters": voters,
+        "members": members,
+        "dead": r.state.dead.keys().map(|k| &k.0).collect::<Vec<_>>(),
+        "assignments": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "recent_commands": recent,
+        "unroutable_messages": r.unroutable,
+        "refused_messages": r.refused,
+        "sent_messages": r.sent,
+        "received_messages": r.received,
+    }))
+}
+
 async fn detectors(shared: web::Data<Shared>) -> HttpResponse {
     match ask(&shared.files, GetStatus).await {
         Some(st) => HttpResponse::Ok().json(serde_json::json!({
@@ -222,6 +294,7 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .route("/api/v1/peers", web::get().to(peers))
             .route("/api/v1/spikes", web::get().to(spikes))
             .route("/api/v1/detectors", web::get().to(detectors))
+            .route("/api/v1/region", web::get().to(region))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
     })

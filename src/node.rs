@@ -16,6 +16,7 @@ use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::polled::DetectorActor;
+use fleetmesh_actors::actor::region::{Config as RegionConfig, PeerNames, RegionActor};
 use fleetmesh_actors::actor::spikes::{SpikeActor, Storage};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,7 @@ pub struct Shared {
     pub info: node::Info,
     pub started: Instant,
     pub heartbeat: Addr<HeartbeatActor>,
+    pub region: Addr<RegionActor>,
     pub spikes: Addr<SpikeActor>,
     pub files: Addr<FileActor>,
     pub net: watch::Receiver<net::driver::State>,
@@ -197,6 +199,47 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     )
     .start();
 
+    // The region's consensus, on a thread of its own: its ticks must not wait behind a
+    // storm of file events, or followers would take a busy master for a dead one.
+    let region_path = data_dir.join("region.rmp");
+    let stored = match std::fs::read(&region_path) {
+        Ok(bytes) => Some(rmp_serde::from_slice(&bytes).with_context(|| {
+            format!(
+                "region consensus state {} is unreadable; move it away to rejoin the region as a new member",
+                region_path.display()
+            )
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", region_path.display()));
+        }
+    };
+    let (direct_tx, direct_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
+    let region_thread = actix::Arbiter::new();
+    let region_config = RegionConfig {
+        region: info.region.clone(),
+        own_name: info.name.clone(),
+        own_peer: node::Id(peer_id.to_base58()),
+        voters: s.region.voters.clone(),
+        tick: Duration::from_millis(s.region.tick_ms),
+        consensus: fleetmesh_actors::region::Config {
+            election_ticks: s.region.election_ticks,
+            heartbeat_ticks: (s.region.election_ticks / 5).max(1),
+            seed: u64::from(std::process::id()) ^ incarnation,
+        },
+    };
+    let region = RegionActor::start_in_arbiter(&region_thread.handle(), move |_| {
+        RegionActor::new(
+            region_config,
+            stored,
+            Box::new(move |d| {
+                let bytes = rmp_serde::to_vec(d).map_err(std::io::Error::other)?;
+                write_durable(&region_path, &bytes)
+            }),
+            direct_tx,
+        )
+    });
+
     let swarm = net::build_swarm(&net::Config {
         keypair,
         psk,
@@ -212,9 +255,15 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         netconf: netconf.clone(),
         procs: procs.clone(),
         host: host.clone(),
+        region: region.clone(),
     };
     let outcome = match swarm {
-        Ok(swarm) => serve(&settings, swarm, info, actors, outbox_rx, metrics).await,
+        Ok(swarm) => {
+            serve(
+                &settings, swarm, info, actors, outbox_rx, direct_rx, metrics,
+            )
+            .await
+        }
         Err(e) => Err(e.into()),
     };
     // Whatever happened, the actors stop and are gone before the runtime is: an actor
@@ -229,6 +278,8 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&netconf).await;
     stop(&procs).await;
     stop(&host).await;
+    stop(&region).await;
+    region_thread.stop();
     stop(&spikes).await;
     encoder_thread.stop();
     stop(&heartbeat).await;
@@ -248,6 +299,7 @@ struct Actors {
     netconf: Addr<DetectorActor<netconf::Detector>>,
     procs: Addr<DetectorActor<procs::Detector>>,
     host: Addr<DetectorActor<hostmetrics::Sampler>>,
+    region: Addr<RegionActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -268,6 +320,7 @@ async fn serve(
     info: node::Info,
     actors: Actors,
     outbox_rx: tokio::sync::mpsc::Receiver<fleetmesh_actors::outbox::Publish>,
+    direct_rx: tokio::sync::mpsc::Receiver<fleetmesh_actors::outbox::Direct>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let peer_id = *swarm.local_peer_id();
@@ -276,10 +329,42 @@ async fn serve(
         info.clone(),
         &settings.listen,
         settings.bootstrap.clone(),
-        outbox_rx,
-        actors.heartbeat.clone().recipient(),
+        net::driver::Links {
+            outbox: outbox_rx,
+            direct: direct_rx,
+            inbound: actors.heartbeat.clone().recipient(),
+            raft: Some(actors.region.clone().recipient()),
+        },
         metrics.clone(),
     )?;
+    // The region actor learns which peer answers to which name from the membership view.
+    let names = {
+        let (heartbeat, region, own) = (
+            actors.heartbeat.clone(),
+            actors.region.clone(),
+            info.region.clone(),
+        );
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                every.tick().await;
+                let Ok(snap) = heartbeat.send(hb::GetSnapshot).await else {
+                    break;
+                };
+                let names = snap
+                    .peers
+                    .iter()
+                    .filter_map(|p| {
+                        let i = p.member.info.as_ref()?;
+                        (i.region == own).then(|| (i.name.clone(), p.member.id.clone()))
+                    })
+                    .collect();
+                if region.send(PeerNames(names)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
     // Dropping stop_tx on any early return stops the driver too.
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver = tokio::spawn(driver.run(stop_rx));
@@ -289,6 +374,7 @@ async fn serve(
         info: info.clone(),
         started: Instant::now(),
         heartbeat: actors.heartbeat,
+        region: actors.region.clone(),
         spikes: actors.spikes.clone(),
         files: actors.files.clone(),
         net: net_state.clone(),
@@ -391,6 +477,7 @@ async fn serve(
     drop(net_probe);
     drop(proc_probe);
     drop(host_probe);
+    names.abort();
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;
     let _ = driver.await;

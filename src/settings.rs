@@ -44,6 +44,7 @@ pub struct Settings {
     pub metrics: Metrics,
     pub spikes: Spikes,
     pub journal: Journal,
+    pub region: Region,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
 }
@@ -131,6 +132,14 @@ pub struct DeadbandRule {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Region {
+    pub voters: Vec<String>,
+    pub tick_ms: u64,
+    pub election_ticks: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Journal {
     pub fsync: crate::journal::Fsync,
     pub segment_bytes: u64,
@@ -184,11 +193,12 @@ pub enum OverrideValue {
     Int(u64),
 }
 
-const LIST_KEYS: [&str; 4] = [
+const LIST_KEYS: [&str; 5] = [
     "net.listen",
     "net.bootstrap",
     "watch.paths",
     "probes.process_trusted",
+    "region.voters",
 ];
 
 /// Loads and validates settings from `sources`.
@@ -391,6 +401,31 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
             "must be at least journal.segment_bytes",
         ));
     }
+    if raw.region.voters.len() > 5 {
+        return Err(invalid(
+            "region.voters",
+            format!(
+                "{} names; a region has at most 5 voters",
+                raw.region.voters.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for v in &raw.region.voters {
+        if v.is_empty() || !seen.insert(v) {
+            return Err(invalid(
+                "region.voters",
+                format!("`{v}` is empty or named twice"),
+            ));
+        }
+    }
+    within("region.tick_ms", raw.region.tick_ms, 10, 10_000)?;
+    within(
+        "region.election_ticks",
+        raw.region.election_ticks as u64,
+        5,
+        1000,
+    )?;
     if raw.spikes.ring == 0 {
         return Err(invalid("spikes.ring", "must be at least 1"));
     }

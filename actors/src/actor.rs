@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod files;
 pub mod heartbeat;
 pub mod polled;
+pub mod region;
 pub mod spikes;
 
 use actix::prelude::*;

@@ -33,3 +33,13 @@ pub struct Publish {
 
 /// The sending half actors hold.
 pub type Sender = tokio::sync::mpsc::Sender<Publish>;
+
+/// One request for the driver to send to one peer (request-response, not gossip).
+#[derive(Debug, Clone)]
+pub struct Direct {
+    pub to: crate::node::Id,
+    pub request: wire::Request,
+}
+
+/// The sending half for direct requests.
+pub type DirectSender = tokio::sync::mpsc::Sender<Direct>;

@@ -61,12 +61,16 @@ pub fn batches(spikes: Vec<spike::Spike>) -> Vec<Vec<spike::Spike>> {
 pub enum Request {
     /// "This is who I am; who are you?" Sent once per new connection.
     Hello(node::Info),
+    /// A consensus message for the region's master election and log (protobuf bytes).
+    Raft { region: String, message: Vec<u8> },
 }
 
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Hello(node::Info),
+    /// Taken in (consensus messages are answered by later messages, not here).
+    Accepted,
     /// The request was understood but refused; the text says why.
     Refused(String),
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use fleetmesh_actors::actor::heartbeat::{Inbound, lag};
+use fleetmesh_actors::actor::region::RaftIn;
 use fleetmesh_actors::membership::Input;
-use fleetmesh_actors::outbox::{Delivery, Publish, Topic};
+use fleetmesh_actors::outbox::{Delivery, Direct, Publish, Topic};
 use fleetmesh_actors::{node, wire};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError, TopicHash};
@@ -40,12 +41,27 @@ pub struct State {
     pub connected: usize,
 }
 
+/// The channels between the driver and the actors.
+#[derive(Debug)]
+pub struct Links {
+    /// Gossip to publish.
+    pub outbox: mpsc::Receiver<Publish>,
+    /// Requests to send to one peer.
+    pub direct: mpsc::Receiver<Direct>,
+    /// Membership news for the heartbeat actor.
+    pub inbound: Recipient<Inbound>,
+    /// Consensus messages for the region actor, if it runs.
+    pub raft: Option<Recipient<RaftIn>>,
+}
+
 /// Everything the driver needs.
 pub struct Driver {
     swarm: Swarm<Behaviour>,
     info: node::Info,
     outbox: mpsc::Receiver<Publish>,
+    direct: mpsc::Receiver<Direct>,
     inbound: Recipient<Inbound>,
+    raft: Option<Recipient<RaftIn>>,
     metrics: Arc<Metrics>,
     region: IdentTopic,
     fleet: IdentTopic,
@@ -74,10 +90,15 @@ impl Driver {
         info: node::Info,
         listen: &[Multiaddr],
         bootstrap: Vec<Multiaddr>,
-        outbox: mpsc::Receiver<Publish>,
-        inbound: Recipient<Inbound>,
+        links: Links,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, watch::Receiver<State>), Error> {
+        let Links {
+            outbox,
+            direct,
+            inbound,
+            raft,
+        } = links;
         for addr in listen {
             super::check_port_free(addr)?;
             swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
@@ -92,7 +113,9 @@ impl Driver {
                 swarm,
                 info,
                 outbox,
+                direct,
                 inbound,
+                raft,
                 metrics,
                 region,
                 fleet: fleet_topic(),
@@ -119,6 +142,7 @@ impl Driver {
                     }
                 }
                 Some(p) = self.outbox.recv() => self.publish(p),
+                Some(d) = self.direct.recv() => self.send_direct(d),
                 event = self.swarm.select_next_some() => self.on_event(event),
                 _ = tick.tick() => self.maintain(),
             }
@@ -365,27 +389,63 @@ impl Driver {
         }
     }
 
+    /// A consensus message: for this node's region actor, or refused.
+    fn on_raft(&mut self, region: String, message: Vec<u8>) -> wire::Response {
+        if region != self.info.region {
+            return wire::Response::Refused(format!(
+                "consensus message for region {region}; this node is in {}",
+                self.info.region
+            ));
+        }
+        match &self.raft {
+            Some(r) if r.try_send(RaftIn(message)).is_ok() => wire::Response::Accepted,
+            Some(_) => wire::Response::Refused("consensus queue full".into()),
+            None => wire::Response::Refused("this node takes no part in consensus".into()),
+        }
+    }
+
+    fn send_direct(&mut self, d: Direct) {
+        match d.to.0.parse::<PeerId>() {
+            Ok(peer) => {
+                self.swarm
+                    .behaviour_mut()
+                    .hello
+                    .send_request(&peer, d.request);
+            }
+            Err(e) => tracing::warn!(to = %d.to, error = %e, "direct request to a bad peer id"),
+        }
+    }
+
     fn on_hello(&mut self, event: request_response::Event<wire::Request, wire::Response>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 Message::Request {
                     request, channel, ..
                 } => {
-                    let wire::Request::Hello(info) = request;
-                    self.to_actor(Input::Hello {
-                        from: id(&peer),
-                        info,
-                    });
-                    let me = wire::Response::Hello(self.info.clone());
-                    let _ = self.swarm.behaviour_mut().hello.send_response(channel, me);
+                    let reply = match request {
+                        wire::Request::Hello(info) => {
+                            self.to_actor(Input::Hello {
+                                from: id(&peer),
+                                info,
+                            });
+                            wire::Response::Hello(self.info.clone())
+                        }
+                        wire::Request::Raft { region, message } => self.on_raft(region, message),
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .hello
+                        .send_response(channel, reply);
                 }
                 Message::Response { response, .. } => match response {
                     wire::Response::Hello(info) => self.to_actor(Input::Hello {
                         from: id(&peer),
                         info,
                     }),
+                    wire::Response::Accepted => {}
                     wire::Response::Refused(why) => {
-                        tracing::warn!(%peer, why, "hello refused");
+                        tracing::warn!(%peer, why, "request refused");
                     }
                 },
             },
