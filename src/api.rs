@@ -270,6 +270,27 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
     }))
 }
 
+/// `GET /api/v1/assignments`: who owns each work item, as committed by the master.
+async fn assignments(shared: web::Data<Shared>) -> HttpResponse {
+    use fleetmesh_actors::actor::region::GetRegion;
+    let Some(r) = ask(&shared.region, GetRegion).await else {
+        return unavailable("the region actor");
+    };
+    let mine: Vec<&String> = r
+        .state
+        .assignments
+        .iter()
+        .filter(|(_, o)| o.0 == shared.peer_id)
+        .map(|(i, _)| i)
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({
+        "term": r.status.as_ref().map(|s| s.term),
+        "applied": r.state.applied,
+        "items": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "mine": mine,
+    }))
+}
+
 async fn detectors(shared: web::Data<Shared>) -> HttpResponse {
     match ask(&shared.files, GetStatus).await {
         Some(st) => HttpResponse::Ok().json(serde_json::json!({
@@ -295,6 +316,7 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .route("/api/v1/spikes", web::get().to(spikes))
             .route("/api/v1/detectors", web::get().to(detectors))
             .route("/api/v1/region", web::get().to(region))
+            .route("/api/v1/assignments", web::get().to(assignments))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
     })

@@ -16,7 +16,7 @@ use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::polled::DetectorActor;
-use fleetmesh_actors::actor::region::{Config as RegionConfig, PeerNames, RegionActor};
+use fleetmesh_actors::actor::region::{Config as RegionConfig, MemberView, PeerNames, RegionActor};
 use fleetmesh_actors::actor::spikes::{SpikeActor, Storage};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
@@ -220,6 +220,8 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         region: info.region.clone(),
         own_name: info.name.clone(),
         own_peer: node::Id(peer_id.to_base58()),
+        own_incarnation: incarnation,
+        probes: Vec::new(),
         voters: s.region.voters.clone(),
         tick: Duration::from_millis(s.region.tick_ms),
         consensus: fleetmesh_actors::region::Config {
@@ -356,7 +358,12 @@ async fn serve(
                     .iter()
                     .filter_map(|p| {
                         let i = p.member.info.as_ref()?;
-                        (i.region == own).then(|| (i.name.clone(), p.member.id.clone()))
+                        (i.region == own).then(|| MemberView {
+                            name: i.name.clone(),
+                            peer: p.member.id.clone(),
+                            status: p.member.status,
+                            incarnation: i.incarnation,
+                        })
                     })
                     .collect();
                 if region.send(PeerNames(names)).await.is_err() {

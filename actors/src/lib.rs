@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod actor;
+pub mod assign;
 pub mod delta;
 pub mod encoder;
 pub mod files;

@@ -66,6 +66,42 @@ async fn agreed(nodes: &[&Node], what: &str, newer_than: u64) -> (String, u64) {
     }
 }
 
+/// Waits until the committed assignments give every live node's audit to another live
+/// node and nothing to `gone`; returns them.
+async fn settled_assignments(
+    node: &Node,
+    live: &[&Node],
+    gone: Option<&String>,
+) -> std::collections::BTreeMap<String, String> {
+    let t = Instant::now();
+    loop {
+        let a: Value = get(&node.url("/api/v1/assignments")).await;
+        let items: std::collections::BTreeMap<String, String> = a["items"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_live = |p: &str| live.iter().any(|n| n.peer_id() == p);
+        let audited = live.iter().all(|n| {
+            items
+                .get(&format!("audit:{}", n.peer_id()))
+                .is_some_and(|o| is_live(o) && o != n.peer_id())
+        });
+        let none_to_gone = gone.is_none_or(|g| items.values().all(|o| o != g));
+        if audited && none_to_gone {
+            return items;
+        }
+        assert!(
+            t.elapsed() < CONVERGE,
+            "assignments never settled: {items:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_master_elects_another_and_the_old_one_follows() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -77,6 +113,7 @@ async fn killing_the_master_elects_another_and_the_old_one_follows() {
     }
     let all: Vec<&Node> = nodes.iter().collect();
     let (master, term) = agreed(&all, "first election", 0).await;
+    let before = settled_assignments(&nodes[0], &all, None).await;
 
     let m = nodes
         .iter()
@@ -102,6 +139,24 @@ async fn killing_the_master_elects_another_and_the_old_one_follows() {
         killed.elapsed()
     );
     assert_ne!(new_master, master);
+
+    // Work: the dead master's items, and only those, moved to live nodes.
+    let after = settled_assignments(survivors[0], &survivors, Some(&master)).await;
+    for (item, owner) in &before {
+        if owner == &master {
+            let now = after.get(item).expect("still assigned");
+            assert!(
+                survivors.iter().any(|n| n.peer_id() == now),
+                "{item} -> {now}"
+            );
+        } else if item != &format!("audit:{master}") {
+            assert_eq!(
+                after.get(item),
+                Some(owner),
+                "{item} moved but was not the dead node's"
+            );
+        }
+    }
 
     // The old master comes back from its data dir and follows.
     let old = Node::start(spec(m, dirs[m].clone(), Some(survivors[0].addr(true))));

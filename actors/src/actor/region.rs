@@ -2,19 +2,26 @@
 //! fixed tick, makes what it must persist durable before any of its messages leave, hands
 //! those messages to the network driver as direct requests, and answers the API.
 //!
+//! While this node is master it also governs, once a second: members its membership view
+//! holds dead are declared dead, members back (or new) are declared alive, and work items
+//! (an audit of every live member, the configured probes) are assigned by rendezvous
+//! hashing over the live members ([`crate::assign`]); only the owners that change are
+//! committed.
+//!
 //! Members are named in settings (`region.voters`); a member's Raft id is derived from
 //! `<region>/<name>`, so every node computes the same founding voter set on its own. The
 //! peer id behind each name is learned from the membership view ([`PeerNames`]).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::actor::Stop;
+use crate::membership::Status as Liveness;
 use crate::outbox::{Direct, DirectSender};
-use crate::region::{self, Committed, Durable, Region, RegionState, Status};
-use crate::{node, wire};
+use crate::region::{self, Command, Committed, Durable, Region, RegionState, Role, Status};
+use crate::{assign, node, wire};
 
 /// The Raft id of member `name` of `region`.
 pub fn member_id(region: &str, name: &str) -> u64 {
@@ -26,10 +33,19 @@ pub fn member_id(region: &str, name: &str) -> u64 {
 #[rtype(result = "()")]
 pub struct RaftIn(pub Vec<u8>);
 
-/// Names and peer ids of the region's members, as the membership view knows them.
+/// One region member as the membership view knows it.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub name: String,
+    pub peer: node::Id,
+    pub status: Liveness,
+    pub incarnation: u64,
+}
+
+/// The region's members (other than this node), as the membership view knows them.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct PeerNames(pub Vec<(String, node::Id)>);
+pub struct PeerNames(pub Vec<MemberView>);
 
 /// What the API shows.
 #[derive(Debug, Clone)]
@@ -69,6 +85,12 @@ pub struct RegionActor {
     refused: u64,
     sent: u64,
     received: u64,
+    own_peer: node::Id,
+    own_incarnation: u64,
+    probes: Vec<String>,
+    members: Vec<MemberView>,
+    /// Proposals made and not yet seen committed: no new ones before this instant.
+    quiet_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for RegionActor {
@@ -85,6 +107,9 @@ pub struct Config {
     pub region: String,
     pub own_name: String,
     pub own_peer: node::Id,
+    pub own_incarnation: u64,
+    /// Names of the service probes to assign (`probe:<name>` work items).
+    pub probes: Vec<String>,
     /// Names of the founding voters (up to 5); empty: no master in this region.
     pub voters: Vec<String>,
     pub tick: Duration,
@@ -144,7 +169,64 @@ impl RegionActor {
             refused: 0,
             sent: 0,
             received: 0,
+            own_peer: config.own_peer,
+            own_incarnation: config.own_incarnation,
+            probes: config.probes,
+            members: Vec::new(),
+            quiet_until: None,
         }
+    }
+
+    /// As master: commit deaths, returns and the work moves the current view calls for.
+    fn govern(&mut self, ctx: &mut Context<Self>) {
+        let Ok(core) = &mut self.core else {
+            return;
+        };
+        if core.status().role != Role::Leader
+            || self.quiet_until.is_some_and(|t| Instant::now() < t)
+        {
+            return;
+        }
+        let state = core.state().clone();
+        let mut commands = Vec::new();
+        let mut live: BTreeSet<node::Id> = BTreeSet::new();
+        live.insert(self.own_peer.clone());
+        let me = (self.own_peer.clone(), self.own_incarnation, Liveness::Alive);
+        let others = self
+            .members
+            .iter()
+            .map(|m| (m.peer.clone(), m.incarnation, m.status));
+        for (peer, incarnation, status) in std::iter::once(me).chain(others) {
+            match status {
+                Liveness::Dead => {
+                    if state.dead.get(&peer).is_none_or(|d| *d < incarnation) {
+                        commands.push(Command::DeclareDead { peer, incarnation });
+                    }
+                }
+                Liveness::Alive | Liveness::Suspect => {
+                    live.insert(peer.clone());
+                    if state.alive.get(&peer).is_none_or(|a| *a < incarnation) {
+                        commands.push(Command::Alive { peer, incarnation });
+                    }
+                }
+                Liveness::Joining | Liveness::Remote => {}
+            }
+        }
+        let target = assign::assign(&assign::items(&live, &self.probes), &live);
+        for (item, owner) in assign::moves(&state.assignments, &target) {
+            commands.push(Command::Assign { item, owner });
+        }
+        if commands.is_empty() {
+            return;
+        }
+        for c in &commands {
+            if let Err(e) = core.propose(c) {
+                tracing::debug!(error = %e, "proposal not taken");
+                break;
+            }
+        }
+        self.quiet_until = Some(Instant::now() + Duration::from_secs(2));
+        self.drain(ctx);
     }
 
     /// Persist, then send, then record what committed.
@@ -183,6 +265,9 @@ impl RegionActor {
                 self.sent += 1;
             }
         }
+        if !out.committed.is_empty() {
+            self.quiet_until = None;
+        }
         for c in out.committed {
             tracing::info!(index = c.index, term = c.term, command = ?c.command, "region command committed");
             if self.recent.len() == 32 {
@@ -205,6 +290,7 @@ impl Actor for RegionActor {
             }
             act.drain(ctx);
         });
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.govern(ctx));
     }
 }
 
@@ -228,11 +314,12 @@ impl Handler<PeerNames> for RegionActor {
     type Result = ();
 
     fn handle(&mut self, msg: PeerNames, _: &mut Self::Context) {
-        for (name, peer) in msg.0 {
-            if let Some(entry) = self.names.get_mut(&member_id(&self.region, &name)) {
-                entry.1 = Some(peer);
+        for m in &msg.0 {
+            if let Some(entry) = self.names.get_mut(&member_id(&self.region, &m.name)) {
+                entry.1 = Some(m.peer.clone());
             }
         }
+        self.members = msg.0;
     }
 }
 
