@@ -8,6 +8,8 @@
 #   scripts/bench.sh detect      [--changes N]
 #   scripts/bench.sh encode      [--spikes N]
 #   scripts/bench.sh metrics-bandwidth [--seconds S]
+#   scripts/bench.sh failover    [--trials N]   (5 voters; kill -9 the master)
+#   scripts/bench.sh detection   [--trials N]   (5 nodes; kill -9 one)
 #
 # Figures and the commands that produced them are recorded in BENCHMARKS.md.
 set -euo pipefail
@@ -15,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -60,8 +62,37 @@ case "$scenario" in
     echo "RESULT {\"scenario\":\"footprint\",\"nodes\":$nodes,\"seconds\":$seconds,\"rss_bytes\":$((max_rss * 1024)),\"rss_mean_bytes_all_nodes\":$mean,\"rss_max_bytes_all_nodes\":$((hi * 1024)),\"cpu_ratio\":$cpu,\"peers_alive\":${alive:-0}}"
     ;;
 
+  failover|detection)
+    trials=$(opt trials 20 "$@")
+    nodes=5
+    command -v python3 >/dev/null || { echo "bench.sh: $scenario needs python3" >&2; exit 2; }
+    times=()
+    for ((t = 1; t <= trials; t++)); do
+      dir=$(mktemp -d /tmp/fleetmesh-$scenario.XXXXXX)
+      base=$((27400 + (t % 10) * 20))
+      voters=""
+      if [ "$scenario" = failover ]; then voters="node0,node1,node2,node3,node4"; fi
+      FLEETMESH__REGION__VOTERS="$voters" "$here/cluster.sh" up "$nodes" --dir "$dir" --base-port "$base" >/dev/null 2>&1
+      if dt=$(python3 "$here/kill_trial.py" "$scenario" "$dir" "$nodes" "$base" 60); then
+        times+=("$dt")
+        echo "$scenario: trial $t of $trials: ${dt} s" >&2
+      else
+        echo "$scenario: trial $t of $trials failed" >&2
+      fi
+      "$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true
+      rm -rf "$dir"
+    done
+    printf '%s\n' "${times[@]}" | sort -n | awk -v s="$scenario" -v n="$trials" '
+      { v[NR] = $1 }
+      END {
+        if (NR == 0) { printf "RESULT {\"scenario\":\"%s\",\"trials\":%d,\"ok\":0}\n", s, n; exit }
+        p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
+        printf "RESULT {\"scenario\":\"%s\",\"trials\":%d,\"ok\":%d,\"p50_s\":%.3f,\"p99_s\":%.3f,\"max_s\":%.3f}\n", s, n, NR, p50, p99, v[NR]
+      }'
+    ;;
+
   *)
-    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth)" >&2
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, failover, detection)" >&2
     exit 2
     ;;
 esac
