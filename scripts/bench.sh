@@ -70,9 +70,14 @@ case "$scenario" in
     for ((t = 1; t <= trials; t++)); do
       dir=$(mktemp -d /tmp/fleetmesh-$scenario.XXXXXX)
       base=$((27400 + (t % 10) * 20))
-      voters=""
-      if [ "$scenario" = failover ]; then voters="node0,node1,node2,node3,node4"; fi
-      FLEETMESH__REGION__VOTERS="$voters" "$here/cluster.sh" up "$nodes" --dir "$dir" --base-port "$base" >/dev/null 2>&1
+      env=()
+      if [ "$scenario" = failover ]; then env=(FLEETMESH__REGION__VOTERS=node0,node1,node2,node3,node4); fi
+      if ! env "${env[@]}" "$here/cluster.sh" up "$nodes" --dir "$dir" --base-port "$base" >"$dir/up.log" 2>&1; then
+        echo "$scenario: the cluster did not start:" >&2
+        cat "$dir/up.log" >&2
+        "$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true
+        exit 1
+      fi
       if dt=$(python3 "$here/kill_trial.py" "$scenario" "$dir" "$nodes" "$base" 60); then
         times+=("$dt")
         echo "$scenario: trial $t of $trials: ${dt} s" >&2
