@@ -10,6 +10,7 @@
 #   scripts/bench.sh metrics-bandwidth [--seconds S]
 #   scripts/bench.sh failover    [--trials N]   (5 voters; kill -9 the master)
 #   scripts/bench.sh detection   [--trials N]   (5 nodes; kill -9 one)
+#   scripts/bench.sh pauses      [--minutes M]  (5 nodes; one stopped 2 s every minute)
 #
 # Figures and the commands that produced them are recorded in BENCHMARKS.md.
 set -euo pipefail
@@ -17,7 +18,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -96,8 +97,28 @@ case "$scenario" in
       }'
     ;;
 
+  pauses)
+    # False deaths: 5 nodes, node4 stopped (SIGSTOP) for 2 s once a minute; afterwards
+    # every log is searched for a peer declared dead.
+    minutes=$(opt minutes 10 "$@")
+    dir=$(mktemp -d /tmp/fleetmesh-pauses.XXXXXX)
+    base=27600
+    trap '"$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+    "$here/cluster.sh" up 5 --dir "$dir" --base-port "$base" >&2
+    pid=$(cat "$dir/node4/pid")
+    sleep 10
+    for ((m = 1; m <= minutes; m++)); do
+      kill -STOP "$pid"; sleep 2; kill -CONT "$pid"
+      echo "pauses: minute $m of $minutes: node4 stopped for 2 s" >&2
+      sleep 58
+    done
+    false_deaths=$(cat "$dir"/node*/node.log | grep 'peer status' | grep -c 'to="dead"' || true)
+    suspicions=$(cat "$dir"/node*/node.log | grep 'peer status' | grep -c 'to="suspect"' || true)
+    echo "RESULT {\"scenario\":\"pauses\",\"minutes\":$minutes,\"pauses\":$minutes,\"false_deaths\":$false_deaths,\"suspicions\":$suspicions}"
+    ;;
+
   *)
-    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, failover, detection)" >&2
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, failover, detection, pauses)" >&2
     exit 2
     ;;
 esac
