@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod hostmetrics;
 pub mod journal;
 pub mod label;
+pub mod ledger;
 pub mod membership;
 pub mod netconf;
 pub mod node;
