@@ -172,6 +172,8 @@ impl Counts {
 #[derive(Debug)]
 pub struct View {
     config: Config,
+    suspect: phi::Level,
+    dead: phi::Level,
     own: node::Id,
     region: String,
     members: BTreeMap<node::Id, Member>,
@@ -180,6 +182,8 @@ pub struct View {
 impl View {
     pub fn new(config: Config, own: node::Id, region: String) -> Self {
         View {
+            suspect: phi::Level::new(config.suspect_phi),
+            dead: phi::Level::new(config.dead_phi),
             config,
             own,
             region,
@@ -340,14 +344,14 @@ impl View {
 
     fn next_change(&self, m: &Member) -> Option<Instant> {
         let at = match m.status {
-            Status::Alive => m.detector.reaches(self.config.suspect_phi),
+            Status::Alive => m.detector.reaches(self.suspect),
             Status::Suspect => {
                 let grace = if m.connected {
                     self.config.connected_grace
                 } else {
                     Duration::ZERO
                 };
-                m.detector.reaches(self.config.dead_phi).map(|t| t + grace)
+                m.detector.reaches(self.dead).map(|t| t + grace)
             }
             Status::Joining if !m.connected => Some(m.last_seen + self.config.dead()),
             _ => None,

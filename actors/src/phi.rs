@@ -119,14 +119,27 @@ impl Detector {
         phi_of(y)
     }
 
-    /// When phi reaches `threshold` if no heartbeat comes.
-    pub fn reaches(&self, threshold: f64) -> Option<Instant> {
+    /// When phi reaches `level` if no heartbeat comes.
+    pub fn reaches(&self, level: Level) -> Option<Instant> {
         let last = self.last?;
         let (mean, std) = self.stats();
-        let y = y_of(threshold);
+        let y = level.y;
         let secs = (mean + self.config.acceptable_pause.as_secs_f64() + y * std).max(0.0);
         // A millisecond past the crossing, so that phi there is surely at the threshold.
         Some(last + Duration::from_secs_f64(secs.min(1e9)) + Duration::from_millis(1))
+    }
+}
+
+/// A suspicion threshold, with the standardized lateness at which phi reaches it, found
+/// once (by bisection) rather than at every deadline computed against it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    y: f64,
+}
+
+impl Level {
+    pub fn new(phi: f64) -> Self {
+        Level { y: y_of(phi) }
     }
 }
 
@@ -177,8 +190,8 @@ mod tests {
     fn phi_rises_with_silence_and_the_defaults_meet_the_goals() {
         let (d, last) = regular(SEC);
         assert!(d.phi(last + SEC) < 0.5, "on time: {}", d.phi(last + SEC));
-        let dead = d.reaches(8.0).expect("heard");
-        let suspect = d.reaches(3.0).expect("heard");
+        let dead = d.reaches(Level::new(8.0)).expect("heard");
+        let suspect = d.reaches(Level::new(3.0)).expect("heard");
         assert!(suspect < dead);
         // A crashed node is declared dead within 3 s of its last heartbeat...
         assert!(dead - last < 3 * SEC, "{:?}", dead - last);
@@ -208,12 +221,12 @@ mod tests {
     #[test]
     fn an_outage_is_not_learned_as_rhythm() {
         let (mut d, last) = regular(SEC / 2);
-        let before = d.reaches(8.0).expect("heard") - last;
+        let before = d.reaches(Level::new(8.0)).expect("heard") - last;
         // Silent for 3 s (this node was stopped, or the peer was), then regular again.
         let back = last + 4 * SEC;
         d.heartbeat(back);
         d.heartbeat(back + SEC);
-        let after = d.reaches(8.0).expect("heard") - (back + SEC);
+        let after = d.reaches(Level::new(8.0)).expect("heard") - (back + SEC);
         assert!(
             after <= before + Duration::from_millis(50),
             "{before:?} -> {after:?}"
@@ -224,7 +237,7 @@ mod tests {
     fn nothing_heard_means_no_suspicion() {
         let d = Detector::new(Config::new(SEC, SEC));
         assert_eq!(d.phi(Instant::now()), 0.0);
-        assert!(d.reaches(8.0).is_none());
+        assert!(d.reaches(Level::new(8.0)).is_none());
     }
 
     proptest! {
@@ -237,7 +250,7 @@ mod tests {
                 t += Duration::from_millis(g);
                 d.heartbeat(t);
             }
-            let at = d.reaches(threshold).expect("heard");
+            let at = d.reaches(Level::new(threshold)).expect("heard");
             prop_assert!(d.phi(at) >= threshold && d.phi(at - Duration::from_millis(2)) < threshold + 0.5);
             let mut prev = 0.0;
             for ms in (0..20_000).step_by(250) {

@@ -392,18 +392,11 @@ fn check_loop(
     started.store(true, Ordering::Release);
     let mut next_verify = Instant::now() + config.verify_every;
     // Subtrees without a watch are scanned on their own, shorter, period.
-    let far = Instant::now() + Duration::from_secs(86_400 * 365);
-    let fallback_at = |now: Instant| {
-        if unwatched.is_empty() {
-            far
-        } else {
-            now + config.fallback_every
-        }
-    };
+    let fallback_at = |now: Instant| (!unwatched.is_empty()).then(|| now + config.fallback_every);
     let mut next_fallback = fallback_at(Instant::now());
     loop {
-        let wait = next_verify
-            .min(next_fallback)
+        let wait = next_fallback
+            .map_or(next_verify, |f| f.min(next_verify))
             .saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(wait) {
             Ok(ev) => ev,
