@@ -76,10 +76,16 @@ fn main() {
                 journal: Box::new(move |batch| {
                     journal.append(batch).map_err(std::io::Error::other)
                 }),
+                // No master in this bench: nothing is acknowledged or replayed.
+                ack: Box::new(|_| Ok(())),
+                read: Box::new(|_, _| Ok(Vec::new())),
+                last_seq: 0,
                 recent: Vec::new(),
             },
             1024,
             out_tx,
+            tokio::sync::mpsc::channel(1).0,
+            fleetmesh_actors::sync::Config::default(),
         )
         .start();
         let files = FileActor::new(

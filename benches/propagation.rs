@@ -73,6 +73,7 @@ fn body(seq: u64) -> wire::Body {
         sent_unix_ms: 0,
         health: heartbeat::Health::default(),
         suspects: vec![],
+        sync: None,
     })
 }
 
@@ -114,7 +115,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
                 outbox: rx,
                 direct: mpsc::channel(1).1,
                 inbound: rec.recipient(),
-                raft: None,
+                region: None,
             },
             m,
         )

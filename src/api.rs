@@ -11,10 +11,11 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use fleetmesh_actors::actor::files::GetStatus;
 use fleetmesh_actors::actor::heartbeat::{GetSnapshot, PeerView, Snapshot};
-use fleetmesh_actors::actor::spikes::GetSpikes;
+use fleetmesh_actors::actor::spikes::{GetSpikes, GetSync};
 use fleetmesh_actors::heartbeat::millis;
 use fleetmesh_actors::membership::Status;
 use fleetmesh_actors::spike::Kind;
+use fleetmesh_actors::sync::Report as SyncReport;
 use serde::{Deserialize, Serialize};
 
 use crate::node::Shared;
@@ -34,6 +35,9 @@ pub struct NodeView {
     /// Peers by status, as this node sees them.
     pub peers: std::collections::BTreeMap<String, u32>,
     pub heartbeats_sent: u64,
+    /// Where this node stands (`connectivity`) and its sync debt: spikes journaled and
+    /// not yet acknowledged by the master, the oldest one's age, replay progress.
+    pub sync: Option<SyncReport>,
 }
 
 /// One element of `GET /api/v1/peers`.
@@ -51,6 +55,8 @@ pub struct PeerEntry {
     pub heartbeat_seq: u64,
     pub heartbeats: u64,
     pub uptime_ms: u64,
+    /// The peer's connectivity and sync debt, as its latest heartbeat reported them.
+    pub sync: Option<SyncReport>,
 }
 
 impl From<&PeerView> for PeerEntry {
@@ -69,6 +75,7 @@ impl From<&PeerView> for PeerEntry {
             heartbeat_seq: m.last_seq,
             heartbeats: m.heartbeats,
             uptime_ms: m.uptime_ms,
+            sync: m.sync.clone(),
         }
     }
 }
@@ -106,6 +113,7 @@ async fn node(shared: web::Data<Shared>) -> HttpResponse {
         return unavailable("the heartbeat actor");
     };
     let net = shared.net.borrow().clone();
+    let sync = ask(&shared.spikes, GetSync).await;
     let peers = Status::ALL
         .iter()
         .map(|s| (s.as_str().to_string(), snap.counts.get(*s)))
@@ -122,6 +130,7 @@ async fn node(shared: web::Data<Shared>) -> HttpResponse {
         connected_peers: net.connected,
         peers,
         heartbeats_sent: snap.heartbeats_sent,
+        sync,
     })
 }
 
@@ -201,12 +210,14 @@ async fn spikes(shared: web::Data<Shared>, q: web::Query<SpikeQuery>) -> HttpRes
 /// `GET /api/v1/region`: the region's master, term, voters and authoritative state, as
 /// this node sees them.
 async fn region(shared: web::Data<Shared>) -> HttpResponse {
-    use fleetmesh_actors::actor::region::GetRegion;
+    use fleetmesh_actors::actor::region::{GetIntake, GetRegion};
     use fleetmesh_actors::region::Role;
     let Some(r) = ask(&shared.region, GetRegion).await else {
         return unavailable("the region actor");
     };
     let snap = snapshot(&shared).await.unwrap_or_default();
+    let intake = ask(&shared.region, GetIntake).await.unwrap_or_default();
+    let own_sync = ask(&shared.spikes, GetSync).await;
     let name_of = |raft: u64| r.names.get(&raft).map(|(n, p)| (n.clone(), p.clone()));
     let master = r.status.as_ref().and_then(|s| s.leader).map(|l| {
         let (name, peer) = name_of(l).unwrap_or_default();
@@ -236,14 +247,34 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
                 .is_some_and(|i| i.region == shared.info.region)
         })
         .map(|p| {
+            let mark = intake.get(&p.member.id).map_or(0, |s| s.mark);
+            let seen = fleetmesh_actors::sync::as_master_sees(
+                p.member.status,
+                p.member.sync.as_ref(),
+                mark,
+            );
             serde_json::json!({
                 "peer_id": p.member.id.0,
                 "name": p.member.info.as_ref().map(|i| &i.name),
                 "status": p.member.status.as_str(),
                 "connected": p.member.connected,
+                "connectivity": seen.as_str(),
+                "sync": p.member.sync,
+                "owns": r.state.assignments.values().filter(|o| **o == p.member.id).count(),
             })
         })
+        .chain(std::iter::once(serde_json::json!({
+            "peer_id": shared.peer_id,
+            "name": shared.info.name,
+            "status": "self",
+            "connected": true,
+            "connectivity": own_sync.as_ref().and_then(|s| s.connectivity).map(|c| c.as_str()),
+            "sync": own_sync,
+            "owns": r.state.assignments.values().filter(|o| o.0 == shared.peer_id).count(),
+        })))
         .collect();
+    let intake: std::collections::BTreeMap<&str, _> =
+        intake.iter().map(|(k, v)| (k.0.as_str(), v)).collect();
     let recent: Vec<serde_json::Value> = r
         .recent
         .iter()
@@ -263,6 +294,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "dead": r.state.dead.keys().map(|k| &k.0).collect::<Vec<_>>(),
         "assignments": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "recent_commands": recent,
+        "intake": intake,
         "unroutable_messages": r.unroutable,
         "refused_messages": r.refused,
         "sent_messages": r.sent,

@@ -200,10 +200,19 @@ impl Journal {
 
     /// Spikes with a sequence number above `seq`, oldest first (for replay).
     pub fn since(&self, seq: u64) -> anyhow::Result<Vec<Spike>> {
+        self.read_after(seq, usize::MAX)
+    }
+
+    /// At most `max` spikes with a sequence number above `seq`, oldest first; reads only
+    /// the segments it needs.
+    pub fn read_after(&self, seq: u64, max: usize) -> anyhow::Result<Vec<Spike>> {
         let mut out = Vec::new();
         for seg in &self.segments {
             if seg.last_seq.is_some_and(|l| l <= seq) {
                 continue;
+            }
+            if out.len() >= max {
+                break;
             }
             let bytes = std::fs::read(&seg.path)?;
             out.extend(
@@ -213,6 +222,7 @@ impl Journal {
                     .filter(|s| s.seq > seq),
             );
         }
+        out.truncate(max);
         Ok(out)
     }
 

@@ -16,8 +16,10 @@ use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::polled::DetectorActor;
-use fleetmesh_actors::actor::region::{Config as RegionConfig, MemberView, PeerNames, RegionActor};
-use fleetmesh_actors::actor::spikes::{SpikeActor, Storage};
+use fleetmesh_actors::actor::region::{
+    Config as RegionConfig, GetRegion, MemberView, PeerNames, RegionActor,
+};
+use fleetmesh_actors::actor::spikes::{LinksNow, SetIntake, SpikeActor, Storage};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -123,7 +125,11 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     // Never reuse a number the journal already holds, even if the reservation file is older.
     let durable_seq = read_seq(&seq_path)?.max(recovered.last_seq.unwrap_or(0));
     let journal = Arc::new(std::sync::Mutex::new(journal));
-    let append = journal.clone();
+    let (append, compact, read) = (journal.clone(), journal.clone(), journal.clone());
+    let (direct_tx, direct_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
+    let replay_direct = direct_tx.clone();
+    let spike_outbox = outbox_tx.clone();
+    let last_seq = recovered.last_seq.unwrap_or(0);
     // The encoder fsyncs (journal, sequence reservations): it gets a thread of its own, so
     // that a slow disk never holds up the other actors.
     let encoder_thread = actix::Arbiter::new();
@@ -158,10 +164,26 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
                         .append(batch)
                         .map_err(std::io::Error::other)
                 }),
+                ack: Box::new(move |upto| {
+                    compact
+                        .lock()
+                        .map_err(|_| std::io::Error::other("journal lock poisoned"))?
+                        .ack(upto)
+                        .map_err(std::io::Error::other)
+                }),
+                read: Box::new(move |after, max| {
+                    read.lock()
+                        .map_err(|_| std::io::Error::other("journal lock poisoned"))?
+                        .read_after(after, max)
+                        .map_err(std::io::Error::other)
+                }),
+                last_seq,
                 recent,
             },
             ring,
-            outbox_tx,
+            spike_outbox,
+            replay_direct,
+            fleetmesh_actors::sync::Config::default(),
         )
     });
     let baseline_path = data_dir.join("baseline.rmp");
@@ -214,7 +236,6 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             return Err(e).with_context(|| format!("cannot read {}", region_path.display()));
         }
     };
-    let (direct_tx, direct_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
     let region_thread = actix::Arbiter::new();
     let region_config = RegionConfig {
         region: info.region.clone(),
@@ -230,6 +251,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             seed: u64::from(std::process::id()) ^ incarnation,
         },
     };
+    let (gossip, acked) = (outbox_tx.clone(), spikes.clone().recipient());
     let region = RegionActor::start_in_arbiter(&region_thread.handle(), move |_| {
         RegionActor::new(
             region_config,
@@ -239,8 +261,11 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
                 write_durable(&region_path, &bytes)
             }),
             direct_tx,
+            gossip,
+            Some(acked),
         )
     });
+    spikes.do_send(SetIntake(region.clone().recipient()));
 
     let swarm = net::build_swarm(&net::Config {
         keypair,
@@ -335,16 +360,25 @@ async fn serve(
             outbox: outbox_rx,
             direct: direct_rx,
             inbound: actors.heartbeat.clone().recipient(),
-            raft: Some(actors.region.clone().recipient()),
+            region: Some(net::driver::RegionLinks {
+                raft: actors.region.clone().recipient(),
+                spikes: actors.region.clone().recipient(),
+                acks: actors.region.clone().recipient(),
+                replay: actors.region.clone().recipient(),
+            }),
         },
         metrics.clone(),
     )?;
-    // The region actor learns which peer answers to which name from the membership view.
+    // The region actor learns which peer answers to which name from the membership view;
+    // the spike encoder learns the links (for its connectivity) and the heartbeats carry
+    // its sync report.
     let names = {
-        let (heartbeat, region, own) = (
+        let (heartbeat, region, spikes, own, net) = (
             actors.heartbeat.clone(),
             actors.region.clone(),
+            actors.spikes.clone(),
             info.region.clone(),
+            net_state.clone(),
         );
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(500));
@@ -369,6 +403,17 @@ async fn serve(
                 if region.send(PeerNames(names)).await.is_err() {
                     break;
                 }
+                let Ok(r) = region.send(GetRegion).await else {
+                    break;
+                };
+                let links = fleetmesh_actors::sync::Links {
+                    connected_peers: net.borrow().connected,
+                    master_known: r.status.is_some_and(|st| st.leader.is_some()),
+                };
+                let Ok(report) = spikes.send(LinksNow(links)).await else {
+                    break;
+                };
+                heartbeat.do_send(hb::SetSync(report));
             }
         })
     };

@@ -33,6 +33,9 @@ pub struct Beat {
     /// Region peers the sender suspects or holds dead: confirmation for other observers.
     #[serde(default)]
     pub suspects: Vec<node::Id>,
+    /// The sender's acknowledgement and replay state (its connectivity as it sees it).
+    #[serde(default)]
+    pub sync: Option<crate::sync::Report>,
 }
 
 /// Emitter settings.
@@ -50,6 +53,7 @@ pub struct Emitter {
     seq: u64,
     next: Instant,
     late: u64,
+    sync: Option<crate::sync::Report>,
 }
 
 impl Emitter {
@@ -62,6 +66,7 @@ impl Emitter {
             seq: 0,
             next: now,
             late: 0,
+            sync: None,
         }
     }
 
@@ -77,6 +82,11 @@ impl Emitter {
 
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The sync state the next heartbeats carry.
+    pub fn set_sync(&mut self, sync: crate::sync::Report) {
+        self.sync = Some(sync);
     }
 
     /// Returns the heartbeat due at `now`, if any. A node that was starved for several
@@ -115,6 +125,7 @@ impl Emitter {
             sent_unix_ms: unix_ms,
             health,
             suspects,
+            sync: self.sync.clone(),
         }
     }
 }

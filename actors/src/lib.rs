@@ -25,4 +25,5 @@ pub mod phi;
 pub mod procs;
 pub mod region;
 pub mod spike;
+pub mod sync;
 pub mod wire;

@@ -98,6 +98,8 @@ pub struct Member {
     pub detector: phi::Detector,
     /// The peers this member suspects, from its latest heartbeat.
     pub suspects: BTreeSet<node::Id>,
+    /// Its acknowledgement and replay state, from its latest heartbeat.
+    pub sync: Option<crate::sync::Report>,
     /// When this member was last judged.
     judged_at: Instant,
 }
@@ -239,6 +241,7 @@ impl View {
             health: None,
             detector: self.config.detector(),
             suspects: BTreeSet::new(),
+            sync: None,
             judged_at: now,
         });
         let mut everyone = false;
@@ -281,6 +284,7 @@ impl View {
                 m.last_seen = now;
                 m.uptime_ms = beat.uptime_ms;
                 m.health = Some(beat.health.clone());
+                m.sync = beat.sync;
                 m.info = Some(beat.info);
             }
             Input::Hello { info, .. } => {
@@ -477,6 +481,7 @@ mod tests {
                 sent_unix_ms: 0,
                 health: Health::default(),
                 suspects: suspects.iter().map(|s| id(s)).collect(),
+                sync: None,
             }),
         }
     }

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{heartbeat, node, spike};
 
-/// The protocol version this build speaks (2: spikes travel in batches).
-pub const VERSION: u16 = 2;
+pub use crate::sync::Report as SyncReport;
+
+/// The protocol version this build speaks (3: acknowledgements and replay).
+pub const VERSION: u16 = 3;
 
 /// The largest frame accepted; matches the gossipsub `max_transmit_size`.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -23,6 +25,18 @@ pub enum Body {
     /// Spikes of one origin in sequence order: what one detector reading produced (a
     /// metrics sample, a rescan), so that one reading costs one signed message.
     Spikes(Vec<spike::Spike>),
+    /// The region master's acknowledgements: per origin, the highest sequence number up
+    /// to which it applied every spike. Only the master of `term` sends these; nodes
+    /// check the author against the master their consensus view knows.
+    Acks(Acks),
+}
+
+/// A master's acknowledgements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acks {
+    pub region: String,
+    pub term: u64,
+    pub marks: Vec<(node::Id, u64)>,
 }
 
 impl Body {
@@ -31,6 +45,7 @@ impl Body {
         match self {
             Body::Heartbeat(_) => "heartbeat",
             Body::Spikes(_) => "spikes",
+            Body::Acks(_) => "acks",
         }
     }
 }
@@ -63,6 +78,14 @@ pub enum Request {
     Hello(node::Info),
     /// A consensus message for the region's master election and log (protobuf bytes).
     Raft { region: String, message: Vec<u8> },
+    /// Spikes the master has not acknowledged, from the origin's journal, in sequence
+    /// order. `first`: the lowest sequence number the origin still holds (anything
+    /// below it that was never acknowledged is gone: journal retention).
+    Replay {
+        region: String,
+        first: u64,
+        spikes: Vec<spike::Spike>,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -71,6 +94,12 @@ pub enum Response {
     Hello(node::Info),
     /// Taken in (consensus messages are answered by later messages, not here).
     Accepted,
+    /// The master's mark for the requester after taking in a replay batch.
+    Acked {
+        region: String,
+        term: u64,
+        mark: u64,
+    },
     /// The request was understood but refused; the text says why.
     Refused(String),
 }
@@ -162,6 +191,7 @@ mod tests {
                 load1: load,
             },
             suspects: vec![node::Id("x".into())],
+            sync: None,
         })
     }
 

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use fleetmesh_actors::actor::heartbeat::{Inbound, lag};
-use fleetmesh_actors::actor::region::RaftIn;
+use fleetmesh_actors::actor::region::{AcksIn, RaftIn, ReplayIn, SpikesIn};
 use fleetmesh_actors::membership::Input;
 use fleetmesh_actors::outbox::{Delivery, Direct, Publish, Topic};
 use fleetmesh_actors::{node, wire};
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError, TopicHash};
 use libp2p::request_response::{self, Message};
 use libp2p::swarm::SwarmEvent;
@@ -50,9 +52,27 @@ pub struct Links {
     pub direct: mpsc::Receiver<Direct>,
     /// Membership news for the heartbeat actor.
     pub inbound: Recipient<Inbound>,
-    /// Consensus messages for the region actor, if it runs.
-    pub raft: Option<Recipient<RaftIn>>,
+    /// The region actor (consensus, intake, acknowledgements), if it runs.
+    pub region: Option<RegionLinks>,
 }
+
+/// What the driver hands the region actor.
+#[derive(Debug, Clone)]
+pub struct RegionLinks {
+    pub raft: Recipient<RaftIn>,
+    pub spikes: Recipient<SpikesIn>,
+    pub acks: Recipient<AcksIn>,
+    pub replay: Recipient<ReplayIn>,
+}
+
+/// A response an actor is still working out, with the channel it goes back on.
+type Reply = BoxFuture<
+    'static,
+    (
+        request_response::ResponseChannel<wire::Response>,
+        wire::Response,
+    ),
+>;
 
 /// Everything the driver needs.
 pub struct Driver {
@@ -61,7 +81,8 @@ pub struct Driver {
     outbox: mpsc::Receiver<Publish>,
     direct: mpsc::Receiver<Direct>,
     inbound: Recipient<Inbound>,
-    raft: Option<Recipient<RaftIn>>,
+    region_links: Option<RegionLinks>,
+    replies: FuturesUnordered<Reply>,
     metrics: Arc<Metrics>,
     region: IdentTopic,
     fleet: IdentTopic,
@@ -97,7 +118,7 @@ impl Driver {
             outbox,
             direct,
             inbound,
-            raft,
+            region: region_links,
         } = links;
         for addr in listen {
             super::check_port_free(addr)?;
@@ -115,7 +136,8 @@ impl Driver {
                 outbox,
                 direct,
                 inbound,
-                raft,
+                region_links,
+                replies: FuturesUnordered::new(),
                 metrics,
                 region,
                 fleet: fleet_topic(),
@@ -144,6 +166,9 @@ impl Driver {
                 Some(p) = self.outbox.recv() => self.publish(p),
                 Some(d) = self.direct.recv() => self.send_direct(d),
                 event = self.swarm.select_next_some() => self.on_event(event),
+                Some((channel, reply)) = self.replies.next() => {
+                    let _ = self.swarm.behaviour_mut().hello.send_response(channel, reply);
+                }
                 _ = tick.tick() => self.maintain(),
             }
         }
@@ -397,11 +422,61 @@ impl Driver {
                 self.info.region
             ));
         }
-        match &self.raft {
+        match self.region_links.as_ref().map(|l| &l.raft) {
             Some(r) if r.try_send(RaftIn(message)).is_ok() => wire::Response::Accepted,
             Some(_) => wire::Response::Refused("consensus queue full".into()),
             None => wire::Response::Refused("this node takes no part in consensus".into()),
         }
+    }
+
+    fn to_region_acks(&self, acks: AcksIn) {
+        if let Some(l) = &self.region_links
+            && l.acks.try_send(acks).is_err()
+        {
+            self.metrics.inbound_dropped.inc();
+        }
+    }
+
+    /// A replay batch: the region actor takes it in (if this node is master) and the
+    /// answer, the origin's new mark, goes back when it has.
+    fn on_replay(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<wire::Response>,
+        region: String,
+        first: u64,
+        spikes: Vec<fleetmesh_actors::spike::Spike>,
+    ) {
+        let refuse = |why: String| wire::Response::Refused(why);
+        let Some(links) = self
+            .region_links
+            .clone()
+            .filter(|_| region == self.info.region)
+        else {
+            let why = format!(
+                "replay for region {region}; this node is in {}",
+                self.info.region
+            );
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .hello
+                .send_response(channel, refuse(why));
+            return;
+        };
+        let request = links.replay.send(ReplayIn {
+            from: id(&peer),
+            first,
+            spikes,
+        });
+        self.replies.push(Box::pin(async move {
+            let reply = match request.await {
+                Ok(Ok((term, mark))) => wire::Response::Acked { region, term, mark },
+                Ok(Err(why)) => refuse(why),
+                Err(e) => refuse(format!("region actor unavailable: {e}")),
+            };
+            (channel, reply)
+        }));
     }
 
     fn send_direct(&mut self, d: Direct) {
@@ -423,6 +498,14 @@ impl Driver {
                     request, channel, ..
                 } => {
                     let reply = match request {
+                        wire::Request::Replay {
+                            region,
+                            first,
+                            spikes,
+                        } => {
+                            self.on_replay(peer, channel, region, first, spikes);
+                            return;
+                        }
                         wire::Request::Hello(info) => {
                             self.to_actor(Input::Hello {
                                 from: id(&peer),
@@ -444,6 +527,17 @@ impl Driver {
                         info,
                     }),
                     wire::Response::Accepted => {}
+                    wire::Response::Acked { region, term, mark } => {
+                        let own = id(self.swarm.local_peer_id());
+                        self.to_region_acks(AcksIn {
+                            from: id(&peer),
+                            acks: wire::Acks {
+                                region,
+                                term,
+                                marks: vec![(own, mark)],
+                            },
+                        });
+                    }
                     wire::Response::Refused(why) => {
                         tracing::warn!(%peer, why, "request refused");
                     }
@@ -508,9 +602,17 @@ impl Driver {
                             beat: Box::new(beat),
                         });
                     }
-                    // Counted above; region correlation and the master's journal consume
-                    // peers' spikes (issues 4 and 5).
-                    wire::Body::Spikes(_) => {}
+                    wire::Body::Spikes(spikes) => {
+                        if let Some(l) = &self.region_links
+                            && l.spikes.try_send(SpikesIn(spikes)).is_err()
+                        {
+                            self.metrics.inbound_dropped.inc();
+                        }
+                    }
+                    wire::Body::Acks(acks) => self.to_region_acks(AcksIn {
+                        from: id(&author),
+                        acks,
+                    }),
                 }
             }
             gossipsub::Event::Subscribed { .. } => self.retry_pending(),

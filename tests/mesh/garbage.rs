@@ -91,6 +91,7 @@ async fn garbage_and_wrong_version_frames_are_refused_and_counted() {
             sent_unix_ms: 0,
             health: heartbeat::Health::default(),
             suspects: vec![],
+            sync: None,
         }),
     )
     .expect("encodes");

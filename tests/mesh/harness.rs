@@ -35,6 +35,8 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Reuse this data dir (restarts) instead of a fresh temporary one.
     pub dir: Option<PathBuf>,
+    /// Run inside this network namespace (see [`Netns`]).
+    pub netns: Option<String>,
 }
 
 impl Spec {
@@ -51,7 +53,15 @@ impl Spec {
 /// The command for `spec`, with test defaults (loopback, ephemeral ports).
 pub fn command(spec: &Spec, dir: &Path) -> Command {
     std::fs::create_dir_all(dir.join("root/etc")).expect("watch root");
-    let mut cmd = Command::new(BIN);
+    let mut cmd = match &spec.netns {
+        // `ip netns exec` execs the program: the child's pid is the node's.
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
     cmd.arg("node")
         .args(["--name", &spec.name])
         .args(["--region", &spec.region])
@@ -255,6 +265,26 @@ where
     }
 }
 
+/// Polls `check` until it returns a value, failing with its last complaint after `bound`.
+pub async fn wait_for<T, F, Fut>(what: &str, bound: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        let complaint = match check().await {
+            Ok(v) => return v,
+            Err(c) => c,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached within {bound:?}: {complaint}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Writes a fresh fleet key with the real CLI and returns its path.
 pub fn psk(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
@@ -267,4 +297,80 @@ pub fn psk(dir: &Path, name: &str) -> PathBuf {
         .expect("psk runs");
     assert!(st.success());
     path
+}
+
+/// A network namespace joined to this one by a veth pair: `outer` (this side) and `inner`
+/// addresses on a private /30, so that a node inside can be cut off (`cut`) and healed
+/// (`heal`) by taking its link down and up. Removed when dropped. Needs root and iproute2.
+pub struct Netns {
+    pub name: String,
+    pub outer: String,
+    pub inner: String,
+    link: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    /// Creates namespace number `n` (0..=63 keeps the names and subnets apart).
+    pub fn create(n: u8) -> Result<Netns, String> {
+        let pid = std::process::id() % 10_000;
+        let name = format!("fmtest{pid}n{n}");
+        let (outer_if, inner_if) = (format!("fmo{pid}n{n}"), format!("fmi{pid}n{n}"));
+        let (outer, inner) = (format!("10.231.{n}.1"), format!("10.231.{n}.2"));
+        ip(&["netns", "add", &name])?;
+        let ns = Netns {
+            name: name.clone(),
+            outer: outer.clone(),
+            inner: inner.clone(),
+            link: inner_if.clone(),
+        };
+        ip(&[
+            "link", "add", &outer_if, "type", "veth", "peer", "name", &inner_if, "netns", &name,
+        ])?;
+        ip(&["addr", "add", &format!("{outer}/30"), "dev", &outer_if])?;
+        ip(&["link", "set", &outer_if, "up"])?;
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{inner}/30"),
+            "dev",
+            &inner_if,
+        ])?;
+        ip(&["-n", &name, "link", "set", &inner_if, "up"])?;
+        ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Takes the inner link down: nothing passes either way.
+    pub fn cut(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.link, "down"]).expect("cut the link");
+    }
+
+    pub fn heal(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.link, "up"]).expect("heal the link");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = ip(&["netns", "del", &self.name]);
+    }
 }

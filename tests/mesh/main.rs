@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod files;
 mod garbage;
+#[allow(dead_code)]
 mod harness;
 mod journal;
 mod metrics;

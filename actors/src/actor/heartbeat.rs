@@ -22,6 +22,19 @@ use crate::{node, outbox, wire};
 #[rtype(result = "()")]
 pub struct Inbound(pub membership::Input);
 
+/// This node's acknowledgement and replay state, for the next heartbeats.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetSync(pub crate::sync::Report);
+
+impl Handler<SetSync> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSync, _: &mut Self::Context) {
+        self.emitter.set_sync(msg.0);
+    }
+}
+
 /// Asks for a copy of the view.
 #[derive(Debug, Message)]
 #[rtype(result = "Snapshot")]
@@ -299,6 +312,7 @@ mod tests {
                 sent_unix_ms: unix_ms(),
                 health: Health::default(),
                 suspects: vec![],
+                sync: None,
             }),
         }))
         .await

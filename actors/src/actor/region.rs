@@ -8,6 +8,14 @@
 //! hashing over the live members ([`crate::assign`]); only the owners that change are
 //! committed.
 //!
+//! Every member also takes in the region's spikes (gossip, and replays sent to it while
+//! master) through an exactly-once, in-order [`Ledger`]. The master gossips its marks
+//! once a second ([`wire::Acks`], stamped with its term); a member accepts marks only
+//! from the peer its own consensus view knows as master of that term, adopts them as the
+//! floor of its own ledger (so that a later master starts where this one left off) and
+//! hands its own mark to the spike encoder ([`Acked`]), which compacts the journal and
+//! replays what is missing.
+//!
 //! Members are named in settings (`region.voters`); a member's Raft id is derived from
 //! `<region>/<name>`, so every node computes the same founding voter set on its own. The
 //! peer id behind each name is learned from the membership view ([`PeerNames`]).
@@ -18,15 +26,58 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actor::Stop;
+use crate::ledger::{self, Ledger};
 use crate::membership::Status as Liveness;
-use crate::outbox::{Direct, DirectSender};
+use crate::outbox::{self, Direct, DirectSender};
 use crate::region::{self, Command, Committed, Durable, Region, RegionState, Role, Status};
+use crate::spike::Spike;
+use crate::sync::Master;
 use crate::{assign, node, wire};
 
 /// The Raft id of member `name` of `region`.
 pub fn member_id(region: &str, name: &str) -> u64 {
     region::raft_id(&node::Id(format!("{region}/{name}")))
 }
+
+/// How far ahead of an origin's mark spikes are held waiting for a gap to fill.
+const LEDGER_WINDOW: u64 = 4096;
+
+/// Spikes of the region (gossip, or this node's own), for the intake.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SpikesIn(pub Vec<Spike>);
+
+/// A master's acknowledgements, as gossiped or as the answer to a replay batch.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AcksIn {
+    /// The peer that signed (gossip author) or answered (replay).
+    pub from: node::Id,
+    pub acks: wire::Acks,
+}
+
+/// A replay batch an origin sent to this node as master. Answers the origin's new mark
+/// and the term, or why it was refused.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(u64, u64), String>")]
+pub struct ReplayIn {
+    pub from: node::Id,
+    pub first: u64,
+    pub spikes: Vec<Spike>,
+}
+
+/// The master acknowledges this node's spikes up to `mark` (for the spike encoder).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Acked {
+    pub mark: u64,
+    pub master: Master,
+}
+
+/// The region's intake counters, per origin (peer id), for the API.
+#[derive(Debug, Message)]
+#[rtype(result = "BTreeMap<node::Id, ledger::Stats>")]
+pub struct GetIntake;
 
 /// A consensus message from a peer.
 #[derive(Debug, Message)]
@@ -91,6 +142,11 @@ pub struct RegionActor {
     members: Vec<MemberView>,
     /// Proposals made and not yet seen committed: no new ones before this instant.
     quiet_until: Option<Instant>,
+    ledger: Ledger<Spike>,
+    gossip: outbox::Sender,
+    acked: Option<Recipient<Acked>>,
+    /// Spikes taken in and applied (each once, in order per origin).
+    applied: u64,
 }
 
 impl std::fmt::Debug for RegionActor {
@@ -118,11 +174,15 @@ pub struct Config {
 
 impl RegionActor {
     /// `stored`: the durable state of an earlier run, if any.
+    /// `gossip` carries the master's acknowledgements; `acked` receives this node's own
+    /// mark (the spike encoder).
     pub fn new(
         config: Config,
         stored: Option<Durable>,
         persist: PersistRegion,
         direct: DirectSender,
+        gossip: outbox::Sender,
+        acked: Option<Recipient<Acked>>,
     ) -> Self {
         let names: BTreeMap<u64, (String, Option<node::Id>)> = config
             .voters
@@ -174,6 +234,64 @@ impl RegionActor {
             probes: config.probes,
             members: Vec::new(),
             quiet_until: None,
+            ledger: Ledger::new(LEDGER_WINDOW),
+            gossip,
+            acked,
+            applied: 0,
+        }
+    }
+
+    /// The master this node's consensus view knows, as (peer, term).
+    fn master(&self) -> Option<(node::Id, u64)> {
+        let status = self.core.as_ref().ok()?.status();
+        let peer = self.names.get(&status.leader?)?.1.clone()?;
+        Some((peer, status.term))
+    }
+
+    fn leading(&self) -> Option<u64> {
+        let status = self.core.as_ref().ok()?.status();
+        (status.role == Role::Leader).then_some(status.term)
+    }
+
+    fn take_in(&mut self, spike: Spike) {
+        let origin = spike.origin.clone();
+        let seq = spike.seq;
+        // Applied spikes go nowhere yet: correlation and policy consume them later.
+        self.applied += self.ledger.offer(&origin, seq, spike).len() as u64;
+    }
+
+    /// As master: gossip every origin's mark and hand this node its own.
+    fn acknowledge(&mut self) {
+        let Some(term) = self.leading() else {
+            return;
+        };
+        let marks: Vec<(node::Id, u64)> = self.ledger.marks().into_iter().collect();
+        self.tell_own_mark(
+            self.ledger.contiguous(&self.own_peer),
+            self.own_peer.clone(),
+            term,
+        );
+        if marks.is_empty() {
+            return;
+        }
+        let publish = outbox::Publish {
+            topic: outbox::Topic::Region(self.region.clone()),
+            body: wire::Body::Acks(wire::Acks {
+                region: self.region.clone(),
+                term,
+                marks,
+            }),
+            delivery: outbox::Delivery::BestEffort,
+        };
+        let _ = self.gossip.try_send(publish);
+    }
+
+    fn tell_own_mark(&self, mark: u64, peer: node::Id, term: u64) {
+        if let Some(r) = &self.acked {
+            let _ = r.try_send(Acked {
+                mark,
+                master: Master { peer, term },
+            });
         }
     }
 
@@ -290,7 +408,75 @@ impl Actor for RegionActor {
             }
             act.drain(ctx);
         });
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.govern(ctx));
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            act.govern(ctx);
+            act.acknowledge();
+        });
+    }
+}
+
+impl Handler<SpikesIn> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SpikesIn, _: &mut Self::Context) {
+        for spike in msg.0 {
+            self.take_in(spike);
+        }
+    }
+}
+
+impl Handler<AcksIn> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AcksIn, _: &mut Self::Context) {
+        let acks = msg.acks;
+        // Only the master this node's consensus view knows, in the term it knows: a
+        // forged or stale acknowledgement would let an origin drop unapplied spikes.
+        if acks.region != self.region
+            || self.leading().is_some()
+            || self.master() != Some((msg.from.clone(), acks.term))
+        {
+            return;
+        }
+        for (origin, mark) in acks.marks {
+            if origin == self.own_peer {
+                self.tell_own_mark(mark, msg.from.clone(), acks.term);
+            }
+            self.applied += self.ledger.advance(&origin, mark).len() as u64;
+        }
+    }
+}
+
+impl Handler<ReplayIn> for RegionActor {
+    type Result = Result<(u64, u64), String>;
+
+    fn handle(&mut self, msg: ReplayIn, _: &mut Self::Context) -> Self::Result {
+        let Some(term) = self.leading() else {
+            return Err("not the region master".into());
+        };
+        if let Some(s) = msg.spikes.iter().find(|s| s.origin != msg.from) {
+            return Err(format!(
+                "replayed spike {} belongs to {}, not to the sender",
+                s.seq, s.origin
+            ));
+        }
+        // What the origin no longer holds will never come: do not wait for it.
+        self.applied += self
+            .ledger
+            .advance(&msg.from, msg.first.saturating_sub(1))
+            .len() as u64;
+        for spike in msg.spikes {
+            self.take_in(spike);
+        }
+        Ok((term, self.ledger.contiguous(&msg.from)))
+    }
+}
+
+impl Handler<GetIntake> for RegionActor {
+    type Result = MessageResult<GetIntake>;
+
+    fn handle(&mut self, _: GetIntake, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.ledger.stats())
     }
 }
 

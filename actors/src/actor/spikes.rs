@@ -2,15 +2,26 @@
 //! reservation durable before the spikes that use it leave the node, appends every spike
 //! to the journal before it is published, keeps the latest spikes in a bounded ring for
 //! the API (refilled from the journal at start), and publishes them on the region topic.
+//!
+//! It also keeps this node's side of the acknowledgements ([`crate::sync::Origin`]): the
+//! master's marks compact the journal, and what the master lacks is read back from the
+//! journal and replayed to it directly, one batch in flight at a time.
 
 use std::collections::VecDeque;
 
 use actix::prelude::*;
 
+use std::time::Duration;
+
+use crate::actor::region::{Acked, SpikesIn};
 use crate::actor::unix_ms;
 use crate::encoder::Encoder;
 use crate::spike::{Kind, Observation, Spike};
+use crate::sync::{self, Action, Links, Origin};
 use crate::{outbox, wire};
+
+/// How many journaled spikes one replay batch reads at most (then cut to one frame).
+const REPLAY_READ: usize = 1024;
 
 /// Observations from a detector.
 #[derive(Debug, Message)]
@@ -32,10 +43,30 @@ pub type PersistSeq = Box<dyn FnMut(u64) -> std::io::Result<()> + Send>;
 /// Appends spikes to the durable journal.
 pub type AppendJournal = Box<dyn FnMut(&[Spike]) -> std::io::Result<()> + Send>;
 
+/// Compacts the journal up to a sequence number (everything up to it is acknowledged).
+pub type AckJournal = Box<dyn FnMut(u64) -> std::io::Result<()> + Send>;
+
+/// Reads journaled spikes above a sequence number, oldest first, at most as many as asked.
+pub type ReadJournal = Box<dyn FnMut(u64, usize) -> std::io::Result<Vec<Spike>> + Send>;
+
+/// Where the region's intake is (set once the region actor runs).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetIntake(pub Recipient<SpikesIn>);
+
+/// The node's links now; answers the sync report (for heartbeats and the API).
+#[derive(Debug, Message)]
+#[rtype(result = "sync::Report")]
+pub struct LinksNow(pub Links);
+
 /// Where the encoder's output is made durable.
 pub struct Storage {
     pub reserve: PersistSeq,
     pub journal: AppendJournal,
+    pub ack: AckJournal,
+    pub read: ReadJournal,
+    /// The highest sequence number in the journal at start.
+    pub last_seq: u64,
     /// The latest spikes of earlier runs (from the journal), oldest first.
     pub recent: Vec<Spike>,
 }
@@ -58,6 +89,11 @@ pub struct SpikeActor {
     outbox: outbox::Sender,
     /// Spikes not published because the driver's queue was full.
     pub outbox_full: u64,
+    ack: AckJournal,
+    read: ReadJournal,
+    sync: Origin,
+    intake: Option<Recipient<SpikesIn>>,
+    direct: outbox::DirectSender,
 }
 
 impl std::fmt::Debug for SpikeActor {
@@ -76,6 +112,8 @@ impl SpikeActor {
         storage: Storage,
         capacity: usize,
         outbox: outbox::Sender,
+        direct: outbox::DirectSender,
+        sync: sync::Config,
     ) -> Self {
         let capacity = capacity.max(1);
         let mut ring: VecDeque<Spike> = storage.recent.into();
@@ -91,6 +129,37 @@ impl SpikeActor {
             capacity,
             outbox,
             outbox_full: 0,
+            ack: storage.ack,
+            read: storage.read,
+            sync: Origin::new(sync, storage.last_seq, unix_ms()),
+            intake: None,
+            direct,
+        }
+    }
+
+    /// Sends the master the next batch of what it has not acknowledged.
+    fn replay(&mut self, after: u64, to: crate::node::Id) {
+        let spikes = match (self.read)(after, REPLAY_READ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the journal for replay");
+                return;
+            }
+        };
+        let last = self.sync.last();
+        // The lowest number still held; below it (and above `after`) nothing is left.
+        let first = spikes.first().map_or(last + 1, |s| s.seq);
+        let batch = wire::batches(spikes).into_iter().next().unwrap_or_default();
+        let upto = batch.last().map_or(first.saturating_sub(1), |s| s.seq);
+        let n = batch.len() as u64;
+        let request = wire::Request::Replay {
+            region: self.region.clone(),
+            first,
+            spikes: batch,
+        };
+        if self.direct.try_send(outbox::Direct { to, request }).is_ok() {
+            tracing::debug!(after, upto, spikes = n, "replaying to the master");
+            self.sync.sent(upto, n, unix_ms());
         }
     }
 }
@@ -100,6 +169,11 @@ impl Actor for SpikeActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
+        ctx.run_interval(Duration::from_millis(500), |act, _| {
+            if let Some(Action::Replay { after, to }) = act.sync.poll(unix_ms()) {
+                act.replay(after, to);
+            }
+        });
     }
 }
 
@@ -131,6 +205,12 @@ impl Handler<Observe> for SpikeActor {
             ctx.stop();
             return;
         }
+        if let Some(last) = encoded.last() {
+            self.sync.published(last.seq, unix_ms());
+            if let Some(intake) = &self.intake {
+                let _ = intake.try_send(SpikesIn(encoded.clone()));
+            }
+        }
         for spike in &encoded {
             if self.ring.len() == self.capacity {
                 self.ring.pop_front();
@@ -152,6 +232,55 @@ impl Handler<Observe> for SpikeActor {
         if failed {
             ctx.stop();
         }
+    }
+}
+
+impl Handler<SetIntake> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetIntake, _: &mut Self::Context) {
+        self.intake = Some(msg.0);
+    }
+}
+
+impl Handler<Acked> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Acked, _: &mut Self::Context) {
+        let now = unix_ms();
+        let replaying = self.sync.report(now).replay.is_some();
+        if let Some(upto) = self.sync.acked(msg.mark, msg.master, now)
+            && let Err(e) = (self.ack)(upto)
+        {
+            tracing::warn!(error = %e, upto, "journal compaction failed");
+        }
+        // A replay answer: the next batch goes at once rather than on the next poll.
+        if replaying && let Some(Action::Replay { after, to }) = self.sync.poll(now) {
+            self.replay(after, to);
+        }
+    }
+}
+
+/// The sync report as it stands.
+#[derive(Debug, Message)]
+#[rtype(result = "sync::Report")]
+pub struct GetSync;
+
+impl Handler<GetSync> for SpikeActor {
+    type Result = MessageResult<GetSync>;
+
+    fn handle(&mut self, _: GetSync, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.sync.report(unix_ms()))
+    }
+}
+
+impl Handler<LinksNow> for SpikeActor {
+    type Result = MessageResult<LinksNow>;
+
+    fn handle(&mut self, msg: LinksNow, _: &mut Self::Context) -> Self::Result {
+        let now = unix_ms();
+        self.sync.links(msg.0, now);
+        MessageResult(self.sync.report(now))
     }
 }
 
@@ -207,10 +336,15 @@ mod tests {
                     j.lock().expect("lock").extend(spikes.iter().map(|s| s.seq));
                     Ok(())
                 }),
+                ack: Box::new(|_| Ok(())),
+                read: Box::new(|_, _| Ok(Vec::new())),
+                last_seq: 0,
                 recent: Vec::new(),
             },
             3,
             tx,
+            tokio::sync::mpsc::channel(1).0,
+            sync::Config::default(),
         )
         .start();
         let obs = |s: &str, k: Kind| Observation::new(k, Change::Added, s, Layer::Realtime);
