@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use anyhow::Context as _;
-use fleetmesh_actors::actor::Stop;
 use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
@@ -20,6 +19,7 @@ use fleetmesh_actors::actor::region::{
     Config as RegionConfig, GetRegion, MemberView, PeerNames, RegionActor,
 };
 use fleetmesh_actors::actor::spikes::{LinksNow, SetIntake, SpikeActor, Storage};
+use fleetmesh_actors::actor::{Reincarnate, Stop};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -380,6 +380,11 @@ async fn serve(
             info.region.clone(),
             net_state.clone(),
         );
+        let (own_peer, data_dir) = (
+            node::Id(peer_id.to_base58()),
+            settings.raw.node.data_dir.clone(),
+        );
+        let mut incarnation = info.incarnation;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(500));
             loop {
@@ -406,6 +411,27 @@ async fn serve(
                 let Ok(r) = region.send(GetRegion).await else {
                     break;
                 };
+                // Declared dead while cut off: come back as a new incarnation, which the
+                // region accepts (a dead one stays dead).
+                if r.state
+                    .dead
+                    .get(&own_peer)
+                    .is_some_and(|d| *d >= incarnation)
+                {
+                    match next_incarnation(&data_dir) {
+                        Ok(n) => {
+                            tracing::warn!(
+                                old = incarnation,
+                                new = n,
+                                "the region declared this node dead (it was cut off); rejoining as a new incarnation"
+                            );
+                            incarnation = n;
+                            heartbeat.do_send(Reincarnate(n));
+                            region.do_send(Reincarnate(n));
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot start a new incarnation"),
+                    }
+                }
                 let links = fleetmesh_actors::sync::Links {
                     connected_peers: net.borrow().connected,
                     master_known: r.status.is_some_and(|st| st.leader.is_some()),

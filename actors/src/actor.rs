@@ -22,6 +22,12 @@ pub fn unix_ms() -> u64 {
 /// Makes an actor's state durable (the node writes it to its data dir).
 pub type Persist<T> = Box<dyn FnMut(&T) -> std::io::Result<()>>;
 
+/// This node starts a new incarnation while running: the region declared its current one
+/// dead (it was cut off, not crashed), and a dead incarnation cannot come back.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Reincarnate(pub u64);
+
 /// Stops any of the node's actors.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

@@ -84,6 +84,11 @@ impl Emitter {
         self.seq
     }
 
+    /// Heartbeats from now on announce incarnation `n` (peers see a restart).
+    pub fn set_incarnation(&mut self, n: u64) {
+        self.info.incarnation = n;
+    }
+
     /// The sync state the next heartbeats carry.
     pub fn set_sync(&mut self, sync: crate::sync::Report) {
         self.sync = Some(sync);

@@ -200,6 +200,30 @@ async fn a_node_cut_off_for_60_s_delivers_all_1000_changes_exactly_once() {
         mark - mark_cut,
         "each spike applied exactly once"
     );
+    // Declared dead while away, it came back as a new incarnation: alive to the master
+    // again, and live by its own account.
+    eventually(
+        "the node alive again for the master",
+        CONVERGE,
+        || async move {
+            let r: Value = get(&master.url("/api/v1/region")).await;
+            let me = r["members"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["peer_id"] == cut.peer_id()))
+                .cloned()
+                .unwrap_or_default();
+            let own = cut.node().await.sync.and_then(|s| s.connectivity);
+            if me["status"] == "alive"
+                && me["connectivity"] == "live"
+                && own.map(|c| c.as_str()) == Some("live")
+            {
+                Ok(())
+            } else {
+                Err(format!("master sees {me}, node says {own:?}"))
+            }
+        },
+    )
+    .await;
     eprintln!(
         "cut off {:?}, {} spikes (1,000 file changes) acknowledged {:?} after the heal",
         CUT_FOR,

@@ -35,6 +35,14 @@ impl Handler<SetSync> for HeartbeatActor {
     }
 }
 
+impl Handler<crate::actor::Reincarnate> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::Reincarnate, _: &mut Self::Context) {
+        self.emitter.set_incarnation(msg.0);
+    }
+}
+
 /// Asks for a copy of the view.
 #[derive(Debug, Message)]
 #[rtype(result = "Snapshot")]

@@ -472,6 +472,14 @@ impl Handler<ReplayIn> for RegionActor {
     }
 }
 
+impl Handler<crate::actor::Reincarnate> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::Reincarnate, _: &mut Self::Context) {
+        self.own_incarnation = msg.0;
+    }
+}
+
 impl Handler<GetIntake> for RegionActor {
     type Result = MessageResult<GetIntake>;
 
