@@ -24,5 +24,6 @@ pub mod outbox;
 pub mod phi;
 pub mod procs;
 pub mod region;
+pub mod service;
 pub mod spike;
 pub mod wire;
