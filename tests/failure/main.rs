@@ -8,3 +8,4 @@ mod harness;
 
 mod detection;
 mod master;
+mod services;
