@@ -102,7 +102,9 @@ pub fn follow(
             if last.as_ref() == Some(&mine) {
                 continue;
             }
-            tracing::info!(probes = ?mine, "service probes owned by this node");
+            if last.is_some() || !mine.is_empty() {
+                tracing::info!(probes = ?mine, "service probes owned by this node");
+            }
             if services.send(Owned(mine.clone())).await.is_err() {
                 break;
             }
