@@ -176,7 +176,8 @@ pub struct SpikeQuery {
     /// Only spikes with a higher sequence number.
     #[serde(default)]
     pub since: u64,
-    /// `file`, `user`, `group`, `process`, `network`, `metric`, `coverage`, `reconcile`.
+    /// `file`, `user`, `group`, `process`, `network`, `metric`, `coverage`, `reconcile`,
+    /// `service`.
     pub kind: Option<String>,
     /// At most this many (default 1000, at most 10000).
     pub limit: Option<usize>,

@@ -18,8 +18,10 @@ use fleetmesh_actors::actor::polled::DetectorActor;
 use fleetmesh_actors::actor::region::{
     Config as RegionConfig, GetRegion, MemberView, PeerNames, RegionActor,
 };
+use fleetmesh_actors::actor::service::ServiceActor;
 use fleetmesh_actors::actor::spikes::{LinksNow, SetIntake, SpikeActor, Storage};
 use fleetmesh_actors::actor::{Reincarnate, Stop};
+use fleetmesh_actors::service::{Hysteresis, Probes};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -83,6 +85,8 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     );
 
     let metrics = Arc::new(Metrics::new());
+    // Before any actor starts: an early return must not leave actors behind.
+    let probe_runner = probe::service::runner()?;
     let interval = Duration::from_millis(s.heartbeat.interval_ms);
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
     let heartbeat = HeartbeatActor::new(
@@ -220,6 +224,12 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         spikes.clone().recipient(),
     )
     .start();
+    let services = ServiceActor::new(
+        Probes::new(settings.services.clone(), Hysteresis::default()),
+        probe_runner,
+        spikes.clone().recipient(),
+    )
+    .start();
 
     // The region's consensus, on a thread of its own: its ticks must not wait behind a
     // storm of file events, or followers would take a busy master for a dead one.
@@ -242,7 +252,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         own_name: info.name.clone(),
         own_peer: node::Id(peer_id.to_base58()),
         own_incarnation: incarnation,
-        probes: Vec::new(),
+        probes: settings.services.iter().map(|p| p.name.clone()).collect(),
         voters: s.region.voters.clone(),
         tick: Duration::from_millis(s.region.tick_ms),
         consensus: fleetmesh_actors::region::Config {
@@ -283,6 +293,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         procs: procs.clone(),
         host: host.clone(),
         region: region.clone(),
+        services: services.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -305,6 +316,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&netconf).await;
     stop(&procs).await;
     stop(&host).await;
+    stop(&services).await;
     stop(&region).await;
     region_thread.stop();
     stop(&spikes).await;
@@ -327,6 +339,7 @@ struct Actors {
     procs: Addr<DetectorActor<procs::Detector>>,
     host: Addr<DetectorActor<hostmetrics::Sampler>>,
     region: Addr<RegionActor>,
+    services: Addr<ServiceActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -443,6 +456,12 @@ async fn serve(
             }
         })
     };
+    // The service probes this node runs follow the region's committed assignments.
+    let owned = probe::service::follow(
+        actors.region.clone(),
+        actors.services.clone(),
+        node::Id(peer_id.to_base58()),
+    );
     // Dropping stop_tx on any early return stops the driver too.
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver = tokio::spawn(driver.run(stop_rx));
@@ -556,6 +575,7 @@ async fn serve(
     drop(proc_probe);
     drop(host_probe);
     names.abort();
+    owned.abort();
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;
     let _ = driver.await;

@@ -6,3 +6,4 @@ pub mod hostmetrics;
 pub mod netconf;
 pub mod poll;
 pub mod procs;
+pub mod service;

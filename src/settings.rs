@@ -47,6 +47,9 @@ pub struct Settings {
     pub region: Region,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
+    /// Service probes (`[[services]]`), run by the region's members as work items.
+    #[serde(default)]
+    pub services: Vec<Service>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +161,32 @@ pub struct Log {
     pub filter: String,
 }
 
+/// One `[[services]]` entry as written; checked into a [`fleetmesh_actors::service::Spec`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    /// `tcp` or `http`.
+    pub kind: String,
+    /// `host:port` (tcp) or an `http://` URL (http).
+    pub target: String,
+    #[serde(default = "service_interval_s")]
+    pub interval_s: u64,
+    #[serde(default = "service_timeout_ms")]
+    pub timeout_ms: u64,
+    /// http only: the status that means up (default: any 2xx).
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+}
+
+fn service_interval_s() -> u64 {
+    10
+}
+
+fn service_timeout_ms() -> u64 {
+    2000
+}
+
 /// Settings after validation, with addresses parsed and defaults resolved.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -172,6 +201,8 @@ pub struct Resolved {
     pub psk_file: Option<PathBuf>,
     pub identity_file: PathBuf,
     pub api_listen: SocketAddr,
+    /// The service probes, checked.
+    pub services: Vec<fleetmesh_actors::service::Spec>,
 }
 
 /// Where settings come from besides the defaults.
@@ -431,7 +462,9 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     }
     let vocabulary = fleetmesh_actors::label::Vocabulary::new(raw.labels.clone())
         .map_err(|e| invalid(&format!("labels[{}]", e.index), e.to_string()))?;
+    let services = services(&raw.services)?;
     Ok(Resolved {
+        services,
         vocabulary,
         metric_default,
         metric_rules,
@@ -486,6 +519,117 @@ fn metric_bands(
         });
     }
     Ok((default, rules))
+}
+
+/// The `[[services]]` entries, checked; every error names the entry's position and name.
+fn services(list: &[Service]) -> Result<Vec<fleetmesh_actors::service::Spec>, Error> {
+    use fleetmesh_actors::service::{Check, Expect, Spec};
+    use std::time::Duration;
+    let mut seen: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let key = |field: &str| format!("services[{i}].{field}");
+        let bad =
+            |field: &str, problem: String| invalid(&key(field), format!("`{}`: {problem}", s.name));
+        check_label(&key("name"), &s.name)?;
+        if let Some(first) = seen.insert(&s.name, i) {
+            return Err(bad(
+                "name",
+                format!(
+                    "named twice (services[{first}] and services[{i}]); probe names must be unique"
+                ),
+            ));
+        }
+        within(&key("interval_s"), s.interval_s, 1, 86_400)?;
+        within(&key("timeout_ms"), s.timeout_ms, 1, 600_000)?;
+        if s.timeout_ms >= s.interval_s.saturating_mul(1000) {
+            return Err(bad(
+                "timeout_ms",
+                format!(
+                    "{} ms must be shorter than interval_s ({} s): one attempt at a time",
+                    s.timeout_ms, s.interval_s
+                ),
+            ));
+        }
+        let check = match s.kind.as_str() {
+            "tcp" => {
+                if s.expect_status.is_some() {
+                    return Err(bad(
+                        "expect_status",
+                        "only http probes have a status".into(),
+                    ));
+                }
+                tcp_target(&s.target).map_err(|p| bad("target", p))?;
+                Check::Tcp {
+                    target: s.target.clone(),
+                }
+            }
+            "http" => {
+                http_target(&s.target).map_err(|p| bad("target", p))?;
+                let expect = match s.expect_status {
+                    None => Expect::Success,
+                    Some(code) if (100..=599).contains(&code) => Expect::Status(code),
+                    Some(code) => {
+                        return Err(bad(
+                            "expect_status",
+                            format!("{code} is not an HTTP status (100..=599)"),
+                        ));
+                    }
+                };
+                Check::Http {
+                    url: s.target.clone(),
+                    expect,
+                }
+            }
+            other => return Err(bad("kind", format!("`{other}` must be tcp or http"))),
+        };
+        out.push(Spec {
+            name: s.name.clone(),
+            check,
+            interval: Duration::from_secs(s.interval_s),
+            timeout: Duration::from_millis(s.timeout_ms),
+        });
+    }
+    Ok(out)
+}
+
+/// Checks a tcp probe's `host:port` (`[v6]:port` for IPv6 addresses).
+fn tcp_target(target: &str) -> Result<(), String> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{target}` is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{target}`: `{port}` is not a port"))?;
+    if port == 0 {
+        return Err(format!("`{target}`: port 0 cannot be probed"));
+    }
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty()
+        || host.contains(char::is_whitespace)
+        || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err())
+    {
+        return Err(format!("`{target}` is not host:port"));
+    }
+    Ok(())
+}
+
+/// Checks an http probe's URL: `http://` with a host (this build has no TLS).
+fn http_target(target: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(target).map_err(|e| format!("`{target}` is not a URL ({e})"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "`{target}`: only http:// URLs can be probed (not {}://)",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{target}` has no host"));
+    }
+    Ok(())
 }
 
 /// Refuses `v` outside `lo..=hi`.
@@ -720,6 +864,117 @@ mod tests {
             s.vocabulary.judge("database", &user("postgres")).label,
             "user_added"
         );
+    }
+
+    #[test]
+    fn services_are_checked_and_bad_ones_name_their_entry() {
+        use fleetmesh_actors::service::{Check, Expect};
+        use std::time::Duration;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        let with = |text: &str| {
+            std::fs::write(&file, text).expect("write");
+            load(&Sources {
+                file: Some(file.clone()),
+                ..Sources::default()
+            })
+        };
+        assert!(
+            load(&Sources::default())
+                .expect("defaults")
+                .services
+                .is_empty()
+        );
+        let s = with(
+            "[[services]]\nname = \"db\"\nkind = \"tcp\"\ntarget = \"db.internal:5432\"\n\
+             [[services]]\nname = \"web\"\nkind = \"http\"\ntarget = \"http://127.0.0.1:8080/health\"\n\
+             interval_s = 3\ntimeout_ms = 500\nexpect_status = 204\n",
+        )
+        .expect("loads");
+        assert_eq!(s.services.len(), 2);
+        assert_eq!(s.services[0].name, "db");
+        assert_eq!(s.services[0].interval, Duration::from_secs(10), "default");
+        assert_eq!(
+            s.services[0].timeout,
+            Duration::from_millis(2000),
+            "default"
+        );
+        assert_eq!(
+            s.services[1].check,
+            Check::Http {
+                url: "http://127.0.0.1:8080/health".into(),
+                expect: Expect::Status(204)
+            }
+        );
+        let refused = |entry: &str| {
+            let text = format!(
+                "[[services]]\nname = \"db\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:5432\"\n[[services]]\n{entry}\n"
+            );
+            match with(&text) {
+                Err(Error::Invalid { key, problem }) => (key, problem),
+                other => panic!("expected an invalid-key error, got {other:?}"),
+            }
+        };
+        let (key, problem) = refused("name = \"db\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:1\"");
+        assert_eq!(key, "services[1].name");
+        assert!(
+            problem.contains("`db`") && problem.contains("twice"),
+            "{problem}"
+        );
+        let cases = [
+            (
+                "name = \"\"\nkind = \"tcp\"\ntarget = \"a:1\"",
+                "services[1].name",
+            ),
+            (
+                "name = \"x\"\nkind = \"udp\"\ntarget = \"a:1\"",
+                "services[1].kind",
+            ),
+            (
+                "name = \"x\"\nkind = \"tcp\"\ntarget = \"localhost\"",
+                "services[1].target",
+            ),
+            (
+                "name = \"x\"\nkind = \"tcp\"\ntarget = \"a:http\"",
+                "services[1].target",
+            ),
+            (
+                "name = \"x\"\nkind = \"http\"\ntarget = \"https://a/\"",
+                "services[1].target",
+            ),
+            (
+                "name = \"x\"\nkind = \"http\"\ntarget = \"a:80\"",
+                "services[1].target",
+            ),
+            (
+                "name = \"x\"\nkind = \"tcp\"\ntarget = \"a:1\"\nexpect_status = 200",
+                "services[1].expect_status",
+            ),
+            (
+                "name = \"x\"\nkind = \"http\"\ntarget = \"http://a/\"\nexpect_status = 42",
+                "services[1].expect_status",
+            ),
+            (
+                "name = \"x\"\nkind = \"tcp\"\ntarget = \"a:1\"\ninterval_s = 2\ntimeout_ms = 2000",
+                "services[1].timeout_ms",
+            ),
+            (
+                "name = \"x\"\nkind = \"tcp\"\ntarget = \"a:1\"\ninterval_s = 0",
+                "services[1].interval_s",
+            ),
+        ];
+        for (entry, want) in cases {
+            let (key, problem) = refused(entry);
+            assert_eq!(key, want, "{entry}: {problem}");
+        }
+        assert!(
+            refused("name = \"x\"\nkind = \"udp\"\ntarget = \"a:1\"")
+                .1
+                .contains("`x`")
+        );
+        let e = with("[[services]]\nname = \"x\"\nkind = \"tcp\"\ntarget = \"a:1\"\nport = 1\n")
+            .expect_err("unknown field");
+        assert!(e.to_string().contains("port"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod files;
 pub mod heartbeat;
 pub mod polled;
 pub mod region;
+pub mod service;
 pub mod spikes;
 
 use actix::prelude::*;

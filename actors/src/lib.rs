@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod phi;
 pub mod procs;
 pub mod region;
+pub mod service;
 pub mod spike;
 pub mod sync;
 pub mod wire;

@@ -108,6 +108,8 @@ pub enum Kind {
     Coverage,
     /// The reconciler found the detection layers disagreeing.
     Reconcile,
+    /// A service probe (TCP or HTTP) owned by this node found the service up or down.
+    Service,
 }
 
 impl Kind {
@@ -121,6 +123,7 @@ impl Kind {
             Kind::Metric => "metric",
             Kind::Coverage => "coverage",
             Kind::Reconcile => "reconcile",
+            Kind::Service => "service",
         }
     }
 }

@@ -9,3 +9,4 @@ mod harness;
 mod detection;
 mod master;
 mod replay;
+mod services;
