@@ -66,7 +66,7 @@ fn info(i: usize) -> node::Info {
 }
 
 fn body(seq: u64) -> wire::Body {
-    wire::Body::Heartbeat(heartbeat::Beat {
+    wire::Body::Heartbeat(Box::new(heartbeat::Beat {
         info: info(0),
         seq,
         uptime_ms: 0,
@@ -74,7 +74,9 @@ fn body(seq: u64) -> wire::Body {
         health: heartbeat::Health::default(),
         suspects: vec![],
         sync: None,
-    })
+        founders: vec![],
+        eligible: true,
+    }))
 }
 
 async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::Value, String> {

@@ -235,7 +235,9 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         .iter()
         .map(|(raft, (name, peer))| {
             let voting = r.status.as_ref().is_some_and(|s| s.voters.contains(raft));
-            serde_json::json!({"name": name, "peer_id": peer.as_ref().map(|p| &p.0), "voting": voting})
+            let learning = r.status.as_ref().is_some_and(|s| s.learners.contains(raft));
+            let membership = if voting { "voter" } else if learning { "learner" } else { "none" };
+            serde_json::json!({"name": name, "peer_id": peer.as_ref().map(|p| &p.0), "voting": voting, "membership": membership})
         })
         .collect();
     let members: Vec<serde_json::Value> = snap
@@ -290,7 +292,9 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "why_no_consensus": r.why,
         "commit": r.status.as_ref().map(|s| s.commit),
         "applied": r.state.applied,
-        "voters": voters,
+        "voters": voters.iter().filter(|v| v["voting"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>(),
+        "consensus_members": voters,
+        "founders": r.founders.iter().map(|f| r.names.get(f).map_or_else(|| f.to_string(), |(n, _)| n.clone())).collect::<Vec<_>>(),
         "members": members,
         "dead": r.state.dead.keys().map(|k| &k.0).collect::<Vec<_>>(),
         "assignments": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),

@@ -145,6 +145,11 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         info.region.clone(),
     );
     let recent = recovered.recent;
+    let sync_config = fleetmesh_actors::sync::Config {
+        replay_after_ms: j.replay_after_ms,
+        retry_ms: j.replay_retry_ms,
+        ..fleetmesh_actors::sync::Config::default()
+    };
     let spikes = SpikeActor::start_in_arbiter(&encoder_thread.handle(), move |_| {
         SpikeActor::new(
             encoder::Encoder::new(
@@ -187,7 +192,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             ring,
             spike_outbox,
             replay_direct,
-            fleetmesh_actors::sync::Config::default(),
+            sync_config,
         )
     });
     let baseline_path = data_dir.join("baseline.rmp");
@@ -255,6 +260,10 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         probes: settings.services.iter().map(|p| p.name.clone()).collect(),
         voters: s.region.voters.clone(),
         tick: Duration::from_millis(s.region.tick_ms),
+        bootstrap: Duration::from_millis(s.region.bootstrap_ms),
+        max_voters: s.region.max_voters,
+        replace_after: Duration::from_secs(s.region.replace_dead_voter_s),
+        eligible: s.region.master_eligible,
         consensus: fleetmesh_actors::region::Config {
             election_ticks: s.region.election_ticks,
             heartbeat_ticks: (s.region.election_ticks / 5).max(1),
@@ -398,6 +407,7 @@ async fn serve(
             settings.raw.node.data_dir.clone(),
         );
         let mut incarnation = info.incarnation;
+        let eligible = settings.raw.region.master_eligible;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(500));
             loop {
@@ -415,6 +425,8 @@ async fn serve(
                             peer: p.member.id.clone(),
                             status: p.member.status,
                             incarnation: i.incarnation,
+                            founders: p.member.founders.clone(),
+                            eligible: p.member.eligible,
                         })
                     })
                     .collect();
@@ -453,6 +465,10 @@ async fn serve(
                     break;
                 };
                 heartbeat.do_send(hb::SetSync(report));
+                heartbeat.do_send(hb::SetRegion {
+                    founders: r.founders.clone(),
+                    eligible,
+                });
             }
         })
     };

@@ -139,6 +139,10 @@ pub struct Region {
     pub voters: Vec<String>,
     pub tick_ms: u64,
     pub election_ticks: usize,
+    pub bootstrap_ms: u64,
+    pub max_voters: usize,
+    pub replace_dead_voter_s: u64,
+    pub master_eligible: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +151,8 @@ pub struct Journal {
     pub fsync: crate::journal::Fsync,
     pub segment_bytes: u64,
     pub retain_bytes: u64,
+    pub replay_after_ms: u64,
+    pub replay_retry_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -451,6 +457,26 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         }
     }
     within("region.tick_ms", raw.region.tick_ms, 10, 10_000)?;
+    within("region.bootstrap_ms", raw.region.bootstrap_ms, 0, 600_000)?;
+    within("region.max_voters", raw.region.max_voters as u64, 1, 5)?;
+    within(
+        "region.replace_dead_voter_s",
+        raw.region.replace_dead_voter_s,
+        1,
+        86_400,
+    )?;
+    within(
+        "journal.replay_after_ms",
+        raw.journal.replay_after_ms,
+        100,
+        3_600_000,
+    )?;
+    within(
+        "journal.replay_retry_ms",
+        raw.journal.replay_retry_ms,
+        100,
+        3_600_000,
+    )?;
     within(
         "region.election_ticks",
         raw.region.election_ticks as u64,

@@ -36,6 +36,17 @@ pub struct Beat {
     /// The sender's acknowledgement and replay state (its connectivity as it sees it).
     #[serde(default)]
     pub sync: Option<crate::sync::Report>,
+    /// The founding voters (Raft ids) of the region's consensus the sender belongs to;
+    /// empty while it has none. A new node joins the group its peers announce.
+    #[serde(default)]
+    pub founders: Vec<u64>,
+    /// Whether the sender may become a voter (`region.master_eligible`).
+    #[serde(default = "eligible_by_default")]
+    pub eligible: bool,
+}
+
+fn eligible_by_default() -> bool {
+    true
 }
 
 /// Emitter settings.
@@ -54,6 +65,8 @@ pub struct Emitter {
     next: Instant,
     late: u64,
     sync: Option<crate::sync::Report>,
+    founders: Vec<u64>,
+    eligible: bool,
 }
 
 impl Emitter {
@@ -67,6 +80,8 @@ impl Emitter {
             next: now,
             late: 0,
             sync: None,
+            founders: Vec::new(),
+            eligible: true,
         }
     }
 
@@ -87,6 +102,12 @@ impl Emitter {
     /// Heartbeats from now on announce incarnation `n` (peers see a restart).
     pub fn set_incarnation(&mut self, n: u64) {
         self.info.incarnation = n;
+    }
+
+    /// The region consensus facts the next heartbeats carry.
+    pub fn set_region(&mut self, founders: Vec<u64>, eligible: bool) {
+        self.founders = founders;
+        self.eligible = eligible;
     }
 
     /// The sync state the next heartbeats carry.
@@ -131,6 +152,8 @@ impl Emitter {
             health,
             suspects,
             sync: self.sync.clone(),
+            founders: self.founders.clone(),
+            eligible: self.eligible,
         }
     }
 }

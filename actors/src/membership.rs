@@ -100,6 +100,10 @@ pub struct Member {
     pub suspects: BTreeSet<node::Id>,
     /// Its acknowledgement and replay state, from its latest heartbeat.
     pub sync: Option<crate::sync::Report>,
+    /// The founding voters of its region consensus, from its latest heartbeat.
+    pub founders: Vec<u64>,
+    /// Whether it may become a voter.
+    pub eligible: bool,
     /// When this member was last judged.
     judged_at: Instant,
 }
@@ -242,6 +246,8 @@ impl View {
             detector: self.config.detector(),
             suspects: BTreeSet::new(),
             sync: None,
+            founders: Vec::new(),
+            eligible: false,
             judged_at: now,
         });
         let mut everyone = false;
@@ -285,6 +291,8 @@ impl View {
                 m.uptime_ms = beat.uptime_ms;
                 m.health = Some(beat.health.clone());
                 m.sync = beat.sync;
+                m.founders = beat.founders;
+                m.eligible = beat.eligible;
                 m.info = Some(beat.info);
             }
             Input::Hello { info, .. } => {
@@ -482,6 +490,8 @@ mod tests {
                 health: Health::default(),
                 suspects: suspects.iter().map(|s| id(s)).collect(),
                 sync: None,
+                founders: vec![],
+                eligible: true,
             }),
         }
     }

@@ -21,7 +21,7 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// A gossip message body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Body {
-    Heartbeat(heartbeat::Beat),
+    Heartbeat(Box<heartbeat::Beat>),
     /// Spikes of one origin in sequence order: what one detector reading produced (a
     /// metrics sample, a rescan), so that one reading costs one signed message.
     Spikes(Vec<spike::Spike>),
@@ -174,7 +174,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn beat(name: String, seq: u64, uptime_ms: u64, load: Option<f32>) -> Body {
-        Body::Heartbeat(heartbeat::Beat {
+        Body::Heartbeat(Box::new(heartbeat::Beat {
             info: node::Info {
                 name,
                 region: "eu-1".into(),
@@ -192,7 +192,9 @@ mod tests {
             },
             suspects: vec![node::Id("x".into())],
             sync: None,
-        })
+            founders: vec![],
+            eligible: true,
+        }))
     }
 
     #[test]

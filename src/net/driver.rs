@@ -599,7 +599,7 @@ impl Driver {
                             .observe(lag(beat.sent_unix_ms).as_secs_f64());
                         self.to_actor(Input::Heartbeat {
                             from: id(&author),
-                            beat: Box::new(beat),
+                            beat,
                         });
                     }
                     wire::Body::Spikes(spikes) => {

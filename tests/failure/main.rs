@@ -10,3 +10,4 @@ mod detection;
 mod master;
 mod replay;
 mod services;
+mod voters;

@@ -79,7 +79,7 @@ async fn garbage_and_wrong_version_frames_are_refused_and_counted() {
 
     let wrong_version = wire::encode_versioned(
         wire::VERSION + 1,
-        &wire::Body::Heartbeat(heartbeat::Beat {
+        &wire::Body::Heartbeat(Box::new(heartbeat::Beat {
             info: node::Info {
                 name: "rogue".into(),
                 region: "eu".into(),
@@ -92,7 +92,9 @@ async fn garbage_and_wrong_version_frames_are_refused_and_counted() {
             health: heartbeat::Health::default(),
             suspects: vec![],
             sync: None,
-        }),
+            founders: vec![],
+            eligible: true,
+        })),
     )
     .expect("encodes");
     rogue_tx

@@ -43,6 +43,22 @@ impl Handler<crate::actor::Reincarnate> for HeartbeatActor {
     }
 }
 
+/// The region consensus facts heartbeats announce: founding voters, eligibility.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetRegion {
+    pub founders: Vec<u64>,
+    pub eligible: bool,
+}
+
+impl Handler<SetRegion> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetRegion, _: &mut Self::Context) {
+        self.emitter.set_region(msg.founders, msg.eligible);
+    }
+}
+
 /// Asks for a copy of the view.
 #[derive(Debug, Message)]
 #[rtype(result = "Snapshot")]
@@ -166,7 +182,7 @@ impl HeartbeatActor {
     fn publish(&mut self, beat: heartbeat::Beat) {
         let msg = outbox::Publish {
             topic: outbox::Topic::Region(self.region.clone()),
-            body: wire::Body::Heartbeat(beat),
+            body: wire::Body::Heartbeat(Box::new(beat)),
             delivery: outbox::Delivery::BestEffort,
         };
         match self.outbox.try_send(msg) {
@@ -321,6 +337,8 @@ mod tests {
                 health: Health::default(),
                 suspects: vec![],
                 sync: None,
+                founders: vec![],
+                eligible: true,
             }),
         }))
         .await

@@ -16,9 +16,19 @@
 //! hands its own mark to the spike encoder ([`Acked`]), which compacts the journal and
 //! replays what is missing.
 //!
-//! Members are named in settings (`region.voters`); a member's Raft id is derived from
-//! `<region>/<name>`, so every node computes the same founding voter set on its own. The
-//! peer id behind each name is learned from the membership view ([`PeerNames`]).
+//! A member's Raft id is derived from `<region>/<name>`; the peer id behind each name is
+//! learned from the membership view ([`PeerNames`]). The founding voters are either named
+//! in settings (`region.voters`: every node computes the same set on its own) or, when
+//! none are named, the first to join founds the region alone: a node without consensus
+//! state waits `region.bootstrap_ms` for a peer to announce its group's founders (in
+//! heartbeats) and joins that group; if nobody does, the oldest live master-eligible
+//! member (lowest incarnation, then name) founds it and everyone else joins it.
+//!
+//! The master grows and heals the voter set, one membership change at a time: every live
+//! member becomes a learner (it replicates the log, so it knows the master, the term and
+//! the assignments), eligible learners are promoted, oldest first, up to
+//! `region.max_voters`, and a voter dead for `region.replace_dead_voter_s` is removed so
+//! that a live learner takes its place.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -91,6 +101,10 @@ pub struct MemberView {
     pub peer: node::Id,
     pub status: Liveness,
     pub incarnation: u64,
+    /// The founding voters of the group it belongs to (empty: none yet).
+    pub founders: Vec<u64>,
+    /// Whether it may become a voter.
+    pub eligible: bool,
 }
 
 /// The region's members (other than this node), as the membership view knows them.
@@ -105,8 +119,10 @@ pub struct Snapshot {
     /// `None` with `why` when this node takes no part in consensus.
     pub status: Option<Status>,
     pub why: Option<String>,
-    /// Raft id → (name, peer id if known), for every configured voter.
+    /// Raft id → (name, peer id if known), for every member known.
     pub names: BTreeMap<u64, (String, Option<node::Id>)>,
+    /// The founding voters of this node's group (empty while it has none).
+    pub founders: Vec<u64>,
     pub state: RegionState,
     /// The last commands committed, newest last.
     pub recent: Vec<Committed>,
@@ -147,6 +163,17 @@ pub struct RegionActor {
     acked: Option<Recipient<Acked>>,
     /// Spikes taken in and applied (each once, in order per origin).
     applied: u64,
+    own_name: String,
+    founders: Vec<u64>,
+    /// Waiting to found or join a group since then (no voters named, nothing stored).
+    waiting_since: Option<Instant>,
+    bootstrap: Duration,
+    max_voters: usize,
+    replace_after: Duration,
+    eligible: bool,
+    consensus: region::Config,
+    /// Voters seen dead, since when.
+    dead_since: BTreeMap<u64, Instant>,
 }
 
 impl std::fmt::Debug for RegionActor {
@@ -166,10 +193,19 @@ pub struct Config {
     pub own_incarnation: u64,
     /// Names of the service probes to assign (`probe:<name>` work items).
     pub probes: Vec<String>,
-    /// Names of the founding voters (up to 5); empty: no master in this region.
+    /// Names of the founding voters (up to 5); empty: the first to join founds.
     pub voters: Vec<String>,
     pub tick: Duration,
     pub consensus: region::Config,
+    /// How long a node without consensus state waits to hear of a group before the
+    /// oldest founds one.
+    pub bootstrap: Duration,
+    /// Voters the master keeps, promoting learners (at most 5).
+    pub max_voters: usize,
+    /// A voter dead this long is removed from the voters.
+    pub replace_after: Duration,
+    /// Whether this node may become a voter.
+    pub eligible: bool,
 }
 
 impl RegionActor {
@@ -184,36 +220,54 @@ impl RegionActor {
         gossip: outbox::Sender,
         acked: Option<Recipient<Acked>>,
     ) -> Self {
-        let names: BTreeMap<u64, (String, Option<node::Id>)> = config
+        let mut names: BTreeMap<u64, (String, Option<node::Id>)> = config
             .voters
             .iter()
-            .map(|n| {
-                let me = (n == &config.own_name).then(|| config.own_peer.clone());
-                (member_id(&config.region, n), (n.clone(), me))
-            })
+            .map(|n| (member_id(&config.region, n), (n.clone(), None)))
             .collect();
         let own = member_id(&config.region, &config.own_name);
-        let (core, durable) = if config.voters.is_empty() {
-            (
-                Err("no voters configured (region.voters): this region has no master".into()),
-                Durable::default(),
-            )
-        } else {
-            match stored {
-                Some(d) => (
+        names.insert(
+            own,
+            (config.own_name.clone(), Some(config.own_peer.clone())),
+        );
+        let named: Vec<u64> = config
+            .voters
+            .iter()
+            .map(|n| member_id(&config.region, n))
+            .collect();
+        let mut waiting_since = None;
+        let (core, durable, founders) = match stored {
+            Some(d) => {
+                // Stores written before founders were recorded: the named voters.
+                let founders = if d.founders.is_empty() {
+                    named.clone()
+                } else {
+                    d.founders.clone()
+                };
+                (
                     Region::restore(own, d.clone(), &config.consensus).map_err(|e| e.to_string()),
                     d,
-                ),
-                None => {
-                    let ids: Vec<u64> = names.keys().copied().collect();
-                    (
-                        Region::new(own, &ids, &config.consensus).map_err(|e| e.to_string()),
-                        Durable::default(),
-                    )
-                }
+                    founders,
+                )
+            }
+            None if !named.is_empty() => (
+                Region::new(own, &named, &config.consensus).map_err(|e| e.to_string()),
+                Durable {
+                    founders: named.clone(),
+                    ..Durable::default()
+                },
+                named.clone(),
+            ),
+            None => {
+                waiting_since = Some(Instant::now());
+                (
+                    Err("waiting to join the region's consensus (or to found it)".into()),
+                    Durable::default(),
+                    Vec::new(),
+                )
             }
         };
-        if let Err(why) = &core {
+        if let (Err(why), None) = (&core, waiting_since) {
             tracing::warn!(%why, "region consensus not running");
         }
         RegionActor {
@@ -238,6 +292,127 @@ impl RegionActor {
             gossip,
             acked,
             applied: 0,
+            own_name: config.own_name,
+            founders,
+            waiting_since,
+            bootstrap: config.bootstrap,
+            max_voters: config.max_voters.clamp(1, 5),
+            replace_after: config.replace_after,
+            eligible: config.eligible,
+            consensus: config.consensus,
+            dead_since: BTreeMap::new(),
+        }
+    }
+
+    /// Without consensus state: join the group a peer announces, or, after the
+    /// bootstrap wait with none announced, let the oldest eligible live member found one.
+    fn found_or_join(&mut self, ctx: &mut Context<Self>) {
+        let Some(since) = self.waiting_since else {
+            return;
+        };
+        let announced = self
+            .members
+            .iter()
+            .find(|m| !m.founders.is_empty())
+            .map(|m| m.founders.clone());
+        let founders = match announced {
+            Some(f) => f,
+            None if since.elapsed() < self.bootstrap => return,
+            None => {
+                let me = self
+                    .eligible
+                    .then(|| (self.own_incarnation, self.own_name.clone()));
+                let others = self
+                    .members
+                    .iter()
+                    .filter(|m| m.eligible && m.status == Liveness::Alive)
+                    .map(|m| (m.incarnation, m.name.clone()));
+                let Some((_, oldest)) = me.into_iter().chain(others).min() else {
+                    return;
+                };
+                vec![member_id(&self.region, &oldest)]
+            }
+        };
+        let own = member_id(&self.region, &self.own_name);
+        match Region::new(own, &founders, &self.consensus) {
+            Ok(core) => {
+                tracing::info!(
+                    ?founders,
+                    founder = founders.contains(&own),
+                    "joined the region's consensus"
+                );
+                self.core = Ok(core);
+                self.durable = Durable {
+                    founders: founders.clone(),
+                    ..Durable::default()
+                };
+                self.founders = founders;
+                self.waiting_since = None;
+                self.drain(ctx);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot join the region's consensus"),
+        }
+    }
+
+    /// As master: one membership change toward every live member replicating the log,
+    /// `max_voters` live voters, and no voter dead for longer than `replace_after`.
+    fn reconfigure(&mut self) {
+        let Ok(core) = &mut self.core else {
+            return;
+        };
+        let status = core.status();
+        if status.role != Role::Leader {
+            self.dead_since.clear();
+            return;
+        }
+        let by_id: BTreeMap<u64, &MemberView> = self
+            .members
+            .iter()
+            .map(|m| (member_id(&self.region, &m.name), m))
+            .collect();
+        let now = Instant::now();
+        let alive = |id: &u64| {
+            id == &status.id
+                || by_id
+                    .get(id)
+                    .is_some_and(|m| matches!(m.status, Liveness::Alive | Liveness::Suspect))
+        };
+        for v in &status.voters {
+            if alive(v) {
+                self.dead_since.remove(v);
+            } else {
+                self.dead_since.entry(*v).or_insert(now);
+            }
+        }
+        let change = if let Some((&gone, _)) = self
+            .dead_since
+            .iter()
+            .find(|(_, t)| now.duration_since(**t) >= self.replace_after)
+        {
+            self.dead_since.remove(&gone);
+            tracing::warn!(voter = gone, "replacing a dead voter");
+            core.remove_voter(gone)
+        } else if let Some((&id, _)) = by_id.iter().find(|(id, m)| {
+            m.status == Liveness::Alive
+                && !status.voters.contains(id)
+                && !status.learners.contains(id)
+        }) {
+            core.add_learner(id)
+        } else if status.voters.len() < self.max_voters
+            && let Some(id) = status
+                .learners
+                .iter()
+                .filter_map(|id| by_id.get(id).map(|m| (m.incarnation, &m.name, *id, m)))
+                .filter(|(_, _, _, m)| m.eligible && m.status == Liveness::Alive)
+                .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
+                .map(|(_, _, id, _)| id)
+        {
+            core.add_voter(id)
+        } else {
+            return;
+        };
+        if let Err(e) = change {
+            tracing::debug!(error = %e, "membership change not taken now");
         }
     }
 
@@ -410,6 +585,8 @@ impl Actor for RegionActor {
         });
         ctx.run_interval(Duration::from_secs(1), |act, ctx| {
             act.govern(ctx);
+            act.reconfigure();
+            act.drain(ctx);
             act.acknowledge();
         });
     }
@@ -507,13 +684,15 @@ impl Handler<RaftIn> for RegionActor {
 impl Handler<PeerNames> for RegionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: PeerNames, _: &mut Self::Context) {
+    fn handle(&mut self, msg: PeerNames, ctx: &mut Self::Context) {
         for m in &msg.0 {
-            if let Some(entry) = self.names.get_mut(&member_id(&self.region, &m.name)) {
-                entry.1 = Some(m.peer.clone());
-            }
+            self.names.insert(
+                member_id(&self.region, &m.name),
+                (m.name.clone(), Some(m.peer.clone())),
+            );
         }
         self.members = msg.0;
+        self.found_or_join(ctx);
     }
 }
 
@@ -530,6 +709,7 @@ impl Handler<GetRegion> for RegionActor {
             status,
             why,
             names: self.names.clone(),
+            founders: self.founders.clone(),
             state,
             recent: self.recent.clone(),
             unroutable: self.unroutable,

@@ -107,6 +107,9 @@ pub struct Durable {
     pub membership: Membership,
     /// The whole log, contiguous from index 1.
     pub entries: Vec<LogEntry>,
+    /// The founding voters of the group (the membership the log starts from).
+    #[serde(default)]
+    pub founders: Vec<u64>,
 }
 
 impl Durable {
