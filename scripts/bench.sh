@@ -11,6 +11,10 @@
 #   scripts/bench.sh failover    [--trials N]   (5 voters; kill -9 the master)
 #   scripts/bench.sh detection   [--trials N]   (5 nodes; kill -9 one)
 #   scripts/bench.sh pauses      [--minutes M]  (5 nodes; one stopped 2 s every minute)
+#   scripts/bench.sh redistribution [--trials N] [--probes K]  (5 voters, K service probes;
+#                                kill -9 the node owning most items)
+#   scripts/bench.sh replay      [--spikes N]   (a node journals N spikes with no master, then
+#                                one appears: time until the master acknowledges them all)
 #
 # Figures and the commands that produced them are recorded in BENCHMARKS.md.
 set -euo pipefail
@@ -18,7 +22,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -97,6 +101,55 @@ case "$scenario" in
       }'
     ;;
 
+  redistribution)
+    trials=$(opt trials 20 "$@")
+    probes=$(opt probes 20 "$@")
+    nodes=5
+    command -v python3 >/dev/null || { echo "bench.sh: $scenario needs python3" >&2; exit 2; }
+    conf=$(mktemp /tmp/fleetmesh-probes.XXXXXX.toml)
+    # Probes of a port nothing listens on: the work exists, its result does not matter.
+    for ((k = 0; k < probes; k++)); do
+      printf '[[services]]\nname = "svc%d"\nkind = "tcp"\ntarget = "127.0.0.1:9"\ninterval_s = 30\n' "$k" >> "$conf"
+    done
+    rows=()
+    for ((t = 1; t <= trials; t++)); do
+      dir=$(mktemp -d /tmp/fleetmesh-$scenario.XXXXXX)
+      base=$((27400 + (t % 10) * 20))
+      if ! FLEETMESH_CONFIG=$conf FLEETMESH__REGION__VOTERS=node0,node1,node2,node3,node4 \
+          "$here/cluster.sh" up "$nodes" --dir "$dir" --base-port "$base" >"$dir/up.log" 2>&1; then
+        echo "$scenario: the cluster did not start:" >&2
+        cat "$dir/up.log" >&2
+        "$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true
+        exit 1
+      fi
+      if row=$(python3 "$here/kill_trial.py" redistribution "$dir" "$nodes" "$base" 60 $((nodes + probes))); then
+        rows+=("$row")
+        echo "$scenario: trial $t of $trials: $row (seconds, moved/owned, owned)" >&2
+      else
+        echo "$scenario: trial $t of $trials failed" >&2
+      fi
+      "$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true
+      rm -rf "$dir"
+    done
+    rm -f "$conf"
+    printf '%s\n' "${rows[@]}" | sort -n | awk -v n="$trials" -v k="$probes" '
+      { v[NR] = $1; r = ($2 > r) ? $2 : r; rmin = (NR == 1 || $2 < rmin) ? $2 : rmin; owned += $3 }
+      END {
+        if (NR == 0) { printf "RESULT {\"scenario\":\"redistribution\",\"trials\":%d,\"ok\":0}\n", n; exit }
+        p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
+        printf "RESULT {\"scenario\":\"redistribution\",\"trials\":%d,\"ok\":%d,\"items\":%d,\"p50_s\":%.3f,\"p99_s\":%.3f,\"max_s\":%.3f,\"moved_over_owned_min\":%.3f,\"moved_over_owned_max\":%.3f,\"owned_total\":%d}\n", n, NR, k + 5, p50, p99, v[NR], rmin, r, owned
+      }'
+    ;;
+
+  replay)
+    spikes=$(opt spikes 10000 "$@")
+    command -v python3 >/dev/null || { echo "bench.sh: $scenario needs python3" >&2; exit 2; }
+    dir=$(mktemp -d /tmp/fleetmesh-replay.XXXXXX)
+    trap 'rm -rf "$dir"' EXIT
+    (cd "$root" && cargo build --release --bin fleetmesh >&2)
+    python3 "$here/replay_bench.py" "$root/target/release/fleetmesh" "$dir" "$spikes" 27700
+    ;;
+
   pauses)
     # False deaths: 5 nodes, node4 stopped (SIGSTOP) for 2 s once a minute; afterwards
     # every log is searched for a peer declared dead.
@@ -118,7 +171,7 @@ case "$scenario" in
     ;;
 
   *)
-    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, failover, detection, pauses)" >&2
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, failover, detection, pauses, redistribution, replay)" >&2
     exit 2
     ;;
 esac

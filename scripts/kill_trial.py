@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """One trial of the failover or detection benchmark on a running local cluster.
 
-Usage: kill_trial.py failover|detection DIR NODES BASE_PORT TIMEOUT_S
+Usage: kill_trial.py failover|detection|redistribution DIR NODES BASE_PORT TIMEOUT_S [ITEMS]
 Waits for the cluster to settle, kills one node with SIGKILL (the master for failover, a
-non-master for detection), and prints the seconds until every survivor agrees on a new
-master with a higher term (failover) or shows the killed node dead (detection).
+non-master otherwise), and prints the seconds until every survivor agrees on a new master
+with a higher term (failover), shows the killed node dead (detection), or until the
+master's committed assignments give every item the killed node owned to a live node
+(redistribution; ITEMS work items are expected in all; it also prints the items that
+changed owner divided by the items the killed node owned).
 """
 import json
 import os
@@ -14,6 +17,7 @@ import time
 import urllib.request
 
 mode, root, nodes, base, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+expected_items = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 
 
 def get(i, path):
@@ -65,6 +69,18 @@ until("all peers alive", all_alive, timeout)
 if mode == "failover":
     first = until("a first master", lambda: agreed(range(nodes)), timeout)
     victim = ids.index(first["master"]["peer_id"])
+elif mode == "redistribution":
+    first = until("a first master", lambda: agreed(range(nodes)), timeout)
+    m = ids.index(first["master"]["peer_id"])
+
+    def assignments():
+        a = get(m, "/api/v1/assignments")
+        return a["items"] if a and len(a["items"]) == expected_items else None
+
+    before = until("every item assigned", assignments, timeout)
+    # The victim: the non-master that owns the most items.
+    owned = {i: sum(1 for o in before.values() if o == ids[i]) for i in range(nodes) if i != m}
+    victim = max(owned, key=owned.get)
 else:
     victim = nodes - 1
 survivors = [i for i in range(nodes) if i != victim]
@@ -75,7 +91,7 @@ t0 = time.monotonic()
 os.kill(pid, signal.SIGKILL)
 if mode == "failover":
     until("a new master", lambda: agreed(survivors, first["term"]), timeout)
-else:
+elif mode == "detection":
     def dead_everywhere():
         for i in survivors:
             peers = get(i, "/api/v1/peers") or []
@@ -83,4 +99,22 @@ else:
                 return False
         return True
     until("the victim dead everywhere", dead_everywhere, timeout)
+if mode == "redistribution":
+    gone = ids[victim]
+    mine = {k for k, o in before.items() if o == gone and k != f"audit:{gone}"}
+
+    def moved():
+        a = get(m, "/api/v1/assignments")
+        if not a:
+            return None
+        items = a["items"]
+        if all(k in items and items[k] != gone and items[k] in ids for k in mine):
+            return items
+        return None
+
+    after = until("the victim's items owned by live nodes", moved, timeout)
+    dt = time.monotonic() - t0
+    changed = sum(1 for k, o in before.items() if k != f"audit:{gone}" and after.get(k) != o)
+    print(f"{dt:.4f} {changed / max(len(mine), 1):.4f} {len(mine)}")
+    sys.exit(0)
 print(f"{time.monotonic() - t0:.4f}")

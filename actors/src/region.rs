@@ -87,6 +87,8 @@ pub enum Command {
     Alive { peer: node::Id, incarnation: u64 },
     /// Work item `item` is now owned by `owner`.
     Assign { item: String, owner: node::Id },
+    /// Work item `item` is no longer needed (an audit of a member gone for good).
+    Unassign { item: String },
 }
 
 /// A command the region committed, with its log position and the master's term.
@@ -137,6 +139,9 @@ impl RegionState {
             }
             Command::Assign { item, owner } => {
                 self.assignments.insert(item.clone(), owner.clone());
+            }
+            Command::Unassign { item } => {
+                self.assignments.remove(item);
             }
         }
     }

@@ -509,6 +509,11 @@ impl RegionActor {
         for (item, owner) in assign::moves(&state.assignments, &target) {
             commands.push(Command::Assign { item, owner });
         }
+        for item in state.assignments.keys() {
+            if !target.contains_key(item) {
+                commands.push(Command::Unassign { item: item.clone() });
+            }
+        }
         if commands.is_empty() {
             return;
         }
