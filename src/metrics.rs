@@ -49,6 +49,9 @@ pub struct Metrics {
     pub heartbeat_lag: Histogram,
     pub heartbeats_late: Gauge<u64, AtomicU64>,
     pub uptime: Gauge<u64, AtomicU64>,
+    pub sync_backlog: Gauge<u64, AtomicU64>,
+    pub sync_oldest_unacked_ms: Gauge<u64, AtomicU64>,
+    pub sync_acked: Gauge<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -75,6 +78,9 @@ impl Metrics {
             ]),
             heartbeats_late: Gauge::default(),
             uptime: Gauge::default(),
+            sync_backlog: Gauge::default(),
+            sync_oldest_unacked_ms: Gauge::default(),
+            sync_acked: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +137,21 @@ impl Metrics {
             "uptime_seconds",
             "Seconds since the node started",
             m.uptime.clone(),
+        );
+        registry.register(
+            "sync_backlog",
+            "Spikes journaled and not yet acknowledged by the region master",
+            m.sync_backlog.clone(),
+        );
+        registry.register(
+            "sync_oldest_unacked_milliseconds",
+            "Age of the oldest spike not yet acknowledged by the region master (0: none)",
+            m.sync_oldest_unacked_ms.clone(),
+        );
+        registry.register(
+            "sync_acked_seq",
+            "The region master's acknowledgement mark for this node's spikes",
+            m.sync_acked.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -407,6 +407,7 @@ async fn serve(
             settings.raw.node.data_dir.clone(),
         );
         let mut incarnation = info.incarnation;
+        let metrics = metrics.clone();
         let eligible = settings.raw.region.master_eligible;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(500));
@@ -464,6 +465,11 @@ async fn serve(
                 let Ok(report) = spikes.send(LinksNow(links)).await else {
                     break;
                 };
+                metrics.sync_backlog.set(report.backlog);
+                metrics
+                    .sync_oldest_unacked_ms
+                    .set(report.oldest_unacked_ms.unwrap_or(0));
+                metrics.sync_acked.set(report.acked);
                 heartbeat.do_send(hb::SetSync(report));
                 heartbeat.do_send(hb::SetRegion {
                     founders: r.founders.clone(),

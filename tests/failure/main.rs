@@ -8,6 +8,7 @@ mod harness;
 
 mod detection;
 mod master;
+mod partition;
 mod replay;
 mod services;
 mod voters;

@@ -92,7 +92,7 @@ async fn a_node_cut_off_for_60_s_delivers_all_1000_changes_exactly_once() {
     let mut cut_spec = spec(
         NAMES[4],
         &[format!("/ip4/{}/tcp/0", ns.inner)],
-        Some(&format!("{}:0", ns.inner)),
+        Some(&format!("{}:0", ns.control)),
         vec![via_veth],
     );
     cut_spec.netns = Some(ns.name.clone());
@@ -135,6 +135,18 @@ async fn a_node_cut_off_for_60_s_delivers_all_1000_changes_exactly_once() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    // Away, the node knows it: journaling, nothing acknowledged (its API answers over the
+    // namespace's control link).
+    wait_for("the node aware it is cut off", CONVERGE, || async move {
+        let s = cut.node().await.sync.ok_or("no sync report")?;
+        let c = s.connectivity.map(|c| c.as_str());
+        if matches!(c, Some("disconnected" | "autonomous")) && s.backlog >= CHANGES as u64 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
     // The majority side keeps (or elects) a master while the node is away.
     let master_id = wait_for("a master on the majority side", CONVERGE, || {
         let majority = majority.clone();
@@ -160,11 +172,16 @@ async fn a_node_cut_off_for_60_s_delivers_all_1000_changes_exactly_once() {
     let healed_at = Instant::now();
 
     // Every change recorded while cut off is journaled with its number.
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let seen = &seen;
     let last = wait_for(
         "the backlog acknowledged after the heal",
         CONVERGE,
         || async move {
             let s = cut.node().await.sync.ok_or("no sync report")?;
+            if let Some(c) = s.connectivity {
+                seen.lock().expect("lock").insert(c.as_str());
+            }
             let (mark, _, _) = intake(master, cut.peer_id()).await;
             if s.acked == s.last_seq && mark == s.last_seq && s.backlog == 0 {
                 Ok(s.last_seq)
@@ -225,9 +242,10 @@ async fn a_node_cut_off_for_60_s_delivers_all_1000_changes_exactly_once() {
     )
     .await;
     eprintln!(
-        "cut off {:?}, {} spikes (1,000 file changes) acknowledged {:?} after the heal",
+        "cut off {:?}, {} spikes (1,000 file changes) acknowledged {:?} after the heal; states seen meanwhile: {:?}",
         CUT_FOR,
         last - mark_cut,
-        took
+        took,
+        seen.lock().expect("lock")
     );
 }

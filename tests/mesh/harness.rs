@@ -299,13 +299,16 @@ pub fn psk(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// A network namespace joined to this one by a veth pair: `outer` (this side) and `inner`
-/// addresses on a private /30, so that a node inside can be cut off (`cut`) and healed
-/// (`heal`) by taking its link down and up. Removed when dropped. Needs root and iproute2.
+/// A network namespace joined to this one by two veth pairs on private /30s: the data
+/// link (`outer` on this side, `inner` inside), which `cut` takes down and `heal` brings
+/// back, and a control link that stays up, so that the test still reaches the API of a
+/// node inside (listening on `control`) while it is cut off from its peers. Removed when
+/// dropped. Needs root and iproute2.
 pub struct Netns {
     pub name: String,
     pub outer: String,
     pub inner: String,
+    pub control: String,
     link: String,
 }
 
@@ -332,13 +335,31 @@ impl Netns {
         let name = format!("fmtest{pid}n{n}");
         let (outer_if, inner_if) = (format!("fmo{pid}n{n}"), format!("fmi{pid}n{n}"));
         let (outer, inner) = (format!("10.231.{n}.1"), format!("10.231.{n}.2"));
+        let (ctl_out, ctl_in) = (format!("fmc{pid}n{n}"), format!("fmd{pid}n{n}"));
+        let control = format!("10.232.{n}.2");
         ip(&["netns", "add", &name])?;
         let ns = Netns {
             name: name.clone(),
             outer: outer.clone(),
             inner: inner.clone(),
+            control: control.clone(),
             link: inner_if.clone(),
         };
+        ip(&[
+            "link", "add", &ctl_out, "type", "veth", "peer", "name", &ctl_in, "netns", &name,
+        ])?;
+        ip(&["addr", "add", &format!("10.232.{n}.1/30"), "dev", &ctl_out])?;
+        ip(&["link", "set", &ctl_out, "up"])?;
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{control}/30"),
+            "dev",
+            &ctl_in,
+        ])?;
+        ip(&["-n", &name, "link", "set", &ctl_in, "up"])?;
         ip(&[
             "link", "add", &outer_if, "type", "veth", "peer", "name", &inner_if, "netns", &name,
         ])?;

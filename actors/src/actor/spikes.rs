@@ -20,8 +20,9 @@ use crate::spike::{Kind, Observation, Spike};
 use crate::sync::{self, Action, Links, Origin};
 use crate::{outbox, wire};
 
-/// How many journaled spikes one replay batch reads at most (then cut to one frame).
-const REPLAY_READ: usize = 1024;
+/// How many journaled spikes one journal read takes for replay; they are sent over
+/// several batches (one frame each), so that a long replay reads each segment rarely.
+const REPLAY_READ: usize = 8192;
 
 /// Observations from a detector.
 #[derive(Debug, Message)]
@@ -94,6 +95,8 @@ pub struct SpikeActor {
     sync: Origin,
     intake: Option<Recipient<SpikesIn>>,
     direct: outbox::DirectSender,
+    /// Spikes read from the journal for replay and not sent yet, in order.
+    read_ahead: VecDeque<Spike>,
 }
 
 impl std::fmt::Debug for SpikeActor {
@@ -134,22 +137,37 @@ impl SpikeActor {
             sync: Origin::new(sync, storage.last_seq, unix_ms()),
             intake: None,
             direct,
+            read_ahead: VecDeque::new(),
         }
     }
 
     /// Sends the master the next batch of what it has not acknowledged.
     fn replay(&mut self, after: u64, to: crate::node::Id) {
-        let spikes = match (self.read)(after, REPLAY_READ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the journal for replay");
-                return;
-            }
-        };
+        while self.read_ahead.front().is_some_and(|s| s.seq <= after) {
+            self.read_ahead.pop_front();
+        }
+        if self.read_ahead.front().is_none_or(|s| s.seq != after + 1) {
+            self.read_ahead = match (self.read)(after, REPLAY_READ) {
+                Ok(s) => s.into(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the journal for replay");
+                    return;
+                }
+            };
+        }
         let last = self.sync.last();
         // The lowest number still held; below it (and above `after`) nothing is left.
-        let first = spikes.first().map_or(last + 1, |s| s.seq);
-        let batch = wire::batches(spikes).into_iter().next().unwrap_or_default();
+        let first = self.read_ahead.front().map_or(last + 1, |s| s.seq);
+        let mut batch = Vec::new();
+        let mut size = 0;
+        while let Some(s) = self.read_ahead.front() {
+            let len = rmp_serde::to_vec(s).map_or(wire::MAX_FRAME, |b| b.len());
+            if !batch.is_empty() && size + len > wire::MAX_FRAME - 1024 {
+                break;
+            }
+            size += len;
+            batch.extend(self.read_ahead.pop_front());
+        }
         let upto = batch.last().map_or(first.saturating_sub(1), |s| s.seq);
         let n = batch.len() as u64;
         let request = wire::Request::Replay {
