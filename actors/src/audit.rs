@@ -180,7 +180,10 @@ impl Ranges {
         if lo > hi {
             return false;
         }
-        self.0.range(..=hi).next_back().is_some_and(|(_, e)| *e >= lo)
+        self.0
+            .range(..=hi)
+            .next_back()
+            .is_some_and(|(_, e)| *e >= lo)
     }
 
     /// Whether every number in `lo..=hi` is held or inside `except`.
@@ -454,7 +457,13 @@ impl Auditor {
         for (id, p) in self.peers.iter_mut().filter(|(_, p)| p.assigned) {
             if p.asked.is_some_and(|d| d <= now) {
                 p.asked = None;
-                miss(id, p, "no answer in time".into(), unanswered_after, &mut out);
+                miss(
+                    id,
+                    p,
+                    "no answer in time".into(),
+                    unanswered_after,
+                    &mut out,
+                );
             }
             if p.pending.as_ref().is_some_and(|(_, d)| *d <= now) {
                 settle(id, p, true, &mut out);
@@ -685,7 +694,8 @@ fn observation(id: &node::Id, p: &Peer, change: Change, severity: Severity) -> O
     let mut o = Observation::new(Kind::Audit, change, id.0.clone(), Layer::Poll);
     o.severity = severity;
     if let Some(n) = &p.name {
-        o.fields.insert("peer_name".into(), FieldChange::fact(n.clone()));
+        o.fields
+            .insert("peer_name".into(), FieldChange::fact(n.clone()));
     }
     o
 }
@@ -728,7 +738,8 @@ fn unanswered(id: &node::Id, p: &Peer, why: &str) -> Observation {
         "problem".into(),
         FieldChange::fact("audit_requests_unanswered"),
     );
-    o.fields.insert("reason".into(), FieldChange::fact(why.to_string()));
+    o.fields
+        .insert("reason".into(), FieldChange::fact(why.to_string()));
     o.fields.insert(
         "requests_in_a_row".into(),
         FieldChange {

@@ -273,7 +273,10 @@ fn numbers_skipped_at_a_restart_are_not_a_gap() {
     let (mut a, t0) = audited(answer(1, 10));
     a.handle(t0, heard("x", &[(11, Kind::Metric)]));
     // Restarted: numbers 12..=1024 were reserved by the last run and never used.
-    a.handle(t0, heard("x", &[(1025, Kind::Metric), (1026, Kind::Network)]));
+    a.handle(
+        t0,
+        heard("x", &[(1025, Kind::Metric), (1026, Kind::Network)]),
+    );
     let mut ans = answer(2, 1026);
     ans.unused = Some((12, 1024));
     let (out, _) = round(&mut a, t0, ans);
@@ -301,7 +304,10 @@ fn unanswered_while_alive_is_reported_once_per_streak() {
         }
     }
     assert_eq!(alarms.len(), 1, "{alarms:?}");
-    assert_eq!((alarms[0].change, alarms[0].severity), (Change::Removed, Severity::High));
+    assert_eq!(
+        (alarms[0].change, alarms[0].severity),
+        (Change::Removed, Severity::High)
+    );
     assert_eq!(
         alarms[0].fields["reason"].after,
         Some(Value::Text("connection refused".into()))
@@ -312,7 +318,10 @@ fn unanswered_while_alive_is_reported_once_per_streak() {
     let (out, _) = round(&mut a, now, answer(1, 10));
     let o = observed(&out);
     assert_eq!(o.len(), 1);
-    assert_eq!((o[0].change, o[0].severity), (Change::Added, Severity::Info));
+    assert_eq!(
+        (o[0].change, o[0].severity),
+        (Change::Added, Severity::Info)
+    );
     assert_eq!(verdict(&a, "x"), Some(Verdict::Unchanged));
 }
 
@@ -361,9 +370,8 @@ fn a_released_peer_is_remembered_and_compared_when_it_comes_back() {
     let out = a.handle(t0 + SEC, answered("x", answer(2, 11)));
     assert_eq!(observed(&out).len(), 1, "compared with the answer before");
     // Only `keep_released` released peers are kept.
-    let list = |names: &[&str]| {
-        Input::Audited(names.iter().map(|n| subject(n, Status::Alive)).collect())
-    };
+    let list =
+        |names: &[&str]| Input::Audited(names.iter().map(|n| subject(n, Status::Alive)).collect());
     a.handle(t0 + 2 * SEC, list(&["p", "q", "r"]));
     a.handle(t0 + 3 * SEC, list(&[]));
     assert_eq!(a.reports(t0).len(), 2);
