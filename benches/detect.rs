@@ -91,6 +91,7 @@ fn main() {
         let files = FileActor::new(
             Default::default(),
             spikes.clone().recipient(),
+            spikes.clone().recipient(),
             Box::new(|_| Ok(())),
         )
         .start();

@@ -118,6 +118,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
                 direct: mpsc::channel(1).1,
                 inbound: rec.recipient(),
                 region: None,
+                audit: None,
             },
             m,
         )

@@ -328,6 +328,16 @@ async fn assignments(shared: web::Data<Shared>) -> HttpResponse {
     }))
 }
 
+/// `GET /api/v1/audits`: the peers this node audits (and those it audited before and
+/// remembers), each with its latest answer, verdict and counters.
+async fn audits(shared: web::Data<Shared>) -> HttpResponse {
+    use fleetmesh_actors::actor::audit::GetAudits;
+    match ask(&shared.audits, GetAudits).await {
+        Some(list) => HttpResponse::Ok().json(serde_json::json!({ "audits": list })),
+        None => unavailable("the audit actor"),
+    }
+}
+
 async fn detectors(shared: web::Data<Shared>) -> HttpResponse {
     match ask(&shared.files, GetStatus).await {
         Some(st) => HttpResponse::Ok().json(serde_json::json!({
@@ -354,6 +364,7 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .route("/api/v1/detectors", web::get().to(detectors))
             .route("/api/v1/region", web::get().to(region))
             .route("/api/v1/assignments", web::get().to(assignments))
+            .route("/api/v1/audits", web::get().to(audits))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
     })

@@ -4,6 +4,7 @@
 //! Decisions live in `fleetmesh-actors` as sans-IO state machines; this crate does the I/O.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod durable;
 pub mod identity;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr};
 use anyhow::Context as _;
 use fleetmesh_actors::actor::accounts::AccountsActor;
+use fleetmesh_actors::actor::audit::AuditActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::polled::DetectorActor;
@@ -56,6 +57,7 @@ pub struct Shared {
     pub region: Addr<RegionActor>,
     pub spikes: Addr<SpikeActor>,
     pub files: Addr<FileActor>,
+    pub audits: Addr<AuditActor>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
 }
@@ -199,6 +201,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let files = FileActor::new(
         load_state(&baseline_path, "file baseline").unwrap_or_default(),
         spikes.clone().recipient(),
+        spikes.clone().recipient(),
         save_state(baseline_path),
     )
     .start();
@@ -232,6 +235,17 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let services = ServiceActor::new(
         Probes::new(settings.services.clone(), Hysteresis::default()),
         probe_runner,
+        spikes.clone().recipient(),
+    )
+    .start();
+
+    let audits = AuditActor::new(
+        fleetmesh_actors::audit::Auditor::new(fleetmesh_actors::audit::Config::new(
+            Duration::from_secs(s.audit.interval_s),
+            s.audit.unanswered_after,
+        )),
+        info.region.clone(),
+        direct_tx.clone(),
         spikes.clone().recipient(),
     )
     .start();
@@ -303,6 +317,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         host: host.clone(),
         region: region.clone(),
         services: services.clone(),
+        audits: audits.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -326,6 +341,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&procs).await;
     stop(&host).await;
     stop(&services).await;
+    stop(&audits).await;
     stop(&region).await;
     region_thread.stop();
     stop(&spikes).await;
@@ -349,6 +365,7 @@ struct Actors {
     host: Addr<DetectorActor<hostmetrics::Sampler>>,
     region: Addr<RegionActor>,
     services: Addr<ServiceActor>,
+    audits: Addr<AuditActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -387,6 +404,11 @@ async fn serve(
                 spikes: actors.region.clone().recipient(),
                 acks: actors.region.clone().recipient(),
                 replay: actors.region.clone().recipient(),
+            }),
+            audit: Some(net::driver::AuditLinks {
+                digest: actors.files.clone().recipient(),
+                heard: actors.audits.clone().recipient(),
+                answered: actors.audits.clone().recipient(),
             }),
         },
         metrics.clone(),
@@ -484,6 +506,13 @@ async fn serve(
         actors.services.clone(),
         node::Id(peer_id.to_base58()),
     );
+    // The peers this node audits follow the region's committed assignments too.
+    let audited = crate::audit::follow(
+        actors.region.clone(),
+        actors.heartbeat.clone(),
+        actors.audits.clone(),
+        node::Id(peer_id.to_base58()),
+    );
     // Dropping stop_tx on any early return stops the driver too.
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver = tokio::spawn(driver.run(stop_rx));
@@ -496,6 +525,7 @@ async fn serve(
         region: actors.region.clone(),
         spikes: actors.spikes.clone(),
         files: actors.files.clone(),
+        audits: actors.audits.clone(),
         net: net_state.clone(),
         metrics,
     };
@@ -598,6 +628,7 @@ async fn serve(
     drop(host_probe);
     names.abort();
     owned.abort();
+    audited.abort();
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;
     let _ = driver.await;

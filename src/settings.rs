@@ -45,6 +45,7 @@ pub struct Settings {
     pub spikes: Spikes,
     pub journal: Journal,
     pub region: Region,
+    pub audit: Audit,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
     /// Service probes (`[[services]]`), run by the region's members as work items.
@@ -143,6 +144,14 @@ pub struct Region {
     pub max_voters: usize,
     pub replace_dead_voter_s: u64,
     pub master_eligible: bool,
+}
+
+/// Peer audits (`[audit]`): how often this node checks the peers it audits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    pub interval_s: u64,
+    pub unanswered_after: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -481,6 +490,13 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         "region.election_ticks",
         raw.region.election_ticks as u64,
         5,
+        1000,
+    )?;
+    within("audit.interval_s", raw.audit.interval_s, 1, 86_400)?;
+    within(
+        "audit.unanswered_after",
+        u64::from(raw.audit.unanswered_after),
+        1,
         1000,
     )?;
     if raw.spikes.ring == 0 {

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod actor;
 pub mod assign;
+pub mod audit;
 pub mod delta;
 pub mod encoder;
 pub mod files;

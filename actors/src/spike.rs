@@ -110,6 +110,9 @@ pub enum Kind {
     Reconcile,
     /// A service probe (TCP or HTTP) owned by this node found the service up or down.
     Service,
+    /// A peer audit owned by this node found the peer's file baseline changed without a
+    /// report, or the peer not answering ([`crate::audit`]).
+    Audit,
 }
 
 impl Kind {
@@ -124,6 +127,7 @@ impl Kind {
             Kind::Coverage => "coverage",
             Kind::Reconcile => "reconcile",
             Kind::Service => "service",
+            Kind::Audit => "audit",
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{heartbeat, node, spike};
 
+pub use crate::audit::Answer as AuditAnswer;
 pub use crate::sync::Report as SyncReport;
 
 /// The protocol version this build speaks (3: acknowledgements and replay).
@@ -86,6 +87,9 @@ pub enum Request {
         first: u64,
         spikes: Vec<spike::Spike>,
     },
+    /// A peer audit ([`crate::audit`]): "what is your file baseline's digest, and up to
+    /// which spike does it go?"
+    Digest { region: String },
 }
 
 /// The answer to a [`Request`].
@@ -100,6 +104,8 @@ pub enum Response {
         term: u64,
         mark: u64,
     },
+    /// The answer to [`Request::Digest`].
+    Digest(crate::audit::Answer),
     /// The request was understood but refused; the text says why.
     Refused(String),
 }

@@ -5,11 +5,12 @@
 //! (refusing bad frames through gossipsub validation, which penalizes the sender), and
 //! hands the rest to actors with `try_send`. It keeps no membership state of its own.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Recipient;
+use fleetmesh_actors::actor::audit::{Answered, BaselineDigest, Heard};
 use fleetmesh_actors::actor::heartbeat::{Inbound, lag};
 use fleetmesh_actors::actor::region::{AcksIn, RaftIn, ReplayIn, SpikesIn};
 use fleetmesh_actors::membership::Input;
@@ -54,6 +55,19 @@ pub struct Links {
     pub inbound: Recipient<Inbound>,
     /// The region actor (consensus, intake, acknowledgements), if it runs.
     pub region: Option<RegionLinks>,
+    /// Peer audits, both sides, if they run.
+    pub audit: Option<AuditLinks>,
+}
+
+/// What the driver hands the audit actor and asks the file actor (peer audits).
+#[derive(Debug, Clone)]
+pub struct AuditLinks {
+    /// Answers this node's digest when a peer audits it.
+    pub digest: Recipient<BaselineDigest>,
+    /// The region's spikes as heard over gossip.
+    pub heard: Recipient<Heard>,
+    /// Answers to this node's digest requests.
+    pub answered: Recipient<Answered>,
 }
 
 /// What the driver hands the region actor.
@@ -82,6 +96,9 @@ pub struct Driver {
     direct: mpsc::Receiver<Direct>,
     inbound: Recipient<Inbound>,
     region_links: Option<RegionLinks>,
+    audit_links: Option<AuditLinks>,
+    /// Digest requests out, whose answer or failure goes to the audit actor.
+    audits_out: HashMap<request_response::OutboundRequestId, PeerId>,
     replies: FuturesUnordered<Reply>,
     metrics: Arc<Metrics>,
     region: IdentTopic,
@@ -119,6 +136,7 @@ impl Driver {
             direct,
             inbound,
             region: region_links,
+            audit: audit_links,
         } = links;
         for addr in listen {
             super::check_port_free(addr)?;
@@ -137,6 +155,8 @@ impl Driver {
                 direct,
                 inbound,
                 region_links,
+                audit_links,
+                audits_out: HashMap::new(),
                 replies: FuturesUnordered::new(),
                 metrics,
                 region,
@@ -479,13 +499,61 @@ impl Driver {
         }));
     }
 
+    /// A peer audits this node: the file actor answers (with the spike encoder's
+    /// numbering) when it has.
+    fn on_digest(
+        &mut self,
+        channel: request_response::ResponseChannel<wire::Response>,
+        region: String,
+    ) {
+        let refuse = |why: String| wire::Response::Refused(why);
+        let Some(links) = self
+            .audit_links
+            .clone()
+            .filter(|_| region == self.info.region)
+        else {
+            let why = format!(
+                "audit for region {region}; this node is in {} (or runs no audits)",
+                self.info.region
+            );
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .hello
+                .send_response(channel, refuse(why));
+            return;
+        };
+        let request = links.digest.send(BaselineDigest);
+        self.replies.push(Box::pin(async move {
+            let reply = match request.await {
+                Ok(Ok(answer)) => wire::Response::Digest(answer),
+                Ok(Err(why)) => refuse(why),
+                Err(e) => refuse(format!("file detector unavailable: {e}")),
+            };
+            (channel, reply)
+        }));
+    }
+
+    fn to_audit(&self, from: node::Id, answer: Result<wire::AuditAnswer, String>) {
+        if let Some(l) = &self.audit_links
+            && l.answered.try_send(Answered { from, answer }).is_err()
+        {
+            self.metrics.inbound_dropped.inc();
+        }
+    }
+
     fn send_direct(&mut self, d: Direct) {
         match d.to.0.parse::<PeerId>() {
             Ok(peer) => {
-                self.swarm
+                let audit = matches!(d.request, wire::Request::Digest { .. });
+                let request_id = self
+                    .swarm
                     .behaviour_mut()
                     .hello
                     .send_request(&peer, d.request);
+                if audit {
+                    self.audits_out.insert(request_id, peer);
+                }
             }
             Err(e) => tracing::warn!(to = %d.to, error = %e, "direct request to a bad peer id"),
         }
@@ -514,12 +582,28 @@ impl Driver {
                             wire::Response::Hello(self.info.clone())
                         }
                         wire::Request::Raft { region, message } => self.on_raft(region, message),
+                        wire::Request::Digest { region } => {
+                            self.on_digest(channel, region);
+                            return;
+                        }
                     };
                     let _ = self
                         .swarm
                         .behaviour_mut()
                         .hello
                         .send_response(channel, reply);
+                }
+                Message::Response {
+                    request_id,
+                    response,
+                } if self.audits_out.contains_key(&request_id) => {
+                    self.audits_out.remove(&request_id);
+                    let answer = match response {
+                        wire::Response::Digest(a) => Ok(a),
+                        wire::Response::Refused(why) => Err(format!("refused: {why}")),
+                        other => Err(format!("unexpected answer {other:?}")),
+                    };
+                    self.to_audit(id(&peer), answer);
                 }
                 Message::Response { response, .. } => match response {
                     wire::Response::Hello(info) => self.to_actor(Input::Hello {
@@ -541,10 +625,19 @@ impl Driver {
                     wire::Response::Refused(why) => {
                         tracing::warn!(%peer, why, "request refused");
                     }
+                    wire::Response::Digest(_) => {}
                 },
             },
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 tracing::debug!(%peer, %error, "hello failed");
+                if self.audits_out.remove(&request_id).is_some() {
+                    self.to_audit(id(&peer), Err(error.to_string()));
+                }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 // Undecodable requests land here; count them with the gossip ones.
@@ -603,6 +696,18 @@ impl Driver {
                         });
                     }
                     wire::Body::Spikes(spikes) => {
+                        if let Some(l) = &self.audit_links {
+                            let heard = Heard {
+                                from: id(&author),
+                                spikes: spikes
+                                    .iter()
+                                    .map(|s| (s.origin.clone(), s.seq, s.kind))
+                                    .collect(),
+                            };
+                            if l.heard.try_send(heard).is_err() {
+                                self.metrics.inbound_dropped.inc();
+                            }
+                        }
                         if let Some(l) = &self.region_links
                             && l.spikes.try_send(SpikesIn(spikes)).is_err()
                         {

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod harness;
 
+mod audits;
 mod detection;
 mod master;
 mod partition;

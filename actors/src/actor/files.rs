@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actor::spikes::Observe;
+use crate::actor::audit::BaselineDigest;
+use crate::actor::spikes::{Numbering, Observe};
 use crate::actor::unix_ms;
+use crate::audit::{self, Answer};
 use crate::files::{self, Counters, Scan, State};
 use crate::spike::Observation;
 
@@ -48,6 +50,8 @@ const SAVE_EVERY: Duration = Duration::from_secs(5);
 pub struct FileActor {
     detector: files::Detector,
     spikes: Recipient<Observe>,
+    /// The same spike encoder, asked for its numbering when a peer audits this node.
+    numbering: Recipient<Numbering>,
     persist: PersistBaseline,
     dirty: bool,
     last_save: Instant,
@@ -66,14 +70,17 @@ impl std::fmt::Debug for FileActor {
 }
 
 impl FileActor {
+    /// `spikes` and `numbering` must reach the same spike encoder.
     pub fn new(
         baseline: BTreeMap<String, State>,
         spikes: Recipient<Observe>,
+        numbering: Recipient<Numbering>,
         persist: PersistBaseline,
     ) -> Self {
         FileActor {
             detector: files::Detector::new(baseline),
             spikes,
+            numbering,
             persist,
             dirty: false,
             last_save: Instant::now(),
@@ -175,5 +182,38 @@ impl Handler<Flush> for FileActor {
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) {
         self.save();
+    }
+}
+
+/// A peer audits this node: the digest of the baseline as it stands, and the encoder's
+/// numbering right after every observation made from it. Observations are handed over
+/// in the same handler that applies their change, and the numbering request queues
+/// behind them in the encoder's mailbox, so every change in the digest has a number at
+/// or below `seq` and every later one a number above it.
+impl Handler<BaselineDigest> for FileActor {
+    type Result = ResponseFuture<Result<Answer, String>>;
+
+    fn handle(&mut self, _: BaselineDigest, _: &mut Self::Context) -> Self::Result {
+        if self.last_startup.is_none() {
+            // Before it, a first start's baseline is still empty and fills up unreported.
+            return Box::pin(async {
+                Err("the start-up verification of the file baseline has not finished".into())
+            });
+        }
+        let baseline = self.detector.baseline();
+        let (digest, entries) = (audit::baseline_digest(baseline), baseline.len() as u64);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.numbering.do_send(Numbering(tx));
+        Box::pin(async move {
+            let (seq, unused) = rx
+                .await
+                .map_err(|_| "the spike encoder is gone".to_string())?;
+            Ok(Answer {
+                digest,
+                entries,
+                seq,
+                unused,
+            })
+        })
     }
 }

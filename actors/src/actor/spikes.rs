@@ -60,6 +60,14 @@ pub struct SetIntake(pub Recipient<SpikesIn>);
 #[rtype(result = "sync::Report")]
 pub struct LinksNow(pub Links);
 
+/// Asks for the highest sequence number assigned so far and the numbers this run skipped
+/// at its start (see [`crate::audit::Answer`]). Sent with `do_send` and answered on the
+/// channel inside, so that it always queues behind the observations its sender handed
+/// over before it (a `send` to a full mailbox would wait, and could be overtaken).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Numbering(pub tokio::sync::oneshot::Sender<(u64, Option<(u64, u64)>)>);
+
 /// Where the encoder's output is made durable.
 pub struct Storage {
     pub reserve: PersistSeq,
@@ -97,6 +105,9 @@ pub struct SpikeActor {
     direct: outbox::DirectSender,
     /// Spikes read from the journal for replay and not sent yet, in order.
     read_ahead: VecDeque<Spike>,
+    /// Numbers skipped at this run's start: above the journal's last, up to the durable
+    /// reservation it resumed from.
+    unused: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for SpikeActor {
@@ -119,6 +130,8 @@ impl SpikeActor {
         sync: sync::Config,
     ) -> Self {
         let capacity = capacity.max(1);
+        let resumed = encoder.next_seq().saturating_sub(1);
+        let unused = (resumed > storage.last_seq).then_some((storage.last_seq + 1, resumed));
         let mut ring: VecDeque<Spike> = storage.recent.into();
         while ring.len() > capacity {
             ring.pop_front();
@@ -138,6 +151,7 @@ impl SpikeActor {
             intake: None,
             direct,
             read_ahead: VecDeque::new(),
+            unused,
         }
     }
 
@@ -276,6 +290,16 @@ impl Handler<Acked> for SpikeActor {
         if replaying && let Some(Action::Replay { after, to }) = self.sync.poll(now) {
             self.replay(after, to);
         }
+    }
+}
+
+impl Handler<Numbering> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Numbering, _: &mut Self::Context) {
+        let _ = msg
+            .0
+            .send((self.encoder.next_seq().saturating_sub(1), self.unused));
     }
 }
 
