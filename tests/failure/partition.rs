@@ -42,6 +42,7 @@ async fn view(node: &Node) -> (Option<String>, bool, Option<String>) {
     )
 }
 
+/// Waits until every node of `nodes` follows the same master, one of `nodes`.
 async fn one_master(nodes: &[&Node], what: &str) -> String {
     wait_for(what, CONVERGE, || async move {
         let mut views = Vec::new();
@@ -49,7 +50,12 @@ async fn one_master(nodes: &[&Node], what: &str) -> String {
             views.push(view(n).await);
         }
         match &views[0].0 {
-            Some(m) if views.iter().all(|v| v.0.as_ref() == Some(m)) => Ok(m.clone()),
+            Some(m)
+                if views.iter().all(|v| v.0.as_ref() == Some(m))
+                    && nodes.iter().any(|n| n.peer_id() == m) =>
+            {
+                Ok(m.clone())
+            }
             _ => Err(format!("{views:?}")),
         }
     })
@@ -106,10 +112,6 @@ async fn a_2_3_split_leaves_the_master_with_the_3_and_the_2_autonomous() {
     ns.cut();
     let majority: Vec<&Node> = three.iter().collect();
     let master = one_master(&majority, "a master on the 3-side").await;
-    assert!(
-        three.iter().any(|n| n.peer_id() == master),
-        "the master is on the 3-side"
-    );
     // The 2-side elects no master and says so (its APIs answer over the control link).
     let minority: Vec<&Node> = two.iter().collect();
     wait_for("the 2-side autonomous", CONVERGE, || {

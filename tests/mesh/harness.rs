@@ -310,6 +310,8 @@ pub struct Netns {
     pub inner: String,
     pub control: String,
     link: String,
+    /// This side's ends of the two pairs.
+    outer_links: [String; 2],
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -337,6 +339,7 @@ impl Netns {
         let (outer, inner) = (format!("10.231.{n}.1"), format!("10.231.{n}.2"));
         let (ctl_out, ctl_in) = (format!("fmc{pid}n{n}"), format!("fmd{pid}n{n}"));
         let control = format!("10.232.{n}.2");
+        remove_stale_links(&[&format!("10.231.{n}.1/"), &format!("10.232.{n}.1/")]);
         ip(&["netns", "add", &name])?;
         let ns = Netns {
             name: name.clone(),
@@ -344,6 +347,7 @@ impl Netns {
             inner: inner.clone(),
             control: control.clone(),
             link: inner_if.clone(),
+            outer_links: [outer_if.clone(), ctl_out.clone()],
         };
         ip(&[
             "link", "add", &ctl_out, "type", "veth", "peer", "name", &ctl_in, "netns", &name,
@@ -391,7 +395,27 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // Deleting the namespace deletes the veth pair with it.
+        // Deleting one end of a veth pair deletes both, even while a process still holds
+        // the namespace open.
+        for l in &self.outer_links {
+            let _ = ip(&["link", "del", l]);
+        }
         let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Deletes links of this namespace that hold one of `prefixes` (addresses as `ip -br addr`
+/// prints them): left over by a test run that was killed before it could clean up.
+fn remove_stale_links(prefixes: &[&str]) {
+    let Ok(out) = Command::new("ip").args(["-br", "addr"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut cols = line.split_whitespace();
+        let Some(name) = cols.next() else { continue };
+        if cols.any(|a| prefixes.iter().any(|p| a.starts_with(p))) {
+            let link = name.split('@').next().unwrap_or(name);
+            let _ = ip(&["link", "del", link]);
+        }
     }
 }
