@@ -265,6 +265,22 @@ mod tests {
         assert!(batches(Vec::new()).is_empty());
     }
 
+    #[test]
+    fn a_full_acknowledgement_message_fits_in_a_frame() {
+        // 400 origins (what the region actor puts in one message) with peer-id-long names
+        // and the largest marks.
+        let marks = (0..400)
+            .map(|i| (node::Id(format!("12D3KooW{i:044}")), u64::MAX))
+            .collect();
+        let body = Body::Acks(Acks {
+            region: "a-long-region-name".into(),
+            term: u64::MAX,
+            marks,
+        });
+        let frame = encode(&body).expect("fits in a frame");
+        assert_eq!(decode::<Body>(&frame).expect("decodes"), body);
+    }
+
     proptest! {
         #[test]
         fn body_round_trips(name in ".{0,40}", seq: u64, up: u64, load in proptest::option::of(0f32..64.0)) {

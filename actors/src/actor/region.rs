@@ -51,6 +51,8 @@ pub fn member_id(region: &str, name: &str) -> u64 {
 
 /// How far ahead of an origin's mark spikes are held waiting for a gap to fill.
 const LEDGER_WINDOW: u64 = 4096;
+/// Origins per acknowledgement message.
+const ACKS_PER_MESSAGE: usize = 400;
 
 /// Spikes of the region (gossip, or this node's own), for the intake.
 #[derive(Debug, Message)]
@@ -446,19 +448,19 @@ impl RegionActor {
             self.own_peer.clone(),
             term,
         );
-        if marks.is_empty() {
-            return;
+        // A mark is ~70 bytes: chunks keep each message well inside one frame.
+        for chunk in marks.chunks(ACKS_PER_MESSAGE) {
+            let publish = outbox::Publish {
+                topic: outbox::Topic::Region(self.region.clone()),
+                body: wire::Body::Acks(wire::Acks {
+                    region: self.region.clone(),
+                    term,
+                    marks: chunk.to_vec(),
+                }),
+                delivery: outbox::Delivery::BestEffort,
+            };
+            let _ = self.gossip.try_send(publish);
         }
-        let publish = outbox::Publish {
-            topic: outbox::Topic::Region(self.region.clone()),
-            body: wire::Body::Acks(wire::Acks {
-                region: self.region.clone(),
-                term,
-                marks,
-            }),
-            delivery: outbox::Delivery::BestEffort,
-        };
-        let _ = self.gossip.try_send(publish);
     }
 
     fn tell_own_mark(&self, mark: u64, peer: node::Id, term: u64) {
