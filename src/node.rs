@@ -429,6 +429,7 @@ async fn serve(
             settings.raw.node.data_dir.clone(),
         );
         let mut incarnation = info.incarnation;
+        let mut last_reincarnation = None;
         let metrics = metrics.clone();
         let eligible = settings.raw.region.master_eligible;
         tokio::spawn(async move {
@@ -460,18 +461,25 @@ async fn serve(
                     break;
                 };
                 // Declared dead while cut off: come back as a new incarnation, which the
-                // region accepts (a dead one stays dead).
-                if r.state
-                    .dead
-                    .get(&own_peer)
-                    .is_some_and(|d| *d >= incarnation)
+                // region accepts (a dead one stays dead). Known from the region's log, or
+                // from peers whose heartbeats keep listing this node although they reach
+                // it (a voter removed while away no longer receives the log).
+                let listed = snap.held_dead_by > 0
+                    && last_reincarnation
+                        .is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(10));
+                if listed
+                    || r.state
+                        .dead
+                        .get(&own_peer)
+                        .is_some_and(|d| *d >= incarnation)
                 {
+                    last_reincarnation = Some(Instant::now());
                     match next_incarnation(&data_dir) {
                         Ok(n) => {
                             tracing::warn!(
                                 old = incarnation,
                                 new = n,
-                                "the region declared this node dead (it was cut off); rejoining as a new incarnation"
+                                "the region holds this node dead (it was cut off); rejoining as a new incarnation"
                             );
                             incarnation = n;
                             heartbeat.do_send(Reincarnate(n));

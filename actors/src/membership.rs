@@ -104,6 +104,8 @@ pub struct Member {
     pub founders: Vec<u64>,
     /// Whether it may become a voter.
     pub eligible: bool,
+    /// Its heartbeats in a row that list this node among its suspects or dead.
+    pub lists_us: u32,
     /// When this member was last judged.
     judged_at: Instant,
 }
@@ -248,6 +250,7 @@ impl View {
             sync: None,
             founders: Vec::new(),
             eligible: false,
+            lists_us: 0,
             judged_at: now,
         });
         let mut everyone = false;
@@ -284,6 +287,11 @@ impl View {
                 m.last_heartbeat = Some(now);
                 m.detector.heartbeat(now);
                 let suspects: BTreeSet<node::Id> = beat.suspects.iter().cloned().collect();
+                m.lists_us = if suspects.contains(&self.own) {
+                    m.lists_us.saturating_add(1)
+                } else {
+                    0
+                };
                 // Its suspicions may confirm (or no longer confirm) others'.
                 everyone = suspects != m.suspects;
                 m.suspects = suspects;
@@ -325,6 +333,23 @@ impl View {
             self.refresh(now, &peer, &mut out);
         }
         out
+    }
+
+    /// How many live peers have listed this node as suspect or dead in at least `beats`
+    /// heartbeats in a row, although those heartbeats reach it: they hold it dead (it was
+    /// cut off and declared dead; a dead incarnation stays dead) or cannot hear it.
+    pub fn held_dead_by(&self, beats: u32) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.status == Status::Alive && m.lists_us >= beats)
+            .count()
+    }
+
+    /// Forgets who listed this node (it starts a new incarnation).
+    pub fn forget_listed(&mut self) {
+        for m in self.members.values_mut() {
+            m.lists_us = 0;
+        }
     }
 
     /// The region peers this node suspects or holds dead, for its heartbeats.

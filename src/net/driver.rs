@@ -422,6 +422,14 @@ impl Driver {
                 let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Hello(ev) => self.on_hello(ev),
+            BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) => {
+                tracing::info!(%peer, %error, "ping failed: closing the connection");
+                self.swarm.close_connection(connection);
+            }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr);

@@ -28,9 +28,13 @@ use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, identify, kad, mdns, noise,
+    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, identify, kad, mdns, noise, ping,
     request_response, tcp, yamux,
 };
+
+/// Every connection is pinged this often; one unanswered for `PING_TIMEOUT` is closed.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+const PING_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Protocol names; the version in each is the wire protocol's.
 pub const IDENTIFY_PROTOCOL: &str = "/fleetmesh/id/1";
@@ -96,6 +100,10 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub hello: Hello,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Liveness of each connection: a link that went silent (a cut cable, a peer whose
+    /// network vanished) leaves a half-open TCP connection that would swallow gossip for
+    /// minutes; a failed ping closes it, so that the peers reconnect afresh.
+    pub ping: ping::Behaviour,
 }
 
 /// TCP (+ pnet when keyed) + noise + yamux.
@@ -229,6 +237,11 @@ pub fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
         kad,
         hello,
         mdns: Toggle::from(mdns),
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(PING_INTERVAL)
+                .with_timeout(PING_TIMEOUT),
+        ),
     };
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()

@@ -385,11 +385,30 @@ impl Netns {
 
     /// Takes the inner link down: nothing passes either way.
     pub fn cut(&self) {
-        ip(&["-n", &self.name, "link", "set", &self.link, "down"]).expect("cut the link");
+        self.set_link("down");
     }
 
     pub fn heal(&self) {
-        ip(&["-n", &self.name, "link", "set", &self.link, "up"]).expect("heal the link");
+        self.set_link("up");
+    }
+
+    /// Sets the data link `state`, retrying a failed `ip` a few times; the panic names
+    /// every error and shows the namespace's links.
+    fn set_link(&self, state: &str) {
+        let mut errors = Vec::new();
+        for _ in 0..5 {
+            match ip(&["-n", &self.name, "link", "set", &self.link, state]) {
+                Ok(()) => return,
+                Err(e) => errors.push(e),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let links = Command::new("ip")
+            .args(["-n", &self.name, "-br", "link"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!("cannot set the link {state}: {errors:?}; links in the namespace:\n{links}");
     }
 }
 

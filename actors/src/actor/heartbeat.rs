@@ -40,6 +40,7 @@ impl Handler<crate::actor::Reincarnate> for HeartbeatActor {
 
     fn handle(&mut self, msg: crate::actor::Reincarnate, _: &mut Self::Context) {
         self.emitter.set_incarnation(msg.0);
+        self.view.forget_listed();
     }
 }
 
@@ -58,6 +59,10 @@ impl Handler<SetRegion> for HeartbeatActor {
         self.emitter.set_region(msg.founders, msg.eligible);
     }
 }
+
+/// Heartbeats in a row in which a live peer lists this node before it counts as holding
+/// it dead: a peer that merely suspected it clears it with the next heartbeat it gets.
+pub const HELD_DEAD_BEATS: u32 = 5;
 
 /// Asks for a copy of the view.
 #[derive(Debug, Message)]
@@ -82,6 +87,8 @@ pub struct Snapshot {
     /// Heartbeats that could not be handed to the driver (its queue was full).
     pub outbox_full: u64,
     pub stale_heartbeats: u64,
+    /// Live peers whose last heartbeats keep listing this node as suspect or dead.
+    pub held_dead_by: usize,
 }
 
 /// Reads a host figure for the health summary (the one-minute load, for example).
@@ -264,6 +271,7 @@ impl Handler<GetSnapshot> for HeartbeatActor {
             heartbeats_late: self.emitter.late(),
             outbox_full: self.outbox_full,
             stale_heartbeats: self.stale,
+            held_dead_by: self.view.held_dead_by(HELD_DEAD_BEATS),
         })
     }
 }
