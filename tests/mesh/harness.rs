@@ -434,6 +434,14 @@ fn remove_stale_links(prefixes: &[&str]) {
         let Some(name) = cols.next() else { continue };
         if cols.any(|a| prefixes.iter().any(|p| a.starts_with(p))) {
             let link = name.split('@').next().unwrap_or(name);
+            // `fm<o|c><pid>n<n>`: left alone while the test process that made it runs.
+            let owner = link
+                .get(3..)
+                .and_then(|rest| rest.split('n').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+                continue;
+            }
             let _ = ip(&["link", "del", link]);
         }
     }
