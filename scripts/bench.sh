@@ -7,6 +7,7 @@
 #   scripts/bench.sh footprint   [--nodes N] [--seconds S]
 #   scripts/bench.sh detect      [--changes N]
 #   scripts/bench.sh encode      [--spikes N]
+#   scripts/bench.sh policy-local [--decisions N]  (one local policy decision, µs)
 #   scripts/bench.sh metrics-bandwidth [--seconds S]
 #   scripts/bench.sh failover    [--trials N]   (5 voters; kill -9 the master)
 #   scripts/bench.sh detection   [--trials N]   (5 nodes; kill -9 one)
@@ -22,7 +23,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -32,7 +33,7 @@ opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
 }
 
 case "$scenario" in
-  propagation|encode|metrics-bandwidth|detect)
+  propagation|encode|metrics-bandwidth|detect|policy-local)
     cd "$root"
     cargo bench --bench "${scenario//-/_}" -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;

@@ -76,7 +76,8 @@ up() {
       --data-dir "$data" --listen "/ip4/127.0.0.1/tcp/$p2p" --api-listen "127.0.0.1:$api"
       --psk-file "$dir/fleet.psk" --watch-root "$data/root")
     [ "$i" -gt 0 ] && args+=(--bootstrap "/ip4/127.0.0.1/tcp/$base")
-    RUST_LOG=${RUST_LOG:-info} nohup "$bin" "${args[@]}" > "$data/node.log" 2>&1 < /dev/null &
+    FLEETMESH__POLICY__DIR=${FLEETMESH__POLICY__DIR:-$root/config/policy} \
+      RUST_LOG=${RUST_LOG:-info} nohup "$bin" "${args[@]}" > "$data/node.log" 2>&1 < /dev/null &
     echo $! > "$data/pid"
     # Wait until the node is up (it writes node.json), so a port clash is reported here.
     for _ in $(seq 1 100); do

@@ -207,6 +207,38 @@ async fn spikes(shared: web::Data<Shared>, q: web::Query<SpikeQuery>) -> HttpRes
     }
 }
 
+/// Query of `GET /api/v1/decisions`.
+#[derive(Debug, Deserialize)]
+pub struct DecisionQuery {
+    /// Only decisions of spikes with a higher sequence number.
+    #[serde(default)]
+    pub since: u64,
+    /// At most this many (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/decisions`: the latest policy decisions, oldest first.
+async fn decisions(shared: web::Data<Shared>, q: web::Query<DecisionQuery>) -> HttpResponse {
+    use fleetmesh_actors::actor::policy::GetDecisions;
+    let query = GetDecisions {
+        since: q.since,
+        limit: q.limit.unwrap_or(1000).min(10_000),
+    };
+    match ask(&shared.policy, query).await {
+        Some(list) => HttpResponse::Ok().json(list),
+        None => unavailable("the policy actor"),
+    }
+}
+
+/// `GET /api/v1/policy`: the policy in force (file, version, loaded at), the last refused
+/// edit if any, and the decisions counted since start.
+async fn policy(shared: web::Data<Shared>) -> HttpResponse {
+    match ask(&shared.policy, fleetmesh_actors::actor::policy::GetPolicy).await {
+        Some(status) => HttpResponse::Ok().json(status),
+        None => unavailable("the policy actor"),
+    }
+}
+
 /// `GET /api/v1/detectors`: per-layer counters and verification times.
 /// `GET /api/v1/region`: the region's master, term, voters and authoritative state, as
 /// this node sees them.
@@ -362,6 +394,8 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .route("/api/v1/peers", web::get().to(peers))
             .route("/api/v1/spikes", web::get().to(spikes))
             .route("/api/v1/detectors", web::get().to(detectors))
+            .route("/api/v1/decisions", web::get().to(decisions))
+            .route("/api/v1/policy", web::get().to(policy))
             .route("/api/v1/region", web::get().to(region))
             .route("/api/v1/assignments", web::get().to(assignments))
             .route("/api/v1/audits", web::get().to(audits))

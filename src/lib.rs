@@ -12,6 +12,7 @@ pub mod journal;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod policy;
 pub mod probe;
 pub mod settings;
 pub mod status;

@@ -15,12 +15,13 @@ use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::audit::AuditActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
+use fleetmesh_actors::actor::policy::PolicyActor;
 use fleetmesh_actors::actor::polled::DetectorActor;
 use fleetmesh_actors::actor::region::{
     Config as RegionConfig, GetRegion, MemberView, PeerNames, RegionActor,
 };
 use fleetmesh_actors::actor::service::ServiceActor;
-use fleetmesh_actors::actor::spikes::{LinksNow, SetIntake, SpikeActor, Storage};
+use fleetmesh_actors::actor::spikes::{LinksNow, SetIntake, SetPolicy, SpikeActor, Storage};
 use fleetmesh_actors::actor::{Reincarnate, Stop};
 use fleetmesh_actors::service::{Hysteresis, Probes};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
@@ -58,6 +59,7 @@ pub struct Shared {
     pub spikes: Addr<SpikeActor>,
     pub files: Addr<FileActor>,
     pub audits: Addr<AuditActor>,
+    pub policy: Addr<PolicyActor>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
 }
@@ -89,6 +91,13 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     // Before any actor starts: an early return must not leave actors behind.
     let probe_runner = probe::service::runner()?;
+    let p = &s.policy;
+    let judge = crate::policy::judge(
+        &p.dir,
+        &info.role,
+        p.ring,
+        fleetmesh_actors::actor::unix_ms(),
+    )?;
     let interval = Duration::from_millis(s.heartbeat.interval_ms);
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
     let heartbeat = HeartbeatActor::new(
@@ -197,6 +206,13 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             sync_config,
         )
     });
+    let policy = PolicyActor::new(
+        judge,
+        crate::policy::reader(p.dir.clone(), info.role.clone()),
+        Duration::from_millis(p.reload_ms),
+    )
+    .start();
+    spikes.do_send(SetPolicy(policy.clone().recipient()));
     let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
         load_state(&baseline_path, "file baseline").unwrap_or_default(),
@@ -318,6 +334,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         region: region.clone(),
         services: services.clone(),
         audits: audits.clone(),
+        policy: policy.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -346,6 +363,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     region_thread.stop();
     stop(&spikes).await;
     encoder_thread.stop();
+    stop(&policy).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
         tracing::info!("stopped");
@@ -366,6 +384,7 @@ struct Actors {
     region: Addr<RegionActor>,
     services: Addr<ServiceActor>,
     audits: Addr<AuditActor>,
+    policy: Addr<PolicyActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -534,6 +553,7 @@ async fn serve(
         spikes: actors.spikes.clone(),
         files: actors.files.clone(),
         audits: actors.audits.clone(),
+        policy: actors.policy.clone(),
         net: net_state.clone(),
         metrics,
     };

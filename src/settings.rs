@@ -46,6 +46,7 @@ pub struct Settings {
     pub journal: Journal,
     pub region: Region,
     pub audit: Audit,
+    pub policy: Policy,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
     /// Service probes (`[[services]]`), run by the region's members as work items.
@@ -162,6 +163,16 @@ pub struct Journal {
     pub retain_bytes: u64,
     pub replay_after_ms: u64,
     pub replay_retry_ms: u64,
+}
+
+/// `[policy]`: where the role policies are and how they are reloaded (see `crate::policy`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Holds `<role>.toml` (or `baseline.toml`); relative to the working directory.
+    pub dir: PathBuf,
+    pub reload_ms: u64,
+    pub ring: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -499,6 +510,11 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         1,
         1000,
     )?;
+    within("policy.reload_ms", raw.policy.reload_ms, 100, 3_600_000)?;
+    within("policy.ring", raw.policy.ring as u64, 1, 1_000_000)?;
+    if raw.policy.dir.as_os_str().is_empty() {
+        return Err(invalid("policy.dir", "must name a directory"));
+    }
     if raw.spikes.ring == 0 {
         return Err(invalid("spikes.ring", "must be at least 1"));
     }

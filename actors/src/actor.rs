@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod audit;
 pub mod files;
 pub mod heartbeat;
+pub mod policy;
 pub mod polled;
 pub mod region;
 pub mod service;
@@ -50,5 +51,6 @@ stoppable!(
     heartbeat::HeartbeatActor,
     spikes::SpikeActor,
     files::FileActor,
-    accounts::AccountsActor
+    accounts::AccountsActor,
+    policy::PolicyActor
 );

@@ -23,6 +23,7 @@ pub mod netconf;
 pub mod node;
 pub mod outbox;
 pub mod phi;
+pub mod policy;
 pub mod procs;
 pub mod region;
 pub mod service;

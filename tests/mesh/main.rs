@@ -10,3 +10,4 @@ mod garbage;
 mod harness;
 mod journal;
 mod metrics;
+mod policy;

@@ -13,6 +13,7 @@ use actix::prelude::*;
 
 use std::time::Duration;
 
+use crate::actor::policy::Decide;
 use crate::actor::region::{Acked, SpikesIn};
 use crate::actor::unix_ms;
 use crate::encoder::Encoder;
@@ -54,6 +55,11 @@ pub type ReadJournal = Box<dyn FnMut(u64, usize) -> std::io::Result<Vec<Spike>> 
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct SetIntake(pub Recipient<SpikesIn>);
+
+/// Where the node's policy actor is: every spike is handed to it to be decided.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetPolicy(pub Recipient<Decide>);
 
 /// The node's links now; answers the sync report (for heartbeats and the API).
 #[derive(Debug, Message)]
@@ -102,6 +108,9 @@ pub struct SpikeActor {
     read: ReadJournal,
     sync: Origin,
     intake: Option<Recipient<SpikesIn>>,
+    policy: Option<Recipient<Decide>>,
+    /// Spikes not decided because the policy actor's mailbox was full.
+    pub policy_full: u64,
     direct: outbox::DirectSender,
     /// Spikes read from the journal for replay and not sent yet, in order.
     read_ahead: VecDeque<Spike>,
@@ -149,6 +158,8 @@ impl SpikeActor {
             read: storage.read,
             sync: Origin::new(sync, storage.last_seq, unix_ms()),
             intake: None,
+            policy: None,
+            policy_full: 0,
             direct,
             read_ahead: VecDeque::new(),
             unused,
@@ -242,6 +253,19 @@ impl Handler<Observe> for SpikeActor {
             if let Some(intake) = &self.intake {
                 let _ = intake.try_send(SpikesIn(encoded.clone()));
             }
+            if let Some(policy) = &self.policy
+                && policy.try_send(Decide(encoded.clone())).is_err()
+            {
+                // Logged on the first loss and then once per 1024 lost, not per batch.
+                let before = self.policy_full;
+                self.policy_full += encoded.len() as u64;
+                if before == 0 || before / 1024 != self.policy_full / 1024 {
+                    tracing::warn!(
+                        lost = self.policy_full,
+                        "the policy actor is full or gone: spikes not decided"
+                    );
+                }
+            }
         }
         for spike in &encoded {
             if self.ring.len() == self.capacity {
@@ -272,6 +296,14 @@ impl Handler<SetIntake> for SpikeActor {
 
     fn handle(&mut self, msg: SetIntake, _: &mut Self::Context) {
         self.intake = Some(msg.0);
+    }
+}
+
+impl Handler<SetPolicy> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPolicy, _: &mut Self::Context) {
+        self.policy = Some(msg.0);
     }
 }
 

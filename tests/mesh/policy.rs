@@ -1,0 +1,178 @@
+//! Role policies on real nodes: user additions under temporary watch roots are decided by
+//! the policy of each node's role, and a bad policy edit is refused with its line while
+//! the node goes on deciding with its last good policy.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::harness::{CONVERGE, Node, Spec, eventually, get, wait_for};
+
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/bash\n";
+const GROUP: &str = "root:x:0:\nalice:x:1000:\n";
+
+/// A copy of the shipped policies, so that a test may break one.
+fn policies(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("policy");
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy");
+    for role in ["web", "baseline", "database"] {
+        let name = format!("{role}.toml");
+        std::fs::copy(shipped.join(&name), dir.join(&name)).expect("copy policy");
+    }
+    dir
+}
+
+fn node(role: &str, tmp: &Path, policy: &Path) -> (Node, PathBuf) {
+    let data = tmp.join(role);
+    let etc = data.join("root/etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    std::fs::write(etc.join("passwd"), PASSWD).expect("passwd");
+    std::fs::write(etc.join("group"), GROUP).expect("group");
+    let mut spec = Spec::new(role, &format!("policy-{role}"));
+    spec.role = role.into();
+    spec.dir = Some(data);
+    spec.env = vec![
+        (
+            "FLEETMESH__POLICY__DIR".into(),
+            policy.display().to_string(),
+        ),
+        ("FLEETMESH__POLICY__RELOAD_MS".into(), "200".into()),
+    ];
+    (Node::start(spec), etc)
+}
+
+fn add_users(etc: &Path, names: &[&str]) {
+    let mut text = PASSWD.to_string();
+    for (i, n) in names.iter().enumerate() {
+        text.push_str(&format!(
+            "{n}:x:{}:{}::/home/{n}:/bin/sh\n",
+            2000 + i,
+            2000 + i
+        ));
+    }
+    std::fs::write(etc.join("passwd"), text).expect("passwd");
+}
+
+/// The node's decision about the addition of user `name`, once made.
+async fn decision_on(node: &Node, name: &str) -> Value {
+    wait_for(&format!("a decision on user {name}"), CONVERGE, || async {
+        let list: Vec<Value> = get(&node.url("/api/v1/decisions?limit=10000")).await;
+        list.into_iter()
+            .find(|d| d["kind"] == "user" && d["change"] == "added" && d["subject"] == name)
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .expect("needle in policy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_decides_user_additions_by_its_policy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = policies(tmp.path());
+    let (web, web_etc) = node("web", tmp.path(), &policy);
+    let (baseline, baseline_etc) = node("baseline", tmp.path(), &policy);
+    let (db, db_etc) = node("database", tmp.path(), &policy);
+
+    add_users(&web_etc, &["deploy"]);
+    add_users(&baseline_etc, &["deploy"]);
+    add_users(&db_etc, &["dbadmin"]);
+
+    let d = decision_on(&web, "deploy").await;
+    assert_eq!(d["decision"], "approved", "{d}");
+    let web_text = std::fs::read_to_string(policy.join("web.toml")).expect("web policy");
+    let line = line_of(&web_text, "name = \"deploy-users\"") - 1;
+    assert_eq!(d["rule"], format!("web.toml:{line}#deploy-users"), "{d}");
+
+    let d = decision_on(&baseline, "deploy").await;
+    assert_eq!(d["decision"], "violation", "{d}");
+    assert!(
+        d["rule"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("#no-new-users"),
+        "{d}"
+    );
+    assert!(
+        baseline.log().contains("policy violation"),
+        "violations are logged"
+    );
+
+    let d = decision_on(&db, "dbadmin").await;
+    assert_eq!(d["decision"], "approved", "{d}");
+    assert!(
+        d["rule"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("#db-admins"),
+        "{d}"
+    );
+
+    // A bad edit of the database policy: refused with its line; the last good one stays.
+    let before: Value = get(&db.url("/api/v1/policy")).await;
+    let good = std::fs::read_to_string(policy.join("database.toml")).expect("db policy");
+    let rule_line = line_of(&good, "name = \"other-users\"") - 1;
+    let bad = good.replacen(
+        "reason = \"only the listed database administrators",
+        "decision_typo = 1\nreason = \"only the listed database administrators",
+        1,
+    );
+    assert_ne!(bad, good);
+    std::fs::write(policy.join("database.toml"), &bad).expect("bad edit");
+    let status: Value = wait_for("the bad edit refused", CONVERGE, || async {
+        let s: Value = get(&db.url("/api/v1/policy")).await;
+        if s["last_error"].is_object() {
+            Ok(s)
+        } else {
+            Err(format!("{s}"))
+        }
+    })
+    .await;
+    let error = status["last_error"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "policy database.toml:{rule_line}: rule `other-users`: "
+        )),
+        "{error}"
+    );
+    assert!(error.contains("decision_typo"), "{error}");
+    assert_eq!(
+        status["version"], before["version"],
+        "the last good policy stays"
+    );
+    assert!(db.log().contains("policy refused"), "the refusal is logged");
+
+    add_users(&db_etc, &["dbadmin", "mallory"]);
+    let d = decision_on(&db, "mallory").await;
+    assert_eq!(d["decision"], "violation", "{d}");
+    assert!(
+        d["rule"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("#other-users"),
+        "{d}"
+    );
+    assert_eq!(
+        d["policy"], before["version"],
+        "decided by the last good policy"
+    );
+
+    // Fixed again: the good text loads and the error is gone.
+    std::fs::write(policy.join("database.toml"), &good).expect("fix");
+    eventually("the fixed policy loaded", CONVERGE, || async {
+        let s: Value = get(&db.url("/api/v1/policy")).await;
+        if s["last_error"].is_null() && s["counts"]["violation"].as_u64() >= Some(1) {
+            Ok(())
+        } else {
+            Err(format!("{s}"))
+        }
+    })
+    .await;
+}
