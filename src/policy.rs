@@ -40,8 +40,18 @@ pub fn reader(dir: PathBuf, role: String) -> ReadPolicy {
     Box::new(move || read(&dir, &role))
 }
 
-/// The judge of a node starting now: the node refuses to start without a valid policy.
+/// The judge of a node starting now. A policy file that exists must be valid (the node
+/// refuses to start with a broken one); with no file at all the node starts on the
+/// built-in defaults (every change is `consult`, metric samples approved) and says so.
 pub fn judge(dir: &Path, role: &str, ring: usize, now_unix_ms: u64) -> anyhow::Result<Judge> {
+    let path = file_for(dir, role);
+    if !path.exists() {
+        tracing::warn!(
+            file = %path.display(),
+            "no policy file for this role: deciding with the built-in defaults (every change is consult) until one appears"
+        );
+        return Judge::new("builtin", "", ring, now_unix_ms).map_err(anyhow::Error::new);
+    }
     let (name, text) = read(dir, role)
         .map_err(anyhow::Error::new)
         .with_context(|| {
