@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod actor;
 pub mod assign;
 pub mod audit;
+pub mod correlate;
 pub mod delta;
 pub mod encoder;
 pub mod files;
