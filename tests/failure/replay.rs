@@ -140,7 +140,8 @@ async fn a_node_cut_off_for_60_s_delivers_all_1000_changes_exactly_once() {
     wait_for("the node aware it is cut off", CONVERGE, || async move {
         let s = cut.node().await.sync.ok_or("no sync report")?;
         let c = s.connectivity.map(|c| c.as_str());
-        if matches!(c, Some("disconnected" | "autonomous")) && s.backlog >= CHANGES as u64 {
+        // (The detector may still be working through the burst: some backlog is enough.)
+        if matches!(c, Some("disconnected" | "autonomous")) && s.backlog > 0 {
             Ok(())
         } else {
             Err(format!("{s:?}"))
