@@ -186,9 +186,7 @@ impl Driver {
                 Some(p) = self.outbox.recv() => self.publish(p),
                 Some(d) = self.direct.recv() => self.send_direct(d),
                 event = self.swarm.select_next_some() => self.on_event(event),
-                Some((channel, reply)) = self.replies.next() => {
-                    let _ = self.swarm.behaviour_mut().hello.send_response(channel, reply);
-                }
+                Some((channel, reply)) = self.replies.next() => self.respond(channel, reply),
                 _ = tick.tick() => self.maintain(),
             }
         }
@@ -475,7 +473,6 @@ impl Driver {
         first: u64,
         spikes: Vec<fleetmesh_actors::spike::Spike>,
     ) {
-        let refuse = |why: String| wire::Response::Refused(why);
         let Some(links) = self
             .region_links
             .clone()
@@ -485,11 +482,7 @@ impl Driver {
                 "replay for region {region}; this node is in {}",
                 self.info.region
             );
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .hello
-                .send_response(channel, refuse(why));
+            self.respond(channel, wire::Response::Refused(why));
             return;
         };
         let request = links.replay.send(ReplayIn {
@@ -497,14 +490,35 @@ impl Driver {
             first,
             spikes,
         });
-        self.replies.push(Box::pin(async move {
-            let reply = match request.await {
+        self.respond_later(channel, async move {
+            match request.await {
                 Ok(Ok((term, mark))) => wire::Response::Acked { region, term, mark },
-                Ok(Err(why)) => refuse(why),
-                Err(e) => refuse(format!("region actor unavailable: {e}")),
-            };
-            (channel, reply)
-        }));
+                Ok(Err(why)) => wire::Response::Refused(why),
+                Err(e) => wire::Response::Refused(format!("region actor unavailable: {e}")),
+            }
+        });
+    }
+
+    fn respond(
+        &mut self,
+        channel: request_response::ResponseChannel<wire::Response>,
+        reply: wire::Response,
+    ) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .hello
+            .send_response(channel, reply);
+    }
+
+    /// Answers on `channel` once `reply` (an actor working it out) resolves.
+    fn respond_later(
+        &mut self,
+        channel: request_response::ResponseChannel<wire::Response>,
+        reply: impl Future<Output = wire::Response> + Send + 'static,
+    ) {
+        self.replies
+            .push(Box::pin(async move { (channel, reply.await) }));
     }
 
     /// A peer audits this node: the file actor answers (with the spike encoder's
@@ -514,7 +528,6 @@ impl Driver {
         channel: request_response::ResponseChannel<wire::Response>,
         region: String,
     ) {
-        let refuse = |why: String| wire::Response::Refused(why);
         let Some(links) = self
             .audit_links
             .clone()
@@ -524,22 +537,17 @@ impl Driver {
                 "audit for region {region}; this node is in {} (or runs no audits)",
                 self.info.region
             );
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .hello
-                .send_response(channel, refuse(why));
+            self.respond(channel, wire::Response::Refused(why));
             return;
         };
         let request = links.digest.send(BaselineDigest);
-        self.replies.push(Box::pin(async move {
-            let reply = match request.await {
+        self.respond_later(channel, async move {
+            match request.await {
                 Ok(Ok(answer)) => wire::Response::Digest(answer),
-                Ok(Err(why)) => refuse(why),
-                Err(e) => refuse(format!("file detector unavailable: {e}")),
-            };
-            (channel, reply)
-        }));
+                Ok(Err(why)) => wire::Response::Refused(why),
+                Err(e) => wire::Response::Refused(format!("file detector unavailable: {e}")),
+            }
+        });
     }
 
     fn to_audit(&self, from: node::Id, answer: Result<wire::AuditAnswer, String>) {
@@ -595,11 +603,7 @@ impl Driver {
                             return;
                         }
                     };
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .hello
-                        .send_response(channel, reply);
+                    self.respond(channel, reply);
                 }
                 Message::Response {
                     request_id,
