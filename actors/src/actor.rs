@@ -2,6 +2,7 @@
 //! carry their outputs away. No decision is made here.
 
 pub mod accounts;
+pub mod alert;
 pub mod audit;
 pub mod files;
 pub mod heartbeat;

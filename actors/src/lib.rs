@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod actor;
+pub mod alert;
 pub mod assign;
 pub mod audit;
 pub mod correlate;
