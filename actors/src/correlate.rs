@@ -15,13 +15,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::node;
 use crate::spike::{Digest, Kind, Spike};
 
 /// What identifies "the same change" across servers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Fingerprint {
     pub kind: Kind,
     pub subject: String,
@@ -68,7 +68,7 @@ impl Config {
 }
 
 /// What a fleet event is judged to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Every spike of the group was approved: a planned rollout.
@@ -80,7 +80,7 @@ pub enum Verdict {
 }
 
 /// One fleet-level event standing for many servers' identical changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetEvent {
     pub fingerprint: Fingerprint,
     /// The role whose threshold was exceeded.

@@ -15,6 +15,7 @@ pub mod correlate;
 pub mod delta;
 pub mod encoder;
 pub mod files;
+pub mod fleet;
 pub mod heartbeat;
 pub mod hostmetrics;
 pub mod journal;

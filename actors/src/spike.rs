@@ -51,7 +51,7 @@ impl<'de> Deserialize<'de> for Digest {
 }
 
 /// Reads bytes whether the format sends them as a byte string or as a sequence.
-mod serde_bytes_compat {
+pub(crate) mod serde_bytes_compat {
     use serde::de::{Deserializer, SeqAccess, Visitor};
     use std::fmt;
 
@@ -64,6 +64,9 @@ mod serde_bytes_compat {
         }
         fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
             Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
             let mut out = Vec::new();

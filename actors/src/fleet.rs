@@ -1,0 +1,720 @@
+//! What the fleet knows and how the region's master uses it.
+//!
+//! - [`Knowledge`] (every node): approved patterns, each an [`Approval`] signed by the
+//!   master of a region in a term. A node takes an approval from its region's log (the
+//!   master committed it) or from the fleet topic; a gossiped one is accepted only when
+//!   its signer is the master of that region *in that term* as this node knows it, so an
+//!   ordinary node cannot poison what the fleet has learned. A change matching an
+//!   approval for the node's role is approved (`learned:<id>`); other roles keep judging
+//!   it with their own policy.
+//! - [`Brain`] (the master): judges the region's spikes with each origin's role policy,
+//!   learns what policy approves (users, groups, listeners), feeds the correlation window
+//!   ([`crate::correlate`]), marks servers running their package manager as upgrading,
+//!   answers consultations, and holds unresolved changes for the length of the window so
+//!   that a coordinated change becomes one fleet event instead of one alert per server.
+//!
+//! Signing and signature checks need the node's key: the runtime does them (the bytes to
+//! sign are [`Approval::signed_bytes`]); nothing here reads clocks or does I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::correlate::{self, Fingerprint, FleetEvent, Outcome, Verdict as EventVerdict};
+use crate::node;
+use crate::policy::{Decision, Policy};
+use crate::spike::{Change, Digest, Kind, Spike};
+
+/// An approved change: the same kind, change and subject (and, when given, the same
+/// content after the change) on a server of one of `roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Pattern {
+    pub roles: BTreeSet<String>,
+    pub kind: Kind,
+    pub change: Change,
+    pub subject: String,
+    /// The digest after the change; `None` approves any content.
+    #[serde(default)]
+    pub after: Option<Digest>,
+}
+
+impl Pattern {
+    /// The pattern of `spike` on a server of `role`.
+    pub fn of(spike: &Spike, role: &str) -> Self {
+        Pattern {
+            roles: BTreeSet::from([role.to_string()]),
+            kind: spike.kind,
+            change: spike.change,
+            subject: spike.subject.clone(),
+            after: spike.after,
+        }
+    }
+
+    pub fn matches(&self, role: &str, spike: &Spike) -> bool {
+        self.kind == spike.kind
+            && self.change == spike.change
+            && self.subject == spike.subject
+            && self.after.is_none_or(|d| spike.after == Some(d))
+            && self.roles.contains(role)
+    }
+
+    /// A short stable id: the first 16 hex digits of the pattern's sha256.
+    pub fn id(&self) -> String {
+        let bytes = rmp_serde::to_vec(self).unwrap_or_default();
+        let d = Sha256::digest(&bytes);
+        d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A pattern approved by the master of `region` in `term`, signed with its node key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub pattern: Pattern,
+    pub region: String,
+    pub term: u64,
+    /// The master's peer id (the key that signed).
+    pub master: node::Id,
+    /// Who approved: `policy <rule>` or `operator <name>`.
+    pub by: String,
+    pub approved_at_unix_ms: u64,
+    /// The signer's public key (libp2p protobuf encoding).
+    #[serde(with = "bytes")]
+    pub public_key: Vec<u8>,
+    #[serde(with = "bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// Byte strings as msgpack binaries (not arrays of integers); JSON reads them back too.
+mod bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        crate::spike::serde_bytes_compat::deserialize(d)
+    }
+}
+
+impl Approval {
+    /// An unsigned approval; the runtime signs [`Approval::signed_bytes`].
+    pub fn new(
+        pattern: Pattern,
+        region: &str,
+        term: u64,
+        master: node::Id,
+        by: String,
+        now: u64,
+    ) -> Self {
+        Approval {
+            pattern,
+            region: region.to_string(),
+            term,
+            master,
+            by,
+            approved_at_unix_ms: now,
+            public_key: Vec::new(),
+            signature: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> String {
+        self.pattern.id()
+    }
+
+    /// What the master signs: everything but the key and the signature, with a domain tag.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        rmp_serde::to_vec(&(
+            "fleetmesh-approval-v1",
+            &self.pattern,
+            &self.region,
+            self.term,
+            &self.master,
+            &self.by,
+            self.approved_at_unix_ms,
+        ))
+        .unwrap_or_default()
+    }
+}
+
+/// A critical fleet event, broadcast by the master that raised it on the fleet topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Emergency {
+    pub region: String,
+    pub term: u64,
+    pub master: node::Id,
+    pub raised_at_unix_ms: u64,
+    pub event: FleetEvent,
+}
+
+impl Emergency {
+    /// Stable per event: fingerprint and window start.
+    pub fn key(&self) -> String {
+        fleet_key(&self.region, &self.event)
+    }
+}
+
+/// The dedup key of a fleet event.
+pub fn fleet_key(region: &str, e: &FleetEvent) -> String {
+    let after = e
+        .fingerprint
+        .after
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    format!(
+        "fleet|{region}|{}|{}|{}|{}",
+        e.fingerprint.kind.as_str(),
+        e.fingerprint.subject,
+        &after[..after.len().min(16)],
+        e.first_unix_ms
+    )
+}
+
+/// Who this node believes is the master of its region, and in which term.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    pub region: String,
+    pub master: Option<(node::Id, u64)>,
+}
+
+/// How an approval reached this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// The region's log (committed by the master).
+    Log,
+    /// The fleet topic (checked against the known master).
+    Gossip,
+    /// This node is the master that approved it.
+    Own,
+}
+
+/// An approval as this node holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Learned {
+    pub id: String,
+    pub approval: Approval,
+    pub received_at_unix_ms: u64,
+    pub via: Via,
+}
+
+/// Why a gossiped approval or emergency was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "why")]
+pub enum Rejection {
+    #[error("signature does not verify or the key is not the claimed master's")]
+    BadSignature,
+    #[error("the gossip author {author} is not the claimed master {claimed}")]
+    NotAuthor { author: node::Id, claimed: node::Id },
+    #[error("region {region} has no master known here; cannot check the signer")]
+    NoMasterKnown { region: String },
+    #[error("{claimed} is not the master of region {region} in term {term} (known: {known})")]
+    NotMaster {
+        region: String,
+        term: u64,
+        claimed: node::Id,
+        known: String,
+    },
+}
+
+/// Refused approvals kept for the API.
+const REJECTIONS_KEPT: usize = 100;
+
+/// Every approval this node holds, indexed for matching.
+#[derive(Debug, Default)]
+pub struct Knowledge {
+    by_id: BTreeMap<String, Learned>,
+    /// (kind, subject) → ids, for matching without scanning.
+    index: HashMap<(Kind, String), Vec<String>>,
+    /// The master accepted per foreign region and term (first seen in that term wins).
+    foreign: BTreeMap<String, (u64, node::Id)>,
+    rejected: VecDeque<(u64, String, Rejection)>,
+    rejected_total: u64,
+}
+
+impl Knowledge {
+    /// Checks that `master` may speak for `region` in `term`. This node's own region is
+    /// checked against its consensus view; a foreign region's master is the first signer
+    /// seen in the highest term (a lower term, or another signer in the same term, is
+    /// refused).
+    pub fn check_master(
+        &mut self,
+        view: &View,
+        region: &str,
+        term: u64,
+        master: &node::Id,
+    ) -> Result<(), Rejection> {
+        if region == view.region {
+            return match &view.master {
+                Some((m, t)) if m == master && *t == term => Ok(()),
+                Some((m, t)) => Err(Rejection::NotMaster {
+                    region: region.to_string(),
+                    term,
+                    claimed: master.clone(),
+                    known: format!("{m} in term {t}"),
+                }),
+                None => Err(Rejection::NoMasterKnown {
+                    region: region.to_string(),
+                }),
+            };
+        }
+        match self.foreign.get(region) {
+            Some((t, m)) if (*t == term && m == master) || *t < term => {}
+            Some((t, m)) => {
+                return Err(Rejection::NotMaster {
+                    region: region.to_string(),
+                    term,
+                    claimed: master.clone(),
+                    known: format!("{m} in term {t}"),
+                });
+            }
+            None => {}
+        }
+        self.foreign
+            .insert(region.to_string(), (term, master.clone()));
+        Ok(())
+    }
+
+    /// Takes an approval. `Via::Gossip` approvals are checked against `view` first;
+    /// `Via::Log` and `Via::Own` are authoritative. True when it is new.
+    pub fn offer(
+        &mut self,
+        approval: Approval,
+        via: Via,
+        view: &View,
+        now: u64,
+    ) -> Result<bool, Rejection> {
+        if via == Via::Gossip
+            && let Err(r) =
+                self.check_master(view, &approval.region, approval.term, &approval.master)
+        {
+            self.reject(now, approval.id(), r.clone());
+            return Err(r);
+        }
+        let id = approval.id();
+        if self.by_id.contains_key(&id) {
+            return Ok(false);
+        }
+        let key = (approval.pattern.kind, approval.pattern.subject.clone());
+        self.index.entry(key).or_default().push(id.clone());
+        self.by_id.insert(
+            id.clone(),
+            Learned {
+                id,
+                approval,
+                received_at_unix_ms: now,
+                via,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Records a refusal made elsewhere (a bad signature found by the runtime).
+    pub fn reject(&mut self, now: u64, id: String, why: Rejection) {
+        if self.rejected.len() == REJECTIONS_KEPT {
+            self.rejected.pop_front();
+        }
+        self.rejected.push_back((now, id, why));
+        self.rejected_total += 1;
+    }
+
+    /// The approval that covers `spike` on a server of `role`, if any.
+    pub fn matching(&self, role: &str, spike: &Spike) -> Option<&Learned> {
+        self.index
+            .get(&(spike.kind, spike.subject.clone()))?
+            .iter()
+            .filter_map(|id| self.by_id.get(id))
+            .find(|l| l.approval.pattern.matches(role, spike))
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Learned> {
+        self.by_id.values()
+    }
+
+    /// Refusals, oldest first: (when, approval id, why), and the total since start.
+    pub fn rejected(&self) -> (Vec<(u64, String, Rejection)>, u64) {
+        (self.rejected.iter().cloned().collect(), self.rejected_total)
+    }
+}
+
+/// The master's answer to a consultation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub region: String,
+    pub term: u64,
+    /// The version of the origin role's policy at the master.
+    pub policy: String,
+    pub decision: Decision,
+    pub rule: String,
+    pub reason: String,
+    /// Not known yet: the master holds the change for the correlation window and raises
+    /// an alert itself if no fleet event or approval explains it by then.
+    pub held: bool,
+}
+
+/// Settings of the master's brain.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub correlation: correlate::Config,
+    /// Kinds grouped into fleet events.
+    pub correlate_kinds: BTreeSet<Kind>,
+    /// Kinds whose policy-approved changes become learned patterns.
+    pub learn_kinds: BTreeSet<Kind>,
+    /// Executable names of package managers (a process spike of one marks an upgrade).
+    pub package_managers: Vec<String>,
+    /// Log files package managers write (a change of one marks an upgrade).
+    pub package_logs: Vec<String>,
+    /// How long a server counts as upgrading after its package manager was seen.
+    pub upgrade_ms: u64,
+    /// At most this many new patterns learned by policy per minute.
+    pub learn_per_minute: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            correlation: correlate::Config::default(),
+            correlate_kinds: BTreeSet::from([Kind::File, Kind::User, Kind::Group, Kind::Network]),
+            learn_kinds: BTreeSet::from([Kind::User, Kind::Group, Kind::Network]),
+            package_managers: [
+                "dpkg",
+                "apt",
+                "apt-get",
+                "aptitude",
+                "unattended-upgr",
+                "rpm",
+                "yum",
+                "dnf",
+                "zypper",
+                "apk",
+            ]
+            .map(String::from)
+            .to_vec(),
+            package_logs: [
+                "/var/log/dpkg.log",
+                "/var/log/apt/history.log",
+                "/var/log/apt/term.log",
+                "/var/log/yum.log",
+                "/var/log/dnf.log",
+                "/var/log/dnf.rpm.log",
+                "/var/log/zypp/history",
+            ]
+            .map(String::from)
+            .to_vec(),
+            upgrade_ms: 10 * 60 * 1000,
+            learn_per_minute: 60,
+        }
+    }
+}
+
+/// An origin's change the master could not explain, held for the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub origin: node::Id,
+    pub role: String,
+    pub spike: Spike,
+    pub at: u64,
+}
+
+/// What the brain asks its actor to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Commit an approval of this pattern (policy approved it on a server of its role).
+    Learn { pattern: Pattern, by: String },
+    /// A fleet event was raised (`new`) or grew by a server.
+    Event { event: FleetEvent, new: bool },
+    /// A held change that no fleet event or approval explained within the window.
+    Unresolved(Held),
+}
+
+/// The master's view of its region.
+#[derive(Debug)]
+pub struct Brain {
+    config: Config,
+    policies: BTreeMap<String, Policy>,
+    knowledge: Knowledge,
+    window: correlate::Window,
+    /// Origin → upgrading until.
+    upgrading: HashMap<node::Id, u64>,
+    /// Fingerprint → raised event's verdict, until the window ends.
+    raised: HashMap<Fingerprint, (EventVerdict, u64)>,
+    held: HashMap<Fingerprint, Vec<Held>>,
+    /// Patterns asked to be learned (not asked twice).
+    asked: BTreeSet<String>,
+    learned_this_minute: (u64, usize),
+}
+
+impl Brain {
+    pub fn new(config: Config) -> Self {
+        Brain {
+            window: correlate::Window::new(config.correlation.clone()),
+            config,
+            policies: BTreeMap::new(),
+            knowledge: Knowledge::default(),
+            upgrading: HashMap::new(),
+            raised: HashMap::new(),
+            held: HashMap::new(),
+            asked: BTreeSet::new(),
+            learned_this_minute: (0, 0),
+        }
+    }
+
+    /// The policy of each role, as the master has them.
+    pub fn set_policies(&mut self, policies: BTreeMap<String, Policy>) {
+        self.policies = policies;
+    }
+
+    pub fn policy_version(&self, role: &str) -> String {
+        self.policy_of(role)
+            .map_or_else(|| "none".to_string(), |p| p.version().to_string())
+    }
+
+    fn policy_of(&self, role: &str) -> Option<&Policy> {
+        self.policies
+            .get(role)
+            .or_else(|| self.policies.get("baseline"))
+    }
+
+    /// An approval committed in the region's log.
+    pub fn learned(&mut self, approval: Approval, now: u64) {
+        let _ = self
+            .knowledge
+            .offer(approval, Via::Log, &View::default(), now);
+    }
+
+    pub fn knows(&self, id: &str) -> bool {
+        self.knowledge.contains(id)
+    }
+
+    fn is_upgrading(&self, origin: &node::Id, now: u64) -> bool {
+        self.upgrading.get(origin).is_some_and(|until| *until > now)
+    }
+
+    fn marks_upgrade(&self, spike: &Spike) -> bool {
+        match spike.kind {
+            Kind::Process if spike.change == Change::Added => {
+                let exe = crate::policy::Facts::of(spike)
+                    .exe
+                    .unwrap_or(&spike.subject);
+                let name = exe.rsplit('/').next().unwrap_or(exe);
+                self.config.package_managers.iter().any(|p| p == name)
+            }
+            Kind::File => self.config.package_logs.iter().any(|l| spike.subject == *l),
+            _ => false,
+        }
+    }
+
+    /// Whether policy or a learned pattern approves `spike` on a server of `role`, and by
+    /// which rule.
+    fn approval_of(&self, spike: &Spike, role: &str) -> Option<String> {
+        if let Some(l) = self.knowledge.matching(role, spike) {
+            return Some(format!("learned:{}", l.id));
+        }
+        let p = self.policy_of(role)?;
+        let v = p.evaluate(spike);
+        (v.decision == Decision::Approved).then(|| v.rule.to_string())
+    }
+
+    /// One spike of the region, taken in once and in order, from a server of `role`.
+    pub fn intake(&mut self, spike: &Spike, role: &str, now: u64) -> Vec<Effect> {
+        let mut out = self.expire(now);
+        if self.marks_upgrade(spike) {
+            self.upgrading
+                .insert(spike.origin.clone(), now + self.config.upgrade_ms);
+        }
+        let approved = self.approval_of(spike, role);
+        if let Some(rule) = &approved
+            && !rule.starts_with("learned:")
+            && self.config.learn_kinds.contains(&spike.kind)
+        {
+            let pattern = Pattern::of(spike, role);
+            let id = pattern.id();
+            let (minute, n) = self.learned_this_minute;
+            let this_minute = now / 60_000;
+            let n = if minute == this_minute { n } else { 0 };
+            if !self.knowledge.contains(&id)
+                && !self.asked.contains(&id)
+                && n < self.config.learn_per_minute
+            {
+                self.asked.insert(id);
+                self.learned_this_minute = (this_minute, n + 1);
+                out.push(Effect::Learn {
+                    pattern,
+                    by: format!("policy {rule}"),
+                });
+            }
+        }
+        if self.config.correlate_kinds.contains(&spike.kind) {
+            let upgrading = self.is_upgrading(&spike.origin, now);
+            let outcome = self
+                .window
+                .offer(spike, role, approved.is_some(), upgrading, now);
+            match outcome {
+                Outcome::Counted => {}
+                Outcome::Raised(event) => {
+                    self.raised.insert(
+                        event.fingerprint.clone(),
+                        (event.verdict, now + self.config.correlation.window_ms),
+                    );
+                    out.push(Effect::Event { event, new: true });
+                }
+                Outcome::Folded(event) => out.push(Effect::Event { event, new: false }),
+            }
+        }
+        out
+    }
+
+    /// A consultation about `spike` from a server of `role`.
+    pub fn consult(
+        &mut self,
+        spike: &Spike,
+        role: &str,
+        region: &str,
+        term: u64,
+        now: u64,
+    ) -> Answer {
+        let policy = self.policy_version(role);
+        let answer = |decision, rule: String, reason: String, held| Answer {
+            region: region.to_string(),
+            term,
+            policy: policy.clone(),
+            decision,
+            rule,
+            reason,
+            held,
+        };
+        if let Some(l) = self.knowledge.matching(role, spike) {
+            return answer(
+                Decision::Approved,
+                format!("learned:{}", l.id),
+                format!("approved for {} by {}", role, l.approval.by),
+                false,
+            );
+        }
+        let fp = Fingerprint::of(spike);
+        if let Some((verdict, until)) = self.raised.get(&fp)
+            && *until > now
+        {
+            return match verdict {
+                EventVerdict::Rollout => answer(
+                    Decision::Approved,
+                    "fleet:rollout".into(),
+                    "part of an approved rollout across the fleet".into(),
+                    false,
+                ),
+                EventVerdict::Upgrade => answer(
+                    Decision::Approved,
+                    "fleet:upgrade".into(),
+                    "part of a package upgrade across the fleet".into(),
+                    false,
+                ),
+                EventVerdict::SuspectedCoordinatedChange => answer(
+                    Decision::Violation,
+                    "fleet:suspected_coordinated_change".into(),
+                    "the same unapproved change on many servers at once".into(),
+                    false,
+                ),
+            };
+        }
+        if self.is_upgrading(&spike.origin, now) {
+            return answer(
+                Decision::Approved,
+                "fleet:upgrade".into(),
+                "the server is running its package manager".into(),
+                false,
+            );
+        }
+        if let Some(p) = self.policy_of(role) {
+            let v = p.evaluate(spike);
+            if v.decision != Decision::Consult {
+                return answer(v.decision, v.rule.to_string(), v.reason.to_string(), false);
+            }
+        }
+        let held = self.held.entry(fp).or_default();
+        if !held.iter().any(|h| h.origin == spike.origin) {
+            held.push(Held {
+                origin: spike.origin.clone(),
+                role: role.to_string(),
+                spike: spike.clone(),
+                at: now,
+            });
+        }
+        answer(
+            Decision::Consult,
+            "fleet:held".into(),
+            "nothing the fleet knows explains it yet: held for correlation".into(),
+            true,
+        )
+    }
+
+    /// Releases held changes whose window passed: those a fleet event covered or that
+    /// were approved since are dropped, the rest are unresolved.
+    pub fn expire(&mut self, now: u64) -> Vec<Effect> {
+        let window = self.config.correlation.window_ms;
+        self.window.expire(now);
+        self.upgrading.retain(|_, until| *until > now);
+        let mut out = Vec::new();
+        let due: Vec<Fingerprint> = self
+            .held
+            .iter()
+            .filter(|(_, hs)| hs.iter().all(|h| now.saturating_sub(h.at) >= window))
+            .map(|(fp, _)| fp.clone())
+            .collect();
+        for fp in due {
+            let Some(hs) = self.held.remove(&fp) else {
+                continue;
+            };
+            if self.raised.contains_key(&fp) {
+                continue;
+            }
+            for h in hs {
+                if self.knowledge.matching(&h.role, &h.spike).is_none() {
+                    out.push(Effect::Unresolved(h));
+                }
+            }
+        }
+        // After the held changes: an event raised in their window covers them even when
+        // this runs late.
+        self.raised.retain(|_, (_, until)| *until > now);
+        out
+    }
+
+    /// Marks `fp` as covered by a fleet event (used when a held group is raised late).
+    pub fn covered(&self, fp: &Fingerprint) -> bool {
+        self.raised.contains_key(fp)
+    }
+
+    /// The earliest time [`Brain::expire`] has something to do.
+    pub fn next_expiry(&self) -> Option<u64> {
+        let window = self.config.correlation.window_ms;
+        self.held
+            .values()
+            .flat_map(|hs| hs.iter().map(|h| h.at + window))
+            .min()
+    }
+
+    pub fn open_groups(&self) -> usize {
+        self.window.open()
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

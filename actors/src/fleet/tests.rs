@@ -1,0 +1,249 @@
+use super::*;
+use crate::spike::Severity;
+
+fn spike(origin: &str, kind: Kind, change: Change, subject: &str, after: u8) -> Spike {
+    Spike {
+        origin: node::Id(origin.into()),
+        seq: 1,
+        at_unix_ms: 0,
+        kind,
+        change,
+        subject: subject.into(),
+        before: None,
+        after: Some(Digest([after; 32])),
+        severity: Severity::Medium,
+        layers: vec![],
+        label: String::new(),
+        fields: Default::default(),
+    }
+}
+
+fn file(origin: &str, subject: &str, after: u8) -> Spike {
+    spike(origin, Kind::File, Change::Modified, subject, after)
+}
+
+fn approval(region: &str, term: u64, master: &str, subject: &str) -> Approval {
+    let pattern = Pattern {
+        roles: BTreeSet::from(["web".to_string()]),
+        kind: Kind::User,
+        change: Change::Added,
+        subject: subject.into(),
+        after: None,
+    };
+    Approval::new(
+        pattern,
+        region,
+        term,
+        node::Id(master.into()),
+        "operator test".into(),
+        5,
+    )
+}
+
+fn view(master: &str, term: u64) -> View {
+    View {
+        region: "eu".into(),
+        master: Some((node::Id(master.into()), term)),
+    }
+}
+
+#[test]
+fn gossiped_approvals_need_the_known_master_of_their_term() {
+    let mut k = Knowledge::default();
+    let v = view("m", 3);
+    assert_eq!(
+        k.offer(approval("eu", 3, "m", "deploy"), Via::Gossip, &v, 1),
+        Ok(true)
+    );
+    assert_eq!(
+        k.offer(approval("eu", 3, "m", "deploy"), Via::Gossip, &v, 2),
+        Ok(false)
+    );
+    let forged = k.offer(approval("eu", 3, "x", "mallory"), Via::Gossip, &v, 3);
+    assert!(
+        matches!(forged, Err(Rejection::NotMaster { .. })),
+        "{forged:?}"
+    );
+    let stale = k.offer(approval("eu", 2, "m", "old"), Via::Gossip, &v, 3);
+    assert!(
+        matches!(stale, Err(Rejection::NotMaster { .. })),
+        "{stale:?}"
+    );
+    let blind = k.offer(
+        approval("eu", 3, "m", "x"),
+        Via::Gossip,
+        &View {
+            region: "eu".into(),
+            master: None,
+        },
+        3,
+    );
+    assert!(matches!(blind, Err(Rejection::NoMasterKnown { .. })));
+    // The log is authoritative whatever the view.
+    assert_eq!(
+        k.offer(approval("eu", 1, "old", "logged"), Via::Log, &v, 4),
+        Ok(true)
+    );
+    assert_eq!(k.len(), 2);
+    assert_eq!(k.rejected().1, 3);
+    // Another region: the first signer of the highest term; others in that term refused.
+    assert_eq!(
+        k.offer(approval("us", 7, "a", "u1"), Via::Gossip, &v, 5),
+        Ok(true)
+    );
+    assert!(
+        k.offer(approval("us", 7, "b", "u2"), Via::Gossip, &v, 5)
+            .is_err()
+    );
+    assert!(
+        k.offer(approval("us", 6, "a", "u3"), Via::Gossip, &v, 5)
+            .is_err()
+    );
+    assert_eq!(
+        k.offer(approval("us", 8, "b", "u4"), Via::Gossip, &v, 5),
+        Ok(true)
+    );
+}
+
+#[test]
+fn a_learned_pattern_covers_only_its_roles() {
+    let mut k = Knowledge::default();
+    k.offer(
+        approval("eu", 1, "m", "deploy"),
+        Via::Log,
+        &View::default(),
+        0,
+    )
+    .expect("taken");
+    let s = spike("n", Kind::User, Change::Added, "deploy", 9);
+    assert!(k.matching("web", &s).is_some());
+    assert!(k.matching("baseline", &s).is_none());
+    let other = spike("n", Kind::User, Change::Removed, "deploy", 9);
+    assert!(k.matching("web", &other).is_none());
+}
+
+#[test]
+fn approvals_survive_msgpack_and_sign_over_their_content() {
+    let a = approval("eu", 3, "m", "deploy");
+    let bytes = rmp_serde::to_vec(&a).expect("encodes");
+    let back: Approval = rmp_serde::from_slice(&bytes).expect("decodes");
+    assert_eq!(back, a);
+    let mut changed = a.clone();
+    changed.term = 4;
+    assert_ne!(changed.signed_bytes(), a.signed_bytes());
+}
+
+fn web_policy() -> Policy {
+    crate::policy::parse(
+        "web.toml",
+        "[[rules]]\nname = \"deploy\"\ndecision = \"approved\"\nkinds = [\"user\"]\nchanges = [\"added\"]\nsubjects = [\"deploy*\"]\n[[rules]]\nname = \"site\"\ndecision = \"approved\"\nkinds = [\"file\"]\nsubjects = [\"/var/www/**\"]\n",
+    )
+    .expect("valid")
+}
+
+fn brain() -> Brain {
+    let mut b = Brain::new(Config::default());
+    b.set_policies(BTreeMap::from([("web".to_string(), web_policy())]));
+    b
+}
+
+#[test]
+fn policy_approved_users_are_learned_once() {
+    let mut b = brain();
+    let s = spike("w1", Kind::User, Change::Added, "deploy", 1);
+    let out = b.intake(&s, "web", 1_000);
+    assert!(
+        matches!(&out[..], [Effect::Learn { pattern, by }] if pattern.subject == "deploy" && by.contains("web.toml:1#deploy")),
+        "{out:?}"
+    );
+    // Asked once, even before the approval is committed.
+    let again = spike("w2", Kind::User, Change::Added, "deploy", 1);
+    assert!(b.intake(&again, "web", 1_100).is_empty());
+    // Not learned: what policy does not approve, and files.
+    assert!(
+        b.intake(
+            &spike("w1", Kind::User, Change::Added, "eve", 1),
+            "web",
+            1_200
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn a_change_on_many_servers_is_one_event_and_held_changes_are_covered() {
+    let mut b = brain();
+    let mut events = Vec::new();
+    for (i, w) in ["w1", "w2", "w3", "w4"].iter().enumerate() {
+        let s = file(w, "/srv/app.conf", 7);
+        let now = 1_000 + i as u64 * 100;
+        let a = b.consult(&s, "web", "eu", 2, now);
+        if i < 3 {
+            assert!(a.held && a.decision == Decision::Consult, "{a:?}");
+        }
+        events.extend(b.intake(&s, "web", now));
+    }
+    let raised: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Event { event, new: true } => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(raised.len(), 1, "{events:?}");
+    assert_eq!(raised[0].verdict, EventVerdict::SuspectedCoordinatedChange);
+    assert_eq!(raised[0].origins.len(), 4);
+    // A fifth server asking now gets the event's verdict.
+    let a = b.consult(&file("w5", "/srv/app.conf", 7), "web", "eu", 2, 2_000);
+    assert_eq!(
+        (a.decision, a.rule.as_str()),
+        (Decision::Violation, "fleet:suspected_coordinated_change")
+    );
+    // The held changes are covered by the event: nothing unresolved after the window.
+    assert!(b.expire(40_000).is_empty());
+    assert_eq!(b.held(), 0);
+}
+
+#[test]
+fn an_unexplained_change_on_one_server_is_unresolved_after_the_window() {
+    let mut b = brain();
+    let s = file("w1", "/srv/other.conf", 3);
+    assert!(b.consult(&s, "web", "eu", 2, 1_000).held);
+    assert!(b.intake(&s, "web", 1_000).is_empty());
+    assert_eq!(b.next_expiry(), Some(31_000));
+    assert!(b.expire(30_999).is_empty());
+    let out = b.expire(31_000);
+    assert!(
+        matches!(&out[..], [Effect::Unresolved(h)] if h.origin.0 == "w1"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn approved_rollouts_and_package_upgrades_are_not_suspected() {
+    let mut b = brain();
+    let mut verdicts = Vec::new();
+    for w in ["w1", "w2", "w3", "w4"] {
+        for e in b.intake(&file(w, "/var/www/index.html", 1), "web", 1_000) {
+            if let Effect::Event { event, new: true } = e {
+                verdicts.push(event.verdict);
+            }
+        }
+    }
+    for w in ["w1", "w2", "w3", "w4"] {
+        let dpkg = spike(w, Kind::Process, Change::Added, "42:/usr/bin/dpkg", 0);
+        b.intake(&dpkg, "web", 1_000);
+        for e in b.intake(&file(w, "/usr/lib/libssl.so", 2), "web", 1_100) {
+            if let Effect::Event { event, new: true } = e {
+                verdicts.push(event.verdict);
+            }
+        }
+    }
+    assert_eq!(verdicts, [EventVerdict::Rollout, EventVerdict::Upgrade]);
+    // Upgrading servers' own consultations are approved.
+    let a = b.consult(&file("w1", "/usr/lib/other.so", 3), "web", "eu", 2, 2_000);
+    assert_eq!(
+        (a.decision, a.rule.as_str()),
+        (Decision::Approved, "fleet:upgrade")
+    );
+}
