@@ -1,7 +1,8 @@
 //! The HTTP API (actix-web, JSON): `/api/v1/node`, `/api/v1/peers`, `/healthz`, `/metrics`.
 //!
 //! Handlers read: the node's facts, a snapshot from the heartbeat actor, the driver's
-//! network state. They change nothing. The server runs one worker: the API is for
+//! network state. Only `POST /api/v1/patterns/approve` changes anything (an operator's
+//! approval, taken by the region's master). The server runs one worker: the API is for
 //! operators and scrapers, not a data path.
 
 use std::net::SocketAddr;
@@ -239,6 +240,66 @@ async fn policy(shared: web::Data<Shared>) -> HttpResponse {
     }
 }
 
+/// `GET /api/v1/patterns`: the approved patterns this node holds (how and when each
+/// arrived) and the approvals it refused (forged or stale), with why.
+async fn patterns(shared: web::Data<Shared>) -> HttpResponse {
+    match ask(&shared.policy, fleetmesh_actors::actor::policy::GetPatterns).await {
+        Some(p) => HttpResponse::Ok().json(p),
+        None => unavailable("the policy actor"),
+    }
+}
+
+/// Body of `POST /api/v1/patterns/approve`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// Roles for which the change is normal from now on.
+    pub roles: std::collections::BTreeSet<String>,
+    pub kind: Kind,
+    pub change: fleetmesh_actors::spike::Change,
+    pub subject: String,
+    /// The content digest after the change (hex); absent: any content.
+    #[serde(default)]
+    pub after: Option<fleetmesh_actors::spike::Digest>,
+    /// Who approves (kept in the approval).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `POST /api/v1/patterns/approve`: an operator approves a pattern. Only the region's
+/// master takes it (409 names the master otherwise); it is committed to the region's log
+/// and gossiped to the fleet, signed by the master.
+async fn approve(shared: web::Data<Shared>, body: web::Json<ApproveBody>) -> HttpResponse {
+    let b = body.into_inner();
+    let msg = fleetmesh_actors::actor::fleet::Approve {
+        pattern: fleetmesh_actors::fleet::Pattern {
+            roles: b.roles,
+            kind: b.kind,
+            change: b.change,
+            subject: b.subject,
+            after: b.after,
+        },
+        by: format!("operator {}", b.by.as_deref().unwrap_or("api")),
+    };
+    match ask(&shared.fleet, msg).await {
+        Some(Ok(a)) => HttpResponse::Ok().json(serde_json::json!({
+            "id": a.id(),
+            "approval": a,
+        })),
+        Some(Err(why)) => HttpResponse::Conflict().json(Problem { error: why }),
+        None => unavailable("the fleet actor"),
+    }
+}
+
+/// `GET /api/v1/fleet`: fleet events this node raised (as master) or heard (emergencies),
+/// the correlation groups open and changes held.
+async fn fleet(shared: web::Data<Shared>) -> HttpResponse {
+    match ask(&shared.fleet, fleetmesh_actors::actor::fleet::GetFleet).await {
+        Some(f) => HttpResponse::Ok().json(f),
+        None => unavailable("the fleet actor"),
+    }
+}
+
 /// `GET /api/v1/detectors`: per-layer counters and verification times.
 /// `GET /api/v1/region`: the region's master, term, voters and authoritative state, as
 /// this node sees them.
@@ -396,6 +457,9 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .route("/api/v1/detectors", web::get().to(detectors))
             .route("/api/v1/decisions", web::get().to(decisions))
             .route("/api/v1/policy", web::get().to(policy))
+            .route("/api/v1/patterns", web::get().to(patterns))
+            .route("/api/v1/patterns/approve", web::post().to(approve))
+            .route("/api/v1/fleet", web::get().to(fleet))
             .route("/api/v1/region", web::get().to(region))
             .route("/api/v1/assignments", web::get().to(assignments))
             .route("/api/v1/audits", web::get().to(audits))

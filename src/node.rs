@@ -5,6 +5,7 @@
 //! addresses, pid) so that scripts and tests find it without parsing logs; the file is
 //! removed on a clean stop.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +15,13 @@ use anyhow::Context as _;
 use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::audit::AuditActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
+use fleetmesh_actors::actor::fleet::{self as fleet_actor, FleetActor, SetView, Signer};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
-use fleetmesh_actors::actor::policy::PolicyActor;
+use fleetmesh_actors::actor::policy::{Consulting, PolicyActor, SetConsulting};
 use fleetmesh_actors::actor::polled::DetectorActor;
 use fleetmesh_actors::actor::region::{
-    Config as RegionConfig, GetRegion, MemberView, PeerNames, RegionActor,
+    Config as RegionConfig, ConnectFleet, GetRegion, MemberView, PeerNames, RegionActor,
+    Snapshot as RegionSnapshot,
 };
 use fleetmesh_actors::actor::service::ServiceActor;
 use fleetmesh_actors::actor::spikes::{LinksNow, SetIntake, SetPolicy, SpikeActor, Storage};
@@ -60,6 +63,7 @@ pub struct Shared {
     pub files: Addr<FileActor>,
     pub audits: Addr<AuditActor>,
     pub policy: Addr<PolicyActor>,
+    pub fleet: Addr<FleetActor>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
 }
@@ -213,6 +217,38 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     )
     .start();
     spikes.do_send(SetPolicy(policy.clone().recipient()));
+    let f = &s.fleet;
+    let fleet_config = fleetmesh_actors::fleet::Config {
+        correlation: fleetmesh_actors::correlate::Config {
+            window_ms: f.window_s * 1000,
+            thresholds: f.thresholds.clone(),
+            default_threshold: f.threshold,
+        },
+        upgrade_ms: f.upgrade_s * 1000,
+        learn_per_minute: f.learn_per_minute,
+        ..fleetmesh_actors::fleet::Config::default()
+    };
+    let signing = keypair.clone();
+    let fleet = FleetActor::new(
+        fleet_config,
+        crate::policy::all_reader(p.dir.clone()),
+        Duration::from_millis(p.reload_ms),
+        node::Id(peer_id.to_base58()),
+        Signer {
+            public_key: keypair.public().encode_protobuf(),
+            sign: Box::new(move |bytes| signing.sign(bytes).unwrap_or_default()),
+        },
+        outbox_tx.clone(),
+    )
+    .start();
+    policy.do_send(SetConsulting(Consulting {
+        role: info.role.clone(),
+        own: node::Id(peer_id.to_base58()),
+        direct: direct_tx.clone(),
+        local: fleet.clone().recipient(),
+        timeout: Duration::from_millis(f.consult_timeout_ms),
+        fallback: f.autonomous_default,
+    }));
     let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
         load_state(&baseline_path, "file baseline").unwrap_or_default(),
@@ -315,6 +351,14 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         )
     });
     spikes.do_send(SetIntake(region.clone().recipient()));
+    region.do_send(ConnectFleet {
+        intake: Some(fleet.clone().recipient()),
+        learners: vec![policy.clone().recipient(), fleet.clone().recipient()],
+    });
+    fleet.do_send(fleet_actor::Connect {
+        region: Some(region.clone().recipient()),
+        alerts: None,
+    });
 
     let swarm = net::build_swarm(&net::Config {
         keypair,
@@ -335,6 +379,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         services: services.clone(),
         audits: audits.clone(),
         policy: policy.clone(),
+        fleet: fleet.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -364,11 +409,33 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&spikes).await;
     encoder_thread.stop();
     stop(&policy).await;
+    stop(&fleet).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
         tracing::info!("stopped");
     }
     outcome
+}
+
+/// What the fleet and policy actors need to know of the region's mastership.
+fn fleet_view(r: &RegionSnapshot, members: BTreeMap<node::Id, (String, String)>) -> SetView {
+    let master = r.status.as_ref().and_then(|st| {
+        let peer = r.names.get(&st.leader?)?.1.clone()?;
+        Some((peer, st.term))
+    });
+    let leading = r
+        .status
+        .as_ref()
+        .filter(|st| st.role == fleetmesh_actors::region::Role::Leader)
+        .map(|st| st.term);
+    SetView {
+        view: fleetmesh_actors::fleet::View {
+            region: r.region.clone(),
+            master,
+        },
+        leading,
+        members,
+    }
 }
 
 /// The node's actors, as the API and the network need them.
@@ -385,6 +452,7 @@ struct Actors {
     services: Addr<ServiceActor>,
     audits: Addr<AuditActor>,
     policy: Addr<PolicyActor>,
+    fleet: Addr<FleetActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -429,6 +497,12 @@ async fn serve(
                 heard: actors.audits.clone().recipient(),
                 answered: actors.audits.clone().recipient(),
             }),
+            fleet: Some(net::driver::FleetLinks {
+                consult: actors.fleet.clone().recipient(),
+                answered: actors.policy.clone().recipient(),
+                approvals: actors.policy.clone().recipient(),
+                emergency: actors.fleet.clone().recipient(),
+            }),
         },
         metrics.clone(),
     )?;
@@ -442,6 +516,11 @@ async fn serve(
             actors.spikes.clone(),
             info.region.clone(),
             net_state.clone(),
+        );
+        let (policy, fleet, own_member) = (
+            actors.policy.clone(),
+            actors.fleet.clone(),
+            (info.name.clone(), info.role.clone()),
         );
         let (own_peer, data_dir) = (
             node::Id(peer_id.to_base58()),
@@ -458,6 +537,16 @@ async fn serve(
                 let Ok(snap) = heartbeat.send(hb::GetSnapshot).await else {
                     break;
                 };
+                let mut members: BTreeMap<node::Id, (String, String)> = snap
+                    .peers
+                    .iter()
+                    .filter_map(|p| {
+                        let i = p.member.info.as_ref()?;
+                        (i.region == own)
+                            .then(|| (p.member.id.clone(), (i.name.clone(), i.role.clone())))
+                    })
+                    .collect();
+                members.insert(own_peer.clone(), own_member.clone());
                 let names = snap
                     .peers
                     .iter()
@@ -479,6 +568,9 @@ async fn serve(
                 let Ok(r) = region.send(GetRegion).await else {
                     break;
                 };
+                let view = fleet_view(&r, members);
+                policy.do_send(view.clone());
+                fleet.do_send(view);
                 // Declared dead while cut off: come back as a new incarnation, which the
                 // region accepts (a dead one stays dead). Known from the region's log, or
                 // from peers whose heartbeats keep listing this node although they reach
@@ -554,6 +646,7 @@ async fn serve(
         files: actors.files.clone(),
         audits: actors.audits.clone(),
         policy: actors.policy.clone(),
+        fleet: actors.fleet.clone(),
         net: net_state.clone(),
         metrics,
     };

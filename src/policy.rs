@@ -71,3 +71,43 @@ pub fn judge(dir: &Path, role: &str, ring: usize, now_unix_ms: u64) -> anyhow::R
     );
     Ok(judge)
 }
+
+/// A reader of every role's policy in `dir` (`<role>.toml`), for the region master's
+/// judgement of other members' spikes. A file that does not parse keeps its last good
+/// version; its error is logged once per edit.
+pub fn all_reader(dir: PathBuf) -> fleetmesh_actors::actor::fleet::ReadPolicies {
+    use std::collections::{BTreeMap, HashMap};
+    let mut last: BTreeMap<String, fleetmesh_actors::policy::Policy> = BTreeMap::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    Box::new(move || {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return last.clone();
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let Some(role) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if seen.get(&role) == Some(&text) {
+                continue;
+            }
+            let name = format!("{role}.toml");
+            match fleetmesh_actors::policy::parse(&name, &text) {
+                Ok(p) => {
+                    last.insert(role.clone(), p);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "role policy refused for the region's judgement; its last good version stays")
+                }
+            }
+            seen.insert(role, text);
+        }
+        last.clone()
+    })
+}

@@ -47,6 +47,7 @@ pub struct Settings {
     pub region: Region,
     pub audit: Audit,
     pub policy: Policy,
+    pub fleet: Fleet,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
     /// Service probes (`[[services]]`), run by the region's members as work items.
@@ -173,6 +174,28 @@ pub struct Policy {
     pub dir: PathBuf,
     pub reload_ms: u64,
     pub ring: usize,
+}
+
+/// `[fleet]`: consultation of the region's master, coordinated-change detection and
+/// learning (see `fleetmesh_actors::fleet`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// Identical changes are grouped within this window (seconds).
+    pub window_s: u64,
+    /// More servers of one role than this showing the same change make a fleet event.
+    pub threshold: usize,
+    /// Per-role thresholds (role = servers).
+    #[serde(default)]
+    pub thresholds: std::collections::BTreeMap<String, usize>,
+    /// A consultation unanswered this long is decided by `autonomous_default`.
+    pub consult_timeout_ms: u64,
+    /// The decision when no master answers (`violation` or `approved`).
+    pub autonomous_default: fleetmesh_actors::policy::Decision,
+    /// A server counts as upgrading this long after its package manager was seen.
+    pub upgrade_s: u64,
+    /// At most this many patterns learned from policy approvals per minute.
+    pub learn_per_minute: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -511,6 +534,30 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         1000,
     )?;
     within("policy.reload_ms", raw.policy.reload_ms, 100, 3_600_000)?;
+    within("fleet.window_s", raw.fleet.window_s, 1, 3600)?;
+    within("fleet.threshold", raw.fleet.threshold as u64, 1, 100_000)?;
+    for (role, n) in &raw.fleet.thresholds {
+        within(&format!("fleet.thresholds.{role}"), *n as u64, 1, 100_000)?;
+    }
+    within(
+        "fleet.consult_timeout_ms",
+        raw.fleet.consult_timeout_ms,
+        10,
+        600_000,
+    )?;
+    within("fleet.upgrade_s", raw.fleet.upgrade_s, 1, 86_400)?;
+    within(
+        "fleet.learn_per_minute",
+        raw.fleet.learn_per_minute as u64,
+        0,
+        100_000,
+    )?;
+    if raw.fleet.autonomous_default == fleetmesh_actors::policy::Decision::Consult {
+        return Err(invalid(
+            "fleet.autonomous_default",
+            "must be `violation` or `approved`: it decides when no master can be consulted",
+        ));
+    }
     within("policy.ring", raw.policy.ring as u64, 1, 1_000_000)?;
     if raw.policy.dir.as_os_str().is_empty() {
         return Err(invalid("policy.dir", "must name a directory"));

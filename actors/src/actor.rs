@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod alert;
 pub mod audit;
 pub mod files;
+pub mod fleet;
 pub mod heartbeat;
 pub mod policy;
 pub mod polled;
@@ -53,5 +54,6 @@ stoppable!(
     spikes::SpikeActor,
     files::FileActor,
     accounts::AccountsActor,
-    policy::PolicyActor
+    policy::PolicyActor,
+    fleet::FleetActor
 );

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spike::Severity;
+use crate::spike::{Kind, Severity};
 
 /// One alert, as raised by the node's policy actor or the region's fleet view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,4 +40,16 @@ pub struct Alert {
     pub subject: Option<String>,
     /// More detail (origins of a fleet event, z-score of an anomaly, ...).
     pub details: BTreeMap<String, String>,
+}
+
+/// The ECS `event.category` of an alert about a change of `kind`.
+pub fn category(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User | Kind::Group => "iam",
+        Kind::File => "file",
+        Kind::Process => "process",
+        Kind::Network => "network",
+        Kind::Metric | Kind::Coverage | Kind::Reconcile | Kind::Audit => "host",
+        Kind::Service => "network",
+    }
 }

@@ -496,6 +496,17 @@ impl Brain {
             .offer(approval, Via::Log, &View::default(), now);
     }
 
+    /// See [`Knowledge::check_master`].
+    pub fn check_master(
+        &mut self,
+        view: &View,
+        region: &str,
+        term: u64,
+        master: &node::Id,
+    ) -> Result<(), Rejection> {
+        self.knowledge.check_master(view, region, term, master)
+    }
+
     pub fn knows(&self, id: &str) -> bool {
         self.knowledge.contains(id)
     }
@@ -513,7 +524,7 @@ impl Brain {
                 let name = exe.rsplit('/').next().unwrap_or(exe);
                 self.config.package_managers.iter().any(|p| p == name)
             }
-            Kind::File => self.config.package_logs.iter().any(|l| spike.subject == *l),
+            Kind::File => self.config.package_logs.contains(&spike.subject),
             _ => false,
         }
     }

@@ -21,7 +21,7 @@
 mod check;
 mod durable;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use protobuf::Message as _;
@@ -89,6 +89,8 @@ pub enum Command {
     Assign { item: String, owner: node::Id },
     /// Work item `item` is no longer needed (an audit of a member gone for good).
     Unassign { item: String },
+    /// The master approved a pattern ([`crate::fleet`]): the region's learned knowledge.
+    Approve(Box<crate::fleet::Approval>),
 }
 
 /// A command the region committed, with its log position and the master's term.
@@ -114,6 +116,9 @@ pub struct RegionState {
     pub assignments: BTreeMap<String, node::Id>,
     /// Index of the last applied log entry.
     pub applied: u64,
+    /// Ids of the patterns approved in the region's log.
+    #[serde(default)]
+    pub approvals: BTreeSet<String>,
 }
 
 impl RegionState {
@@ -142,6 +147,9 @@ impl RegionState {
             }
             Command::Unassign { item } => {
                 self.assignments.remove(item);
+            }
+            Command::Approve(a) => {
+                self.approvals.insert(a.id());
             }
         }
     }

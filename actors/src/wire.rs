@@ -8,13 +8,13 @@
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
-use crate::{heartbeat, node, spike};
+use crate::{fleet, heartbeat, node, spike};
 
 pub use crate::audit::Answer as AuditAnswer;
 pub use crate::sync::Report as SyncReport;
 
-/// The protocol version this build speaks (3: acknowledgements and replay).
-pub const VERSION: u16 = 3;
+/// The protocol version this build speaks (4: consultation, approvals, emergencies).
+pub const VERSION: u16 = 4;
 
 /// The largest frame accepted; matches the gossipsub `max_transmit_size`.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -30,6 +30,10 @@ pub enum Body {
     /// to which it applied every spike. Only the master of `term` sends these; nodes
     /// check the author against the master their consensus view knows.
     Acks(Acks),
+    /// A pattern the master of a region approved (fleet topic); signed by that master.
+    Approval(Box<fleet::Approval>),
+    /// A critical fleet event, broadcast by the master that raised it (fleet topic).
+    Emergency(Box<fleet::Emergency>),
 }
 
 /// A master's acknowledgements.
@@ -47,6 +51,8 @@ impl Body {
             Body::Heartbeat(_) => "heartbeat",
             Body::Spikes(_) => "spikes",
             Body::Acks(_) => "acks",
+            Body::Approval(_) => "approval",
+            Body::Emergency(_) => "emergency",
         }
     }
 }
@@ -90,6 +96,13 @@ pub enum Request {
     /// A peer audit ([`crate::audit`]): "what is your file baseline's digest, and up to
     /// which spike does it go?"
     Digest { region: String },
+    /// "My policy cannot tell: what does the region know about this change?" Sent to the
+    /// region's master, with the sender's role.
+    Consult {
+        region: String,
+        role: String,
+        spike: Box<spike::Spike>,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -106,6 +119,8 @@ pub enum Response {
     },
     /// The answer to [`Request::Digest`].
     Digest(crate::audit::Answer),
+    /// The master's answer to [`Request::Consult`].
+    Verdict(fleet::Answer),
     /// The request was understood but refused; the text says why.
     Refused(String),
 }

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use fleetmesh_actors::actor::audit::{Answered, BaselineDigest, Heard};
+use fleetmesh_actors::actor::fleet::{ConsultIn, EmergencyIn, LearnedIn};
 use fleetmesh_actors::actor::heartbeat::{Inbound, lag};
+use fleetmesh_actors::actor::policy::ConsultAnswered;
 use fleetmesh_actors::actor::region::{AcksIn, RaftIn, ReplayIn, SpikesIn};
+use fleetmesh_actors::fleet::{Approval, Via};
 use fleetmesh_actors::membership::Input;
 use fleetmesh_actors::outbox::{Delivery, Direct, Publish, Topic};
 use fleetmesh_actors::{node, wire};
@@ -57,6 +60,29 @@ pub struct Links {
     pub region: Option<RegionLinks>,
     /// Peer audits, both sides, if they run.
     pub audit: Option<AuditLinks>,
+    /// Consultation, learning and emergencies, if they run.
+    pub fleet: Option<FleetLinks>,
+}
+
+/// What the driver hands the fleet and policy actors.
+#[derive(Debug, Clone)]
+pub struct FleetLinks {
+    /// Consultations from region members (this node's fleet actor answers as master).
+    pub consult: Recipient<ConsultIn>,
+    /// Answers to this node's consultations (policy actor).
+    pub answered: Recipient<ConsultAnswered>,
+    /// Approvals heard on the fleet topic (policy actor), signature checked here.
+    pub approvals: Recipient<LearnedIn>,
+    /// Emergencies heard on the fleet topic (fleet actor).
+    pub emergency: Recipient<EmergencyIn>,
+}
+
+/// Whether `a` carries a valid signature by the key of the peer it names as master.
+pub fn signature_ok(a: &Approval) -> bool {
+    let Ok(key) = libp2p::identity::PublicKey::try_decode_protobuf(&a.public_key) else {
+        return false;
+    };
+    key.to_peer_id().to_base58() == a.master.0 && key.verify(&a.signed_bytes(), &a.signature)
 }
 
 /// What the driver hands the audit actor and asks the file actor (peer audits).
@@ -99,6 +125,9 @@ pub struct Driver {
     audit_links: Option<AuditLinks>,
     /// Digest requests out, whose answer or failure goes to the audit actor.
     audits_out: HashMap<request_response::OutboundRequestId, PeerId>,
+    fleet_links: Option<FleetLinks>,
+    /// Consultations out: the spike's seq, whose answer goes to the policy actor.
+    consults_out: HashMap<request_response::OutboundRequestId, u64>,
     replies: FuturesUnordered<Reply>,
     metrics: Arc<Metrics>,
     region: IdentTopic,
@@ -137,6 +166,7 @@ impl Driver {
             inbound,
             region: region_links,
             audit: audit_links,
+            fleet: fleet_links,
         } = links;
         for addr in listen {
             super::check_port_free(addr)?;
@@ -157,6 +187,8 @@ impl Driver {
                 region_links,
                 audit_links,
                 audits_out: HashMap::new(),
+                fleet_links,
+                consults_out: HashMap::new(),
                 replies: FuturesUnordered::new(),
                 metrics,
                 region,
@@ -550,6 +582,51 @@ impl Driver {
         });
     }
 
+    /// A region member consults this node as master: the fleet actor answers.
+    fn on_consult(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<wire::Response>,
+        region: String,
+        role: String,
+        spike: fleetmesh_actors::spike::Spike,
+    ) {
+        let Some(links) = self
+            .fleet_links
+            .clone()
+            .filter(|_| region == self.info.region)
+        else {
+            let why = format!(
+                "consultation for region {region}; this node is in {}",
+                self.info.region
+            );
+            self.respond(channel, wire::Response::Refused(why));
+            return;
+        };
+        let request = links.consult.send(ConsultIn {
+            from: id(&peer),
+            role,
+            spike,
+        });
+        self.respond_later(channel, async move {
+            match request.await {
+                Ok(Ok(answer)) => wire::Response::Verdict(answer),
+                Ok(Err(why)) => wire::Response::Refused(why),
+                Err(e) => wire::Response::Refused(format!("fleet actor unavailable: {e}")),
+            }
+        });
+    }
+
+    fn to_policy(&self, seq: u64, answer: Result<fleetmesh_actors::fleet::Answer, String>) {
+        if let Some(l) = &self.fleet_links
+            && l.answered
+                .try_send(ConsultAnswered { seq, answer })
+                .is_err()
+        {
+            self.metrics.inbound_dropped.inc();
+        }
+    }
+
     fn to_audit(&self, from: node::Id, answer: Result<wire::AuditAnswer, String>) {
         if let Some(l) = &self.audit_links
             && l.answered.try_send(Answered { from, answer }).is_err()
@@ -562,6 +639,10 @@ impl Driver {
         match d.to.0.parse::<PeerId>() {
             Ok(peer) => {
                 let audit = matches!(d.request, wire::Request::Digest { .. });
+                let consult = match &d.request {
+                    wire::Request::Consult { spike, .. } => Some(spike.seq),
+                    _ => None,
+                };
                 let request_id = self
                     .swarm
                     .behaviour_mut()
@@ -569,6 +650,9 @@ impl Driver {
                     .send_request(&peer, d.request);
                 if audit {
                     self.audits_out.insert(request_id, peer);
+                }
+                if let Some(seq) = consult {
+                    self.consults_out.insert(request_id, seq);
                 }
             }
             Err(e) => tracing::warn!(to = %d.to, error = %e, "direct request to a bad peer id"),
@@ -602,6 +686,14 @@ impl Driver {
                             self.on_digest(channel, region);
                             return;
                         }
+                        wire::Request::Consult {
+                            region,
+                            role,
+                            spike,
+                        } => {
+                            self.on_consult(peer, channel, region, role, *spike);
+                            return;
+                        }
                     };
                     self.respond(channel, reply);
                 }
@@ -616,6 +708,18 @@ impl Driver {
                         other => Err(format!("unexpected answer {other:?}")),
                     };
                     self.to_audit(id(&peer), answer);
+                }
+                Message::Response {
+                    request_id,
+                    response,
+                } if self.consults_out.contains_key(&request_id) => {
+                    let seq = self.consults_out.remove(&request_id).unwrap_or_default();
+                    let answer = match response {
+                        wire::Response::Verdict(a) => Ok(a),
+                        wire::Response::Refused(why) => Err(format!("refused: {why}")),
+                        other => Err(format!("unexpected answer {other:?}")),
+                    };
+                    self.to_policy(seq, answer);
                 }
                 Message::Response { response, .. } => match response {
                     wire::Response::Hello(info) => self.to_actor(Input::Hello {
@@ -637,7 +741,7 @@ impl Driver {
                     wire::Response::Refused(why) => {
                         tracing::warn!(%peer, why, "request refused");
                     }
-                    wire::Response::Digest(_) => {}
+                    wire::Response::Digest(_) | wire::Response::Verdict(_) => {}
                 },
             },
             request_response::Event::OutboundFailure {
@@ -649,6 +753,9 @@ impl Driver {
                 tracing::debug!(%peer, %error, "hello failed");
                 if self.audits_out.remove(&request_id).is_some() {
                     self.to_audit(id(&peer), Err(error.to_string()));
+                }
+                if let Some(seq) = self.consults_out.remove(&request_id) {
+                    self.to_policy(seq, Err(error.to_string()));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -730,6 +837,30 @@ impl Driver {
                         from: id(&author),
                         acks,
                     }),
+                    wire::Body::Approval(approval) => {
+                        if let Some(l) = &self.fleet_links {
+                            let learned = LearnedIn {
+                                signature_ok: signature_ok(&approval),
+                                approval: *approval,
+                                via: Via::Gossip,
+                                author: Some(id(&author)),
+                            };
+                            if l.approvals.try_send(learned).is_err() {
+                                self.metrics.inbound_dropped.inc();
+                            }
+                        }
+                    }
+                    wire::Body::Emergency(emergency) => {
+                        if let Some(l) = &self.fleet_links {
+                            let e = EmergencyIn {
+                                author: id(&author),
+                                emergency: *emergency,
+                            };
+                            if l.emergency.try_send(e).is_err() {
+                                self.metrics.inbound_dropped.inc();
+                            }
+                        }
+                    }
                 }
             }
             gossipsub::Event::Subscribed { .. } => self.retry_pending(),

@@ -5,6 +5,7 @@ mod admission;
 mod cli;
 mod cluster;
 mod files;
+mod fleet;
 mod garbage;
 #[allow(dead_code)]
 mod harness;

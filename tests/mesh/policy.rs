@@ -8,12 +8,12 @@ use serde_json::Value;
 
 use crate::harness::{CONVERGE, Node, Spec, eventually, get, wait_for};
 
-const PASSWD: &str =
+pub const PASSWD: &str =
     "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/bash\n";
-const GROUP: &str = "root:x:0:\nalice:x:1000:\n";
+pub const GROUP: &str = "root:x:0:\nalice:x:1000:\n";
 
 /// A copy of the shipped policies, so that a test may break one.
-fn policies(tmp: &Path) -> PathBuf {
+pub fn policies(tmp: &Path) -> PathBuf {
     let dir = tmp.join("policy");
     std::fs::create_dir_all(&dir).expect("policy dir");
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy");
@@ -43,7 +43,7 @@ fn node(role: &str, tmp: &Path, policy: &Path) -> (Node, PathBuf) {
     (Node::start(spec), etc)
 }
 
-fn add_users(etc: &Path, names: &[&str]) {
+pub fn add_users(etc: &Path, names: &[&str]) {
     let mut text = PASSWD.to_string();
     for (i, n) in names.iter().enumerate() {
         text.push_str(&format!(

@@ -5,14 +5,20 @@
 //! offers what was read to the judge every `reload` interval. A refused edit is logged
 //! once and shown in the status; the last good policy keeps deciding.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use serde::Serialize;
 
+use crate::actor::fleet::{ConsultIn, LearnedIn, SetView};
 use crate::actor::unix_ms;
-use crate::policy::judge::{Judge, Record, Reload, Status};
+use crate::fleet::{Answer, Knowledge, Learned, Rejection, Via, View};
+use crate::outbox::{Direct, DirectSender};
+use crate::policy::judge::{Judge, Record, Reload, Settled, Status};
 use crate::policy::{Decision, Error};
-use crate::spike::Spike;
+use crate::spike::{Kind, Spike};
+use crate::{node, wire};
 
 /// Reads the policy file: its name (as rule references show it) and its text.
 pub type ReadPolicy = Box<dyn FnMut() -> Result<(String, String), Error>>;
@@ -35,10 +41,64 @@ pub struct GetDecisions {
 #[rtype(result = "Status")]
 pub struct GetPolicy;
 
+/// How this node consults its region's master about `consult` decisions.
+#[derive(Debug, Clone)]
+pub struct Consulting {
+    pub role: String,
+    pub own: node::Id,
+    /// Requests to the master.
+    pub direct: DirectSender,
+    /// This node's own fleet actor (asked directly while this node is the master).
+    pub local: Recipient<ConsultIn>,
+    /// No answer by then: the autonomous default decides.
+    pub timeout: Duration,
+    /// The conservative default when no master answers.
+    pub fallback: Decision,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetConsulting(pub Consulting);
+
+/// The master's answer to a consultation about this node's spike `seq` (or why none came).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ConsultAnswered {
+    pub seq: u64,
+    pub answer: Result<Answer, String>,
+}
+
+/// What this node has learned, and what it refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct Patterns {
+    pub role: String,
+    pub learned: Vec<Learned>,
+    pub rejected: Vec<Refused>,
+    pub rejected_total: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Refused {
+    pub at_unix_ms: u64,
+    pub id: String,
+    pub why: Rejection,
+    pub reason: String,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "Patterns")]
+pub struct GetPatterns;
+
 pub struct PolicyActor {
     judge: Judge,
     read: ReadPolicy,
     reload: Duration,
+    knowledge: Knowledge,
+    view: View,
+    leading: Option<u64>,
+    consulting: Option<Consulting>,
+    /// Consultations under way: spike seq → asked at.
+    pending: HashMap<u64, Instant>,
 }
 
 impl std::fmt::Debug for PolicyActor {
@@ -57,6 +117,128 @@ impl PolicyActor {
             judge,
             read,
             reload,
+            knowledge: Knowledge::default(),
+            view: View::default(),
+            leading: None,
+            consulting: None,
+            pending: HashMap::new(),
+        }
+    }
+
+    fn role(&self) -> &str {
+        self.consulting.as_ref().map_or("", |c| c.role.as_str())
+    }
+
+    /// Asks the region's master about `spike` (or decides autonomously when none is known).
+    fn consult(&mut self, spike: &Spike, ctx: &mut Context<Self>) {
+        let Some(c) = self.consulting.clone() else {
+            return;
+        };
+        let seq = spike.seq;
+        let Some((master, _)) = self.view.master.clone() else {
+            self.autonomous(seq, "no master known for the region", 0);
+            return;
+        };
+        self.pending.insert(seq, Instant::now());
+        if master == c.own {
+            let ask = c.local.send(ConsultIn {
+                from: c.own.clone(),
+                role: c.role.clone(),
+                spike: spike.clone(),
+            });
+            ctx.spawn(ask.into_actor(self).map(move |res, act, _| {
+                let answer = res.unwrap_or_else(|e| Err(format!("fleet actor unavailable: {e}")));
+                act.answered(seq, answer);
+            }));
+            return;
+        }
+        let request = wire::Request::Consult {
+            region: self.view.region.clone(),
+            role: c.role.clone(),
+            spike: Box::new(spike.clone()),
+        };
+        if c.direct
+            .try_send(Direct {
+                to: master,
+                request,
+            })
+            .is_err()
+        {
+            self.pending.remove(&seq);
+            self.autonomous(seq, "the network queue is full", 0);
+        }
+    }
+
+    fn answered(&mut self, seq: u64, answer: Result<Answer, String>) {
+        let Some(asked) = self.pending.remove(&seq) else {
+            return;
+        };
+        let latency_us = asked.elapsed().as_micros() as u64;
+        match answer {
+            Ok(a) => {
+                if a.decision == Decision::Violation {
+                    tracing::warn!(seq, rule = %a.rule, reason = %a.reason, term = a.term, "violation (by the region's master)");
+                }
+                self.judge.settle(
+                    seq,
+                    Settled {
+                        decision: a.decision,
+                        rule: a.rule,
+                        reason: a.reason,
+                        by: "master".into(),
+                        region: Some(a.region),
+                        term: Some(a.term),
+                        policy: Some(a.policy),
+                        held: a.held,
+                        latency_us,
+                    },
+                );
+            }
+            Err(why) => self.autonomous(seq, &why, latency_us),
+        }
+    }
+
+    /// No master answered: the conservative default decides, marked autonomous.
+    fn autonomous(&mut self, seq: u64, why: &str, latency_us: u64) {
+        let fallback = self
+            .consulting
+            .as_ref()
+            .map_or(Decision::Violation, |c| c.fallback);
+        tracing::warn!(
+            seq,
+            why,
+            decision = fallback.as_str(),
+            "consultation failed: deciding autonomously"
+        );
+        self.judge.settle(
+            seq,
+            Settled {
+                decision: fallback,
+                rule: "autonomous".into(),
+                reason: format!("no answer from the region's master ({why}): conservative default"),
+                by: "autonomous".into(),
+                region: None,
+                term: None,
+                policy: None,
+                held: false,
+                latency_us,
+            },
+        );
+    }
+
+    fn expire_consultations(&mut self) {
+        let Some(timeout) = self.consulting.as_ref().map(|c| c.timeout) else {
+            return;
+        };
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= timeout)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in late {
+            self.pending.remove(&seq);
+            self.autonomous(seq, "timed out", timeout.as_micros() as u64);
         }
     }
 
@@ -87,22 +269,118 @@ impl Actor for PolicyActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
         ctx.run_interval(self.reload, |act, _| act.poll());
+        ctx.run_interval(Duration::from_millis(200), |act, _| {
+            act.expire_consultations()
+        });
     }
 }
 
 impl Handler<Decide> for PolicyActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Decide, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Decide, ctx: &mut Self::Context) {
         let now = unix_ms();
         for spike in &msg.0 {
-            let r = self.judge.decide(spike, now);
-            if r.decision == Decision::Violation {
-                tracing::warn!(seq = r.seq, kind = r.kind.as_str(), subject = %r.subject, rule = %r.rule, reason = %r.reason, "policy violation");
-            } else {
-                tracing::debug!(seq = r.seq, decision = r.decision.as_str(), rule = %r.rule, "decided");
+            let learned = self.knowledge.matching(self.role(), spike).map(|l| {
+                (
+                    format!("learned:{}", l.id),
+                    format!("approved for {} by {}", self.role(), l.approval.by),
+                )
+            });
+            let r = match learned {
+                Some((rule, reason)) => self.judge.learned(spike, rule, reason, now),
+                None => self.judge.decide(spike, now),
+            };
+            match r.decision {
+                Decision::Violation => {
+                    tracing::warn!(seq = r.seq, kind = r.kind.as_str(), subject = %r.subject, rule = %r.rule, reason = %r.reason, "policy violation");
+                }
+                Decision::Consult if spike.kind != Kind::Metric => self.consult(spike, ctx),
+                _ => {
+                    tracing::debug!(seq = r.seq, decision = r.decision.as_str(), rule = %r.rule, "decided");
+                }
             }
         }
+    }
+}
+
+impl Handler<SetConsulting> for PolicyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetConsulting, _: &mut Self::Context) {
+        self.consulting = Some(msg.0);
+    }
+}
+
+impl Handler<SetView> for PolicyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetView, _: &mut Self::Context) {
+        self.view = msg.view;
+        self.leading = msg.leading;
+    }
+}
+
+impl Handler<ConsultAnswered> for PolicyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConsultAnswered, _: &mut Self::Context) {
+        self.answered(msg.seq, msg.answer);
+    }
+}
+
+impl Handler<LearnedIn> for PolicyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LearnedIn, _: &mut Self::Context) {
+        let now = unix_ms();
+        let a = msg.approval;
+        if msg.via == Via::Gossip {
+            let id = a.id();
+            let refused = if !msg.signature_ok {
+                Some(Rejection::BadSignature)
+            } else {
+                msg.author
+                    .filter(|author| *author != a.master)
+                    .map(|author| Rejection::NotAuthor {
+                        author,
+                        claimed: a.master.clone(),
+                    })
+            };
+            if let Some(why) = refused {
+                tracing::warn!(%id, %why, "approval refused");
+                self.knowledge.reject(now, id, why);
+                return;
+            }
+        }
+        let (id, subject) = (a.id(), a.pattern.subject.clone());
+        match self.knowledge.offer(a, msg.via, &self.view, now) {
+            Ok(true) => tracing::info!(%id, %subject, via = ?msg.via, "pattern learned"),
+            Ok(false) => {}
+            Err(why) => tracing::warn!(%id, %why, "approval refused"),
+        }
+    }
+}
+
+impl Handler<GetPatterns> for PolicyActor {
+    type Result = MessageResult<GetPatterns>;
+
+    fn handle(&mut self, _: GetPatterns, _: &mut Self::Context) -> Self::Result {
+        let (rejected, rejected_total) = self.knowledge.rejected();
+        MessageResult(Patterns {
+            role: self.role().to_string(),
+            learned: self.knowledge.all().cloned().collect(),
+            rejected: rejected
+                .into_iter()
+                .map(|(at_unix_ms, id, why)| Refused {
+                    at_unix_ms,
+                    id,
+                    reason: why.to_string(),
+                    why,
+                })
+                .collect(),
+            rejected_total,
+        })
     }
 }
 

@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actor::Stop;
+use crate::actor::fleet::{Intake, LearnedIn, ProposeApproval};
+use crate::fleet::Via;
 use crate::ledger::{self, Ledger};
 use crate::membership::Status as Liveness;
 use crate::outbox::{self, Direct, DirectSender};
@@ -176,6 +178,20 @@ pub struct RegionActor {
     consensus: region::Config,
     /// Voters seen dead, since when.
     dead_since: BTreeMap<u64, Instant>,
+    /// The fleet actor's intake (spikes applied while this node leads).
+    fleet_intake: Option<Recipient<Intake>>,
+    /// Who learns committed approvals (policy and fleet actors).
+    learners: Vec<Recipient<LearnedIn>>,
+    /// Every approval committed (learners connected later are told them all).
+    approvals: Vec<crate::fleet::Approval>,
+}
+
+/// Where applied spikes and committed approvals go.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ConnectFleet {
+    pub intake: Option<Recipient<Intake>>,
+    pub learners: Vec<Recipient<LearnedIn>>,
 }
 
 impl std::fmt::Debug for RegionActor {
@@ -303,6 +319,9 @@ impl RegionActor {
             eligible: config.eligible,
             consensus: config.consensus,
             dead_since: BTreeMap::new(),
+            fleet_intake: None,
+            learners: Vec::new(),
+            approvals: Vec::new(),
         }
     }
 
@@ -430,11 +449,21 @@ impl RegionActor {
         (status.role == Role::Leader).then_some(status.term)
     }
 
-    fn take_in(&mut self, spike: Spike) {
+    fn take_in(&mut self, spike: Spike) -> Vec<Spike> {
         let origin = spike.origin.clone();
         let seq = spike.seq;
-        // Applied spikes go nowhere yet: correlation and policy consume them later.
-        self.applied += self.ledger.offer(&origin, seq, spike).len() as u64;
+        self.ledger.offer(&origin, seq, spike)
+    }
+
+    /// Counts applied spikes and, while leading, hands them to the fleet actor.
+    fn release(&mut self, spikes: Vec<Spike>) {
+        self.applied += spikes.len() as u64;
+        if spikes.is_empty() || self.leading().is_none() {
+            return;
+        }
+        if let Some(r) = &self.fleet_intake {
+            let _ = r.try_send(Intake(spikes));
+        }
     }
 
     /// As master: gossip every origin's mark and hand this node its own.
@@ -568,13 +597,32 @@ impl RegionActor {
         if !out.committed.is_empty() {
             self.quiet_until = None;
         }
+        let leading = core.status().role == Role::Leader;
         for c in out.committed {
-            tracing::info!(index = c.index, term = c.term, command = ?c.command, "region command committed");
-            if self.recent.len() == 32 {
-                self.recent.remove(0);
+            if let Command::Approve(a) = &c.command {
+                tracing::info!(index = c.index, term = c.term, id = %a.id(), subject = %a.pattern.subject, "approval committed");
+                self.approvals.push((**a).clone());
+                tell_learned(&self.learners, std::slice::from_ref(&**a));
+                if leading && c.term == a.term {
+                    let _ = self.gossip.try_send(outbox::Publish {
+                        topic: outbox::Topic::Fleet,
+                        body: wire::Body::Approval(a.clone()),
+                        delivery: outbox::Delivery::Retry,
+                    });
+                }
+                self.keep_recent(c);
+                continue;
             }
-            self.recent.push(c);
+            tracing::info!(index = c.index, term = c.term, command = ?c.command, "region command committed");
+            self.keep_recent(c);
         }
+    }
+
+    fn keep_recent(&mut self, c: Committed) {
+        if self.recent.len() == 32 {
+            self.recent.remove(0);
+        }
+        self.recent.push(c);
     }
 }
 
@@ -603,9 +651,11 @@ impl Handler<SpikesIn> for RegionActor {
     type Result = ();
 
     fn handle(&mut self, msg: SpikesIn, _: &mut Self::Context) {
+        let mut applied = Vec::new();
         for spike in msg.0 {
-            self.take_in(spike);
+            applied.extend(self.take_in(spike));
         }
+        self.release(applied);
     }
 }
 
@@ -626,7 +676,8 @@ impl Handler<AcksIn> for RegionActor {
             if origin == self.own_peer {
                 self.tell_own_mark(mark, msg.from.clone(), acks.term);
             }
-            self.applied += self.ledger.advance(&origin, mark).len() as u64;
+            let released = self.ledger.advance(&origin, mark);
+            self.release(released);
         }
     }
 }
@@ -645,13 +696,11 @@ impl Handler<ReplayIn> for RegionActor {
             ));
         }
         // What the origin no longer holds will never come: do not wait for it.
-        self.applied += self
-            .ledger
-            .advance(&msg.from, msg.first.saturating_sub(1))
-            .len() as u64;
+        let mut applied = self.ledger.advance(&msg.from, msg.first.saturating_sub(1));
         for spike in msg.spikes {
-            self.take_in(spike);
+            applied.extend(self.take_in(spike));
         }
+        self.release(applied);
         Ok((term, self.ledger.contiguous(&msg.from)))
     }
 }
@@ -724,6 +773,52 @@ impl Handler<GetRegion> for RegionActor {
             sent: self.sent,
             received: self.received,
         })
+    }
+}
+
+fn tell_learned(learners: &[Recipient<LearnedIn>], approvals: &[crate::fleet::Approval]) {
+    for a in approvals {
+        for r in learners {
+            let _ = r.try_send(LearnedIn {
+                approval: a.clone(),
+                via: Via::Log,
+                author: None,
+                signature_ok: true,
+            });
+        }
+    }
+}
+
+impl Handler<ConnectFleet> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectFleet, _: &mut Self::Context) {
+        self.fleet_intake = msg.intake;
+        self.learners = msg.learners;
+        tell_learned(&self.learners, &self.approvals);
+    }
+}
+
+impl Handler<ProposeApproval> for RegionActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: ProposeApproval, ctx: &mut Self::Context) -> Self::Result {
+        let Some(term) = self.leading() else {
+            return Err(format!("not the master of region {}", self.region));
+        };
+        if msg.0.term != term || msg.0.region != self.region {
+            return Err(format!(
+                "approval for region {} term {}; this node leads {} in term {term}",
+                msg.0.region, msg.0.term, self.region
+            ));
+        }
+        let Ok(core) = &mut self.core else {
+            return Err("consensus not running".into());
+        };
+        core.propose(&Command::Approve(Box::new(msg.0)))
+            .map_err(|e| format!("proposal not taken: {e}"))?;
+        self.drain(ctx);
+        Ok(())
     }
 }
 

@@ -30,6 +30,28 @@ pub struct Record {
     pub reason: String,
     /// The version of the policy that decided.
     pub policy: String,
+    /// For `consult`: how the consultation ended (absent while it is under way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<Settled>,
+}
+
+/// The outcome of a consultation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settled {
+    pub decision: Decision,
+    pub rule: String,
+    pub reason: String,
+    /// `master` (answered by the region's master) or `autonomous` (no master reachable:
+    /// the node's conservative default).
+    pub by: String,
+    /// The master's region, term and policy version, when it answered.
+    pub region: Option<String>,
+    pub term: Option<u64>,
+    pub policy: Option<String>,
+    /// The master holds the change for fleet correlation.
+    pub held: bool,
+    /// From asking to the answer, in microseconds.
+    pub latency_us: u64,
 }
 
 /// Decisions made since start, by decision.
@@ -38,6 +60,11 @@ pub struct Counts {
     pub approved: u64,
     pub violation: u64,
     pub consult: u64,
+    /// Consultations settled by the master, and by the autonomous default.
+    #[serde(default)]
+    pub settled_by_master: u64,
+    #[serde(default)]
+    pub autonomous: u64,
 }
 
 impl Counts {
@@ -165,7 +192,47 @@ impl Judge {
     /// Decides `spike`, keeps the record and counts it.
     pub fn decide(&mut self, spike: &Spike, now_unix_ms: u64) -> &Record {
         let v = self.policy.evaluate(spike);
-        self.counts.bump(v.decision);
+        let (decision, rule, reason) = (v.decision, v.rule.to_string(), v.reason.to_string());
+        self.keep(spike, decision, rule, reason, now_unix_ms)
+    }
+
+    /// Keeps and counts a decision made by a learned pattern (ahead of the rules).
+    pub fn learned(
+        &mut self,
+        spike: &Spike,
+        rule: String,
+        reason: String,
+        now_unix_ms: u64,
+    ) -> &Record {
+        self.keep(spike, Decision::Approved, rule, reason, now_unix_ms)
+    }
+
+    /// Records how the consultation about spike `seq` ended. False if the record has
+    /// left the ring (the outcome is still counted).
+    pub fn settle(&mut self, seq: u64, settled: Settled) -> bool {
+        if settled.by == "master" {
+            self.counts.settled_by_master += 1;
+        } else {
+            self.counts.autonomous += 1;
+        }
+        match self.ring.iter_mut().rev().find(|r| r.seq == seq) {
+            Some(r) => {
+                r.settled = Some(settled);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn keep(
+        &mut self,
+        spike: &Spike,
+        decision: Decision,
+        rule: String,
+        reason: String,
+        now_unix_ms: u64,
+    ) -> &Record {
+        self.counts.bump(decision);
         let record = Record {
             seq: spike.seq,
             at_unix_ms: now_unix_ms,
@@ -173,10 +240,11 @@ impl Judge {
             change: spike.change,
             subject: spike.subject.clone(),
             label: spike.label.clone(),
-            decision: v.decision,
-            rule: v.rule.to_string(),
-            reason: v.reason.to_string(),
+            decision,
+            rule,
+            reason,
             policy: self.policy.version().to_string(),
+            settled: None,
         };
         if self.ring.len() == self.capacity {
             self.ring.pop_front();

@@ -1,0 +1,512 @@
+//! The fleet actor: the region master's [`Brain`] (consultations, learning, coordinated
+//! changes) and, on every node, the fleet events it has seen.
+//!
+//! While this node leads its region, the region actor hands it every spike the intake
+//! applied (once, in order); the brain judges them with each origin's role policy,
+//! learns what policy approves, and groups identical changes. Patterns to learn are
+//! signed with the node key and proposed to the region's log; fleet events become
+//! alerts, and a suspected coordinated change is broadcast on the fleet topic as an
+//! [`Emergency`]. Emergencies heard from other masters are checked (author and term) and
+//! kept for the API.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::actor::alert::Raise;
+use crate::actor::unix_ms;
+use crate::alert::Alert;
+use crate::correlate::{FleetEvent, Verdict};
+use crate::fleet::{
+    self, Answer, Approval, Brain, Effect, Emergency, Pattern, Rejection, Via, View,
+};
+use crate::outbox;
+use crate::policy::Policy;
+use crate::spike::{Severity, Spike};
+use crate::{node, wire};
+
+/// Signs bytes with the node key.
+pub type Sign = Box<dyn Fn(&[u8]) -> Vec<u8> + Send>;
+
+/// The node key's signer; the public key (libp2p protobuf encoding) goes along.
+pub struct Signer {
+    pub public_key: Vec<u8>,
+    pub sign: Sign,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").finish_non_exhaustive()
+    }
+}
+
+/// Reads every role's policy: role → policy (files that fail to parse are left out and
+/// logged by the reader).
+pub type ReadPolicies = Box<dyn FnMut() -> BTreeMap<String, Policy>>;
+
+/// What this node knows of its region's mastership and members (from the glue task).
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "()")]
+pub struct SetView {
+    pub view: View,
+    /// The term this node leads, if it is the master.
+    pub leading: Option<u64>,
+    /// Peer → (name, role) of every member known, this node included.
+    pub members: BTreeMap<node::Id, (String, String)>,
+}
+
+/// Spikes the region's intake applied, while this node leads.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Intake(pub Vec<Spike>);
+
+/// An approval: committed in the region's log, or heard on the fleet topic.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct LearnedIn {
+    pub approval: Approval,
+    pub via: Via,
+    /// For gossip: the message's author and whether the signature verified.
+    pub author: Option<node::Id>,
+    pub signature_ok: bool,
+}
+
+/// A consultation from a region member.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Answer, String>")]
+pub struct ConsultIn {
+    pub from: node::Id,
+    pub role: String,
+    pub spike: Spike,
+}
+
+/// An operator approves a pattern (API); only the master takes it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Approval, String>")]
+pub struct Approve {
+    pub pattern: Pattern,
+    pub by: String,
+}
+
+/// An approval for the region actor to commit.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct ProposeApproval(pub Approval);
+
+/// An emergency heard on the fleet topic, with its author.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EmergencyIn {
+    pub author: node::Id,
+    pub emergency: Emergency,
+}
+
+/// A fleet event as this node saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seen {
+    pub key: String,
+    pub region: String,
+    pub term: u64,
+    pub master: node::Id,
+    pub event: FleetEvent,
+    pub raised_at_unix_ms: u64,
+    pub received_at_unix_ms: u64,
+    /// Raised by this node as master, or heard as an emergency.
+    pub source: &'static str,
+}
+
+/// What the API shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub leading: Option<u64>,
+    pub open_groups: usize,
+    pub held: usize,
+    pub events: Vec<Seen>,
+    pub emergencies_rejected: u64,
+    pub consultations: u64,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "Snapshot")]
+pub struct GetFleet;
+
+/// Fleet events kept for the API.
+const EVENTS_KEPT: usize = 256;
+
+pub struct FleetActor {
+    brain: Brain,
+    read: ReadPolicies,
+    reload: Duration,
+    own: node::Id,
+    setview: SetView,
+    signer: Signer,
+    region: Option<Recipient<ProposeApproval>>,
+    alerts: Option<Recipient<Raise>>,
+    gossip: outbox::Sender,
+    events: VecDeque<Seen>,
+    emergencies_rejected: u64,
+    consultations: u64,
+}
+
+impl std::fmt::Debug for FleetActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetActor")
+            .field("own", &self.own)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the fleet actor's outputs go (set once the other actors exist).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    pub region: Option<Recipient<ProposeApproval>>,
+    pub alerts: Option<Recipient<Raise>>,
+}
+
+impl FleetActor {
+    pub fn new(
+        config: fleet::Config,
+        read: ReadPolicies,
+        reload: Duration,
+        own: node::Id,
+        signer: Signer,
+        gossip: outbox::Sender,
+    ) -> Self {
+        FleetActor {
+            brain: Brain::new(config),
+            read,
+            reload,
+            own,
+            setview: SetView::default(),
+            signer,
+            region: None,
+            alerts: None,
+            gossip,
+            events: VecDeque::new(),
+            emergencies_rejected: 0,
+            consultations: 0,
+        }
+    }
+
+    fn member(&self, peer: &node::Id) -> (String, String) {
+        self.setview
+            .members
+            .get(peer)
+            .cloned()
+            .unwrap_or_else(|| (peer.to_string(), "unknown".to_string()))
+    }
+
+    fn sign(&self, mut a: Approval) -> Approval {
+        a.public_key = self.signer.public_key.clone();
+        a.signature = (self.signer.sign)(&a.signed_bytes());
+        a
+    }
+
+    fn effects(&mut self, effects: Vec<Effect>, now: u64) {
+        for e in effects {
+            match e {
+                Effect::Learn { pattern, by } => {
+                    let Some(term) = self.setview.leading else {
+                        continue;
+                    };
+                    let a = Approval::new(
+                        pattern,
+                        &self.setview.view.region,
+                        term,
+                        self.own.clone(),
+                        by,
+                        now,
+                    );
+                    let a = self.sign(a);
+                    tracing::info!(id = %a.id(), subject = %a.pattern.subject, by = %a.by, "learning a pattern");
+                    if let Some(r) = &self.region {
+                        let _ = r.try_send(ProposeApproval(a));
+                    }
+                }
+                Effect::Event { event, new } => self.event(event, new, now),
+                Effect::Unresolved(h) => {
+                    let (name, _) = self.member(&h.origin);
+                    let alert = Alert {
+                        key: format!("unresolved|{name}|{}|{}", h.spike.kind.as_str(), h.spike.subject),
+                        at_unix_ms: now,
+                        severity: Severity::Medium,
+                        category: crate::alert::category(h.spike.kind).to_string(),
+                        action: "unresolved_change".into(),
+                        host: name,
+                        region: self.setview.view.region.clone(),
+                        role: h.role.clone(),
+                        rule: Some("fleet:held".into()),
+                        reason: "no policy rule, learned pattern, rollout or upgrade explains this change".into(),
+                        decision: Some("consult".into()),
+                        term: self.setview.leading,
+                        subject: Some(h.spike.subject.clone()),
+                        details: BTreeMap::from([("label".to_string(), h.spike.label.clone())]),
+                    };
+                    self.raise(alert);
+                }
+            }
+        }
+    }
+
+    fn raise(&self, alert: Alert) {
+        if let Some(a) = &self.alerts {
+            let _ = a.try_send(Raise(alert));
+        }
+    }
+
+    fn keep(&mut self, seen: Seen) {
+        if let Some(old) = self.events.iter_mut().find(|s| s.key == seen.key) {
+            *old = seen;
+            return;
+        }
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(seen);
+    }
+
+    fn event(&mut self, event: FleetEvent, new: bool, now: u64) {
+        let region = self.setview.view.region.clone();
+        let term = self.setview.leading.unwrap_or_default();
+        let key = fleet::fleet_key(&region, &event);
+        let raised_at = self
+            .events
+            .iter()
+            .find(|s| s.key == key)
+            .map_or(now, |s| s.raised_at_unix_ms);
+        self.keep(Seen {
+            key: key.clone(),
+            region: region.clone(),
+            term,
+            master: self.own.clone(),
+            event: event.clone(),
+            raised_at_unix_ms: raised_at,
+            received_at_unix_ms: now,
+            source: "raised",
+        });
+        if !new {
+            return;
+        }
+        let (action, severity) = match event.verdict {
+            Verdict::Rollout => ("rollout", Severity::Info),
+            Verdict::Upgrade => ("upgrade", Severity::Low),
+            Verdict::SuspectedCoordinatedChange => {
+                ("suspected_coordinated_change", Severity::Critical)
+            }
+        };
+        let names: Vec<String> = event.origins.keys().map(|p| self.member(p).0).collect();
+        tracing::warn!(verdict = action, subject = %event.fingerprint.subject, servers = names.len(), "fleet event");
+        self.raise(Alert {
+            key: key.clone(),
+            at_unix_ms: now,
+            severity,
+            category: "configuration".into(),
+            action: action.into(),
+            host: self.member(&self.own).0,
+            region: region.clone(),
+            role: event.role.clone(),
+            rule: Some(format!("fleet:{action}")),
+            reason: format!(
+                "the same {} change of {} on {} {} servers within the window",
+                event.fingerprint.kind.as_str(),
+                event.fingerprint.subject,
+                names.len(),
+                event.role
+            ),
+            decision: None,
+            term: Some(term),
+            subject: Some(event.fingerprint.subject.clone()),
+            details: BTreeMap::from([("servers".to_string(), names.join(","))]),
+        });
+        if event.verdict == Verdict::SuspectedCoordinatedChange {
+            let e = Emergency {
+                region,
+                term,
+                master: self.own.clone(),
+                raised_at_unix_ms: now,
+                event,
+            };
+            let _ = self.gossip.try_send(outbox::Publish {
+                topic: outbox::Topic::Fleet,
+                body: wire::Body::Emergency(Box::new(e)),
+                delivery: outbox::Delivery::Retry,
+            });
+        }
+    }
+
+    fn reload(&mut self) {
+        let policies = (self.read)();
+        self.brain.set_policies(policies);
+    }
+}
+
+impl Actor for FleetActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(16_384);
+        self.reload();
+        ctx.run_interval(self.reload, |act, _| act.reload());
+        ctx.run_interval(Duration::from_millis(500), |act, _| {
+            let now = unix_ms();
+            let out = act.brain.expire(now);
+            act.effects(out, now);
+        });
+    }
+}
+
+impl Handler<Connect> for FleetActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        self.region = msg.region;
+        self.alerts = msg.alerts;
+    }
+}
+
+impl Handler<SetView> for FleetActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetView, _: &mut Self::Context) {
+        self.setview = msg;
+    }
+}
+
+impl Handler<Intake> for FleetActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Intake, _: &mut Self::Context) {
+        if self.setview.leading.is_none() {
+            return;
+        }
+        let now = unix_ms();
+        for spike in &msg.0 {
+            let role = self.member(&spike.origin).1;
+            let out = self.brain.intake(spike, &role, now);
+            self.effects(out, now);
+        }
+    }
+}
+
+impl Handler<LearnedIn> for FleetActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LearnedIn, _: &mut Self::Context) {
+        if msg.via == Via::Log && msg.approval.region == self.setview.view.region {
+            self.brain.learned(msg.approval, unix_ms());
+        }
+    }
+}
+
+impl Handler<ConsultIn> for FleetActor {
+    type Result = Result<Answer, String>;
+
+    fn handle(&mut self, msg: ConsultIn, _: &mut Self::Context) -> Self::Result {
+        let Some(term) = self.setview.leading else {
+            return Err(format!(
+                "not the master of region {}",
+                self.setview.view.region
+            ));
+        };
+        if msg.spike.origin != msg.from {
+            return Err(format!(
+                "spike {} belongs to {}, not to the sender",
+                msg.spike.seq, msg.spike.origin
+            ));
+        }
+        self.consultations += 1;
+        let now = unix_ms();
+        Ok(self
+            .brain
+            .consult(&msg.spike, &msg.role, &self.setview.view.region, term, now))
+    }
+}
+
+impl Handler<Approve> for FleetActor {
+    type Result = Result<Approval, String>;
+
+    fn handle(&mut self, msg: Approve, _: &mut Self::Context) -> Self::Result {
+        let Some(term) = self.setview.leading else {
+            let master = self.setview.view.master.as_ref().map_or_else(
+                || "none known".to_string(),
+                |(m, t)| format!("{} (term {t})", self.member(m).0),
+            );
+            return Err(format!(
+                "this node is not the master of region {}; the master is {master}",
+                self.setview.view.region
+            ));
+        };
+        if msg.pattern.roles.is_empty() {
+            return Err("an approval names at least one role".into());
+        }
+        let a = Approval::new(
+            msg.pattern,
+            &self.setview.view.region,
+            term,
+            self.own.clone(),
+            msg.by,
+            unix_ms(),
+        );
+        let a = self.sign(a);
+        match &self.region {
+            Some(r) => {
+                r.try_send(ProposeApproval(a.clone()))
+                    .map_err(|e| format!("region actor unavailable: {e}"))?;
+                Ok(a)
+            }
+            None => Err("this node takes no part in its region's consensus".into()),
+        }
+    }
+}
+
+impl Handler<EmergencyIn> for FleetActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: EmergencyIn, _: &mut Self::Context) {
+        let e = msg.emergency;
+        let now = unix_ms();
+        let checked = if msg.author != e.master {
+            Err(Rejection::NotAuthor {
+                author: msg.author,
+                claimed: e.master.clone(),
+            })
+        } else {
+            self.brain
+                .check_master(&self.setview.view, &e.region, e.term, &e.master)
+        };
+        if let Err(why) = checked {
+            self.emergencies_rejected += 1;
+            tracing::warn!(%why, region = %e.region, "emergency refused");
+            return;
+        }
+        tracing::error!(region = %e.region, subject = %e.event.fingerprint.subject, servers = e.event.origins.len(), "emergency: suspected coordinated change in the fleet");
+        self.keep(Seen {
+            key: e.key(),
+            region: e.region,
+            term: e.term,
+            master: e.master,
+            event: e.event,
+            raised_at_unix_ms: e.raised_at_unix_ms,
+            received_at_unix_ms: now,
+            source: "emergency",
+        });
+    }
+}
+
+impl Handler<GetFleet> for FleetActor {
+    type Result = MessageResult<GetFleet>;
+
+    fn handle(&mut self, _: GetFleet, _: &mut Self::Context) -> Self::Result {
+        MessageResult(Snapshot {
+            leading: self.setview.leading,
+            open_groups: self.brain.open_groups(),
+            held: self.brain.held(),
+            events: self.events.iter().cloned().collect(),
+            emergencies_rejected: self.emergencies_rejected,
+            consultations: self.consultations,
+        })
+    }
+}
