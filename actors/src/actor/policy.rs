@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actor::alert::Raise;
 use crate::actor::unix_ms;
 use crate::policy::judge::{Judge, Record, Reload, Status};
 use crate::policy::{Decision, Error};
@@ -30,6 +31,14 @@ pub struct GetDecisions {
     pub limit: usize,
 }
 
+/// Every local violation from now on raises an alert there, as the node `node`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetAlerts {
+    pub to: Recipient<Raise>,
+    pub node: crate::node::Info,
+}
+
 /// The policy in force, the last refusal and the counts.
 #[derive(Debug, Message)]
 #[rtype(result = "Status")]
@@ -39,6 +48,7 @@ pub struct PolicyActor {
     judge: Judge,
     read: ReadPolicy,
     reload: Duration,
+    alerts: Option<SetAlerts>,
 }
 
 impl std::fmt::Debug for PolicyActor {
@@ -57,6 +67,7 @@ impl PolicyActor {
             judge,
             read,
             reload,
+            alerts: None,
         }
     }
 
@@ -99,10 +110,25 @@ impl Handler<Decide> for PolicyActor {
             let r = self.judge.decide(spike, now);
             if r.decision == Decision::Violation {
                 tracing::warn!(seq = r.seq, kind = r.kind.as_str(), subject = %r.subject, rule = %r.rule, reason = %r.reason, "policy violation");
+                if let Some(a) = &self.alerts {
+                    let raised =
+                        a.to.try_send(Raise(crate::alert::of_violation(&a.node, r, spike)));
+                    if let Err(e) = raised {
+                        tracing::error!(seq = r.seq, error = %e, "alert not raised: the alert actor is full or gone");
+                    }
+                }
             } else {
                 tracing::debug!(seq = r.seq, decision = r.decision.as_str(), rule = %r.rule, "decided");
             }
         }
+    }
+}
+
+impl Handler<SetAlerts> for PolicyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAlerts, _: &mut Self::Context) {
+        self.alerts = Some(msg);
     }
 }
 
