@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr};
 use anyhow::Context as _;
 use fleetmesh_actors::actor::accounts::AccountsActor;
+use fleetmesh_actors::actor::alert::AlertActor;
 use fleetmesh_actors::actor::audit::AuditActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
-use fleetmesh_actors::actor::policy::PolicyActor;
+use fleetmesh_actors::actor::policy::{PolicyActor, SetAlerts};
 use fleetmesh_actors::actor::polled::DetectorActor;
 use fleetmesh_actors::actor::region::{
     Config as RegionConfig, GetRegion, MemberView, PeerNames, RegionActor,
@@ -60,6 +61,7 @@ pub struct Shared {
     pub files: Addr<FileActor>,
     pub audits: Addr<AuditActor>,
     pub policy: Addr<PolicyActor>,
+    pub alerts: Addr<AlertActor>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
 }
@@ -91,6 +93,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     // Before any actor starts: an early return must not leave actors behind.
     let probe_runner = probe::service::runner()?;
+    let alert_sinks = crate::alert::sinks(&settings.alert_sinks)?;
     let p = &s.policy;
     let judge = crate::policy::judge(
         &p.dir,
@@ -213,6 +216,20 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     )
     .start();
     spikes.do_send(SetPolicy(policy.clone().recipient()));
+    let alerts = AlertActor::new(
+        fleetmesh_actors::alert::Config {
+            ring: s.alerts.ring,
+            fold_ms: s.alerts.fold_ms,
+            seed: incarnation ^ u64::from(std::process::id()),
+        },
+        alert_sinks,
+    )
+    .start();
+    // Before any spike can reach the policy actor: the probes start later, in serve().
+    policy.do_send(SetAlerts {
+        to: alerts.clone().recipient(),
+        node: info.clone(),
+    });
     let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
         load_state(&baseline_path, "file baseline").unwrap_or_default(),
@@ -335,6 +352,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         services: services.clone(),
         audits: audits.clone(),
         policy: policy.clone(),
+        alerts: alerts.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -364,6 +382,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&spikes).await;
     encoder_thread.stop();
     stop(&policy).await;
+    stop(&alerts).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
         tracing::info!("stopped");
@@ -385,6 +404,7 @@ struct Actors {
     services: Addr<ServiceActor>,
     audits: Addr<AuditActor>,
     policy: Addr<PolicyActor>,
+    alerts: Addr<AlertActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -554,6 +574,7 @@ async fn serve(
         files: actors.files.clone(),
         audits: actors.audits.clone(),
         policy: actors.policy.clone(),
+        alerts: actors.alerts.clone(),
         net: net_state.clone(),
         metrics,
     };
