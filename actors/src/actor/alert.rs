@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::actor::{Stop, unix_ms};
 use crate::alert::{Alert, Book, Config, Entry, Outcome, SinkConfig, Status};
 
+/// The longest the actor sleeps before asking the book again.
+const MAX_SLEEP_MS: u64 = 60_000;
+
 /// An alert to keep and deliver.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
@@ -110,7 +113,9 @@ impl AlertActor {
             ctx.cancel_future(timer);
         }
         if let Some(at) = self.book.poll_timeout() {
-            let wait = Duration::from_millis(at.saturating_sub(unix_ms()));
+            // Capped: the book gives up a retry time the wall clock was set back past
+            // (see `Book::poll`), which it can only do when asked.
+            let wait = Duration::from_millis(at.saturating_sub(unix_ms()).min(MAX_SLEEP_MS));
             self.timer = Some(ctx.run_later(wait, |act, ctx| {
                 act.timer = None;
                 act.pump(ctx);

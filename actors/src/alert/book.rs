@@ -295,6 +295,11 @@ impl Book {
     pub fn poll(&mut self, now_unix_ms: u64) -> Vec<Batch> {
         let mut out = Vec::new();
         for (i, sink) in self.sinks.iter_mut().enumerate() {
+            // No wait is longer than the maximum: a retry time further ahead means the
+            // wall clock was set back, and the sink must not sit idle until it catches up.
+            if sink.not_before > now_unix_ms.saturating_add(sink.config.retry_max_ms) {
+                sink.not_before = now_unix_ms;
+            }
             if sink.in_flight.is_some() || sink.queue.is_empty() || now_unix_ms < sink.not_before {
                 continue;
             }

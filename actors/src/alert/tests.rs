@@ -240,6 +240,18 @@ fn a_sink_that_is_down_retries_with_backoff_and_blocks_no_other() {
 }
 
 #[test]
+fn a_clock_set_back_does_not_stall_retries() {
+    let mut b = book(0, vec![sink("s", 10, 10)]);
+    b.raise(10_000_000, alert("a", "x"));
+    let batch = b.poll(10_000_000);
+    b.done(10_000_000, batch[0].ticket, Outcome::Failed("down".into()));
+    assert_eq!(b.poll(10_000_001), vec![], "waiting out the backoff");
+    // An hour back: the retry is not an hour away.
+    let again = b.poll(10_000_000 - 3_600_000);
+    assert_eq!(keys(&again[0]), ["a"]);
+}
+
+#[test]
 fn a_full_queue_drops_its_oldest_and_counts_them() {
     let mut b = book(0, vec![sink("s", 3, 2)]);
     b.raise(0, alert("a", "x"));
