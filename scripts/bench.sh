@@ -16,6 +16,12 @@
 #                                kill -9 the node owning most items)
 #   scripts/bench.sh replay      [--spikes N]   (a node journals N spikes with no master, then
 #                                one appears: time until the master acknowledges them all)
+#   scripts/bench.sh consult     [--nodes N] [--count K]  (K consult decisions asked of the
+#                                master: round trip as the asking node measures it)
+#   scripts/bench.sh learning    [--nodes N] [--count K]  (K operator approvals: until in force
+#                                on every web node)
+#   scripts/bench.sh emergency   [--nodes N] [--count K]  (K critical fleet events: broadcast
+#                                to every node of a 20-node cluster)
 #
 # Figures and the commands that produced them are recorded in BENCHMARKS.md.
 set -euo pipefail
@@ -23,7 +29,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -151,6 +157,24 @@ case "$scenario" in
     python3 "$here/replay_bench.py" "$root/target/release/fleetmesh" "$dir" "$spikes" 27700
     ;;
 
+  consult|learning|emergency)
+    case "$scenario" in
+      consult) nodes=$(opt nodes 5 "$@"); count=$(opt count 1000 "$@") ;;
+      learning) nodes=$(opt nodes 9 "$@"); count=$(opt count 50 "$@") ;;
+      emergency) nodes=$(opt nodes 20 "$@"); count=$(opt count 20 "$@") ;;
+    esac
+    command -v python3 >/dev/null || { echo "bench.sh: $scenario needs python3" >&2; exit 2; }
+    dir=$(mktemp -d /tmp/fleetmesh-$scenario.XXXXXX)
+    base=27800
+    trap '"$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+    # Metrics, process and network polling slowed down: the measured path has the cores.
+    # Emergencies: a fleet event as soon as two servers of a role show the same change.
+    FLEETMESH__METRICS__INTERVAL_MS=60000 FLEETMESH__PROBES__PROCESS_POLL_MS=60000 \
+      FLEETMESH__PROBES__NETWORK_POLL_MS=60000 FLEETMESH__FLEET__THRESHOLD=1 \
+      "$here/cluster.sh" up "$nodes" --dir "$dir" --base-port "$base" >&2
+    python3 "$here/fleet_bench.py" "$scenario" "$dir" "$nodes" "$base" "$count"
+    ;;
+
   pauses)
     # False deaths: 5 nodes, node4 stopped (SIGSTOP) for 2 s once a minute; afterwards
     # every log is searched for a peer declared dead.
@@ -172,7 +196,7 @@ case "$scenario" in
     ;;
 
   *)
-    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, failover, detection, pauses, redistribution, replay)" >&2
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, policy-local, failover, detection, pauses, redistribution, replay, consult, learning, emergency)" >&2
     exit 2
     ;;
 esac

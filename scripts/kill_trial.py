@@ -14,18 +14,15 @@ import os
 import signal
 import sys
 import time
-import urllib.request
+
+import benchlib
 
 mode, root, nodes, base, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 expected_items = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 
 
 def get(i, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{base + 1000 + i}{path}", timeout=1) as r:
-            return json.load(r)
-    except Exception:
-        return None
+    return benchlib.get(base + 1000 + i, path, timeout=1)
 
 
 def peer_id(i):
@@ -34,13 +31,7 @@ def peer_id(i):
 
 
 def until(what, check, limit):
-    t = time.monotonic()
-    while time.monotonic() - t < limit:
-        v = check()
-        if v:
-            return v
-        time.sleep(0.01)
-    sys.exit(f"kill_trial: {what} not reached in {limit} s")
+    return benchlib.until(what, check, limit, prefix="kill_trial", every=0.01)
 
 
 ids = [peer_id(i) for i in range(nodes)]

@@ -16,29 +16,18 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
+
+import benchlib
 
 binary, root, spikes, base = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 procs = []
 
 
-def get(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-            return json.load(r)
-    except Exception:
-        return None
+get = benchlib.get
 
 
 def until(what, check, limit):
-    t = time.monotonic()
-    while time.monotonic() - t < limit:
-        v = check()
-        if v:
-            return v
-        time.sleep(0.05)
-    stop()
-    sys.exit(f"replay: {what} not reached in {limit} s")
+    return benchlib.until(what, check, limit, prefix="replay", on_fail=stop)
 
 
 def start(name, port, bootstrap=None):

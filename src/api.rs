@@ -162,6 +162,14 @@ async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
         }
         m.heartbeats_late.set(snap.heartbeats_late);
     }
+    if let Some(alerts) = ask(
+        &shared.alerts,
+        fleetmesh_actors::actor::alert::GetAlerts { since: 0, limit: 0 },
+    )
+    .await
+    {
+        m.set_alerts(&alerts.status);
+    }
     m.uptime.set(shared.started.elapsed().as_secs());
     match m.encode() {
         Ok(text) => HttpResponse::Ok()
@@ -297,6 +305,30 @@ async fn fleet(shared: web::Data<Shared>) -> HttpResponse {
     match ask(&shared.fleet, fleetmesh_actors::actor::fleet::GetFleet).await {
         Some(f) => HttpResponse::Ok().json(f),
         None => unavailable("the fleet actor"),
+    }
+}
+
+/// Query of `GET /api/v1/alerts`.
+#[derive(Debug, Deserialize)]
+pub struct AlertQuery {
+    /// Only alerts last raised after this time (Unix milliseconds).
+    #[serde(default)]
+    pub since: u64,
+    /// At most this many (default 100, at most 10000).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/alerts`: the latest alerts, newest first, each with its count and first
+/// and last times; the raises by action; and each sink's queue and counters.
+async fn alerts(shared: web::Data<Shared>, q: web::Query<AlertQuery>) -> HttpResponse {
+    use fleetmesh_actors::actor::alert::GetAlerts;
+    let query = GetAlerts {
+        since: q.since,
+        limit: q.limit.unwrap_or(100).min(10_000),
+    };
+    match ask(&shared.alerts, query).await {
+        Some(view) => HttpResponse::Ok().json(view),
+        None => unavailable("the alert actor"),
     }
 }
 
@@ -460,6 +492,7 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .route("/api/v1/patterns", web::get().to(patterns))
             .route("/api/v1/patterns/approve", web::post().to(approve))
             .route("/api/v1/fleet", web::get().to(fleet))
+            .route("/api/v1/alerts", web::get().to(alerts))
             .route("/api/v1/region", web::get().to(region))
             .route("/api/v1/assignments", web::get().to(assignments))
             .route("/api/v1/audits", web::get().to(audits))

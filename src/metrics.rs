@@ -34,6 +34,23 @@ pub struct DirectionLabels {
     pub direction: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub sink: String,
+    /// `delivered`, `failed` (retried), `rejected` (refused for good), `dropped` (queue full).
+    pub outcome: String,
+}
+
 /// Every metric the node exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -52,6 +69,12 @@ pub struct Metrics {
     pub sync_backlog: Gauge<u64, AtomicU64>,
     pub sync_oldest_unacked_ms: Gauge<u64, AtomicU64>,
     pub sync_acked: Gauge<u64, AtomicU64>,
+    pub alerts_raised: Family<ActionLabels, Counter>,
+    pub alert_sink_queued: Family<SinkLabels, Gauge>,
+    pub alert_deliveries: Family<DeliveryLabels, Counter>,
+    /// Held while the alert counters catch up with the alert actor's totals, so that two
+    /// scrapes at once do not both add the same difference.
+    alert_sync: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -81,6 +104,10 @@ impl Metrics {
             sync_backlog: Gauge::default(),
             sync_oldest_unacked_ms: Gauge::default(),
             sync_acked: Gauge::default(),
+            alerts_raised: Family::default(),
+            alert_sink_queued: Family::default(),
+            alert_deliveries: Family::default(),
+            alert_sync: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
         registry.register(
@@ -153,7 +180,58 @@ impl Metrics {
             "The region master's acknowledgement mark for this node's spikes",
             m.sync_acked.clone(),
         );
+        registry.register(
+            "alerts_raised",
+            "Alerts raised, repeats folded into an earlier one included, by action",
+            m.alerts_raised.clone(),
+        );
+        registry.register(
+            "alert_sink_queued",
+            "Alerts waiting for a sink (in flight included), by sink",
+            m.alert_sink_queued.clone(),
+        );
+        registry.register(
+            "alert_deliveries",
+            "Alerts by sink and outcome: delivered, failed (each failed attempt; retried), \
+             rejected (refused for good), dropped (the sink's queue was full)",
+            m.alert_deliveries.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Brings the alert metrics up to the alert actor's totals.
+    pub fn set_alerts(&self, status: &fleetmesh_actors::alert::Status) {
+        let _held = self
+            .alert_sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let catch_up = |c: &Counter, total: u64| c.inc_by(total.saturating_sub(c.get()));
+        for (action, n) in &status.raised {
+            let labels = ActionLabels {
+                action: action.clone(),
+            };
+            catch_up(&self.alerts_raised.get_or_create(&labels), *n);
+        }
+        for s in &status.sinks {
+            let sink = SinkLabels {
+                sink: s.name.clone(),
+            };
+            self.alert_sink_queued
+                .get_or_create(&sink)
+                .set(i64::try_from(s.queued).unwrap_or(i64::MAX));
+            for (outcome, n) in [
+                ("delivered", s.delivered),
+                ("failed", s.failed),
+                ("rejected", s.rejected),
+                ("dropped", s.dropped),
+            ] {
+                let labels = DeliveryLabels {
+                    sink: s.name.clone(),
+                    outcome: outcome.to_string(),
+                };
+                catch_up(&self.alert_deliveries.get_or_create(&labels), n);
+            }
+        }
     }
 
     pub fn topic(topic: &str, kind: &str) -> TopicLabels {

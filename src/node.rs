@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr};
 use anyhow::Context as _;
 use fleetmesh_actors::actor::accounts::AccountsActor;
+use fleetmesh_actors::actor::alert::AlertActor;
 use fleetmesh_actors::actor::audit::AuditActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::fleet::{self as fleet_actor, FleetActor, SetView, Signer};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
-use fleetmesh_actors::actor::policy::{Consulting, PolicyActor, SetConsulting};
+use fleetmesh_actors::actor::policy::{Consulting, PolicyActor, SetAlerts, SetConsulting};
 use fleetmesh_actors::actor::polled::DetectorActor;
 use fleetmesh_actors::actor::region::{
     Config as RegionConfig, ConnectFleet, GetRegion, MemberView, PeerNames, RegionActor,
@@ -64,6 +65,7 @@ pub struct Shared {
     pub audits: Addr<AuditActor>,
     pub policy: Addr<PolicyActor>,
     pub fleet: Addr<FleetActor>,
+    pub alerts: Addr<AlertActor>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
 }
@@ -95,6 +97,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     // Before any actor starts: an early return must not leave actors behind.
     let probe_runner = probe::service::runner()?;
+    let alert_sinks = crate::alert::sinks(&settings.alert_sinks)?;
     let p = &s.policy;
     let judge = crate::policy::judge(
         &p.dir,
@@ -249,6 +252,20 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         timeout: Duration::from_millis(f.consult_timeout_ms),
         fallback: f.autonomous_default,
     }));
+    let alerts = AlertActor::new(
+        fleetmesh_actors::alert::Config {
+            ring: s.alerts.ring,
+            fold_ms: s.alerts.fold_ms,
+            seed: incarnation ^ u64::from(std::process::id()),
+        },
+        alert_sinks,
+    )
+    .start();
+    // Before any spike can reach the policy actor: the probes start later, in serve().
+    policy.do_send(SetAlerts {
+        to: alerts.clone().recipient(),
+        node: info.clone(),
+    });
     let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
         load_state(&baseline_path, "file baseline").unwrap_or_default(),
@@ -357,7 +374,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     });
     fleet.do_send(fleet_actor::Connect {
         region: Some(region.clone().recipient()),
-        alerts: None,
+        alerts: Some(alerts.clone().recipient()),
     });
 
     let swarm = net::build_swarm(&net::Config {
@@ -380,6 +397,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         audits: audits.clone(),
         policy: policy.clone(),
         fleet: fleet.clone(),
+        alerts: alerts.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -410,6 +428,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     encoder_thread.stop();
     stop(&policy).await;
     stop(&fleet).await;
+    stop(&alerts).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
         tracing::info!("stopped");
@@ -453,6 +472,7 @@ struct Actors {
     audits: Addr<AuditActor>,
     policy: Addr<PolicyActor>,
     fleet: Addr<FleetActor>,
+    alerts: Addr<AlertActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -647,6 +667,7 @@ async fn serve(
         audits: actors.audits.clone(),
         policy: actors.policy.clone(),
         fleet: actors.fleet.clone(),
+        alerts: actors.alerts.clone(),
         net: net_state.clone(),
         metrics,
     };

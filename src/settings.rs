@@ -48,6 +48,7 @@ pub struct Settings {
     pub audit: Audit,
     pub policy: Policy,
     pub fleet: Fleet,
+    pub alerts: Alerts,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
     pub log: Log,
     /// Service probes (`[[services]]`), run by the region's members as work items.
@@ -198,6 +199,65 @@ pub struct Fleet {
     pub learn_per_minute: usize,
 }
 
+/// `[alerts]`: what the alert book keeps and where alerts go (see `crate::alert`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    pub ring: usize,
+    pub fold_ms: u64,
+    pub sinks: Vec<AlertSink>,
+}
+
+/// One `[[alerts.sinks]]` entry as written; checked into a [`crate::alert::Spec`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSink {
+    /// `log`, `jsonl`, `webhook` or `elasticsearch`.
+    pub kind: String,
+    /// Shown in the API and the metrics; default: the kind.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// jsonl: the file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// webhook: where to POST; elasticsearch: the base URL (or its `_bulk` URL).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// elasticsearch: the index (default `fleetmesh-alerts`).
+    #[serde(default)]
+    pub index: Option<String>,
+    #[serde(default = "sink_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "sink_queue")]
+    pub queue: usize,
+    #[serde(default = "sink_batch")]
+    pub batch: usize,
+    #[serde(default = "sink_retry_min_ms")]
+    pub retry_min_ms: u64,
+    #[serde(default = "sink_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+fn sink_timeout_ms() -> u64 {
+    5000
+}
+
+fn sink_queue() -> usize {
+    10_000
+}
+
+fn sink_batch() -> usize {
+    100
+}
+
+fn sink_retry_min_ms() -> u64 {
+    1000
+}
+
+fn sink_retry_max_ms() -> u64 {
+    60_000
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spikes {
@@ -252,6 +312,8 @@ pub struct Resolved {
     pub api_listen: SocketAddr,
     /// The service probes, checked.
     pub services: Vec<fleetmesh_actors::service::Spec>,
+    /// The alert sinks, checked.
+    pub alert_sinks: Vec<crate::alert::Spec>,
 }
 
 /// Where settings come from besides the defaults.
@@ -568,8 +630,12 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     let vocabulary = fleetmesh_actors::label::Vocabulary::new(raw.labels.clone())
         .map_err(|e| invalid(&format!("labels[{}]", e.index), e.to_string()))?;
     let services = services(&raw.services)?;
+    within("alerts.ring", raw.alerts.ring as u64, 1, 1_000_000)?;
+    within("alerts.fold_ms", raw.alerts.fold_ms, 0, 86_400_000)?;
+    let alert_sinks = alert_sinks(&raw.alerts.sinks)?;
     Ok(Resolved {
         services,
+        alert_sinks,
         vocabulary,
         metric_default,
         metric_rules,
@@ -696,6 +762,145 @@ fn services(list: &[Service]) -> Result<Vec<fleetmesh_actors::service::Spec>, Er
         });
     }
     Ok(out)
+}
+
+/// The `[[alerts.sinks]]` entries, checked; every error names the entry's position and
+/// name.
+fn alert_sinks(list: &[AlertSink]) -> Result<Vec<crate::alert::Spec>, Error> {
+    use crate::alert::{Spec, Target};
+    use std::time::Duration;
+    let mut seen: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let key = |field: &str| format!("alerts.sinks[{i}].{field}");
+        let name = s.name.clone().unwrap_or_else(|| s.kind.clone());
+        let bad = |field: &str, problem: String| {
+            invalid(&key(field), format!("{} sink `{name}`: {problem}", s.kind))
+        };
+        let only = |field: &str, set: bool, kinds: &str| {
+            if set {
+                Err(bad(
+                    field,
+                    format!("`{field}` applies to {kinds} sinks only"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let url = |kind: &str| -> Result<reqwest::Url, Error> {
+            let text = s
+                .url
+                .as_deref()
+                .ok_or_else(|| bad("url", format!("a {kind} sink needs a url")))?;
+            http_url(text).map_err(|p| bad("url", p))
+        };
+        let target = match s.kind.as_str() {
+            "log" => Target::Log,
+            "jsonl" => {
+                let path = s
+                    .path
+                    .clone()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .ok_or_else(|| bad("path", "a jsonl sink needs a path".into()))?;
+                Target::Jsonl { path }
+            }
+            "webhook" => Target::Webhook {
+                url: url("webhook")?,
+            },
+            "elasticsearch" => {
+                let mut base = url("elasticsearch")?;
+                if !base.path().ends_with("/_bulk") {
+                    let path = format!("{}/_bulk", base.path().trim_end_matches('/'));
+                    base.set_path(&path);
+                }
+                let index = s.index.clone().unwrap_or_else(|| "fleetmesh-alerts".into());
+                es_index(&index).map_err(|p| bad("index", p))?;
+                Target::Elasticsearch { url: base, index }
+            }
+            other => {
+                return Err(bad(
+                    "kind",
+                    format!("`{other}` must be log, jsonl, webhook or elasticsearch"),
+                ));
+            }
+        };
+        only("path", s.path.is_some() && s.kind != "jsonl", "jsonl")?;
+        only(
+            "url",
+            s.url.is_some() && !matches!(s.kind.as_str(), "webhook" | "elasticsearch"),
+            "webhook and elasticsearch",
+        )?;
+        only(
+            "index",
+            s.index.is_some() && s.kind != "elasticsearch",
+            "elasticsearch",
+        )?;
+        check_label(&key("name"), &name)?;
+        if let Some(first) = seen.insert(name.clone(), i) {
+            return Err(bad(
+                "name",
+                format!(
+                    "named twice (alerts.sinks[{first}] and alerts.sinks[{i}]); give each sink of a kind its own name"
+                ),
+            ));
+        }
+        within(&key("timeout_ms"), s.timeout_ms, 1, 600_000)?;
+        within(&key("queue"), s.queue as u64, 1, 1_000_000)?;
+        within(&key("batch"), s.batch as u64, 1, 10_000)?;
+        within(&key("retry_min_ms"), s.retry_min_ms, 1, 3_600_000)?;
+        within(
+            &key("retry_max_ms"),
+            s.retry_max_ms,
+            s.retry_min_ms,
+            86_400_000,
+        )?;
+        out.push(Spec {
+            entry: i,
+            name,
+            target,
+            timeout: Duration::from_millis(s.timeout_ms),
+            queue: s.queue,
+            batch: s.batch,
+            retry_min_ms: s.retry_min_ms,
+            retry_max_ms: s.retry_max_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// An `http://` URL with a host (this build has no TLS).
+fn http_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "`{text}`: only http:// URLs can be used (this build has no TLS; not {}://)",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` has no host"));
+    }
+    Ok(url)
+}
+
+/// Elasticsearch's rules for index names: lowercase, none of `\ / * ? " < > | , # :` or
+/// spaces, not starting with `-`, `_` or `+`, not `.` or `..`, at most 255 bytes.
+fn es_index(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.starts_with(['-', '_', '+'])
+        && !name
+            .chars()
+            .any(|c| c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid index name (lowercase, no spaces or \\ / * ? \" < > | , # :, not starting with - _ +)"
+        ))
+    }
 }
 
 /// Checks a tcp probe's `host:port` (`[v6]:port` for IPv6 addresses).
@@ -1080,6 +1285,115 @@ mod tests {
         let e = with("[[services]]\nname = \"x\"\nkind = \"tcp\"\ntarget = \"a:1\"\nport = 1\n")
             .expect_err("unknown field");
         assert!(e.to_string().contains("port"), "{e}");
+    }
+
+    #[test]
+    fn alert_sinks_are_checked_and_bad_ones_name_their_entry() {
+        use crate::alert::Target;
+        let d = load(&Sources::default()).expect("defaults");
+        assert_eq!(d.alert_sinks.len(), 1);
+        assert_eq!(
+            (d.alert_sinks[0].name.as_str(), &d.alert_sinks[0].target),
+            ("log", &Target::Log),
+            "one log sink by default"
+        );
+        assert_eq!((d.raw.alerts.ring, d.raw.alerts.fold_ms), (1000, 300_000));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        let with = |text: &str| {
+            std::fs::write(&file, text).expect("write");
+            load(&Sources {
+                file: Some(file.clone()),
+                env: env(&[("FLEETMESH__ALERTS__FOLD_MS", "0")]),
+                ..Sources::default()
+            })
+        };
+        let s = with(
+            "[[alerts.sinks]]\nkind = \"jsonl\"\npath = \"/tmp/a.jsonl\"\n\
+             [[alerts.sinks]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\ntimeout_ms = 300\n\
+             [[alerts.sinks]]\nkind = \"elasticsearch\"\nurl = \"http://127.0.0.1:9200/\"\n\
+             [[alerts.sinks]]\nkind = \"webhook\"\nname = \"pager\"\nurl = \"http://h/p\"\nqueue = 5\nbatch = 2\n",
+        )
+        .expect("loads");
+        assert_eq!(s.raw.alerts.fold_ms, 0, "the environment sets scalars");
+        let names: Vec<&str> = s.alert_sinks.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["jsonl", "webhook", "elasticsearch", "pager"],
+            "a file's sinks replace the default log sink"
+        );
+        assert_eq!(
+            s.alert_sinks[2].target,
+            Target::Elasticsearch {
+                url: reqwest::Url::parse("http://127.0.0.1:9200/_bulk").expect("url"),
+                index: "fleetmesh-alerts".into()
+            }
+        );
+        assert_eq!(
+            s.alert_sinks[1].timeout,
+            std::time::Duration::from_millis(300)
+        );
+        assert_eq!((s.alert_sinks[3].queue, s.alert_sinks[3].batch), (5, 2));
+        assert_eq!(s.alert_sinks[0].retry_max_ms, 60_000, "default");
+
+        let refused = |entry: &str| {
+            let text = format!("[[alerts.sinks]]\nkind = \"log\"\n[[alerts.sinks]]\n{entry}\n");
+            match with(&text) {
+                Err(Error::Invalid { key, problem }) => (key, problem),
+                other => panic!("expected an invalid-key error, got {other:?}"),
+            }
+        };
+        let cases = [
+            ("kind = \"pager\"", "alerts.sinks[1].kind"),
+            ("kind = \"webhook\"", "alerts.sinks[1].url"),
+            (
+                "kind = \"webhook\"\nurl = \"not a url\"",
+                "alerts.sinks[1].url",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"https://h/\"",
+                "alerts.sinks[1].url",
+            ),
+            ("kind = \"elasticsearch\"", "alerts.sinks[1].url"),
+            (
+                "kind = \"elasticsearch\"\nurl = \"http://h:9200\"\nindex = \"Alerts\"",
+                "alerts.sinks[1].index",
+            ),
+            ("kind = \"jsonl\"", "alerts.sinks[1].path"),
+            ("kind = \"log\"\npath = \"/tmp/x\"", "alerts.sinks[1].path"),
+            (
+                "kind = \"jsonl\"\npath = \"/tmp/x\"\nurl = \"http://h/\"",
+                "alerts.sinks[1].url",
+            ),
+            ("kind = \"log\"", "alerts.sinks[1].name"),
+            ("kind = \"log\"\nname = \"a b\"", "alerts.sinks[1].name"),
+            (
+                "kind = \"log\"\nname = \"x\"\nqueue = 0",
+                "alerts.sinks[1].queue",
+            ),
+            (
+                "kind = \"log\"\nname = \"x\"\nretry_min_ms = 500\nretry_max_ms = 100",
+                "alerts.sinks[1].retry_max_ms",
+            ),
+        ];
+        for (entry, want) in cases {
+            let (key, problem) = refused(entry);
+            assert_eq!(key, want, "{entry}: {problem}");
+        }
+        let (_, problem) = refused("kind = \"webhook\"\nname = \"pager\"");
+        assert!(
+            problem.contains("webhook sink `pager`") && problem.contains("needs a url"),
+            "{problem}"
+        );
+        let e = with("[[alerts.sinks]]\nkind = \"log\"\ncolour = 1\n").expect_err("unknown");
+        assert!(e.to_string().contains("colour"), "{e}");
+        assert_eq!(
+            err_key(load(&Sources {
+                env: env(&[("FLEETMESH__ALERTS__RING", "0")]),
+                ..Sources::default()
+            })),
+            "alerts.ring"
+        );
     }
 
     #[test]

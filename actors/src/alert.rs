@@ -1,12 +1,24 @@
 //! Alerts: what operators are told. Policy violations, cross-fleet anomalies and fleet
 //! events become [`Alert`]s with a stable dedup key; the alert actor keeps the latest,
 //! folds repeats of one key, and hands them to the configured sinks.
+//!
+//! This module owns the record, the conversion of decisions into alerts and, in [`book`],
+//! the bookkeeping of delivery (folding, bounded queues, retries). It does no I/O: the
+//! sinks live in the node runtime, and the actor (`crate::actor::alert`) carries batches
+//! to them.
+
+pub mod book;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spike::{Kind, Severity};
+pub use book::{Batch, Book, Config, Entry, Outcome, Raised, SinkConfig, SinkStatus, Status};
+
+use crate::node;
+use crate::policy::Decision;
+use crate::policy::judge::Record;
+use crate::spike::{Change, Kind, Severity, Spike};
 
 /// One alert, as raised by the node's policy actor or the region's fleet view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,14 +54,63 @@ pub struct Alert {
     pub details: BTreeMap<String, String>,
 }
 
-/// The ECS `event.category` of an alert about a change of `kind`.
+/// The ECS `event.category` of a change of `kind`.
 pub fn category(kind: Kind) -> &'static str {
     match kind {
         Kind::User | Kind::Group => "iam",
         Kind::File => "file",
         Kind::Process => "process",
         Kind::Network => "network",
-        Kind::Metric | Kind::Coverage | Kind::Reconcile | Kind::Audit => "host",
-        Kind::Service => "network",
+        Kind::Metric | Kind::Coverage | Kind::Reconcile | Kind::Service | Kind::Audit => "host",
     }
 }
+
+/// The alert for a local policy violation: `record` is the decision about `spike`, made on
+/// the node `node`.
+///
+/// The key is `host|rule|kind|subject`: the same rule breaking on the same thing of the
+/// same host is one alert, however often it repeats. A user or group added against policy
+/// is `unauthorized_access` (at least `high`); any other violation is `policy_violation`
+/// (at least `medium`: a violation is never merely informative).
+pub fn of_violation(node: &node::Info, record: &Record, spike: &Spike) -> Alert {
+    let account = matches!(record.kind, Kind::User | Kind::Group);
+    let (action, floor) = if account && record.change == Change::Added {
+        ("unauthorized_access", Severity::High)
+    } else {
+        ("policy_violation", Severity::Medium)
+    };
+    let mut details = BTreeMap::new();
+    details.insert("change".to_string(), record.change.as_str().to_string());
+    details.insert("label".to_string(), record.label.clone());
+    details.insert("policy".to_string(), record.policy.clone());
+    details.insert("seq".to_string(), record.seq.to_string());
+    Alert {
+        key: format!(
+            "{}|{}|{}|{}",
+            node.name,
+            record.rule,
+            record.kind.as_str(),
+            record.subject
+        ),
+        at_unix_ms: if spike.at_unix_ms > 0 {
+            spike.at_unix_ms
+        } else {
+            record.at_unix_ms
+        },
+        severity: spike.severity.max(floor),
+        category: category(record.kind).to_string(),
+        action: action.to_string(),
+        host: node.name.clone(),
+        region: node.region.clone(),
+        role: node.role.clone(),
+        rule: Some(record.rule.clone()),
+        reason: record.reason.clone(),
+        decision: Some(Decision::Violation.as_str().to_string()),
+        term: None,
+        subject: Some(record.subject.clone()),
+        details,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -91,6 +91,28 @@ async fn decision_on(node: &Node, kind: &str, subject: &str) -> Value {
     .await
 }
 
+/// `node`'s alerts (newest first).
+async fn alerts(node: &Node) -> Vec<Value> {
+    let v: Value = get(&node.url("/api/v1/alerts?limit=1000")).await;
+    v["alerts"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits for `node`'s alert with `action` about `subject`.
+async fn alert_on(node: &Node, action: &str, subject: &str) -> Value {
+    wait_for(
+        &format!("{}: a {action} alert on {subject}", node.name),
+        CONVERGE,
+        || async {
+            alerts(node)
+                .await
+                .into_iter()
+                .find(|a| a["action"] == action && a["subject"] == subject)
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await
+}
+
 async fn learned(node: &Node) -> Value {
     get(&node.url("/api/v1/patterns")).await
 }
@@ -188,6 +210,16 @@ async fn reference_scenario() {
             .ends_with("#no-new-users"),
         "{d}"
     );
+    let a = alert_on(&baseline, "unauthorized_access", "deploy").await;
+    assert_eq!(
+        (&a["host"], &a["role"], &a["category"]),
+        (
+            &Value::from("b0"),
+            &Value::from("baseline"),
+            &Value::from("iam")
+        ),
+        "{a}"
+    );
 
     // Database: the listed DB admin approved, mallory a violation.
     add_users(&db_etc, &["dbadmin", "mallory"]);
@@ -195,6 +227,18 @@ async fn reference_scenario() {
     assert_eq!(d["decision"], "approved", "{d}");
     let d = decision_on(&db, "user", "mallory").await;
     assert_eq!(d["decision"], "violation", "{d}");
+    alert_on(&db, "unauthorized_access", "mallory").await;
+    assert!(
+        !alerts(&db).await.iter().any(|a| a["subject"] == "dbadmin"),
+        "an approved DB admin raises no alert"
+    );
+    assert!(
+        !alerts(&web[1].0)
+            .await
+            .iter()
+            .any(|a| a["subject"] == "deploy"),
+        "deploy on a web server raises no alert"
+    );
 
     // The same file change on 4 of 5 web servers: one fleet event, seen everywhere.
     for (_, etc) in web.iter().skip(1) {
@@ -260,6 +304,21 @@ async fn reference_scenario() {
         },
     )
     .await;
+    // One alert for the fleet event at the master; none per server, anywhere.
+    let a = alert_on(master_node, "suspected_coordinated_change", subject).await;
+    assert_eq!(a["severity"], "critical", "{a}");
+    for n in &all {
+        let per_server: Vec<Value> = alerts(n)
+            .await
+            .into_iter()
+            .filter(|a| a["subject"] == subject && a["action"] != "suspected_coordinated_change")
+            .collect();
+        assert!(
+            per_server.is_empty(),
+            "{}: per-server alerts: {per_server:?}",
+            n.name
+        );
+    }
     for (n, _) in web.iter().skip(1) {
         let d = decision_on(n, "file", subject).await;
         assert_eq!(d["settled"]["by"], "master", "{d}");

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod admission;
+mod alerts;
 mod cli;
 mod cluster;
 mod files;

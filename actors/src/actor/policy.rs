@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::Serialize;
 
+use crate::actor::alert::Raise;
 use crate::actor::fleet::{ConsultIn, LearnedIn, SetView};
 use crate::actor::unix_ms;
 use crate::fleet::{Answer, Knowledge, Learned, Rejection, Via, View};
@@ -34,6 +35,14 @@ pub struct Decide(pub Vec<Spike>);
 pub struct GetDecisions {
     pub since: u64,
     pub limit: usize,
+}
+
+/// Every local violation from now on raises an alert there, as the node `node`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetAlerts {
+    pub to: Recipient<Raise>,
+    pub node: node::Info,
 }
 
 /// The policy in force, the last refusal and the counts.
@@ -97,8 +106,9 @@ pub struct PolicyActor {
     view: View,
     leading: Option<u64>,
     consulting: Option<Consulting>,
-    /// Consultations under way: spike seq → asked at.
-    pending: HashMap<u64, Instant>,
+    /// Consultations under way: spike seq → (asked at, the spike).
+    pending: HashMap<u64, (Instant, Spike)>,
+    alerts: Option<SetAlerts>,
 }
 
 impl std::fmt::Debug for PolicyActor {
@@ -122,6 +132,7 @@ impl PolicyActor {
             leading: None,
             consulting: None,
             pending: HashMap::new(),
+            alerts: None,
         }
     }
 
@@ -136,10 +147,10 @@ impl PolicyActor {
         };
         let seq = spike.seq;
         let Some((master, _)) = self.view.master.clone() else {
-            self.autonomous(seq, "no master known for the region", 0);
+            self.autonomous(spike, "no master known for the region", 0);
             return;
         };
-        self.pending.insert(seq, Instant::now());
+        self.pending.insert(seq, (Instant::now(), spike.clone()));
         if master == c.own {
             let ask = c.local.send(ConsultIn {
                 from: c.own.clone(),
@@ -165,20 +176,19 @@ impl PolicyActor {
             .is_err()
         {
             self.pending.remove(&seq);
-            self.autonomous(seq, "the network queue is full", 0);
+            self.autonomous(spike, "the network queue is full", 0);
         }
     }
 
     fn answered(&mut self, seq: u64, answer: Result<Answer, String>) {
-        let Some(asked) = self.pending.remove(&seq) else {
+        let Some((asked, spike)) = self.pending.remove(&seq) else {
             return;
         };
         let latency_us = asked.elapsed().as_micros() as u64;
         match answer {
             Ok(a) => {
-                if a.decision == Decision::Violation {
-                    tracing::warn!(seq, rule = %a.rule, reason = %a.reason, term = a.term, "violation (by the region's master)");
-                }
+                let (decision, rule, reason, term) =
+                    (a.decision, a.rule.clone(), a.reason.clone(), a.term);
                 self.judge.settle(
                     seq,
                     Settled {
@@ -193,13 +203,47 @@ impl PolicyActor {
                         latency_us,
                     },
                 );
+                // A fleet event's own alert stands for every server in it.
+                if decision == Decision::Violation && !rule.starts_with("fleet:") {
+                    tracing::warn!(seq, %rule, %reason, term, "violation (by the region's master)");
+                    self.settled_alert(&spike, rule, reason, Some(term));
+                }
             }
-            Err(why) => self.autonomous(seq, &why, latency_us),
+            Err(why) => self.autonomous(&spike, &why, latency_us),
         }
     }
 
+    /// Raises the alert of a violation.
+    fn alert(&self, record: &Record, spike: &Spike, term: Option<u64>) {
+        let Some(a) = &self.alerts else {
+            return;
+        };
+        let mut alert = crate::alert::of_violation(&a.node, record, spike);
+        alert.term = term;
+        if let Err(e) = a.to.try_send(Raise(alert)) {
+            tracing::error!(seq = record.seq, error = %e, "alert not raised: the alert actor is full or gone");
+        }
+    }
+
+    /// Raises the alert of a consultation that ended in a violation.
+    fn settled_alert(&self, spike: &Spike, rule: String, reason: String, term: Option<u64>) {
+        let found = self
+            .judge
+            .since(spike.seq.saturating_sub(1), 1)
+            .into_iter()
+            .find(|r| r.seq == spike.seq);
+        let Some(mut record) = found else {
+            return;
+        };
+        record.decision = Decision::Violation;
+        record.rule = rule;
+        record.reason = reason;
+        self.alert(&record, spike, term);
+    }
+
     /// No master answered: the conservative default decides, marked autonomous.
-    fn autonomous(&mut self, seq: u64, why: &str, latency_us: u64) {
+    fn autonomous(&mut self, spike: &Spike, why: &str, latency_us: u64) {
+        let seq = spike.seq;
         let fallback = self
             .consulting
             .as_ref()
@@ -224,6 +268,14 @@ impl PolicyActor {
                 latency_us,
             },
         );
+        if fallback == Decision::Violation {
+            self.settled_alert(
+                spike,
+                "autonomous".into(),
+                format!("no answer from the region's master ({why}): conservative default"),
+                None,
+            );
+        }
     }
 
     fn expire_consultations(&mut self) {
@@ -233,12 +285,13 @@ impl PolicyActor {
         let late: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, t)| t.elapsed() >= timeout)
+            .filter(|(_, (t, _))| t.elapsed() >= timeout)
             .map(|(s, _)| *s)
             .collect();
         for seq in late {
-            self.pending.remove(&seq);
-            self.autonomous(seq, "timed out", timeout.as_micros() as u64);
+            if let Some((_, spike)) = self.pending.remove(&seq) {
+                self.autonomous(&spike, "timed out", timeout.as_micros() as u64);
+            }
         }
     }
 
@@ -290,10 +343,12 @@ impl Handler<Decide> for PolicyActor {
             let r = match learned {
                 Some((rule, reason)) => self.judge.learned(spike, rule, reason, now),
                 None => self.judge.decide(spike, now),
-            };
+            }
+            .clone();
             match r.decision {
                 Decision::Violation => {
                     tracing::warn!(seq = r.seq, kind = r.kind.as_str(), subject = %r.subject, rule = %r.rule, reason = %r.reason, "policy violation");
+                    self.alert(&r, spike, None);
                 }
                 Decision::Consult if spike.kind != Kind::Metric => self.consult(spike, ctx),
                 _ => {
@@ -381,6 +436,14 @@ impl Handler<GetPatterns> for PolicyActor {
                 .collect(),
             rejected_total,
         })
+    }
+}
+
+impl Handler<SetAlerts> for PolicyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAlerts, _: &mut Self::Context) {
+        self.alerts = Some(msg);
     }
 }
 

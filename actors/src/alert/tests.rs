@@ -1,0 +1,424 @@
+//! Tests of the alert conversion and of the book, with a fake clock.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::policy::judge::Record;
+
+fn alert(key: &str, action: &str) -> Alert {
+    Alert {
+        key: key.into(),
+        at_unix_ms: 0,
+        severity: Severity::High,
+        category: "iam".into(),
+        action: action.into(),
+        host: "b1".into(),
+        region: "eu".into(),
+        role: "baseline".into(),
+        rule: Some("baseline.toml:9#no-new-users".into()),
+        reason: "no user may be added".into(),
+        decision: Some("violation".into()),
+        term: None,
+        subject: Some("deploy".into()),
+        details: BTreeMap::new(),
+    }
+}
+
+fn sink(name: &str, queue: usize, batch: usize) -> SinkConfig {
+    SinkConfig {
+        name: name.into(),
+        queue,
+        batch,
+        retry_min_ms: 100,
+        retry_max_ms: 1000,
+    }
+}
+
+fn book(fold_ms: u64, sinks: Vec<SinkConfig>) -> Book {
+    Book::new(
+        Config {
+            ring: 3,
+            fold_ms,
+            seed: 7,
+        },
+        sinks,
+    )
+}
+
+fn keys(batch: &Batch) -> Vec<&str> {
+    batch.entries.iter().map(|e| e.alert.key.as_str()).collect()
+}
+
+#[test]
+fn a_violation_becomes_an_alert_keyed_by_host_rule_kind_and_subject() {
+    let node = node::Info {
+        name: "b1".into(),
+        region: "eu".into(),
+        role: "baseline".into(),
+        incarnation: 1,
+    };
+    let record = |kind: Kind, change: Change, subject: &str| Record {
+        seq: 4,
+        at_unix_ms: 2000,
+        kind,
+        change,
+        subject: subject.into(),
+        label: "policy_violation".into(),
+        decision: Decision::Violation,
+        rule: "baseline.toml:9#no-new-users".into(),
+        reason: "no user may be added to a baseline server".into(),
+        policy: "abcd".into(),
+        settled: None,
+    };
+    let spike = |kind: Kind, change: Change, subject: &str, severity: Severity| Spike {
+        origin: node::Id("p".into()),
+        seq: 4,
+        at_unix_ms: 1500,
+        kind,
+        change,
+        subject: subject.into(),
+        before: None,
+        after: None,
+        severity,
+        layers: Vec::new(),
+        label: "policy_violation".into(),
+        fields: BTreeMap::new(),
+    };
+    let r = record(Kind::User, Change::Added, "deploy");
+    let a = of_violation(
+        &node,
+        &r,
+        &spike(Kind::User, Change::Added, "deploy", Severity::Info),
+    );
+    assert_eq!(a.key, "b1|baseline.toml:9#no-new-users|user|deploy");
+    assert_eq!(
+        (a.category.as_str(), a.action.as_str()),
+        ("iam", "unauthorized_access")
+    );
+    assert_eq!(a.severity, Severity::High, "raised to at least high");
+    assert_eq!(a.at_unix_ms, 1500, "when the change was seen");
+    assert_eq!(
+        (a.host.as_str(), a.region.as_str(), a.role.as_str()),
+        ("b1", "eu", "baseline")
+    );
+    assert_eq!(a.decision.as_deref(), Some("violation"));
+    assert_eq!(a.subject.as_deref(), Some("deploy"));
+    assert_eq!(a.reason, "no user may be added to a baseline server");
+    assert_eq!(a.details["policy"], "abcd");
+
+    let r = record(Kind::Group, Change::Removed, "wheel");
+    let a = of_violation(
+        &node,
+        &r,
+        &spike(Kind::Group, Change::Removed, "wheel", Severity::Critical),
+    );
+    assert_eq!(a.action, "policy_violation", "only additions are access");
+    assert_eq!(a.severity, Severity::Critical, "never lowered");
+
+    for (kind, category) in [
+        (Kind::File, "file"),
+        (Kind::Process, "process"),
+        (Kind::Network, "network"),
+        (Kind::Metric, "host"),
+    ] {
+        let r = record(kind, Change::Added, "x");
+        let a = of_violation(&node, &r, &spike(kind, Change::Added, "x", Severity::Info));
+        assert_eq!(a.category, category);
+        assert_eq!(a.action, "policy_violation");
+        assert_eq!(a.severity, Severity::Medium);
+    }
+}
+
+#[test]
+fn repeats_within_the_fold_period_are_counted_not_resent() {
+    let mut b = book(1000, vec![sink("hook", 10, 10)]);
+    assert_eq!(b.raise(0, alert("k", "a")), Raised::New);
+    assert_eq!(b.raise(500, alert("k", "a")), Raised::Folded { count: 2 });
+    assert_eq!(b.raise(999, alert("k", "a")), Raised::Folded { count: 3 });
+    let batches = b.poll(999);
+    assert_eq!(batches.len(), 1);
+    assert_eq!(keys(&batches[0]), ["k"], "sent once");
+    assert!(b.done(999, batches[0].ticket, Outcome::Delivered));
+    // The fold period runs from the last send: a repeat after it is sent with its count.
+    assert_eq!(b.raise(1000, alert("k", "a")), Raised::Resent { count: 4 });
+    let batches = b.poll(1000);
+    assert_eq!(batches[0].entries[0].count, 4);
+    assert_eq!(batches[0].entries[0].first_unix_ms, 0);
+    assert_eq!(batches[0].entries[0].last_unix_ms, 1000);
+    let st = b.status();
+    assert_eq!(st.raised["a"], 4);
+    assert_eq!(st.folded, 2);
+
+    // fold_ms = 0: every repeat is sent.
+    let mut b = book(0, vec![sink("hook", 10, 10)]);
+    b.raise(0, alert("k", "a"));
+    assert_eq!(b.raise(0, alert("k", "a")), Raised::Resent { count: 2 });
+}
+
+#[test]
+fn the_ring_keeps_the_latest_keys_newest_first() {
+    let mut b = book(1000, vec![]);
+    for (t, k) in [(1, "a"), (2, "b"), (3, "c"), (4, "a"), (5, "d")] {
+        b.raise(t, alert(k, "x"));
+    }
+    let latest: Vec<(String, u64)> = b
+        .latest(0, 10)
+        .into_iter()
+        .map(|e| (e.alert.key, e.count))
+        .collect();
+    assert_eq!(
+        latest,
+        [("d".into(), 1), ("a".into(), 2), ("c".into(), 1)],
+        "b was the least recently raised: forgotten"
+    );
+    let since: Vec<String> = b.latest(3, 10).into_iter().map(|e| e.alert.key).collect();
+    assert_eq!(since, ["d", "a"]);
+    assert_eq!(b.latest(0, 1).len(), 1);
+    assert_eq!(b.status().kept, 3);
+}
+
+#[test]
+fn a_sink_that_is_down_retries_with_backoff_and_blocks_no_other() {
+    let mut b = book(0, vec![sink("down", 10, 2), sink("up", 10, 2)]);
+    for k in ["a", "b", "c"] {
+        b.raise(0, alert(k, "x"));
+    }
+    let batches = b.poll(0);
+    assert_eq!(batches.len(), 2, "one batch per sink");
+    assert_eq!(
+        keys(&batches[0]),
+        ["a", "b"],
+        "batches of at most 2, oldest first"
+    );
+    assert_eq!(b.poll(0), vec![], "one batch in flight per sink");
+    assert_eq!(b.poll_timeout(), None, "both sinks busy");
+    b.done(0, batches[0].ticket, Outcome::Failed("refused".into()));
+    b.done(0, batches[1].ticket, Outcome::Delivered);
+    // The healthy sink goes on at once; the failed one waits 80..=100 ms.
+    let next = b.poll(0);
+    assert_eq!(next.len(), 1);
+    assert_eq!((next[0].sink, keys(&next[0])), (1, vec!["c"]));
+    let retry_at = b.poll_timeout().expect("a retry is due later");
+    assert!((80..=100).contains(&retry_at), "{retry_at}");
+    assert_eq!(b.poll(retry_at - 1), vec![]);
+    let again = b.poll(retry_at);
+    assert_eq!(
+        keys(&again[0]),
+        ["a", "b"],
+        "the same alerts again, in order"
+    );
+    b.done(retry_at, again[0].ticket, Outcome::Failed("refused".into()));
+    let wait = b.poll_timeout().expect("due") - retry_at;
+    assert!((160..=200).contains(&wait), "doubled: {wait}");
+    let st = &b.status().sinks[0];
+    assert_eq!((st.failed, st.failures_in_a_row, st.queued), (4, 2, 3));
+    assert_eq!(st.last_error.as_deref(), Some("refused"));
+    assert!(st.retry_at_unix_ms.is_some());
+
+    // Capped at the maximum.
+    let mut now = retry_at;
+    for _ in 0..10 {
+        now = b.poll_timeout().expect("due");
+        let batch = b.poll(now);
+        b.done(now, batch[0].ticket, Outcome::Failed("refused".into()));
+    }
+    let wait = b.poll_timeout().expect("due") - now;
+    assert!((800..=1000).contains(&wait), "capped: {wait}");
+
+    // Back up: everything goes, and the backoff is forgotten.
+    now = b.poll_timeout().expect("due");
+    let batch = b.poll(now);
+    b.done(now, batch[0].ticket, Outcome::Delivered);
+    let batch = b.poll(now);
+    assert_eq!(keys(&batch[0]), ["c"]);
+    b.done(now, batch[0].ticket, Outcome::Delivered);
+    let st = &b.status().sinks[0];
+    assert_eq!((st.delivered, st.queued, st.failures_in_a_row), (3, 0, 0));
+    assert_eq!(st.retry_at_unix_ms, None);
+    assert_eq!(b.poll_timeout(), None);
+}
+
+#[test]
+fn a_clock_set_back_does_not_stall_retries() {
+    let mut b = book(0, vec![sink("s", 10, 10)]);
+    b.raise(10_000_000, alert("a", "x"));
+    let batch = b.poll(10_000_000);
+    b.done(10_000_000, batch[0].ticket, Outcome::Failed("down".into()));
+    assert_eq!(b.poll(10_000_001), vec![], "waiting out the backoff");
+    // An hour back: the retry is not an hour away.
+    let again = b.poll(10_000_000 - 3_600_000);
+    assert_eq!(keys(&again[0]), ["a"]);
+}
+
+#[test]
+fn a_full_queue_drops_its_oldest_and_counts_them() {
+    let mut b = book(0, vec![sink("s", 3, 2)]);
+    b.raise(0, alert("a", "x"));
+    b.raise(0, alert("b", "x"));
+    let batch = b.poll(0);
+    assert_eq!(keys(&batch[0]), ["a", "b"]);
+    // a and b are in flight; c fits; d pushes out c, the oldest that is only waiting.
+    b.raise(0, alert("c", "x"));
+    b.raise(0, alert("d", "x"));
+    let st = &b.status().sinks[0];
+    assert_eq!((st.queued, st.in_flight, st.dropped), (3, 2, 1));
+    // Nothing waits besides d, so e takes d's place.
+    b.raise(0, alert("e", "x"));
+    b.done(0, batch[0].ticket, Outcome::Failed("down".into()));
+    let st = &b.status().sinks[0];
+    assert_eq!(
+        (st.queued, st.dropped),
+        (3, 2),
+        "failed ones fit back: bound kept"
+    );
+    let due = b.poll_timeout().expect("due");
+    let batch = b.poll(due);
+    assert_eq!(keys(&batch[0]), ["a", "b"]);
+    b.done(due, batch[0].ticket, Outcome::Delivered);
+    let batch = b.poll(due);
+    assert_eq!(keys(&batch[0]), ["e"]);
+
+    // Everything in flight and the queue full: the new alert itself is dropped.
+    let mut b = book(0, vec![sink("s", 1, 1)]);
+    b.raise(0, alert("a", "x"));
+    let batch = b.poll(0);
+    b.raise(0, alert("b", "x"));
+    assert_eq!(b.status().sinks[0].dropped, 1);
+    b.done(0, batch[0].ticket, Outcome::Delivered);
+    assert_eq!(b.poll_timeout(), None, "b was not queued");
+}
+
+#[test]
+fn partly_delivered_batches_retry_only_the_failed_alerts() {
+    let mut b = book(0, vec![sink("es", 10, 10)]);
+    for k in ["a", "b", "c", "d"] {
+        b.raise(0, alert(k, "x"));
+    }
+    let batch = b.poll(0);
+    b.done(
+        0,
+        batch[0].ticket,
+        Outcome::Partly {
+            retry: vec![1, 3],
+            rejected: vec![2],
+            error: "es_rejected_execution_exception".into(),
+        },
+    );
+    let st = &b.status().sinks[0];
+    assert_eq!(
+        (st.delivered, st.failed, st.rejected, st.queued),
+        (1, 2, 1, 2)
+    );
+    let due = b.poll_timeout().expect("retry due");
+    assert!(due > 0);
+    assert_eq!(keys(&b.poll(due)[0]), ["b", "d"]);
+    assert!(!b.done(due, 999, Outcome::Delivered), "unknown ticket");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Raise {
+        key: u8,
+        dt: u16,
+    },
+    Poll {
+        dt: u16,
+    },
+    /// Completes the in-flight batch of a sink: 0 delivered, 1 failed, 2 partly.
+    Done {
+        sink: u8,
+        how: u8,
+        mask: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..6, 0u16..300).prop_map(|(key, dt)| Op::Raise { key, dt }),
+        (0u16..2000).prop_map(|dt| Op::Poll { dt }),
+        (0u8..2, 0u8..3, any::<u8>()).prop_map(|(sink, how, mask)| Op::Done { sink, how, mask }),
+    ]
+}
+
+proptest! {
+    /// Whatever the sinks do: no queue ever exceeds its bound, and every alert handed to a
+    /// sink is delivered, rejected, dropped, or still queued (in flight included).
+    #[test]
+    fn no_alert_is_lost_silently(
+        ops in proptest::collection::vec(op(), 1..300),
+        bounds in (1usize..6, 1usize..4, 1usize..6, 1usize..4),
+        fold_ms in 0u64..500,
+    ) {
+        let sinks = vec![sink("a", bounds.0, bounds.1), sink("b", bounds.2, bounds.3)];
+        let caps = [bounds.0, bounds.2];
+        let mut b = Book::new(Config { ring: 4, fold_ms, seed: 3 }, sinks);
+        let mut now = 0u64;
+        let mut handed = 0u64;
+        let mut in_flight: [Option<Batch>; 2] = [None, None];
+        let mut delivered_seen = [0u64; 2];
+        for op in ops {
+            match op {
+                Op::Raise { key, dt } => {
+                    now += u64::from(dt);
+                    match b.raise(now, alert(&key.to_string(), "x")) {
+                        Raised::New | Raised::Resent { .. } => handed += 1,
+                        Raised::Folded { .. } => {}
+                    }
+                }
+                Op::Poll { dt } => {
+                    now += u64::from(dt);
+                    for batch in b.poll(now) {
+                        prop_assert!(in_flight[batch.sink].is_none());
+                        prop_assert!(batch.entries.len() <= [bounds.1, bounds.3][batch.sink]);
+                        prop_assert!(!batch.entries.is_empty());
+                        let s = batch.sink;
+                        in_flight[s] = Some(batch);
+                    }
+                }
+                Op::Done { sink, how, mask } => {
+                    let s = usize::from(sink);
+                    if let Some(batch) = in_flight[s].take() {
+                        let n = batch.entries.len();
+                        let outcome = match how {
+                            0 => Outcome::Delivered,
+                            1 => Outcome::Failed("down".into()),
+                            _ => Outcome::Partly {
+                                retry: (0..n).filter(|i| mask >> (i % 8) & 1 == 1).collect(),
+                                rejected: (0..n).filter(|i| mask >> (i % 8) & 3 == 2).collect(),
+                                error: "some".into(),
+                            },
+                        };
+                        delivered_seen[s] += match &outcome {
+                            Outcome::Delivered => n as u64,
+                            Outcome::Failed(_) => 0,
+                            Outcome::Partly { retry, rejected, .. } => {
+                                (n - retry.len() - rejected.len()) as u64
+                            }
+                        };
+                        prop_assert!(b.done(now, batch.ticket, outcome));
+                    }
+                }
+            }
+            let st = b.status();
+            prop_assert!(st.kept <= 4);
+            for (i, s) in st.sinks.iter().enumerate() {
+                prop_assert!(s.queued <= caps[i], "sink {i}: {} > {}", s.queued, caps[i]);
+                prop_assert_eq!(
+                    s.delivered + s.rejected + s.dropped + s.queued as u64,
+                    handed,
+                    "sink {}: {:?}", i, s
+                );
+                prop_assert_eq!(s.delivered, delivered_seen[i]);
+                prop_assert_eq!(s.in_flight, in_flight[i].as_ref().map_or(0, |b| b.entries.len()));
+            }
+            // Something waits and nothing is in flight: the book names a time to look again.
+            for (i, s) in st.sinks.iter().enumerate() {
+                if s.queued > 0 && in_flight[i].is_none() {
+                    prop_assert!(b.poll_timeout().is_some());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! Alerts on a real node: a user added on a baseline server is a violation, and its alert
+//! reaches every configured sink (a webhook and an Elasticsearch `_bulk` endpoint served
+//! by a small HTTP receiver inside the test, a JSON-lines file, the log) and
+//! `GET /api/v1/alerts`. A sink that is down at first gets the queued alert once it is up;
+//! one that never comes up blocks nothing; a repeat is counted, not sent again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::{Node, Spec, get, metric, wait_for};
+
+/// Bound on every wait of this test.
+const WAIT: Duration = Duration::from_secs(30);
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n";
+
+/// One request as the receiver saw it, and the status it answered.
+#[derive(Debug, Clone)]
+struct Request {
+    path: String,
+    content_type: String,
+    body: String,
+    status: u16,
+}
+
+/// A small HTTP/1.1 server on 127.0.0.1: `/hook` answers 200; `/late` answers 503 while
+/// `late_down` is set; `/_bulk` answers like Elasticsearch, failing the first item of
+/// its first request with 429 (to be retried) and taking everything after.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Vec<Request>>>,
+    late_down: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let late_down = Arc::new(AtomicBool::new(true));
+        let bulks = Arc::new(AtomicUsize::new(0));
+        let (s, d) = (seen.clone(), late_down.clone());
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (s, d, b) = (s.clone(), d.clone(), bulks.clone());
+                tokio::spawn(async move {
+                    let _ = answer(conn, &s, &d, &b).await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            seen,
+            late_down,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn requests(&self, path: &str) -> Vec<Request> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Reads one request (headers, then `Content-Length` bytes of body), answers, closes.
+async fn answer(
+    mut conn: TcpStream,
+    seen: &Mutex<Vec<Request>>,
+    late_down: &AtomicBool,
+    bulks: &AtomicUsize,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.lines();
+    let path = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_default()
+        .to_string();
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let length: usize = header("content-length").parse().unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+    let (status, reply) = match path.as_str() {
+        "/hook" => (200, "{}".to_string()),
+        "/late" if late_down.load(Ordering::SeqCst) => (503, "down".to_string()),
+        "/late" => (200, "{}".to_string()),
+        "/_bulk" => {
+            let docs = body.lines().count() / 2;
+            let first = bulks.fetch_add(1, Ordering::SeqCst) == 0;
+            let items: Vec<Value> = (0..docs)
+                .map(|i| {
+                    if first && i == 0 {
+                        serde_json::json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue is full"}}})
+                    } else {
+                        serde_json::json!({"index": {"_index": "fleetmesh-test", "status": 201}})
+                    }
+                })
+                .collect();
+            let reply = serde_json::json!({"took": 1, "errors": first, "items": items});
+            (200, reply.to_string())
+        }
+        _ => (404, "{}".to_string()),
+    };
+    seen.lock().expect("lock").push(Request {
+        path,
+        content_type: header("content-type"),
+        body,
+        status,
+    });
+    let text = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    conn.write_all(text.as_bytes()).await?;
+    conn.shutdown().await
+}
+
+fn policies(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("policy");
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy");
+    std::fs::copy(shipped.join("baseline.toml"), dir.join("baseline.toml")).expect("copy");
+    dir
+}
+
+fn write_users(etc: &Path, names: &[&str]) {
+    let mut text = PASSWD.to_string();
+    for (i, n) in names.iter().enumerate() {
+        text.push_str(&format!(
+            "{n}:x:{}:{}::/home/{n}:/bin/sh\n",
+            2000 + i,
+            2000 + i
+        ));
+    }
+    std::fs::write(etc.join("passwd"), text).expect("passwd");
+}
+
+async fn alerts(node: &Node) -> Value {
+    get(&node.url("/api/v1/alerts?since=0&limit=50")).await
+}
+
+fn sink<'a>(view: &'a Value, name: &str) -> &'a Value {
+    view["sinks"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no sink {name} in {view}"))
+}
+
+/// The webhook bodies' alerts, flattened.
+fn hook_alerts(r: &Receiver, path: &str) -> Vec<Value> {
+    r.requests(path)
+        .iter()
+        .filter(|q| q.status == 200)
+        .flat_map(|q| {
+            let v: Value = serde_json::from_str(&q.body).expect("webhook body is JSON");
+            v["alerts"].as_array().cloned().unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    // A port nothing listens on: the `dead` sink never comes up.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("reserve a port")
+        .port();
+    let jsonl = tmp.path().join("out/alerts/alerts.jsonl");
+    let config = tmp.path().join("node.toml");
+    let fast = "retry_min_ms = 200\nretry_max_ms = 1000\ntimeout_ms = 2000";
+    std::fs::write(
+        &config,
+        format!(
+            "[[alerts.sinks]]\nkind = \"log\"\n\
+             [[alerts.sinks]]\nkind = \"jsonl\"\npath = \"{}\"\n\
+             [[alerts.sinks]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\n{fast}\n\
+             [[alerts.sinks]]\nkind = \"elasticsearch\"\nurl = \"{}\"\nindex = \"fleetmesh-test\"\n{fast}\n\
+             [[alerts.sinks]]\nkind = \"webhook\"\nname = \"late\"\nurl = \"{}\"\n{fast}\n\
+             [[alerts.sinks]]\nkind = \"webhook\"\nname = \"dead\"\nurl = \"http://127.0.0.1:{dead_port}/x\"\nqueue = 4\n{fast}\n",
+            jsonl.display(),
+            receiver.url("/hook"),
+            receiver.url(""),
+            receiver.url("/late"),
+        ),
+    )
+    .expect("node config");
+    let policy = policies(tmp.path());
+    // User removals are approved here: the test counts exactly the alerts of additions
+    // (with no rule, a removal would be a consultation and end in an alert of its own).
+    let mut baseline = std::fs::read_to_string(policy.join("baseline.toml")).expect("policy");
+    baseline.push_str(
+        "\n[[rules]]\nname = \"removals\"\ndecision = \"approved\"\nkinds = [\"user\"]\nchanges = [\"removed\"]\n",
+    );
+    std::fs::write(policy.join("baseline.toml"), baseline).expect("policy");
+    let data = tmp.path().join("b1");
+    let etc = data.join("root/etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    write_users(&etc, &[]);
+    let mut spec = Spec::new("alerts-b1", "alerts");
+    spec.role = "baseline".into();
+    spec.dir = Some(data);
+    spec.extra_args = vec!["--config".into(), config.display().to_string()];
+    spec.env = vec![(
+        "FLEETMESH__POLICY__DIR".into(),
+        policy.display().to_string(),
+    )];
+    // Only the watch root's changes: other tests' listeners and processes on this
+    // machine would be violations of a baseline server too.
+    for k in [
+        "FLEETMESH__PROBES__PROCESS_POLL_MS",
+        "FLEETMESH__PROBES__NETWORK_POLL_MS",
+        "FLEETMESH__METRICS__INTERVAL_MS",
+    ] {
+        spec.env.push((k.into(), "3600000".into()));
+    }
+    let node = Node::start(spec);
+    assert!(jsonl.is_file(), "the jsonl sink's file is created at start");
+
+    write_users(&etc, &["deploy"]);
+
+    // The webhook.
+    let hooked = wait_for("the alert at the webhook", WAIT, || async {
+        hook_alerts(&receiver, "/hook")
+            .into_iter()
+            .next()
+            .ok_or_else(|| "nothing yet".to_string())
+    })
+    .await;
+    let key = hooked["key"].as_str().unwrap_or_default().to_string();
+    let rule = hooked["rule"].as_str().unwrap_or_default().to_string();
+    assert!(rule.ends_with("#no-new-users"), "{hooked}");
+    assert_eq!(key, format!("alerts-b1|{rule}|user|deploy"));
+    assert_eq!(hooked["action"], "unauthorized_access", "{hooked}");
+    assert_eq!(hooked["category"], "iam");
+    assert_eq!(hooked["severity"], "high");
+    assert_eq!(
+        (&hooked["host"], &hooked["region"], &hooked["role"]),
+        (
+            &Value::from("alerts-b1"),
+            &Value::from("alerts"),
+            &Value::from("baseline")
+        )
+    );
+    assert_eq!(hooked["decision"], "violation");
+    assert_eq!(hooked["subject"], "deploy");
+    assert_eq!(hooked["count"], 1);
+    let hook = receiver.requests("/hook");
+    assert!(
+        hook[0].content_type.starts_with("application/json"),
+        "{hook:?}"
+    );
+
+    // Elasticsearch: the first _bulk's item failed with 429 and was sent again.
+    let bulks = wait_for("the alert retried into _bulk", WAIT, || async {
+        let b = receiver.requests("/_bulk");
+        if b.len() >= 2 {
+            Ok(b)
+        } else {
+            Err(format!("{b:?}"))
+        }
+    })
+    .await;
+    for b in &bulks[..2] {
+        assert_eq!(b.content_type, "application/x-ndjson");
+        let lines: Vec<&str> = b.body.lines().collect();
+        assert_eq!(lines.len(), 2, "{}", b.body);
+        assert!(b.body.ends_with('\n'));
+        let action: Value = serde_json::from_str(lines[0]).expect("action line");
+        assert_eq!(
+            action,
+            serde_json::json!({"index": {"_index": "fleetmesh-test"}})
+        );
+        let doc: Value = serde_json::from_str(lines[1]).expect("document line");
+        let ts = doc["@timestamp"].as_str().unwrap_or_default();
+        assert!(
+            ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "RFC 3339: {ts}"
+        );
+        assert_eq!(doc["event"]["kind"], "alert");
+        assert_eq!(doc["event"]["category"], serde_json::json!(["iam"]));
+        assert_eq!(doc["event"]["action"], "unauthorized_access");
+        assert_eq!(doc["event"]["severity"], 4);
+        assert_eq!(doc["host"]["name"], "alerts-b1");
+        assert_eq!(doc["rule"]["name"], "no-new-users");
+        assert_eq!(doc["rule"]["id"], rule.as_str());
+        assert_eq!(
+            doc["rule"]["description"],
+            "no user may be added to a baseline server"
+        );
+        assert!(
+            doc["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("deploy"))
+        );
+        let f = &doc["fleetmesh"];
+        assert_eq!(
+            (&f["region"], &f["role"]),
+            (&Value::from("alerts"), &Value::from("baseline"))
+        );
+        assert_eq!(f["decision"], "violation");
+        assert_eq!(f["key"], key.as_str());
+        assert_eq!(f["count"], 1);
+        assert!(f.get("term").is_some(), "{f}");
+    }
+
+    // The JSON-lines file.
+    let line = wait_for("the alert in the jsonl file", WAIT, || async {
+        let text = std::fs::read_to_string(&jsonl).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object a line"))
+            .find(|v| v["key"] == key.as_str())
+            .ok_or(text)
+    })
+    .await;
+    assert_eq!(line["action"], "unauthorized_access");
+    assert!(node.log().contains(&key), "the log sink names the alert");
+
+    // The API: the alert, and each sink's account of it.
+    let view = wait_for("the sinks' account", WAIT, || async {
+        let v = alerts(&node).await;
+        let es = sink(&v, "elasticsearch");
+        let (late, dead) = (sink(&v, "late"), sink(&v, "dead"));
+        if es["delivered"] == 1
+            && late["failed"].as_u64() >= Some(2)
+            && dead["failed"].as_u64() >= Some(2)
+        {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    let first = &view["alerts"][0];
+    assert_eq!(first["key"], key.as_str(), "{view}");
+    assert_eq!(first["count"], 1);
+    assert!(first["first_unix_ms"].as_u64() > Some(0));
+    assert_eq!(view["raised"]["unauthorized_access"], 1);
+    for name in ["log", "jsonl", "hook"] {
+        let s = sink(&view, name);
+        assert_eq!(
+            (&s["delivered"], &s["queued"]),
+            (&Value::from(1), &Value::from(0)),
+            "{s}"
+        );
+    }
+    let es = sink(&view, "elasticsearch");
+    assert_eq!(es["failed"], 1, "the 429 item: {es}");
+    assert!(
+        es["last_error"].as_str().is_some_and(|e| e.contains("429")),
+        "{es}"
+    );
+    let late = sink(&view, "late");
+    assert_eq!(
+        (&late["delivered"], &late["queued"]),
+        (&Value::from(0), &Value::from(1)),
+        "{late}"
+    );
+    assert!(
+        late["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{late}"
+    );
+    let dead = sink(&view, "dead");
+    assert_eq!(
+        (&dead["delivered"], &dead["queued"]),
+        (&Value::from(0), &Value::from(1)),
+        "{dead}"
+    );
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&dead_port.to_string())),
+        "{dead}"
+    );
+    assert!(receiver.requests("/late").len() >= 2, "retried while down");
+
+    // The late sink comes up: the queued alert arrives.
+    receiver.late_down.store(false, Ordering::SeqCst);
+    let late = wait_for("the queued alert at the late sink", WAIT, || async {
+        let got = hook_alerts(&receiver, "/late");
+        if got.is_empty() {
+            Err("nothing yet".to_string())
+        } else {
+            Ok(got)
+        }
+    })
+    .await;
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0]["key"], key.as_str());
+    let view = wait_for("the late sink's account", WAIT, || async {
+        let v = alerts(&node).await;
+        if sink(&v, "late")["delivered"] == 1 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    assert_eq!(sink(&view, "late")["queued"], 0);
+    assert_eq!(sink(&view, "late")["failures_in_a_row"], 0);
+
+    // The same user removed and added again: the same key, counted, not sent again.
+    write_users(&etc, &[]);
+    wait_for("the removal decided", WAIT, || async {
+        let list: Vec<Value> = get(&node.url("/api/v1/decisions?limit=10000")).await;
+        list.iter()
+            .find(|d| d["subject"] == "deploy" && d["change"] == "removed")
+            .map(|_| ())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    write_users(&etc, &["deploy"]);
+    let view = wait_for("the repeat counted", WAIT, || async {
+        let v = alerts(&node).await;
+        if v["alerts"][0]["count"] == 2 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    assert_eq!(view["alerts"].as_array().map(Vec::len), Some(1), "{view}");
+    assert_eq!(view["folded"], 1);
+    assert_eq!(view["raised"]["unauthorized_access"], 2);
+    let hook = sink(&view, "hook");
+    assert_eq!(
+        (&hook["delivered"], &hook["queued"]),
+        (&Value::from(1), &Value::from(0)),
+        "{hook}"
+    );
+    assert_eq!(
+        hook_alerts(&receiver, "/hook").len(),
+        1,
+        "folded, not re-sent"
+    );
+
+    // The metrics.
+    let m = node.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "fleetmesh_alerts_raised_total",
+            "action=\"unauthorized_access\""
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "fleetmesh_alert_deliveries_total",
+            "sink=\"hook\",outcome=\"delivered\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "fleetmesh_alert_deliveries_total",
+            "sink=\"elasticsearch\",outcome=\"failed\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "fleetmesh_alert_sink_queued", "sink=\"dead\""),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "fleetmesh_alert_sink_queued", "sink=\"late\""),
+        0.0
+    );
+}
