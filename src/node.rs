@@ -228,6 +228,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             default_threshold: f.threshold,
         },
         upgrade_ms: f.upgrade_s * 1000,
+        package_managers: s.probes.process_always.clone(),
         learn_per_minute: f.learn_per_minute,
         ..fleetmesh_actors::fleet::Config::default()
     };
@@ -289,6 +290,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         procs::Detector::new(procs::Config {
             report: s.probes.process_report,
             trusted: s.probes.process_trusted.clone(),
+            always: s.probes.process_always.clone(),
         }),
         spikes.clone().recipient(),
     )

@@ -114,6 +114,8 @@ pub struct Probes {
     pub process_poll_ms: u64,
     pub process_report: fleetmesh_actors::procs::Report,
     pub process_trusted: Vec<String>,
+    /// Executable names whose starts are always reported (package managers).
+    pub process_always: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -335,11 +337,12 @@ pub enum OverrideValue {
     Int(u64),
 }
 
-const LIST_KEYS: [&str; 5] = [
+const LIST_KEYS: [&str; 6] = [
     "net.listen",
     "net.bootstrap",
     "watch.paths",
     "probes.process_trusted",
+    "probes.process_always",
     "region.voters",
 ];
 

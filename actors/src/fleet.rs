@@ -641,6 +641,10 @@ impl Brain {
                 ),
             };
         }
+        if self.marks_upgrade(spike) {
+            self.upgrading
+                .insert(spike.origin.clone(), now + self.config.upgrade_ms);
+        }
         if self.is_upgrading(&spike.origin, now) {
             return answer(
                 Decision::Approved,

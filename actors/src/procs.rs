@@ -38,6 +38,14 @@ pub struct Config {
     pub report: Report,
     /// Executables under these prefixes are ordinary.
     pub trusted: Vec<String>,
+    /// Executable names whose starts are always reported, trusted or not: package
+    /// managers, whose runs mark a server as upgrading for the region's master.
+    pub always: Vec<String>,
+}
+
+/// The file name of an executable path.
+fn base_name(exe: &str) -> &str {
+    exe.rsplit('/').next().unwrap_or(exe)
 }
 
 /// Why a process is suspicious, if it is.
@@ -89,7 +97,13 @@ impl Detector {
 
     fn observe(&self, p: &Process, change: Change, out: &mut Vec<Observation>) {
         let why = suspicion(&self.config, p);
-        if why.is_none() && self.config.report == Report::Suspicious {
+        let always = change == Change::Added
+            && self
+                .config
+                .always
+                .iter()
+                .any(|a| a == base_name(&p.exe) || a == &p.name);
+        if why.is_none() && !always && self.config.report == Report::Suspicious {
             return;
         }
         let exe = if p.exe.is_empty() {
@@ -152,7 +166,19 @@ mod tests {
         Config {
             report,
             trusted: vec!["/usr/".into(), "/bin/".into()],
+            always: vec!["dpkg".into()],
         }
+    }
+
+    #[test]
+    fn package_manager_starts_are_reported_even_when_trusted() {
+        let mut d = Detector::new(config(Report::Suspicious));
+        d.handle(vec![]);
+        let out = d.handle(vec![proc(7, "/usr/bin/dpkg"), proc(8, "/usr/bin/ls")]);
+        let subjects: Vec<&str> = out.iter().map(|o| o.subject.as_str()).collect();
+        assert_eq!(subjects, ["7:/usr/bin/dpkg"]);
+        // Its exit is ordinary.
+        assert!(d.handle(vec![proc(8, "/usr/bin/ls")]).is_empty());
     }
 
     #[test]
