@@ -487,6 +487,142 @@ mod tests {
         }
     }
 
+    async fn settled(addr: &Addr<PolicyActor>, seq: u64) -> Settled {
+        for _ in 0..200 {
+            let got = addr
+                .send(GetDecisions {
+                    since: seq - 1,
+                    limit: 1,
+                })
+                .await
+                .expect("answered");
+            if let Some(s) = got.first().and_then(|r| r.settled.clone()) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("spike {seq} never settled");
+    }
+
+    #[actix::test]
+    async fn consultations_go_to_the_master_and_fall_back_autonomously() {
+        use crate::actor::fleet::{FleetActor, Signer};
+        use crate::fleet::{Config, View};
+        let me = node::Id("me".into());
+        let (gossip, _gossip_rx) = tokio::sync::mpsc::channel(16);
+        let fleet = FleetActor::new(
+            Config::default(),
+            Box::new(std::collections::BTreeMap::new),
+            Duration::from_secs(60),
+            me.clone(),
+            Signer {
+                public_key: Vec::new(),
+                sign: Box::new(|_| Vec::new()),
+            },
+            gossip,
+        )
+        .start();
+        let (direct, mut direct_rx) = tokio::sync::mpsc::channel(16);
+        let judge = Judge::new("web.toml", "", 100, 0).expect("valid");
+        let addr = PolicyActor::new(
+            judge,
+            Box::new(|| Err(Error::file("x", "none"))),
+            Duration::from_secs(60),
+        )
+        .start();
+        addr.send(SetConsulting(Consulting {
+            role: "web".into(),
+            own: me.clone(),
+            direct,
+            local: fleet.clone().recipient(),
+            timeout: Duration::from_millis(100),
+            fallback: Decision::Violation,
+        }))
+        .await
+        .expect("delivered");
+
+        // No master known: the conservative default, marked autonomous, at once.
+        addr.send(Decide(vec![user(1, "eve")]))
+            .await
+            .expect("delivered");
+        let s = settled(&addr, 1).await;
+        assert_eq!(
+            (s.decision, s.by.as_str()),
+            (Decision::Violation, "autonomous")
+        );
+
+        // This node is the master: its own fleet actor answers (nothing known: held).
+        let view = SetView {
+            view: View {
+                region: "eu".into(),
+                master: Some((me.clone(), 4)),
+            },
+            leading: Some(4),
+            members: Default::default(),
+        };
+        fleet.send(view.clone()).await.expect("delivered");
+        addr.send(view).await.expect("delivered");
+        addr.send(Decide(vec![user(2, "eve")]))
+            .await
+            .expect("delivered");
+        let s = settled(&addr, 2).await;
+        assert_eq!(
+            (s.by.as_str(), s.term, s.held),
+            ("master", Some(4), true),
+            "{s:?}"
+        );
+        assert_eq!(s.region.as_deref(), Some("eu"));
+
+        // Another master that never answers: asked over the network, then timed out.
+        let other = SetView {
+            view: View {
+                region: "eu".into(),
+                master: Some((node::Id("m".into()), 5)),
+            },
+            leading: None,
+            members: Default::default(),
+        };
+        addr.send(other).await.expect("delivered");
+        addr.send(Decide(vec![user(3, "eve")]))
+            .await
+            .expect("delivered");
+        let asked = direct_rx.recv().await.expect("a request to the master");
+        assert_eq!(asked.to, node::Id("m".into()));
+        assert!(matches!(asked.request, wire::Request::Consult { ref role, .. } if role == "web"));
+        let s = settled(&addr, 3).await;
+        assert_eq!(
+            (s.decision, s.by.as_str()),
+            (Decision::Violation, "autonomous")
+        );
+        assert!(s.reason.contains("timed out"), "{}", s.reason);
+
+        // Its answer, had it come in time, settles by the master.
+        addr.send(Decide(vec![user(4, "eve")]))
+            .await
+            .expect("delivered");
+        let _ = direct_rx.recv().await.expect("asked");
+        let answer = Answer {
+            region: "eu".into(),
+            term: 5,
+            policy: "v".into(),
+            decision: Decision::Approved,
+            rule: "learned:ab".into(),
+            reason: "approved for web".into(),
+            held: false,
+        };
+        addr.send(ConsultAnswered {
+            seq: 4,
+            answer: Ok(answer),
+        })
+        .await
+        .expect("delivered");
+        let s = settled(&addr, 4).await;
+        assert_eq!(
+            (s.decision, s.by.as_str(), s.rule.as_str()),
+            (Decision::Approved, "master", "learned:ab")
+        );
+    }
+
     #[actix::test]
     async fn decides_spikes_and_reloads_only_good_policies() {
         let v1 = "[[rules]]\nname = \"deploy\"\ndecision = \"approved\"\nkinds = [\"user\"]\nsubjects = [\"deploy*\"]\n[[rules]]\nname = \"others\"\ndecision = \"violation\"\nkinds = [\"user\"]\n";
