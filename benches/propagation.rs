@@ -119,6 +119,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
                 inbound: rec.recipient(),
                 region: None,
                 audit: None,
+                anomaly: None,
             },
             m,
         )

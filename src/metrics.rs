@@ -52,6 +52,8 @@ pub struct Metrics {
     pub sync_backlog: Gauge<u64, AtomicU64>,
     pub sync_oldest_unacked_ms: Gauge<u64, AtomicU64>,
     pub sync_acked: Gauge<u64, AtomicU64>,
+    /// Brought up to the anomaly detector's count when `/metrics` is read.
+    pub anomalies_raised: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -81,6 +83,7 @@ impl Metrics {
             sync_backlog: Gauge::default(),
             sync_oldest_unacked_ms: Gauge::default(),
             sync_acked: Gauge::default(),
+            anomalies_raised: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,6 +155,11 @@ impl Metrics {
             "sync_acked_seq",
             "The region master's acknowledgement mark for this node's spikes",
             m.sync_acked.clone(),
+        );
+        registry.register(
+            "anomalies_raised",
+            "Anomalies raised by this node: a metric far from its same-role peers",
+            m.anomalies_raised.clone(),
         );
         Metrics { registry, ..m }
     }

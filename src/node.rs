@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr};
 use anyhow::Context as _;
 use fleetmesh_actors::actor::accounts::AccountsActor;
+use fleetmesh_actors::actor::anomaly::{AnomalyActor, SetRoles};
 use fleetmesh_actors::actor::audit::AuditActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
@@ -21,7 +22,9 @@ use fleetmesh_actors::actor::region::{
     Config as RegionConfig, GetRegion, MemberView, PeerNames, RegionActor,
 };
 use fleetmesh_actors::actor::service::ServiceActor;
-use fleetmesh_actors::actor::spikes::{LinksNow, SetIntake, SetPolicy, SpikeActor, Storage};
+use fleetmesh_actors::actor::spikes::{
+    LinksNow, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
+};
 use fleetmesh_actors::actor::{Reincarnate, Stop};
 use fleetmesh_actors::service::{Hysteresis, Probes};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
@@ -60,6 +63,8 @@ pub struct Shared {
     pub files: Addr<FileActor>,
     pub audits: Addr<AuditActor>,
     pub policy: Addr<PolicyActor>,
+    /// `None` when `anomaly.enabled` is false.
+    pub anomaly: Option<Addr<AnomalyActor>>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
 }
@@ -115,7 +120,10 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         node::Id(peer_id.to_base58()),
         info.clone(),
         outbox_tx.clone(),
-        Arc::new(load1),
+        Arc::new({
+            let root = s.metrics.proc_root.clone();
+            move || load1(&root)
+        }),
     )
     .start();
 
@@ -213,6 +221,21 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     )
     .start();
     spikes.do_send(SetPolicy(policy.clone().recipient()));
+    // This node's metrics against its role peers: its own samples come from the encoder,
+    // the region's from the network driver.
+    let anomaly = s.anomaly.enabled.then(|| {
+        let a = AnomalyActor::new(
+            fleetmesh_actors::anomaly::Detector::new(
+                settings.anomaly.clone(),
+                node::Id(peer_id.to_base58()),
+                info.role.clone(),
+            ),
+            spikes.clone().recipient(),
+        )
+        .start();
+        spikes.do_send(SetAnomaly(a.clone().recipient()));
+        a
+    });
     let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
         load_state(&baseline_path, "file baseline").unwrap_or_default(),
@@ -335,6 +358,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         services: services.clone(),
         audits: audits.clone(),
         policy: policy.clone(),
+        anomaly: anomaly.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -359,6 +383,9 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&host).await;
     stop(&services).await;
     stop(&audits).await;
+    if let Some(a) = &anomaly {
+        stop(a).await;
+    }
     stop(&region).await;
     region_thread.stop();
     stop(&spikes).await;
@@ -385,6 +412,7 @@ struct Actors {
     services: Addr<ServiceActor>,
     audits: Addr<AuditActor>,
     policy: Addr<PolicyActor>,
+    anomaly: Option<Addr<AnomalyActor>>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -429,6 +457,7 @@ async fn serve(
                 heard: actors.audits.clone().recipient(),
                 answered: actors.audits.clone().recipient(),
             }),
+            anomaly: actors.anomaly.clone().map(Addr::recipient),
         },
         metrics.clone(),
     )?;
@@ -436,12 +465,13 @@ async fn serve(
     // the spike encoder learns the links (for its connectivity) and the heartbeats carry
     // its sync report.
     let names = {
-        let (heartbeat, region, spikes, own, net) = (
+        let (heartbeat, region, spikes, own, net, anomaly) = (
             actors.heartbeat.clone(),
             actors.region.clone(),
             actors.spikes.clone(),
             info.region.clone(),
             net_state.clone(),
+            actors.anomaly.clone(),
         );
         let (own_peer, data_dir) = (
             node::Id(peer_id.to_base58()),
@@ -473,6 +503,9 @@ async fn serve(
                         })
                     })
                     .collect();
+                if let Some(a) = &anomaly {
+                    a.do_send(SetRoles(anomaly_roles(&snap, &own)));
+                }
                 if region.send(PeerNames(names)).await.is_err() {
                     break;
                 }
@@ -554,6 +587,7 @@ async fn serve(
         files: actors.files.clone(),
         audits: actors.audits.clone(),
         policy: actors.policy.clone(),
+        anomaly: actors.anomaly.clone(),
         net: net_state.clone(),
         metrics,
     };
@@ -594,11 +628,14 @@ async fn serve(
         },
         actors.procs.clone().recipient(),
     )?;
-    let tmpfs = settings.raw.metrics.tmpfs;
+    let (tmpfs, proc_root) = (
+        settings.raw.metrics.tmpfs,
+        settings.raw.metrics.proc_root.clone(),
+    );
     let host_probe = probe::poll::start(
         "metrics-probe",
         Duration::from_millis(settings.raw.metrics.interval_ms),
-        move || probe::hostmetrics::read(tmpfs),
+        move || probe::hostmetrics::read(tmpfs, &proc_root),
         actors.host.clone().recipient(),
     )?;
     // Ready means the start-up verification and the first network and process readings
@@ -753,9 +790,25 @@ fn save_state<T: Serialize>(path: PathBuf) -> fleetmesh_actors::actor::Persist<T
     })
 }
 
-/// The one-minute load average, for the heartbeat's health summary.
-fn load1() -> Option<f32> {
-    std::fs::read_to_string("/proc/loadavg")
+/// The role of each live member of `region` in the membership view, for the anomaly
+/// detector (a dead member's values are nobody's peer values).
+fn anomaly_roles(
+    snap: &hb::Snapshot,
+    region: &str,
+) -> std::collections::BTreeMap<node::Id, String> {
+    snap.peers
+        .iter()
+        .filter(|p| p.member.status != membership::Status::Dead)
+        .filter_map(|p| {
+            let i = p.member.info.as_ref()?;
+            (i.region == region).then(|| (p.member.id.clone(), i.role.clone()))
+        })
+        .collect()
+}
+
+/// The one-minute load average under `proc_root`, for the heartbeat's health summary.
+fn load1(proc_root: &Path) -> Option<f32> {
+    std::fs::read_to_string(proc_root.join("loadavg"))
         .ok()?
         .split_whitespace()
         .next()?

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Recipient;
+use fleetmesh_actors::actor::anomaly::Samples;
 use fleetmesh_actors::actor::audit::{Answered, BaselineDigest, Heard};
 use fleetmesh_actors::actor::heartbeat::{Inbound, lag};
 use fleetmesh_actors::actor::region::{AcksIn, RaftIn, ReplayIn, SpikesIn};
@@ -57,6 +58,8 @@ pub struct Links {
     pub region: Option<RegionLinks>,
     /// Peer audits, both sides, if they run.
     pub audit: Option<AuditLinks>,
+    /// The anomaly detector, if it runs: the region's metric spikes go to it.
+    pub anomaly: Option<Recipient<Samples>>,
 }
 
 /// What the driver hands the audit actor and asks the file actor (peer audits).
@@ -97,6 +100,7 @@ pub struct Driver {
     inbound: Recipient<Inbound>,
     region_links: Option<RegionLinks>,
     audit_links: Option<AuditLinks>,
+    anomaly: Option<Recipient<Samples>>,
     /// Digest requests out, whose answer or failure goes to the audit actor.
     audits_out: HashMap<request_response::OutboundRequestId, PeerId>,
     replies: FuturesUnordered<Reply>,
@@ -137,6 +141,7 @@ impl Driver {
             inbound,
             region: region_links,
             audit: audit_links,
+            anomaly,
         } = links;
         for addr in listen {
             super::check_port_free(addr)?;
@@ -156,6 +161,7 @@ impl Driver {
                 inbound,
                 region_links,
                 audit_links,
+                anomaly,
                 audits_out: HashMap::new(),
                 replies: FuturesUnordered::new(),
                 metrics,
@@ -717,6 +723,22 @@ impl Driver {
                                     .collect(),
                             };
                             if l.heard.try_send(heard).is_err() {
+                                self.metrics.inbound_dropped.inc();
+                            }
+                        }
+                        if let Some(a) = &self.anomaly {
+                            let metrics: Vec<_> = spikes
+                                .iter()
+                                .filter(|s| s.kind == fleetmesh_actors::spike::Kind::Metric)
+                                .cloned()
+                                .collect();
+                            if !metrics.is_empty()
+                                && a.try_send(Samples {
+                                    from: id(&author),
+                                    spikes: metrics,
+                                })
+                                .is_err()
+                            {
                                 self.metrics.inbound_dropped.inc();
                             }
                         }
