@@ -2,6 +2,7 @@
 
 mod accounts;
 mod admission;
+mod anomaly;
 mod cli;
 mod cluster;
 mod files;
