@@ -120,6 +120,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
                 region: None,
                 audit: None,
                 fleet: None,
+                anomaly: None,
             },
             m,
         )

@@ -1,4 +1,5 @@
-//! The HTTP API (actix-web, JSON): `/api/v1/node`, `/api/v1/peers`, `/healthz`, `/metrics`.
+//! The HTTP API (actix-web, JSON): `/api/v1/node`, `/api/v1/peers`, `/api/v1/anomalies`,
+//! `/healthz`, `/metrics`, and the others routed in [`start`].
 //!
 //! Handlers read: the node's facts, a snapshot from the heartbeat actor, the driver's
 //! network state. Only `POST /api/v1/patterns/approve` changes anything (an operator's
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
+use fleetmesh_actors::actor::anomaly::GetAnomalies;
 use fleetmesh_actors::actor::files::GetStatus;
 use fleetmesh_actors::actor::heartbeat::{GetSnapshot, PeerView, Snapshot};
 use fleetmesh_actors::actor::spikes::{GetSpikes, GetSync};
@@ -170,6 +172,15 @@ async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
     {
         m.set_alerts(&alerts.status);
     }
+    if let Some(a) = &shared.anomaly
+        && let Some(r) = ask(a, GetAnomalies).await
+    {
+        // The detector counts; the counter follows it (never backwards, however many
+        // scrapes run at once).
+        m.anomalies_raised
+            .inner()
+            .fetch_max(r.raised, std::sync::atomic::Ordering::Relaxed);
+    }
     m.uptime.set(shared.started.elapsed().as_secs());
     match m.encode() {
         Ok(text) => HttpResponse::Ok()
@@ -186,7 +197,7 @@ pub struct SpikeQuery {
     #[serde(default)]
     pub since: u64,
     /// `file`, `user`, `group`, `process`, `network`, `metric`, `coverage`, `reconcile`,
-    /// `service`.
+    /// `service`, `audit`, `anomaly`.
     pub kind: Option<String>,
     /// At most this many (default 1000, at most 10000).
     pub limit: Option<usize>,
@@ -463,6 +474,24 @@ async fn audits(shared: web::Data<Shared>) -> HttpResponse {
     }
 }
 
+/// `GET /api/v1/anomalies`: this node's metrics against its same-role peers (value,
+/// median, MAD, z-score, peers, deviating since, last raised) and the detector's settings.
+async fn anomalies(shared: web::Data<Shared>) -> HttpResponse {
+    let Some(a) = &shared.anomaly else {
+        return HttpResponse::Ok().json(serde_json::json!({ "enabled": false }));
+    };
+    match ask(a, GetAnomalies).await {
+        Some(report) => {
+            let mut body = serde_json::to_value(report).unwrap_or_default();
+            if let Some(o) = body.as_object_mut() {
+                o.insert("enabled".into(), true.into());
+            }
+            HttpResponse::Ok().json(body)
+        }
+        None => unavailable("the anomaly detector"),
+    }
+}
+
 async fn detectors(shared: web::Data<Shared>) -> HttpResponse {
     match ask(&shared.files, GetStatus).await {
         Some(st) => HttpResponse::Ok().json(serde_json::json!({
@@ -496,6 +525,7 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .route("/api/v1/region", web::get().to(region))
             .route("/api/v1/assignments", web::get().to(assignments))
             .route("/api/v1/audits", web::get().to(audits))
+            .route("/api/v1/anomalies", web::get().to(anomalies))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
     })

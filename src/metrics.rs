@@ -75,6 +75,8 @@ pub struct Metrics {
     /// Held while the alert counters catch up with the alert actor's totals, so that two
     /// scrapes at once do not both add the same difference.
     alert_sync: std::sync::Mutex<()>,
+    /// Brought up to the anomaly detector's count when `/metrics` is read.
+    pub anomalies_raised: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -108,6 +110,7 @@ impl Metrics {
             alert_sink_queued: Family::default(),
             alert_deliveries: Family::default(),
             alert_sync: std::sync::Mutex::new(()),
+            anomalies_raised: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -195,6 +198,11 @@ impl Metrics {
             "Alerts by sink and outcome: delivered, failed (each failed attempt; retried), \
              rejected (refused for good), dropped (the sink's queue was full)",
             m.alert_deliveries.clone(),
+        );
+        registry.register(
+            "anomalies_raised",
+            "Anomalies raised by this node: a metric far from its same-role peers",
+            m.anomalies_raised.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -14,6 +14,7 @@ use actix::{Actor, Addr};
 use anyhow::Context as _;
 use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::alert::AlertActor;
+use fleetmesh_actors::actor::anomaly::{AnomalyActor, SetRoles};
 use fleetmesh_actors::actor::audit::AuditActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
 use fleetmesh_actors::actor::fleet::{self as fleet_actor, FleetActor, SetView, Signer};
@@ -25,7 +26,9 @@ use fleetmesh_actors::actor::region::{
     Snapshot as RegionSnapshot,
 };
 use fleetmesh_actors::actor::service::ServiceActor;
-use fleetmesh_actors::actor::spikes::{LinksNow, SetIntake, SetPolicy, SpikeActor, Storage};
+use fleetmesh_actors::actor::spikes::{
+    LinksNow, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
+};
 use fleetmesh_actors::actor::{Reincarnate, Stop};
 use fleetmesh_actors::service::{Hysteresis, Probes};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
@@ -66,6 +69,8 @@ pub struct Shared {
     pub policy: Addr<PolicyActor>,
     pub fleet: Addr<FleetActor>,
     pub alerts: Addr<AlertActor>,
+    /// `None` when `anomaly.enabled` is false.
+    pub anomaly: Option<Addr<AnomalyActor>>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
 }
@@ -122,7 +127,10 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         node::Id(peer_id.to_base58()),
         info.clone(),
         outbox_tx.clone(),
-        Arc::new(load1),
+        Arc::new({
+            let root = s.metrics.proc_root.clone();
+            move || load1(&root)
+        }),
     )
     .start();
 
@@ -213,12 +221,16 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             sync_config,
         )
     });
-    let policy = PolicyActor::new(
-        judge,
+    // Judgement (policy decisions, consultations, the master's fleet view) on a thread
+    // of its own: a storm of changes to judge must not starve the detectors or the API.
+    let judge_thread = actix::Arbiter::new();
+    let (read_policy, reload) = (
         crate::policy::reader(p.dir.clone(), info.role.clone()),
         Duration::from_millis(p.reload_ms),
-    )
-    .start();
+    );
+    let policy = PolicyActor::start_in_arbiter(&judge_thread.handle(), move |_| {
+        PolicyActor::new(judge, read_policy, reload)
+    });
     spikes.do_send(SetPolicy(policy.clone().recipient()));
     let f = &s.fleet;
     let fleet_config = fleetmesh_actors::fleet::Config {
@@ -233,18 +245,25 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         ..fleetmesh_actors::fleet::Config::default()
     };
     let signing = keypair.clone();
-    let fleet = FleetActor::new(
-        fleet_config,
+    let (read_all, own, fleet_gossip) = (
         crate::policy::all_reader(p.dir.clone()),
-        Duration::from_millis(p.reload_ms),
         node::Id(peer_id.to_base58()),
-        Signer {
-            public_key: keypair.public().encode_protobuf(),
-            sign: Box::new(move |bytes| signing.sign(bytes).unwrap_or_default()),
-        },
         outbox_tx.clone(),
-    )
-    .start();
+    );
+    let public_key = keypair.public().encode_protobuf();
+    let fleet = FleetActor::start_in_arbiter(&judge_thread.handle(), move |_| {
+        FleetActor::new(
+            fleet_config,
+            read_all,
+            reload,
+            own,
+            Signer {
+                public_key,
+                sign: Box::new(move |bytes| signing.sign(bytes).unwrap_or_default()),
+            },
+            fleet_gossip,
+        )
+    });
     policy.do_send(SetConsulting(Consulting {
         role: info.role.clone(),
         own: node::Id(peer_id.to_base58()),
@@ -266,6 +285,21 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     policy.do_send(SetAlerts {
         to: alerts.clone().recipient(),
         node: info.clone(),
+    });
+    // This node's metrics against its role peers: its own samples come from the encoder,
+    // the region's from the network driver.
+    let anomaly = s.anomaly.enabled.then(|| {
+        let a = AnomalyActor::new(
+            fleetmesh_actors::anomaly::Detector::new(
+                settings.anomaly.clone(),
+                node::Id(peer_id.to_base58()),
+                info.role.clone(),
+            ),
+            spikes.clone().recipient(),
+        )
+        .start();
+        spikes.do_send(SetAnomaly(a.clone().recipient()));
+        a
     });
     let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
@@ -400,6 +434,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         policy: policy.clone(),
         fleet: fleet.clone(),
         alerts: alerts.clone(),
+        anomaly: anomaly.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -424,12 +459,16 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&host).await;
     stop(&services).await;
     stop(&audits).await;
+    if let Some(a) = &anomaly {
+        stop(a).await;
+    }
     stop(&region).await;
     region_thread.stop();
     stop(&spikes).await;
     encoder_thread.stop();
     stop(&policy).await;
     stop(&fleet).await;
+    judge_thread.stop();
     stop(&alerts).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
@@ -475,6 +514,7 @@ struct Actors {
     policy: Addr<PolicyActor>,
     fleet: Addr<FleetActor>,
     alerts: Addr<AlertActor>,
+    anomaly: Option<Addr<AnomalyActor>>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -525,6 +565,7 @@ async fn serve(
                 approvals: actors.policy.clone().recipient(),
                 emergency: actors.fleet.clone().recipient(),
             }),
+            anomaly: actors.anomaly.clone().map(Addr::recipient),
         },
         metrics.clone(),
     )?;
@@ -532,12 +573,13 @@ async fn serve(
     // the spike encoder learns the links (for its connectivity) and the heartbeats carry
     // its sync report.
     let names = {
-        let (heartbeat, region, spikes, own, net) = (
+        let (heartbeat, region, spikes, own, net, anomaly) = (
             actors.heartbeat.clone(),
             actors.region.clone(),
             actors.spikes.clone(),
             info.region.clone(),
             net_state.clone(),
+            actors.anomaly.clone(),
         );
         let (policy, fleet, own_member) = (
             actors.policy.clone(),
@@ -559,23 +601,14 @@ async fn serve(
                 let Ok(snap) = heartbeat.send(hb::GetSnapshot).await else {
                     break;
                 };
-                let mut members: BTreeMap<node::Id, (String, String)> = snap
-                    .peers
-                    .iter()
-                    .filter_map(|p| {
-                        let i = p.member.info.as_ref()?;
-                        (i.region == own)
-                            .then(|| (p.member.id.clone(), (i.name.clone(), i.role.clone())))
-                    })
-                    .collect();
-                members.insert(own_peer.clone(), own_member.clone());
-                let names = snap
+                let names: Vec<MemberView> = snap
                     .peers
                     .iter()
                     .filter_map(|p| {
                         let i = p.member.info.as_ref()?;
                         (i.region == own).then(|| MemberView {
                             name: i.name.clone(),
+                            role: i.role.clone(),
                             peer: p.member.id.clone(),
                             status: p.member.status,
                             incarnation: i.incarnation,
@@ -584,6 +617,20 @@ async fn serve(
                         })
                     })
                     .collect();
+                let mut members: BTreeMap<node::Id, (String, String)> = names
+                    .iter()
+                    .map(|m| (m.peer.clone(), (m.name.clone(), m.role.clone())))
+                    .collect();
+                members.insert(own_peer.clone(), own_member.clone());
+                if let Some(a) = &anomaly {
+                    // A dead member's values are nobody's peer values.
+                    let live = names
+                        .iter()
+                        .filter(|m| m.status != membership::Status::Dead)
+                        .map(|m| (m.peer.clone(), m.role.clone()))
+                        .collect();
+                    a.do_send(SetRoles(live));
+                }
                 if region.send(PeerNames(names)).await.is_err() {
                     break;
                 }
@@ -670,6 +717,7 @@ async fn serve(
         policy: actors.policy.clone(),
         fleet: actors.fleet.clone(),
         alerts: actors.alerts.clone(),
+        anomaly: actors.anomaly.clone(),
         net: net_state.clone(),
         metrics,
     };
@@ -710,11 +758,14 @@ async fn serve(
         },
         actors.procs.clone().recipient(),
     )?;
-    let tmpfs = settings.raw.metrics.tmpfs;
+    let (tmpfs, proc_root) = (
+        settings.raw.metrics.tmpfs,
+        settings.raw.metrics.proc_root.clone(),
+    );
     let host_probe = probe::poll::start(
         "metrics-probe",
         Duration::from_millis(settings.raw.metrics.interval_ms),
-        move || probe::hostmetrics::read(tmpfs),
+        move || probe::hostmetrics::read(tmpfs, &proc_root),
         actors.host.clone().recipient(),
     )?;
     // Ready means the start-up verification and the first network and process readings
@@ -869,9 +920,9 @@ fn save_state<T: Serialize>(path: PathBuf) -> fleetmesh_actors::actor::Persist<T
     })
 }
 
-/// The one-minute load average, for the heartbeat's health summary.
-fn load1() -> Option<f32> {
-    std::fs::read_to_string("/proc/loadavg")
+/// The one-minute load average under `proc_root`, for the heartbeat's health summary.
+fn load1(proc_root: &Path) -> Option<f32> {
+    std::fs::read_to_string(proc_root.join("loadavg"))
         .ok()?
         .split_whitespace()
         .next()?

@@ -46,6 +46,7 @@ pub struct Settings {
     pub journal: Journal,
     pub region: Region,
     pub audit: Audit,
+    pub anomaly: Anomaly,
     pub policy: Policy,
     pub fleet: Fleet,
     pub alerts: Alerts,
@@ -125,6 +126,9 @@ pub struct Metrics {
     pub max_silence_s: u64,
     pub default_deadband: String,
     pub tmpfs: bool,
+    /// Where the host's `/proc` is (`stat`, `meminfo`, `loadavg`, `net/dev` are read
+    /// under it).
+    pub proc_root: PathBuf,
     pub deadbands: Vec<DeadbandRule>,
 }
 
@@ -157,6 +161,22 @@ pub struct Region {
 pub struct Audit {
     pub interval_s: u64,
     pub unanswered_after: u32,
+}
+
+/// `[anomaly]`: this node's metrics against its same-role peers (see
+/// `fleetmesh_actors::anomaly`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anomaly {
+    pub enabled: bool,
+    pub min_peers: usize,
+    pub threshold: f64,
+    pub persist_s: u64,
+    pub cooldown_s: u64,
+    pub stale_s: u64,
+    pub min_scale_pct: f64,
+    /// Globs over metric names; empty: every metric.
+    pub metrics: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +336,8 @@ pub struct Resolved {
     pub services: Vec<fleetmesh_actors::service::Spec>,
     /// The alert sinks, checked.
     pub alert_sinks: Vec<crate::alert::Spec>,
+    /// The anomaly detector's settings, checked (`raw.anomaly.enabled` says if it runs).
+    pub anomaly: fleetmesh_actors::anomaly::Config,
 }
 
 /// Where settings come from besides the defaults.
@@ -337,13 +359,14 @@ pub enum OverrideValue {
     Int(u64),
 }
 
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
     "net.listen",
     "net.bootstrap",
     "watch.paths",
     "probes.process_trusted",
     "probes.process_always",
     "region.voters",
+    "anomaly.metrics",
 ];
 
 /// Loads and validates settings from `sources`.
@@ -636,9 +659,11 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     within("alerts.ring", raw.alerts.ring as u64, 1, 1_000_000)?;
     within("alerts.fold_ms", raw.alerts.fold_ms, 0, 86_400_000)?;
     let alert_sinks = alert_sinks(&raw.alerts.sinks)?;
+    let anomaly = anomaly(&raw.anomaly, &raw.metrics)?;
     Ok(Resolved {
         services,
         alert_sinks,
+        anomaly,
         vocabulary,
         metric_default,
         metric_rules,
@@ -666,6 +691,12 @@ fn metric_bands(
     use std::time::Duration;
     within("metrics.interval_ms", m.interval_ms, 100, 3_600_000)?;
     within("metrics.max_silence_s", m.max_silence_s, 1, 86_400)?;
+    if !m.proc_root.is_dir() {
+        return Err(invalid(
+            "metrics.proc_root",
+            format!("{} is not a directory", m.proc_root.display()),
+        ));
+    }
     let default = Config {
         deadband: m
             .default_deadband
@@ -693,6 +724,56 @@ fn metric_bands(
         });
     }
     Ok((default, rules))
+}
+
+/// The `[anomaly]` section, checked against the metrics' longest silence: a peer's value is
+/// re-sent at least that often, so a shorter staleness limit would drop steady peers.
+fn anomaly(a: &Anomaly, m: &Metrics) -> Result<fleetmesh_actors::anomaly::Config, Error> {
+    use std::time::Duration;
+    within("anomaly.min_peers", a.min_peers as u64, 1, 10_000)?;
+    if !(a.threshold.is_finite() && a.threshold > 0.0) {
+        return Err(invalid("anomaly.threshold", "must be a number above 0"));
+    }
+    within("anomaly.persist_s", a.persist_s, 0, 86_400)?;
+    within("anomaly.cooldown_s", a.cooldown_s, 0, 30 * 86_400)?;
+    within("anomaly.stale_s", a.stale_s, 1, 7 * 86_400)?;
+    if !(a.min_scale_pct.is_finite() && (0.0..=100.0).contains(&a.min_scale_pct)) {
+        return Err(invalid(
+            "anomaly.min_scale_pct",
+            "must be between 0 and 100",
+        ));
+    }
+    let silence = m
+        .deadbands
+        .iter()
+        .filter_map(|r| r.max_silence_s)
+        .fold(m.max_silence_s, u64::max);
+    if a.enabled && a.stale_s <= silence {
+        return Err(invalid(
+            "anomaly.stale_s",
+            format!(
+                "{} s must be longer than the longest metric silence ({silence} s, \
+                 metrics.max_silence_s or a deadband's): steady values are re-sent only that often",
+                a.stale_s
+            ),
+        ));
+    }
+    let metrics = a
+        .metrics
+        .iter()
+        .map(|g| {
+            glob::Pattern::new(g).map_err(|e| invalid("anomaly.metrics", format!("`{g}`: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(fleetmesh_actors::anomaly::Config {
+        min_peers: a.min_peers,
+        threshold: a.threshold,
+        persist: Duration::from_secs(a.persist_s),
+        cooldown: Duration::from_secs(a.cooldown_s),
+        stale: Duration::from_secs(a.stale_s),
+        min_scale_ratio: a.min_scale_pct / 100.0,
+        metrics,
+    })
 }
 
 /// The `[[services]]` entries, checked; every error names the entry's position and name.
@@ -1154,6 +1235,63 @@ mod tests {
             })),
             "metrics.default_deadband"
         );
+    }
+
+    #[test]
+    fn anomaly_settings_are_checked_and_name_their_key() {
+        let s = load(&Sources::default()).expect("defaults load");
+        assert!(s.raw.anomaly.enabled);
+        assert_eq!(s.raw.metrics.proc_root, PathBuf::from("/proc"));
+        let a = &s.anomaly;
+        assert_eq!((a.min_peers, a.threshold), (3, 3.0));
+        assert_eq!(a.persist, std::time::Duration::from_secs(30));
+        assert!(a.stale > std::time::Duration::from_secs(s.raw.metrics.max_silence_s));
+        let s = load(&Sources {
+            env: env(&[
+                ("FLEETMESH__ANOMALY__METRICS", "load.*,mem.*"),
+                ("FLEETMESH__ANOMALY__PERSIST_S", "2"),
+            ]),
+            ..Sources::default()
+        })
+        .expect("loads");
+        assert_eq!(s.anomaly.metrics.len(), 2);
+        assert_eq!(s.anomaly.persist, std::time::Duration::from_secs(2));
+        let bad = |pairs: &[(&str, &str)]| {
+            err_key(load(&Sources {
+                env: env(pairs),
+                ..Sources::default()
+            }))
+        };
+        assert_eq!(
+            bad(&[("FLEETMESH__ANOMALY__THRESHOLD", "-1")]),
+            "anomaly.threshold"
+        );
+        assert_eq!(
+            bad(&[("FLEETMESH__ANOMALY__MIN_PEERS", "0")]),
+            "anomaly.min_peers"
+        );
+        assert_eq!(
+            bad(&[("FLEETMESH__ANOMALY__STALE_S", "60")]),
+            "anomaly.stale_s",
+            "not longer than metrics.max_silence_s"
+        );
+        assert_eq!(
+            bad(&[("FLEETMESH__ANOMALY__METRICS", "[load")]),
+            "anomaly.metrics"
+        );
+        assert_eq!(
+            bad(&[("FLEETMESH__METRICS__PROC_ROOT", "/nonexistent/proc")]),
+            "metrics.proc_root"
+        );
+        // Disabled, its staleness is not checked against the metrics.
+        load(&Sources {
+            env: env(&[
+                ("FLEETMESH__ANOMALY__ENABLED", "false"),
+                ("FLEETMESH__ANOMALY__STALE_S", "60"),
+            ]),
+            ..Sources::default()
+        })
+        .expect("loads");
     }
 
     #[test]

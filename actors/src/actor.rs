@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod alert;
+pub mod anomaly;
 pub mod audit;
 pub mod files;
 pub mod fleet;

@@ -61,7 +61,12 @@ pub fn category(kind: Kind) -> &'static str {
         Kind::File => "file",
         Kind::Process => "process",
         Kind::Network => "network",
-        Kind::Metric | Kind::Coverage | Kind::Reconcile | Kind::Service | Kind::Audit => "host",
+        Kind::Metric
+        | Kind::Coverage
+        | Kind::Reconcile
+        | Kind::Service
+        | Kind::Audit
+        | Kind::Anomaly => "host",
     }
 }
 
@@ -70,12 +75,14 @@ pub fn category(kind: Kind) -> &'static str {
 ///
 /// The key is `host|rule|kind|subject`: the same rule breaking on the same thing of the
 /// same host is one alert, however often it repeats. A user or group added against policy
-/// is `unauthorized_access` (at least `high`); any other violation is `policy_violation`
+/// is `unauthorized_access` (at least `high`); an anomaly is `anomaly`; any other violation is `policy_violation`
 /// (at least `medium`: a violation is never merely informative).
 pub fn of_violation(node: &node::Info, record: &Record, spike: &Spike) -> Alert {
     let account = matches!(record.kind, Kind::User | Kind::Group);
     let (action, floor) = if account && record.change == Change::Added {
         ("unauthorized_access", Severity::High)
+    } else if record.kind == Kind::Anomaly {
+        ("anomaly", Severity::High)
     } else {
         ("policy_violation", Severity::Medium)
     };

@@ -430,6 +430,10 @@ pub struct Held {
     pub at: u64,
 }
 
+/// Distinct changes held for correlation at most; beyond, unexplained changes are
+/// violations at once.
+const MAX_HELD: usize = 100_000;
+
 /// What the brain asks its actor to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -658,6 +662,14 @@ impl Brain {
             if v.decision != Decision::Consult {
                 return answer(v.decision, v.rule.to_string(), v.reason.to_string(), false);
             }
+        }
+        if self.held.len() >= MAX_HELD && !self.held.contains_key(&fp) {
+            return answer(
+                Decision::Violation,
+                "master:held_full".into(),
+                format!("more than {MAX_HELD} distinct changes already held for correlation"),
+                false,
+            );
         }
         let held = self.held.entry(fp).or_default();
         if !held.iter().any(|h| h.origin == spike.origin) {

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod actor;
 pub mod alert;
+pub mod anomaly;
 pub mod assign;
 pub mod audit;
 pub mod correlate;

@@ -30,8 +30,10 @@
 //!
 //! The rules of a file are tried in order and the first that matches decides. A spike no
 //! rule matches gets the file's `[defaults]` decision for its kind, else the built-in one:
-//! `metric` samples are approved (metrics are judged by anomaly detection, not by policy)
-//! and every other kind is `consult` (the policy says nothing: ask the fleet).
+//! `metric` samples are approved (metrics are judged by anomaly detection, not by policy),
+//! `anomaly` spikes (a metric far from its role peers, [`crate::anomaly`]) are violations,
+//! so that they become alerts, and every other kind is `consult` (the policy says nothing:
+//! ask the fleet). A file's `[defaults]` or rules may decide anomalies otherwise.
 
 pub mod judge;
 pub mod parse;
@@ -99,7 +101,7 @@ pub struct Verdict<'p> {
 }
 
 /// How many spike kinds there are (the length of per-kind tables).
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 /// A kind's position in per-kind tables. Exhaustive on purpose: a new kind must be placed.
 fn kind_index(k: Kind) -> usize {
@@ -114,6 +116,7 @@ fn kind_index(k: Kind) -> usize {
         Kind::Reconcile => 7,
         Kind::Service => 8,
         Kind::Audit => 9,
+        Kind::Anomaly => 10,
     }
 }
 
@@ -129,6 +132,7 @@ pub const ALL_KINDS: [Kind; KINDS] = [
     Kind::Reconcile,
     Kind::Service,
     Kind::Audit,
+    Kind::Anomaly,
 ];
 
 fn change_bit(c: Change) -> u8 {
@@ -343,6 +347,7 @@ fn builtin(kind: Kind) -> Fallback {
             Decision::Approved,
             "metric samples are judged by anomaly detection, not by policy",
         ),
+        Kind::Anomaly => (Decision::Violation, "metric deviates from its role peers"),
         _ => (
             Decision::Consult,
             "the policy says nothing about this change: the fleet is asked",

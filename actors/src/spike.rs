@@ -116,6 +116,9 @@ pub enum Kind {
     /// A peer audit owned by this node found the peer's file baseline changed without a
     /// report, or the peer not answering ([`crate::audit`]).
     Audit,
+    /// One of this node's metrics deviates from its same-role peers ([`crate::anomaly`]).
+    /// Added after the others: a node of an older build refuses frames that carry it.
+    Anomaly,
 }
 
 impl Kind {
@@ -131,6 +134,7 @@ impl Kind {
             Kind::Reconcile => "reconcile",
             Kind::Service => "service",
             Kind::Audit => "audit",
+            Kind::Anomaly => "anomaly",
         }
     }
 }

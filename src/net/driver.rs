@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Recipient;
+use fleetmesh_actors::actor::anomaly::Samples;
 use fleetmesh_actors::actor::audit::{Answered, BaselineDigest, Heard};
 use fleetmesh_actors::actor::fleet::{ConsultIn, EmergencyIn, LearnedIn};
 use fleetmesh_actors::actor::heartbeat::{Inbound, lag};
@@ -60,6 +61,8 @@ pub struct Links {
     pub region: Option<RegionLinks>,
     /// Peer audits, both sides, if they run.
     pub audit: Option<AuditLinks>,
+    /// The anomaly detector, if it runs: the region's metric spikes go to it.
+    pub anomaly: Option<Recipient<Samples>>,
     /// Consultation, learning and emergencies, if they run.
     pub fleet: Option<FleetLinks>,
 }
@@ -123,6 +126,7 @@ pub struct Driver {
     inbound: Recipient<Inbound>,
     region_links: Option<RegionLinks>,
     audit_links: Option<AuditLinks>,
+    anomaly: Option<Recipient<Samples>>,
     /// Digest requests out, whose answer or failure goes to the audit actor.
     audits_out: HashMap<request_response::OutboundRequestId, PeerId>,
     fleet_links: Option<FleetLinks>,
@@ -167,6 +171,7 @@ impl Driver {
             region: region_links,
             audit: audit_links,
             fleet: fleet_links,
+            anomaly,
         } = links;
         for addr in listen {
             super::check_port_free(addr)?;
@@ -186,6 +191,7 @@ impl Driver {
                 inbound,
                 region_links,
                 audit_links,
+                anomaly,
                 audits_out: HashMap::new(),
                 fleet_links,
                 consults_out: HashMap::new(),
@@ -824,6 +830,22 @@ impl Driver {
                                     .collect(),
                             };
                             if l.heard.try_send(heard).is_err() {
+                                self.metrics.inbound_dropped.inc();
+                            }
+                        }
+                        if let Some(a) = &self.anomaly {
+                            let metrics: Vec<_> = spikes
+                                .iter()
+                                .filter(|s| s.kind == fleetmesh_actors::spike::Kind::Metric)
+                                .cloned()
+                                .collect();
+                            if !metrics.is_empty()
+                                && a.try_send(Samples {
+                                    from: id(&author),
+                                    spikes: metrics,
+                                })
+                                .is_err()
+                            {
                                 self.metrics.inbound_dropped.inc();
                             }
                         }

@@ -3,6 +3,7 @@
 mod accounts;
 mod admission;
 mod alerts;
+mod anomaly;
 mod cli;
 mod cluster;
 mod files;

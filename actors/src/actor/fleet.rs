@@ -44,7 +44,7 @@ impl std::fmt::Debug for Signer {
 
 /// Reads every role's policy: role → policy (files that fail to parse are left out and
 /// logged by the reader).
-pub type ReadPolicies = Box<dyn FnMut() -> BTreeMap<String, Policy>>;
+pub type ReadPolicies = Box<dyn FnMut() -> BTreeMap<String, Policy> + Send>;
 
 /// What this node knows of its region's mastership and members (from the glue task).
 #[derive(Debug, Clone, Default, Message)]

@@ -5,7 +5,7 @@
 //! offers what was read to the judge every `reload` interval. A refused edit is logged
 //! once and shown in the status; the last good policy keeps deciding.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -22,7 +22,7 @@ use crate::spike::{Kind, Spike};
 use crate::{node, wire};
 
 /// Reads the policy file: its name (as rule references show it) and its text.
-pub type ReadPolicy = Box<dyn FnMut() -> Result<(String, String), Error>>;
+pub type ReadPolicy = Box<dyn FnMut() -> Result<(String, String), Error> + Send>;
 
 /// Spikes to decide, in sequence order.
 #[derive(Debug, Message)]
@@ -98,6 +98,11 @@ pub struct Refused {
 #[rtype(result = "Patterns")]
 pub struct GetPatterns;
 
+/// Consultations under way at once, per node.
+const IN_FLIGHT: usize = 256;
+/// Consultations waiting at most; beyond, the autonomous default decides.
+const WAITING: usize = 100_000;
+
 pub struct PolicyActor {
     judge: Judge,
     read: ReadPolicy,
@@ -108,6 +113,8 @@ pub struct PolicyActor {
     consulting: Option<Consulting>,
     /// Consultations under way: spike seq → (asked at, the spike).
     pending: HashMap<u64, (Instant, Spike)>,
+    /// Consultations waiting for room (at most [`IN_FLIGHT`] are under way).
+    waiting: VecDeque<Spike>,
     alerts: Option<SetAlerts>,
 }
 
@@ -132,6 +139,7 @@ impl PolicyActor {
             leading: None,
             consulting: None,
             pending: HashMap::new(),
+            waiting: VecDeque::new(),
             alerts: None,
         }
     }
@@ -140,8 +148,30 @@ impl PolicyActor {
         self.consulting.as_ref().map_or("", |c| c.role.as_str())
     }
 
-    /// Asks the region's master about `spike` (or decides autonomously when none is known).
+    /// Queues a consultation about `spike`; a storm of changes waits its turn (a bounded
+    /// number in flight) instead of flooding the master. Beyond [`WAITING`] waiting, the
+    /// autonomous default decides at once.
     fn consult(&mut self, spike: &Spike, ctx: &mut Context<Self>) {
+        if self.waiting.len() >= WAITING {
+            self.autonomous(spike, "too many consultations waiting", 0);
+            return;
+        }
+        self.waiting.push_back(spike.clone());
+        self.pump(ctx);
+    }
+
+    /// Sends waiting consultations while there is room.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.pending.len() < IN_FLIGHT {
+            let Some(spike) = self.waiting.pop_front() else {
+                return;
+            };
+            self.ask(&spike, ctx);
+        }
+    }
+
+    /// Asks the region's master about `spike` (or decides autonomously when none is known).
+    fn ask(&mut self, spike: &Spike, ctx: &mut Context<Self>) {
         let Some(c) = self.consulting.clone() else {
             return;
         };
@@ -157,9 +187,10 @@ impl PolicyActor {
                 role: c.role.clone(),
                 spike: spike.clone(),
             });
-            ctx.spawn(ask.into_actor(self).map(move |res, act, _| {
+            ctx.spawn(ask.into_actor(self).map(move |res, act, ctx| {
                 let answer = res.unwrap_or_else(|e| Err(format!("fleet actor unavailable: {e}")));
                 act.answered(seq, answer);
+                act.pump(ctx);
             }));
             return;
         }
@@ -278,7 +309,7 @@ impl PolicyActor {
         }
     }
 
-    fn expire_consultations(&mut self) {
+    fn expire_consultations(&mut self, ctx: &mut Context<Self>) {
         let Some(timeout) = self.consulting.as_ref().map(|c| c.timeout) else {
             return;
         };
@@ -293,6 +324,7 @@ impl PolicyActor {
                 self.autonomous(&spike, "timed out", timeout.as_micros() as u64);
             }
         }
+        self.pump(ctx);
     }
 
     fn poll(&mut self) {
@@ -322,8 +354,8 @@ impl Actor for PolicyActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
         ctx.run_interval(self.reload, |act, _| act.poll());
-        ctx.run_interval(Duration::from_millis(200), |act, _| {
-            act.expire_consultations()
+        ctx.run_interval(Duration::from_millis(200), |act, ctx| {
+            act.expire_consultations(ctx)
         });
     }
 }
@@ -379,8 +411,9 @@ impl Handler<SetView> for PolicyActor {
 impl Handler<ConsultAnswered> for PolicyActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ConsultAnswered, _: &mut Self::Context) {
+    fn handle(&mut self, msg: ConsultAnswered, ctx: &mut Self::Context) {
         self.answered(msg.seq, msg.answer);
+        self.pump(ctx);
     }
 }
 

@@ -102,6 +102,7 @@ pub struct RaftIn(pub Vec<u8>);
 #[derive(Debug, Clone)]
 pub struct MemberView {
     pub name: String,
+    pub role: String,
     pub peer: node::Id,
     pub status: Liveness,
     pub incarnation: u64,

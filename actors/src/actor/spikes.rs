@@ -13,6 +13,7 @@ use actix::prelude::*;
 
 use std::time::Duration;
 
+use crate::actor::anomaly::Samples;
 use crate::actor::policy::Decide;
 use crate::actor::region::{Acked, SpikesIn};
 use crate::actor::unix_ms;
@@ -60,6 +61,12 @@ pub struct SetIntake(pub Recipient<SpikesIn>);
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct SetPolicy(pub Recipient<Decide>);
+
+/// Where the node's anomaly detector is: this node's own metric spikes are handed to it
+/// (the region's come from the network driver).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetAnomaly(pub Recipient<Samples>);
 
 /// The node's links now; answers the sync report (for heartbeats and the API).
 #[derive(Debug, Message)]
@@ -111,6 +118,7 @@ pub struct SpikeActor {
     policy: Option<Recipient<Decide>>,
     /// Spikes not decided because the policy actor's mailbox was full.
     pub policy_full: u64,
+    anomaly: Option<Recipient<Samples>>,
     direct: outbox::DirectSender,
     /// Spikes read from the journal for replay and not sent yet, in order.
     read_ahead: VecDeque<Spike>,
@@ -160,6 +168,7 @@ impl SpikeActor {
             intake: None,
             policy: None,
             policy_full: 0,
+            anomaly: None,
             direct,
             read_ahead: VecDeque::new(),
             unused,
@@ -266,6 +275,21 @@ impl Handler<Observe> for SpikeActor {
                     );
                 }
             }
+            if let Some(anomaly) = &self.anomaly {
+                let metrics: Vec<Spike> = encoded
+                    .iter()
+                    .filter(|s| s.kind == Kind::Metric)
+                    .cloned()
+                    .collect();
+                if let Some(first) = metrics.first() {
+                    // Lost only when the detector is swamped: the metric's next sample (at the
+                    // latest after its longest silence) catches up.
+                    let _ = anomaly.try_send(Samples {
+                        from: first.origin.clone(),
+                        spikes: metrics,
+                    });
+                }
+            }
         }
         for spike in &encoded {
             if self.ring.len() == self.capacity {
@@ -304,6 +328,14 @@ impl Handler<SetPolicy> for SpikeActor {
 
     fn handle(&mut self, msg: SetPolicy, _: &mut Self::Context) {
         self.policy = Some(msg.0);
+    }
+}
+
+impl Handler<SetAnomaly> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAnomaly, _: &mut Self::Context) {
+        self.anomaly = Some(msg.0);
     }
 }
 

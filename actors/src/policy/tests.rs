@@ -109,6 +109,34 @@ fn defaults_come_from_the_file_then_the_built_ins() {
     assert_eq!(metric.rule.to_string(), "builtin#defaults.metric");
     let audit = p.evaluate(&spike(Kind::Audit, Change::Modified, "peer"));
     assert_eq!(audit.decision, Decision::Consult);
+    let anomaly = p.evaluate(&spike(Kind::Anomaly, Change::Added, "load.1m"));
+    assert_eq!(anomaly.decision, Decision::Violation);
+    assert_eq!(anomaly.rule.to_string(), "builtin#defaults.anomaly");
+    assert_eq!(anomaly.reason, "metric deviates from its role peers");
+}
+
+#[test]
+fn a_role_policy_may_decide_anomalies_otherwise() {
+    let p = policy(
+        "batch.toml",
+        "[defaults]\nanomaly = \"consult\"\n\n[[rules]]\nname = \"busy-cpus-are-normal\"\ndecision = \"approved\"\nkinds = [\"anomaly\"]\nsubjects = [\"cpu.*\"]\n",
+    );
+    let v = p.evaluate(&spike(Kind::Anomaly, Change::Added, "cpu.busy_pct"));
+    assert_eq!(v.decision, Decision::Approved);
+    assert_eq!(v.rule.to_string(), "batch.toml:4#busy-cpus-are-normal");
+    let v = p.evaluate(&spike(Kind::Anomaly, Change::Added, "load.1m"));
+    assert_eq!(v.decision, Decision::Consult);
+    assert_eq!(v.rule.to_string(), "batch.toml:2#defaults.anomaly");
+    // The shipped role policies leave anomalies to the built-in default.
+    for (file, text) in [
+        ("web.toml", WEB),
+        ("baseline.toml", BASELINE),
+        ("database.toml", DATABASE),
+    ] {
+        let p = policy(file, text);
+        let v = p.evaluate(&spike(Kind::Anomaly, Change::Added, "load.1m"));
+        assert_eq!(v.decision, Decision::Violation, "{file}");
+    }
 }
 
 #[test]
@@ -396,7 +424,11 @@ proptest! {
                 }
                 None => {
                     prop_assert_eq!(v.rule.file.as_ref(), "builtin");
-                    let want = if k == Kind::Metric { Decision::Approved } else { Decision::Consult };
+                    let want = match k {
+                        Kind::Metric => Decision::Approved,
+                        Kind::Anomaly => Decision::Violation,
+                        _ => Decision::Consult,
+                    };
                     prop_assert_eq!(v.decision, want);
                 }
             }
