@@ -343,6 +343,21 @@ async fn alerts(shared: web::Data<Shared>, q: web::Query<AlertQuery>) -> HttpRes
     }
 }
 
+/// A committed command in one line (an approval without its key and signature bytes).
+fn describe(c: &fleetmesh_actors::region::Command) -> String {
+    match c {
+        fleetmesh_actors::region::Command::Approve(a) => format!(
+            "Approve {{ id: {}, kind: {}, subject: {:?}, roles: {:?}, by: {:?} }}",
+            a.id(),
+            a.pattern.kind.as_str(),
+            a.pattern.subject,
+            a.pattern.roles,
+            a.by
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
 /// `GET /api/v1/detectors`: per-layer counters and verification times.
 /// `GET /api/v1/region`: the region's master, term, voters and authoritative state, as
 /// this node sees them.
@@ -417,7 +432,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
     let recent: Vec<serde_json::Value> = r
         .recent
         .iter()
-        .map(|c| serde_json::json!({"index": c.index, "term": c.term, "command": format!("{:?}", c.command)}))
+        .map(|c| serde_json::json!({"index": c.index, "term": c.term, "command": describe(&c.command)}))
         .collect();
     HttpResponse::Ok().json(serde_json::json!({
         "region": r.region,
