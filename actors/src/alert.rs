@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use book::{Batch, Book, Config, Entry, Outcome, Raised, SinkConfig, SinkStatus, Status};
 
+use crate::correlate::{FleetEvent, Verdict};
 use crate::node;
 use crate::policy::Decision;
 use crate::policy::judge::Record;
@@ -116,6 +117,77 @@ pub fn of_violation(node: &node::Info, record: &Record, spike: &Spike) -> Alert 
         term: None,
         subject: Some(record.subject.clone()),
         details,
+    }
+}
+
+/// The alert of a fleet event the region's master raised: one for all its servers.
+/// `servers` are their names; `master` is the raising node's name.
+pub fn of_fleet_event(
+    region: &str,
+    term: u64,
+    master: &str,
+    event: &FleetEvent,
+    servers: &[String],
+    now: u64,
+) -> Alert {
+    let (action, severity) = match event.verdict {
+        Verdict::Rollout => ("rollout", Severity::Info),
+        Verdict::Upgrade => ("upgrade", Severity::Low),
+        Verdict::SuspectedCoordinatedChange => ("suspected_coordinated_change", Severity::Critical),
+    };
+    Alert {
+        key: crate::fleet::fleet_key(region, event),
+        at_unix_ms: now,
+        severity,
+        category: "configuration".into(),
+        action: action.into(),
+        host: master.to_string(),
+        region: region.to_string(),
+        role: event.role.clone(),
+        rule: Some(format!("fleet:{action}")),
+        reason: format!(
+            "the same {} change of {} on {} {} servers within the window",
+            event.fingerprint.kind.as_str(),
+            event.fingerprint.subject,
+            servers.len(),
+            event.role
+        ),
+        decision: None,
+        term: Some(term),
+        subject: Some(event.fingerprint.subject.clone()),
+        details: BTreeMap::from([("servers".to_string(), servers.join(","))]),
+    }
+}
+
+/// The alert of a change the master held for correlation and nothing explained: on
+/// server `host` of `role`.
+pub fn of_unresolved(
+    region: &str,
+    term: Option<u64>,
+    host: &str,
+    role: &str,
+    spike: &Spike,
+    now: u64,
+) -> Alert {
+    Alert {
+        key: format!(
+            "unresolved|{host}|{}|{}",
+            spike.kind.as_str(),
+            spike.subject
+        ),
+        at_unix_ms: now,
+        severity: Severity::Medium,
+        category: category(spike.kind).to_string(),
+        action: "unresolved_change".into(),
+        host: host.to_string(),
+        region: region.to_string(),
+        role: role.to_string(),
+        rule: Some("fleet:held".into()),
+        reason: "no policy rule, learned pattern, rollout or upgrade explains this change".into(),
+        decision: Some(Decision::Consult.as_str().to_string()),
+        term,
+        subject: Some(spike.subject.clone()),
+        details: BTreeMap::from([("label".to_string(), spike.label.clone())]),
     }
 }
 

@@ -17,14 +17,14 @@ use serde::Serialize;
 
 use crate::actor::alert::Raise;
 use crate::actor::unix_ms;
-use crate::alert::Alert;
+use crate::alert::{self, Alert};
 use crate::correlate::{FleetEvent, Verdict};
 use crate::fleet::{
     self, Answer, Approval, Brain, Effect, Emergency, Pattern, Rejection, Via, View,
 };
 use crate::outbox;
 use crate::policy::Policy;
-use crate::spike::{Severity, Spike};
+use crate::spike::Spike;
 use crate::{node, wire};
 
 /// Signs bytes with the node key.
@@ -229,23 +229,14 @@ impl FleetActor {
                 Effect::Event { event, new } => self.event(event, new, now),
                 Effect::Unresolved(h) => {
                     let (name, _) = self.member(&h.origin);
-                    let alert = Alert {
-                        key: format!("unresolved|{name}|{}|{}", h.spike.kind.as_str(), h.spike.subject),
-                        at_unix_ms: now,
-                        severity: Severity::Medium,
-                        category: crate::alert::category(h.spike.kind).to_string(),
-                        action: "unresolved_change".into(),
-                        host: name,
-                        region: self.setview.view.region.clone(),
-                        role: h.role.clone(),
-                        rule: Some("fleet:held".into()),
-                        reason: "no policy rule, learned pattern, rollout or upgrade explains this change".into(),
-                        decision: Some("consult".into()),
-                        term: self.setview.leading,
-                        subject: Some(h.spike.subject.clone()),
-                        details: BTreeMap::from([("label".to_string(), h.spike.label.clone())]),
-                    };
-                    self.raise(alert);
+                    self.raise(alert::of_unresolved(
+                        &self.setview.view.region,
+                        self.setview.leading,
+                        &name,
+                        &h.role,
+                        &h.spike,
+                        now,
+                    ));
                 }
             }
         }
@@ -290,37 +281,17 @@ impl FleetActor {
         if !new {
             return;
         }
-        let (action, severity) = match event.verdict {
-            Verdict::Rollout => ("rollout", Severity::Info),
-            Verdict::Upgrade => ("upgrade", Severity::Low),
-            Verdict::SuspectedCoordinatedChange => {
-                ("suspected_coordinated_change", Severity::Critical)
-            }
-        };
         let names: Vec<String> = event.origins.keys().map(|p| self.member(p).0).collect();
-        tracing::warn!(verdict = action, subject = %event.fingerprint.subject, servers = names.len(), "fleet event");
-        self.raise(Alert {
-            key: key.clone(),
-            at_unix_ms: now,
-            severity,
-            category: "configuration".into(),
-            action: action.into(),
-            host: self.member(&self.own).0,
-            region: region.clone(),
-            role: event.role.clone(),
-            rule: Some(format!("fleet:{action}")),
-            reason: format!(
-                "the same {} change of {} on {} {} servers within the window",
-                event.fingerprint.kind.as_str(),
-                event.fingerprint.subject,
-                names.len(),
-                event.role
-            ),
-            decision: None,
-            term: Some(term),
-            subject: Some(event.fingerprint.subject.clone()),
-            details: BTreeMap::from([("servers".to_string(), names.join(","))]),
-        });
+        let a = alert::of_fleet_event(
+            &region,
+            term,
+            &self.member(&self.own).0,
+            &event,
+            &names,
+            now,
+        );
+        tracing::warn!(verdict = %a.action, subject = %event.fingerprint.subject, servers = names.len(), "fleet event");
+        self.raise(a);
         if event.verdict == Verdict::SuspectedCoordinatedChange {
             let e = Emergency {
                 region,

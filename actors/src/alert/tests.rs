@@ -422,3 +422,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_fleet_event_is_one_alert_keyed_by_the_event() {
+    use crate::correlate::{Fingerprint, FleetEvent, Verdict};
+    let event = FleetEvent {
+        fingerprint: Fingerprint {
+            kind: Kind::File,
+            subject: "/etc/app.conf".into(),
+            after: None,
+        },
+        role: "web".into(),
+        origins: [("a", "web"), ("b", "web")]
+            .iter()
+            .map(|(o, r)| (node::Id((*o).into()), (*r).to_string()))
+            .collect(),
+        first_unix_ms: 10,
+        last_unix_ms: 20,
+        verdict: Verdict::SuspectedCoordinatedChange,
+    };
+    let servers = ["w1".to_string(), "w2".to_string()];
+    let a = of_fleet_event("eu", 3, "m", &event, &servers, 30);
+    assert_eq!(a.key, crate::fleet::fleet_key("eu", &event));
+    assert_eq!(
+        (a.action.as_str(), a.severity),
+        ("suspected_coordinated_change", Severity::Critical)
+    );
+    assert_eq!(
+        (a.host.as_str(), a.term, a.category.as_str()),
+        ("m", Some(3), "configuration")
+    );
+    assert_eq!(a.details["servers"], "w1,w2");
+    let rollout = FleetEvent {
+        verdict: Verdict::Rollout,
+        ..event
+    };
+    let r = of_fleet_event("eu", 3, "m", &rollout, &servers, 30);
+    assert_eq!((r.action.as_str(), r.severity), ("rollout", Severity::Info));
+}
