@@ -381,10 +381,27 @@ pub fn load(sources: &Sources) -> Result<Resolved, Error> {
         }
         b = b.add_source(File::from(path.as_path()).format(FileFormat::Toml));
     }
+    // A list set to the empty string is the empty list (the list parser would read one
+    // empty item).
+    let list_key = |k: &str| {
+        let key = k
+            .trim_start_matches("FLEETMESH__")
+            .to_lowercase()
+            .replace("__", ".");
+        LIST_KEYS.contains(&key.as_str()).then_some(key)
+    };
+    let mut empty_lists = Vec::new();
     let env: config::Map<String, String> = sources
         .env
         .iter()
         .filter(|(k, _)| k.starts_with("FLEETMESH__"))
+        .filter(|(k, v)| match list_key(k) {
+            Some(key) if v.trim().is_empty() => {
+                empty_lists.push(key);
+                false
+            }
+            _ => true,
+        })
         .cloned()
         .collect();
     let mut environment = Environment::with_prefix("FLEETMESH")
@@ -397,6 +414,11 @@ pub fn load(sources: &Sources) -> Result<Resolved, Error> {
         environment = environment.with_list_parse_key(key);
     }
     b = b.add_source(environment);
+    for key in empty_lists {
+        b = b
+            .set_override(key.as_str(), Vec::<String>::new())
+            .map_err(config_error)?;
+    }
     for (key, value) in &sources.overrides {
         b = match value {
             OverrideValue::Str(s) => b.set_override(key.as_str(), s.as_str()),
@@ -1134,6 +1156,24 @@ mod tests {
         let s = load(&src).expect("loads");
         assert_eq!(s.raw.node.region, "ap", "flags beat the environment");
         assert_eq!(s.raw.heartbeat.interval_ms, 200);
+    }
+
+    #[test]
+    fn an_empty_list_in_the_environment_is_the_empty_list() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "[region]\nvoters = [\"a\", \"b\"]\n").expect("write");
+        let src = Sources {
+            file: Some(file),
+            env: env(&[
+                ("FLEETMESH__REGION__VOTERS", ""),
+                ("FLEETMESH__NET__BOOTSTRAP", " "),
+            ]),
+            overrides: vec![],
+        };
+        let s = load(&src).expect("loads");
+        assert!(s.raw.region.voters.is_empty(), "{:?}", s.raw.region.voters);
+        assert!(s.bootstrap.is_empty());
     }
 
     #[test]
