@@ -159,37 +159,5 @@ pub fn of_fleet_event(
     }
 }
 
-/// The alert of a change the master held for correlation and nothing explained: on
-/// server `host` of `role`.
-pub fn of_unresolved(
-    region: &str,
-    term: Option<u64>,
-    host: &str,
-    role: &str,
-    spike: &Spike,
-    now: u64,
-) -> Alert {
-    Alert {
-        key: format!(
-            "unresolved|{host}|{}|{}",
-            spike.kind.as_str(),
-            spike.subject
-        ),
-        at_unix_ms: now,
-        severity: Severity::Medium,
-        category: category(spike.kind).to_string(),
-        action: "unresolved_change".into(),
-        host: host.to_string(),
-        region: region.to_string(),
-        role: role.to_string(),
-        rule: Some("fleet:held".into()),
-        reason: "no policy rule, learned pattern, rollout or upgrade explains this change".into(),
-        decision: Some(Decision::Consult.as_str().to_string()),
-        term,
-        subject: Some(spike.subject.clone()),
-        details: BTreeMap::from([("label".to_string(), spike.label.clone())]),
-    }
-}
-
 #[cfg(test)]
 mod tests;

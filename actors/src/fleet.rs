@@ -10,8 +10,9 @@
 //! - [`Brain`] (the master): judges the region's spikes with each origin's role policy,
 //!   learns what policy approves (users, groups, listeners), feeds the correlation window
 //!   ([`crate::correlate`]), marks servers running their package manager as upgrading,
-//!   answers consultations, and holds unresolved changes for the length of the window so
-//!   that a coordinated change becomes one fleet event instead of one alert per server.
+//!   and answers consultations. A change nothing explains yet is answered `held`: the
+//!   server asks again when the window is over, so that a coordinated change becomes one
+//!   fleet event instead of one alert per server.
 //!
 //! Signing and signature checks need the node's key: the runtime does them (the bytes to
 //! sign are [`Approval::signed_bytes`]); nothing here reads clocks or does I/O.
@@ -361,10 +362,16 @@ pub struct Answer {
     pub decision: Decision,
     pub rule: String,
     pub reason: String,
-    /// Not known yet: the master holds the change for the correlation window and raises
-    /// an alert itself if no fleet event or approval explains it by then.
+    /// Not known yet: the change may be part of a coordinated change still gathering.
+    /// The node asks again (`recheck`) after `recheck_after_ms`, when the window is over;
+    /// what nothing explains then is `fleet:unresolved`, a violation.
     pub held: bool,
+    #[serde(default)]
+    pub recheck_after_ms: Option<u64>,
 }
+
+/// The rule of a change that nothing the fleet knows explained within the window.
+pub const UNRESOLVED: &str = "fleet:unresolved";
 
 /// Settings of the master's brain.
 #[derive(Debug, Clone)]
@@ -421,19 +428,6 @@ impl Default for Config {
     }
 }
 
-/// An origin's change the master could not explain, held for the window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Held {
-    pub origin: node::Id,
-    pub role: String,
-    pub spike: Spike,
-    pub at: u64,
-}
-
-/// Distinct changes held for correlation at most; beyond, unexplained changes are
-/// violations at once.
-const MAX_HELD: usize = 100_000;
-
 /// What the brain asks its actor to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -441,8 +435,6 @@ pub enum Effect {
     Learn { pattern: Pattern, by: String },
     /// A fleet event was raised (`new`) or grew by a server.
     Event { event: FleetEvent, new: bool },
-    /// A held change that no fleet event or approval explained within the window.
-    Unresolved(Held),
 }
 
 /// The master's view of its region.
@@ -454,9 +446,9 @@ pub struct Brain {
     window: correlate::Window,
     /// Origin → upgrading until.
     upgrading: HashMap<node::Id, u64>,
-    /// Fingerprint → raised event's verdict, until the window ends.
+    /// Fingerprint → raised event's verdict, kept two windows (a server asking again at
+    /// the end of its window still learns the event covered it).
     raised: HashMap<Fingerprint, (EventVerdict, u64)>,
-    held: HashMap<Fingerprint, Vec<Held>>,
     /// Patterns asked to be learned (not asked twice).
     asked: BTreeSet<String>,
     learned_this_minute: (u64, usize),
@@ -471,7 +463,6 @@ impl Brain {
             knowledge: Knowledge::default(),
             upgrading: HashMap::new(),
             raised: HashMap::new(),
-            held: HashMap::new(),
             asked: BTreeSet::new(),
             learned_this_minute: (0, 0),
         }
@@ -546,7 +537,8 @@ impl Brain {
 
     /// One spike of the region, taken in once and in order, from a server of `role`.
     pub fn intake(&mut self, spike: &Spike, role: &str, now: u64) -> Vec<Effect> {
-        let mut out = self.expire(now);
+        self.expire(now);
+        let mut out = Vec::new();
         if self.marks_upgrade(spike) {
             self.upgrading
                 .insert(spike.origin.clone(), now + self.config.upgrade_ms);
@@ -583,7 +575,7 @@ impl Brain {
                 Outcome::Raised(event) => {
                     self.raised.insert(
                         event.fingerprint.clone(),
-                        (event.verdict, now + self.config.correlation.window_ms),
+                        (event.verdict, now + 2 * self.config.correlation.window_ms),
                     );
                     out.push(Effect::Event { event, new: true });
                 }
@@ -593,7 +585,13 @@ impl Brain {
         out
     }
 
-    /// A consultation about `spike` from a server of `role`.
+    /// A consultation about `spike` from a server of `role`; `recheck`: the server asks
+    /// again at the end of the window it was told to wait.
+    ///
+    /// Nothing is kept per consultation: a change that nothing explains is answered
+    /// `held`, and the server itself asks again when the window is over. So a master
+    /// that fails over loses nothing: its successor answers the recheck from what it knows
+    /// (the log's learned patterns; fleet events it saw itself), else `fleet:unresolved`.
     pub fn consult(
         &mut self,
         spike: &Spike,
@@ -601,6 +599,7 @@ impl Brain {
         region: &str,
         term: u64,
         now: u64,
+        recheck: bool,
     ) -> Answer {
         let policy = self.policy_version(role);
         let answer = |decision, rule: String, reason: String, held| Answer {
@@ -611,6 +610,7 @@ impl Brain {
             rule,
             reason,
             held,
+            recheck_after_ms: None,
         };
         if let Some(l) = self.knowledge.matching(role, spike) {
             return answer(
@@ -663,83 +663,36 @@ impl Brain {
                 return answer(v.decision, v.rule.to_string(), v.reason.to_string(), false);
             }
         }
-        if self.held.len() >= MAX_HELD && !self.held.contains_key(&fp) {
+        if recheck {
             return answer(
                 Decision::Violation,
-                "master:held_full".into(),
-                format!("more than {MAX_HELD} distinct changes already held for correlation"),
+                UNRESOLVED.into(),
+                "no policy rule, learned pattern, rollout or upgrade explained it within the window"
+                    .into(),
                 false,
             );
         }
-        let held = self.held.entry(fp).or_default();
-        if !held.iter().any(|h| h.origin == spike.origin) {
-            held.push(Held {
-                origin: spike.origin.clone(),
-                role: role.to_string(),
-                spike: spike.clone(),
-                at: now,
-            });
+        Answer {
+            recheck_after_ms: Some(self.config.correlation.window_ms),
+            ..answer(
+                Decision::Consult,
+                "fleet:held".into(),
+                "nothing the fleet knows explains it yet: asked again when the window is over"
+                    .into(),
+                true,
+            )
         }
-        answer(
-            Decision::Consult,
-            "fleet:held".into(),
-            "nothing the fleet knows explains it yet: held for correlation".into(),
-            true,
-        )
     }
 
-    /// Releases held changes whose window passed: those a fleet event covered or that
-    /// were approved since are dropped, the rest are unresolved.
-    pub fn expire(&mut self, now: u64) -> Vec<Effect> {
-        let window = self.config.correlation.window_ms;
+    /// Forgets what has aged out: closed correlation groups, old events, upgrades.
+    pub fn expire(&mut self, now: u64) {
         self.window.expire(now);
         self.upgrading.retain(|_, until| *until > now);
-        let mut out = Vec::new();
-        let due: Vec<Fingerprint> = self
-            .held
-            .iter()
-            .filter(|(_, hs)| hs.iter().all(|h| now.saturating_sub(h.at) >= window))
-            .map(|(fp, _)| fp.clone())
-            .collect();
-        for fp in due {
-            let Some(hs) = self.held.remove(&fp) else {
-                continue;
-            };
-            if self.raised.contains_key(&fp) {
-                continue;
-            }
-            for h in hs {
-                if self.knowledge.matching(&h.role, &h.spike).is_none() {
-                    out.push(Effect::Unresolved(h));
-                }
-            }
-        }
-        // After the held changes: an event raised in their window covers them even when
-        // this runs late.
         self.raised.retain(|_, (_, until)| *until > now);
-        out
-    }
-
-    /// Marks `fp` as covered by a fleet event (used when a held group is raised late).
-    pub fn covered(&self, fp: &Fingerprint) -> bool {
-        self.raised.contains_key(fp)
-    }
-
-    /// The earliest time [`Brain::expire`] has something to do.
-    pub fn next_expiry(&self) -> Option<u64> {
-        let window = self.config.correlation.window_ms;
-        self.held
-            .values()
-            .flat_map(|hs| hs.iter().map(|h| h.at + window))
-            .min()
     }
 
     pub fn open_groups(&self) -> usize {
         self.window.open()
-    }
-
-    pub fn held(&self) -> usize {
-        self.held.values().map(Vec::len).sum()
     }
 }
 

@@ -102,6 +102,10 @@ pub enum Request {
         region: String,
         role: String,
         spike: Box<spike::Spike>,
+        /// Asked again at the end of the window the master said to wait
+        /// ([`fleet::Answer::recheck_after_ms`]).
+        #[serde(default)]
+        recheck: bool,
     },
 }
 

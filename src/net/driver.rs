@@ -596,6 +596,7 @@ impl Driver {
         region: String,
         role: String,
         spike: fleetmesh_actors::spike::Spike,
+        recheck: bool,
     ) {
         let Some(links) = self
             .fleet_links
@@ -613,6 +614,7 @@ impl Driver {
             from: id(&peer),
             role,
             spike,
+            recheck,
         });
         self.respond_later(channel, async move {
             match request.await {
@@ -696,8 +698,9 @@ impl Driver {
                             region,
                             role,
                             spike,
+                            recheck,
                         } => {
-                            self.on_consult(peer, channel, region, role, *spike);
+                            self.on_consult(peer, channel, region, role, *spike, recheck);
                             return;
                         }
                     };

@@ -80,6 +80,8 @@ pub struct ConsultIn {
     pub from: node::Id,
     pub role: String,
     pub spike: Spike,
+    /// Asked again at the end of the window the master said to wait.
+    pub recheck: bool,
 }
 
 /// An operator approves a pattern (API); only the master takes it.
@@ -122,7 +124,6 @@ pub struct Seen {
 pub struct Snapshot {
     pub leading: Option<u64>,
     pub open_groups: usize,
-    pub held: usize,
     pub events: Vec<Seen>,
     pub emergencies_rejected: u64,
     pub consultations: u64,
@@ -227,17 +228,6 @@ impl FleetActor {
                     }
                 }
                 Effect::Event { event, new } => self.event(event, new, now),
-                Effect::Unresolved(h) => {
-                    let (name, _) = self.member(&h.origin);
-                    self.raise(alert::of_unresolved(
-                        &self.setview.view.region,
-                        self.setview.leading,
-                        &name,
-                        &h.role,
-                        &h.spike,
-                        now,
-                    ));
-                }
             }
         }
     }
@@ -321,11 +311,7 @@ impl Actor for FleetActor {
         ctx.set_mailbox_capacity(16_384);
         self.reload();
         ctx.run_interval(self.reload, |act, _| act.reload());
-        ctx.run_interval(Duration::from_millis(500), |act, _| {
-            let now = unix_ms();
-            let out = act.brain.expire(now);
-            act.effects(out, now);
-        });
+        ctx.run_interval(Duration::from_secs(1), |act, _| act.brain.expire(unix_ms()));
     }
 }
 
@@ -390,9 +376,14 @@ impl Handler<ConsultIn> for FleetActor {
         }
         self.consultations += 1;
         let now = unix_ms();
-        Ok(self
-            .brain
-            .consult(&msg.spike, &msg.role, &self.setview.view.region, term, now))
+        Ok(self.brain.consult(
+            &msg.spike,
+            &msg.role,
+            &self.setview.view.region,
+            term,
+            now,
+            msg.recheck,
+        ))
     }
 }
 
@@ -474,7 +465,6 @@ impl Handler<GetFleet> for FleetActor {
         MessageResult(Snapshot {
             leading: self.setview.leading,
             open_groups: self.brain.open_groups(),
-            held: self.brain.held(),
             events: self.events.iter().cloned().collect(),
             emergencies_rejected: self.emergencies_rejected,
             consultations: self.consultations,

@@ -111,10 +111,13 @@ pub struct PolicyActor {
     view: View,
     leading: Option<u64>,
     consulting: Option<Consulting>,
-    /// Consultations under way: spike seq → (asked at, the spike).
-    pending: HashMap<u64, (Instant, Spike)>,
-    /// Consultations waiting for room (at most [`IN_FLIGHT`] are under way).
-    waiting: VecDeque<Spike>,
+    /// Consultations under way: spike seq → (asked at, the spike, a recheck).
+    pending: HashMap<u64, (Instant, Spike, bool)>,
+    /// Consultations waiting for room (at most [`IN_FLIGHT`] are under way), and whether
+    /// each is a recheck.
+    waiting: VecDeque<(Spike, bool)>,
+    /// Held changes to ask about again when their window is over.
+    rechecks: Vec<(Instant, Spike)>,
     alerts: Option<SetAlerts>,
 }
 
@@ -140,6 +143,7 @@ impl PolicyActor {
             consulting: None,
             pending: HashMap::new(),
             waiting: VecDeque::new(),
+            rechecks: Vec::new(),
             alerts: None,
         }
     }
@@ -156,23 +160,24 @@ impl PolicyActor {
             self.autonomous(spike, "too many consultations waiting", 0);
             return;
         }
-        self.waiting.push_back(spike.clone());
+        self.waiting.push_back((spike.clone(), false));
         self.pump(ctx);
     }
 
     /// Sends waiting consultations while there is room.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while self.pending.len() < IN_FLIGHT {
-            let Some(spike) = self.waiting.pop_front() else {
+            let Some((spike, recheck)) = self.waiting.pop_front() else {
                 return;
             };
-            self.ask(&spike, ctx);
+            self.ask(&spike, recheck, ctx);
         }
     }
 
     /// Asks the region's master about `spike` (or decides autonomously when none is known).
-    fn ask(&mut self, spike: &Spike, ctx: &mut Context<Self>) {
+    fn ask(&mut self, spike: &Spike, recheck: bool, ctx: &mut Context<Self>) {
         let Some(c) = self.consulting.clone() else {
+            self.autonomous(spike, "consultation is not set up", 0);
             return;
         };
         let seq = spike.seq;
@@ -180,12 +185,14 @@ impl PolicyActor {
             self.autonomous(spike, "no master known for the region", 0);
             return;
         };
-        self.pending.insert(seq, (Instant::now(), spike.clone()));
+        self.pending
+            .insert(seq, (Instant::now(), spike.clone(), recheck));
         if master == c.own {
             let ask = c.local.send(ConsultIn {
                 from: c.own.clone(),
                 role: c.role.clone(),
                 spike: spike.clone(),
+                recheck,
             });
             ctx.spawn(ask.into_actor(self).map(move |res, act, ctx| {
                 let answer = res.unwrap_or_else(|e| Err(format!("fleet actor unavailable: {e}")));
@@ -198,6 +205,7 @@ impl PolicyActor {
             region: self.view.region.clone(),
             role: c.role.clone(),
             spike: Box::new(spike.clone()),
+            recheck,
         };
         if c.direct
             .try_send(Direct {
@@ -212,7 +220,7 @@ impl PolicyActor {
     }
 
     fn answered(&mut self, seq: u64, answer: Result<Answer, String>) {
-        let Some((asked, spike)) = self.pending.remove(&seq) else {
+        let Some((asked, spike, recheck)) = self.pending.remove(&seq) else {
             return;
         };
         let latency_us = asked.elapsed().as_micros() as u64;
@@ -220,6 +228,10 @@ impl PolicyActor {
             Ok(a) => {
                 let (decision, rule, reason, term) =
                     (a.decision, a.rule.clone(), a.reason.clone(), a.term);
+                if let (true, Some(after), false) = (a.held, a.recheck_after_ms, recheck) {
+                    self.rechecks
+                        .push((Instant::now() + Duration::from_millis(after), spike.clone()));
+                }
                 self.judge.settle(
                     seq,
                     Settled {
@@ -235,7 +247,9 @@ impl PolicyActor {
                     },
                 );
                 // A fleet event's own alert stands for every server in it.
-                if decision == Decision::Violation && !rule.starts_with("fleet:") {
+                if decision == Decision::Violation
+                    && (!rule.starts_with("fleet:") || rule == crate::fleet::UNRESOLVED)
+                {
                     tracing::warn!(seq, %rule, %reason, term, "violation (by the region's master)");
                     self.settled_alert(&spike, rule, reason, Some(term));
                 }
@@ -251,6 +265,9 @@ impl PolicyActor {
         };
         let mut alert = crate::alert::of_violation(&a.node, record, spike);
         alert.term = term;
+        if record.rule == crate::fleet::UNRESOLVED {
+            alert.action = "unresolved_change".into();
+        }
         if let Err(e) = a.to.try_send(Raise(alert)) {
             tracing::error!(seq = record.seq, error = %e, "alert not raised: the alert actor is full or gone");
         }
@@ -316,13 +333,22 @@ impl PolicyActor {
         let late: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, (t, _))| t.elapsed() >= timeout)
+            .filter(|(_, (t, ..))| t.elapsed() >= timeout)
             .map(|(s, _)| *s)
             .collect();
         for seq in late {
-            if let Some((_, spike)) = self.pending.remove(&seq) {
+            if let Some((_, spike, _)) = self.pending.remove(&seq) {
                 self.autonomous(&spike, "timed out", timeout.as_micros() as u64);
             }
+        }
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rechecks)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.rechecks = later;
+        // Rechecks go first: they have waited a whole window already.
+        for (_, spike) in due.into_iter().rev() {
+            self.waiting.push_front((spike, true));
         }
         self.pump(ctx);
     }
@@ -544,7 +570,13 @@ mod tests {
         let me = node::Id("me".into());
         let (gossip, _gossip_rx) = tokio::sync::mpsc::channel(16);
         let fleet = FleetActor::new(
-            Config::default(),
+            Config {
+                correlation: crate::correlate::Config {
+                    window_ms: 300,
+                    ..crate::correlate::Config::default()
+                },
+                ..Config::default()
+            },
             Box::new(std::collections::BTreeMap::new),
             Duration::from_secs(60),
             me.clone(),
@@ -605,6 +637,19 @@ mod tests {
             "{s:?}"
         );
         assert_eq!(s.region.as_deref(), Some("eu"));
+        // Asked again when the window is over: nothing explained it.
+        let mut s = settled(&addr, 2).await;
+        for _ in 0..200 {
+            if !s.held {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s = settled(&addr, 2).await;
+        }
+        assert_eq!(
+            (s.decision, s.rule.as_str(), s.by.as_str()),
+            (Decision::Violation, crate::fleet::UNRESOLVED, "master")
+        );
 
         // Another master that never answers: asked over the network, then timed out.
         let other = SetView {
@@ -642,6 +687,7 @@ mod tests {
             rule: "learned:ab".into(),
             reason: "approved for web".into(),
             held: false,
+            recheck_after_ms: None,
         };
         addr.send(ConsultAnswered {
             seq: 4,

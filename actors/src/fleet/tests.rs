@@ -177,9 +177,10 @@ fn a_change_on_many_servers_is_one_event_and_held_changes_are_covered() {
     for (i, w) in ["w1", "w2", "w3", "w4"].iter().enumerate() {
         let s = file(w, "/srv/app.conf", 7);
         let now = 1_000 + i as u64 * 100;
-        let a = b.consult(&s, "web", "eu", 2, now);
+        let a = b.consult(&s, "web", "eu", 2, now, false);
         if i < 3 {
             assert!(a.held && a.decision == Decision::Consult, "{a:?}");
+            assert_eq!(a.recheck_after_ms, Some(30_000));
         }
         events.extend(b.intake(&s, "web", now));
     }
@@ -194,29 +195,71 @@ fn a_change_on_many_servers_is_one_event_and_held_changes_are_covered() {
     assert_eq!(raised[0].verdict, EventVerdict::SuspectedCoordinatedChange);
     assert_eq!(raised[0].origins.len(), 4);
     // A fifth server asking now gets the event's verdict.
-    let a = b.consult(&file("w5", "/srv/app.conf", 7), "web", "eu", 2, 2_000);
+    let a = b.consult(
+        &file("w5", "/srv/app.conf", 7),
+        "web",
+        "eu",
+        2,
+        2_000,
+        false,
+    );
     assert_eq!(
         (a.decision, a.rule.as_str()),
         (Decision::Violation, "fleet:suspected_coordinated_change")
     );
-    // The held changes are covered by the event: nothing unresolved after the window.
-    assert!(b.expire(40_000).is_empty());
-    assert_eq!(b.held(), 0);
+    // The held servers asking again when their window is over: covered by the event.
+    let a = b.consult(
+        &file("w1", "/srv/app.conf", 7),
+        "web",
+        "eu",
+        2,
+        31_100,
+        true,
+    );
+    assert_eq!(
+        (a.decision, a.rule.as_str(), a.held),
+        (
+            Decision::Violation,
+            "fleet:suspected_coordinated_change",
+            false
+        )
+    );
 }
 
 #[test]
 fn an_unexplained_change_on_one_server_is_unresolved_after_the_window() {
     let mut b = brain();
     let s = file("w1", "/srv/other.conf", 3);
-    assert!(b.consult(&s, "web", "eu", 2, 1_000).held);
+    assert!(b.consult(&s, "web", "eu", 2, 1_000, false).held);
     assert!(b.intake(&s, "web", 1_000).is_empty());
-    assert_eq!(b.next_expiry(), Some(31_000));
-    assert!(b.expire(30_999).is_empty());
-    let out = b.expire(31_000);
-    assert!(
-        matches!(&out[..], [Effect::Unresolved(h)] if h.origin.0 == "w1"),
-        "{out:?}"
+    b.expire(31_000);
+    let a = b.consult(&s, "web", "eu", 2, 31_000, true);
+    assert_eq!(
+        (a.decision, a.rule.as_str(), a.held),
+        (Decision::Violation, UNRESOLVED, false)
     );
+    // A master that knows nothing (a successor after failover) says the same.
+    let mut fresh = brain();
+    let a = fresh.consult(&s, "web", "eu", 3, 31_000, true);
+    assert_eq!(
+        (a.decision, a.rule.as_str()),
+        (Decision::Violation, UNRESOLVED)
+    );
+    // Approved meanwhile: the recheck is approved.
+    let mut learned = brain();
+    learned.learned(
+        Approval::new(
+            Pattern::of(&s, "web"),
+            "eu",
+            2,
+            node::Id("m".into()),
+            "operator x".into(),
+            5,
+        ),
+        5,
+    );
+    let a = learned.consult(&s, "web", "eu", 2, 31_000, true);
+    assert_eq!(a.decision, Decision::Approved, "{a:?}");
 }
 
 #[test]
@@ -241,7 +284,14 @@ fn approved_rollouts_and_package_upgrades_are_not_suspected() {
     }
     assert_eq!(verdicts, [EventVerdict::Rollout, EventVerdict::Upgrade]);
     // Upgrading servers' own consultations are approved.
-    let a = b.consult(&file("w1", "/usr/lib/other.so", 3), "web", "eu", 2, 2_000);
+    let a = b.consult(
+        &file("w1", "/usr/lib/other.so", 3),
+        "web",
+        "eu",
+        2,
+        2_000,
+        false,
+    );
     assert_eq!(
         (a.decision, a.rule.as_str()),
         (Decision::Approved, "fleet:upgrade")
