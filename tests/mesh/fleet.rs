@@ -342,6 +342,32 @@ async fn reference_scenario() {
     // Forged approvals from an ordinary node of the mesh are refused everywhere.
     forge(&web[2].0, &master, &all).await;
 
+    // An operator's approval at the master: in force on every web server.
+    let resp = reqwest::Client::new()
+        .post(master_node.url("/api/v1/patterns/approve"))
+        .json(&serde_json::json!({"roles": ["web"], "kind": "user", "change": "added", "subject": "release-bot", "by": "alice"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["approval"]["by"], "operator alice", "{body}");
+    for (n, _) in &web {
+        eventually(
+            &format!("{} holds the operator's approval", n.name),
+            CONVERGE,
+            || async {
+                let p = learned(n).await;
+                if learned_subjects(&p).contains(&"release-bot".to_string()) {
+                    Ok(())
+                } else {
+                    Err(format!("{p}"))
+                }
+            },
+        )
+        .await;
+    }
+
     // An operator's approval at a non-master is refused, naming the master.
     let other = all
         .iter()

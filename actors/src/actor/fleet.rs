@@ -388,9 +388,28 @@ impl Handler<ConsultIn> for FleetActor {
 }
 
 impl Handler<Approve> for FleetActor {
-    type Result = Result<Approval, String>;
+    type Result = ResponseFuture<Result<Approval, String>>;
 
     fn handle(&mut self, msg: Approve, _: &mut Self::Context) -> Self::Result {
+        let checked = self.approval(msg);
+        let region = self.region.clone();
+        Box::pin(async move {
+            let a = checked?;
+            let Some(r) = region else {
+                return Err("this node takes no part in its region's consensus".to_string());
+            };
+            // The region actor refuses when this node no longer leads: say so, not 200.
+            r.send(ProposeApproval(a.clone()))
+                .await
+                .map_err(|e| format!("region actor unavailable: {e}"))??;
+            Ok(a)
+        })
+    }
+}
+
+impl FleetActor {
+    /// An operator's approval, signed, if this node leads its region.
+    fn approval(&self, msg: Approve) -> Result<Approval, String> {
         let Some(term) = self.setview.leading else {
             let master = self.setview.view.master.as_ref().map_or_else(
                 || "none known".to_string(),
@@ -412,15 +431,7 @@ impl Handler<Approve> for FleetActor {
             msg.by,
             unix_ms(),
         );
-        let a = self.sign(a);
-        match &self.region {
-            Some(r) => {
-                r.try_send(ProposeApproval(a.clone()))
-                    .map_err(|e| format!("region actor unavailable: {e}"))?;
-                Ok(a)
-            }
-            None => Err("this node takes no part in its region's consensus".into()),
-        }
+        Ok(self.sign(a))
     }
 }
 
