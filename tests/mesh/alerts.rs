@@ -4,7 +4,6 @@
 //! `GET /api/v1/alerts`. A sink that is down at first gets the queued alert once it is up;
 //! one that never comes up blocks nothing; a repeat is counted, not sent again.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,11 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{Node, Spec, get, metric, wait_for};
+use crate::policy::{add_users, policies};
 
 /// Bound on every wait of this test.
 const WAIT: Duration = Duration::from_secs(30);
-
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n";
 
 /// One request as the receiver saw it, and the status it answered.
 #[derive(Debug, Clone)]
@@ -153,26 +151,6 @@ async fn answer(
     conn.shutdown().await
 }
 
-fn policies(tmp: &Path) -> PathBuf {
-    let dir = tmp.join("policy");
-    std::fs::create_dir_all(&dir).expect("policy dir");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy");
-    std::fs::copy(shipped.join("baseline.toml"), dir.join("baseline.toml")).expect("copy");
-    dir
-}
-
-fn write_users(etc: &Path, names: &[&str]) {
-    let mut text = PASSWD.to_string();
-    for (i, n) in names.iter().enumerate() {
-        text.push_str(&format!(
-            "{n}:x:{}:{}::/home/{n}:/bin/sh\n",
-            2000 + i,
-            2000 + i
-        ));
-    }
-    std::fs::write(etc.join("passwd"), text).expect("passwd");
-}
-
 async fn alerts(node: &Node) -> Value {
     get(&node.url("/api/v1/alerts?since=0&limit=50")).await
 }
@@ -235,7 +213,7 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
     let data = tmp.path().join("b1");
     let etc = data.join("root/etc");
     std::fs::create_dir_all(&etc).expect("etc");
-    write_users(&etc, &[]);
+    add_users(&etc, &[]);
     let mut spec = Spec::new("alerts-b1", "alerts");
     spec.role = "baseline".into();
     spec.dir = Some(data);
@@ -256,7 +234,7 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
     let node = Node::start(spec);
     assert!(jsonl.is_file(), "the jsonl sink's file is created at start");
 
-    write_users(&etc, &["deploy"]);
+    add_users(&etc, &["deploy"]);
 
     // The webhook.
     let hooked = wait_for("the alert at the webhook", WAIT, || async {
@@ -441,7 +419,7 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
     assert_eq!(sink(&view, "late")["failures_in_a_row"], 0);
 
     // The same user removed and added again: the same key, counted, not sent again.
-    write_users(&etc, &[]);
+    add_users(&etc, &[]);
     wait_for("the removal decided", WAIT, || async {
         let list: Vec<Value> = get(&node.url("/api/v1/decisions?limit=10000")).await;
         list.iter()
@@ -450,7 +428,7 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
             .ok_or_else(|| "not yet".to_string())
     })
     .await;
-    write_users(&etc, &["deploy"]);
+    add_users(&etc, &["deploy"]);
     let view = wait_for("the repeat counted", WAIT, || async {
         let v = alerts(&node).await;
         if v["alerts"][0]["count"] == 2 {

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::harness::{CONVERGE, Node, Spec, eventually, get, wait_for};
-use crate::policy::{GROUP, PASSWD, add_users, policies};
+use crate::policy::{GROUP, PASSWD, add_users, decision_where, policies};
 
 const VOTERS: [&str; 3] = ["w0", "w1", "w2"];
 const WINDOW_S: u64 = 8;
@@ -81,16 +81,9 @@ async fn master_of(nodes: &[&Node]) -> String {
 
 /// `node`'s decision on the addition of user `name` (settled if it was a consultation).
 async fn decision_on(node: &Node, kind: &str, subject: &str) -> Value {
-    wait_for(
-        &format!("{}: a decision on {kind} {subject}", node.name),
-        CONVERGE,
-        || async {
-            let list: Vec<Value> = get(&node.url("/api/v1/decisions?limit=10000")).await;
-            list.into_iter()
-                .find(|d| d["kind"] == kind && d["subject"] == subject)
-                .ok_or_else(|| "not yet".to_string())
-        },
-    )
+    decision_where(node, &format!("{kind} {subject}"), |d| {
+        d["kind"] == kind && d["subject"] == subject
+    })
     .await
 }
 

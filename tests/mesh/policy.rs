@@ -55,13 +55,25 @@ pub fn add_users(etc: &Path, names: &[&str]) {
     std::fs::write(etc.join("passwd"), text).expect("passwd");
 }
 
+/// `node`'s first decision that `pick` selects (`what` names it), once made.
+pub async fn decision_where(node: &Node, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    wait_for(
+        &format!("{}: a decision on {what}", node.name),
+        CONVERGE,
+        || async {
+            let list: Vec<Value> = get(&node.url("/api/v1/decisions?limit=10000")).await;
+            list.into_iter()
+                .find(|d| pick(d))
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await
+}
+
 /// The node's decision about the addition of user `name`, once made.
 async fn decision_on(node: &Node, name: &str) -> Value {
-    wait_for(&format!("a decision on user {name}"), CONVERGE, || async {
-        let list: Vec<Value> = get(&node.url("/api/v1/decisions?limit=10000")).await;
-        list.into_iter()
-            .find(|d| d["kind"] == "user" && d["change"] == "added" && d["subject"] == name)
-            .ok_or_else(|| "not yet".to_string())
+    decision_where(node, &format!("user {name}"), |d| {
+        d["kind"] == "user" && d["change"] == "added" && d["subject"] == name
     })
     .await
 }
