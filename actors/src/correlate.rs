@@ -213,18 +213,10 @@ mod tests {
 
     fn spike(origin: &str, subject: &str, digest: u8) -> Spike {
         Spike {
-            origin: node::Id(origin.into()),
-            seq: 1,
-            at_unix_ms: 0,
-            kind: Kind::File,
-            change: Change::Modified,
-            subject: subject.into(),
-            before: None,
             after: Some(Digest([digest; 32])),
             severity: Severity::High,
-            layers: vec![],
             label: "file_modified".into(),
-            fields: BTreeMap::new(),
+            ..Spike::bare(origin, 1, Kind::File, Change::Modified, subject)
         }
     }
 

@@ -96,24 +96,20 @@ pub fn scan(bytes: &[u8]) -> Scanned {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node;
-    use crate::spike::{Change, Kind, Severity};
+    use crate::spike::{Change, Kind};
     use proptest::prelude::*;
 
     fn spike(seq: u64) -> Spike {
         Spike {
-            origin: node::Id("origin".into()),
-            seq,
             at_unix_ms: 1_700_000_000_000 + seq,
-            kind: Kind::File,
-            change: Change::Modified,
-            subject: format!("/etc/f{seq}"),
-            before: None,
-            after: None,
-            severity: Severity::Info,
-            layers: vec![],
             label: "file_modified".into(),
-            fields: Default::default(),
+            ..Spike::bare(
+                "origin",
+                seq,
+                Kind::File,
+                Change::Modified,
+                &format!("/etc/f{seq}"),
+            )
         }
     }
 

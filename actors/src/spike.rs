@@ -262,6 +262,28 @@ pub struct Spike {
 }
 
 #[cfg(test)]
+impl Spike {
+    /// A spike for tests: no digests, fields, layers or label, severity info, time 0;
+    /// tests set what they need with struct update syntax.
+    pub(crate) fn bare(origin: &str, seq: u64, kind: Kind, change: Change, subject: &str) -> Spike {
+        Spike {
+            origin: node::Id(origin.into()),
+            seq,
+            at_unix_ms: 0,
+            kind,
+            change,
+            subject: subject.into(),
+            before: None,
+            after: None,
+            severity: Severity::Info,
+            layers: Vec::new(),
+            label: String::new(),
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

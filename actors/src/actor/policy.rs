@@ -526,24 +526,11 @@ impl Handler<GetPolicy> for PolicyActor {
 mod tests {
     use super::*;
     use crate::node;
-    use crate::spike::{Change, Kind, Severity};
+    use crate::spike::{Change, Kind};
     use std::sync::{Arc, Mutex};
 
     fn user(seq: u64, name: &str) -> Spike {
-        Spike {
-            origin: node::Id("me".into()),
-            seq,
-            at_unix_ms: 0,
-            kind: Kind::User,
-            change: Change::Added,
-            subject: name.into(),
-            before: None,
-            after: None,
-            severity: Severity::Info,
-            layers: Vec::new(),
-            label: String::new(),
-            fields: Default::default(),
-        }
+        Spike::bare("me", seq, Kind::User, Change::Added, name)
     }
 
     async fn settled(addr: &Addr<PolicyActor>, seq: u64) -> Settled {

@@ -3,18 +3,9 @@ use crate::spike::Severity;
 
 fn spike(origin: &str, kind: Kind, change: Change, subject: &str, after: u8) -> Spike {
     Spike {
-        origin: node::Id(origin.into()),
-        seq: 1,
-        at_unix_ms: 0,
-        kind,
-        change,
-        subject: subject.into(),
-        before: None,
         after: Some(Digest([after; 32])),
         severity: Severity::Medium,
-        layers: vec![],
-        label: String::new(),
-        fields: Default::default(),
+        ..Spike::bare(origin, 1, kind, change, subject)
     }
 }
 

@@ -1,31 +1,15 @@
-use std::collections::BTreeMap;
-
 use proptest::prelude::*;
 
 use super::judge::{Judge, Reload};
 use super::*;
-use crate::node;
-use crate::spike::{FieldChange, Severity};
+use crate::spike::FieldChange;
 
 const WEB: &str = include_str!("../../../config/policy/web.toml");
 const BASELINE: &str = include_str!("../../../config/policy/baseline.toml");
 const DATABASE: &str = include_str!("../../../config/policy/database.toml");
 
 fn spike(kind: Kind, change: Change, subject: &str) -> Spike {
-    Spike {
-        origin: node::Id("me".into()),
-        seq: 1,
-        at_unix_ms: 0,
-        kind,
-        change,
-        subject: subject.into(),
-        before: None,
-        after: None,
-        severity: Severity::Info,
-        layers: Vec::new(),
-        label: String::new(),
-        fields: BTreeMap::new(),
-    }
+    Spike::bare("me", 1, kind, change, subject)
 }
 
 fn decide(p: &Policy, kind: Kind, change: Change, subject: &str) -> (Decision, String) {
