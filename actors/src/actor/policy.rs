@@ -108,8 +108,8 @@ pub struct PolicyActor {
     read: ReadPolicy,
     reload: Duration,
     knowledge: Knowledge,
+    /// The region's master as this node knows it (whether it is this node included).
     view: View,
-    leading: Option<u64>,
     consulting: Option<Consulting>,
     /// Consultations under way: spike seq → (asked at, the spike, a recheck).
     pending: HashMap<u64, (Instant, Spike, bool)>,
@@ -139,7 +139,6 @@ impl PolicyActor {
             reload,
             knowledge: Knowledge::default(),
             view: View::default(),
-            leading: None,
             consulting: None,
             pending: HashMap::new(),
             waiting: VecDeque::new(),
@@ -430,7 +429,6 @@ impl Handler<SetView> for PolicyActor {
 
     fn handle(&mut self, msg: SetView, _: &mut Self::Context) {
         self.view = msg.view;
-        self.leading = msg.leading;
     }
 }
 
