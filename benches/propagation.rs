@@ -76,6 +76,8 @@ fn body(seq: u64) -> wire::Body {
         sync: None,
         founders: vec![],
         eligible: true,
+        proposal: vec![],
+        expect: 0,
     }))
 }
 

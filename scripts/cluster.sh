@@ -76,7 +76,10 @@ up() {
       --data-dir "$data" --listen "/ip4/127.0.0.1/tcp/$p2p" --api-listen "127.0.0.1:$api"
       --psk-file "$dir/fleet.psk" --watch-root "$data/root")
     [ "$i" -gt 0 ] && args+=(--bootstrap "/ip4/127.0.0.1/tcp/$base")
-    FLEETMESH__POLICY__DIR=${FLEETMESH__POLICY__DIR:-$root/config/policy} \
+    # Every region founds once min(its size, 3) of its members see each other.
+    local size=$(( count / regions + (i % regions < count % regions ? 1 : 0) ))
+    FLEETMESH__REGION__BOOTSTRAP_EXPECT=$(( size < 3 ? size : 3 )) \
+      FLEETMESH__POLICY__DIR=${FLEETMESH__POLICY__DIR:-$root/config/policy} \
       RUST_LOG=${RUST_LOG:-info} nohup "$bin" "${args[@]}" > "$data/node.log" 2>&1 < /dev/null &
     echo $! > "$data/pid"
     # Wait until the node is up (it writes node.json), so a port clash is reported here.

@@ -440,7 +440,8 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "term": r.status.as_ref().map(|s| s.term),
         "role": role,
         "autonomous": r.status.as_ref().is_none_or(|s| s.autonomous()),
-        "why_no_consensus": r.why,
+        "no_master_reason": r.no_master,
+        "refused": r.refused.iter().map(|(name, holder, claimant)| serde_json::json!({"name": name, "holder": holder.0, "claimant": claimant.0})).collect::<Vec<_>>(),
         "commit": r.status.as_ref().map(|s| s.commit),
         "applied": r.state.applied,
         "voters": voters.iter().filter(|v| v["voting"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>(),
@@ -452,7 +453,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "recent_commands": recent,
         "intake": intake,
         "unroutable_messages": r.unroutable,
-        "refused_messages": r.refused,
+        "refused_messages": r.refused_messages,
         "sent_messages": r.sent,
         "received_messages": r.received,
     }))

@@ -89,6 +89,10 @@ pub struct NodeArgs {
     /// watch.root
     #[arg(long)]
     pub watch_root: Option<String>,
+    /// Development mode: a lone node founds its region by itself
+    /// (region.bootstrap_expect = 1).
+    #[arg(long)]
+    pub dev: bool,
 }
 
 impl NodeArgs {
@@ -121,6 +125,9 @@ impl NodeArgs {
         }
         if self.mdns {
             o.push(("net.mdns".into(), OverrideValue::Bool(true)));
+        }
+        if self.dev {
+            o.push(("region.bootstrap_expect".into(), OverrideValue::Int(1)));
         }
         if let Some(ms) = self.heartbeat_interval_ms {
             o.push(("heartbeat.interval_ms".into(), OverrideValue::Int(ms)));

@@ -5,31 +5,28 @@
 //! addresses, pid) so that scripts and tests find it without parsing logs; the file is
 //! removed on a clean stop.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use anyhow::Context as _;
+use fleetmesh_actors::actor::Stop;
 use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::alert::AlertActor;
-use fleetmesh_actors::actor::anomaly::{AnomalyActor, SetRoles};
+use fleetmesh_actors::actor::anomaly::AnomalyActor;
 use fleetmesh_actors::actor::audit::AuditActor;
 use fleetmesh_actors::actor::files::{FileActor, Flush};
-use fleetmesh_actors::actor::fleet::{self as fleet_actor, FleetActor, SetView, Signer};
+use fleetmesh_actors::actor::fleet::{self as fleet_actor, FleetActor, Signer};
+use fleetmesh_actors::actor::heartbeat::Subscribe;
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::policy::{Consulting, PolicyActor, SetAlerts, SetConsulting};
 use fleetmesh_actors::actor::polled::DetectorActor;
-use fleetmesh_actors::actor::region::{
-    Config as RegionConfig, ConnectFleet, GetRegion, MemberView, PeerNames, RegionActor,
-    Snapshot as RegionSnapshot,
-};
+use fleetmesh_actors::actor::region::{Connect, ConnectFleet, RegionActor};
 use fleetmesh_actors::actor::service::ServiceActor;
 use fleetmesh_actors::actor::spikes::{
-    LinksNow, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
+    LinkChanged, ReportSync, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
 };
-use fleetmesh_actors::actor::{Reincarnate, Stop};
 use fleetmesh_actors::service::{Hysteresis, Probes};
 use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
@@ -371,28 +368,20 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         }
     };
     let region_thread = actix::Arbiter::new();
-    let region_config = RegionConfig {
-        region: info.region.clone(),
-        own_name: info.name.clone(),
-        own_peer: node::Id(peer_id.to_base58()),
-        own_incarnation: incarnation,
-        probes: settings.services.iter().map(|p| p.name.clone()).collect(),
-        voters: s.region.voters.clone(),
-        tick: Duration::from_millis(s.region.tick_ms),
-        bootstrap: Duration::from_millis(s.region.bootstrap_ms),
-        max_voters: s.region.max_voters,
-        replace_after: Duration::from_secs(s.region.replace_dead_voter_s),
-        eligible: s.region.master_eligible,
-        consensus: fleetmesh_actors::region::Config {
-            election_ticks: s.region.election_ticks,
-            heartbeat_ticks: (s.region.election_ticks / 5).max(1),
-            seed: u64::from(std::process::id()) ^ incarnation,
-        },
-    };
-    let (gossip, acked) = (outbox_tx.clone(), spikes.clone().recipient());
+    let region_config = settings.governor(
+        node::Id(peer_id.to_base58()),
+        &info,
+        settings.services.iter().map(|p| p.name.clone()).collect(),
+    );
+    let (gossip, acked, role) = (
+        outbox_tx.clone(),
+        spikes.clone().recipient(),
+        info.role.clone(),
+    );
     let region = RegionActor::start_in_arbiter(&region_thread.handle(), move |_| {
         RegionActor::new(
             region_config,
+            role,
             stored,
             Box::new(move |d| {
                 let bytes = rmp_serde::to_vec(d).map_err(std::io::Error::other)?;
@@ -402,6 +391,37 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             gossip,
             Some(acked),
         )
+    });
+    // Events, pushed: the region's members from the membership view to the region (and
+    // the anomaly detector); the master of record from the region to the judges, the
+    // encoder and the heartbeats; the encoder's sync report to the heartbeats and gauges.
+    let reincarnate_dir = data_dir.clone();
+    let _ = region
+        .send(Connect {
+            view: vec![policy.clone().recipient(), fleet.clone().recipient()],
+            facts: Some(heartbeat.clone().recipient()),
+            master_known: Some(spikes.clone().recipient()),
+            alerts: Some(alerts.clone().recipient()),
+            reincarnate: Some((
+                Box::new(move || next_incarnation(&reincarnate_dir).map_err(std::io::Error::other)),
+                vec![heartbeat.clone().recipient()],
+            )),
+        })
+        .await;
+    let _ = heartbeat.send(Subscribe(region.clone().recipient())).await;
+    if let Some(a) = &anomaly {
+        let _ = heartbeat.send(Subscribe(a.clone().recipient())).await;
+    }
+    let gauges = metrics.clone();
+    spikes.do_send(ReportSync {
+        heartbeat: heartbeat.clone().recipient(),
+        gauges: Box::new(move |report| {
+            gauges.sync_backlog.set(report.backlog);
+            gauges
+                .sync_oldest_unacked_ms
+                .set(report.oldest_unacked_ms.unwrap_or(0));
+            gauges.sync_acked.set(report.acked);
+        }),
     });
     spikes.do_send(SetIntake(region.clone().recipient()));
     region.do_send(ConnectFleet {
@@ -477,27 +497,6 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     outcome
 }
 
-/// What the fleet and policy actors need to know of the region's mastership.
-fn fleet_view(r: &RegionSnapshot, members: BTreeMap<node::Id, (String, String)>) -> SetView {
-    let master = r.status.as_ref().and_then(|st| {
-        let peer = r.names.get(&st.leader?)?.1.clone()?;
-        Some((peer, st.term))
-    });
-    let leading = r
-        .status
-        .as_ref()
-        .filter(|st| st.role == fleetmesh_actors::region::Role::Leader)
-        .map(|st| st.term);
-    SetView {
-        view: fleetmesh_actors::fleet::View {
-            region: r.region.clone(),
-            master,
-        },
-        leading,
-        members,
-    }
-}
-
 /// The node's actors, as the API and the network need them.
 #[derive(Debug, Clone)]
 struct Actors {
@@ -569,122 +568,21 @@ async fn serve(
         },
         metrics.clone(),
     )?;
-    // The region actor learns which peer answers to which name from the membership view;
-    // the spike encoder learns the links (for its connectivity) and the heartbeats carry
-    // its sync report.
-    let names = {
-        let (heartbeat, region, spikes, own, net, anomaly) = (
-            actors.heartbeat.clone(),
-            actors.region.clone(),
-            actors.spikes.clone(),
-            info.region.clone(),
-            net_state.clone(),
-            actors.anomaly.clone(),
-        );
-        let (policy, fleet, own_member) = (
-            actors.policy.clone(),
-            actors.fleet.clone(),
-            (info.name.clone(), info.role.clone()),
-        );
-        let (own_peer, data_dir) = (
-            node::Id(peer_id.to_base58()),
-            settings.raw.node.data_dir.clone(),
-        );
-        let mut incarnation = info.incarnation;
-        let mut last_reincarnation = None;
-        let metrics = metrics.clone();
-        let eligible = settings.raw.region.master_eligible;
+    // The encoder's connectivity follows the number of connected peers, as the driver
+    // reports it (pushed on change).
+    let links = {
+        let (spikes, mut net) = (actors.spikes.clone(), net_state.clone());
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(500));
             loop {
-                every.tick().await;
-                let Ok(snap) = heartbeat.send(hb::GetSnapshot).await else {
-                    break;
-                };
-                let names: Vec<MemberView> = snap
-                    .peers
-                    .iter()
-                    .filter_map(|p| {
-                        let i = p.member.info.as_ref()?;
-                        (i.region == own).then(|| MemberView {
-                            name: i.name.clone(),
-                            role: i.role.clone(),
-                            peer: p.member.id.clone(),
-                            status: p.member.status,
-                            incarnation: i.incarnation,
-                            founders: p.member.founders.clone(),
-                            eligible: p.member.eligible,
-                        })
-                    })
-                    .collect();
-                let mut members: BTreeMap<node::Id, (String, String)> = names
-                    .iter()
-                    .map(|m| (m.peer.clone(), (m.name.clone(), m.role.clone())))
-                    .collect();
-                members.insert(own_peer.clone(), own_member.clone());
-                if let Some(a) = &anomaly {
-                    // A dead member's values are nobody's peer values.
-                    let live = names
-                        .iter()
-                        .filter(|m| m.status != membership::Status::Dead)
-                        .map(|m| (m.peer.clone(), m.role.clone()))
-                        .collect();
-                    a.do_send(SetRoles(live));
-                }
-                if region.send(PeerNames(names)).await.is_err() {
-                    break;
-                }
-                let Ok(r) = region.send(GetRegion).await else {
-                    break;
-                };
-                let view = fleet_view(&r, members);
-                policy.do_send(view.clone());
-                fleet.do_send(view);
-                // Declared dead while cut off: come back as a new incarnation, which the
-                // region accepts (a dead one stays dead). Known from the region's log, or
-                // from peers whose heartbeats keep listing this node although they reach
-                // it (a voter removed while away no longer receives the log).
-                let listed = snap.held_dead_by > 0
-                    && last_reincarnation
-                        .is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(10));
-                if listed
-                    || r.state
-                        .dead
-                        .get(&own_peer)
-                        .is_some_and(|d| *d >= incarnation)
+                let connected = net.borrow_and_update().connected;
+                if spikes.try_send(LinkChanged::Connected(connected)).is_err()
+                    && !spikes.connected()
                 {
-                    last_reincarnation = Some(Instant::now());
-                    match next_incarnation(&data_dir) {
-                        Ok(n) => {
-                            tracing::warn!(
-                                old = incarnation,
-                                new = n,
-                                "the region holds this node dead (it was cut off); rejoining as a new incarnation"
-                            );
-                            incarnation = n;
-                            heartbeat.do_send(Reincarnate(n));
-                            region.do_send(Reincarnate(n));
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot start a new incarnation"),
-                    }
-                }
-                let links = fleetmesh_actors::sync::Links {
-                    connected_peers: net.borrow().connected,
-                    master_known: r.status.is_some_and(|st| st.leader.is_some()),
-                };
-                let Ok(report) = spikes.send(LinksNow(links)).await else {
                     break;
-                };
-                metrics.sync_backlog.set(report.backlog);
-                metrics
-                    .sync_oldest_unacked_ms
-                    .set(report.oldest_unacked_ms.unwrap_or(0));
-                metrics.sync_acked.set(report.acked);
-                heartbeat.do_send(hb::SetSync(report));
-                heartbeat.do_send(hb::SetRegion {
-                    founders: r.founders.clone(),
-                    eligible,
-                });
+                }
+                if net.changed().await.is_err() {
+                    break;
+                }
             }
         })
     };
@@ -821,7 +719,7 @@ async fn serve(
     drop(net_probe);
     drop(proc_probe);
     drop(host_probe);
-    names.abort();
+    links.abort();
     owned.abort();
     audited.abort();
     let _ = stop_tx.send(true);

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use libp2p::Multiaddr;
@@ -150,6 +151,7 @@ pub struct Region {
     pub tick_ms: u64,
     pub election_ticks: usize,
     pub bootstrap_ms: u64,
+    pub bootstrap_expect: u32,
     pub max_voters: usize,
     pub replace_dead_voter_s: u64,
     pub master_eligible: bool,
@@ -338,6 +340,41 @@ pub struct Resolved {
     pub alert_sinks: Vec<crate::alert::Spec>,
     /// The anomaly detector's settings, checked (`raw.anomaly.enabled` says if it runs).
     pub anomaly: fleetmesh_actors::anomaly::Config,
+}
+
+impl Resolved {
+    /// The region governor's settings (`[region]`, with the heartbeat's rhythm for how
+    /// long a founding set must be agreed).
+    pub fn governor(
+        &self,
+        own: fleetmesh_actors::node::Id,
+        info: &fleetmesh_actors::node::Info,
+        probes: Vec<String>,
+    ) -> fleetmesh_actors::governor::Config {
+        let r = &self.raw.region;
+        let mut c = fleetmesh_actors::governor::Config::new(
+            &info.region,
+            own,
+            &info.name,
+            info.incarnation,
+        );
+        c.eligible = r.master_eligible;
+        c.voters = r.voters.clone();
+        c.bootstrap_expect = r.bootstrap_expect;
+        c.bootstrap = Duration::from_millis(r.bootstrap_ms);
+        // Two heartbeats: every founder has seen every other's proposal.
+        c.stable = Duration::from_millis(2 * self.raw.heartbeat.interval_ms);
+        c.max_voters = r.max_voters.clamp(1, 5);
+        c.replace_after = Duration::from_secs(r.replace_dead_voter_s);
+        c.probes = probes;
+        c.tick = Duration::from_millis(r.tick_ms);
+        c.consensus = fleetmesh_actors::region::Config {
+            election_ticks: r.election_ticks,
+            heartbeat_ticks: (r.election_ticks / 5).max(1),
+            seed: u64::from(std::process::id()) ^ info.incarnation,
+        };
+        c
+    }
 }
 
 /// Where settings come from besides the defaults.
@@ -612,6 +649,12 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     within("region.tick_ms", raw.region.tick_ms, 10, 10_000)?;
     within("region.bootstrap_ms", raw.region.bootstrap_ms, 0, 600_000)?;
     within("region.max_voters", raw.region.max_voters as u64, 1, 5)?;
+    within(
+        "region.bootstrap_expect",
+        u64::from(raw.region.bootstrap_expect),
+        1,
+        5,
+    )?;
     within(
         "region.replace_dead_voter_s",
         raw.region.replace_dead_voter_s,
@@ -1248,7 +1291,7 @@ mod tests {
         );
         assert_eq!(
             e.config_for("disk./.used_pct").max_silence,
-            std::time::Duration::from_secs(5)
+            Duration::from_secs(5)
         );
         assert_eq!(
             e.config_for("load.1m").deadband,
@@ -1284,8 +1327,8 @@ mod tests {
         assert_eq!(s.raw.metrics.proc_root, PathBuf::from("/proc"));
         let a = &s.anomaly;
         assert_eq!((a.min_peers, a.threshold), (3, 3.0));
-        assert_eq!(a.persist, std::time::Duration::from_secs(30));
-        assert!(a.stale > std::time::Duration::from_secs(s.raw.metrics.max_silence_s));
+        assert_eq!(a.persist, Duration::from_secs(30));
+        assert!(a.stale > Duration::from_secs(s.raw.metrics.max_silence_s));
         let s = load(&Sources {
             env: env(&[
                 ("FLEETMESH__ANOMALY__METRICS", "load.*,mem.*"),
@@ -1295,7 +1338,7 @@ mod tests {
         })
         .expect("loads");
         assert_eq!(s.anomaly.metrics.len(), 2);
-        assert_eq!(s.anomaly.persist, std::time::Duration::from_secs(2));
+        assert_eq!(s.anomaly.persist, Duration::from_secs(2));
         let bad = |pairs: &[(&str, &str)]| {
             err_key(load(&Sources {
                 env: env(pairs),
@@ -1510,10 +1553,7 @@ mod tests {
                 index: "fleetmesh-alerts".into()
             }
         );
-        assert_eq!(
-            s.alert_sinks[1].timeout,
-            std::time::Duration::from_millis(300)
-        );
+        assert_eq!(s.alert_sinks[1].timeout, Duration::from_millis(300));
         assert_eq!((s.alert_sinks[3].queue, s.alert_sinks[3].batch), (5, 2));
         assert_eq!(s.alert_sinks[0].retry_max_ms, 60_000, "default");
 

@@ -15,15 +15,52 @@ pub enum Error {
     Runtime(String),
 }
 
-/// Fetches `/api/v1/node` and `/api/v1/peers` from `api` (host:port).
-pub async fn fetch(api: &str) -> Result<(NodeView, Vec<PeerEntry>), Error> {
+/// Fetches `/api/v1/node`, `/api/v1/peers` and `/api/v1/region` from `api` (host:port).
+pub async fn fetch(api: &str) -> Result<(NodeView, Vec<PeerEntry>, serde_json::Value), Error> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
     let node = get(&client, api, "/api/v1/node").await?;
     let peers = get(&client, api, "/api/v1/peers").await?;
-    Ok((node, peers))
+    let region = get(&client, api, "/api/v1/region").await?;
+    Ok((node, peers, region))
+}
+
+/// The region's master as this node sees it, or why there is none, in one line.
+pub fn master_line(region: &serde_json::Value) -> String {
+    let name = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    if let Some(m) = region.get("master").filter(|m| !m.is_null()) {
+        return format!(
+            "{} (term {})",
+            name(&m["name"]),
+            region["term"].as_u64().unwrap_or(0)
+        );
+    }
+    let why = &region["no_master_reason"];
+    let text = match why["reason"].as_str() {
+        Some("waiting_for_founders") => format!(
+            "waiting for founders: {} of {} eligible members see each other (region.bootstrap_expect)",
+            why["have"].as_u64().unwrap_or(0),
+            why["expect"].as_u64().unwrap_or(0)
+        ),
+        Some("electing") => "electing".to_string(),
+        Some("quorum_lost") => format!(
+            "quorum lost: voters gone: {}",
+            why["missing_voters"]
+                .as_array()
+                .map(|v| v.iter().map(name).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        ),
+        Some("duplicate_name") => format!(
+            "refused: the name {} belongs to peer {} (rename this node)",
+            name(&why["name"]),
+            name(&why["holder"])
+        ),
+        Some("stopped") => format!("consensus stopped: {}", name(&why["why"])),
+        _ => "unknown".to_string(),
+    };
+    format!("none: {text}")
 }
 
 async fn get<T: serde::de::DeserializeOwned>(
@@ -65,13 +102,13 @@ pub fn run(api: &str, format: Format) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
-    let (node, peers) = rt.block_on(fetch(api))?;
+    let (node, peers, region) = rt.block_on(fetch(api))?;
     match format {
         Format::Json => {
-            let v = serde_json::json!({ "node": node, "peers": peers });
+            let v = serde_json::json!({ "node": node, "peers": peers, "region": region });
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
-        Format::Table => print!("{}", table(&node, &peers)),
+        Format::Table => print!("master  {}\n{}", master_line(&region), table(&node, &peers)),
         Format::Summary => println!("{}", summary(&node)),
     }
     Ok(())

@@ -120,6 +120,40 @@ pub fn of_violation(node: &node::Info, record: &Record, spike: &Spike) -> Alert 
     }
 }
 
+/// Two live peers of a region claim one name (`node.name`): raised by the master, about
+/// the claimant it refuses (kept out of the region until renamed).
+pub fn of_duplicate_name(
+    region: &str,
+    master: &str,
+    name: &str,
+    holder: &node::Id,
+    claimant: &node::Id,
+    now: u64,
+) -> Alert {
+    let mut details = BTreeMap::new();
+    details.insert("holder".into(), holder.0.clone());
+    details.insert("claimant".into(), claimant.0.clone());
+    Alert {
+        key: format!("{region}|duplicate_name|{name}|{claimant}"),
+        at_unix_ms: now,
+        severity: Severity::High,
+        category: "configuration".into(),
+        action: "duplicate_name".into(),
+        host: master.to_string(),
+        region: region.to_string(),
+        role: String::new(),
+        rule: None,
+        reason: format!(
+            "peer {claimant} claims the name {name}, which belongs to peer {holder}: it is kept \
+             out of the region's consensus and work until it is renamed (node.name)"
+        ),
+        decision: None,
+        term: None,
+        subject: Some(name.to_string()),
+        details,
+    }
+}
+
 /// The alert of a fleet event the region's master raised: one for all its servers.
 /// `servers` are their names; `master` is the raising node's name.
 pub fn of_fleet_event(

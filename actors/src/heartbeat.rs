@@ -43,6 +43,12 @@ pub struct Beat {
     /// Whether the sender may become a voter (`region.master_eligible`).
     #[serde(default = "eligible_by_default")]
     pub eligible: bool,
+    /// The founding set the sender proposes while no group exists (Raft ids, sorted).
+    #[serde(default)]
+    pub proposal: Vec<u64>,
+    /// The sender's `region.bootstrap_expect` (0: not said).
+    #[serde(default)]
+    pub expect: u32,
 }
 
 fn eligible_by_default() -> bool {
@@ -65,8 +71,7 @@ pub struct Emitter {
     next: Instant,
     late: u64,
     sync: Option<crate::sync::Report>,
-    founders: Vec<u64>,
-    eligible: bool,
+    region: crate::governor::Facts,
 }
 
 impl Emitter {
@@ -80,8 +85,10 @@ impl Emitter {
             next: now,
             late: 0,
             sync: None,
-            founders: Vec::new(),
-            eligible: true,
+            region: crate::governor::Facts {
+                eligible: true,
+                ..crate::governor::Facts::default()
+            },
         }
     }
 
@@ -105,9 +112,8 @@ impl Emitter {
     }
 
     /// The region consensus facts the next heartbeats carry.
-    pub fn set_region(&mut self, founders: Vec<u64>, eligible: bool) {
-        self.founders = founders;
-        self.eligible = eligible;
+    pub fn set_region(&mut self, facts: crate::governor::Facts) {
+        self.region = facts;
     }
 
     /// The sync state the next heartbeats carry.
@@ -152,8 +158,10 @@ impl Emitter {
             health,
             suspects,
             sync: self.sync.clone(),
-            founders: self.founders.clone(),
-            eligible: self.eligible,
+            founders: self.region.founders.clone(),
+            eligible: self.region.eligible,
+            proposal: self.region.proposal.clone(),
+            expect: self.region.expect,
         }
     }
 }

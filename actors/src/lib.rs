@@ -17,6 +17,7 @@ pub mod delta;
 pub mod encoder;
 pub mod files;
 pub mod fleet;
+pub mod governor;
 pub mod heartbeat;
 pub mod hostmetrics;
 pub mod journal;

@@ -104,6 +104,10 @@ pub struct Member {
     pub founders: Vec<u64>,
     /// Whether it may become a voter.
     pub eligible: bool,
+    /// The founding set it proposes, from its latest heartbeat.
+    pub proposal: Vec<u64>,
+    /// Its `region.bootstrap_expect`, from its latest heartbeat (0: not said).
+    pub expect: u32,
     /// Its heartbeats in a row that list this node among its suspects or dead.
     pub lists_us: u32,
     /// When this member was last judged.
@@ -152,6 +156,8 @@ pub enum Output {
     Restarted { peer: node::Id, incarnation: u64 },
     /// A heartbeat older than one already seen (reordered or replayed): ignored.
     Stale { peer: node::Id, seq: u64 },
+    /// A peer announced new facts about itself (name, region consensus facts).
+    Announced { peer: node::Id },
 }
 
 /// Peer counts by status.
@@ -250,6 +256,8 @@ impl View {
             sync: None,
             founders: Vec::new(),
             eligible: false,
+            proposal: Vec::new(),
+            expect: 0,
             lists_us: 0,
             judged_at: now,
         });
@@ -299,9 +307,19 @@ impl View {
                 m.uptime_ms = beat.uptime_ms;
                 m.health = Some(beat.health.clone());
                 m.sync = beat.sync;
+                let changed = m.founders != beat.founders
+                    || m.eligible != beat.eligible
+                    || m.proposal != beat.proposal
+                    || m.expect != beat.expect
+                    || m.info.as_ref().is_none_or(|i| i.name != beat.info.name);
                 m.founders = beat.founders;
                 m.eligible = beat.eligible;
+                m.proposal = beat.proposal;
+                m.expect = beat.expect;
                 m.info = Some(beat.info);
+                if changed {
+                    out.push(Output::Announced { peer: peer.clone() });
+                }
             }
             Input::Hello { info, .. } => {
                 if m.info
@@ -517,6 +535,8 @@ mod tests {
                 sync: None,
                 founders: vec![],
                 eligible: true,
+                proposal: vec![],
+                expect: 0,
             }),
         }
     }

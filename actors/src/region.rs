@@ -91,6 +91,9 @@ pub enum Command {
     Unassign { item: String },
     /// The master approved a pattern ([`crate::fleet`]): the region's learned knowledge.
     Approve(Box<crate::fleet::Approval>),
+    /// `name` belongs to `peer` (the first binding of a name holds; a later claimant
+    /// is refused).
+    Name { name: String, peer: node::Id },
 }
 
 /// A command the region committed, with its log position and the master's term.
@@ -119,6 +122,9 @@ pub struct RegionState {
     /// Ids of the patterns approved in the region's log.
     #[serde(default)]
     pub approvals: BTreeSet<String>,
+    /// The peer each name is bound to (first binding wins).
+    #[serde(default)]
+    pub names: BTreeMap<String, node::Id>,
 }
 
 impl RegionState {
@@ -150,6 +156,11 @@ impl RegionState {
             }
             Command::Approve(a) => {
                 self.approvals.insert(a.id());
+            }
+            Command::Name { name, peer } => {
+                self.names
+                    .entry(name.clone())
+                    .or_insert_with(|| peer.clone());
             }
         }
     }
@@ -369,6 +380,12 @@ impl Region {
             Err(raft::Error::StepPeerNotFound) => Ok(()),
             other => other.map_err(Error::from),
         }
+    }
+
+    /// Starts an election now instead of waiting for the election timeout (a region
+    /// founded by this member alone need not wait to elect it).
+    pub fn campaign(&mut self) -> Result<(), Error> {
+        self.raw.campaign().map_err(Error::from)
     }
 
     /// Appends `cmd` to the region's log. Only the master may propose; the command is

@@ -219,6 +219,8 @@ mod tests {
             sync: None,
             founders: vec![],
             eligible: true,
+            proposal: vec![],
+            expect: 0,
         }))
     }
 

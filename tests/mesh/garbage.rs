@@ -94,6 +94,8 @@ async fn garbage_and_wrong_version_frames_are_refused_and_counted() {
             sync: None,
             founders: vec![],
             eligible: true,
+            proposal: vec![],
+            expect: 0,
         })),
     )
     .expect("encodes");

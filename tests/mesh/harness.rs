@@ -93,6 +93,9 @@ pub fn command(spec: &Spec, dir: &Path) -> Command {
     if let Some(psk) = &spec.psk {
         cmd.arg("--psk-file").arg(psk);
     }
+    // A test region founds with whoever is up (a lone test node is a dev node), unless
+    // the test sets its own bootstrap_expect.
+    cmd.env("FLEETMESH__REGION__BOOTSTRAP_EXPECT", "1");
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }

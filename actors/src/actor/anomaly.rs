@@ -89,6 +89,21 @@ impl Handler<SetRoles> for AnomalyActor {
     }
 }
 
+impl Handler<crate::actor::heartbeat::RegionMembers> for AnomalyActor {
+    type Result = ();
+
+    /// A dead member's values are nobody's peer values: only live members' roles count.
+    fn handle(&mut self, msg: crate::actor::heartbeat::RegionMembers, _: &mut Self::Context) {
+        let live = msg
+            .members
+            .iter()
+            .filter(|m| m.status != crate::membership::Status::Dead)
+            .map(|m| (m.peer.clone(), m.role.clone()))
+            .collect();
+        self.core.set_roles(live);
+    }
+}
+
 impl Handler<GetAnomalies> for AnomalyActor {
     type Result = MessageResult<GetAnomalies>;
 

@@ -44,19 +44,42 @@ impl Handler<crate::actor::Reincarnate> for HeartbeatActor {
     }
 }
 
-/// The region consensus facts heartbeats announce: founding voters, eligibility.
+/// The region consensus facts heartbeats announce: founders, eligibility, the founding
+/// set proposed and `bootstrap_expect`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct SetRegion {
-    pub founders: Vec<u64>,
-    pub eligible: bool,
-}
+pub struct SetRegion(pub crate::governor::Facts);
 
 impl Handler<SetRegion> for HeartbeatActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetRegion, _: &mut Self::Context) {
-        self.emitter.set_region(msg.founders, msg.eligible);
+        self.emitter.set_region(msg.0);
+    }
+}
+
+/// The region's members as the membership view knows them, pushed to subscribers
+/// whenever one appears, changes status, restarts or announces new facts.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RegionMembers {
+    /// Members of this node's region, other than this node.
+    pub members: Arc<Vec<crate::governor::Member>>,
+    /// Live peers whose last heartbeats keep listing this node as suspect or dead.
+    pub held_dead_by: usize,
+}
+
+/// From now on, `0` receives every [`RegionMembers`] change (and the current one now).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<RegionMembers>);
+
+impl Handler<Subscribe> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+        let _ = msg.0.try_send(self.region_members());
+        self.subscribers.push(msg.0);
     }
 }
 
@@ -112,6 +135,10 @@ pub struct HeartbeatActor {
     sent: u64,
     outbox_full: u64,
     stale: u64,
+    subscribers: Vec<Recipient<RegionMembers>>,
+    /// Pushes that did not fit a subscriber's mailbox (the next change repairs them).
+    members_dropped: u64,
+    held_dead_by: usize,
 }
 
 impl std::fmt::Debug for HeartbeatActor {
@@ -145,6 +172,48 @@ impl HeartbeatActor {
             sent: 0,
             outbox_full: 0,
             stale: 0,
+            subscribers: Vec::new(),
+            members_dropped: 0,
+            held_dead_by: 0,
+        }
+    }
+
+    fn region_members(&self) -> RegionMembers {
+        let members = self
+            .view
+            .members()
+            .filter_map(|m| {
+                let i = m.info.as_ref()?;
+                (i.region == self.region).then(|| crate::governor::Member {
+                    name: i.name.clone(),
+                    role: i.role.clone(),
+                    peer: m.id.clone(),
+                    status: m.status,
+                    incarnation: i.incarnation,
+                    founders: m.founders.clone(),
+                    eligible: m.eligible,
+                    proposal: m.proposal.clone(),
+                    expect: m.expect,
+                })
+            })
+            .collect();
+        RegionMembers {
+            members: Arc::new(members),
+            held_dead_by: self.view.held_dead_by(HELD_DEAD_BEATS),
+        }
+    }
+
+    /// Pushes the region's members to every subscriber.
+    fn push_members(&mut self) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let msg = self.region_members();
+        self.held_dead_by = msg.held_dead_by;
+        for s in &self.subscribers {
+            if s.try_send(msg.clone()).is_err() {
+                self.members_dropped += 1;
+            }
         }
     }
 
@@ -200,7 +269,11 @@ impl HeartbeatActor {
 
     fn report(&mut self, out: Vec<Output>) {
         let mut share = false;
+        let mut changed = false;
         for o in out {
+            if !matches!(o, Output::Stale { .. }) {
+                changed = true;
+            }
             match o {
                 Output::StatusChanged { peer, from, to } => {
                     if to == Status::Dead || to == Status::Suspect {
@@ -214,7 +287,13 @@ impl HeartbeatActor {
                     tracing::info!(%peer, incarnation, "peer restarted");
                 }
                 Output::Stale { .. } => self.stale += 1,
+                Output::Announced { .. } => {}
             }
+        }
+        // Whether peers hold this node dead changes with their heartbeats, not with a
+        // status change here.
+        if changed || self.view.held_dead_by(HELD_DEAD_BEATS) != self.held_dead_by {
+            self.push_members();
         }
         // A new suspicion is told to the region at once, so that other observers can
         // confirm it without waiting for the next regular heartbeat.
@@ -347,6 +426,8 @@ mod tests {
                 sync: None,
                 founders: vec![],
                 eligible: true,
+                proposal: vec![],
+                expect: 0,
             }),
         }))
         .await

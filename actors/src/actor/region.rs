@@ -1,12 +1,16 @@
-//! The region actor: drives the region's consensus core ([`crate::region::Region`]) on a
-//! fixed tick, makes what it must persist durable before any of its messages leave, hands
-//! those messages to the network driver as direct requests, and answers the API.
+//! The region actor: drives this member's [`Governor`] (founding, consensus, governance,
+//! all decided there) and moves its inputs and outputs; it also runs the region's intake.
 //!
-//! While this node is master it also governs, once a second: members its membership view
-//! holds dead are declared dead, members back (or new) are declared alive, and work items
-//! (an audit of every live member, the configured probes) are assigned by rendezvous
-//! hashing over the live members ([`crate::assign`]); only the owners that change are
-//! committed.
+//! - Inputs: the region's members pushed by the heartbeat actor ([`RegionMembers`]),
+//!   consensus messages from peers ([`RaftIn`]), approvals to propose, and the timer,
+//!   armed from [`Governor::poll_timeout`] (never a fixed interval).
+//! - Outputs, in the governor's order: its durable state written (write + fsync) before
+//!   any later consensus message leaves, messages handed to the network driver as direct
+//!   requests, committed commands recorded (approvals handed to the learners), and events
+//!   pushed to whoever subscribed: the master of record and this node's part
+//!   ([`SetView`] to the policy and fleet actors, [`MasterKnown`] to the spike encoder),
+//!   what heartbeats must announce ([`SetRegion`]), duplicate names (logged; alerted by
+//!   the master), and a new incarnation when the region holds this one dead.
 //!
 //! Every member also takes in the region's spikes (gossip, and replays sent to it while
 //! master) through an exactly-once, in-order [`Ledger`]. The master gossips its marks
@@ -15,46 +19,35 @@
 //! floor of its own ledger (so that a later master starts where this one left off) and
 //! hands its own mark to the spike encoder ([`Acked`]), which compacts the journal and
 //! replays what is missing.
-//!
-//! A member's Raft id is derived from `<region>/<name>`; the peer id behind each name is
-//! learned from the membership view ([`PeerNames`]). The founding voters are either named
-//! in settings (`region.voters`: every node computes the same set on its own) or, when
-//! none are named, the first to join founds the region alone: a node without consensus
-//! state waits `region.bootstrap_ms` for a peer to announce its group's founders (in
-//! heartbeats) and joins that group; if nobody does, the oldest live master-eligible
-//! member (lowest incarnation, then name) founds it and everyone else joins it.
-//!
-//! The master grows and heals the voter set, one membership change at a time: every live
-//! member becomes a learner (it replicates the log, so it knows the master, the term and
-//! the assignments), eligible learners are promoted, oldest first, up to
-//! `region.max_voters`, and a voter dead for `region.replace_dead_voter_s` is removed so
-//! that a live learner takes its place.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actor::Stop;
-use crate::actor::fleet::{Intake, LearnedIn, ProposeApproval};
+use crate::actor::alert::Raise;
+use crate::actor::fleet::{Intake, LearnedIn, ProposeApproval, SetView};
+use crate::actor::heartbeat::{RegionMembers, SetRegion};
+use crate::actor::{Reincarnate, Stop, unix_ms};
 use crate::fleet::Via;
+use crate::governor::{self, Governor, NoMaster, Output};
 use crate::ledger::{self, Ledger};
-use crate::membership::Status as Liveness;
 use crate::outbox::{self, Direct, DirectSender};
-use crate::region::{self, Command, Committed, Durable, Region, RegionState, Role, Status};
+use crate::region::{Command, Committed, Durable, RegionState, Status};
 use crate::spike::Spike;
 use crate::sync::Master;
-use crate::{assign, node, wire};
+use crate::{node, wire};
 
-/// The Raft id of member `name` of `region`.
-pub fn member_id(region: &str, name: &str) -> u64 {
-    region::raft_id(&node::Id(format!("{region}/{name}")))
-}
+/// One region member as the membership view knows it.
+pub type MemberView = governor::Member;
 
 /// How far ahead of an origin's mark spikes are held waiting for a gap to fill.
 const LEDGER_WINDOW: u64 = 4096;
 /// Origins per acknowledgement message.
 const ACKS_PER_MESSAGE: usize = 400;
+/// How often the master gossips its acknowledgements.
+const ACK_EVERY: Duration = Duration::from_secs(1);
 
 /// Spikes of the region (gossip, or this node's own), for the intake.
 #[derive(Debug, Message)]
@@ -88,6 +81,11 @@ pub struct Acked {
     pub master: Master,
 }
 
+/// Whether this node knows its region's master (for the spike encoder's connectivity).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct MasterKnown(pub bool);
+
 /// The region's intake counters, per origin (peer id), for the API.
 #[derive(Debug, Message)]
 #[rtype(result = "BTreeMap<node::Id, ledger::Stats>")]
@@ -98,41 +96,25 @@ pub struct GetIntake;
 #[rtype(result = "()")]
 pub struct RaftIn(pub Vec<u8>);
 
-/// One region member as the membership view knows it.
-#[derive(Debug, Clone)]
-pub struct MemberView {
-    pub name: String,
-    pub role: String,
-    pub peer: node::Id,
-    pub status: Liveness,
-    pub incarnation: u64,
-    /// The founding voters of the group it belongs to (empty: none yet).
-    pub founders: Vec<u64>,
-    /// Whether it may become a voter.
-    pub eligible: bool,
-}
-
-/// The region's members (other than this node), as the membership view knows them.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct PeerNames(pub Vec<MemberView>);
-
 /// What the API shows.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub region: String,
-    /// `None` with `why` when this node takes no part in consensus.
+    /// `None` when this node takes no part in consensus (see `no_master`).
     pub status: Option<Status>,
-    pub why: Option<String>,
+    /// Why this node knows no master (`None`: it knows one).
+    pub no_master: Option<NoMaster>,
     /// Raft id → (name, peer id if known), for every member known.
     pub names: BTreeMap<u64, (String, Option<node::Id>)>,
     /// The founding voters of this node's group (empty while it has none).
     pub founders: Vec<u64>,
     pub state: RegionState,
+    /// Live peers refused for a duplicate name: (name, holder, claimant).
+    pub refused: Vec<(String, node::Id, node::Id)>,
     /// The last commands committed, newest last.
     pub recent: Vec<Committed>,
     pub unroutable: u64,
-    pub refused: u64,
+    pub refused_messages: u64,
     pub sent: u64,
     pub received: u64,
 }
@@ -144,47 +126,32 @@ pub struct GetRegion;
 /// Makes the member's consensus state durable (write + fsync).
 pub type PersistRegion = Box<dyn FnMut(&Durable) -> std::io::Result<()> + Send>;
 
-pub struct RegionActor {
-    region: String,
-    core: Result<Region, String>,
-    durable: Durable,
-    persist: PersistRegion,
-    names: BTreeMap<u64, (String, Option<node::Id>)>,
-    direct: DirectSender,
-    tick: Duration,
-    recent: Vec<Committed>,
-    unroutable: u64,
-    refused: u64,
-    sent: u64,
-    received: u64,
-    own_peer: node::Id,
-    own_incarnation: u64,
-    probes: Vec<String>,
-    members: Vec<MemberView>,
-    /// Proposals made and not yet seen committed: no new ones before this instant.
-    quiet_until: Option<Instant>,
-    ledger: Ledger<Spike>,
-    gossip: outbox::Sender,
-    acked: Option<Recipient<Acked>>,
-    /// Spikes taken in and applied (each once, in order per origin).
-    applied: u64,
-    own_name: String,
-    founders: Vec<u64>,
-    /// Waiting to found or join a group since then (no voters named, nothing stored).
-    waiting_since: Option<Instant>,
-    bootstrap: Duration,
-    max_voters: usize,
-    replace_after: Duration,
-    eligible: bool,
-    consensus: region::Config,
-    /// Voters seen dead, since when.
-    dead_since: BTreeMap<u64, Instant>,
-    /// The fleet actor's intake (spikes applied while this node leads).
-    fleet_intake: Option<Recipient<Intake>>,
-    /// Who learns committed approvals (policy and fleet actors).
-    learners: Vec<Recipient<LearnedIn>>,
-    /// Every approval committed (learners connected later are told them all).
-    approvals: Vec<crate::fleet::Approval>,
+/// Starts a new incarnation (durably) and returns its number.
+pub type NextIncarnation = Box<dyn FnMut() -> std::io::Result<u64> + Send>;
+
+/// Where the region actor's events go (set once the other actors exist).
+#[derive(Default)]
+pub struct Connect {
+    /// The master of record and the members, for the policy and fleet actors.
+    pub view: Vec<Recipient<SetView>>,
+    /// What heartbeats announce.
+    pub facts: Option<Recipient<SetRegion>>,
+    /// Whether a master is known, for the spike encoder.
+    pub master_known: Option<Recipient<MasterKnown>>,
+    /// Duplicate names, raised by the master.
+    pub alerts: Option<Recipient<Raise>>,
+    /// How to start a new incarnation, and who must learn it.
+    pub reincarnate: Option<(NextIncarnation, Vec<Recipient<Reincarnate>>)>,
+}
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect").finish_non_exhaustive()
+    }
+}
+
+impl Message for Connect {
+    type Result = ();
 }
 
 /// Where applied spikes and committed approvals go.
@@ -195,6 +162,38 @@ pub struct ConnectFleet {
     pub learners: Vec<Recipient<LearnedIn>>,
 }
 
+pub struct RegionActor {
+    region: String,
+    gov: Governor,
+    persist: PersistRegion,
+    direct: DirectSender,
+    timer: Option<SpawnHandle>,
+    recent: Vec<Committed>,
+    refused: u64,
+    /// Consensus messages the driver's queue could not take.
+    dropped: u64,
+    sent: u64,
+    received: u64,
+    own_peer: node::Id,
+    own_name: String,
+    own_role: String,
+    members: Arc<Vec<MemberView>>,
+    ledger: Ledger<Spike>,
+    gossip: outbox::Sender,
+    acked: Option<Recipient<Acked>>,
+    /// Spikes taken in and applied (each once, in order per origin).
+    applied: u64,
+    /// The fleet actor's intake (spikes applied while this node leads).
+    fleet_intake: Option<Recipient<Intake>>,
+    /// Who learns committed approvals (policy and fleet actors).
+    learners: Vec<Recipient<LearnedIn>>,
+    /// Every approval committed (learners connected later are told them all).
+    approvals: Vec<crate::fleet::Approval>,
+    links: Connect,
+    /// The last master of record pushed: (peer, term), leading.
+    master: (Option<(node::Id, u64)>, bool),
+}
+
 impl std::fmt::Debug for RegionActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegionActor")
@@ -203,251 +202,225 @@ impl std::fmt::Debug for RegionActor {
     }
 }
 
-/// Settings of the region actor.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub region: String,
-    pub own_name: String,
-    pub own_peer: node::Id,
-    pub own_incarnation: u64,
-    /// Names of the service probes to assign (`probe:<name>` work items).
-    pub probes: Vec<String>,
-    /// Names of the founding voters (up to 5); empty: the first to join founds.
-    pub voters: Vec<String>,
-    pub tick: Duration,
-    pub consensus: region::Config,
-    /// How long a node without consensus state waits to hear of a group before the
-    /// oldest founds one.
-    pub bootstrap: Duration,
-    /// Voters the master keeps, promoting learners (at most 5).
-    pub max_voters: usize,
-    /// A voter dead this long is removed from the voters.
-    pub replace_after: Duration,
-    /// Whether this node may become a voter.
-    pub eligible: bool,
-}
-
 impl RegionActor {
-    /// `stored`: the durable state of an earlier run, if any.
-    /// `gossip` carries the master's acknowledgements; `acked` receives this node's own
-    /// mark (the spike encoder).
+    /// `stored`: the durable state of an earlier run, if any. `gossip` carries the
+    /// master's acknowledgements; `acked` receives this node's own mark (the spike
+    /// encoder).
     pub fn new(
-        config: Config,
+        config: governor::Config,
+        role: String,
         stored: Option<Durable>,
         persist: PersistRegion,
         direct: DirectSender,
         gossip: outbox::Sender,
         acked: Option<Recipient<Acked>>,
     ) -> Self {
-        let mut names: BTreeMap<u64, (String, Option<node::Id>)> = config
-            .voters
-            .iter()
-            .map(|n| (member_id(&config.region, n), (n.clone(), None)))
-            .collect();
-        let own = member_id(&config.region, &config.own_name);
-        names.insert(
-            own,
-            (config.own_name.clone(), Some(config.own_peer.clone())),
+        let (region, own_peer, own_name) = (
+            config.region.clone(),
+            config.own.clone(),
+            config.name.clone(),
         );
-        let named: Vec<u64> = config
-            .voters
-            .iter()
-            .map(|n| member_id(&config.region, n))
-            .collect();
-        let mut waiting_since = None;
-        let (core, durable, founders) = match stored {
-            Some(d) => {
-                // Stores written before founders were recorded: the named voters.
-                let founders = if d.founders.is_empty() {
-                    named.clone()
-                } else {
-                    d.founders.clone()
-                };
-                (
-                    Region::restore(own, d.clone(), &config.consensus).map_err(|e| e.to_string()),
-                    d,
-                    founders,
-                )
-            }
-            None if !named.is_empty() => (
-                Region::new(own, &named, &config.consensus).map_err(|e| e.to_string()),
-                Durable {
-                    founders: named.clone(),
-                    ..Durable::default()
-                },
-                named.clone(),
-            ),
-            None => {
-                waiting_since = Some(Instant::now());
-                (
-                    Err("waiting to join the region's consensus (or to found it)".into()),
-                    Durable::default(),
-                    Vec::new(),
-                )
-            }
-        };
-        if let (Err(why), None) = (&core, waiting_since) {
-            tracing::warn!(%why, "region consensus not running");
-        }
         RegionActor {
-            region: config.region,
-            core,
-            durable,
+            gov: Governor::new(config, stored, Instant::now()),
+            region,
             persist,
-            names,
             direct,
-            tick: config.tick,
+            timer: None,
             recent: Vec::new(),
-            unroutable: 0,
             refused: 0,
+            dropped: 0,
             sent: 0,
             received: 0,
-            own_peer: config.own_peer,
-            own_incarnation: config.own_incarnation,
-            probes: config.probes,
-            members: Vec::new(),
-            quiet_until: None,
+            own_peer,
+            own_name,
+            own_role: role,
+            members: Arc::new(Vec::new()),
             ledger: Ledger::new(LEDGER_WINDOW),
             gossip,
             acked,
             applied: 0,
-            own_name: config.own_name,
-            founders,
-            waiting_since,
-            bootstrap: config.bootstrap,
-            max_voters: config.max_voters.clamp(1, 5),
-            replace_after: config.replace_after,
-            eligible: config.eligible,
-            consensus: config.consensus,
-            dead_since: BTreeMap::new(),
             fleet_intake: None,
             learners: Vec::new(),
             approvals: Vec::new(),
-        }
-    }
-
-    /// Without consensus state: join the group a peer announces, or, after the
-    /// bootstrap wait with none announced, let the oldest eligible live member found one.
-    fn found_or_join(&mut self, ctx: &mut Context<Self>) {
-        let Some(since) = self.waiting_since else {
-            return;
-        };
-        let announced = self
-            .members
-            .iter()
-            .find(|m| !m.founders.is_empty())
-            .map(|m| m.founders.clone());
-        let founders = match announced {
-            Some(f) => f,
-            None if since.elapsed() < self.bootstrap => return,
-            None => {
-                let me = self
-                    .eligible
-                    .then(|| (self.own_incarnation, self.own_name.clone()));
-                let others = self
-                    .members
-                    .iter()
-                    .filter(|m| m.eligible && m.status == Liveness::Alive)
-                    .map(|m| (m.incarnation, m.name.clone()));
-                let Some((_, oldest)) = me.into_iter().chain(others).min() else {
-                    return;
-                };
-                vec![member_id(&self.region, &oldest)]
-            }
-        };
-        let own = member_id(&self.region, &self.own_name);
-        match Region::new(own, &founders, &self.consensus) {
-            Ok(core) => {
-                tracing::info!(
-                    ?founders,
-                    founder = founders.contains(&own),
-                    "joined the region's consensus"
-                );
-                self.core = Ok(core);
-                self.durable = Durable {
-                    founders: founders.clone(),
-                    ..Durable::default()
-                };
-                self.founders = founders;
-                self.waiting_since = None;
-                self.drain(ctx);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot join the region's consensus"),
-        }
-    }
-
-    /// As master: one membership change toward every live member replicating the log,
-    /// `max_voters` live voters, and no voter dead for longer than `replace_after`.
-    fn reconfigure(&mut self) {
-        let Ok(core) = &mut self.core else {
-            return;
-        };
-        let status = core.status();
-        if status.role != Role::Leader {
-            self.dead_since.clear();
-            return;
-        }
-        let by_id: BTreeMap<u64, &MemberView> = self
-            .members
-            .iter()
-            .map(|m| (member_id(&self.region, &m.name), m))
-            .collect();
-        let now = Instant::now();
-        let alive = |id: &u64| {
-            id == &status.id
-                || by_id
-                    .get(id)
-                    .is_some_and(|m| matches!(m.status, Liveness::Alive | Liveness::Suspect))
-        };
-        for v in &status.voters {
-            if alive(v) {
-                self.dead_since.remove(v);
-            } else {
-                self.dead_since.entry(*v).or_insert(now);
-            }
-        }
-        let change = if let Some((&gone, _)) = self
-            .dead_since
-            .iter()
-            .find(|(_, t)| now.duration_since(**t) >= self.replace_after)
-        {
-            self.dead_since.remove(&gone);
-            tracing::warn!(voter = gone, "replacing a dead voter");
-            core.remove_voter(gone)
-        } else if let Some((&id, _)) = by_id.iter().find(|(id, m)| {
-            m.status == Liveness::Alive
-                && !status.voters.contains(id)
-                && !status.learners.contains(id)
-        }) {
-            core.add_learner(id)
-        } else if status.voters.len() < self.max_voters
-            && let Some(id) = status
-                .learners
-                .iter()
-                .filter_map(|id| by_id.get(id).map(|m| (m.incarnation, &m.name, *id, m)))
-                .filter(|(_, _, _, m)| m.eligible && m.status == Liveness::Alive)
-                .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
-                .map(|(_, _, id, _)| id)
-        {
-            core.add_voter(id)
-        } else {
-            return;
-        };
-        if let Err(e) = change {
-            tracing::debug!(error = %e, "membership change not taken now");
+            links: Connect::default(),
+            master: (None, false),
         }
     }
 
     /// The master this node's consensus view knows, as (peer, term).
     fn master(&self) -> Option<(node::Id, u64)> {
-        let status = self.core.as_ref().ok()?.status();
-        let peer = self.names.get(&status.leader?)?.1.clone()?;
-        Some((peer, status.term))
+        self.gov.master()
     }
 
     fn leading(&self) -> Option<u64> {
-        let status = self.core.as_ref().ok()?.status();
-        (status.role == Role::Leader).then_some(status.term)
+        self.gov.leading()
+    }
+
+    /// Acts on the governor's outputs in order, then re-arms the timer.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        while let Some(o) = self.gov.poll_output() {
+            match o {
+                Output::Save => {
+                    if let Err(e) = (self.persist)(self.gov.durable()) {
+                        tracing::error!(error = %e, "cannot persist the region's consensus state; leaving consensus");
+                        self.gov
+                            .stop(format!("consensus state could not be persisted: {e}"));
+                    }
+                }
+                Output::Send { to, bytes } => {
+                    let request = wire::Request::Raft {
+                        region: self.region.clone(),
+                        message: bytes,
+                    };
+                    if self.direct.try_send(Direct { to, request }).is_err() {
+                        self.dropped += 1;
+                    } else {
+                        self.sent += 1;
+                    }
+                }
+                Output::Committed(c) => self.committed(c),
+                Output::Master { master, leading } => {
+                    match &master {
+                        Some((peer, term)) => {
+                            tracing::info!(master = %peer, term, leading, "master of the region")
+                        }
+                        None => tracing::info!("no master known for the region"),
+                    }
+                    self.master = (master, leading);
+                    if let Some(r) = &self.links.master_known {
+                        let _ = r.try_send(MasterKnown(self.master.0.is_some()));
+                    }
+                    self.push_view();
+                }
+                Output::Facts(f) => {
+                    if let Some(r) = &self.links.facts {
+                        let _ = r.try_send(SetRegion(f));
+                    }
+                }
+                Output::Joined { founders, founder } => {
+                    tracing::info!(?founders, founder, "joined the region's consensus");
+                }
+                Output::DuplicateName {
+                    name,
+                    holder,
+                    claimant,
+                    by_master,
+                } => self.duplicate(name, holder, claimant, by_master),
+                Output::Reincarnate => self.reincarnate(),
+                Output::ExpectDiffers { ours, highest } => tracing::warn!(
+                    ours,
+                    highest,
+                    "peers were started with a higher region.bootstrap_expect; founding waits for the highest"
+                ),
+            }
+        }
+        self.arm(ctx);
+    }
+
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(at) = self.gov.poll_timeout() {
+            let wait = at.saturating_duration_since(Instant::now());
+            self.timer = Some(ctx.run_later(wait, |act, ctx| {
+                act.timer = None;
+                act.gov.handle_timeout(Instant::now());
+                act.drain(ctx);
+            }));
+        }
+    }
+
+    fn push_view(&self) {
+        if self.links.view.is_empty() {
+            return;
+        }
+        let mut members: BTreeMap<node::Id, (String, String)> = self
+            .members
+            .iter()
+            .map(|m| (m.peer.clone(), (m.name.clone(), m.role.clone())))
+            .collect();
+        members.insert(
+            self.own_peer.clone(),
+            (self.own_name.clone(), self.own_role.clone()),
+        );
+        let view = SetView {
+            view: crate::fleet::View {
+                region: self.region.clone(),
+                master: self.master.0.clone(),
+            },
+            leading: self
+                .master
+                .0
+                .as_ref()
+                .filter(|_| self.master.1)
+                .map(|(_, t)| *t),
+            members,
+        };
+        for r in &self.links.view {
+            let _ = r.try_send(view.clone());
+        }
+    }
+
+    fn duplicate(&self, name: String, holder: node::Id, claimant: node::Id, by_master: bool) {
+        if by_master {
+            if let Some(a) = &self.links.alerts {
+                let _ = a.try_send(Raise(crate::alert::of_duplicate_name(
+                    &self.region,
+                    &self.own_name,
+                    &name,
+                    &holder,
+                    &claimant,
+                    unix_ms(),
+                )));
+            }
+            tracing::error!(%name, %holder, %claimant, "duplicate node name in the region: the claimant is refused until renamed");
+        } else if claimant == self.own_peer {
+            tracing::error!(%name, other = %holder, "another live node of this region holds this node's name (node.name): this node stays out of the region's consensus until it is renamed");
+        } else {
+            tracing::error!(%name, other = %claimant, "another live node of this region claims this node's name (node.name); it is refused until renamed");
+        }
+    }
+
+    fn reincarnate(&mut self) {
+        let Some((next, tell)) = &mut self.links.reincarnate else {
+            return;
+        };
+        match next() {
+            Ok(n) => {
+                tracing::warn!(
+                    new = n,
+                    "the region holds this node dead (it was cut off); rejoining as a new incarnation"
+                );
+                self.gov.set_incarnation(Instant::now(), n);
+                for r in tell.iter() {
+                    let _ = r.try_send(Reincarnate(n));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start a new incarnation"),
+        }
+    }
+
+    fn committed(&mut self, c: Committed) {
+        let leading = self.leading().is_some();
+        if let Command::Approve(a) = &c.command {
+            tracing::info!(index = c.index, term = c.term, id = %a.id(), subject = %a.pattern.subject, "approval committed");
+            self.approvals.push((**a).clone());
+            tell_learned(&self.learners, std::slice::from_ref(&**a));
+            if leading && c.term == a.term {
+                let _ = self.gossip.try_send(outbox::Publish {
+                    topic: outbox::Topic::Fleet,
+                    body: wire::Body::Approval(a.clone()),
+                    delivery: outbox::Delivery::Retry,
+                });
+            }
+        } else {
+            tracing::info!(index = c.index, term = c.term, command = ?c.command, "region command committed");
+        }
+        if self.recent.len() == 32 {
+            self.recent.remove(0);
+        }
+        self.recent.push(c);
     }
 
     fn take_in(&mut self, spike: Spike) -> Vec<Spike> {
@@ -501,130 +474,6 @@ impl RegionActor {
             });
         }
     }
-
-    /// As master: commit deaths, returns and the work moves the current view calls for.
-    fn govern(&mut self, ctx: &mut Context<Self>) {
-        let Ok(core) = &mut self.core else {
-            return;
-        };
-        if core.status().role != Role::Leader
-            || self.quiet_until.is_some_and(|t| Instant::now() < t)
-        {
-            return;
-        }
-        let state = core.state().clone();
-        let mut commands = Vec::new();
-        let mut live: BTreeSet<node::Id> = BTreeSet::new();
-        live.insert(self.own_peer.clone());
-        let me = (self.own_peer.clone(), self.own_incarnation, Liveness::Alive);
-        let others = self
-            .members
-            .iter()
-            .map(|m| (m.peer.clone(), m.incarnation, m.status));
-        for (peer, incarnation, status) in std::iter::once(me).chain(others) {
-            match status {
-                Liveness::Dead => {
-                    if state.dead.get(&peer).is_none_or(|d| *d < incarnation) {
-                        commands.push(Command::DeclareDead { peer, incarnation });
-                    }
-                }
-                Liveness::Alive | Liveness::Suspect => {
-                    live.insert(peer.clone());
-                    if state.alive.get(&peer).is_none_or(|a| *a < incarnation) {
-                        commands.push(Command::Alive { peer, incarnation });
-                    }
-                }
-                Liveness::Joining | Liveness::Remote => {}
-            }
-        }
-        let target = assign::assign(&assign::items(&live, &self.probes), &live);
-        for (item, owner) in assign::moves(&state.assignments, &target) {
-            commands.push(Command::Assign { item, owner });
-        }
-        for item in state.assignments.keys() {
-            if !target.contains_key(item) {
-                commands.push(Command::Unassign { item: item.clone() });
-            }
-        }
-        if commands.is_empty() {
-            return;
-        }
-        for c in &commands {
-            if let Err(e) = core.propose(c) {
-                tracing::debug!(error = %e, "proposal not taken");
-                break;
-            }
-        }
-        self.quiet_until = Some(Instant::now() + Duration::from_secs(2));
-        self.drain(ctx);
-    }
-
-    /// Persist, then send, then record what committed.
-    fn drain(&mut self, ctx: &mut Context<Self>) {
-        let Ok(core) = &mut self.core else {
-            return;
-        };
-        let out = core.poll();
-        if let Some(p) = &out.persist {
-            let saved = self
-                .durable
-                .apply(p)
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|()| (self.persist)(&self.durable));
-            if let Err(e) = saved {
-                // Sending votes or entries that are not durable could elect two masters
-                // after a crash: stop taking part instead.
-                tracing::error!(error = %e, "cannot persist the region's consensus state; leaving consensus");
-                self.core = Err(format!("consensus state could not be persisted: {e}"));
-                ctx.stop();
-                return;
-            }
-        }
-        for (to, message) in out.messages {
-            let Some(peer) = self.names.get(&to).and_then(|(_, p)| p.clone()) else {
-                self.unroutable += 1;
-                continue;
-            };
-            let request = wire::Request::Raft {
-                region: self.region.clone(),
-                message,
-            };
-            if self.direct.try_send(Direct { to: peer, request }).is_err() {
-                self.unroutable += 1;
-            } else {
-                self.sent += 1;
-            }
-        }
-        if !out.committed.is_empty() {
-            self.quiet_until = None;
-        }
-        let leading = core.status().role == Role::Leader;
-        for c in out.committed {
-            if let Command::Approve(a) = &c.command {
-                tracing::info!(index = c.index, term = c.term, id = %a.id(), subject = %a.pattern.subject, "approval committed");
-                self.approvals.push((**a).clone());
-                tell_learned(&self.learners, std::slice::from_ref(&**a));
-                if leading && c.term == a.term {
-                    let _ = self.gossip.try_send(outbox::Publish {
-                        topic: outbox::Topic::Fleet,
-                        body: wire::Body::Approval(a.clone()),
-                        delivery: outbox::Delivery::Retry,
-                    });
-                }
-                self.keep_recent(c);
-                continue;
-            }
-            tracing::info!(index = c.index, term = c.term, command = ?c.command, "region command committed");
-            self.keep_recent(c);
-        }
-    }
-
-    fn keep_recent(&mut self, c: Committed) {
-        if self.recent.len() == 32 {
-            self.recent.remove(0);
-        }
-        self.recent.push(c);
-    }
 }
 
 impl Actor for RegionActor {
@@ -633,18 +482,80 @@ impl Actor for RegionActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         self.drain(ctx);
-        ctx.run_interval(self.tick, |act, ctx| {
-            if let Ok(core) = &mut act.core {
-                core.tick();
-            }
-            act.drain(ctx);
-        });
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
-            act.govern(ctx);
-            act.reconfigure();
-            act.drain(ctx);
-            act.acknowledge();
-        });
+        // Acknowledgements are gossiped on a fixed rhythm while leading (a later change
+        // moves them into the intake core).
+        ctx.run_interval(ACK_EVERY, |act, _| act.acknowledge());
+    }
+}
+
+impl Handler<Connect> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) {
+        self.links = msg;
+        // Subscribers connected late learn the current state at once.
+        if let Some(r) = &self.links.master_known {
+            let _ = r.try_send(MasterKnown(self.master.0.is_some()));
+        }
+        if let Some(r) = &self.links.facts {
+            let _ = r.try_send(SetRegion(self.gov.facts().clone()));
+        }
+        self.push_view();
+        self.drain(ctx);
+    }
+}
+
+impl Handler<RegionMembers> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegionMembers, ctx: &mut Self::Context) {
+        self.members = msg.members.clone();
+        self.gov.handle_members(
+            Instant::now(),
+            msg.members.as_ref().clone(),
+            msg.held_dead_by,
+        );
+        self.push_view();
+        self.drain(ctx);
+    }
+}
+
+impl Handler<RaftIn> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RaftIn, ctx: &mut Self::Context) {
+        self.received += 1;
+        if let Err(e) = self.gov.handle_raft(Instant::now(), &msg.0) {
+            self.refused += 1;
+            tracing::debug!(error = %e, "consensus message refused");
+        }
+        self.drain(ctx);
+    }
+}
+
+impl Handler<GetRegion> for RegionActor {
+    type Result = MessageResult<GetRegion>;
+
+    fn handle(&mut self, _: GetRegion, _: &mut Self::Context) -> Self::Result {
+        MessageResult(Snapshot {
+            region: self.region.clone(),
+            status: self.gov.status(),
+            no_master: self.gov.no_master(),
+            names: self
+                .gov
+                .names()
+                .iter()
+                .map(|(id, (n, p))| (*id, (n.clone(), Some(p.clone()))))
+                .collect(),
+            founders: self.gov.founders().to_vec(),
+            state: self.gov.state().cloned().unwrap_or_default(),
+            refused: self.gov.refused(),
+            recent: self.recent.clone(),
+            unroutable: self.gov.unroutable() + self.dropped,
+            refused_messages: self.refused,
+            sent: self.sent,
+            received: self.received,
+        })
     }
 }
 
@@ -706,74 +617,11 @@ impl Handler<ReplayIn> for RegionActor {
     }
 }
 
-impl Handler<crate::actor::Reincarnate> for RegionActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: crate::actor::Reincarnate, _: &mut Self::Context) {
-        self.own_incarnation = msg.0;
-    }
-}
-
 impl Handler<GetIntake> for RegionActor {
     type Result = MessageResult<GetIntake>;
 
     fn handle(&mut self, _: GetIntake, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.ledger.stats())
-    }
-}
-
-impl Handler<RaftIn> for RegionActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: RaftIn, ctx: &mut Self::Context) {
-        self.received += 1;
-        let Ok(core) = &mut self.core else {
-            return;
-        };
-        if let Err(e) = core.step(&msg.0) {
-            self.refused += 1;
-            tracing::debug!(error = %e, "consensus message refused");
-        }
-        self.drain(ctx);
-    }
-}
-
-impl Handler<PeerNames> for RegionActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: PeerNames, ctx: &mut Self::Context) {
-        for m in &msg.0 {
-            self.names.insert(
-                member_id(&self.region, &m.name),
-                (m.name.clone(), Some(m.peer.clone())),
-            );
-        }
-        self.members = msg.0;
-        self.found_or_join(ctx);
-    }
-}
-
-impl Handler<GetRegion> for RegionActor {
-    type Result = MessageResult<GetRegion>;
-
-    fn handle(&mut self, _: GetRegion, _: &mut Self::Context) -> Self::Result {
-        let (status, why, state) = match &self.core {
-            Ok(core) => (Some(core.status()), None, core.state().clone()),
-            Err(why) => (None, Some(why.clone()), RegionState::default()),
-        };
-        MessageResult(Snapshot {
-            region: self.region.clone(),
-            status,
-            why,
-            names: self.names.clone(),
-            founders: self.founders.clone(),
-            state,
-            recent: self.recent.clone(),
-            unroutable: self.unroutable,
-            refused: self.refused,
-            sent: self.sent,
-            received: self.received,
-        })
     }
 }
 
@@ -813,13 +661,12 @@ impl Handler<ProposeApproval> for RegionActor {
                 msg.0.region, msg.0.term, self.region
             ));
         }
-        let Ok(core) = &mut self.core else {
-            return Err("consensus not running".into());
-        };
-        core.propose(&Command::Approve(Box::new(msg.0)))
-            .map_err(|e| format!("proposal not taken: {e}"))?;
+        let r = self
+            .gov
+            .propose(Instant::now(), &Command::Approve(Box::new(msg.0)))
+            .map_err(|e| format!("proposal not taken: {e}"));
         self.drain(ctx);
-        Ok(())
+        r
     }
 }
 

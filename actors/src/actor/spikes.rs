@@ -125,6 +125,65 @@ pub struct SpikeActor {
     /// Numbers skipped at this run's start: above the journal's last, up to the durable
     /// reservation it resumed from.
     unused: Option<(u64, u64)>,
+    /// What the links look like (pushed: a master known, peers connected).
+    links: Links,
+    /// Where each sync report goes (heartbeats, gauges).
+    report_to: Option<ReportSync>,
+}
+
+/// One fact about this node's links changed (pushed by the region actor and the
+/// network driver's state).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub enum LinkChanged {
+    MasterKnown(bool),
+    Connected(usize),
+}
+
+/// Where the sync report goes each time it is computed (every replay check).
+pub struct ReportSync {
+    pub heartbeat: Recipient<crate::actor::heartbeat::SetSync>,
+    /// Updates the node's gauges.
+    pub gauges: Box<dyn Fn(&sync::Report) + Send>,
+}
+
+impl std::fmt::Debug for ReportSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportSync").finish_non_exhaustive()
+    }
+}
+
+impl Message for ReportSync {
+    type Result = ();
+}
+
+impl Handler<ReportSync> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportSync, _: &mut Self::Context) {
+        self.report_to = Some(msg);
+    }
+}
+
+impl Handler<LinkChanged> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkChanged, _: &mut Self::Context) {
+        match msg {
+            LinkChanged::MasterKnown(k) => self.links.master_known = k,
+            LinkChanged::Connected(n) => self.links.connected_peers = n,
+        }
+        self.sync.links(self.links, unix_ms());
+        self.report();
+    }
+}
+
+impl Handler<crate::actor::region::MasterKnown> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::region::MasterKnown, ctx: &mut Self::Context) {
+        <Self as Handler<LinkChanged>>::handle(self, LinkChanged::MasterKnown(msg.0), ctx);
+    }
 }
 
 impl std::fmt::Debug for SpikeActor {
@@ -172,6 +231,19 @@ impl SpikeActor {
             direct,
             read_ahead: VecDeque::new(),
             unused,
+            links: Links::default(),
+            report_to: None,
+        }
+    }
+
+    /// Hands the current sync report to the heartbeats and the gauges.
+    fn report(&self) {
+        if let Some(to) = &self.report_to {
+            let report = self.sync.report(unix_ms());
+            (to.gauges)(&report);
+            let _ = to
+                .heartbeat
+                .try_send(crate::actor::heartbeat::SetSync(report));
         }
     }
 
@@ -225,6 +297,7 @@ impl Actor for SpikeActor {
             if let Some(Action::Replay { after, to }) = act.sync.poll(unix_ms()) {
                 act.replay(after, to);
             }
+            act.report();
         });
     }
 }

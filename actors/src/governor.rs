@@ -1,0 +1,959 @@
+//! The region governor: every decision about a region's authority, as a sans-IO state
+//! machine around the region's consensus core ([`Region`]).
+//!
+//! It owns, for one member of one region:
+//! - **founding and joining**: a member without consensus state joins the group its
+//!   peers announce, or founds one together with its peers (see below);
+//! - **the consensus clock**: the Raft core is ticked every [`Config::tick`];
+//! - **governance, while this member is master**: deaths and returns, name bindings,
+//!   work assignment (rendezvous hashing, [`crate::assign`]), and the voter set (every
+//!   live member a learner, eligible learners promoted up to `max_voters`, a voter dead
+//!   for `replace_after` removed), one membership change at a time;
+//! - **duplicate names**: a name belongs to the first peer id the region's log bound it
+//!   to; a second peer claiming it is refused (kept out of consensus until renamed);
+//! - **why there is no master** ([`NoMaster`]), and **whether this node must come back
+//!   as a new incarnation** (the region's log holds it dead, or live peers keep listing
+//!   it dead).
+//!
+//! It reads no clock and does no I/O. The runtime feeds it:
+//! - [`Governor::handle_members`] whenever the membership view of the region changes,
+//! - [`Governor::handle_raft`] for each consensus message a peer sends,
+//! - [`Governor::propose`] for commands of its own (approvals),
+//! - [`Governor::handle_timeout`] when [`Governor::poll_timeout`] is due,
+//!
+//! and after each call drains [`Governor::poll_output`] until it returns `None`, acting on
+//! the outputs **in order**: an [`Output::Save`] must be durable (write
+//! [`Governor::durable`]) before any later [`Output::Send`] leaves.
+//!
+//! Consensus identity is the peer id: a member's Raft id is [`region::raft_id`] of its
+//! libp2p peer id, so no name, duplicated or not, can take over another member's vote.
+//!
+//! ## Founding
+//!
+//! With `voters` named in settings, the region is founded by exactly those names once
+//! every one of them is seen (their peer ids make the Raft ids). Without, a member waits
+//! `bootstrap` for an existing group to be announced; then, once at least
+//! `bootstrap_expect` eligible members see each other (the highest `expect` any of them
+//! announces wins), each one proposes the same founding set (the oldest eligible members,
+//! up to `max_voters`) in its heartbeats, and the set is founded when every member of it
+//! has announced exactly that set for `stable`. All founders are voters from the start,
+//! so that the death of any one of them never leaves the others without a master. A
+//! member that sees an announced group joins it instead of founding.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::membership::Status as Liveness;
+use crate::region::{self, Command, Committed, Durable, Region, RegionState, Role, Status};
+use crate::{assign, node};
+
+/// One member of the region (other than this node), as the membership view knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub role: String,
+    pub peer: node::Id,
+    pub status: Liveness,
+    pub incarnation: u64,
+    /// The founding voters of the group it belongs to (empty: none yet).
+    pub founders: Vec<u64>,
+    /// Whether it may become a voter.
+    pub eligible: bool,
+    /// The founding set it proposes (empty: none).
+    pub proposal: Vec<u64>,
+    /// The `bootstrap_expect` it was started with (0: unknown).
+    pub expect: u32,
+}
+
+/// What a member announces about its region's consensus in its heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub founders: Vec<u64>,
+    pub eligible: bool,
+    pub proposal: Vec<u64>,
+    pub expect: u32,
+}
+
+/// Settings of the governor.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub region: String,
+    /// This node's peer id, name and incarnation at start.
+    pub own: node::Id,
+    pub name: String,
+    pub incarnation: u64,
+    /// Whether this node may become a voter.
+    pub eligible: bool,
+    /// Names of the founding voters; empty: found by `bootstrap_expect`.
+    pub voters: Vec<String>,
+    /// Eligible members that must see each other before a region is founded.
+    pub bootstrap_expect: u32,
+    /// How long to listen for an existing group before founding one.
+    pub bootstrap: Duration,
+    /// How long a founding set must be proposed by all its members before it is founded.
+    pub stable: Duration,
+    pub max_voters: usize,
+    /// A voter dead this long is removed from the voters.
+    pub replace_after: Duration,
+    /// Names of the service probes to assign (`probe:<name>` work items).
+    pub probes: Vec<String>,
+    /// The consensus clock.
+    pub tick: Duration,
+    /// How often a master reviews deaths, returns, names, assignments and voters.
+    pub govern_every: Duration,
+    /// After proposing, a master waits this long for the commands to commit before it
+    /// proposes again (unless they commit sooner).
+    pub quiet: Duration,
+    /// Minimum time between two reincarnations asked for by peers' listings.
+    pub reincarnate_every: Duration,
+    pub consensus: region::Config,
+}
+
+impl Config {
+    /// Defaults for everything but the identity and the region.
+    pub fn new(region: &str, own: node::Id, name: &str, incarnation: u64) -> Config {
+        Config {
+            region: region.into(),
+            own,
+            name: name.into(),
+            incarnation,
+            eligible: true,
+            voters: Vec::new(),
+            bootstrap_expect: 3,
+            bootstrap: Duration::from_secs(3),
+            stable: Duration::from_secs(2),
+            max_voters: 5,
+            replace_after: Duration::from_secs(30),
+            probes: Vec::new(),
+            tick: Duration::from_millis(100),
+            govern_every: Duration::from_secs(1),
+            quiet: Duration::from_secs(2),
+            reincarnate_every: Duration::from_secs(10),
+            consensus: region::Config::default(),
+        }
+    }
+}
+
+/// Why this member knows no master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NoMaster {
+    /// No group exists yet: `have` of `expect` founders see each other.
+    WaitingForFounders { have: usize, expect: usize },
+    /// A quorum of voters is alive: an election is under way.
+    Electing,
+    /// Fewer than a quorum of voters are alive; these are gone.
+    QuorumLost { missing_voters: Vec<String> },
+    /// This node's name belongs to another peer: it takes no part until renamed.
+    DuplicateName { name: String, holder: node::Id },
+    /// Consensus stopped (its state could not be made durable).
+    Stopped { why: String },
+}
+
+/// Work for the runtime, in the order it must be done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Write [`Governor::durable`] durably now, before any later `Send`.
+    Save,
+    /// A consensus message for a peer.
+    Send { to: node::Id, bytes: Vec<u8> },
+    /// A command the region committed, in log order.
+    Committed(Committed),
+    /// The master this member knows changed: `(peer, term)`, and whether it is this node.
+    Master {
+        master: Option<(node::Id, u64)>,
+        leading: bool,
+    },
+    /// What heartbeats must announce from now on.
+    Facts(Facts),
+    /// Founded (or joined) the region's consensus with these founders.
+    Joined { founders: Vec<u64>, founder: bool },
+    /// Two live peers claim one name. `holder` owns it (bound first); `claimant` is
+    /// refused. Raised once per claimant; `by_master` is set on the master's report.
+    DuplicateName {
+        name: String,
+        holder: node::Id,
+        claimant: node::Id,
+        by_master: bool,
+    },
+    /// The region holds this incarnation dead (it was cut off): start a new one and
+    /// give it to [`Governor::set_incarnation`].
+    Reincarnate,
+    /// Peers announce a different `bootstrap_expect`; the highest wins.
+    ExpectDiffers { ours: u32, highest: u32 },
+}
+
+/// One member's governor.
+pub struct Governor {
+    config: Config,
+    core: Option<Region>,
+    durable: Durable,
+    stopped: Option<String>,
+    out: VecDeque<Output>,
+    started: Instant,
+    next_tick: Instant,
+    next_govern: Instant,
+    quiet_until: Option<Instant>,
+    members: Vec<Member>,
+    held_dead_by: usize,
+    /// Raft id -> (name, peer) of every member known.
+    names: BTreeMap<u64, (String, node::Id)>,
+    facts: Facts,
+    agreed_since: Option<(Vec<u64>, Instant)>,
+    dead_since: BTreeMap<u64, Instant>,
+    last_master: Option<(Option<(node::Id, u64)>, bool)>,
+    duplicates_told: BTreeSet<(String, node::Id)>,
+    expect_told: u32,
+    last_reincarnation: Option<Instant>,
+    unroutable: u64,
+}
+
+impl std::fmt::Debug for Governor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Governor")
+            .field("region", &self.config.region)
+            .field("core", &self.core)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Governor {
+    /// A member starting at `now`, from its durable state if it has one.
+    pub fn new(config: Config, stored: Option<Durable>, now: Instant) -> Governor {
+        let own_id = region::raft_id(&config.own);
+        let mut names = BTreeMap::new();
+        names.insert(own_id, (config.name.clone(), config.own.clone()));
+        let mut gov = Governor {
+            facts: Facts {
+                eligible: config.eligible,
+                expect: config.bootstrap_expect,
+                ..Facts::default()
+            },
+            core: None,
+            durable: Durable::default(),
+            stopped: None,
+            out: VecDeque::new(),
+            started: now,
+            next_tick: now + config.tick,
+            next_govern: now,
+            quiet_until: None,
+            members: Vec::new(),
+            held_dead_by: 0,
+            names,
+            agreed_since: None,
+            dead_since: BTreeMap::new(),
+            last_master: None,
+            duplicates_told: BTreeSet::new(),
+            expect_told: 0,
+            last_reincarnation: None,
+            unroutable: 0,
+            config,
+        };
+        if let Some(d) = stored {
+            match Region::restore(own_id, d.clone(), &gov.config.consensus) {
+                Ok(core) => {
+                    gov.facts.founders = d.founders.clone();
+                    gov.durable = d;
+                    gov.core = Some(core);
+                }
+                Err(e) => gov.stopped = Some(format!("stored consensus state refused: {e}")),
+            }
+        }
+        gov.drain(now);
+        gov
+    }
+
+    /// The membership view of the region changed: its members (other than this node),
+    /// and how many live peers keep listing this node dead.
+    pub fn handle_members(&mut self, now: Instant, members: Vec<Member>, held_dead_by: usize) {
+        for m in &members {
+            self.names
+                .insert(region::raft_id(&m.peer), (m.name.clone(), m.peer.clone()));
+        }
+        self.members = members;
+        self.held_dead_by = held_dead_by;
+        self.notice_duplicates();
+        self.notice_expect();
+        self.found_or_join(now);
+        if self.leading().is_some() {
+            // A death or a return is acted on now, not at the next round.
+            self.next_govern = self.next_govern.min(now);
+            self.govern(now);
+        }
+        self.check_incarnation(now);
+        self.drain(now);
+    }
+
+    /// A consensus message from a peer. Bytes that do not decode, or that no honest
+    /// member sends, are refused (count it against the sender); nothing changes then.
+    pub fn handle_raft(&mut self, now: Instant, bytes: &[u8]) -> Result<(), region::Error> {
+        let Some(core) = &mut self.core else {
+            return Ok(());
+        };
+        let r = core.step(bytes);
+        self.drain(now);
+        r
+    }
+
+    /// Proposes a command of the runtime's own (only the master may).
+    pub fn propose(&mut self, now: Instant, cmd: &Command) -> Result<(), region::Error> {
+        let Some(core) = &mut self.core else {
+            return Err(region::Error::NotLeader { leader: None });
+        };
+        let r = core.propose(cmd);
+        self.drain(now);
+        r
+    }
+
+    /// Runs whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_tick {
+            if let Some(core) = &mut self.core {
+                core.tick();
+            }
+            // After a stall, tick once and carry on from now: a burst of ticks would
+            // make every follower campaign at once.
+            self.next_tick = if now.duration_since(self.next_tick) > self.config.tick {
+                now + self.config.tick
+            } else {
+                self.next_tick + self.config.tick
+            };
+        }
+        self.found_or_join(now);
+        if now >= self.next_govern {
+            self.next_govern = now + self.config.govern_every;
+            self.govern(now);
+        }
+        self.check_incarnation(now);
+        self.drain(now);
+    }
+
+    /// When [`Governor::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped.is_some() {
+            return None;
+        }
+        let mut next = self.next_tick;
+        if self.core.is_some() && self.leading().is_some() {
+            next = next.min(self.next_govern);
+        }
+        Some(next)
+    }
+
+    /// The next piece of work, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// What [`Output::Save`] asks to write.
+    pub fn durable(&self) -> &Durable {
+        &self.durable
+    }
+
+    /// The state could not be made durable: stop taking part (sending votes or entries
+    /// that are not durable could elect two masters after a crash).
+    pub fn stop(&mut self, why: String) {
+        self.core = None;
+        self.stopped = Some(why);
+        self.out.clear();
+        self.announce_master();
+    }
+
+    /// This node came back as incarnation `n`.
+    pub fn set_incarnation(&mut self, now: Instant, n: u64) {
+        self.config.incarnation = n;
+        self.last_reincarnation = Some(now);
+    }
+
+    /// The consensus view, if this node takes part.
+    pub fn status(&self) -> Option<Status> {
+        self.core.as_ref().map(Region::status)
+    }
+
+    /// The region's committed state (empty while this node takes no part).
+    pub fn state(&self) -> Option<&RegionState> {
+        self.core.as_ref().map(Region::state)
+    }
+
+    /// Raft id -> (name, peer) of every member known.
+    pub fn names(&self) -> &BTreeMap<u64, (String, node::Id)> {
+        &self.names
+    }
+
+    /// What heartbeats announce now.
+    pub fn facts(&self) -> &Facts {
+        &self.facts
+    }
+
+    /// Founders of this node's group (empty: none yet).
+    pub fn founders(&self) -> &[u64] {
+        &self.durable.founders
+    }
+
+    /// Messages to members whose peer id is not known.
+    pub fn unroutable(&self) -> u64 {
+        self.unroutable
+    }
+
+    /// The master this node knows, as (peer, term).
+    pub fn master(&self) -> Option<(node::Id, u64)> {
+        let status = self.status()?;
+        let peer = self.names.get(&status.leader?)?.1.clone();
+        Some((peer, status.term))
+    }
+
+    /// The term this node leads, if it is the master.
+    pub fn leading(&self) -> Option<u64> {
+        let status = self.status()?;
+        (status.role == Role::Leader).then_some(status.term)
+    }
+
+    /// Live peers claiming a name bound to another peer (the master refuses them).
+    pub fn refused(&self) -> Vec<(String, node::Id, node::Id)> {
+        let Some(state) = self.state() else {
+            return Vec::new();
+        };
+        self.members
+            .iter()
+            .filter(|m| is_live(m.status))
+            .filter_map(|m| {
+                let holder = state.names.get(&m.name)?;
+                (*holder != m.peer).then(|| (m.name.clone(), holder.clone(), m.peer.clone()))
+            })
+            .collect()
+    }
+
+    /// Why this node knows no master (`None` when it knows one).
+    pub fn no_master(&self) -> Option<NoMaster> {
+        if let Some(why) = &self.stopped {
+            return Some(NoMaster::Stopped { why: why.clone() });
+        }
+        if let Some((name, holder)) = self.own_name_taken() {
+            return Some(NoMaster::DuplicateName { name, holder });
+        }
+        let Some(status) = self.status() else {
+            let (have, expect) = self.founding_progress();
+            return Some(NoMaster::WaitingForFounders { have, expect });
+        };
+        if status.leader.is_some() {
+            return None;
+        }
+        let live: BTreeSet<u64> = self
+            .members
+            .iter()
+            .filter(|m| is_live(m.status))
+            .map(|m| region::raft_id(&m.peer))
+            .chain(std::iter::once(status.id))
+            .collect();
+        let missing: Vec<u64> = status
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| !live.contains(v))
+            .collect();
+        if status.voters.len() - missing.len() < status.voters.len() / 2 + 1 {
+            let missing_voters = missing
+                .iter()
+                .map(|v| {
+                    self.names
+                        .get(v)
+                        .map_or_else(|| v.to_string(), |n| n.0.clone())
+                })
+                .collect();
+            return Some(NoMaster::QuorumLost { missing_voters });
+        }
+        Some(NoMaster::Electing)
+    }
+
+    // --- founding -------------------------------------------------------------------
+
+    fn own_id(&self) -> u64 {
+        region::raft_id(&self.config.own)
+    }
+
+    fn expect(&self) -> usize {
+        let highest = self
+            .members
+            .iter()
+            .map(|m| m.expect)
+            .chain(std::iter::once(self.config.bootstrap_expect))
+            .max()
+            .unwrap_or(1);
+        usize::try_from(highest.max(1)).unwrap_or(usize::MAX)
+    }
+
+    /// Live eligible members (this node included when eligible), one per name (the
+    /// oldest claimant), oldest first.
+    fn candidates(&self) -> Vec<(u64, String, node::Id)> {
+        let me = self.config.eligible.then(|| {
+            (
+                self.config.incarnation,
+                self.config.name.clone(),
+                self.config.own.clone(),
+            )
+        });
+        let others = self
+            .members
+            .iter()
+            .filter(|m| m.eligible && m.status == Liveness::Alive)
+            .map(|m| (m.incarnation, m.name.clone(), m.peer.clone()));
+        let mut by_name: BTreeMap<String, (u64, node::Id)> = BTreeMap::new();
+        for (inc, name, peer) in me.into_iter().chain(others) {
+            let e = by_name.entry(name).or_insert((inc, peer.clone()));
+            if (inc, &peer) < (e.0, &e.1) {
+                *e = (inc, peer);
+            }
+        }
+        let mut all: Vec<(u64, String, node::Id)> = by_name
+            .into_iter()
+            .map(|(name, (inc, peer))| (inc, name, peer))
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn founding_progress(&self) -> (usize, usize) {
+        if self.config.voters.is_empty() {
+            (self.candidates().len(), self.expect())
+        } else {
+            let seen = self.named_voters().iter().filter(|v| v.is_some()).count();
+            (seen, self.config.voters.len())
+        }
+    }
+
+    /// The peer of each named voter, where seen (alive, or this node).
+    fn named_voters(&self) -> Vec<Option<node::Id>> {
+        let candidates = self.candidates();
+        self.config
+            .voters
+            .iter()
+            .map(|n| {
+                if *n == self.config.name {
+                    return Some(self.config.own.clone());
+                }
+                candidates
+                    .iter()
+                    .find(|(_, name, _)| name == n)
+                    .map(|(_, _, p)| p.clone())
+            })
+            .collect()
+    }
+
+    /// Another live peer holds this node's name: bound to it in the region's log, or
+    /// (before any log) it already belongs to a group while this node does not, or it is
+    /// the older claimant.
+    fn own_name_taken(&self) -> Option<(String, node::Id)> {
+        let name = &self.config.name;
+        if let Some(holder) = self.state().and_then(|s| s.names.get(name)) {
+            return (*holder != self.config.own).then(|| (name.clone(), holder.clone()));
+        }
+        if self.core.is_some() {
+            return None;
+        }
+        self.members
+            .iter()
+            .filter(|m| m.name == *name && is_live(m.status))
+            .find(|m| {
+                !m.founders.is_empty()
+                    || (m.incarnation, &m.peer) < (self.config.incarnation, &self.config.own)
+            })
+            .map(|m| (name.clone(), m.peer.clone()))
+    }
+
+    fn found_or_join(&mut self, now: Instant) {
+        if self.core.is_some() || self.stopped.is_some() || self.own_name_taken().is_some() {
+            return;
+        }
+        let announced = self
+            .members
+            .iter()
+            .filter(|m| is_live(m.status))
+            .find(|m| !m.founders.is_empty())
+            .map(|m| m.founders.clone());
+        let founders = if let Some(f) = announced {
+            f
+        } else if !self.config.voters.is_empty() {
+            let Some(peers) = self.named_voters().into_iter().collect::<Option<Vec<_>>>() else {
+                return;
+            };
+            peers.iter().map(region::raft_id).collect()
+        } else {
+            match self.agreed_founding(now) {
+                Some(f) => f,
+                None => return,
+            }
+        };
+        self.join(now, founders);
+    }
+
+    /// Without named voters: the founding set once it is agreed and stable.
+    fn agreed_founding(&mut self, now: Instant) -> Option<Vec<u64>> {
+        let candidates = self.candidates();
+        let expect = self.expect();
+        if candidates.len() < expect {
+            self.set_proposal(Vec::new());
+            self.agreed_since = None;
+            return None;
+        }
+        let take = expect.max(self.config.max_voters.min(candidates.len()));
+        let mut proposal: Vec<u64> = candidates
+            .iter()
+            .take(take)
+            .map(|(_, _, p)| region::raft_id(p))
+            .collect();
+        proposal.sort_unstable();
+        self.set_proposal(proposal.clone());
+        let own = self.own_id();
+        // Proposed at once, so that peers need not wait for this node's window; but this
+        // node founds only after listening `bootstrap` for an existing group.
+        if !proposal.contains(&own) || now < self.started + self.config.bootstrap {
+            // Not a founder: wait for the founders to announce their group.
+            return None;
+        }
+        let agreed = proposal.iter().all(|id| {
+            *id == own
+                || self
+                    .members
+                    .iter()
+                    .any(|m| region::raft_id(&m.peer) == *id && m.proposal == proposal)
+        });
+        if !agreed {
+            self.agreed_since = None;
+            return None;
+        }
+        let since = match &self.agreed_since {
+            Some((p, t)) if *p == proposal => *t,
+            _ => {
+                self.agreed_since = Some((proposal.clone(), now));
+                now
+            }
+        };
+        // Alone, there is nobody to agree with.
+        let alone = proposal == [own];
+        (alone || now.duration_since(since) >= self.config.stable).then_some(proposal)
+    }
+
+    fn set_proposal(&mut self, proposal: Vec<u64>) {
+        if self.facts.proposal != proposal {
+            self.facts.proposal = proposal;
+            self.out.push_back(Output::Facts(self.facts.clone()));
+        }
+    }
+
+    fn join(&mut self, now: Instant, founders: Vec<u64>) {
+        let own = self.own_id();
+        match Region::new(own, &founders, &self.config.consensus) {
+            Ok(mut core) => {
+                if founders == [own] {
+                    // The only voter: nobody else can be master, no need to wait.
+                    let _ = core.campaign();
+                }
+                self.core = Some(core);
+                self.durable = Durable {
+                    founders: founders.clone(),
+                    ..Durable::default()
+                };
+                self.facts.founders = founders.clone();
+                self.facts.proposal = Vec::new();
+                self.out.push_back(Output::Save);
+                self.out.push_back(Output::Facts(self.facts.clone()));
+                self.out.push_back(Output::Joined {
+                    founder: founders.contains(&own),
+                    founders,
+                });
+                self.drain(now);
+            }
+            Err(e) => self.stopped = Some(format!("cannot join the region's consensus: {e}")),
+        }
+    }
+
+    // --- observations -----------------------------------------------------------------
+
+    fn notice_duplicates(&mut self) {
+        let own = &self.config.own;
+        let twins: Vec<node::Id> = self
+            .members
+            .iter()
+            .filter(|m| m.name == self.config.name && m.peer != *own && is_live(m.status))
+            .map(|m| m.peer.clone())
+            .collect();
+        for twin in twins {
+            if !self
+                .duplicates_told
+                .insert((self.config.name.clone(), twin.clone()))
+            {
+                continue;
+            }
+            let (holder, claimant) = match self.own_name_taken() {
+                Some((_, holder)) => (holder, own.clone()),
+                None => (own.clone(), twin),
+            };
+            self.out.push_back(Output::DuplicateName {
+                name: self.config.name.clone(),
+                holder,
+                claimant,
+                by_master: false,
+            });
+        }
+    }
+
+    fn notice_expect(&mut self) {
+        let highest = u32::try_from(self.expect()).unwrap_or(u32::MAX);
+        if highest != self.config.bootstrap_expect && highest != self.expect_told {
+            self.expect_told = highest;
+            self.out.push_back(Output::ExpectDiffers {
+                ours: self.config.bootstrap_expect,
+                highest,
+            });
+        }
+    }
+
+    fn check_incarnation(&mut self, now: Instant) {
+        let recently = self
+            .last_reincarnation
+            .is_some_and(|t| now.duration_since(t) < self.config.reincarnate_every);
+        if recently {
+            return;
+        }
+        let in_log = self
+            .state()
+            .and_then(|s| s.dead.get(&self.config.own))
+            .is_some_and(|d| *d >= self.config.incarnation);
+        if in_log || self.held_dead_by > 0 {
+            self.last_reincarnation = Some(now);
+            self.out.push_back(Output::Reincarnate);
+        }
+    }
+
+    // --- governance (master) ----------------------------------------------------------
+
+    fn govern(&mut self, now: Instant) {
+        if self.leading().is_none() {
+            self.dead_since.clear();
+            return;
+        }
+        if self.quiet_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let commands = self.commands();
+        let Some(core) = &mut self.core else {
+            return;
+        };
+        let mut proposed = false;
+        for c in &commands {
+            if core.propose(c).is_err() {
+                break;
+            }
+            proposed = true;
+        }
+        if proposed {
+            self.quiet_until = Some(now + self.config.quiet);
+        }
+        self.reconfigure(now);
+    }
+
+    /// Deaths, returns, name bindings and work moves the current view calls for.
+    fn commands(&mut self) -> Vec<Command> {
+        let Some(state) = self.state() else {
+            return Vec::new();
+        };
+        let mut commands = Vec::new();
+        let mut live: BTreeSet<node::Id> = BTreeSet::new();
+        let me = (
+            self.config.own.clone(),
+            self.config.name.clone(),
+            self.config.incarnation,
+            Liveness::Alive,
+        );
+        let others = self
+            .members
+            .iter()
+            .map(|m| (m.peer.clone(), m.name.clone(), m.incarnation, m.status));
+        let mut bound_now: BTreeMap<String, node::Id> = BTreeMap::new();
+        for (peer, name, incarnation, status) in std::iter::once(me).chain(others) {
+            let holder = state
+                .names
+                .get(&name)
+                .or_else(|| bound_now.get(&name))
+                .cloned();
+            if holder.as_ref().is_some_and(|h| *h != peer) {
+                // Refused: a duplicate name takes no part in the region.
+                continue;
+            }
+            match status {
+                Liveness::Dead => {
+                    if state.dead.get(&peer).is_none_or(|d| *d < incarnation) {
+                        commands.push(Command::DeclareDead { peer, incarnation });
+                    }
+                }
+                Liveness::Alive | Liveness::Suspect => {
+                    live.insert(peer.clone());
+                    if holder.is_none() {
+                        bound_now.insert(name.clone(), peer.clone());
+                        commands.push(Command::Name {
+                            name,
+                            peer: peer.clone(),
+                        });
+                    }
+                    if state.alive.get(&peer).is_none_or(|a| *a < incarnation) {
+                        commands.push(Command::Alive { peer, incarnation });
+                    }
+                }
+                Liveness::Joining | Liveness::Remote => {}
+            }
+        }
+        let target = assign::assign(&assign::items(&live, &self.config.probes), &live);
+        for (item, owner) in assign::moves(&state.assignments, &target) {
+            commands.push(Command::Assign { item, owner });
+        }
+        for item in state.assignments.keys() {
+            if !target.contains_key(item) {
+                commands.push(Command::Unassign { item: item.clone() });
+            }
+        }
+        let refused = self.refused();
+        for (name, holder, claimant) in refused {
+            if self
+                .duplicates_told
+                .insert((format!("master:{name}"), claimant.clone()))
+            {
+                self.out.push_back(Output::DuplicateName {
+                    name,
+                    holder,
+                    claimant,
+                    by_master: true,
+                });
+            }
+        }
+        commands
+    }
+
+    /// One membership change toward: no refused or long-dead voter, every live member a
+    /// learner, `max_voters` voters.
+    fn reconfigure(&mut self, now: Instant) {
+        let refused: BTreeSet<u64> = self
+            .refused()
+            .iter()
+            .map(|(_, _, c)| region::raft_id(c))
+            .collect();
+        let Some(core) = &mut self.core else {
+            return;
+        };
+        let status = core.status();
+        let by_id: BTreeMap<u64, &Member> = self
+            .members
+            .iter()
+            .map(|m| (region::raft_id(&m.peer), m))
+            .collect();
+        let alive = |id: &u64| *id == status.id || by_id.get(id).is_some_and(|m| is_live(m.status));
+        for v in &status.voters {
+            if alive(v) {
+                self.dead_since.remove(v);
+            } else {
+                self.dead_since.entry(*v).or_insert(now);
+            }
+        }
+        let members = status.voters.iter().chain(&status.learners);
+        let change = if let Some(&gone) = members.clone().find(|id| refused.contains(id)) {
+            core.remove_voter(gone)
+        } else if let Some((&gone, _)) = self
+            .dead_since
+            .iter()
+            .find(|(_, t)| now.duration_since(**t) >= self.config.replace_after)
+        {
+            self.dead_since.remove(&gone);
+            core.remove_voter(gone)
+        } else if let Some((&id, _)) = by_id.iter().find(|(id, m)| {
+            m.status == Liveness::Alive
+                && !refused.contains(id)
+                && !status.voters.contains(id)
+                && !status.learners.contains(id)
+        }) {
+            core.add_learner(id)
+        } else if status.voters.len() < self.config.max_voters
+            && let Some(id) = status
+                .learners
+                .iter()
+                .filter_map(|id| by_id.get(id).map(|m| (m.incarnation, &m.peer, *id, *m)))
+                .filter(|(_, _, id, m)| {
+                    m.eligible && m.status == Liveness::Alive && !refused.contains(id)
+                })
+                .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
+                .map(|(_, _, id, _)| id)
+        {
+            core.add_voter(id)
+        } else {
+            return;
+        };
+        // A change refused now (one pending, or not leader any more) is retried on the
+        // next round.
+        let _ = change;
+    }
+
+    // --- draining ---------------------------------------------------------------------
+
+    /// Moves what the core produced into the output queue: persist first, then send,
+    /// then what committed, then a changed master.
+    fn drain(&mut self, now: Instant) {
+        let Some(core) = &mut self.core else {
+            self.announce_master();
+            return;
+        };
+        let before = core.status();
+        let out = core.poll();
+        if let Some(p) = &out.persist {
+            if let Err(e) = self.durable.apply(p) {
+                let why = format!("consensus state could not be folded: {e}");
+                self.stop(why);
+                return;
+            }
+            self.out.push_back(Output::Save);
+        }
+        for (to, bytes) in out.messages {
+            match self.names.get(&to) {
+                Some((_, peer)) => self.out.push_back(Output::Send {
+                    to: peer.clone(),
+                    bytes,
+                }),
+                None => self.unroutable += 1,
+            }
+        }
+        let committed = !out.committed.is_empty();
+        for c in out.committed {
+            self.out.push_back(Output::Committed(c));
+        }
+        if committed {
+            self.quiet_until = None;
+        }
+        // A membership change applied: the next one need not wait for the next round.
+        if let Some(after) = self.core.as_ref().map(Region::status)
+            && (after.voters != before.voters || after.learners != before.learners)
+            && after.role == Role::Leader
+        {
+            self.next_govern = self.next_govern.min(now);
+        }
+        self.announce_master();
+    }
+
+    fn announce_master(&mut self) {
+        let now = (self.master(), self.leading().is_some());
+        if self.last_master.as_ref() != Some(&now) {
+            self.last_master = Some(now.clone());
+            self.out.push_back(Output::Master {
+                master: now.0,
+                leading: now.1,
+            });
+        }
+    }
+}
+
+fn is_live(s: Liveness) -> bool {
+    matches!(s, Liveness::Alive | Liveness::Suspect)
+}
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
