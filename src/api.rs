@@ -449,6 +449,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "founders": r.founders.iter().map(|f| r.names.get(f).map_or_else(|| f.to_string(), |(n, _)| n.clone())).collect::<Vec<_>>(),
         "members": members,
         "dead": r.state.dead.keys().map(|k| &k.0).collect::<Vec<_>>(),
+        "names_bound": r.state.names.iter().map(|(n, p)| (n.clone(), p.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "assignments": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "recent_commands": recent,
         "intake": intake,

@@ -48,6 +48,24 @@ pub enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// Operate on the region's consensus.
+    #[command(subcommand)]
+    Region(RegionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegionCommand {
+    /// After a majority of the region's voters is gone for good: found the region anew
+    /// with the survivors, from a stopped survivor's data dir. Refuses while this node
+    /// runs or any --peer reports a master. Start the node again afterwards.
+    Recover {
+        /// The stopped survivor's node.data_dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The API (host:port) of every other surviving member (repeat).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+    },
 }
 
 /// Flags for the common settings; each overrides the file and the environment.
@@ -163,6 +181,31 @@ pub fn main() -> ExitCode {
                 status::Format::Table
             };
             report(status::run(&api, format))
+        }
+        Command::Region(RegionCommand::Recover { data_dir, peers }) => {
+            match crate::recover::run(&data_dir, &peers) {
+                Ok(r) => {
+                    println!(
+                        "recovered region {}: voters {} in term {}; start the node again",
+                        r.region,
+                        r.voters
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        r.term
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e @ crate::recover::Error::Refused(_)) => {
+                    eprintln!("fleetmesh region recover: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("fleetmesh region recover: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -15,5 +15,6 @@ pub mod net;
 pub mod node;
 pub mod policy;
 pub mod probe;
+pub mod recover;
 pub mod settings;
 pub mod status;

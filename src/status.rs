@@ -57,6 +57,7 @@ pub fn master_line(region: &serde_json::Value) -> String {
             name(&why["name"]),
             name(&why["holder"])
         ),
+        Some("recovering") => "recovering: the survivors of a recovery elect a master".to_string(),
         Some("stopped") => format!("consensus stopped: {}", name(&why["why"])),
         _ => "unknown".to_string(),
     };

@@ -146,6 +146,9 @@ pub enum NoMaster {
     Electing,
     /// Fewer than a quorum of voters are alive; these are gone.
     QuorumLost { missing_voters: Vec<String> },
+    /// An operator recovered the region (`fleetmesh region recover`); the survivors have
+    /// not elected a master yet.
+    Recovering,
     /// This node's name belongs to another peer: it takes no part until renamed.
     DuplicateName { name: String, holder: node::Id },
     /// Consensus stopped (its state could not be made durable).
@@ -208,6 +211,10 @@ pub struct Governor {
     expect_told: u32,
     last_reincarnation: Option<Instant>,
     unroutable: u64,
+    /// Highest log index handed out as [`Output::Committed`].
+    emitted: u64,
+    /// The log ends with an operator's recovery not committed yet.
+    recovering: bool,
 }
 
 impl std::fmt::Debug for Governor {
@@ -249,11 +256,18 @@ impl Governor {
             expect_told: 0,
             last_reincarnation: None,
             unroutable: 0,
+            emitted: 0,
+            recovering: false,
             config,
         };
         if let Some(d) = stored {
             match Region::restore(own_id, d.clone(), &gov.config.consensus) {
                 Ok(core) => {
+                    gov.recovering = d.entries.last().is_some_and(|e| {
+                        e.index > d.vote.commit
+                            && rmp_serde::from_slice::<Command>(&e.data)
+                                .is_ok_and(|c| matches!(c, Command::Recover { .. }))
+                    });
                     gov.facts.founders = d.founders.clone();
                     gov.durable = d;
                     gov.core = Some(core);
@@ -463,6 +477,9 @@ impl Governor {
                 })
                 .collect();
             return Some(NoMaster::QuorumLost { missing_voters });
+        }
+        if self.recovering {
+            return Some(NoMaster::Recovering);
         }
         Some(NoMaster::Electing)
     }
@@ -922,8 +939,17 @@ impl Governor {
         }
         let committed = !out.committed.is_empty();
         for c in out.committed {
+            // A member rebuilt by a recovery applies its log again: once is enough.
+            if c.index <= self.emitted {
+                continue;
+            }
+            self.emitted = c.index;
+            if let Command::Recover { .. } = &c.command {
+                self.recovering = false;
+            }
             self.out.push_back(Output::Committed(c));
         }
+        self.recover(now);
         if committed {
             self.quiet_until = None;
         }
@@ -935,6 +961,32 @@ impl Governor {
             self.next_govern = self.next_govern.min(now);
         }
         self.announce_master();
+    }
+
+    /// The log applied an operator's recovery: from its entry on, its voters vote.
+    fn recover(&mut self, now: Instant) {
+        let Some((index, voters)) = self.core.as_mut().and_then(Region::take_recovery) else {
+            return;
+        };
+        let mut sorted = voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        self.durable = self.durable.recovered(index, &voters);
+        self.out.push_back(Output::Save);
+        if self
+            .status()
+            .is_some_and(|s| s.voters == sorted && s.learners.is_empty())
+        {
+            // Already this configuration (the member the recovery was written on).
+            return;
+        }
+        match Region::restore(self.own_id(), self.durable.clone(), &self.config.consensus) {
+            Ok(core) => {
+                self.core = Some(core);
+                self.drain(now);
+            }
+            Err(e) => self.stop(format!("cannot apply the region's recovery: {e}")),
+        }
     }
 
     fn announce_master(&mut self) {

@@ -94,6 +94,16 @@ pub enum Command {
     /// `name` belongs to `peer` (the first binding of a name holds; a later claimant
     /// is refused).
     Name { name: String, peer: node::Id },
+    /// An operator recovered the region after a majority of its voters was lost for
+    /// good: from this entry on, `voters` (Raft ids) are the voters, in `term` and
+    /// later. Written offline by `fleetmesh region recover` on the surviving member with
+    /// the longest log; every member that applies it switches to the new voters.
+    Recover {
+        voters: Vec<u64>,
+        term: u64,
+        by: String,
+        at_unix_ms: u64,
+    },
 }
 
 /// A command the region committed, with its log position and the master's term.
@@ -162,6 +172,7 @@ impl RegionState {
                     .entry(name.clone())
                     .or_insert_with(|| peer.clone());
             }
+            Command::Recover { .. } => {}
         }
     }
 }
@@ -269,6 +280,8 @@ pub struct Region {
     election_ticks: usize,
     /// Committed entries that could not be decoded or applied (identical on every member).
     skipped: u64,
+    /// A recovery applied and not yet taken by the runtime: (log index, new voters).
+    recovery: Option<(u64, Vec<u64>)>,
 }
 
 impl fmt::Debug for Region {
@@ -350,6 +363,7 @@ impl Region {
             jitter: Jitter::new(config.seed, id),
             election_ticks: config.election_ticks,
             skipped: 0,
+            recovery: None,
         };
         region.rejitter();
         Ok(region)
@@ -485,6 +499,12 @@ impl Region {
         out
     }
 
+    /// A recovery the log applied (its index and the new voters), for the runtime to
+    /// rebuild this member with ([`Durable::recovered`] then [`Region::restore`]).
+    pub fn take_recovery(&mut self) -> Option<(u64, Vec<u64>)> {
+        self.recovery.take()
+    }
+
     /// This member's current view of the election.
     pub fn status(&self) -> Status {
         let raft = &self.raw.raft;
@@ -561,6 +581,11 @@ impl Region {
                 EntryType::EntryNormal if e.data.is_empty() => {}
                 EntryType::EntryNormal => match rmp_serde::from_slice::<Command>(&e.data) {
                     Ok(command) => {
+                        if let Command::Recover { voters, .. } = &command
+                            && self.membership_due(e.index)
+                        {
+                            self.recovery = Some((e.index, voters.clone()));
+                        }
                         self.state.apply(&command);
                         out.committed.push(Committed {
                             index: e.index,

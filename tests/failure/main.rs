@@ -8,8 +8,10 @@ mod harness;
 
 mod audits;
 mod detection;
+mod founding;
 mod master;
 mod partition;
+mod recover;
 mod replay;
 mod services;
 mod voters;

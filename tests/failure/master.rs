@@ -25,7 +25,7 @@ fn spec(i: usize, dir: PathBuf, bootstrap: Option<String>) -> Spec {
 }
 
 /// (master peer id, term, role) as `node` reports them.
-async fn view(node: &Node) -> (Option<String>, u64, String) {
+pub async fn view(node: &Node) -> (Option<String>, u64, String) {
     let r: Value = get(&node.url("/api/v1/region")).await;
     (
         r["master"]["peer_id"].as_str().map(str::to_string),
@@ -35,7 +35,7 @@ async fn view(node: &Node) -> (Option<String>, u64, String) {
 }
 
 /// Waits until every node in `nodes` names the same master; returns it and the term.
-async fn agreed(nodes: &[&Node], what: &str, newer_than: u64) -> (String, u64) {
+pub async fn agreed(nodes: &[&Node], what: &str, newer_than: u64) -> (String, u64) {
     let t = Instant::now();
     loop {
         let mut views = Vec::new();

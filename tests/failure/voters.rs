@@ -1,6 +1,8 @@
-//! Voters without naming them: the first node to join founds the region, the master adds
-//! every member as a learner and promotes them up to `region.max_voters`; a dead voter is
-//! replaced by a live member; a node started later joins the same group.
+//! Voters without naming them (`region.bootstrap_expect` 1, the test default): the oldest
+//! members that see each other found the region together (at most `region.max_voters`),
+//! the master adds every other member as a learner and promotes them up to
+//! `region.max_voters`; a dead voter is replaced by a live member; a node started later
+//! joins the same group.
 
 use std::time::{Duration, Instant};
 
@@ -93,7 +95,15 @@ async fn the_first_node_founds_the_master_promotes_and_replaces_voters() {
         v.len() == 3 && l.len() == 1
     })
     .await;
-    assert_eq!(view(&nodes[0]).await.3, ["a0"], "the oldest founded alone");
+    let founders = view(&nodes[0]).await.3;
+    assert!(
+        founders.contains(&"a0".to_string())
+            && founders.len() <= 3
+            && founders
+                .iter()
+                .all(|f| ["a0", "a1", "a2"].contains(&f.as_str())),
+        "the oldest found the region: {founders:?}"
+    );
     eprintln!("master {master}, voters {voters:?}, learners {learners:?}");
 
     // kill -9 a voter that is not the master: the learner takes its place.
@@ -130,6 +140,6 @@ async fn the_first_node_founds_the_master_promotes_and_replaces_voters() {
         v.len() == 3 && l.contains(&"a9".to_string())
     })
     .await;
-    assert_eq!(view(&late).await.3, ["a0"], "same founders");
+    assert_eq!(view(&late).await.3, founders, "same founders");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

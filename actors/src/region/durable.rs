@@ -113,6 +113,66 @@ pub struct Durable {
 }
 
 impl Durable {
+    /// The image after the recovery entry at `index` switched the voters to `voters`:
+    /// learners and earlier voters leave the configuration (the master adds the live
+    /// ones back as learners).
+    pub fn recovered(&self, index: u64, voters: &[u64]) -> Durable {
+        let mut voters = voters.to_vec();
+        voters.sort_unstable();
+        voters.dedup();
+        Durable {
+            membership: Membership {
+                voters,
+                index,
+                ..Membership::default()
+            },
+            ..self.clone()
+        }
+    }
+
+    /// Writes an operator's recovery into a stopped member's image: the surviving
+    /// `voters` found the region anew from this member's log, in `term` (above every
+    /// term seen), and the log records it as [`super::Command::Recover`].
+    pub fn recover(
+        &self,
+        voters: &[u64],
+        term: u64,
+        by: &str,
+        at_unix_ms: u64,
+    ) -> Result<Durable, Error> {
+        if voters.is_empty() || voters.contains(&0) {
+            return Err(Error::NoVoters);
+        }
+        if term <= self.vote.term {
+            return Err(Error::Durable(format!(
+                "recovery term {term} is not above the stored term {}",
+                self.vote.term
+            )));
+        }
+        let command = super::Command::Recover {
+            voters: voters.to_vec(),
+            term,
+            by: by.to_string(),
+            at_unix_ms,
+        };
+        let data = rmp_serde::to_vec(&command).map_err(|e| Error::Encode(e.to_string()))?;
+        let last = self.last_index();
+        let mut d = self.recovered(last, voters);
+        d.vote = Vote {
+            term,
+            voted_for: 0,
+            commit: self.vote.commit,
+        };
+        d.entries.push(LogEntry {
+            index: last + 1,
+            term,
+            kind: EntryKind::Command,
+            data,
+            context: Vec::new(),
+        });
+        Ok(d)
+    }
+
     /// Folds one delta into the image. Fails, leaving the image unchanged, if the
     /// delta's entries would leave a gap in the log (deltas were lost or reordered).
     pub fn apply(&mut self, delta: &Persist) -> Result<(), Error> {

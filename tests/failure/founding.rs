@@ -1,0 +1,147 @@
+//! A region of five without named voters (`region.bootstrap_expect` = 3) never loses its
+//! authority to one kill -9, whatever the timing: the first master right after it is
+//! elected, the master while it promotes new voters, and the master of the formed region.
+//! Each time every survivor agrees on a new master with a higher term, and what was
+//! committed before the kill (the name bindings) is still there.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{CONVERGE, Node, Spec, get};
+use crate::master::agreed;
+
+pub fn spec(name: &str, bootstrap: Option<String>) -> Spec {
+    let mut s = Spec::new(name, "founding");
+    s.env.extend([
+        ("FLEETMESH__REGION__BOOTSTRAP_EXPECT".into(), "3".into()),
+        ("FLEETMESH__HEARTBEAT__INTERVAL_MS".into(), "500".into()),
+    ]);
+    s.bootstrap = bootstrap.into_iter().collect();
+    s
+}
+
+fn start(names: &[&str], seed: Option<String>) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for name in names {
+        let boot = seed.clone().or_else(|| nodes.first().map(|n| n.addr(true)));
+        nodes.push(Node::start(spec(name, boot)));
+    }
+    nodes
+}
+
+pub async fn region(n: &Node) -> Value {
+    get(&n.url("/api/v1/region")).await
+}
+
+/// Polls until some node of `nodes` reports itself master and `ready` accepts its
+/// region view; returns its index and the view.
+pub async fn master_when<F: Fn(&Value) -> bool>(
+    nodes: &[Node],
+    what: &str,
+    ready: F,
+) -> (usize, Value) {
+    let t = Instant::now();
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            let r = region(n).await;
+            if r["role"] == "master" && ready(&r) {
+                return (i, r);
+            }
+        }
+        if t.elapsed() > CONVERGE {
+            let views: Vec<Value> = futures::future::join_all(nodes.iter().map(region)).await;
+            panic!("{what}: never seen: {views:#?}\n{}", nodes[0].log());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn bound(r: &Value) -> BTreeMap<String, String> {
+    r["names_bound"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills `nodes[victim]` with SIGKILL; the survivors must agree on a new master with a
+/// higher term and still hold the bindings committed before. Returns the time taken.
+async fn kill_and_recover(nodes: &mut [Node], victim: usize, term: u64, when: &str) -> Duration {
+    let before: Vec<BTreeMap<String, String>> = {
+        let mut v = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if i != victim {
+                v.push(bound(&region(n).await));
+            }
+        }
+        v
+    };
+    let killed = Instant::now();
+    nodes[victim].child.kill().expect("kill -9");
+    nodes[victim].child.wait().expect("reaped");
+    let survivors: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, n)| n)
+        .collect();
+    let (new_master, new_term) = agreed(&survivors, when, term).await;
+    let took = killed.elapsed();
+    assert_ne!(
+        new_master,
+        nodes[victim].peer_id(),
+        "{when}: the dead node is no master"
+    );
+    assert!(new_term > term, "{when}: term {term} -> {new_term}");
+    for (n, had) in survivors.iter().zip(&before) {
+        let now = bound(&region(n).await);
+        for (name, peer) in had {
+            assert_eq!(
+                now.get(name),
+                Some(peer),
+                "{when}: committed binding of {name} lost"
+            );
+        }
+    }
+    eprintln!("{when}: new master {new_master} term {term} -> {new_term} in {took:?}");
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_kill_never_leaves_a_region_without_a_master_whatever_the_timing() {
+    // 1. The first master, right after it is elected.
+    let mut nodes = start(&["e0", "e1", "e2", "e3", "e4"], None);
+    let (m, r) = master_when(&nodes, "a first master", |_| true).await;
+    let term = r["term"].as_u64().expect("term");
+    kill_and_recover(&mut nodes, m, term, "early").await;
+    drop(nodes);
+
+    // 2. The master while it promotes: three found, two join later as learners.
+    let mut nodes = start(&["p0", "p1", "p2"], None);
+    let (_, _) = master_when(&nodes, "a master of three", |_| true).await;
+    let seed = nodes[0].addr(true);
+    nodes.extend(start(&["p3", "p4"], Some(seed)));
+    let (m, r) = master_when(&nodes, "a master promoting", |r| {
+        r["consensus_members"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c["membership"] == "learner"))
+    })
+    .await;
+    let term = r["term"].as_u64().expect("term");
+    kill_and_recover(&mut nodes, m, term, "promoting").await;
+    drop(nodes);
+
+    // 3. The master of the formed region: five voters.
+    let mut nodes = start(&["f0", "f1", "f2", "f3", "f4"], None);
+    let (m, r) = master_when(&nodes, "five voters", |r| {
+        r["voters"].as_array().is_some_and(|v| v.len() == 5) && bound(r).len() == 5
+    })
+    .await;
+    let term = r["term"].as_u64().expect("term");
+    kill_and_recover(&mut nodes, m, term, "formed").await;
+}
