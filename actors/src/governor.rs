@@ -391,9 +391,20 @@ impl Governor {
         self.core.as_ref().map(Region::state)
     }
 
-    /// Raft id -> (name, peer) of every member known.
-    pub fn names(&self) -> &BTreeMap<u64, (String, node::Id)> {
-        &self.names
+    /// Raft id -> (name, peer) of every member known: seen in the membership view, or
+    /// bound to its name in the region's log (a member gone before this node started).
+    pub fn names(&self) -> BTreeMap<u64, (String, node::Id)> {
+        let mut all: BTreeMap<u64, (String, node::Id)> = self
+            .state()
+            .map(|s| {
+                s.names
+                    .iter()
+                    .map(|(n, p)| (region::raft_id(p), (n.clone(), p.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.extend(self.names.iter().map(|(k, v)| (*k, v.clone())));
+        all
     }
 
     /// What heartbeats announce now.
