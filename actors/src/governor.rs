@@ -479,13 +479,10 @@ impl Governor {
             .filter(|v| !live.contains(v))
             .collect();
         if status.voters.len() - missing.len() < status.voters.len() / 2 + 1 {
+            let names = self.names();
             let missing_voters = missing
                 .iter()
-                .map(|v| {
-                    self.names
-                        .get(v)
-                        .map_or_else(|| v.to_string(), |n| n.0.clone())
-                })
+                .map(|v| names.get(v).map_or_else(|| v.to_string(), |n| n.0.clone()))
                 .collect();
             return Some(NoMaster::QuorumLost { missing_voters });
         }
