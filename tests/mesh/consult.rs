@@ -129,7 +129,8 @@ async fn a_lone_node_restarted_after_an_upgrade_raises_no_autonomous_alert() {
     })
     .await;
     assert_eq!(d["decision"], "consult", "{d}");
-    assert_eq!(d["settled"]["by"], "master", "{d}");
+    assert_eq!(d["settled"]["by"], "master", "{d}\n{}", node.log());
+    eprintln!("waited for the master: {} us", d["settled"]["latency_us"]);
 
     let status: Value = get(&node.url("/api/v1/policy")).await;
     assert_eq!(status["counts"]["autonomous"], 0, "{status}");
