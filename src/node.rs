@@ -241,6 +241,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         learn_per_minute: f.learn_per_minute,
         ..fleetmesh_actors::fleet::Config::default()
     };
+    let package_logs = fleet_config.package_logs.clone();
     let signing = keypair.clone();
     let (read_all, own, fleet_gossip) = (
         crate::policy::all_reader(p.dir.clone()),
@@ -268,6 +269,8 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         local: fleet.clone().recipient(),
         timeout: Duration::from_millis(f.consult_timeout_ms),
         fallback: f.autonomous_default,
+        runs: crate::policy::package_runs(&s.watch.root, &package_logs),
+        changed_at: crate::policy::changed_at(s.watch.root.clone()),
     }));
     let alerts = AlertActor::new(
         fleetmesh_actors::alert::Config {

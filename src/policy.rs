@@ -111,3 +111,89 @@ pub fn all_reader(dir: PathBuf) -> fleetmesh_actors::actor::fleet::ReadPolicies 
         last.clone()
     })
 }
+
+/// The tail of a package-manager log read at start-up: the latest runs are the ones that
+/// can explain changes found then.
+const LOG_TAIL_BYTES: u64 = 4 << 20;
+
+/// The package-manager runs recorded in `logs` (host paths, resolved under `root`, read
+/// whether or not they are watched). A log that is missing or unreadable records none.
+pub fn package_runs(root: &Path, logs: &[String]) -> fleetmesh_actors::pkglog::Runs {
+    use fleetmesh_actors::pkglog::{self, Clock, Format};
+    use std::io::{Read as _, Seek as _};
+    let clock = Clock {
+        offset_s: local_offset_s(),
+        year: pkglog::year_of(fleetmesh_actors::actor::unix_ms()),
+    };
+    let mut runs = Vec::new();
+    for log in logs {
+        let Some(format) = Format::of(log) else {
+            continue;
+        };
+        let path = root.join(log.trim_start_matches('/'));
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let from = len.saturating_sub(LOG_TAIL_BYTES);
+        let mut bytes = Vec::new();
+        if let Err(e) = file
+            .seek(std::io::SeekFrom::Start(from))
+            .and_then(|_| file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes))
+        {
+            tracing::warn!(log = %path.display(), error = %e, "cannot read a package-manager log");
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        runs.extend(pkglog::runs(format, log, &text, clock));
+    }
+    pkglog::Runs(runs)
+}
+
+/// The local time zone's offset from UTC now, in seconds (dpkg and apt log local times),
+/// as `date +%z` prints it; 0 (UTC) when it cannot be read.
+fn local_offset_s() -> i64 {
+    let out = std::process::Command::new("date")
+        .arg("+%z")
+        .stderr(std::process::Stdio::null())
+        .output();
+    let text = out
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let sign = match text.as_bytes().first() {
+        Some(b'-') => -1,
+        Some(b'+') => 1,
+        _ => return 0,
+    };
+    let hours = text.get(1..3).and_then(|h| h.parse::<i64>().ok());
+    let minutes = text.get(3..5).and_then(|m| m.parse::<i64>().ok());
+    match (hours, minutes) {
+        (Some(h), Some(m)) => sign * (h * 3600 + m * 60),
+        _ => 0,
+    }
+}
+
+/// When a change found at start-up was made: the modification time of the changed file
+/// (its directory's for a removed one), or of the account file for users and groups.
+pub fn changed_at(root: PathBuf) -> fleetmesh_actors::actor::policy::ChangedAt {
+    use fleetmesh_actors::spike::Kind;
+    let mtime = move |host: &str| -> Option<u64> {
+        let m = std::fs::symlink_metadata(root.join(host.trim_start_matches('/'))).ok()?;
+        let t = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        u64::try_from(t.as_millis()).ok()
+    };
+    Box::new(move |spike| match spike.kind {
+        Kind::File => mtime(&spike.subject).or_else(|| {
+            let parent = Path::new(&spike.subject).parent()?;
+            mtime(&parent.to_string_lossy())
+        }),
+        Kind::User => mtime("/etc/passwd"),
+        Kind::Group => mtime("/etc/group"),
+        _ => None,
+    })
+}

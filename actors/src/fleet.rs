@@ -373,6 +373,90 @@ pub struct Answer {
 /// The rule of a change that nothing the fleet knows explained within the window.
 pub const UNRESOLVED: &str = "fleet:unresolved";
 
+/// A verdict of the region's master that no policy file names (`fleet:<what>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetRule {
+    /// Part of an approved rollout across the fleet.
+    Rollout,
+    /// Part of a package upgrade (across the fleet, or of the asking server).
+    Upgrade,
+    /// The same unapproved change on many servers at once: the fleet event's own alert
+    /// stands for every server in it.
+    SuspectedCoordinatedChange,
+    /// Nothing explains it yet: asked again when the window is over.
+    Held,
+    /// Nothing explained it within the window: a violation of its own.
+    Unresolved,
+}
+
+impl FleetRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetRule::Rollout => "rollout",
+            FleetRule::Upgrade => "upgrade",
+            FleetRule::SuspectedCoordinatedChange => "suspected_coordinated_change",
+            FleetRule::Held => "held",
+            FleetRule::Unresolved => "unresolved",
+        }
+    }
+}
+
+/// The rule that decided a change, typed where the fleet gave it a meaning. Rules travel
+/// and show as text (`learned:<id>`, `fleet:<what>`, `upgrade:<log>`, `autonomous`,
+/// `file:line#name`); [`Rule::parse`] and `Display` convert both ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// A learned pattern, by its id.
+    Learned(String),
+    Fleet(FleetRule),
+    /// A package-manager run of this server, recorded in this log, covered a change
+    /// found at start-up.
+    Upgrade(String),
+    /// No master answered: the node's conservative default.
+    Autonomous,
+    /// A rule of a policy file, or a built-in default.
+    Policy(String),
+}
+
+impl Rule {
+    pub fn parse(text: &str) -> Rule {
+        if let Some(id) = text.strip_prefix("learned:") {
+            return Rule::Learned(id.to_string());
+        }
+        if let Some(log) = text.strip_prefix("upgrade:") {
+            return Rule::Upgrade(log.to_string());
+        }
+        if text == "autonomous" {
+            return Rule::Autonomous;
+        }
+        let fleet = [
+            FleetRule::Rollout,
+            FleetRule::Upgrade,
+            FleetRule::SuspectedCoordinatedChange,
+            FleetRule::Held,
+            FleetRule::Unresolved,
+        ];
+        if let Some(what) = text.strip_prefix("fleet:")
+            && let Some(f) = fleet.into_iter().find(|f| f.as_str() == what)
+        {
+            return Rule::Fleet(f);
+        }
+        Rule::Policy(text.to_string())
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Learned(id) => write!(f, "learned:{id}"),
+            Rule::Fleet(r) => write!(f, "fleet:{}", r.as_str()),
+            Rule::Upgrade(log) => write!(f, "upgrade:{log}"),
+            Rule::Autonomous => f.write_str("autonomous"),
+            Rule::Policy(p) => f.write_str(p),
+        }
+    }
+}
+
 /// Settings of the master's brain.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -528,7 +612,7 @@ impl Brain {
     /// which rule.
     fn approval_of(&self, spike: &Spike, role: &str) -> Option<String> {
         if let Some(l) = self.knowledge.matching(role, spike) {
-            return Some(format!("learned:{}", l.id));
+            return Some(Rule::Learned(l.id.clone()).to_string());
         }
         let p = self.policy_of(role)?;
         let v = p.evaluate(spike);
@@ -545,7 +629,7 @@ impl Brain {
         }
         let approved = self.approval_of(spike, role);
         if let Some(rule) = &approved
-            && !rule.starts_with("learned:")
+            && !matches!(Rule::parse(rule), Rule::Learned(_))
             && self.config.learn_kinds.contains(&spike.kind)
         {
             let pattern = Pattern::of(spike, role);
@@ -615,7 +699,7 @@ impl Brain {
         if let Some(l) = self.knowledge.matching(role, spike) {
             return answer(
                 Decision::Approved,
-                format!("learned:{}", l.id),
+                Rule::Learned(l.id.clone()).to_string(),
                 format!("approved for {} by {}", role, l.approval.by),
                 false,
             );
@@ -627,19 +711,19 @@ impl Brain {
             return match verdict {
                 EventVerdict::Rollout => answer(
                     Decision::Approved,
-                    "fleet:rollout".into(),
+                    Rule::Fleet(FleetRule::Rollout).to_string(),
                     "part of an approved rollout across the fleet".into(),
                     false,
                 ),
                 EventVerdict::Upgrade => answer(
                     Decision::Approved,
-                    "fleet:upgrade".into(),
+                    Rule::Fleet(FleetRule::Upgrade).to_string(),
                     "part of a package upgrade across the fleet".into(),
                     false,
                 ),
                 EventVerdict::SuspectedCoordinatedChange => answer(
                     Decision::Violation,
-                    "fleet:suspected_coordinated_change".into(),
+                    Rule::Fleet(FleetRule::SuspectedCoordinatedChange).to_string(),
                     "the same unapproved change on many servers at once".into(),
                     false,
                 ),
@@ -652,7 +736,7 @@ impl Brain {
         if self.is_upgrading(&spike.origin, now) {
             return answer(
                 Decision::Approved,
-                "fleet:upgrade".into(),
+                Rule::Fleet(FleetRule::Upgrade).to_string(),
                 "the server is running its package manager".into(),
                 false,
             );
@@ -666,7 +750,7 @@ impl Brain {
         if recheck {
             return answer(
                 Decision::Violation,
-                UNRESOLVED.into(),
+                Rule::Fleet(FleetRule::Unresolved).to_string(),
                 "no policy rule, learned pattern, rollout or upgrade explained it within the window"
                     .into(),
                 false,
@@ -676,7 +760,7 @@ impl Brain {
             recheck_after_ms: Some(self.config.correlation.window_ms),
             ..answer(
                 Decision::Consult,
-                "fleet:held".into(),
+                Rule::Fleet(FleetRule::Held).to_string(),
                 "nothing the fleet knows explains it yet: asked again when the window is over"
                     .into(),
                 true,

@@ -16,6 +16,7 @@ use fleetmesh_actors::actor::fleet::{ConsultIn, EmergencyIn, LearnedIn};
 use fleetmesh_actors::actor::heartbeat::{Inbound, lag};
 use fleetmesh_actors::actor::policy::ConsultAnswered;
 use fleetmesh_actors::actor::region::{AcksIn, RaftIn, ReplayIn, SpikesIn};
+use fleetmesh_actors::consult::Failure;
 use fleetmesh_actors::fleet::{Approval, Via};
 use fleetmesh_actors::membership::Input;
 use fleetmesh_actors::outbox::{Delivery, Direct, Publish, Topic};
@@ -625,10 +626,15 @@ impl Driver {
         });
     }
 
-    fn to_policy(&self, seq: u64, answer: Result<fleetmesh_actors::fleet::Answer, String>) {
+    fn to_policy(
+        &self,
+        seq: u64,
+        from: node::Id,
+        answer: Result<fleetmesh_actors::fleet::Answer, Failure>,
+    ) {
         if let Some(l) = &self.fleet_links
             && l.answered
-                .try_send(ConsultAnswered { seq, answer })
+                .try_send(ConsultAnswered { seq, from, answer })
                 .is_err()
         {
             self.metrics.inbound_dropped.inc();
@@ -725,10 +731,10 @@ impl Driver {
                     let seq = self.consults_out.remove(&request_id).unwrap_or_default();
                     let answer = match response {
                         wire::Response::Verdict(a) => Ok(a),
-                        wire::Response::Refused(why) => Err(format!("refused: {why}")),
-                        other => Err(format!("unexpected answer {other:?}")),
+                        wire::Response::Refused(why) => Err(Failure::Refused(why)),
+                        other => Err(Failure::Refused(format!("unexpected answer {other:?}"))),
                     };
-                    self.to_policy(seq, answer);
+                    self.to_policy(seq, id(&peer), answer);
                 }
                 Message::Response { response, .. } => match response {
                     wire::Response::Hello(info) => self.to_actor(Input::Hello {
@@ -764,7 +770,8 @@ impl Driver {
                     self.to_audit(id(&peer), Err(error.to_string()));
                 }
                 if let Some(seq) = self.consults_out.remove(&request_id) {
-                    self.to_policy(seq, Err(error.to_string()));
+                    let why = Failure::Unreachable(error.to_string());
+                    self.to_policy(seq, id(&peer), Err(why));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {

@@ -6,6 +6,7 @@ mod alerts;
 mod anomaly;
 mod cli;
 mod cluster;
+mod consult;
 mod files;
 mod fleet;
 mod garbage;

@@ -4,8 +4,14 @@
 //! Reading the file is the node's business (a [`ReadPolicy`] closure); this actor only
 //! offers what was read to the judge every `reload` interval. A refused edit is logged
 //! once and shown in the status; the last good policy keeps deciding.
+//!
+//! Consultations of the region's master are decided by the [`consult::Client`] core: this
+//! actor feeds it the spikes to consult about, the region's views and the answers, sends
+//! its requests (to this node's fleet actor while this node is the master, else over the
+//! network), records what it settles and raises the alerts it asks for. Its timer is armed
+//! from the core's `poll_timeout`. Changes found at start-up that a package-manager run
+//! explains ([`Runs::upgrade`]) are approved here, ahead of the policy rules.
 
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -14,8 +20,10 @@ use serde::Serialize;
 use crate::actor::alert::Raise;
 use crate::actor::fleet::{ConsultIn, LearnedIn, SetView};
 use crate::actor::unix_ms;
-use crate::fleet::{Answer, Knowledge, Learned, Rejection, Via, View};
+use crate::consult::{self, Client, Failure, Output, Target};
+use crate::fleet::{Answer, Knowledge, Learned, Rejection, Rule, Via, View};
 use crate::outbox::{Direct, DirectSender};
+use crate::pkglog::Runs;
 use crate::policy::judge::{Judge, Record, Reload, Settled, Status};
 use crate::policy::{Decision, Error};
 use crate::spike::{Kind, Spike};
@@ -23,6 +31,9 @@ use crate::{node, wire};
 
 /// Reads the policy file: its name (as rule references show it) and its text.
 pub type ReadPolicy = Box<dyn FnMut() -> Result<(String, String), Error> + Send>;
+
+/// When a change found at start-up was made (a file's modification time), in Unix ms.
+pub type ChangedAt = Box<dyn FnMut(&Spike) -> Option<u64> + Send>;
 
 /// Spikes to decide, in sequence order.
 #[derive(Debug, Message)]
@@ -51,7 +62,6 @@ pub struct SetAlerts {
 pub struct GetPolicy;
 
 /// How this node consults its region's master about `consult` decisions.
-#[derive(Debug, Clone)]
 pub struct Consulting {
     pub role: String,
     pub own: node::Id,
@@ -59,22 +69,40 @@ pub struct Consulting {
     pub direct: DirectSender,
     /// This node's own fleet actor (asked directly while this node is the master).
     pub local: Recipient<ConsultIn>,
-    /// No answer by then: the autonomous default decides.
+    /// No answer by then, or no master known for that long: the autonomous default
+    /// decides.
     pub timeout: Duration,
     /// The conservative default when no master answers.
     pub fallback: Decision,
+    /// Package-manager runs read from the logs at start.
+    pub runs: Runs,
+    pub changed_at: ChangedAt,
+}
+
+impl std::fmt::Debug for Consulting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consulting")
+            .field("role", &self.role)
+            .field("own", &self.own)
+            .field("timeout", &self.timeout)
+            .field("fallback", &self.fallback)
+            .field("runs", &self.runs.0.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct SetConsulting(pub Consulting);
 
-/// The master's answer to a consultation about this node's spike `seq` (or why none came).
+/// The answer of `from` to a consultation about this node's spike `seq` (or why none
+/// came).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ConsultAnswered {
     pub seq: u64,
-    pub answer: Result<Answer, String>,
+    pub from: node::Id,
+    pub answer: Result<Answer, Failure>,
 }
 
 /// What this node has learned, and what it refused.
@@ -98,10 +126,16 @@ pub struct Refused {
 #[rtype(result = "Patterns")]
 pub struct GetPatterns;
 
-/// Consultations under way at once, per node.
-const IN_FLIGHT: usize = 256;
-/// Consultations waiting at most; beyond, the autonomous default decides.
-const WAITING: usize = 100_000;
+/// The consultation client and where its requests go.
+struct Consult {
+    client: Client,
+    role: String,
+    own: node::Id,
+    direct: DirectSender,
+    local: Recipient<ConsultIn>,
+    runs: Runs,
+    changed_at: ChangedAt,
+}
 
 pub struct PolicyActor {
     judge: Judge,
@@ -110,14 +144,8 @@ pub struct PolicyActor {
     knowledge: Knowledge,
     /// The region's master as this node knows it (whether it is this node included).
     view: View,
-    consulting: Option<Consulting>,
-    /// Consultations under way: spike seq → (asked at, the spike, a recheck).
-    pending: HashMap<u64, (Instant, Spike, bool)>,
-    /// Consultations waiting for room (at most [`IN_FLIGHT`] are under way), and whether
-    /// each is a recheck.
-    waiting: VecDeque<(Spike, bool)>,
-    /// Held changes to ask about again when their window is over.
-    rechecks: Vec<(Instant, Spike)>,
+    consult: Option<Consult>,
+    timer: Option<SpawnHandle>,
     alerts: Option<SetAlerts>,
 }
 
@@ -139,132 +167,126 @@ impl PolicyActor {
             reload,
             knowledge: Knowledge::default(),
             view: View::default(),
-            consulting: None,
-            pending: HashMap::new(),
-            waiting: VecDeque::new(),
-            rechecks: Vec::new(),
+            consult: None,
+            timer: None,
             alerts: None,
         }
     }
 
     fn role(&self) -> &str {
-        self.consulting.as_ref().map_or("", |c| c.role.as_str())
+        self.consult.as_ref().map_or("", |c| c.role.as_str())
     }
 
-    /// Queues a consultation about `spike`; a storm of changes waits its turn (a bounded
-    /// number in flight) instead of flooding the master. Beyond [`WAITING`] waiting, the
-    /// autonomous default decides at once.
-    fn consult(&mut self, spike: &Spike, ctx: &mut Context<Self>) {
-        if self.waiting.len() >= WAITING {
-            self.autonomous(spike, "too many consultations waiting", 0);
-            return;
-        }
-        self.waiting.push_back((spike.clone(), false));
-        self.pump(ctx);
-    }
-
-    /// Sends waiting consultations while there is room.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.pending.len() < IN_FLIGHT {
-            let Some((spike, recheck)) = self.waiting.pop_front() else {
+    /// Carries the client's outputs away, then arms the timer at its next deadline.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            let Some(c) = self.consult.as_mut() else {
                 return;
             };
-            self.ask(&spike, recheck, ctx);
-        }
-    }
-
-    /// Asks the region's master about `spike` (or decides autonomously when none is known).
-    fn ask(&mut self, spike: &Spike, recheck: bool, ctx: &mut Context<Self>) {
-        let Some(c) = self.consulting.clone() else {
-            self.autonomous(spike, "consultation is not set up", 0);
-            return;
-        };
-        let seq = spike.seq;
-        let Some((master, _)) = self.view.master.clone() else {
-            self.autonomous(spike, "no master known for the region", 0);
-            return;
-        };
-        self.pending
-            .insert(seq, (Instant::now(), spike.clone(), recheck));
-        if master == c.own {
-            let ask = c.local.send(ConsultIn {
-                from: c.own.clone(),
-                role: c.role.clone(),
-                spike: spike.clone(),
-                recheck,
-            });
-            ctx.spawn(ask.into_actor(self).map(move |res, act, ctx| {
-                let answer = res.unwrap_or_else(|e| Err(format!("fleet actor unavailable: {e}")));
-                act.answered(seq, answer);
-                act.pump(ctx);
-            }));
-            return;
-        }
-        let request = wire::Request::Consult {
-            region: self.view.region.clone(),
-            role: c.role.clone(),
-            spike: Box::new(spike.clone()),
-            recheck,
-        };
-        if c.direct
-            .try_send(Direct {
-                to: master,
-                request,
-            })
-            .is_err()
-        {
-            self.pending.remove(&seq);
-            self.autonomous(spike, "the network queue is full", 0);
-        }
-    }
-
-    fn answered(&mut self, seq: u64, answer: Result<Answer, String>) {
-        let Some((asked, spike, recheck)) = self.pending.remove(&seq) else {
-            return;
-        };
-        let latency_us = asked.elapsed().as_micros() as u64;
-        match answer {
-            Ok(a) => {
-                let (decision, rule, reason, term) =
-                    (a.decision, a.rule.clone(), a.reason.clone(), a.term);
-                if let (true, Some(after), false) = (a.held, a.recheck_after_ms, recheck) {
-                    self.rechecks
-                        .push((Instant::now() + Duration::from_millis(after), spike.clone()));
+            let Some(out) = c.client.poll_output() else {
+                break;
+            };
+            match out {
+                Output::Ask {
+                    to: Target::Local,
+                    spike,
+                    recheck,
+                    ..
+                } => {
+                    let (seq, own) = (spike.seq, c.own.clone());
+                    let ask = c.local.send(ConsultIn {
+                        from: own.clone(),
+                        role: c.role.clone(),
+                        spike,
+                        recheck,
+                    });
+                    ctx.spawn(ask.into_actor(self).map(move |res, act, ctx| {
+                        let answer = match res {
+                            Ok(Ok(a)) => Ok(a),
+                            Ok(Err(why)) => Err(Failure::Refused(why)),
+                            Err(e) => Err(Failure::Unreachable(format!(
+                                "fleet actor unavailable: {e}"
+                            ))),
+                        };
+                        if let Some(c) = act.consult.as_mut() {
+                            c.client.handle_answer(Instant::now(), &own, seq, answer);
+                        }
+                        act.drive(ctx);
+                    }));
                 }
-                self.judge.settle(
-                    seq,
-                    Settled {
-                        decision: a.decision,
-                        rule: a.rule,
-                        reason: a.reason,
-                        by: "master".into(),
-                        region: Some(a.region),
-                        term: Some(a.term),
-                        policy: Some(a.policy),
-                        held: a.held,
-                        latency_us,
-                    },
-                );
-                // A fleet event's own alert stands for every server in it.
-                if decision == Decision::Violation
-                    && (!rule.starts_with("fleet:") || rule == crate::fleet::UNRESOLVED)
-                {
-                    tracing::warn!(seq, %rule, %reason, term, "violation (by the region's master)");
-                    self.settled_alert(&spike, rule, reason, Some(term));
+                Output::Ask {
+                    to: Target::Peer(master),
+                    region,
+                    spike,
+                    recheck,
+                } => {
+                    let seq = spike.seq;
+                    let request = wire::Request::Consult {
+                        region,
+                        role: c.role.clone(),
+                        spike: Box::new(spike),
+                        recheck,
+                    };
+                    let sent = c.direct.try_send(Direct {
+                        to: master.clone(),
+                        request,
+                    });
+                    if sent.is_err() {
+                        let why = Failure::NotSent("the network queue is full".into());
+                        c.client
+                            .handle_answer(Instant::now(), &master, seq, Err(why));
+                    }
                 }
+                Output::Settled {
+                    spike,
+                    settled,
+                    rule,
+                    alert,
+                } => self.settled(&spike, settled, &rule, alert),
             }
-            Err(why) => self.autonomous(&spike, &why, latency_us),
+        }
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let next = self.consult.as_ref().and_then(|c| c.client.poll_timeout());
+        if let Some(at) = next {
+            let wait = at.saturating_duration_since(Instant::now());
+            self.timer = Some(ctx.run_later(wait, |act, ctx| {
+                act.timer = None;
+                if let Some(c) = act.consult.as_mut() {
+                    c.client.handle_timeout(Instant::now());
+                }
+                act.drive(ctx);
+            }));
+        }
+    }
+
+    /// Records how a consultation ended and raises the alert the client asked for.
+    fn settled(
+        &mut self,
+        spike: &Spike,
+        settled: Settled,
+        rule: &Rule,
+        alert: Option<consult::Alert>,
+    ) {
+        let (reason, term) = (settled.reason.clone(), settled.term);
+        if settled.by == "master" && settled.decision == Decision::Violation {
+            tracing::warn!(seq = spike.seq, %rule, %reason, ?term, "violation (by the region's master)");
+        }
+        self.judge.settle(spike.seq, settled);
+        if let Some(kind) = alert {
+            self.settled_alert(spike, rule.to_string(), reason, term, kind);
         }
     }
 
     /// Raises the alert of a violation.
-    fn alert(&self, record: &Record, spike: &Spike, term: Option<u64>) {
+    fn alert(&self, record: &Record, spike: &Spike, term: Option<u64>, kind: consult::Alert) {
         let Some(a) = &self.alerts else {
             return;
         };
         let mut alert = crate::alert::of_violation(&a.node, record, spike);
         alert.term = term;
-        if record.rule == crate::fleet::UNRESOLVED {
+        if kind == consult::Alert::Unresolved {
             alert.action = "unresolved_change".into();
         }
         if let Err(e) = a.to.try_send(Raise(alert)) {
@@ -273,7 +295,14 @@ impl PolicyActor {
     }
 
     /// Raises the alert of a consultation that ended in a violation.
-    fn settled_alert(&self, spike: &Spike, rule: String, reason: String, term: Option<u64>) {
+    fn settled_alert(
+        &self,
+        spike: &Spike,
+        rule: String,
+        reason: String,
+        term: Option<u64>,
+        kind: consult::Alert,
+    ) {
         let found = self
             .judge
             .since(spike.seq.saturating_sub(1), 1)
@@ -285,71 +314,7 @@ impl PolicyActor {
         record.decision = Decision::Violation;
         record.rule = rule;
         record.reason = reason;
-        self.alert(&record, spike, term);
-    }
-
-    /// No master answered: the conservative default decides, marked autonomous.
-    fn autonomous(&mut self, spike: &Spike, why: &str, latency_us: u64) {
-        let seq = spike.seq;
-        let fallback = self
-            .consulting
-            .as_ref()
-            .map_or(Decision::Violation, |c| c.fallback);
-        tracing::warn!(
-            seq,
-            why,
-            decision = fallback.as_str(),
-            "consultation failed: deciding autonomously"
-        );
-        self.judge.settle(
-            seq,
-            Settled {
-                decision: fallback,
-                rule: "autonomous".into(),
-                reason: format!("no answer from the region's master ({why}): conservative default"),
-                by: "autonomous".into(),
-                region: None,
-                term: None,
-                policy: None,
-                held: false,
-                latency_us,
-            },
-        );
-        if fallback == Decision::Violation {
-            self.settled_alert(
-                spike,
-                "autonomous".into(),
-                format!("no answer from the region's master ({why}): conservative default"),
-                None,
-            );
-        }
-    }
-
-    fn expire_consultations(&mut self, ctx: &mut Context<Self>) {
-        let Some(timeout) = self.consulting.as_ref().map(|c| c.timeout) else {
-            return;
-        };
-        let late: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, (t, ..))| t.elapsed() >= timeout)
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in late {
-            if let Some((_, spike, _)) = self.pending.remove(&seq) {
-                self.autonomous(&spike, "timed out", timeout.as_micros() as u64);
-            }
-        }
-        let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rechecks)
-            .into_iter()
-            .partition(|(at, _)| *at <= now);
-        self.rechecks = later;
-        // Rechecks go first: they have waited a whole window already.
-        for (_, spike) in due.into_iter().rev() {
-            self.waiting.push_front((spike, true));
-        }
-        self.pump(ctx);
+        self.alert(&record, spike, term, kind);
     }
 
     fn poll(&mut self) {
@@ -379,9 +344,6 @@ impl Actor for PolicyActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
         ctx.run_interval(self.reload, |act, _| act.poll());
-        ctx.run_interval(Duration::from_millis(200), |act, ctx| {
-            act.expire_consultations(ctx)
-        });
     }
 }
 
@@ -393,42 +355,83 @@ impl Handler<Decide> for PolicyActor {
         for spike in &msg.0 {
             let learned = self.knowledge.matching(self.role(), spike).map(|l| {
                 (
-                    format!("learned:{}", l.id),
+                    Rule::Learned(l.id.clone()),
                     format!("approved for {} by {}", self.role(), l.approval.by),
                 )
             });
-            let r = match learned {
-                Some((rule, reason)) => self.judge.learned(spike, rule, reason, now),
+            let upgrade = || {
+                let c = self.consult.as_mut()?;
+                let at = (c.changed_at)(spike);
+                c.runs.upgrade(spike, at)
+            };
+            let ahead = learned.or_else(upgrade);
+            let r = match ahead {
+                Some((rule, reason)) => self.judge.ahead(spike, rule.to_string(), reason, now),
                 None => self.judge.decide(spike, now),
             }
             .clone();
             match r.decision {
                 Decision::Violation => {
                     tracing::warn!(seq = r.seq, kind = r.kind.as_str(), subject = %r.subject, rule = %r.rule, reason = %r.reason, "policy violation");
-                    self.alert(&r, spike, None);
+                    self.alert(&r, spike, None, consult::Alert::Violation);
                 }
-                Decision::Consult if spike.kind != Kind::Metric => self.consult(spike, ctx),
+                Decision::Consult if spike.kind != Kind::Metric => match self.consult.as_mut() {
+                    Some(c) => c.client.handle_consult(Instant::now(), spike.clone()),
+                    None => tracing::error!(
+                        seq = r.seq,
+                        "consultation is not set up: the decision stays `consult`"
+                    ),
+                },
                 _ => {
                     tracing::debug!(seq = r.seq, decision = r.decision.as_str(), rule = %r.rule, "decided");
                 }
             }
         }
+        self.drive(ctx);
     }
 }
 
 impl Handler<SetConsulting> for PolicyActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SetConsulting, _: &mut Self::Context) {
-        self.consulting = Some(msg.0);
+    fn handle(&mut self, msg: SetConsulting, ctx: &mut Self::Context) {
+        let c = msg.0;
+        let now = Instant::now();
+        let mut client = Client::new(
+            consult::Config::new(c.own.clone(), c.timeout, c.fallback),
+            now,
+        );
+        if self.view != View::default() {
+            client.handle_view(now, self.view.clone());
+        }
+        if !c.runs.is_empty() {
+            tracing::info!(
+                runs = c.runs.0.len(),
+                "package-manager runs read from the logs"
+            );
+        }
+        self.consult = Some(Consult {
+            client,
+            role: c.role,
+            own: c.own,
+            direct: c.direct,
+            local: c.local,
+            runs: c.runs,
+            changed_at: c.changed_at,
+        });
+        self.drive(ctx);
     }
 }
 
 impl Handler<SetView> for PolicyActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SetView, _: &mut Self::Context) {
+    fn handle(&mut self, msg: SetView, ctx: &mut Self::Context) {
         self.view = msg.view;
+        if let Some(c) = self.consult.as_mut() {
+            c.client.handle_view(Instant::now(), self.view.clone());
+        }
+        self.drive(ctx);
     }
 }
 
@@ -436,8 +439,11 @@ impl Handler<ConsultAnswered> for PolicyActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConsultAnswered, ctx: &mut Self::Context) {
-        self.answered(msg.seq, msg.answer);
-        self.pump(ctx);
+        if let Some(c) = self.consult.as_mut() {
+            c.client
+                .handle_answer(Instant::now(), &msg.from, msg.seq, msg.answer);
+        }
+        self.drive(ctx);
     }
 }
 
@@ -587,11 +593,14 @@ mod tests {
             local: fleet.clone().recipient(),
             timeout: Duration::from_millis(100),
             fallback: Decision::Violation,
+            runs: Runs::default(),
+            changed_at: Box::new(|_| None),
         }))
         .await
         .expect("delivered");
 
-        // No master known: the conservative default, marked autonomous, at once.
+        // No master known for the whole timeout since start: the conservative default,
+        // marked autonomous (the timer is armed from the client's deadline).
         addr.send(Decide(vec![user(1, "eve")]))
             .await
             .expect("delivered");
@@ -676,6 +685,7 @@ mod tests {
         };
         addr.send(ConsultAnswered {
             seq: 4,
+            from: node::Id("m".into()),
             answer: Ok(answer),
         })
         .await

@@ -196,8 +196,9 @@ impl Judge {
         self.keep(spike, decision, rule, reason, now_unix_ms)
     }
 
-    /// Keeps and counts a decision made by a learned pattern (ahead of the rules).
-    pub fn learned(
+    /// Keeps and counts an approval made ahead of the rules: a learned pattern, or a
+    /// package-manager run that explains a change found at start-up.
+    pub fn ahead(
         &mut self,
         spike: &Spike,
         rule: String,
