@@ -9,7 +9,10 @@
 #   scripts/bench.sh encode      [--spikes N]
 #   scripts/bench.sh policy-local [--decisions N]  (one local policy decision, µs)
 #   scripts/bench.sh metrics-bandwidth [--seconds S]
-#   scripts/bench.sh failover    [--trials N]   (5 voters; kill -9 the master)
+#   scripts/bench.sh failover    [--trials N] [--when early|promoting|formed]
+#                                (5 named voters, kill -9 the master; with --when: 5 nodes
+#                                founding by bootstrap_expect 3, the master killed right
+#                                after the first election, while promoting, or when all vote)
 #   scripts/bench.sh detection   [--trials N]   (5 nodes; kill -9 one)
 #   scripts/bench.sh pauses      [--minutes M]  (5 nodes; one stopped 2 s every minute)
 #   scripts/bench.sh redistribution [--trials N] [--probes K]  (5 voters, K service probes;
@@ -29,7 +32,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -76,21 +79,25 @@ case "$scenario" in
 
   failover|detection)
     trials=$(opt trials 20 "$@")
+    when=$(opt when "" "$@")
+    case "$when" in ""|early|promoting|formed) ;; *) echo "bench.sh: --when early|promoting|formed" >&2; exit 2 ;; esac
     nodes=5
+    up=$nodes
+    [ "$when" = promoting ] && up=3
     command -v python3 >/dev/null || { echo "bench.sh: $scenario needs python3" >&2; exit 2; }
     times=()
     for ((t = 1; t <= trials; t++)); do
       dir=$(mktemp -d /tmp/fleetmesh-$scenario.XXXXXX)
       base=$((27400 + (t % 10) * 20))
       env=()
-      if [ "$scenario" = failover ]; then env=(FLEETMESH__REGION__VOTERS=node0,node1,node2,node3,node4); fi
-      if ! env "${env[@]}" "$here/cluster.sh" up "$nodes" --dir "$dir" --base-port "$base" >"$dir/up.log" 2>&1; then
+      if [ "$scenario" = failover ] && [ -z "$when" ]; then env=(FLEETMESH__REGION__VOTERS=node0,node1,node2,node3,node4); fi
+      if ! env "${env[@]}" "$here/cluster.sh" up "$up" --dir "$dir" --base-port "$base" >"$dir/up.log" 2>&1; then
         echo "$scenario: the cluster did not start:" >&2
         cat "$dir/up.log" >&2
         "$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true
         exit 1
       fi
-      if dt=$(python3 "$here/kill_trial.py" "$scenario" "$dir" "$nodes" "$base" 60); then
+      if dt=$(WHEN=$when python3 "$here/kill_trial.py" "$scenario" "$dir" "$nodes" "$base" 60); then
         times+=("$dt")
         echo "$scenario: trial $t of $trials: ${dt} s" >&2
       else
@@ -99,12 +106,12 @@ case "$scenario" in
       "$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true
       rm -rf "$dir"
     done
-    printf '%s\n' "${times[@]}" | sort -n | awk -v s="$scenario" -v n="$trials" '
+    printf '%s\n' "${times[@]}" | sort -n | awk -v s="$scenario" -v n="$trials" -v w="$when" '
       { v[NR] = $1 }
       END {
-        if (NR == 0) { printf "RESULT {\"scenario\":\"%s\",\"trials\":%d,\"ok\":0}\n", s, n; exit }
+        if (NR == 0) { printf "RESULT {\"scenario\":\"%s\",\"when\":\"%s\",\"trials\":%d,\"ok\":0}\n", s, w, n; exit }
         p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
-        printf "RESULT {\"scenario\":\"%s\",\"trials\":%d,\"ok\":%d,\"p50_s\":%.3f,\"p99_s\":%.3f,\"max_s\":%.3f}\n", s, n, NR, p50, p99, v[NR]
+        printf "RESULT {\"scenario\":\"%s\",\"when\":\"%s\",\"trials\":%d,\"ok\":%d,\"samples\":%d,\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d,\"p50_s\":%.3f,\"p99_s\":%.3f,\"max_s\":%.3f}\n", s, w, n, NR, NR, p50 * 1e6, p99 * 1e6, v[NR] * 1e6, p50, p99, v[NR]
       }'
     ;;
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local fleetmesh cluster on 127.0.0.1.
 #
-#   scripts/cluster.sh up N [--regions M] [--dir DIR] [--base-port P] [--debug]
+#   scripts/cluster.sh up N [--regions M] [--dir DIR] [--base-port P] [--debug] [--from K]
 #   scripts/cluster.sh status [--dir DIR]
 #   scripts/cluster.sh down [--dir DIR]
 #
@@ -10,16 +10,19 @@
 # ...) with roles cycling web, database, baseline, and all bootstrap from node 0. Each has
 # its data dir and log under DIR/nodeI/. `down` stops exactly the processes `up` started
 # (their pids are kept in DIR/nodeI/pid and checked against /proc before any signal).
+# `--from K` starts only nodes K..N-1 (to grow a running cluster of K nodes to N); each
+# region founds once min(its size in N, 3) of its members see each other.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 dir=${FLEETMESH_CLUSTER_DIR:-/tmp/fleetmesh-cluster}
 regions=1
+from=0
 base=17400
 profile=release
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 cmd=${1:-}; [ -n "$cmd" ] || usage; shift
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
     --dir) dir=${2:?--dir needs a path}; shift 2 ;;
     --base-port) base=${2:?--base-port needs a number}; shift 2 ;;
     --debug) profile=debug; shift ;;
+    --from) from=${2:?--from needs a number}; shift 2 ;;
     -h|--help) usage ;;
     *) die "unknown argument '$1'" ;;
   esac
@@ -63,7 +67,7 @@ up() {
   [ -f "$dir/fleet.psk" ] || "$bin" psk --out "$dir/fleet.psk" 2>/dev/null
   local roles=(web database baseline)
   printf '%-8s %-6s %-9s %-28s %s\n' NODE REGION ROLE P2P API
-  for ((i = 0; i < count; i++)); do
+  for ((i = from; i < count; i++)); do
     local data="$dir/node$i" p2p=$((base + i)) api=$((base + 1000 + i))
     # Each node watches its own root (a copy of a few /etc files), never the real /etc.
     mkdir -p "$data/root/etc"

@@ -8,10 +8,18 @@ with a higher term (failover), shows the killed node dead (detection), or until 
 master's committed assignments give every item the killed node owned to a live node
 (redistribution; ITEMS work items are expected in all; it also prints the items that
 changed owner divided by the items the killed node owned).
+
+For failover, WHEN in the environment chooses the moment of the kill:
+- unset: once every peer is alive and a master is agreed (the named-voter baseline);
+- early: the first master, as soon as any node reports itself master;
+- promoting: the cluster runs 3 of its NODES; the others are started (cluster.sh up
+  --from 3) and the master is killed while it has a learner to promote;
+- formed: once every node is a voter.
 """
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -34,7 +42,7 @@ def until(what, check, limit):
     return benchlib.until(what, check, limit, prefix="kill_trial", every=0.01)
 
 
-ids = [peer_id(i) for i in range(nodes)]
+ids = [] if os.environ.get("WHEN") == "promoting" else [peer_id(i) for i in range(nodes)]
 
 
 def agreed(members, newer_than=0):
@@ -56,8 +64,36 @@ def all_alive():
     return True
 
 
-until("all peers alive", all_alive, timeout)
-if mode == "failover":
+def any_master(members, ready=lambda r: True):
+    for i in members:
+        r = get(i, "/api/v1/region")
+        if r and r["role"] == "master" and ready(r):
+            return (i, r)
+    return None
+
+
+def learning(r):
+    return any(m["membership"] == "learner" for m in r.get("consensus_members", []))
+
+
+when = os.environ.get("WHEN", "")
+if mode == "failover" and when == "promoting":
+    until("a master of three", lambda: agreed(range(3)), timeout)
+    subprocess.run([os.path.join(os.path.dirname(os.path.abspath(__file__)), "cluster.sh"), "up", str(nodes),
+                    "--from", "3", "--dir", root, "--base-port", str(base)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ids = [peer_id(i) for i in range(nodes)]
+    victim, first = until("a master promoting", lambda: any_master(range(nodes), learning), timeout)
+elif mode == "failover" and when == "early":
+    victim, first = until("a first master", lambda: any_master(range(nodes)), timeout)
+else:
+    until("all peers alive", all_alive, timeout)
+if mode == "failover" and when in ("early", "promoting"):
+    pass
+elif mode == "failover" and when == "formed":
+    victim, first = until("every node a voter",
+                          lambda: any_master(range(nodes), lambda r: len(r["voters"]) == nodes), timeout)
+elif mode == "failover":
     first = until("a first master", lambda: agreed(range(nodes)), timeout)
     victim = ids.index(first["master"]["peer_id"])
 elif mode == "redistribution":
@@ -75,7 +111,8 @@ elif mode == "redistribution":
 else:
     victim = nodes - 1
 survivors = [i for i in range(nodes) if i != victim]
-time.sleep(3)  # a few seconds of steady heartbeats for the detectors
+if not (mode == "failover" and when in ("early", "promoting")):
+    time.sleep(3)  # a few seconds of steady heartbeats for the detectors
 with open(os.path.join(root, f"node{victim}", "pid")) as f:
     pid = int(f.read())
 t0 = time.monotonic()

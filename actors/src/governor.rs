@@ -262,7 +262,11 @@ impl Governor {
         };
         if let Some(d) = stored {
             match Region::restore(own_id, d.clone(), &gov.config.consensus) {
-                Ok(core) => {
+                Ok(mut core) => {
+                    if core.status().voters == [own_id] {
+                        // The only voter: nobody else can be master, no need to wait.
+                        let _ = core.campaign();
+                    }
                     gov.recovering = d.entries.last().is_some_and(|e| {
                         e.index > d.vote.commit
                             && rmp_serde::from_slice::<Command>(&e.data)
