@@ -459,6 +459,7 @@ impl Driver {
                 let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Hello(ev) => self.on_hello(ev),
+            BehaviourEvent::Consensus(ev) => self.on_consensus(ev),
             BehaviourEvent::Ping(libp2p::ping::Event {
                 peer,
                 connection,
@@ -657,6 +658,13 @@ impl Driver {
                     wire::Request::Consult { spike, .. } => Some(spike.seq),
                     _ => None,
                 };
+                if matches!(d.request, wire::Request::Raft { .. }) {
+                    self.swarm
+                        .behaviour_mut()
+                        .consensus
+                        .send_request(&peer, d.request);
+                    return;
+                }
                 let request_id = self
                     .swarm
                     .behaviour_mut()
@@ -670,6 +678,33 @@ impl Driver {
                 }
             }
             Err(e) => tracing::warn!(to = %d.to, error = %e, "direct request to a bad peer id"),
+        }
+    }
+
+    /// The consensus protocol carries Raft messages only; they are answered at once (the
+    /// answer only says whether the region actor took it), and a lost one is Raft's
+    /// business (it resends).
+    fn on_consensus(&mut self, event: request_response::Event<wire::Request, wire::Response>) {
+        if let request_response::Event::Message {
+            peer,
+            message: Message::Request {
+                request, channel, ..
+            },
+            ..
+        } = event
+        {
+            let reply = match request {
+                wire::Request::Raft { region, message } => self.on_raft(region, message),
+                _ => {
+                    tracing::debug!(%peer, "not a consensus message on the consensus protocol");
+                    wire::Response::Refused("only consensus messages on this protocol".into())
+                }
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .consensus
+                .send_response(channel, reply);
         }
     }
 

@@ -40,6 +40,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(4);
 pub const IDENTIFY_PROTOCOL: &str = "/fleetmesh/id/1";
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/fleetmesh/kad/1");
 pub const HELLO_PROTOCOL: StreamProtocol = StreamProtocol::new("/fleetmesh/hello/1");
+/// Consensus messages travel on a protocol of their own, with their own stream budget:
+/// a storm of consultations or replays never delays a vote or a master's heartbeat.
+pub const CONSENSUS_PROTOCOL: StreamProtocol = StreamProtocol::new("/fleetmesh/consensus/1");
 
 /// The gossip topic of one region.
 pub fn region_topic(region: &str) -> IdentTopic {
@@ -99,6 +102,8 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub hello: Hello,
+    /// Region consensus (Raft) messages only.
+    pub consensus: Hello,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Liveness of each connection: a link that went silent (a cut cable, a peer whose
     /// network vanished) leaves a half-open TCP connection that would swallow gossip for
@@ -231,11 +236,21 @@ pub fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
         [(HELLO_PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
     );
+    // Raft messages are small and time-critical: a short timeout (a late one is stale
+    // anyway) and a budget of their own.
+    let consensus = Hello::with_codec(
+        codec::Rmp::default(),
+        [(CONSENSUS_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(2))
+            .with_max_concurrent_streams(256),
+    );
     let behaviour = Behaviour {
         gossipsub,
         identify,
         kad,
         hello,
+        consensus,
         mdns: Toggle::from(mdns),
         ping: ping::Behaviour::new(
             ping::Config::new()
