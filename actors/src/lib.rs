@@ -21,6 +21,7 @@ pub mod fleet;
 pub mod governor;
 pub mod heartbeat;
 pub mod hostmetrics;
+pub mod intake;
 pub mod journal;
 pub mod label;
 pub mod ledger;

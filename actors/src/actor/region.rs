@@ -12,13 +12,11 @@
 //!   what heartbeats must announce ([`SetRegion`]), duplicate names (logged; alerted by
 //!   the master), and a new incarnation when the region holds this one dead.
 //!
-//! Every member also takes in the region's spikes (gossip, and replays sent to it while
-//! master) through an exactly-once, in-order [`Ledger`]. The master gossips its marks
-//! once a second ([`wire::Acks`], stamped with its term); a member accepts marks only
-//! from the peer its own consensus view knows as master of that term, adopts them as the
-//! floor of its own ledger (so that a later master starts where this one left off) and
-//! hands its own mark to the spike encoder ([`Acked`]), which compacts the journal and
-//! replays what is missing.
+//! It also drives the region's intake ([`crate::intake::Intake`], sans-IO: exactly-once
+//! application, acknowledgements fenced by term, replay acceptance), told of every change
+//! of master by the governor's events: applied spikes go to the fleet actor while this
+//! node leads, the master's marks are gossiped, and this node's own mark goes to the
+//! spike encoder ([`Acked`]), which compacts the journal and replays what is missing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +30,8 @@ use crate::actor::heartbeat::{RegionMembers, SetRegion};
 use crate::actor::{Reincarnate, Stop, unix_ms};
 use crate::fleet::Via;
 use crate::governor::{self, Governor, NoMaster, Output};
-use crate::ledger::{self, Ledger};
+use crate::intake::Output as IntakeOutput;
+use crate::ledger;
 use crate::outbox::{self, Direct, DirectSender};
 use crate::region::{Command, Committed, Durable, RegionState, Status};
 use crate::spike::Spike;
@@ -42,10 +41,6 @@ use crate::{node, wire};
 /// One region member as the membership view knows it.
 pub type MemberView = governor::Member;
 
-/// How far ahead of an origin's mark spikes are held waiting for a gap to fill.
-const LEDGER_WINDOW: u64 = 4096;
-/// Origins per acknowledgement message.
-const ACKS_PER_MESSAGE: usize = 400;
 /// How often the master gossips its acknowledgements.
 const ACK_EVERY: Duration = Duration::from_secs(1);
 
@@ -178,11 +173,9 @@ pub struct RegionActor {
     own_name: String,
     own_role: String,
     members: Arc<Vec<MemberView>>,
-    ledger: Ledger<Spike>,
+    intake: crate::intake::Intake,
     gossip: outbox::Sender,
     acked: Option<Recipient<Acked>>,
-    /// Spikes taken in and applied (each once, in order per origin).
-    applied: u64,
     /// The fleet actor's intake (spikes applied while this node leads).
     fleet_intake: Option<Recipient<Intake>>,
     /// Who learns committed approvals (policy and fleet actors).
@@ -220,6 +213,7 @@ impl RegionActor {
             config.own.clone(),
             config.name.clone(),
         );
+        let intake = crate::intake::Intake::new(&region, own_peer.clone(), ACK_EVERY);
         RegionActor {
             gov: Governor::new(config, stored, Instant::now()),
             region,
@@ -235,21 +229,15 @@ impl RegionActor {
             own_name,
             own_role: role,
             members: Arc::new(Vec::new()),
-            ledger: Ledger::new(LEDGER_WINDOW),
+            intake,
             gossip,
             acked,
-            applied: 0,
             fleet_intake: None,
             learners: Vec::new(),
             approvals: Vec::new(),
             links: Connect::default(),
             master: (None, false),
         }
-    }
-
-    /// The master this node's consensus view knows, as (peer, term).
-    fn master(&self) -> Option<(node::Id, u64)> {
-        self.gov.master()
     }
 
     fn leading(&self) -> Option<u64> {
@@ -286,7 +274,10 @@ impl RegionActor {
                         }
                         None => tracing::info!("no master known for the region"),
                     }
+                    self.intake
+                        .set_master(Instant::now(), master.clone(), leading);
                     self.master = (master, leading);
+                    self.drain_intake();
                     if let Some(r) = &self.links.master_known {
                         let _ = r.try_send(MasterKnown(self.master.0.is_some()));
                     }
@@ -321,11 +312,18 @@ impl RegionActor {
         if let Some(h) = self.timer.take() {
             ctx.cancel_future(h);
         }
-        if let Some(at) = self.gov.poll_timeout() {
+        let next = match (self.gov.poll_timeout(), self.intake.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = next {
             let wait = at.saturating_duration_since(Instant::now());
             self.timer = Some(ctx.run_later(wait, |act, ctx| {
                 act.timer = None;
-                act.gov.handle_timeout(Instant::now());
+                let now = Instant::now();
+                act.gov.handle_timeout(now);
+                act.intake.handle_timeout(now);
+                act.drain_intake();
                 act.drain(ctx);
             }));
         }
@@ -423,55 +421,28 @@ impl RegionActor {
         self.recent.push(c);
     }
 
-    fn take_in(&mut self, spike: Spike) -> Vec<Spike> {
-        let origin = spike.origin.clone();
-        let seq = spike.seq;
-        self.ledger.offer(&origin, seq, spike)
-    }
-
-    /// Counts applied spikes and, while leading, hands them to the fleet actor.
-    fn release(&mut self, spikes: Vec<Spike>) {
-        self.applied += spikes.len() as u64;
-        if spikes.is_empty() || self.leading().is_none() {
-            return;
-        }
-        if let Some(r) = &self.fleet_intake {
-            let _ = r.try_send(Intake(spikes));
-        }
-    }
-
-    /// As master: gossip every origin's mark and hand this node its own.
-    fn acknowledge(&mut self) {
-        let Some(term) = self.leading() else {
-            return;
-        };
-        let marks: Vec<(node::Id, u64)> = self.ledger.marks().into_iter().collect();
-        self.tell_own_mark(
-            self.ledger.contiguous(&self.own_peer),
-            self.own_peer.clone(),
-            term,
-        );
-        // A mark is ~70 bytes: chunks keep each message well inside one frame.
-        for chunk in marks.chunks(ACKS_PER_MESSAGE) {
-            let publish = outbox::Publish {
-                topic: outbox::Topic::Region(self.region.clone()),
-                body: wire::Body::Acks(wire::Acks {
-                    region: self.region.clone(),
-                    term,
-                    marks: chunk.to_vec(),
-                }),
-                delivery: outbox::Delivery::BestEffort,
-            };
-            let _ = self.gossip.try_send(publish);
-        }
-    }
-
-    fn tell_own_mark(&self, mark: u64, peer: node::Id, term: u64) {
-        if let Some(r) = &self.acked {
-            let _ = r.try_send(Acked {
-                mark,
-                master: Master { peer, term },
-            });
+    /// Acts on the intake's outputs.
+    fn drain_intake(&mut self) {
+        while let Some(o) = self.intake.poll_output() {
+            match o {
+                IntakeOutput::Applied(spikes) => {
+                    if let Some(r) = &self.fleet_intake {
+                        let _ = r.try_send(Intake(spikes));
+                    }
+                }
+                IntakeOutput::OwnMark { mark, master } => {
+                    if let Some(r) = &self.acked {
+                        let _ = r.try_send(Acked { mark, master });
+                    }
+                }
+                IntakeOutput::Gossip(acks) => {
+                    let _ = self.gossip.try_send(outbox::Publish {
+                        topic: outbox::Topic::Region(self.region.clone()),
+                        body: wire::Body::Acks(acks),
+                        delivery: outbox::Delivery::BestEffort,
+                    });
+                }
+            }
         }
     }
 }
@@ -482,9 +453,6 @@ impl Actor for RegionActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         self.drain(ctx);
-        // Acknowledgements are gossiped on a fixed rhythm while leading (a later change
-        // moves them into the intake core).
-        ctx.run_interval(ACK_EVERY, |act, _| act.acknowledge());
     }
 }
 
@@ -563,11 +531,8 @@ impl Handler<SpikesIn> for RegionActor {
     type Result = ();
 
     fn handle(&mut self, msg: SpikesIn, _: &mut Self::Context) {
-        let mut applied = Vec::new();
-        for spike in msg.0 {
-            applied.extend(self.take_in(spike));
-        }
-        self.release(applied);
+        self.intake.handle_spikes(msg.0);
+        self.drain_intake();
     }
 }
 
@@ -575,22 +540,8 @@ impl Handler<AcksIn> for RegionActor {
     type Result = ();
 
     fn handle(&mut self, msg: AcksIn, _: &mut Self::Context) {
-        let acks = msg.acks;
-        // Only the master this node's consensus view knows, in the term it knows: a
-        // forged or stale acknowledgement would let an origin drop unapplied spikes.
-        if acks.region != self.region
-            || self.leading().is_some()
-            || self.master() != Some((msg.from.clone(), acks.term))
-        {
-            return;
-        }
-        for (origin, mark) in acks.marks {
-            if origin == self.own_peer {
-                self.tell_own_mark(mark, msg.from.clone(), acks.term);
-            }
-            let released = self.ledger.advance(&origin, mark);
-            self.release(released);
-        }
+        self.intake.handle_acks(&msg.from, msg.acks);
+        self.drain_intake();
     }
 }
 
@@ -598,22 +549,9 @@ impl Handler<ReplayIn> for RegionActor {
     type Result = Result<(u64, u64), String>;
 
     fn handle(&mut self, msg: ReplayIn, _: &mut Self::Context) -> Self::Result {
-        let Some(term) = self.leading() else {
-            return Err("not the region master".into());
-        };
-        if let Some(s) = msg.spikes.iter().find(|s| s.origin != msg.from) {
-            return Err(format!(
-                "replayed spike {} belongs to {}, not to the sender",
-                s.seq, s.origin
-            ));
-        }
-        // What the origin no longer holds will never come: do not wait for it.
-        let mut applied = self.ledger.advance(&msg.from, msg.first.saturating_sub(1));
-        for spike in msg.spikes {
-            applied.extend(self.take_in(spike));
-        }
-        self.release(applied);
-        Ok((term, self.ledger.contiguous(&msg.from)))
+        let r = self.intake.handle_replay(&msg.from, msg.first, msg.spikes);
+        self.drain_intake();
+        r
     }
 }
 
@@ -621,7 +559,7 @@ impl Handler<GetIntake> for RegionActor {
     type Result = MessageResult<GetIntake>;
 
     fn handle(&mut self, _: GetIntake, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.ledger.stats())
+        MessageResult(self.intake.stats())
     }
 }
 
