@@ -67,14 +67,7 @@ pub struct Member {
     pub expect: u32,
 }
 
-/// What a member announces about its region's consensus in its heartbeats.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Facts {
-    pub founders: Vec<u64>,
-    pub eligible: bool,
-    pub proposal: Vec<u64>,
-    pub expect: u32,
-}
+pub use crate::heartbeat::Facts;
 
 /// Settings of the governor.
 #[derive(Debug, Clone)]

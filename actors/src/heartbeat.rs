@@ -51,6 +51,16 @@ pub struct Beat {
     pub expect: u32,
 }
 
+/// What a member announces about its region's consensus in its heartbeats (decided by
+/// the region governor).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub founders: Vec<u64>,
+    pub eligible: bool,
+    pub proposal: Vec<u64>,
+    pub expect: u32,
+}
+
 fn eligible_by_default() -> bool {
     true
 }
@@ -71,7 +81,7 @@ pub struct Emitter {
     next: Instant,
     late: u64,
     sync: Option<crate::sync::Report>,
-    region: crate::governor::Facts,
+    region: Facts,
 }
 
 impl Emitter {
@@ -85,9 +95,9 @@ impl Emitter {
             next: now,
             late: 0,
             sync: None,
-            region: crate::governor::Facts {
+            region: Facts {
                 eligible: true,
-                ..crate::governor::Facts::default()
+                ..Facts::default()
             },
         }
     }
@@ -112,7 +122,7 @@ impl Emitter {
     }
 
     /// The region consensus facts the next heartbeats carry.
-    pub fn set_region(&mut self, facts: crate::governor::Facts) {
+    pub fn set_region(&mut self, facts: Facts) {
         self.region = facts;
     }
 

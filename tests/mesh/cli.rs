@@ -189,3 +189,35 @@ fn taken_ports_are_refused_with_the_key_named() {
     assert!(err.contains("api.listen"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A region that cannot have a master yet says why, in the API and in `fleetmesh status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_without_a_master_says_why() {
+    let mut spec = Spec::new("alone", "waiting");
+    spec.env
+        .push(("FLEETMESH__REGION__BOOTSTRAP_EXPECT".into(), "3".into()));
+    let node = Node::start(spec);
+    let r: serde_json::Value =
+        crate::harness::wait_for("the reason", crate::harness::CONVERGE, || async {
+            let r: serde_json::Value = crate::harness::get(&node.url("/api/v1/region")).await;
+            if r["no_master_reason"]["reason"] == "waiting_for_founders" {
+                Ok(r)
+            } else {
+                Err(format!("{r:#}"))
+            }
+        })
+        .await;
+    assert!(r["master"].is_null());
+    assert_eq!(r["no_master_reason"]["have"], 1);
+    assert_eq!(r["no_master_reason"]["expect"], 3);
+    let out = Command::new(BIN)
+        .args(["status", "--api", &node.runtime.api])
+        .output()
+        .expect("status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("master  none: waiting for founders: 1 of 3"),
+        "{text}"
+    );
+}
