@@ -13,7 +13,8 @@ For failover, WHEN in the environment chooses the moment of the kill:
 - unset: once every peer is alive and a master is agreed (the named-voter baseline);
 - early: the first master, as soon as any node reports itself master;
 - promoting: the cluster runs 3 of its NODES; the others are started (cluster.sh up
-  --from 3) and the master is killed while it has a learner to promote;
+  --from 3) and the master is killed once it knows a newcomer (as a learner, or promoted)
+  while not every node votes yet;
 - formed: once every node is a voter.
 """
 import json
@@ -78,12 +79,20 @@ def learning(r):
 
 when = os.environ.get("WHEN", "")
 if mode == "failover" and when == "promoting":
-    until("a master of three", lambda: agreed(range(3)), timeout)
+    three = until("a master of three", lambda: agreed(range(3)), timeout)
+    master3 = three["master"]["peer_id"]
     subprocess.run([os.path.join(os.path.dirname(os.path.abspath(__file__)), "cluster.sh"), "up", str(nodes),
                     "--from", "3", "--dir", root, "--base-port", str(base)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ids = [peer_id(i) for i in range(nodes)]
-    victim, first = until("a master promoting", lambda: any_master(range(nodes), learning), timeout)
+
+    def promoting(r):
+        # The master knows a newcomer (learner, or voter just promoted) and not all vote yet.
+        new = [m for m in r.get("consensus_members", []) if m["peer_id"] in ids[3:] and m["membership"] != "none"]
+        return bool(new) and len(r["voters"]) < nodes
+
+    # Only the master is watched: the learner phase lasts milliseconds.
+    victim, first = until("a master promoting", lambda: any_master([ids.index(master3)], promoting), timeout)
 elif mode == "failover" and when == "early":
     victim, first = until("a first master", lambda: any_master(range(nodes)), timeout)
 else:
