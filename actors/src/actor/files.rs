@@ -1,5 +1,11 @@
 //! The file-detector actor: feeds the [`files::Detector`] with what the file probe reads,
 //! passes its observations to the spike encoder, and keeps the baseline durable.
+//!
+//! The baseline is saved with the number of the last change it reflects (asked of the
+//! encoder behind the observations handed over: [`Numbering`]), so that a start after a
+//! crash folds the journal's later file spikes into it ([`files::fold`]). Until a change
+//! is in a saved baseline the encoder keeps the journal from compacting it away
+//! ([`Baseline`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -7,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actor::audit::BaselineDigest;
-use crate::actor::spikes::{Numbering, Observe};
+use crate::actor::spikes::{Baseline, Numbering, Observe};
 use crate::actor::unix_ms;
 use crate::audit::{self, Answer};
 use crate::files::{self, Counters, Scan, State};
@@ -41,8 +47,9 @@ pub struct GetStatus;
 #[rtype(result = "()")]
 pub struct Flush;
 
-/// Writes the baseline durably.
-pub type PersistBaseline = crate::actor::Persist<BTreeMap<String, State>>;
+/// Writes the baseline durably, with the number of the last change it reflects.
+pub type PersistBaseline =
+    Box<dyn for<'a> FnMut(&files::Saved<&'a BTreeMap<String, State>>) -> std::io::Result<()>>;
 
 /// A dirty baseline is saved at most this often (realtime changes); scans save at once.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
@@ -52,8 +59,14 @@ pub struct FileActor {
     spikes: Recipient<Observe>,
     /// The same spike encoder, asked for its numbering when a peer audits this node.
     numbering: Recipient<Numbering>,
+    /// The same spike encoder, told when the saved baseline lags the journal.
+    journal: Recipient<Baseline>,
     persist: PersistBaseline,
     dirty: bool,
+    /// Changes were handed over since the last save (the encoder holds the journal).
+    unsaved: bool,
+    /// A save waits for the encoder's numbering.
+    saving: bool,
     last_save: Instant,
     last_full: Option<u64>,
     last_startup: Option<u64>,
@@ -70,19 +83,23 @@ impl std::fmt::Debug for FileActor {
 }
 
 impl FileActor {
-    /// `spikes` and `numbering` must reach the same spike encoder.
+    /// `spikes`, `numbering` and `journal` must reach the same spike encoder.
     pub fn new(
         baseline: BTreeMap<String, State>,
         spikes: Recipient<Observe>,
         numbering: Recipient<Numbering>,
+        journal: Recipient<Baseline>,
         persist: PersistBaseline,
     ) -> Self {
         FileActor {
             detector: files::Detector::new(baseline),
             spikes,
             numbering,
+            journal,
             persist,
             dirty: false,
+            unsaved: false,
+            saving: false,
             last_save: Instant::now(),
             last_full: None,
             last_startup: None,
@@ -90,17 +107,44 @@ impl FileActor {
         }
     }
 
-    fn save(&mut self) {
-        if self.orphaned {
+    /// Saves the baseline with the encoder's numbering. The request queues behind every
+    /// observation handed over, and nothing else is handled until the answer (`wait`): the
+    /// number covers exactly the changes in the baseline saved.
+    fn save(&mut self, ctx: &mut Context<Self>) {
+        if self.orphaned || self.saving {
             return;
         }
-        match (self.persist)(self.detector.baseline()) {
-            Ok(()) => {
-                self.dirty = false;
-                self.last_save = Instant::now();
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot save the file baseline; will retry"),
-        }
+        self.saving = true;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.numbering.do_send(Numbering(tx));
+        ctx.wait(
+            async move { rx.await.ok() }
+                .into_actor(self)
+                .map(|answer, act, _| {
+                    act.saving = false;
+                    let Some((seq, _)) = answer else {
+                        tracing::warn!("the spike encoder is gone: the file baseline is not saved");
+                        return;
+                    };
+                    let saved = files::Saved {
+                        seq,
+                        baseline: act.detector.baseline(),
+                    };
+                    match (act.persist)(&saved) {
+                        Ok(()) => {
+                            act.dirty = false;
+                            act.last_save = Instant::now();
+                            if act.unsaved {
+                                act.unsaved = false;
+                                act.journal.do_send(Baseline::Saved);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot save the file baseline; will retry")
+                        }
+                    }
+                }),
+        );
     }
 
     fn emit(&self, obs: Vec<Observation>) {
@@ -116,9 +160,9 @@ impl Actor for FileActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
-        ctx.run_interval(SAVE_EVERY, |act, _| {
+        ctx.run_interval(SAVE_EVERY, |act, ctx| {
             if act.dirty && act.last_save.elapsed() >= SAVE_EVERY {
-                act.save();
+                act.save(ctx);
             }
         });
     }
@@ -141,15 +185,21 @@ impl Handler<FileInput> for FileActor {
             files::Input::Checked { .. } | files::Input::Subtree { .. } => None,
         };
         let obs = self.detector.handle(msg.0);
+        if !obs.is_empty() && !self.unsaved {
+            // Ahead of the observations, in the same mailbox: the journal keeps them until
+            // a saved baseline reflects them (every input here is saved within seconds).
+            self.unsaved = true;
+            self.journal.do_send(Baseline::Unsaved);
+        }
         self.emit(obs);
         match scan {
             Some(Scan::Startup) => {
                 self.last_startup = Some(unix_ms());
-                self.save();
+                self.save(ctx);
             }
             Some(Scan::Periodic | Scan::Overflow) => {
                 self.last_full = Some(unix_ms());
-                self.save();
+                self.save(ctx);
             }
             None => self.dirty = true,
         }
@@ -180,8 +230,8 @@ impl Handler<GetStatus> for FileActor {
 impl Handler<Flush> for FileActor {
     type Result = ();
 
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
-        self.save();
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
+        self.save(ctx);
     }
 }
 
