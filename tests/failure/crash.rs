@@ -207,10 +207,17 @@ async fn kill_9_after_a_burst_reports_each_change_once_and_the_intake_catches_up
         "the master skipped exactly the unused numbers {}..={reserved}",
         journaled + 1
     );
+    // Whether the kill came before the baseline's save (the case this test is about) or
+    // after it (then there was nothing to fold).
+    let folded = victim
+        .log()
+        .lines()
+        .find(|l| l.contains("file baseline brought up to date from the journal"))
+        .map(str::to_string);
     eprintln!(
         "burst of {BURST} changes, kill -9 {killed_after:?} after it; restart ready after \
          {ready_after:?}; the master's intake past the {} unused numbers {caught_up:?} after \
-         the restart",
+         the restart; fold at start: {folded:?}",
         reserved - journaled
     );
 }
