@@ -2,7 +2,8 @@
 //! of file changes (journaled, published and taken in by the master, but not yet in the
 //! saved file baseline) reports none of them again at restart, and the master's intake
 //! moves past the sequence numbers the crash left unused within seconds of the restart,
-//! without waiting for a replay to tell it.
+//! without waiting for a replay to tell it. Then a crash loop (three more kills, each as
+//! soon as the node is ready): the intake passes every gap within seconds of the last start.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -219,5 +220,45 @@ async fn kill_9_after_a_burst_reports_each_change_once_and_the_intake_catches_up
          {ready_after:?}; the master's intake past the {} unused numbers {caught_up:?} after \
          the restart; fold at start: {folded:?}",
         reserved - journaled
+    );
+
+    // A crash loop: three more kills, each right after the node is ready, every run
+    // leaving a gap of its own; the intake passes them all within seconds of the last start.
+    let mut victim = victim;
+    let mut reserved = reserved;
+    for _ in 0..3 {
+        victim.child.kill().expect("kill -9");
+        victim.child.wait().expect("reaped");
+        reserved = std::fs::read_to_string(victim_dir.join("spike-seq"))
+            .expect("the durable reservation")
+            .trim()
+            .parse()
+            .expect("a number");
+        victim = Node::start(spec(v, victim_dir.clone(), Some(master.addr(true))));
+    }
+    let looped_at = Instant::now();
+    let loop_caught_up = {
+        let (victim, master) = (&victim, &master);
+        wait_for(
+            "the master's intake past the crash loop's gaps",
+            CATCH_UP,
+            || async move {
+                let (mark, _) = intake(master, victim.peer_id()).await;
+                if mark > reserved {
+                    Ok(looped_at.elapsed())
+                } else {
+                    Err(format!("master mark {mark}, last reservation {reserved}"))
+                }
+            },
+        )
+        .await
+    };
+    let seen = burst_spikes(&victim).await;
+    assert!(
+        seen.values().all(|v| v.len() == 1),
+        "reported twice after the crash loop: {seen:?}"
+    );
+    eprintln!(
+        "after a crash loop of 3 more kills: intake caught up {loop_caught_up:?} after the last start"
     );
 }
