@@ -212,16 +212,20 @@ impl Origin {
         self.gap = (from <= to).then_some(to);
     }
 
-    /// The journal must keep everything numbered from now on until [`Origin::release`]:
+    /// The journal must keep everything numbered from now on until [`Origin::saved`]:
     /// a state saved later than the journal (the file baseline) is rebuilt from it.
     pub fn hold(&mut self) {
         self.hold.get_or_insert(self.last);
     }
 
-    /// The hold is over (the state is saved): returns the number up to which the journal
+    /// The state is saved as of `seq`; `pending`: changes after it are not (the hold moves
+    /// up to `seq`), otherwise the hold is over. Returns the number up to which the journal
     /// may now be compacted, if that moved.
-    pub fn release(&mut self) -> Option<u64> {
-        self.hold = None;
+    pub fn saved(&mut self, seq: u64, pending: bool) -> Option<u64> {
+        self.hold = match self.hold {
+            Some(h) if pending => Some(h.max(seq)),
+            _ => None,
+        };
         self.compaction()
     }
 
@@ -595,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_held_is_compacted_until_released() {
+    fn nothing_held_is_compacted_until_saved() {
         let mut o = Origin::new(Config::default(), 0, 0);
         o.published(10, 0);
         o.hold();
@@ -603,12 +607,14 @@ mod tests {
         o.hold();
         assert_eq!(o.acked(20, master(1), 0), Some(10), "held above 10");
         assert_eq!(o.acked(20, master(1), 0), None);
-        assert_eq!(o.release(), Some(20));
-        assert_eq!(o.release(), None);
+        // Saved as of 15, with later changes pending: the hold moves up to 15.
+        assert_eq!(o.saved(15, true), Some(15));
+        assert_eq!(o.saved(20, false), Some(20));
+        assert_eq!(o.saved(20, false), None);
         o.hold();
         o.published(30, 0);
         assert_eq!(o.acked(30, master(1), 0), None, "held at 20");
-        assert_eq!(o.release(), Some(30));
+        assert_eq!(o.saved(30, false), Some(30));
     }
 
     #[test]

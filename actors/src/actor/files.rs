@@ -67,6 +67,12 @@ pub struct FileActor {
     unsaved: bool,
     /// A save waits for the encoder's numbering.
     saving: bool,
+    /// Another save was asked for meanwhile.
+    save_again: bool,
+    /// Changes were handed over since the copy being saved was taken.
+    changed: bool,
+    /// The number the last saved baseline reflects.
+    persisted: u64,
     last_save: Instant,
     last_full: Option<u64>,
     last_startup: Option<u64>,
@@ -100,6 +106,9 @@ impl FileActor {
             dirty: false,
             unsaved: false,
             saving: false,
+            save_again: false,
+            changed: false,
+            persisted: 0,
             last_save: Instant::now(),
             last_full: None,
             last_startup: None,
@@ -108,43 +117,68 @@ impl FileActor {
     }
 
     /// Saves the baseline with the encoder's numbering. The request queues behind every
-    /// observation handed over, and nothing else is handled until the answer (`wait`): the
-    /// number covers exactly the changes in the baseline saved.
-    fn save(&mut self, ctx: &mut Context<Self>) {
-        if self.orphaned || self.saving {
+    /// observation handed over, and the baseline is copied in the same handler: the number
+    /// covers exactly the changes in the copy. The actor goes on meanwhile (a storm keeps
+    /// the encoder busy), except on `shutdown`, where nothing else is handled until the
+    /// copy is saved.
+    fn save(&mut self, ctx: &mut Context<Self>, shutdown: bool) {
+        if self.orphaned {
+            return;
+        }
+        if self.saving && !shutdown {
+            self.save_again = true;
             return;
         }
         self.saving = true;
+        self.changed = false;
+        let snapshot = self.detector.baseline().clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.numbering.do_send(Numbering(tx));
-        ctx.wait(
-            async move { rx.await.ok() }
-                .into_actor(self)
-                .map(|answer, act, _| {
-                    act.saving = false;
-                    let Some((seq, _)) = answer else {
-                        tracing::warn!("the spike encoder is gone: the file baseline is not saved");
-                        return;
-                    };
-                    let saved = files::Saved {
-                        seq,
-                        baseline: act.detector.baseline(),
-                    };
-                    match (act.persist)(&saved) {
-                        Ok(()) => {
-                            act.dirty = false;
-                            act.last_save = Instant::now();
-                            if act.unsaved {
-                                act.unsaved = false;
-                                act.journal.do_send(Baseline::Saved);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot save the file baseline; will retry")
-                        }
+        let saved = async move { rx.await.ok() }
+            .into_actor(self)
+            .map(move |answer, act, ctx| {
+                act.saving = false;
+                match answer {
+                    None => {
+                        tracing::warn!("the spike encoder is gone: the file baseline is not saved")
                     }
-                }),
-        );
+                    // An older copy answered after a newer one was saved: keep the newer.
+                    Some((seq, _)) if seq < act.persisted => {}
+                    Some((seq, _)) => act.persist_copy(seq, &snapshot),
+                }
+                if std::mem::take(&mut act.save_again) && !shutdown {
+                    act.save(ctx, false);
+                }
+            });
+        if shutdown {
+            ctx.wait(saved);
+        } else {
+            ctx.spawn(saved);
+        }
+    }
+
+    fn persist_copy(&mut self, seq: u64, snapshot: &BTreeMap<String, State>) {
+        match (self.persist)(&files::Saved {
+            seq,
+            baseline: snapshot,
+        }) {
+            Ok(()) => {
+                self.persisted = seq;
+                self.last_save = Instant::now();
+                if !self.changed {
+                    self.dirty = false;
+                }
+                if self.unsaved {
+                    // Changes handed over since the copy are still not in a saved baseline.
+                    self.unsaved = self.changed;
+                    self.journal.do_send(Baseline::Saved {
+                        seq,
+                        pending: self.changed,
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot save the file baseline; will retry"),
+        }
     }
 
     fn emit(&self, obs: Vec<Observation>) {
@@ -162,7 +196,7 @@ impl Actor for FileActor {
         ctx.set_mailbox_capacity(16_384);
         ctx.run_interval(SAVE_EVERY, |act, ctx| {
             if act.dirty && act.last_save.elapsed() >= SAVE_EVERY {
-                act.save(ctx);
+                act.save(ctx, false);
             }
         });
     }
@@ -185,6 +219,9 @@ impl Handler<FileInput> for FileActor {
             files::Input::Checked { .. } | files::Input::Subtree { .. } => None,
         };
         let obs = self.detector.handle(msg.0);
+        if !obs.is_empty() {
+            self.changed = true;
+        }
         if !obs.is_empty() && !self.unsaved {
             // Ahead of the observations, in the same mailbox: the journal keeps them until
             // a saved baseline reflects them (every input here is saved within seconds).
@@ -195,11 +232,11 @@ impl Handler<FileInput> for FileActor {
         match scan {
             Some(Scan::Startup) => {
                 self.last_startup = Some(unix_ms());
-                self.save(ctx);
+                self.save(ctx, false);
             }
             Some(Scan::Periodic | Scan::Overflow) => {
                 self.last_full = Some(unix_ms());
-                self.save(ctx);
+                self.save(ctx, false);
             }
             None => self.dirty = true,
         }
@@ -231,7 +268,7 @@ impl Handler<Flush> for FileActor {
     type Result = ();
 
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
-        self.save(ctx);
+        self.save(ctx, true);
     }
 }
 

@@ -82,13 +82,14 @@ pub struct LinksNow(pub Links);
 pub struct Numbering(pub tokio::sync::oneshot::Sender<(u64, Option<(u64, u64)>)>);
 
 /// The file baseline's claim on the journal: `Unsaved` comes before the first change the
-/// saved baseline does not reflect, `Saved` once it does. In between the journal keeps
-/// everything from that change on, since a crash rebuilds the baseline from it.
+/// saved baseline does not reflect, `Saved` once a baseline reflecting everything up to
+/// `seq` is saved (`pending`: later changes are not in it yet). The journal keeps what the
+/// saved baseline does not reflect, since a crash rebuilds the baseline from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub enum Baseline {
     Unsaved,
-    Saved,
+    Saved { seq: u64, pending: bool },
 }
 
 /// Where the encoder's output is made durable.
@@ -386,7 +387,7 @@ impl Handler<Baseline> for SpikeActor {
                 self.sync.hold();
                 None
             }
-            Baseline::Saved => self.sync.release(),
+            Baseline::Saved { seq, pending } => self.sync.saved(seq, pending),
         };
         if let Some(upto) = upto
             && let Err(e) = (self.ack)(upto)
