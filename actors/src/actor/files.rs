@@ -51,8 +51,23 @@ pub struct Flush;
 pub type PersistBaseline =
     Box<dyn for<'a> FnMut(&files::Saved<&'a BTreeMap<String, State>>) -> std::io::Result<()>>;
 
-/// A dirty baseline is saved at most this often (realtime changes); scans save at once.
+/// A baseline is saved at most this often (but at start-up and shutdown): at the next
+/// check after a scan, and within this delay of a realtime change.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often a dirty baseline is checked for being due.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the baseline is saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Save {
+    /// After the start-up verification: at once.
+    Startup,
+    /// After a scan or realtime changes: at most every [`SAVE_EVERY`].
+    Due,
+    /// Before the node stops: at once, and nothing else is handled meanwhile.
+    Shutdown,
+}
 
 pub struct FileActor {
     detector: files::Detector,
@@ -67,9 +82,7 @@ pub struct FileActor {
     unsaved: bool,
     /// A save waits for the encoder's numbering.
     saving: bool,
-    /// Another save was asked for meanwhile.
-    save_again: bool,
-    /// Changes were handed over since the copy being saved was taken.
+    /// Changes were handed over since the last numbering request of a save.
     changed: bool,
     /// The number the last saved baseline reflects.
     persisted: u64,
@@ -106,7 +119,6 @@ impl FileActor {
             dirty: false,
             unsaved: false,
             saving: false,
-            save_again: false,
             changed: false,
             persisted: 0,
             last_save: Instant::now(),
@@ -116,60 +128,84 @@ impl FileActor {
         }
     }
 
-    /// Saves the baseline with the encoder's numbering. The request queues behind every
-    /// observation handed over, and the baseline is copied in the same handler: the number
-    /// covers exactly the changes in the copy. The actor goes on meanwhile (a storm keeps
-    /// the encoder busy), except on `shutdown`, where nothing else is handled until the
-    /// copy is saved.
-    fn save(&mut self, ctx: &mut Context<Self>, shutdown: bool) {
+    /// Saves the baseline with the encoder's numbering. The numbering request queues
+    /// behind every observation handed over so far, so its answer is a lower bound of what
+    /// the baseline reflects when the answer comes; the baseline as it stands then is
+    /// saved with it, without a copy (folding spikes the baseline already reflects changes
+    /// nothing, [`files::fold`]). The actor goes on meanwhile (a storm keeps the encoder
+    /// busy), except on shutdown, where nothing else is handled until it is saved.
+    ///
+    /// At most one save is in flight, and, but at start-up and shutdown, one starts at
+    /// most every [`SAVE_EVERY`]: a storm's frequent rescans do not each save 100k
+    /// entries; a save asked for sooner is left to the interval (`dirty`).
+    fn save(&mut self, ctx: &mut Context<Self>, why: Save) {
         if self.orphaned {
             return;
         }
-        if self.saving && !shutdown {
-            self.save_again = true;
-            return;
+        match why {
+            Save::Shutdown => {}
+            // The one in flight saves the baseline as it stands when its number comes;
+            // changes made meanwhile leave it dirty.
+            _ if self.saving => {
+                self.dirty = true;
+                return;
+            }
+            Save::Due if self.last_save.elapsed() < SAVE_EVERY => {
+                self.dirty = true;
+                return;
+            }
+            Save::Due | Save::Startup => {}
         }
         self.saving = true;
         self.changed = false;
-        let snapshot = self.detector.baseline().clone();
+        let asked = Instant::now();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.numbering.do_send(Numbering(tx));
         let saved = async move { rx.await.ok() }
             .into_actor(self)
-            .map(move |answer, act, ctx| {
+            .map(move |answer, act, _| {
                 act.saving = false;
                 match answer {
                     None => {
                         tracing::warn!("the spike encoder is gone: the file baseline is not saved")
                     }
-                    // An older copy answered after a newer one was saved: keep the newer.
+                    // A later save (at shutdown) already wrote the baseline with a number
+                    // at least as high.
                     Some((seq, _)) if seq < act.persisted => {}
-                    Some((seq, _)) => act.persist_copy(seq, &snapshot),
-                }
-                if std::mem::take(&mut act.save_again) && !shutdown {
-                    act.save(ctx, false);
+                    Some((seq, _)) => act.persist_now(seq, asked.elapsed()),
                 }
             });
-        if shutdown {
+        if why == Save::Shutdown {
             ctx.wait(saved);
         } else {
             ctx.spawn(saved);
         }
     }
 
-    fn persist_copy(&mut self, seq: u64, snapshot: &BTreeMap<String, State>) {
-        match (self.persist)(&files::Saved {
+    /// Writes the baseline as it stands with `seq`, a lower bound of what it reflects.
+    fn persist_now(&mut self, seq: u64, waited: Duration) {
+        let start = Instant::now();
+        let result = (self.persist)(&files::Saved {
             seq,
-            baseline: snapshot,
-        }) {
+            baseline: self.detector.baseline(),
+        });
+        // Also after a failure: a retry waits its turn rather than spinning.
+        self.last_save = Instant::now();
+        tracing::debug!(
+            seq,
+            entries = self.detector.baseline().len(),
+            numbering_ms = waited.as_millis() as u64,
+            persist_ms = start.elapsed().as_millis() as u64,
+            "file baseline saved"
+        );
+        match result {
             Ok(()) => {
                 self.persisted = seq;
-                self.last_save = Instant::now();
-                if !self.changed {
-                    self.dirty = false;
-                }
+                // Changes handed over since the request may be numbered above `seq`: they
+                // are saved, but the journal keeps them until a save's number covers them,
+                // which the next save (`dirty`) does.
+                self.dirty = self.changed;
                 if self.unsaved {
-                    // Changes handed over since the copy are still not in a saved baseline.
                     self.unsaved = self.changed;
                     self.journal.do_send(Baseline::Saved {
                         seq,
@@ -177,7 +213,10 @@ impl FileActor {
                     });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot save the file baseline; will retry"),
+            Err(e) => {
+                self.dirty = true;
+                tracing::warn!(error = %e, "cannot save the file baseline; will retry");
+            }
         }
     }
 
@@ -194,9 +233,9 @@ impl Actor for FileActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
-        ctx.run_interval(SAVE_EVERY, |act, ctx| {
-            if act.dirty && act.last_save.elapsed() >= SAVE_EVERY {
-                act.save(ctx, false);
+        ctx.run_interval(CHECK_EVERY, |act, ctx| {
+            if act.dirty && !act.saving && act.last_save.elapsed() >= SAVE_EVERY {
+                act.save(ctx, Save::Due);
             }
         });
     }
@@ -232,11 +271,11 @@ impl Handler<FileInput> for FileActor {
         match scan {
             Some(Scan::Startup) => {
                 self.last_startup = Some(unix_ms());
-                self.save(ctx, false);
+                self.save(ctx, Save::Startup);
             }
             Some(Scan::Periodic | Scan::Overflow) => {
                 self.last_full = Some(unix_ms());
-                self.save(ctx, false);
+                self.save(ctx, Save::Due);
             }
             None => self.dirty = true,
         }
@@ -268,7 +307,7 @@ impl Handler<Flush> for FileActor {
     type Result = ();
 
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
-        self.save(ctx, true);
+        self.save(ctx, Save::Shutdown);
     }
 }
 

@@ -322,6 +322,74 @@ mod tests {
         assert_eq!(&b, d.baseline());
     }
 
+    /// The baseline is saved as it stands with a number that may lag it (the encoder's
+    /// numbering asked for before the last changes): for every point a baseline may be
+    /// saved at, and every number at or below what it reflects, folding the journal gives
+    /// the final baseline. Re-applying spikes already reflected is idempotent, including
+    /// removals, re-additions, kind changes and owner changes.
+    #[test]
+    fn folding_from_a_number_below_what_the_baseline_reflects_is_idempotent() {
+        let mut d = Detector::new(BTreeMap::from([
+            ("/etc".to_string(), state(EntryKind::Dir, None, 0o040_755)),
+            (
+                "/etc/a".to_string(),
+                state(EntryKind::File, Some(1), 0o100_644),
+            ),
+            (
+                "/etc/b".to_string(),
+                state(EntryKind::File, Some(7), 0o100_600),
+            ),
+        ]));
+        let mut owner = state(EntryKind::File, Some(3), 0o100_644);
+        owner.uid = 0;
+        owner.gid = 0;
+        let changes: Vec<(&str, Option<State>)> = vec![
+            ("/etc/a", Some(state(EntryKind::File, Some(2), 0o100_644))),
+            ("/etc/a", Some(state(EntryKind::File, Some(2), 0o100_600))),
+            ("/etc/a", None),
+            ("/etc/a", Some(state(EntryKind::File, Some(4), 0o100_640))),
+            ("/etc/b", Some(state(EntryKind::Dir, None, 0o040_700))),
+            (
+                "/etc/b",
+                Some(state(
+                    EntryKind::Symlink {
+                        target: "/etc/a".into(),
+                    },
+                    None,
+                    0o120_777,
+                )),
+            ),
+            ("/etc/b", Some(state(EntryKind::File, Some(5), 0o104_755))),
+            ("/etc/c", Some(state(EntryKind::File, Some(3), 0o100_644))),
+            ("/etc/c", Some(owner)),
+            ("/etc/c", None),
+            ("/etc/a", Some(state(EntryKind::File, Some(4), 0o100_644))),
+        ];
+        let mut seq = 1;
+        let mut journal = Vec::new();
+        // (the baseline after each change, the highest number it reflects)
+        let mut points = vec![(d.baseline().clone(), 0)];
+        for (path, s) in changes {
+            journal.extend(check(&mut d, path, s, &mut seq));
+            points.push((d.baseline().clone(), seq - 1));
+        }
+        assert_eq!(journal.len(), 11, "every change is a spike: {journal:?}");
+        let last = d.baseline();
+        for (baseline, reflects) in &points {
+            for after in 0..=*reflects {
+                let mut b = baseline.clone();
+                fold(&mut b, after, &journal);
+                assert_eq!(
+                    &b, last,
+                    "saved reflecting {reflects}, folded after {after}"
+                );
+                // Folding twice changes nothing more.
+                fold(&mut b, after, &journal);
+                assert_eq!(&b, last, "folded twice after {after}");
+            }
+        }
+    }
+
     #[test]
     fn a_difference_no_report_can_show_is_no_change() {
         let a = state(EntryKind::Other, None, 0o010_644);
