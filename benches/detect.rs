@@ -92,6 +92,7 @@ fn main() {
             Default::default(),
             spikes.clone().recipient(),
             spikes.clone().recipient(),
+            spikes.clone().recipient(),
             Box::new(|_| Ok(())),
         )
         .start();
