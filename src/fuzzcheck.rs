@@ -64,7 +64,10 @@ pub fn wire_envelope(data: &[u8]) -> Verdict {
     if results.iter().any(Result::is_ok) {
         return Verdict::Accepted;
     }
-    let first = results.into_iter().find_map(Result::err).unwrap_or_default();
+    let first = results
+        .into_iter()
+        .find_map(Result::err)
+        .unwrap_or_default();
     refused(first)
 }
 
@@ -137,7 +140,10 @@ fn scan_checked(data: &[u8]) -> journal::Scanned {
         journal::frame(spike, &mut again).expect("a spike read from a record frames again");
     }
     let rescanned = journal::scan(&again);
-    assert!(rescanned.torn.is_none(), "re-framed records read back whole");
+    assert!(
+        rescanned.torn.is_none(),
+        "re-framed records read back whole"
+    );
     assert_eq!(rescanned.spikes.len(), s.spikes.len());
     let mut third = Vec::new();
     for spike in &rescanned.spikes {
@@ -415,14 +421,20 @@ fn seed_spikes() -> Vec<fleetmesh_actors::spike::Spike> {
         before: None,
         after: None,
         fields: [
-            ("uid".to_string(), FieldChange {
-                before: None,
-                after: Some(Value::Int(1001)),
-            }),
-            ("groups".to_string(), FieldChange {
-                before: Some(Value::List(vec!["users".into()])),
-                after: Some(Value::List(vec!["users".into(), "sudo".into()])),
-            }),
+            (
+                "uid".to_string(),
+                FieldChange {
+                    before: None,
+                    after: Some(Value::Int(1001)),
+                },
+            ),
+            (
+                "groups".to_string(),
+                FieldChange {
+                    before: Some(Value::List(vec!["users".into()])),
+                    after: Some(Value::List(vec!["users".into(), "sudo".into()])),
+                },
+            ),
         ]
         .into_iter()
         .collect(),
@@ -435,10 +447,13 @@ fn seed_spikes() -> Vec<fleetmesh_actors::spike::Spike> {
         subject: "cpu".into(),
         before: None,
         after: None,
-        fields: [("value".to_string(), FieldChange {
-            before: Some(Value::Float(0.25)),
-            after: Some(Value::Float(0.75)),
-        })]
+        fields: [(
+            "value".to_string(),
+            FieldChange {
+                before: Some(Value::Float(0.25)),
+                after: Some(Value::Float(0.75)),
+            },
+        )]
         .into_iter()
         .collect(),
         ..file.clone()
@@ -465,7 +480,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
         "operator alice".into(),
         1_700_000_000_000,
     );
-    let bodies = vec![
+    let bodies = [
         wire::Body::Heartbeat(Box::new(Beat {
             info: info.clone(),
             seq: 9,
@@ -490,7 +505,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
         }),
         wire::Body::Approval(Box::new(approval)),
     ];
-    let requests = vec![
+    let requests = [
         wire::Request::Hello(info.clone()),
         wire::Request::Raft {
             region: "eu-1".into(),
@@ -511,7 +526,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
             recheck: true,
         },
     ];
-    let responses = vec![
+    let responses = [
         wire::Response::Hello(info),
         wire::Response::Accepted,
         wire::Response::Acked {
@@ -621,12 +636,10 @@ mod tests {
             return;
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let mut n = 0;
-        for (name, data) in seeds() {
+        for (n, (name, data)) in seeds().into_iter().enumerate() {
             let dir = root.join(name);
             std::fs::create_dir_all(&dir).expect("corpus dir");
             std::fs::write(dir.join(format!("seed-{n:02}")), data).expect("seed written");
-            n += 1;
         }
     }
 
@@ -651,7 +664,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
