@@ -8,6 +8,8 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod durable;
+#[doc(hidden)]
+pub mod fuzzcheck;
 pub mod identity;
 pub mod journal;
 pub mod metrics;

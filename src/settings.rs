@@ -418,6 +418,25 @@ pub fn load(sources: &Sources) -> Result<Resolved, Error> {
         }
         b = b.add_source(File::from(path.as_path()).format(FileFormat::Toml));
     }
+    layer(b, sources)
+}
+
+/// Loads and validates settings whose node file holds `text` (TOML), with no environment
+/// and no flags: what `fleetmesh node --config FILE` makes of that file's contents. The
+/// fuzz targets and their corpus replay use it.
+pub fn load_text(text: &str) -> Result<Resolved, Error> {
+    let b = Config::builder()
+        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+        .add_source(File::from_str(text, FileFormat::Toml));
+    layer(b, &Sources::default())
+}
+
+/// Adds the environment and the flags of `sources` on top of the files in `b`, then
+/// deserializes and validates.
+fn layer(
+    mut b: config::ConfigBuilder<config::builder::DefaultState>,
+    sources: &Sources,
+) -> Result<Resolved, Error> {
     // A list set to the empty string is the empty list (the list parser would read one
     // empty item).
     let list_key = |k: &str| {
