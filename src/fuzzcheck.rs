@@ -496,6 +496,8 @@ fn seed_frames() -> Vec<Vec<u8>> {
             sync: None,
             founders: vec![1, 2, 3],
             eligible: true,
+            proposal: vec![1, 2, 3],
+            expect: 3,
         })),
         wire::Body::Spikes(spikes.clone()),
         wire::Body::Acks(wire::Acks {
