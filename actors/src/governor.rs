@@ -297,13 +297,20 @@ impl Governor {
         self.drain(now);
     }
 
-    /// A consensus message from a peer. Bytes that do not decode, or that no honest
-    /// member sends, are refused (count it against the sender); nothing changes then.
-    pub fn handle_raft(&mut self, now: Instant, bytes: &[u8]) -> Result<(), region::Error> {
+    /// A consensus message the network says `from` sent. Bytes that do not decode, that
+    /// claim another author than the sender (a peer forging a voter's vote), or that no
+    /// honest member sends, are refused (count it against the sender); nothing changes
+    /// then.
+    pub fn handle_raft(
+        &mut self,
+        now: Instant,
+        from: &node::Id,
+        bytes: &[u8],
+    ) -> Result<(), region::Error> {
         let Some(core) = &mut self.core else {
             return Ok(());
         };
-        let r = core.step(bytes);
+        let r = core.step_from(region::raft_id(from), bytes);
         self.drain(now);
         r
     }

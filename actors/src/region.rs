@@ -379,7 +379,26 @@ impl Region {
     /// something no honest member sends, are refused with an error (count it against
     /// the sender); the member's state is unchanged then.
     pub fn step(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.step_checked(None, bytes)
+    }
+
+    /// [`Region::step`] for a message the network says member `sender` sent: a message
+    /// whose author field names another member is refused (a peer could otherwise vote
+    /// or append in a voter's name).
+    pub fn step_from(&mut self, sender: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.step_checked(Some(sender), bytes)
+    }
+
+    fn step_checked(&mut self, sender: Option<u64>, bytes: &[u8]) -> Result<(), Error> {
         let m = Message::parse_from_bytes(bytes).map_err(|e| Error::Decode(e.to_string()))?;
+        if let Some(sender) = sender
+            && m.from != sender
+        {
+            return Err(Error::Refused {
+                from: m.from,
+                reason: "the message names another author than the peer that sent it",
+            });
+        }
         let raft = &self.raw.raft;
         if let Some(reason) = check::refuse(&m, raft.id, raft.term, raft.raft_log.last_index()) {
             return Err(Error::Refused {

@@ -481,7 +481,7 @@ impl Driver {
     }
 
     /// A consensus message: for this node's region actor, or refused.
-    fn on_raft(&mut self, region: String, message: Vec<u8>) -> wire::Response {
+    fn on_raft(&mut self, peer: PeerId, region: String, message: Vec<u8>) -> wire::Response {
         if region != self.info.region {
             return wire::Response::Refused(format!(
                 "consensus message for region {region}; this node is in {}",
@@ -489,7 +489,15 @@ impl Driver {
             ));
         }
         match self.region_links.as_ref().map(|l| &l.raft) {
-            Some(r) if r.try_send(RaftIn(message)).is_ok() => wire::Response::Accepted,
+            Some(r)
+                if r.try_send(RaftIn {
+                    from: id(&peer),
+                    bytes: message,
+                })
+                .is_ok() =>
+            {
+                wire::Response::Accepted
+            }
             Some(_) => wire::Response::Refused("consensus queue full".into()),
             None => wire::Response::Refused("this node takes no part in consensus".into()),
         }
@@ -694,7 +702,7 @@ impl Driver {
         } = event
         {
             let reply = match request {
-                wire::Request::Raft { region, message } => self.on_raft(region, message),
+                wire::Request::Raft { region, message } => self.on_raft(peer, region, message),
                 _ => {
                     tracing::debug!(%peer, "not a consensus message on the consensus protocol");
                     wire::Response::Refused("only consensus messages on this protocol".into())
@@ -730,7 +738,9 @@ impl Driver {
                             });
                             wire::Response::Hello(self.info.clone())
                         }
-                        wire::Request::Raft { region, message } => self.on_raft(region, message),
+                        wire::Request::Raft { region, message } => {
+                            self.on_raft(peer, region, message)
+                        }
                         wire::Request::Digest { region } => {
                             self.on_digest(channel, region);
                             return;

@@ -86,10 +86,13 @@ pub struct MasterKnown(pub bool);
 #[rtype(result = "BTreeMap<node::Id, ledger::Stats>")]
 pub struct GetIntake;
 
-/// A consensus message from a peer.
+/// A consensus message from a peer (`from`: the peer the network says sent it).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RaftIn(pub Vec<u8>);
+pub struct RaftIn {
+    pub from: node::Id,
+    pub bytes: Vec<u8>,
+}
 
 /// What the API shows.
 #[derive(Debug, Clone)]
@@ -493,7 +496,7 @@ impl Handler<RaftIn> for RegionActor {
 
     fn handle(&mut self, msg: RaftIn, ctx: &mut Self::Context) {
         self.received += 1;
-        if let Err(e) = self.gov.handle_raft(Instant::now(), &msg.0) {
+        if let Err(e) = self.gov.handle_raft(Instant::now(), &msg.from, &msg.bytes) {
             self.refused += 1;
             tracing::debug!(error = %e, "consensus message refused");
         }

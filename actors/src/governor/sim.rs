@@ -193,9 +193,16 @@ impl Sim {
                 continue;
             }
             let now = self.now();
+            let from = self.nodes[m.from].peer.clone();
             if let Some(g) = &mut self.nodes[m.to].gov {
-                // Honest members never send what a member refuses.
-                let _ = g.handle_raft(now, &m.bytes);
+                let refused = g.handle_raft(now, &from, &m.bytes).is_err();
+                // Honest members never send what a member refuses (a late answer from a
+                // member that left is no error).
+                assert!(
+                    !refused,
+                    "seed {}: an honest message was refused",
+                    self.seed
+                );
                 self.drain(m.to);
             }
         }

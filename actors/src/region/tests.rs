@@ -556,3 +556,31 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn region_refuses_a_vote_forged_in_another_members_name() {
+    let (mut sim, id) = follower_with_log();
+    let voter = FIVE.into_iter().find(|&v| v != id).expect("another voter");
+    let forger = FIVE
+        .into_iter()
+        .find(|&v| v != id && v != voter)
+        .expect("a third");
+    let term = sim.status(id).expect("runs").term;
+    let mut m = Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgRequestVote);
+    m.to = id;
+    m.from = voter;
+    m.term = term + 1;
+    m.index = 1_000;
+    m.log_term = term;
+    let bytes = protobuf::Message::write_to_bytes(&m).expect("encodes");
+    let before = sim.status(id);
+    assert!(
+        matches!(
+            sim.node(id).step_from(forger, &bytes),
+            Err(super::Error::Refused { .. })
+        ),
+        "a message naming another author than its sender is refused"
+    );
+    assert_eq!(sim.status(id), before, "nothing changed");
+}
