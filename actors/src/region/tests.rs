@@ -578,7 +578,7 @@ fn region_refuses_a_vote_forged_in_another_members_name() {
     assert!(
         matches!(
             sim.node(id).step_from(forger, &bytes),
-            Err(super::Error::Refused { .. })
+            Err(Error::Refused { .. })
         ),
         "a message naming another author than its sender is refused"
     );
