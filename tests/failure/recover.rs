@@ -114,17 +114,31 @@ async fn survivors_of_a_lost_majority_recover_their_region() {
     let both = [&restarted, &nodes[other]];
     let (_, term) = agreed(&both, "after the recovery", old_term).await;
     eprintln!("recovered: term {old_term} -> {term}\n{text}");
-    let r = region(&nodes[other]).await;
-    let mut voters: Vec<String> = r["voters"]
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    voters.sort();
+    // Every survivor applies the recovery once it learns that it is committed.
     let mut want = vec![nodes[on].name.clone(), nodes[other].name.clone()];
     want.sort();
-    assert_eq!(voters, want, "the survivors are the voters");
+    for n in both {
+        let want = want.clone();
+        crate::harness::wait_for("the survivors are the voters", CONVERGE, || {
+            let want = want.clone();
+            async move {
+                let r = region(n).await;
+                let mut voters: Vec<String> = r["voters"]
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                voters.sort();
+                if voters == want {
+                    Ok(())
+                } else {
+                    Err(format!("{} sees voters {voters:?}", n.name))
+                }
+            }
+        })
+        .await;
+    }
 }
