@@ -9,10 +9,11 @@
 #   scripts/bench.sh encode      [--spikes N]
 #   scripts/bench.sh policy-local [--decisions N]  (one local policy decision, µs)
 #   scripts/bench.sh metrics-bandwidth [--seconds S]
-#   scripts/bench.sh failover    [--trials N] [--when early|promoting|formed]
+#   scripts/bench.sh failover    [--trials N] [--when early|promoting|formed|double]
 #                                (5 named voters, kill -9 the master; with --when: 5 nodes
 #                                founding by bootstrap_expect 3, the master killed right
-#                                after the first election, while promoting, or when all vote)
+#                                after the first election, while promoting, when all vote,
+#                                or with one more voter when all vote)
 #   scripts/bench.sh detection   [--trials N]   (5 nodes; kill -9 one)
 #   scripts/bench.sh pauses      [--minutes M]  (5 nodes; one stopped 2 s every minute)
 #   scripts/bench.sh redistribution [--trials N] [--probes K]  (5 voters, K service probes;
@@ -32,7 +33,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -80,7 +81,7 @@ case "$scenario" in
   failover|detection)
     trials=$(opt trials 20 "$@")
     when=$(opt when "" "$@")
-    case "$when" in ""|early|promoting|formed) ;; *) echo "bench.sh: --when early|promoting|formed" >&2; exit 2 ;; esac
+    case "$when" in ""|early|promoting|formed|double) ;; *) echo "bench.sh: --when early|promoting|formed|double" >&2; exit 2 ;; esac
     nodes=5
     up=$nodes
     [ "$when" = promoting ] && up=3

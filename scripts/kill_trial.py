@@ -15,7 +15,9 @@ For failover, WHEN in the environment chooses the moment of the kill:
 - promoting: the cluster runs 3 of its NODES; the others are started (cluster.sh up
   --from 3) and the master is killed once it knows a newcomer (as a learner, or promoted)
   while not every node votes yet;
-- formed: once every node is a voter.
+- formed: once every node is a voter;
+- double: once every node is a voter, the master and one more voter together (the three
+  left are a bare majority: split votes show here).
 """
 import json
 import os
@@ -99,7 +101,7 @@ else:
     until("all peers alive", all_alive, timeout)
 if mode == "failover" and when in ("early", "promoting"):
     pass
-elif mode == "failover" and when == "formed":
+elif mode == "failover" and when in ("formed", "double"):
     victim, first = until("every node a voter",
                           lambda: any_master(range(nodes), lambda r: len(r["voters"]) == nodes), timeout)
 elif mode == "failover":
@@ -122,10 +124,17 @@ else:
 survivors = [i for i in range(nodes) if i != victim]
 if not (mode == "failover" and when in ("early", "promoting")):
     time.sleep(3)  # a few seconds of steady heartbeats for the detectors
-with open(os.path.join(root, f"node{victim}", "pid")) as f:
-    pid = int(f.read())
+victims = [victim]
+if mode == "failover" and when == "double":
+    victims.append(next(i for i in range(nodes) if i != victim))
+    survivors = [i for i in range(nodes) if i not in victims]
+pids = []
+for v in victims:
+    with open(os.path.join(root, f"node{v}", "pid")) as f:
+        pids.append(int(f.read()))
 t0 = time.monotonic()
-os.kill(pid, signal.SIGKILL)
+for pid in pids:
+    os.kill(pid, signal.SIGKILL)
 if mode == "failover":
     until("a new master", lambda: agreed(survivors, first["term"]), timeout)
 elif mode == "detection":
