@@ -92,7 +92,6 @@ fn main() {
             Default::default(),
             spikes.clone().recipient(),
             spikes.clone().recipient(),
-            spikes.clone().recipient(),
             Box::new(|_| Ok(())),
         )
         .start();

@@ -29,9 +29,7 @@ use fleetmesh_actors::actor::spikes::{
     LinkChanged, ReportSync, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
 };
 use fleetmesh_actors::service::{Hysteresis, Probes};
-use fleetmesh_actors::{
-    delta, encoder, files, heartbeat, hostmetrics, membership, netconf, node, procs,
-};
+use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -152,9 +150,6 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             "journal recovered: torn or damaged records were cut off (see above)"
         );
     }
-    // Before anything is appended: the saved file baseline may lag the journal (a crash).
-    let baseline_path = data_dir.join("baseline.rmp");
-    let baseline = load_baseline(&baseline_path, &journal);
     // Never reuse a number the journal already holds, even if the reservation file is older.
     let durable_seq = read_seq(&seq_path)?.max(recovered.last_seq.unwrap_or(0));
     let journal = Arc::new(std::sync::Mutex::new(journal));
@@ -307,17 +302,12 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         spikes.do_send(SetAnomaly(a.clone().recipient()));
         a
     });
+    let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
-        baseline,
+        load_state(&baseline_path, "file baseline").unwrap_or_default(),
         spikes.clone().recipient(),
         spikes.clone().recipient(),
-        spikes.clone().recipient(),
-        Box::new(
-            move |saved: &files::Saved<&BTreeMap<String, files::State>>| {
-                let bytes = rmp_serde::to_vec(saved).map_err(std::io::Error::other)?;
-                write_durable(&baseline_path, &bytes)
-            },
-        ),
+        save_state(baseline_path),
     )
     .start();
 
@@ -822,44 +812,6 @@ fn load_state<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option
                 "{what} unreadable; starting over (changes made while down are not reported this time)");
         })
         .ok()
-}
-
-/// The saved file baseline (empty on a first start, or if unreadable), brought up to date
-/// with the file spikes the journal holds above the position it was saved at: a crash
-/// between a change's journaling and the next save must not make the start-up
-/// verification report that change again. A baseline saved without its position (an
-/// older version) is folded with the whole journal, which is harmless: spikes it already
-/// reflects change nothing.
-fn load_baseline(path: &Path, journal: &crate::journal::Journal) -> BTreeMap<String, files::State> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return BTreeMap::new();
-    };
-    let saved = match rmp_serde::from_slice::<files::Saved>(&bytes) {
-        Ok(saved) => saved,
-        Err(e) => match rmp_serde::from_slice(&bytes) {
-            Ok(baseline) => files::Saved { seq: 0, baseline },
-            Err(_) => {
-                tracing::warn!(path = %path.display(), error = %e,
-                    "file baseline unreadable; starting over (changes made while down are not reported this time)");
-                return BTreeMap::new();
-            }
-        },
-    };
-    let (after, mut baseline) = (saved.seq, saved.baseline);
-    let mut folded = files::Folded::default();
-    if let Err(e) = journal.each_after(after, |s| folded.apply(&mut baseline, after, s)) {
-        tracing::warn!(error = %e,
-            "cannot read the journal to bring the file baseline up to date; the last changes before a crash may be reported again");
-    }
-    if folded.applied > 0 {
-        tracing::info!(
-            saved_at = after,
-            spikes = folded.applied,
-            last = folded.last,
-            "file baseline brought up to date from the journal"
-        );
-    }
-    baseline
 }
 
 /// Saves a detector's state durably, as rmp-serde.

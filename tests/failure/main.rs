@@ -7,7 +7,6 @@
 mod harness;
 
 mod audits;
-mod crash;
 mod detection;
 mod founding;
 mod master;

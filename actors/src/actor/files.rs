@@ -1,11 +1,5 @@
 //! The file-detector actor: feeds the [`files::Detector`] with what the file probe reads,
 //! passes its observations to the spike encoder, and keeps the baseline durable.
-//!
-//! The baseline is saved with the number of the last change it reflects (asked of the
-//! encoder behind the observations handed over: [`Numbering`]), so that a start after a
-//! crash folds the journal's later file spikes into it ([`files::fold`]). Until a change
-//! is in a saved baseline the encoder keeps the journal from compacting it away
-//! ([`Baseline`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,7 +7,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actor::audit::BaselineDigest;
-use crate::actor::spikes::{Baseline, Numbering, Observe};
+use crate::actor::spikes::{Numbering, Observe};
 use crate::actor::unix_ms;
 use crate::audit::{self, Answer};
 use crate::files::{self, Counters, Scan, State};
@@ -47,45 +41,19 @@ pub struct GetStatus;
 #[rtype(result = "()")]
 pub struct Flush;
 
-/// Writes the baseline durably, with the number of the last change it reflects.
-pub type PersistBaseline =
-    Box<dyn for<'a> FnMut(&files::Saved<&'a BTreeMap<String, State>>) -> std::io::Result<()>>;
+/// Writes the baseline durably.
+pub type PersistBaseline = crate::actor::Persist<BTreeMap<String, State>>;
 
-/// A baseline is saved at most this often (but at start-up and shutdown): at the next
-/// check after a scan, and within this delay of a realtime change.
+/// A dirty baseline is saved at most this often (realtime changes); scans save at once.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
-
-/// How often a dirty baseline is checked for being due.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// Why the baseline is saved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Save {
-    /// After the start-up verification: at once.
-    Startup,
-    /// After a scan or realtime changes: at most every [`SAVE_EVERY`].
-    Due,
-    /// Before the node stops: at once, and nothing else is handled meanwhile.
-    Shutdown,
-}
 
 pub struct FileActor {
     detector: files::Detector,
     spikes: Recipient<Observe>,
     /// The same spike encoder, asked for its numbering when a peer audits this node.
     numbering: Recipient<Numbering>,
-    /// The same spike encoder, told when the saved baseline lags the journal.
-    journal: Recipient<Baseline>,
     persist: PersistBaseline,
     dirty: bool,
-    /// Changes were handed over since the last save (the encoder holds the journal).
-    unsaved: bool,
-    /// A save waits for the encoder's numbering.
-    saving: bool,
-    /// Changes were handed over since the last numbering request of a save.
-    changed: bool,
-    /// The number the last saved baseline reflects.
-    persisted: u64,
     last_save: Instant,
     last_full: Option<u64>,
     last_startup: Option<u64>,
@@ -102,25 +70,19 @@ impl std::fmt::Debug for FileActor {
 }
 
 impl FileActor {
-    /// `spikes`, `numbering` and `journal` must reach the same spike encoder.
+    /// `spikes` and `numbering` must reach the same spike encoder.
     pub fn new(
         baseline: BTreeMap<String, State>,
         spikes: Recipient<Observe>,
         numbering: Recipient<Numbering>,
-        journal: Recipient<Baseline>,
         persist: PersistBaseline,
     ) -> Self {
         FileActor {
             detector: files::Detector::new(baseline),
             spikes,
             numbering,
-            journal,
             persist,
             dirty: false,
-            unsaved: false,
-            saving: false,
-            changed: false,
-            persisted: 0,
             last_save: Instant::now(),
             last_full: None,
             last_startup: None,
@@ -128,95 +90,16 @@ impl FileActor {
         }
     }
 
-    /// Saves the baseline with the encoder's numbering. The numbering request queues
-    /// behind every observation handed over so far, so its answer is a lower bound of what
-    /// the baseline reflects when the answer comes; the baseline as it stands then is
-    /// saved with it, without a copy (folding spikes the baseline already reflects changes
-    /// nothing, [`files::fold`]). The actor goes on meanwhile (a storm keeps the encoder
-    /// busy), except on shutdown, where nothing else is handled until it is saved.
-    ///
-    /// At most one save is in flight, and, but at start-up and shutdown, one starts at
-    /// most every [`SAVE_EVERY`]: a storm's frequent rescans do not each save 100k
-    /// entries; a save asked for sooner is left to the interval (`dirty`).
-    fn save(&mut self, ctx: &mut Context<Self>, why: Save) {
+    fn save(&mut self) {
         if self.orphaned {
             return;
         }
-        match why {
-            Save::Shutdown => {}
-            // The one in flight saves the baseline as it stands when its number comes;
-            // changes made meanwhile leave it dirty.
-            _ if self.saving => {
-                self.dirty = true;
-                return;
-            }
-            Save::Due if self.last_save.elapsed() < SAVE_EVERY => {
-                self.dirty = true;
-                return;
-            }
-            Save::Due | Save::Startup => {}
-        }
-        self.saving = true;
-        self.changed = false;
-        let asked = Instant::now();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.numbering.do_send(Numbering(tx));
-        let saved = async move { rx.await.ok() }
-            .into_actor(self)
-            .map(move |answer, act, _| {
-                act.saving = false;
-                match answer {
-                    None => {
-                        tracing::warn!("the spike encoder is gone: the file baseline is not saved")
-                    }
-                    // A later save (at shutdown) already wrote the baseline with a number
-                    // at least as high.
-                    Some((seq, _)) if seq < act.persisted => {}
-                    Some((seq, _)) => act.persist_now(seq, asked.elapsed()),
-                }
-            });
-        if why == Save::Shutdown {
-            ctx.wait(saved);
-        } else {
-            ctx.spawn(saved);
-        }
-    }
-
-    /// Writes the baseline as it stands with `seq`, a lower bound of what it reflects.
-    fn persist_now(&mut self, seq: u64, waited: Duration) {
-        let start = Instant::now();
-        let result = (self.persist)(&files::Saved {
-            seq,
-            baseline: self.detector.baseline(),
-        });
-        // Also after a failure: a retry waits its turn rather than spinning.
-        self.last_save = Instant::now();
-        tracing::debug!(
-            seq,
-            entries = self.detector.baseline().len(),
-            numbering_ms = waited.as_millis() as u64,
-            persist_ms = start.elapsed().as_millis() as u64,
-            "file baseline saved"
-        );
-        match result {
+        match (self.persist)(self.detector.baseline()) {
             Ok(()) => {
-                self.persisted = seq;
-                // Changes handed over since the request may be numbered above `seq`: they
-                // are saved, but the journal keeps them until a save's number covers them,
-                // which the next save (`dirty`) does.
-                self.dirty = self.changed;
-                if self.unsaved {
-                    self.unsaved = self.changed;
-                    self.journal.do_send(Baseline::Saved {
-                        seq,
-                        pending: self.changed,
-                    });
-                }
+                self.dirty = false;
+                self.last_save = Instant::now();
             }
-            Err(e) => {
-                self.dirty = true;
-                tracing::warn!(error = %e, "cannot save the file baseline; will retry");
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot save the file baseline; will retry"),
         }
     }
 
@@ -233,9 +116,9 @@ impl Actor for FileActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
-        ctx.run_interval(CHECK_EVERY, |act, ctx| {
-            if act.dirty && !act.saving && act.last_save.elapsed() >= SAVE_EVERY {
-                act.save(ctx, Save::Due);
+        ctx.run_interval(SAVE_EVERY, |act, _| {
+            if act.dirty && act.last_save.elapsed() >= SAVE_EVERY {
+                act.save();
             }
         });
     }
@@ -258,24 +141,15 @@ impl Handler<FileInput> for FileActor {
             files::Input::Checked { .. } | files::Input::Subtree { .. } => None,
         };
         let obs = self.detector.handle(msg.0);
-        if !obs.is_empty() {
-            self.changed = true;
-        }
-        if !obs.is_empty() && !self.unsaved {
-            // Ahead of the observations, in the same mailbox: the journal keeps them until
-            // a saved baseline reflects them (every input here is saved within seconds).
-            self.unsaved = true;
-            self.journal.do_send(Baseline::Unsaved);
-        }
         self.emit(obs);
         match scan {
             Some(Scan::Startup) => {
                 self.last_startup = Some(unix_ms());
-                self.save(ctx, Save::Startup);
+                self.save();
             }
             Some(Scan::Periodic | Scan::Overflow) => {
                 self.last_full = Some(unix_ms());
-                self.save(ctx, Save::Due);
+                self.save();
             }
             None => self.dirty = true,
         }
@@ -306,8 +180,8 @@ impl Handler<GetStatus> for FileActor {
 impl Handler<Flush> for FileActor {
     type Result = ();
 
-    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
-        self.save(ctx, Save::Shutdown);
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        self.save();
     }
 }
 
