@@ -5,7 +5,6 @@
 //! addresses, pid) so that scripts and tests find it without parsing logs; the file is
 //! removed on a clean stop.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
