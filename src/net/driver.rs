@@ -480,13 +480,20 @@ impl Driver {
         }
     }
 
+    /// The refusal of a request about another region than this node's (`None`: ours).
+    fn foreign(&self, what: &str, region: &str) -> Option<wire::Response> {
+        (region != self.info.region).then(|| {
+            wire::Response::Refused(format!(
+                "{what} for region {region}; this node is in {}",
+                self.info.region
+            ))
+        })
+    }
+
     /// A consensus message: for this node's region actor, or refused.
     fn on_raft(&mut self, peer: PeerId, region: String, message: Vec<u8>) -> wire::Response {
-        if region != self.info.region {
-            return wire::Response::Refused(format!(
-                "consensus message for region {region}; this node is in {}",
-                self.info.region
-            ));
+        if let Some(refused) = self.foreign("consensus message", &region) {
+            return refused;
         }
         match self.region_links.as_ref().map(|l| &l.raft) {
             Some(r)
@@ -499,7 +506,7 @@ impl Driver {
                 wire::Response::Accepted
             }
             Some(_) => wire::Response::Refused("consensus queue full".into()),
-            None => wire::Response::Refused("this node takes no part in consensus".into()),
+            None => absent("region consensus"),
         }
     }
 
@@ -521,16 +528,15 @@ impl Driver {
         first: u64,
         spikes: Vec<fleetmesh_actors::spike::Spike>,
     ) {
-        let Some(links) = self
-            .region_links
-            .clone()
-            .filter(|_| region == self.info.region)
-        else {
-            let why = format!(
-                "replay for region {region}; this node is in {}",
-                self.info.region
-            );
-            self.respond(channel, wire::Response::Refused(why));
+        let links = match self.foreign("replay", &region) {
+            None => self.region_links.clone(),
+            Some(refused) => {
+                self.respond(channel, refused);
+                return;
+            }
+        };
+        let Some(links) = links else {
+            self.respond(channel, absent("region consensus"));
             return;
         };
         let request = links.replay.send(ReplayIn {
@@ -576,16 +582,15 @@ impl Driver {
         channel: request_response::ResponseChannel<wire::Response>,
         region: String,
     ) {
-        let Some(links) = self
-            .audit_links
-            .clone()
-            .filter(|_| region == self.info.region)
-        else {
-            let why = format!(
-                "audit for region {region}; this node is in {} (or runs no audits)",
-                self.info.region
-            );
-            self.respond(channel, wire::Response::Refused(why));
+        let links = match self.foreign("audit", &region) {
+            None => self.audit_links.clone(),
+            Some(refused) => {
+                self.respond(channel, refused);
+                return;
+            }
+        };
+        let Some(links) = links else {
+            self.respond(channel, absent("audits"));
             return;
         };
         let request = links.digest.send(BaselineDigest);
@@ -608,16 +613,15 @@ impl Driver {
         spike: fleetmesh_actors::spike::Spike,
         recheck: bool,
     ) {
-        let Some(links) = self
-            .fleet_links
-            .clone()
-            .filter(|_| region == self.info.region)
-        else {
-            let why = format!(
-                "consultation for region {region}; this node is in {}",
-                self.info.region
-            );
-            self.respond(channel, wire::Response::Refused(why));
+        let links = match self.foreign("consultation", &region) {
+            None => self.fleet_links.clone(),
+            Some(refused) => {
+                self.respond(channel, refused);
+                return;
+            }
+        };
+        let Some(links) = links else {
+            self.respond(channel, absent("consultations"));
             return;
         };
         let request = links.consult.send(ConsultIn {
@@ -948,4 +952,9 @@ impl Driver {
 
 fn id(peer: &PeerId) -> node::Id {
     node::Id(peer.to_base58())
+}
+
+/// The refusal of a request for a part this node does not run.
+fn absent(what: &str) -> wire::Response {
+    wire::Response::Refused(format!("this node runs no {what}"))
 }
