@@ -490,6 +490,29 @@ impl Driver {
         })
     }
 
+    /// The links that serve a request about `region` with its channel, or `None` once the
+    /// refusal (another region; a `part` this node does not run) is sent on `channel`.
+    fn serving<L>(
+        &mut self,
+        links: Option<L>,
+        what: &str,
+        part: &str,
+        region: &str,
+        channel: request_response::ResponseChannel<wire::Response>,
+    ) -> Option<(L, request_response::ResponseChannel<wire::Response>)> {
+        if let Some(refused) = self.foreign(what, region) {
+            self.respond(channel, refused);
+            return None;
+        }
+        match links {
+            Some(l) => Some((l, channel)),
+            None => {
+                self.respond(channel, absent(part));
+                None
+            }
+        }
+    }
+
     /// A consensus message: for this node's region actor, or refused.
     fn on_raft(&mut self, peer: PeerId, region: String, message: Vec<u8>) -> wire::Response {
         if let Some(refused) = self.foreign("consensus message", &region) {
@@ -528,15 +551,10 @@ impl Driver {
         first: u64,
         spikes: Vec<fleetmesh_actors::spike::Spike>,
     ) {
-        let links = match self.foreign("replay", &region) {
-            None => self.region_links.clone(),
-            Some(refused) => {
-                self.respond(channel, refused);
-                return;
-            }
-        };
-        let Some(links) = links else {
-            self.respond(channel, absent("region consensus"));
+        let links = self.region_links.clone();
+        let Some((links, channel)) =
+            self.serving(links, "replay", "region consensus", &region, channel)
+        else {
             return;
         };
         let request = links.replay.send(ReplayIn {
@@ -582,15 +600,9 @@ impl Driver {
         channel: request_response::ResponseChannel<wire::Response>,
         region: String,
     ) {
-        let links = match self.foreign("audit", &region) {
-            None => self.audit_links.clone(),
-            Some(refused) => {
-                self.respond(channel, refused);
-                return;
-            }
-        };
-        let Some(links) = links else {
-            self.respond(channel, absent("audits"));
+        let links = self.audit_links.clone();
+        let Some((links, channel)) = self.serving(links, "audit", "audits", &region, channel)
+        else {
             return;
         };
         let request = links.digest.send(BaselineDigest);
@@ -613,15 +625,10 @@ impl Driver {
         spike: fleetmesh_actors::spike::Spike,
         recheck: bool,
     ) {
-        let links = match self.foreign("consultation", &region) {
-            None => self.fleet_links.clone(),
-            Some(refused) => {
-                self.respond(channel, refused);
-                return;
-            }
-        };
-        let Some(links) = links else {
-            self.respond(channel, absent("consultations"));
+        let links = self.fleet_links.clone();
+        let Some((links, channel)) =
+            self.serving(links, "consultation", "consultations", &region, channel)
+        else {
             return;
         };
         let request = links.consult.send(ConsultIn {

@@ -26,7 +26,7 @@ use fleetmesh_actors::spike::Digest;
 use serde_json::Value;
 use sha2::Digest as _;
 
-use crate::harness::{CONVERGE, Node, Spec, get};
+use crate::harness::{CONVERGE, Node, Spec, get, string_map};
 
 const NAMES: [&str; 3] = ["u0", "u1", "u2"];
 const UNANSWERED_AFTER: u32 = 10;
@@ -55,14 +55,7 @@ fn spec(i: usize, dir: PathBuf, bootstrap: Option<String>) -> Spec {
 /// The committed assignments as `node` reports them.
 async fn items(node: &Node) -> BTreeMap<String, String> {
     let a: Value = get(&node.url("/api/v1/assignments")).await;
-    a["items"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+    string_map(&a["items"])
 }
 
 /// `auditor`'s audit of `peer`, if it has one.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{CONVERGE, Node, Spec, get};
+use crate::harness::{CONVERGE, Node, Spec, get, string_map};
 use crate::master::agreed;
 
 pub fn spec(name: &str, bootstrap: Option<String>) -> Spec {
@@ -59,14 +59,7 @@ pub async fn master_when<F: Fn(&Value) -> bool>(
 }
 
 fn bound(r: &Value) -> BTreeMap<String, String> {
-    r["names_bound"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+    string_map(&r["names_bound"])
 }
 
 /// Kills `nodes[victim]` with SIGKILL; the survivors must agree on a new master with a

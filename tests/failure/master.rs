@@ -76,14 +76,7 @@ async fn settled_assignments(
     let t = Instant::now();
     loop {
         let a: Value = get(&node.url("/api/v1/assignments")).await;
-        let items: std::collections::BTreeMap<String, String> = a["items"]
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let items = crate::harness::string_map(&a["items"]);
         let is_live = |p: &str| live.iter().any(|n| n.peer_id() == p);
         let audited = live.iter().all(|n| {
             items

@@ -449,3 +449,14 @@ fn remove_stale_links(prefixes: &[&str]) {
         }
     }
 }
+
+/// A JSON object of strings (assignments, name bindings) as a map; anything else is empty.
+pub fn string_map(v: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
