@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::membership::Status as Liveness;
+use crate::node;
 use crate::region::{self, Command, Committed, Durable, Region, RegionState, Role, Status};
-use crate::{assign, node};
 
 /// One member of the region (other than this node), as the membership view knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,8 +289,8 @@ impl Governor {
         self.notice_expect();
         self.found_or_join(now);
         if self.leading().is_some() {
-            // A death or a return is acted on now, not at the next round.
-            self.next_govern = self.next_govern.min(now);
+            // A death or a return is acted on now; this is the round.
+            self.next_govern = now + self.config.govern_every;
             self.govern(now);
         }
         self.check_incarnation(now);
@@ -411,6 +411,11 @@ impl Governor {
         all
     }
 
+    /// The region's members (other than this node) as last pushed.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
     /// What heartbeats announce now.
     pub fn facts(&self) -> &Facts {
         &self.facts
@@ -496,208 +501,6 @@ impl Governor {
         Some(NoMaster::Electing)
     }
 
-    // --- founding -------------------------------------------------------------------
-
-    fn own_id(&self) -> u64 {
-        region::raft_id(&self.config.own)
-    }
-
-    fn expect(&self) -> usize {
-        let highest = self
-            .members
-            .iter()
-            .map(|m| m.expect)
-            .chain(std::iter::once(self.config.bootstrap_expect))
-            .max()
-            .unwrap_or(1);
-        usize::try_from(highest.max(1)).unwrap_or(usize::MAX)
-    }
-
-    /// Live eligible members (this node included when eligible), one per name (the
-    /// oldest claimant), oldest first.
-    fn candidates(&self) -> Vec<(u64, String, node::Id)> {
-        let me = self.config.eligible.then(|| {
-            (
-                self.config.incarnation,
-                self.config.name.clone(),
-                self.config.own.clone(),
-            )
-        });
-        let others = self
-            .members
-            .iter()
-            .filter(|m| m.eligible && m.status == Liveness::Alive)
-            .map(|m| (m.incarnation, m.name.clone(), m.peer.clone()));
-        let mut by_name: BTreeMap<String, (u64, node::Id)> = BTreeMap::new();
-        for (inc, name, peer) in me.into_iter().chain(others) {
-            let e = by_name.entry(name).or_insert((inc, peer.clone()));
-            if (inc, &peer) < (e.0, &e.1) {
-                *e = (inc, peer);
-            }
-        }
-        let mut all: Vec<(u64, String, node::Id)> = by_name
-            .into_iter()
-            .map(|(name, (inc, peer))| (inc, name, peer))
-            .collect();
-        all.sort();
-        all
-    }
-
-    fn founding_progress(&self) -> (usize, usize) {
-        if self.config.voters.is_empty() {
-            (self.candidates().len(), self.expect())
-        } else {
-            let seen = self.named_voters().iter().filter(|v| v.is_some()).count();
-            (seen, self.config.voters.len())
-        }
-    }
-
-    /// The peer of each named voter, where seen (alive, or this node).
-    fn named_voters(&self) -> Vec<Option<node::Id>> {
-        let candidates = self.candidates();
-        self.config
-            .voters
-            .iter()
-            .map(|n| {
-                if *n == self.config.name {
-                    return Some(self.config.own.clone());
-                }
-                candidates
-                    .iter()
-                    .find(|(_, name, _)| name == n)
-                    .map(|(_, _, p)| p.clone())
-            })
-            .collect()
-    }
-
-    /// Another live peer holds this node's name: bound to it in the region's log, or
-    /// (before any log) it already belongs to a group while this node does not, or it is
-    /// the older claimant.
-    fn own_name_taken(&self) -> Option<(String, node::Id)> {
-        let name = &self.config.name;
-        if let Some(holder) = self.state().and_then(|s| s.names.get(name)) {
-            return (*holder != self.config.own).then(|| (name.clone(), holder.clone()));
-        }
-        if self.core.is_some() {
-            return None;
-        }
-        self.members
-            .iter()
-            .filter(|m| m.name == *name && is_live(m.status))
-            .find(|m| {
-                !m.founders.is_empty()
-                    || (m.incarnation, &m.peer) < (self.config.incarnation, &self.config.own)
-            })
-            .map(|m| (name.clone(), m.peer.clone()))
-    }
-
-    fn found_or_join(&mut self, now: Instant) {
-        if self.core.is_some() || self.stopped.is_some() || self.own_name_taken().is_some() {
-            return;
-        }
-        let announced = self
-            .members
-            .iter()
-            .filter(|m| is_live(m.status))
-            .find(|m| !m.founders.is_empty())
-            .map(|m| m.founders.clone());
-        let founders = if let Some(f) = announced {
-            f
-        } else if !self.config.voters.is_empty() {
-            let Some(peers) = self.named_voters().into_iter().collect::<Option<Vec<_>>>() else {
-                return;
-            };
-            peers.iter().map(region::raft_id).collect()
-        } else {
-            match self.agreed_founding(now) {
-                Some(f) => f,
-                None => return,
-            }
-        };
-        self.join(now, founders);
-    }
-
-    /// Without named voters: the founding set once it is agreed and stable.
-    fn agreed_founding(&mut self, now: Instant) -> Option<Vec<u64>> {
-        let candidates = self.candidates();
-        let expect = self.expect();
-        if candidates.len() < expect {
-            self.set_proposal(Vec::new());
-            self.agreed_since = None;
-            return None;
-        }
-        let take = expect.max(self.config.max_voters.min(candidates.len()));
-        let mut proposal: Vec<u64> = candidates
-            .iter()
-            .take(take)
-            .map(|(_, _, p)| region::raft_id(p))
-            .collect();
-        proposal.sort_unstable();
-        self.set_proposal(proposal.clone());
-        let own = self.own_id();
-        // Proposed at once, so that peers need not wait for this node's window; but this
-        // node founds only after listening `bootstrap` for an existing group.
-        if !proposal.contains(&own) || now < self.started + self.config.bootstrap {
-            // Not a founder: wait for the founders to announce their group.
-            return None;
-        }
-        let agreed = proposal.iter().all(|id| {
-            *id == own
-                || self
-                    .members
-                    .iter()
-                    .any(|m| region::raft_id(&m.peer) == *id && m.proposal == proposal)
-        });
-        if !agreed {
-            self.agreed_since = None;
-            return None;
-        }
-        let since = match &self.agreed_since {
-            Some((p, t)) if *p == proposal => *t,
-            _ => {
-                self.agreed_since = Some((proposal.clone(), now));
-                now
-            }
-        };
-        // Alone, there is nobody to agree with.
-        let alone = proposal == [own];
-        (alone || now.duration_since(since) >= self.config.stable).then_some(proposal)
-    }
-
-    fn set_proposal(&mut self, proposal: Vec<u64>) {
-        if self.facts.proposal != proposal {
-            self.facts.proposal = proposal;
-            self.out.push_back(Output::Facts(self.facts.clone()));
-        }
-    }
-
-    fn join(&mut self, now: Instant, founders: Vec<u64>) {
-        let own = self.own_id();
-        match Region::new(own, &founders, &self.config.consensus) {
-            Ok(mut core) => {
-                if founders == [own] {
-                    // The only voter: nobody else can be master, no need to wait.
-                    let _ = core.campaign();
-                }
-                self.core = Some(core);
-                self.durable = Durable {
-                    founders: founders.clone(),
-                    ..Durable::default()
-                };
-                self.facts.founders = founders.clone();
-                self.facts.proposal = Vec::new();
-                self.out.push_back(Output::Save);
-                self.out.push_back(Output::Facts(self.facts.clone()));
-                self.out.push_back(Output::Joined {
-                    founder: founders.contains(&own),
-                    founders,
-                });
-                self.drain(now);
-            }
-            Err(e) => self.stopped = Some(format!("cannot join the region's consensus: {e}")),
-        }
-    }
-
     // --- observations -----------------------------------------------------------------
 
     fn notice_duplicates(&mut self) {
@@ -754,171 +557,6 @@ impl Governor {
             self.last_reincarnation = Some(now);
             self.out.push_back(Output::Reincarnate);
         }
-    }
-
-    // --- governance (master) ----------------------------------------------------------
-
-    fn govern(&mut self, now: Instant) {
-        if self.leading().is_none() {
-            self.dead_since.clear();
-            return;
-        }
-        if self.quiet_until.is_some_and(|t| now < t) {
-            return;
-        }
-        let commands = self.commands();
-        let Some(core) = &mut self.core else {
-            return;
-        };
-        let mut proposed = false;
-        for c in &commands {
-            if core.propose(c).is_err() {
-                break;
-            }
-            proposed = true;
-        }
-        if proposed {
-            self.quiet_until = Some(now + self.config.quiet);
-        }
-        self.reconfigure(now);
-    }
-
-    /// Deaths, returns, name bindings and work moves the current view calls for.
-    fn commands(&mut self) -> Vec<Command> {
-        let Some(state) = self.state() else {
-            return Vec::new();
-        };
-        let mut commands = Vec::new();
-        let mut live: BTreeSet<node::Id> = BTreeSet::new();
-        let me = (
-            self.config.own.clone(),
-            self.config.name.clone(),
-            self.config.incarnation,
-            Liveness::Alive,
-        );
-        let others = self
-            .members
-            .iter()
-            .map(|m| (m.peer.clone(), m.name.clone(), m.incarnation, m.status));
-        let mut bound_now: BTreeMap<String, node::Id> = BTreeMap::new();
-        for (peer, name, incarnation, status) in std::iter::once(me).chain(others) {
-            let holder = state
-                .names
-                .get(&name)
-                .or_else(|| bound_now.get(&name))
-                .cloned();
-            if holder.as_ref().is_some_and(|h| *h != peer) {
-                // Refused: a duplicate name takes no part in the region.
-                continue;
-            }
-            match status {
-                Liveness::Dead => {
-                    if state.dead.get(&peer).is_none_or(|d| *d < incarnation) {
-                        commands.push(Command::DeclareDead { peer, incarnation });
-                    }
-                }
-                Liveness::Alive | Liveness::Suspect => {
-                    live.insert(peer.clone());
-                    if holder.is_none() {
-                        bound_now.insert(name.clone(), peer.clone());
-                        commands.push(Command::Name {
-                            name,
-                            peer: peer.clone(),
-                        });
-                    }
-                    if state.alive.get(&peer).is_none_or(|a| *a < incarnation) {
-                        commands.push(Command::Alive { peer, incarnation });
-                    }
-                }
-                Liveness::Joining | Liveness::Remote => {}
-            }
-        }
-        let target = assign::assign(&assign::items(&live, &self.config.probes), &live);
-        for (item, owner) in assign::moves(&state.assignments, &target) {
-            commands.push(Command::Assign { item, owner });
-        }
-        for item in state.assignments.keys() {
-            if !target.contains_key(item) {
-                commands.push(Command::Unassign { item: item.clone() });
-            }
-        }
-        let refused = self.refused();
-        for (name, holder, claimant) in refused {
-            if self
-                .duplicates_told
-                .insert((format!("master:{name}"), claimant.clone()))
-            {
-                self.out.push_back(Output::DuplicateName {
-                    name,
-                    holder,
-                    claimant,
-                    by_master: true,
-                });
-            }
-        }
-        commands
-    }
-
-    /// One membership change toward: no refused or long-dead voter, every live member a
-    /// learner, `max_voters` voters.
-    fn reconfigure(&mut self, now: Instant) {
-        let refused: BTreeSet<u64> = self
-            .refused()
-            .iter()
-            .map(|(_, _, c)| region::raft_id(c))
-            .collect();
-        let Some(core) = &mut self.core else {
-            return;
-        };
-        let status = core.status();
-        let by_id: BTreeMap<u64, &Member> = self
-            .members
-            .iter()
-            .map(|m| (region::raft_id(&m.peer), m))
-            .collect();
-        let alive = |id: &u64| *id == status.id || by_id.get(id).is_some_and(|m| is_live(m.status));
-        for v in &status.voters {
-            if alive(v) {
-                self.dead_since.remove(v);
-            } else {
-                self.dead_since.entry(*v).or_insert(now);
-            }
-        }
-        let members = status.voters.iter().chain(&status.learners);
-        let change = if let Some(&gone) = members.clone().find(|id| refused.contains(id)) {
-            core.remove_voter(gone)
-        } else if let Some((&gone, _)) = self
-            .dead_since
-            .iter()
-            .find(|(_, t)| now.duration_since(**t) >= self.config.replace_after)
-        {
-            self.dead_since.remove(&gone);
-            core.remove_voter(gone)
-        } else if let Some((&id, _)) = by_id.iter().find(|(id, m)| {
-            m.status == Liveness::Alive
-                && !refused.contains(id)
-                && !status.voters.contains(id)
-                && !status.learners.contains(id)
-        }) {
-            core.add_learner(id)
-        } else if status.voters.len() < self.config.max_voters
-            && let Some(id) = status
-                .learners
-                .iter()
-                .filter_map(|id| by_id.get(id).map(|m| (m.incarnation, &m.peer, *id, *m)))
-                .filter(|(_, _, id, m)| {
-                    m.eligible && m.status == Liveness::Alive && !refused.contains(id)
-                })
-                .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
-                .map(|(_, _, id, _)| id)
-        {
-            core.add_voter(id)
-        } else {
-            return;
-        };
-        // A change refused now (one pending, or not leader any more) is retried on the
-        // next round.
-        let _ = change;
     }
 
     // --- draining ---------------------------------------------------------------------
@@ -1016,6 +654,9 @@ impl Governor {
 fn is_live(s: Liveness) -> bool {
     matches!(s, Liveness::Alive | Liveness::Suspect)
 }
+
+mod founding;
+mod govern;
 
 #[cfg(test)]
 mod sim;

@@ -238,8 +238,7 @@ async fn an_auditor_accepts_reported_changes_catches_a_hidden_one_and_spares_the
     // (c) X is killed: the auditor sees X down, raises no alarm for its silence, and the
     // region, having declared X dead, releases the item.
     let seen = counter(&caught, "unanswered_while_down");
-    nodes[x].child.kill().expect("kill -9");
-    nodes[x].child.wait().expect("reaped");
+    nodes[x].kill9();
     // Either the auditor sees X down first, or the region declares X dead and releases
     // the item before the auditor's next round: both leave X's silence unblamed.
     let down = audit_until(

@@ -97,8 +97,7 @@ async fn a_paused_node_is_not_declared_dead_and_a_killed_one_is() {
     // SIGKILL: every survivor declares it dead.
     let victim = nodes[3].peer_id().to_string();
     let killed = Instant::now();
-    nodes[3].child.kill().expect("kill -9");
-    nodes[3].child.wait().expect("reaped");
+    nodes[3].kill9();
     let survivors: Vec<&Node> = [0, 1, 2, 4].iter().map(|i| &nodes[*i]).collect();
     let mut seen: Vec<Option<Duration>> = vec![None; survivors.len()];
     while seen.iter().any(Option::is_none) {

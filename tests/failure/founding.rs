@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{CONVERGE, Node, Spec, get, string_map};
+use crate::harness::{CONVERGE, Node, Spec, get, others, string_map};
 use crate::master::agreed;
 
 pub fn spec(name: &str, bootstrap: Option<String>) -> Spec {
@@ -65,24 +65,13 @@ fn bound(r: &Value) -> BTreeMap<String, String> {
 /// Kills `nodes[victim]` with SIGKILL; the survivors must agree on a new master with a
 /// higher term and still hold the bindings committed before. Returns the time taken.
 async fn kill_and_recover(nodes: &mut [Node], victim: usize, term: u64, when: &str) -> Duration {
-    let before: Vec<BTreeMap<String, String>> = {
-        let mut v = Vec::new();
-        for (i, n) in nodes.iter().enumerate() {
-            if i != victim {
-                v.push(bound(&region(n).await));
-            }
-        }
-        v
-    };
+    let mut before: Vec<BTreeMap<String, String>> = Vec::new();
+    for n in others(nodes, victim) {
+        before.push(bound(&region(n).await));
+    }
     let killed = Instant::now();
-    nodes[victim].child.kill().expect("kill -9");
-    nodes[victim].child.wait().expect("reaped");
-    let survivors: Vec<&Node> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != victim)
-        .map(|(_, n)| n)
-        .collect();
+    nodes[victim].kill9();
+    let survivors = others(nodes, victim);
     let (new_master, new_term) = agreed(&survivors, when, term).await;
     let took = killed.elapsed();
     assert_ne!(

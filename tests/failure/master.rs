@@ -113,14 +113,8 @@ async fn killing_the_master_elects_another_and_the_old_one_follows() {
         .position(|n| n.peer_id() == master)
         .expect("the master is one of the five");
     let killed = Instant::now();
-    nodes[m].child.kill().expect("kill -9");
-    nodes[m].child.wait().expect("reaped");
-    let survivors: Vec<&Node> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != m)
-        .map(|(_, n)| n)
-        .collect();
+    nodes[m].kill9();
+    let survivors = crate::harness::others(&nodes, m);
     let (new_master, new_term) = agreed(&survivors, "after the kill", term).await;
     eprintln!(
         "master: {} -> {} (term {term} -> {new_term}) {:?} after the kill",

@@ -69,8 +69,7 @@ async fn survivors_of_a_lost_majority_recover_their_region() {
 
     // Three voters gone for good.
     for &v in &victims[1..] {
-        nodes[v].child.kill().expect("kill -9");
-        nodes[v].child.wait().expect("reaped");
+        nodes[v].kill9();
     }
     let t = Instant::now();
     loop {

@@ -282,14 +282,8 @@ async fn each_probe_has_one_owner_that_reports_it_and_a_survivor_takes_it_over()
         marks.push(last_seq(n).await);
     }
     let killed = Instant::now();
-    nodes[db_owner].child.kill().expect("kill -9");
-    nodes[db_owner].child.wait().expect("reaped");
-    let survivors: Vec<&Node> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != db_owner)
-        .map(|(_, n)| n)
-        .collect();
+    nodes[db_owner].kill9();
+    let survivors = crate::harness::others(&nodes, db_owner);
     let dead = peers[db_owner].clone();
     let owners = settled(&survivors, Some(&dead)).await;
     let heir = by_peer(&owners["probe:db"]);

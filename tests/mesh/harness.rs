@@ -195,6 +195,12 @@ impl Node {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
     }
 
+    /// SIGKILL (a crash), and reap the process.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+
     /// SIGTERM, and wait for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         signal(self.child.id(), "TERM");
@@ -459,4 +465,14 @@ pub fn string_map(v: &serde_json::Value) -> std::collections::BTreeMap<String, S
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Every node of `nodes` but the one at `but` (the survivors of a kill).
+pub fn others(nodes: &[Node], but: usize) -> Vec<&Node> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != but)
+        .map(|(_, n)| n)
+        .collect()
 }

@@ -43,8 +43,7 @@ async fn spikes_survive_kill_9_and_a_torn_record_is_cut_off() {
     .await;
     let before = files(&node).await;
     // While spikes keep being written (metrics, the process probe), kill -9.
-    node.child.kill().expect("kill -9");
-    node.child.wait().expect("reaped");
+    node.kill9();
 
     // A crash in the middle of an append: a record header promising more than is there.
     let journal = dir.join("journal");

@@ -78,7 +78,9 @@ impl Handler<Subscribe> for HeartbeatActor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
-        let _ = msg.0.try_send(self.region_members());
+        let _ = msg
+            .0
+            .try_send(self.region_members(self.view.held_dead_by(HELD_DEAD_BEATS)));
         self.subscribers.push(msg.0);
     }
 }
@@ -112,6 +114,9 @@ pub struct Snapshot {
     pub stale_heartbeats: u64,
     /// Live peers whose last heartbeats keep listing this node as suspect or dead.
     pub held_dead_by: usize,
+    /// Region-member pushes a subscriber's full mailbox refused (the next change repairs
+    /// them).
+    pub members_dropped: u64,
 }
 
 /// Reads a host figure for the health summary (the one-minute load, for example).
@@ -178,7 +183,7 @@ impl HeartbeatActor {
         }
     }
 
-    fn region_members(&self) -> RegionMembers {
+    fn region_members(&self, held_dead_by: usize) -> RegionMembers {
         let members = self
             .view
             .members()
@@ -199,17 +204,17 @@ impl HeartbeatActor {
             .collect();
         RegionMembers {
             members: Arc::new(members),
-            held_dead_by: self.view.held_dead_by(HELD_DEAD_BEATS),
+            held_dead_by,
         }
     }
 
     /// Pushes the region's members to every subscriber.
-    fn push_members(&mut self) {
+    fn push_members(&mut self, held_dead_by: usize) {
+        self.held_dead_by = held_dead_by;
         if self.subscribers.is_empty() {
             return;
         }
-        let msg = self.region_members();
-        self.held_dead_by = msg.held_dead_by;
+        let msg = self.region_members(held_dead_by);
         for s in &self.subscribers {
             if s.try_send(msg.clone()).is_err() {
                 self.members_dropped += 1;
@@ -292,8 +297,9 @@ impl HeartbeatActor {
         }
         // Whether peers hold this node dead changes with their heartbeats, not with a
         // status change here.
-        if changed || self.view.held_dead_by(HELD_DEAD_BEATS) != self.held_dead_by {
-            self.push_members();
+        let held_dead_by = self.view.held_dead_by(HELD_DEAD_BEATS);
+        if changed || held_dead_by != self.held_dead_by {
+            self.push_members(held_dead_by);
         }
         // A new suspicion is told to the region at once, so that other observers can
         // confirm it without waiting for the next regular heartbeat.
@@ -351,6 +357,7 @@ impl Handler<GetSnapshot> for HeartbeatActor {
             outbox_full: self.outbox_full,
             stale_heartbeats: self.stale,
             held_dead_by: self.view.held_dead_by(HELD_DEAD_BEATS),
+            members_dropped: self.members_dropped,
         })
     }
 }

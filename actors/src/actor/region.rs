@@ -19,7 +19,6 @@
 //! spike encoder ([`Acked`]), which compacts the journal and replays what is missing.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -37,9 +36,6 @@ use crate::region::{Command, Committed, Durable, RegionState, Status};
 use crate::spike::Spike;
 use crate::sync::Master;
 use crate::{node, wire};
-
-/// One region member as the membership view knows it.
-pub type MemberView = governor::Member;
 
 /// How often the master gossips its acknowledgements.
 const ACK_EVERY: Duration = Duration::from_secs(1);
@@ -175,7 +171,6 @@ pub struct RegionActor {
     own_peer: node::Id,
     own_name: String,
     own_role: String,
-    members: Arc<Vec<MemberView>>,
     intake: crate::intake::Intake,
     gossip: outbox::Sender,
     acked: Option<Recipient<Acked>>,
@@ -186,8 +181,6 @@ pub struct RegionActor {
     /// Every approval committed (learners connected later are told them all).
     approvals: Vec<crate::fleet::Approval>,
     links: Connect,
-    /// The last master of record pushed: (peer, term), leading.
-    master: (Option<(node::Id, u64)>, bool),
 }
 
 impl std::fmt::Debug for RegionActor {
@@ -231,7 +224,6 @@ impl RegionActor {
             own_peer,
             own_name,
             own_role: role,
-            members: Arc::new(Vec::new()),
             intake,
             gossip,
             acked,
@@ -239,7 +231,6 @@ impl RegionActor {
             learners: Vec::new(),
             approvals: Vec::new(),
             links: Connect::default(),
-            master: (None, false),
         }
     }
 
@@ -277,12 +268,11 @@ impl RegionActor {
                         }
                         None => tracing::info!("no master known for the region"),
                     }
-                    self.intake
-                        .set_master(Instant::now(), master.clone(), leading);
-                    self.master = (master, leading);
+                    let known = master.is_some();
+                    self.intake.set_master(Instant::now(), master, leading);
                     self.drain_intake();
                     if let Some(r) = &self.links.master_known {
-                        let _ = r.try_send(MasterKnown(self.master.0.is_some()));
+                        let _ = r.try_send(MasterKnown(known));
                     }
                     self.push_view();
                 }
@@ -337,7 +327,8 @@ impl RegionActor {
             return;
         }
         let mut members: BTreeMap<node::Id, (String, String)> = self
-            .members
+            .gov
+            .members()
             .iter()
             .map(|m| (m.peer.clone(), (m.name.clone(), m.role.clone())))
             .collect();
@@ -348,14 +339,9 @@ impl RegionActor {
         let view = SetView {
             view: crate::fleet::View {
                 region: self.region.clone(),
-                master: self.master.0.clone(),
+                master: self.gov.master(),
             },
-            leading: self
-                .master
-                .0
-                .as_ref()
-                .filter(|_| self.master.1)
-                .map(|(_, t)| *t),
+            leading: self.gov.leading(),
             members,
         };
         for r in &self.links.view {
@@ -466,7 +452,7 @@ impl Handler<Connect> for RegionActor {
         self.links = msg;
         // Subscribers connected late learn the current state at once.
         if let Some(r) = &self.links.master_known {
-            let _ = r.try_send(MasterKnown(self.master.0.is_some()));
+            let _ = r.try_send(MasterKnown(self.gov.master().is_some()));
         }
         if let Some(r) = &self.links.facts {
             let _ = r.try_send(SetRegion(self.gov.facts().clone()));
@@ -480,7 +466,6 @@ impl Handler<RegionMembers> for RegionActor {
     type Result = ();
 
     fn handle(&mut self, msg: RegionMembers, ctx: &mut Self::Context) {
-        self.members = msg.members.clone();
         self.gov.handle_members(
             Instant::now(),
             msg.members.as_ref().clone(),

@@ -68,11 +68,6 @@ pub struct SetPolicy(pub Recipient<Decide>);
 #[rtype(result = "()")]
 pub struct SetAnomaly(pub Recipient<Samples>);
 
-/// The node's links now; answers the sync report (for heartbeats and the API).
-#[derive(Debug, Message)]
-#[rtype(result = "sync::Report")]
-pub struct LinksNow(pub Links);
-
 /// Asks for the highest sequence number assigned so far and the numbers this run skipped
 /// at its start (see [`crate::audit::Answer`]). Sent with `do_send` and answered on the
 /// channel inside, so that it always queues behind the observations its sender handed
@@ -450,16 +445,6 @@ impl Handler<GetSync> for SpikeActor {
 
     fn handle(&mut self, _: GetSync, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.sync.report(unix_ms()))
-    }
-}
-
-impl Handler<LinksNow> for SpikeActor {
-    type Result = MessageResult<LinksNow>;
-
-    fn handle(&mut self, msg: LinksNow, _: &mut Self::Context) -> Self::Result {
-        let now = unix_ms();
-        self.sync.links(msg.0, now);
-        MessageResult(self.sync.report(now))
     }
 }
 
