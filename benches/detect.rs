@@ -92,7 +92,8 @@ fn main() {
             Default::default(),
             spikes.clone().recipient(),
             spikes.clone().recipient(),
-            Box::new(|_| Ok(())),
+            spikes.clone().recipient(),
+            Arc::new(|_: &[u8]| Ok(())),
         )
         .start();
         let accounts =

@@ -12,9 +12,8 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use fleetmesh_actors::actor::anomaly::GetAnomalies;
-use fleetmesh_actors::actor::files::GetStatus;
 use fleetmesh_actors::actor::heartbeat::{GetSnapshot, PeerView, Snapshot};
-use fleetmesh_actors::actor::spikes::{GetSpikes, GetSync};
+use fleetmesh_actors::actor::spikes::GetSpikes;
 use fleetmesh_actors::heartbeat::millis;
 use fleetmesh_actors::membership::Status;
 use fleetmesh_actors::spike::Kind;
@@ -116,7 +115,7 @@ async fn node(shared: web::Data<Shared>) -> HttpResponse {
         return unavailable("the heartbeat actor");
     };
     let net = shared.net.borrow().clone();
-    let sync = ask(&shared.spikes, GetSync).await;
+    let sync = shared.sync.borrow().clone();
     let peers = Status::ALL
         .iter()
         .map(|s| (s.as_str().to_string(), snap.counts.get(*s)))
@@ -369,7 +368,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
     };
     let snap = snapshot(&shared).await.unwrap_or_default();
     let intake = ask(&shared.region, GetIntake).await.unwrap_or_default();
-    let own_sync = ask(&shared.spikes, GetSync).await;
+    let own_sync = shared.sync.borrow().clone();
     let name_of = |raft: u64| r.names.get(&raft).map(|(n, p)| (n.clone(), p.clone()));
     let master = r.status.as_ref().and_then(|s| s.leader).map(|l| {
         let (name, peer) = name_of(l).unwrap_or_default();
@@ -510,17 +509,15 @@ async fn anomalies(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 async fn detectors(shared: web::Data<Shared>) -> HttpResponse {
-    match ask(&shared.files, GetStatus).await {
-        Some(st) => HttpResponse::Ok().json(serde_json::json!({
-            "files": {
-                "layers": st.counters,
-                "entries": st.entries,
-                "last_full_verification_unix_ms": st.last_full_verification_unix_ms,
-                "last_startup_verification_unix_ms": st.last_startup_verification_unix_ms,
-            }
-        })),
-        None => unavailable("the file detector"),
-    }
+    let st = shared.files_status.borrow().clone();
+    HttpResponse::Ok().json(serde_json::json!({
+        "files": {
+            "layers": st.counters,
+            "entries": st.entries,
+            "last_full_verification_unix_ms": st.last_full_verification_unix_ms,
+            "last_startup_verification_unix_ms": st.last_startup_verification_unix_ms,
+        }
+    }))
 }
 
 /// Binds the API on `addr` and returns the server (not yet awaited) and the bound address.

@@ -226,6 +226,21 @@ impl Journal {
         Ok(out)
     }
 
+    /// Calls `f` with every spike numbered above `seq`, oldest first, reading one segment
+    /// at a time (a long journal is never held in memory whole).
+    pub fn each_after(&self, seq: u64, mut f: impl FnMut(&Spike)) -> anyhow::Result<()> {
+        for seg in &self.segments {
+            if seg.last_seq.is_none_or(|l| l <= seq) {
+                continue;
+            }
+            let bytes = std::fs::read(&seg.path)?;
+            for s in journal::scan(&bytes).spikes.iter().filter(|s| s.seq > seq) {
+                f(s);
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes held on disk.
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()

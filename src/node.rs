@@ -5,6 +5,7 @@
 //! addresses, pid) so that scripts and tests find it without parsing logs; the file is
 //! removed on a clean stop.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +29,9 @@ use fleetmesh_actors::actor::spikes::{
     LinkChanged, ReportSync, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
 };
 use fleetmesh_actors::service::{Hysteresis, Probes};
-use fleetmesh_actors::{delta, encoder, heartbeat, hostmetrics, membership, netconf, node, procs};
+use fleetmesh_actors::{
+    delta, encoder, files, heartbeat, hostmetrics, membership, netconf, node, procs,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -62,6 +65,10 @@ pub struct Shared {
     pub region: Addr<RegionActor>,
     pub spikes: Addr<SpikeActor>,
     pub files: Addr<FileActor>,
+    /// What the file detector published last (read without asking it).
+    pub files_status: watch::Receiver<fleetmesh_actors::actor::files::Status>,
+    /// The encoder's sync report as last computed (read without asking it).
+    pub sync: watch::Receiver<Option<fleetmesh_actors::sync::Report>>,
     pub audits: Addr<AuditActor>,
     pub policy: Addr<PolicyActor>,
     pub fleet: Addr<FleetActor>,
@@ -149,6 +156,9 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             "journal recovered: torn or damaged records were cut off (see above)"
         );
     }
+    // Before anything is appended: the saved file baseline may lag the journal (a crash).
+    let baseline_path = data_dir.join("baseline.rmp");
+    let baseline = load_baseline(&baseline_path, &journal);
     // Never reuse a number the journal already holds, even if the reservation file is older.
     let durable_seq = read_seq(&seq_path)?.max(recovered.last_seq.unwrap_or(0));
     let journal = Arc::new(std::sync::Mutex::new(journal));
@@ -301,14 +311,15 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         spikes.do_send(SetAnomaly(a.clone().recipient()));
         a
     });
-    let baseline_path = data_dir.join("baseline.rmp");
     let files = FileActor::new(
-        load_state(&baseline_path, "file baseline").unwrap_or_default(),
+        baseline,
         spikes.clone().recipient(),
         spikes.clone().recipient(),
-        save_state(baseline_path),
-    )
-    .start();
+        spikes.clone().recipient(),
+        Arc::new(move |bytes: &[u8]| write_durable(&baseline_path, bytes)),
+    );
+    let files_status = files.status();
+    let files = files.start();
 
     let accounts_path = data_dir.join("accounts.rmp");
     let accounts = AccountsActor::new(
@@ -416,9 +427,11 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         let _ = heartbeat.send(Subscribe(a.clone().recipient())).await;
     }
     let gauges = metrics.clone();
+    let (sync_tx, sync) = watch::channel(None);
     spikes.do_send(ReportSync {
         heartbeat: heartbeat.clone().recipient(),
         gauges: Box::new(move |report| {
+            sync_tx.send_replace(Some(report.clone()));
             gauges.sync_backlog.set(report.backlog);
             gauges
                 .sync_oldest_unacked_ms
@@ -447,6 +460,8 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         heartbeat: heartbeat.clone(),
         spikes: spikes.clone(),
         files: files.clone(),
+        files_status,
+        sync,
         accounts: accounts.clone(),
         netconf: netconf.clone(),
         procs: procs.clone(),
@@ -506,6 +521,8 @@ struct Actors {
     heartbeat: Addr<HeartbeatActor>,
     spikes: Addr<SpikeActor>,
     files: Addr<FileActor>,
+    files_status: watch::Receiver<fleetmesh_actors::actor::files::Status>,
+    sync: watch::Receiver<Option<fleetmesh_actors::sync::Report>>,
     accounts: Addr<AccountsActor>,
     netconf: Addr<DetectorActor<netconf::Detector>>,
     procs: Addr<DetectorActor<procs::Detector>>,
@@ -614,6 +631,8 @@ async fn serve(
         region: actors.region.clone(),
         spikes: actors.spikes.clone(),
         files: actors.files.clone(),
+        files_status: actors.files_status.clone(),
+        sync: actors.sync.clone(),
         audits: actors.audits.clone(),
         policy: actors.policy.clone(),
         fleet: actors.fleet.clone(),
@@ -811,6 +830,44 @@ fn load_state<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option
                 "{what} unreadable; starting over (changes made while down are not reported this time)");
         })
         .ok()
+}
+
+/// The saved file baseline (empty on a first start, or if unreadable), brought up to date
+/// with the file spikes the journal holds above the position it was saved at: a crash
+/// between a change's journaling and the next save must not make the start-up
+/// verification report that change again. A baseline saved without its position (an
+/// older version) is folded with the whole journal, which is harmless: spikes it already
+/// reflects change nothing.
+fn load_baseline(path: &Path, journal: &crate::journal::Journal) -> BTreeMap<String, files::State> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return BTreeMap::new();
+    };
+    let saved = match rmp_serde::from_slice::<files::Saved>(&bytes) {
+        Ok(saved) => saved,
+        Err(e) => match rmp_serde::from_slice(&bytes) {
+            Ok(baseline) => files::Saved { seq: 0, baseline },
+            Err(_) => {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "file baseline unreadable; starting over (changes made while down are not reported this time)");
+                return BTreeMap::new();
+            }
+        },
+    };
+    let (after, mut baseline) = (saved.seq, saved.baseline);
+    let mut folded = files::Folded::default();
+    if let Err(e) = journal.each_after(after, |s| folded.apply(&mut baseline, after, s)) {
+        tracing::warn!(error = %e,
+            "cannot read the journal to bring the file baseline up to date; the last changes before a crash may be reported again");
+    }
+    if folded.applied > 0 {
+        tracing::info!(
+            saved_at = after,
+            spikes = folded.applied,
+            last = folded.last,
+            "file baseline brought up to date from the journal"
+        );
+    }
+    baseline
 }
 
 /// Saves a detector's state durably, as rmp-serde.

@@ -25,6 +25,51 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Hands `msg` to `to` without losing it and without an unbounded queue: at once when
+/// `to`'s mailbox has room; otherwise the calling actor handles nothing else until `to`
+/// has taken it, so a full mailbox slows the producer down (and, through its own bounded
+/// mailbox, whatever feeds it). Call it at most once per handler, so that order is kept.
+/// Returns false if `to` is gone.
+pub fn hand_on<A, M>(ctx: &mut Context<A>, to: &Recipient<M>, msg: M) -> bool
+where
+    A: Actor<Context = Context<A>>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    match to.try_send(msg) {
+        Ok(()) => true,
+        Err(SendError::Full(msg)) => {
+            let sent = to.send(msg);
+            ctx.wait(fut::wrap_future::<_, A>(async move {
+                let _ = sent.await;
+            }));
+            true
+        }
+        Err(SendError::Closed(_)) => false,
+    }
+}
+
+/// Hands `msg` to `to` from a probe thread, waiting while `to`'s mailbox is full: a
+/// reading is never dropped; the probe slows down instead. Returns false if `to` is gone.
+pub fn deliver_blocking<M>(to: &Recipient<M>, mut msg: M) -> bool
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match to.try_send(msg) {
+            Ok(()) => return true,
+            Err(SendError::Full(back)) => {
+                msg = back;
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(SendError::Closed(_)) => return false,
+        }
+    }
+}
+
 /// Makes an actor's state durable (the node writes it to its data dir).
 pub type Persist<T> = Box<dyn FnMut(&T) -> std::io::Result<()>>;
 

@@ -7,6 +7,10 @@
 //! realtime*; a watch event after which nothing differs is a *realtime event without state
 //! change*. Every such discrepancy is reported, and counted per layer.
 //!
+//! The baseline is saved with the journal position it reflects, and brought up to date
+//! from the journal at start ([`fold`]), so that a crash never makes a change reported
+//! twice.
+//!
 //! No I/O: the caller stats and hashes files and hands over [`State`]s.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::spike::{Change, Digest, FieldChange, Kind, Layer, Observation, Severity, Value};
+
+mod fold;
+pub use fold::{Folded, Saved, fold};
 
 /// What is known about one path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,7 +284,10 @@ pub fn diff(
 ) -> Option<Observation> {
     let change = match (before, after) {
         (None, None) => return None,
-        (Some(b), Some(a)) if b == a => return None,
+        // What no report can show (the file-type bits of the mode) is no change.
+        (Some(b), Some(a)) if b == a || (b.digest == a.digest && fields_of(b) == fields_of(a)) => {
+            return None;
+        }
         (None, Some(_)) => Change::Added,
         (Some(_), None) => Change::Removed,
         (Some(_), Some(_)) => Change::Modified,

@@ -9,6 +9,15 @@
 //! waited longer than `replay_after` (gossip lost it, or the node was cut off) the spikes
 //! above the mark are replayed to the master directly, one batch in flight at a time.
 //!
+//! After a restart the numbers left of the previous run's reservation block are never
+//! used ([`Origin::unused`]): the master holds this run's spikes above that gap until a
+//! replay's `first` tells it the gap is empty. That replay goes as soon as the master's
+//! first acknowledgement is heard, without waiting `replay_after`.
+//!
+//! The journal is compacted up to the master's marks, but never past a hold
+//! ([`Origin::hold`]): the file baseline, saved every few seconds, is rebuilt from the
+//! journal after a crash, so what it does not reflect yet must stay in the journal.
+//!
 //! [`Connectivity`] names how the node is doing, as it sees itself and as the master sees
 //! it, with the sync debt (backlog, age of the oldest unacknowledged spike).
 //!
@@ -149,8 +158,14 @@ pub struct Origin {
     last: u64,
     /// The current master's mark for this node (may go down when a master changes).
     mark: u64,
-    /// Highest mark any master gave: the journal is compacted up to it.
+    /// Highest mark any master gave.
+    best: u64,
+    /// What the journal was compacted up to: the best mark, but not past `hold`.
     compacted: u64,
+    /// Nothing above this may be compacted away yet (see [`Origin::hold`]).
+    hold: Option<u64>,
+    /// The top of the numbers this run skipped at its start, until the master moves past.
+    gap: Option<u64>,
     master: Option<(Master, u64)>,
     /// (highest seq of a published batch, when it was published), oldest first.
     published: VecDeque<(u64, u64)>,
@@ -176,7 +191,10 @@ impl Origin {
             config,
             last,
             mark: 0,
+            best: 0,
             compacted: 0,
+            hold: None,
+            gap: None,
             master: None,
             published,
             in_flight: None,
@@ -185,6 +203,38 @@ impl Origin {
             state: Connectivity::Disconnected,
             returned_at: None,
         }
+    }
+
+    /// This run started above numbers it will never use, `from..=to` (inclusive): the
+    /// rest of the previous run's reservation. Once the master's mark is known, spikes
+    /// above it are replayed at once, so that the master learns of the gap now.
+    pub fn unused(&mut self, from: u64, to: u64) {
+        self.gap = (from <= to).then_some(to);
+    }
+
+    /// The journal must keep everything numbered from now on until [`Origin::saved`]:
+    /// a state saved later than the journal (the file baseline) is rebuilt from it.
+    pub fn hold(&mut self) {
+        self.hold.get_or_insert(self.last);
+    }
+
+    /// The state is saved as of `seq`; `pending`: changes after it are not (the hold moves
+    /// up to `seq`), otherwise the hold is over. Returns the number up to which the journal
+    /// may now be compacted, if that moved.
+    pub fn saved(&mut self, seq: u64, pending: bool) -> Option<u64> {
+        self.hold = match self.hold {
+            Some(h) if pending => Some(h.max(seq)),
+            _ => None,
+        };
+        self.compaction()
+    }
+
+    fn compaction(&mut self) -> Option<u64> {
+        let upto = self.best.min(self.hold.unwrap_or(u64::MAX));
+        (upto > self.compacted).then(|| {
+            self.compacted = upto;
+            upto
+        })
     }
 
     /// Spikes up to `seq` were journaled and published at `now`.
@@ -227,11 +277,12 @@ impl Origin {
                 self.replay = None;
             }
         }
+        if self.gap.is_some_and(|to| mark >= to) {
+            self.gap = None;
+        }
         self.classify(now);
-        (mark > self.compacted).then(|| {
-            self.compacted = mark;
-            mark
-        })
+        self.best = self.best.max(mark);
+        self.compaction()
     }
 
     /// The replay batch sent at `now` ended with `upto` (`sent` spikes in it).
@@ -277,7 +328,8 @@ impl Origin {
             self.in_flight = None;
         }
         let waiting = self.oldest_unacked_age(now)?;
-        if waiting < self.config.replay_after_ms && self.replay.is_none() {
+        let gap = self.gap.is_some_and(|to| self.mark < to);
+        if waiting < self.config.replay_after_ms && self.replay.is_none() && !gap {
             return None;
         }
         Some(Action::Replay {
@@ -514,6 +566,55 @@ mod tests {
         // A new master with a lower mark: replay from its mark, compaction stays.
         assert_eq!(o.acked(3, master(4), 0), None);
         assert_eq!(o.report(0).acked, 3);
+    }
+
+    #[test]
+    fn after_a_restart_the_gap_is_replayed_over_at_once() {
+        let c = Config::default();
+        // Journaled up to 30 before the crash; the reservation went up to 1024.
+        let mut o = Origin::new(c.clone(), 30, 0);
+        o.unused(31, 1024);
+        o.links(up(), 0);
+        assert_eq!(o.poll(100), None, "no master heard yet");
+        o.published(1025, 200);
+        o.published(1030, 300);
+        // The master has everything before the crash and holds 1025.. above the gap.
+        o.acked(30, master(1), 400);
+        assert_eq!(
+            o.poll(500),
+            Some(Action::Replay {
+                after: 30,
+                to: node::Id("m".into())
+            }),
+            "not {} ms later",
+            c.replay_after_ms
+        );
+        o.sent(1030, 6, 500);
+        o.acked(1030, master(1), 600);
+        // Past the gap: later losses wait as usual.
+        o.published(1040, 700);
+        o.acked(1030, master(1), 800);
+        assert_eq!(o.poll(900), None);
+        assert!(o.poll(700 + c.replay_after_ms).is_some());
+    }
+
+    #[test]
+    fn nothing_held_is_compacted_until_saved() {
+        let mut o = Origin::new(Config::default(), 0, 0);
+        o.published(10, 0);
+        o.hold();
+        o.published(20, 0);
+        o.hold();
+        assert_eq!(o.acked(20, master(1), 0), Some(10), "held above 10");
+        assert_eq!(o.acked(20, master(1), 0), None);
+        // Saved as of 15, with later changes pending: the hold moves up to 15.
+        assert_eq!(o.saved(15, true), Some(15));
+        assert_eq!(o.saved(20, false), Some(20));
+        assert_eq!(o.saved(20, false), None);
+        o.hold();
+        o.published(30, 0);
+        assert_eq!(o.acked(30, master(1), 0), None, "held at 20");
+        assert_eq!(o.saved(30, false), Some(30));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use actix::Recipient;
 use fleetmesh_actors::accounts::Files as AccountFiles;
 use fleetmesh_actors::actor::accounts::AccountsRead;
+use fleetmesh_actors::actor::deliver_blocking;
 use fleetmesh_actors::actor::files::{Coverage, FileInput};
 use fleetmesh_actors::files::{Cause, EntryKind, Input, Scan, State};
 use fleetmesh_actors::spike::{Change, Digest, FieldChange, Kind, Layer, Observation, Severity};
@@ -308,9 +309,10 @@ pub fn start(mut config: Config, sinks: Sinks) -> anyhow::Result<Probe> {
         let real = config.real(p);
         if !real.exists() {
             tracing::warn!(path = %p, real = %real.display(), "watched path does not exist");
-            sinks
-                .coverage
-                .do_send(Coverage(coverage(p, "path_missing", Severity::Low)));
+            deliver_blocking(
+                &sinks.coverage,
+                Coverage(coverage(p, "path_missing", Severity::Low)),
+            );
             continue;
         }
         if let Err(e) = watcher.watch(&real, RecursiveMode::Recursive) {
@@ -329,7 +331,7 @@ pub fn start(mut config: Config, sinks: Sinks) -> anyhow::Result<Probe> {
                     config.fallback_every.as_secs()
                 )),
             );
-            sinks.coverage.do_send(Coverage(o));
+            deliver_blocking(&sinks.coverage, Coverage(o));
             unwatched.push(p.clone());
         }
     }
@@ -378,15 +380,21 @@ fn check_loop(
             ?scan_kind,
             "file verification"
         );
-        files.do_send(FileInput(Input::Scanned {
-            states,
-            scan: scan_kind,
-        }));
-        accounts.do_send(AccountsRead {
-            files: read_accounts(&config),
-            layer: Layer::Hash,
-            startup: scan_kind == Scan::Startup,
-        });
+        deliver_blocking(
+            &files,
+            FileInput(Input::Scanned {
+                states,
+                scan: scan_kind,
+            }),
+        );
+        deliver_blocking(
+            &accounts,
+            AccountsRead {
+                files: read_accounts(&config),
+                layer: Layer::Hash,
+                startup: scan_kind == Scan::Startup,
+            },
+        );
     };
     full_scan(Scan::Startup);
     started.store(true, Ordering::Release);
@@ -410,10 +418,13 @@ fn check_loop(
                 for root in &unwatched {
                     let mut states = BTreeMap::new();
                     walk(&config, &config.real(root), 0, &mut states);
-                    files.do_send(FileInput(Input::Subtree {
-                        root: root.clone(),
-                        states,
-                    }));
+                    deliver_blocking(
+                        &files,
+                        FileInput(Input::Subtree {
+                            root: root.clone(),
+                            states,
+                        }),
+                    );
                 }
                 next_fallback = fallback_at(Instant::now());
                 continue;
@@ -452,11 +463,10 @@ fn check_loop(
         }
         if overflow.swap(false, Ordering::Relaxed) || rescan {
             tracing::warn!("file events overflowed; rescanning");
-            cover.do_send(Coverage(coverage(
-                "/",
-                "event_queue_overflow_rescan",
-                Severity::Low,
-            )));
+            deliver_blocking(
+                &cover,
+                Coverage(coverage("/", "event_queue_overflow_rescan", Severity::Low)),
+            );
             full_scan(Scan::Overflow);
             next_verify = Instant::now() + config.verify_every;
             continue;
@@ -483,28 +493,37 @@ fn check_loop(
                     let mut inside = BTreeMap::new();
                     walk(&config, &path, 0, &mut inside);
                     for (sub, st) in inside {
-                        files.do_send(FileInput(Input::Checked {
-                            path: sub,
-                            state: Some(st),
-                            cause: Cause::Metadata,
-                        }));
+                        deliver_blocking(
+                            &files,
+                            FileInput(Input::Checked {
+                                path: sub,
+                                state: Some(st),
+                                cause: Cause::Metadata,
+                            }),
+                        );
                     }
                     continue;
                 }
                 _ => {}
             }
-            files.do_send(FileInput(Input::Checked {
-                path: subject,
-                state,
-                cause: trigger.cause(),
-            }));
+            deliver_blocking(
+                &files,
+                FileInput(Input::Checked {
+                    path: subject,
+                    state,
+                    cause: trigger.cause(),
+                }),
+            );
         }
         if accounts_touched {
-            accounts.do_send(AccountsRead {
-                files: read_accounts(&config),
-                layer: Layer::Realtime,
-                startup: false,
-            });
+            deliver_blocking(
+                &accounts,
+                AccountsRead {
+                    files: read_accounts(&config),
+                    layer: Layer::Realtime,
+                    startup: false,
+                },
+            );
         }
     }
 }

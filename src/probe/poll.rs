@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::Recipient;
+use fleetmesh_actors::actor::deliver_blocking;
 use fleetmesh_actors::actor::polled::Reading;
 
 /// The running poller; dropping it stops the thread at its next wake-up.
@@ -39,7 +40,9 @@ where
         .name(name.into())
         .spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                actor.do_send(Reading(read()));
+                if !deliver_blocking(&actor, Reading(read())) {
+                    return;
+                }
                 first.store(true, Ordering::Release);
                 std::thread::sleep(every);
             }

@@ -7,6 +7,7 @@
 mod harness;
 
 mod audits;
+mod crash;
 mod detection;
 mod founding;
 mod master;

@@ -61,13 +61,13 @@ impl Actor for AnomalyActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        ctx.run_interval(TICK, |act, _| {
+        ctx.run_interval(TICK, |act, ctx| {
             let raised = act.core.tick(Instant::now());
             if !raised.is_empty() {
                 for o in &raised {
                     tracing::warn!(metric = %o.subject, "metric deviates from its role peers: anomaly raised");
                 }
-                act.spikes.do_send(Observe(raised));
+                crate::actor::hand_on(ctx, &act.spikes, Observe(raised));
             }
         });
     }

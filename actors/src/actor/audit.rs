@@ -114,7 +114,7 @@ impl AuditActor {
             }
         }
         if !observed.is_empty() {
-            self.spikes.do_send(Observe(observed));
+            crate::actor::hand_on(ctx, &self.spikes, Observe(observed));
         }
         self.arm(ctx);
     }

@@ -1,5 +1,11 @@
 //! The file-detector actor: feeds the [`files::Detector`] with what the file probe reads,
 //! passes its observations to the spike encoder, and keeps the baseline durable.
+//!
+//! The baseline is saved with the number of the last change it reflects (asked of the
+//! encoder behind the observations handed over: [`Numbering`]), so that a start after a
+//! crash folds the journal's later file spikes into it ([`files::fold`]). Until a change
+//! is in a saved baseline the encoder keeps the journal from compacting it away
+//! ([`Baseline`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -7,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actor::audit::BaselineDigest;
-use crate::actor::spikes::{Numbering, Observe};
+use crate::actor::spikes::{Baseline, Numbering, Observe};
 use crate::actor::unix_ms;
 use crate::audit::{self, Answer};
 use crate::files::{self, Counters, Scan, State};
@@ -23,7 +29,7 @@ pub struct FileInput(pub files::Input);
 #[rtype(result = "()")]
 pub struct Coverage(pub Observation);
 
-/// Per-layer counters and verification times, for the API.
+/// Per-layer counters and verification times, for the API ([`FileActor::status`]).
 #[derive(Debug, Clone, Default)]
 pub struct Status {
     pub counters: Counters,
@@ -32,33 +38,56 @@ pub struct Status {
     pub last_startup_verification_unix_ms: Option<u64>,
 }
 
-#[derive(Debug, Message)]
-#[rtype(result = "Status")]
-pub struct GetStatus;
-
 /// Saves the baseline now (on shutdown).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Flush;
 
-/// Writes the baseline durably.
-pub type PersistBaseline = crate::actor::Persist<BTreeMap<String, State>>;
+/// Writes the encoded baseline (a [`files::Saved`]) durably; called on a blocking thread.
+pub type PersistBaseline = std::sync::Arc<dyn Fn(&[u8]) -> std::io::Result<()> + Send + Sync>;
 
-/// A dirty baseline is saved at most this often (realtime changes); scans save at once.
+/// A baseline is saved at most this often (but at start-up and shutdown): at the next
+/// check after a scan, and within this delay of a realtime change.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often a dirty baseline is checked for being due.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the baseline is saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Save {
+    /// After the start-up verification: at once.
+    Startup,
+    /// After a scan or realtime changes: at most every [`SAVE_EVERY`].
+    Due,
+    /// Before the node stops: at once, and nothing else is handled meanwhile.
+    Shutdown,
+}
 
 pub struct FileActor {
     detector: files::Detector,
     spikes: Recipient<Observe>,
     /// The same spike encoder, asked for its numbering when a peer audits this node.
     numbering: Recipient<Numbering>,
+    /// The same spike encoder, told when the saved baseline lags the journal.
+    journal: Recipient<Baseline>,
     persist: PersistBaseline,
     dirty: bool,
+    /// Changes were handed over since the last save (the encoder holds the journal).
+    unsaved: bool,
+    /// A save is in flight (waiting for the encoder's numbering, or being written).
+    saving: bool,
+    /// Changes were handed over since the last numbering request of a save.
+    changed: bool,
+    /// The number the last saved baseline reflects.
+    persisted: u64,
     last_save: Instant,
     last_full: Option<u64>,
     last_startup: Option<u64>,
     /// The encoder is gone: nothing more is recorded or saved.
     orphaned: bool,
+    /// What the API shows, published after each input.
+    status: tokio::sync::watch::Sender<Status>,
 }
 
 impl std::fmt::Debug for FileActor {
@@ -70,43 +99,169 @@ impl std::fmt::Debug for FileActor {
 }
 
 impl FileActor {
-    /// `spikes` and `numbering` must reach the same spike encoder.
+    /// `spikes`, `numbering` and `journal` must reach the same spike encoder.
     pub fn new(
         baseline: BTreeMap<String, State>,
         spikes: Recipient<Observe>,
         numbering: Recipient<Numbering>,
+        journal: Recipient<Baseline>,
         persist: PersistBaseline,
     ) -> Self {
         FileActor {
             detector: files::Detector::new(baseline),
             spikes,
             numbering,
+            journal,
             persist,
             dirty: false,
+            unsaved: false,
+            saving: false,
+            changed: false,
+            persisted: 0,
             last_save: Instant::now(),
             last_full: None,
             last_startup: None,
             orphaned: false,
+            status: tokio::sync::watch::channel(Status::default()).0,
         }
     }
 
-    fn save(&mut self) {
+    /// Saves the baseline with the encoder's numbering. The numbering request queues
+    /// behind every observation handed over so far, so its answer is a lower bound of what
+    /// the baseline reflects when the answer comes; the baseline as it stands then is
+    /// encoded with it, without a copy (folding spikes the baseline already reflects
+    /// changes nothing, [`files::fold`]), and written on a blocking thread: the actor goes
+    /// on meanwhile (a storm keeps the encoder and the disk busy), except on shutdown, where
+    /// nothing else is handled until it is written.
+    ///
+    /// At most one save is in flight, and, but at start-up and shutdown, one starts at
+    /// most every [`SAVE_EVERY`]: a storm's frequent rescans do not each save 100k
+    /// entries; a save asked for sooner is left to the interval (`dirty`).
+    fn save(&mut self, ctx: &mut Context<Self>, why: Save) {
         if self.orphaned {
             return;
         }
-        match (self.persist)(self.detector.baseline()) {
-            Ok(()) => {
-                self.dirty = false;
-                self.last_save = Instant::now();
+        match why {
+            Save::Shutdown => {}
+            // The one in flight saves the baseline as it stands when its number comes;
+            // changes made meanwhile leave it dirty.
+            _ if self.saving => {
+                self.dirty = true;
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot save the file baseline; will retry"),
+            Save::Due if self.last_save.elapsed() < SAVE_EVERY => {
+                self.dirty = true;
+                return;
+            }
+            Save::Due | Save::Startup => {}
+        }
+        self.saving = true;
+        self.changed = false;
+        let asked = Instant::now();
+        let numbering = self.numbering.clone();
+        let write = self.persist.clone();
+        // Asked when the future first runs: after any observation still waiting for room
+        // in the encoder's mailbox (`hand_on`), so that it queues behind them.
+        let saved = async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            numbering.do_send(Numbering(tx));
+            rx.await.ok()
+        }
+        .into_actor(self)
+        .then(move |answer, act, _| {
+            let job = match answer {
+                None => {
+                    tracing::warn!("the spike encoder is gone: the file baseline is not saved");
+                    None
+                }
+                // A later save (at shutdown) already wrote the baseline with a number
+                // at least as high.
+                Some((seq, _)) if seq < act.persisted => None,
+                Some((seq, _)) => Some((seq, act.encode(seq))),
+            };
+            let numbering_ms = asked.elapsed().as_millis() as u64;
+            async move {
+                let (seq, bytes) = job?;
+                let start = Instant::now();
+                let result = match bytes {
+                    Ok(bytes) => tokio::task::spawn_blocking(move || write(&bytes))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                    Err(e) => Err(e),
+                };
+                let write_ms = start.elapsed().as_millis() as u64;
+                tracing::debug!(seq, numbering_ms, write_ms, "file baseline written");
+                Some((seq, result))
+            }
+            .into_actor(act)
+        })
+        .map(|written, act, _| {
+            act.saving = false;
+            if let Some((seq, result)) = written {
+                act.saved(seq, result);
+            }
+        });
+        if why == Save::Shutdown {
+            ctx.wait(saved);
+        } else {
+            ctx.spawn(saved);
         }
     }
 
-    fn emit(&self, obs: Vec<Observation>) {
+    /// The baseline as it stands, with `seq`, a lower bound of what it reflects.
+    fn encode(&self, seq: u64) -> std::io::Result<Vec<u8>> {
+        rmp_serde::to_vec(&files::Saved {
+            seq,
+            baseline: self.detector.baseline(),
+        })
+        .map_err(std::io::Error::other)
+    }
+
+    /// A save of the baseline with `seq` ended with `result`.
+    fn saved(&mut self, seq: u64, result: std::io::Result<()>) {
+        // Also after a failure: a retry waits its turn rather than spinning.
+        self.last_save = Instant::now();
+        match result {
+            Ok(()) => {
+                self.persisted = self.persisted.max(seq);
+                // Changes handed over since the request may be numbered above `seq`, or be
+                // missing from what was written: the journal keeps them until a save's
+                // number covers them, which the next save (`dirty`) does.
+                self.dirty = self.changed;
+                if self.unsaved {
+                    self.unsaved = self.changed;
+                    self.journal.do_send(Baseline::Saved {
+                        seq,
+                        pending: self.changed,
+                    });
+                }
+            }
+            Err(e) => {
+                self.dirty = true;
+                tracing::warn!(error = %e, "cannot save the file baseline; will retry");
+            }
+        }
+    }
+
+    /// Publishes the status the API reads (it never waits behind this actor's mailbox).
+    fn publish(&self) {
+        self.status.send_replace(Status {
+            counters: self.detector.counters().clone(),
+            entries: self.detector.baseline().len(),
+            last_full_verification_unix_ms: self.last_full,
+            last_startup_verification_unix_ms: self.last_startup,
+        });
+    }
+
+    /// The status as this actor publishes it after each input.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    fn emit(&self, obs: Vec<Observation>, ctx: &mut Context<Self>) {
         if !obs.is_empty() {
             // Observations must not be lost: wait for mailbox room rather than drop.
-            self.spikes.do_send(Observe(obs));
+            crate::actor::hand_on(ctx, &self.spikes, Observe(obs));
         }
     }
 }
@@ -116,9 +271,9 @@ impl Actor for FileActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
-        ctx.run_interval(SAVE_EVERY, |act, _| {
-            if act.dirty && act.last_save.elapsed() >= SAVE_EVERY {
-                act.save();
+        ctx.run_interval(CHECK_EVERY, |act, ctx| {
+            if act.dirty && !act.saving && act.last_save.elapsed() >= SAVE_EVERY {
+                act.save(ctx, Save::Due);
             }
         });
     }
@@ -141,47 +296,44 @@ impl Handler<FileInput> for FileActor {
             files::Input::Checked { .. } | files::Input::Subtree { .. } => None,
         };
         let obs = self.detector.handle(msg.0);
-        self.emit(obs);
+        if !obs.is_empty() {
+            self.changed = true;
+        }
+        if !obs.is_empty() && !self.unsaved {
+            // Ahead of the observations, in the same mailbox: the journal keeps them until
+            // a saved baseline reflects them (every input here is saved within seconds).
+            self.unsaved = true;
+            self.journal.do_send(Baseline::Unsaved);
+        }
+        self.emit(obs, ctx);
         match scan {
             Some(Scan::Startup) => {
                 self.last_startup = Some(unix_ms());
-                self.save();
+                self.save(ctx, Save::Startup);
             }
             Some(Scan::Periodic | Scan::Overflow) => {
                 self.last_full = Some(unix_ms());
-                self.save();
+                self.save(ctx, Save::Due);
             }
             None => self.dirty = true,
         }
+        self.publish();
     }
 }
 
 impl Handler<Coverage> for FileActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Coverage, _: &mut Self::Context) {
-        self.emit(vec![msg.0]);
-    }
-}
-
-impl Handler<GetStatus> for FileActor {
-    type Result = MessageResult<GetStatus>;
-
-    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
-        MessageResult(Status {
-            counters: self.detector.counters().clone(),
-            entries: self.detector.baseline().len(),
-            last_full_verification_unix_ms: self.last_full,
-            last_startup_verification_unix_ms: self.last_startup,
-        })
+    fn handle(&mut self, msg: Coverage, ctx: &mut Self::Context) {
+        self.emit(vec![msg.0], ctx);
     }
 }
 
 impl Handler<Flush> for FileActor {
     type Result = ();
 
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
-        self.save();
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
+        self.save(ctx, Save::Shutdown);
     }
 }
 

@@ -63,10 +63,10 @@ impl<D: Detect> Actor for DetectorActor<D> {
 impl<D: Detect> Handler<Reading<D::Reading>> for DetectorActor<D> {
     type Result = ();
 
-    fn handle(&mut self, msg: Reading<D::Reading>, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Reading<D::Reading>, ctx: &mut Self::Context) {
         let obs = self.detector.detect(msg.0);
         if !obs.is_empty() {
-            self.spikes.do_send(Observe(obs));
+            crate::actor::hand_on(ctx, &self.spikes, Observe(obs));
         }
     }
 }

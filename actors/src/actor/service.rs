@@ -73,7 +73,7 @@ impl ServiceActor {
             }
         }
         if !observed.is_empty() {
-            self.spikes.do_send(Observe(observed));
+            crate::actor::hand_on(ctx, &self.spikes, Observe(observed));
         }
         self.arm(ctx);
     }

@@ -76,6 +76,17 @@ pub struct SetAnomaly(pub Recipient<Samples>);
 #[rtype(result = "()")]
 pub struct Numbering(pub tokio::sync::oneshot::Sender<(u64, Option<(u64, u64)>)>);
 
+/// The file baseline's claim on the journal: `Unsaved` comes before the first change the
+/// saved baseline does not reflect, `Saved` once a baseline reflecting everything up to
+/// `seq` is saved (`pending`: later changes are not in it yet). The journal keeps what the
+/// saved baseline does not reflect, since a crash rebuilds the baseline from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub enum Baseline {
+    Unsaved,
+    Saved { seq: u64, pending: bool },
+}
+
 /// Where the encoder's output is made durable.
 pub struct Storage {
     pub reserve: PersistSeq,
@@ -111,7 +122,7 @@ pub struct SpikeActor {
     sync: Origin,
     intake: Option<Recipient<SpikesIn>>,
     policy: Option<Recipient<Decide>>,
-    /// Spikes not decided because the policy actor's mailbox was full.
+    /// Spikes not decided because the policy actor was gone.
     pub policy_full: u64,
     anomaly: Option<Recipient<Samples>>,
     direct: outbox::DirectSender,
@@ -203,6 +214,10 @@ impl SpikeActor {
         let capacity = capacity.max(1);
         let resumed = encoder.next_seq().saturating_sub(1);
         let unused = (resumed > storage.last_seq).then_some((storage.last_seq + 1, resumed));
+        let mut origin = Origin::new(sync, storage.last_seq, unix_ms());
+        if let Some((from, to)) = unused {
+            origin.unused(from, to);
+        }
         let mut ring: VecDeque<Spike> = storage.recent.into();
         while ring.len() > capacity {
             ring.pop_front();
@@ -218,7 +233,7 @@ impl SpikeActor {
             outbox_full: 0,
             ack: storage.ack,
             read: storage.read,
-            sync: Origin::new(sync, storage.last_seq, unix_ms()),
+            sync: origin,
             intake: None,
             policy: None,
             policy_full: 0,
@@ -262,6 +277,12 @@ impl SpikeActor {
         let mut batch = Vec::new();
         let mut size = 0;
         while let Some(s) = self.read_ahead.front() {
+            // A batch ends at a gap in the numbering (numbers a crash left unused, or
+            // dropped by the journal's size bound): the next one's `first` tells the
+            // master at once that the gap is empty, instead of it holding what follows.
+            if batch.last().is_some_and(|l: &Spike| s.seq != l.seq + 1) {
+                break;
+            }
             let len = rmp_serde::to_vec(s).map_or(wire::MAX_FRAME, |b| b.len());
             if !batch.is_empty() && size + len > wire::MAX_FRAME - 1024 {
                 break;
@@ -330,8 +351,10 @@ impl Handler<Observe> for SpikeActor {
             if let Some(intake) = &self.intake {
                 let _ = intake.try_send(SpikesIn(encoded.clone()));
             }
+            // Every spike is judged: a full policy mailbox makes the encoder wait (and so
+            // the detectors behind it), it never drops a judgement.
             if let Some(policy) = &self.policy
-                && policy.try_send(Decide(encoded.clone())).is_err()
+                && !crate::actor::hand_on(ctx, policy, Decide(encoded.clone()))
             {
                 // Logged on the first loss and then once per 1024 lost, not per batch.
                 let before = self.policy_full;
@@ -339,7 +362,7 @@ impl Handler<Observe> for SpikeActor {
                 if before == 0 || before / 1024 != self.policy_full / 1024 {
                     tracing::warn!(
                         lost = self.policy_full,
-                        "the policy actor is full or gone: spikes not decided"
+                        "the policy actor is gone: spikes not decided"
                     );
                 }
             }
@@ -425,6 +448,25 @@ impl Handler<Acked> for SpikeActor {
     }
 }
 
+impl Handler<Baseline> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Baseline, _: &mut Self::Context) {
+        let upto = match msg {
+            Baseline::Unsaved => {
+                self.sync.hold();
+                None
+            }
+            Baseline::Saved { seq, pending } => self.sync.saved(seq, pending),
+        };
+        if let Some(upto) = upto
+            && let Err(e) = (self.ack)(upto)
+        {
+            tracing::warn!(error = %e, upto, "journal compaction failed");
+        }
+    }
+}
+
 impl Handler<Numbering> for SpikeActor {
     type Result = ();
 
@@ -432,19 +474,6 @@ impl Handler<Numbering> for SpikeActor {
         let _ = msg
             .0
             .send((self.encoder.next_seq().saturating_sub(1), self.unused));
-    }
-}
-
-/// The sync report as it stands.
-#[derive(Debug, Message)]
-#[rtype(result = "sync::Report")]
-pub struct GetSync;
-
-impl Handler<GetSync> for SpikeActor {
-    type Result = MessageResult<GetSync>;
-
-    fn handle(&mut self, _: GetSync, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.sync.report(unix_ms()))
     }
 }
 
@@ -471,6 +500,89 @@ mod tests {
     use crate::node;
     use crate::spike::{Change, Layer};
     use std::sync::{Arc, Mutex};
+
+    /// Restarted with 1..=3 journaled and numbers up to 8 reserved: the master, whose mark
+    /// is 1, gets 2..=3 at once, then a batch whose `first` (9) skips 4..=8, without
+    /// waiting `replay_after`.
+    #[actix::test]
+    async fn after_a_restart_the_master_hears_of_the_unused_numbers_at_once() {
+        let journal: Arc<Mutex<Vec<Spike>>> = Arc::new(Mutex::new(
+            (1..=3)
+                .map(|s| Spike::bare("me", s, Kind::File, Change::Added, "/x"))
+                .collect(),
+        ));
+        let (append, read) = (journal.clone(), journal.clone());
+        let (direct_tx, mut direct_rx) = tokio::sync::mpsc::channel(8);
+        let enc = Encoder::new(
+            encoder::Config {
+                origin: node::Id("me".into()),
+                role: "web".into(),
+                block: 8,
+            },
+            Vocabulary::default(),
+            8,
+        );
+        let addr = SpikeActor::new(
+            enc,
+            "eu".into(),
+            Storage {
+                reserve: Box::new(|_| Ok(())),
+                journal: Box::new(move |spikes| {
+                    append.lock().expect("lock").extend_from_slice(spikes);
+                    Ok(())
+                }),
+                ack: Box::new(|_| Ok(())),
+                read: Box::new(move |after, max| {
+                    Ok(read
+                        .lock()
+                        .expect("lock")
+                        .iter()
+                        .filter(|s| s.seq > after)
+                        .take(max)
+                        .cloned()
+                        .collect())
+                }),
+                last_seq: 3,
+                recent: Vec::new(),
+            },
+            16,
+            tokio::sync::mpsc::channel(64).0,
+            direct_tx,
+            sync::Config {
+                replay_after_ms: 600_000,
+                ..sync::Config::default()
+            },
+        )
+        .start();
+        addr.send(LinkChanged::Connected(2)).await.expect("links");
+        addr.send(LinkChanged::MasterKnown(true))
+            .await
+            .expect("links");
+        let obs = Observation::new(Kind::File, Change::Added, "/y", Layer::Realtime);
+        addr.send(Observe(vec![obs])).await.expect("observed");
+        let master = sync::Master {
+            peer: node::Id("m".into()),
+            term: 1,
+        };
+        let replayed = |d: Option<outbox::Direct>| match d.map(|d| d.request) {
+            Some(wire::Request::Replay { first, spikes, .. }) => {
+                (first, spikes.iter().map(|s| s.seq).collect::<Vec<_>>())
+            }
+            other => panic!("not a replay: {other:?}"),
+        };
+        let bound = Duration::from_secs(5);
+        addr.send(Acked {
+            mark: 1,
+            master: master.clone(),
+        })
+        .await
+        .expect("acked");
+        let first = tokio::time::timeout(bound, direct_rx.recv()).await;
+        assert_eq!(replayed(first.expect("in time")), (2, vec![2, 3]));
+        addr.send(Acked { mark: 3, master }).await.expect("acked");
+        let second = tokio::time::timeout(bound, direct_rx.recv()).await;
+        assert_eq!(replayed(second.expect("in time")), (9, vec![9]));
+    }
 
     #[actix::test]
     async fn persists_before_publishing_and_serves_from_the_ring() {
