@@ -3,6 +3,7 @@
 //! Counters are updated where things happen (mostly the network driver); gauges that
 //! describe the membership view are set from an actor snapshot when `/metrics` is read.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -40,6 +41,11 @@ pub struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
 }
@@ -63,6 +69,8 @@ pub struct Metrics {
     pub publish_dropped: Family<ReasonLabels, Counter>,
     pub connection_errors: Family<DirectionLabels, Counter>,
     pub inbound_dropped: Counter,
+    /// Messages dropped on queues where loss is allowed, by queue.
+    pub queue_dropped: Family<QueueLabels, Counter>,
     pub heartbeat_lag: Histogram,
     pub heartbeats_late: Gauge<u64, AtomicU64>,
     pub uptime: Gauge<u64, AtomicU64>,
@@ -97,6 +105,7 @@ impl Metrics {
             publish_dropped: Family::default(),
             connection_errors: Family::default(),
             inbound_dropped: Counter::default(),
+            queue_dropped: Family::default(),
             // 1 ms .. ~16 s: transit lag of heartbeats by the wall clock.
             heartbeat_lag: Histogram::new([
                 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 16.0,
@@ -152,6 +161,12 @@ impl Metrics {
             "inbound_dropped",
             "Inputs for actors dropped because a mailbox was full",
             m.inbound_dropped.clone(),
+        );
+        registry.register(
+            "queue_dropped",
+            "Messages dropped between the node's actors where loss is allowed (heartbeats, \
+             member pushes, publications the journal replays), by queue",
+            m.queue_dropped.clone(),
         );
         registry.register(
             "heartbeat_lag_seconds",
@@ -249,6 +264,18 @@ impl Metrics {
         }
     }
 
+    /// Counts drops on the node's lossy queues ([`fleetmesh_actors::actor::CountDrops`]).
+    pub fn drop_counter(self: &Arc<Self>) -> fleetmesh_actors::actor::CountDrops {
+        let m = self.clone();
+        Arc::new(move |queue, n| {
+            m.queue_dropped
+                .get_or_create(&QueueLabels {
+                    queue: queue.to_string(),
+                })
+                .inc_by(n);
+        })
+    }
+
     pub fn reason(reason: &str) -> ReasonLabels {
         ReasonLabels {
             reason: reason.to_string(),
@@ -260,5 +287,28 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_on_lossy_queues_are_exported_by_queue() {
+        let m = Arc::new(Metrics::new());
+        let count = m.drop_counter();
+        count("spike_outbox", 3);
+        count("spike_outbox", 2);
+        count("region_members", 1);
+        let text = m.encode().expect("encoded");
+        assert!(
+            text.contains(r#"fleetmesh_queue_dropped_total{queue="spike_outbox"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"fleetmesh_queue_dropped_total{queue="region_members"} 1"#),
+            "{text}"
+        );
     }
 }

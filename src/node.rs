@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use anyhow::Context as _;
-use fleetmesh_actors::actor::Stop;
 use fleetmesh_actors::actor::accounts::AccountsActor;
 use fleetmesh_actors::actor::alert::AlertActor;
 use fleetmesh_actors::actor::anomaly::AnomalyActor;
@@ -28,6 +27,7 @@ use fleetmesh_actors::actor::service::ServiceActor;
 use fleetmesh_actors::actor::spikes::{
     LinkChanged, ReportSync, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
 };
+use fleetmesh_actors::actor::{SetDrops, Stop};
 use fleetmesh_actors::service::{Hysteresis, Probes};
 use fleetmesh_actors::{
     delta, encoder, files, heartbeat, hostmetrics, membership, netconf, node, procs,
@@ -439,6 +439,8 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             gauges.sync_acked.set(report.acked);
         }),
     });
+    spikes.do_send(SetDrops(metrics.drop_counter()));
+    heartbeat.do_send(SetDrops(metrics.drop_counter()));
     spikes.do_send(SetIntake(region.clone().recipient()));
     region.do_send(ConnectFleet {
         intake: Some(fleet.clone().recipient()),

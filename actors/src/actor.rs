@@ -70,6 +70,22 @@ where
     }
 }
 
+/// Counts `n` messages dropped on a queue where loss is allowed, named by the first
+/// argument (`spike_outbox`, `heartbeat_outbox`, `region_members`); the node exports the
+/// counts as `fleetmesh_queue_dropped_total{queue}`.
+pub type CountDrops = std::sync::Arc<dyn Fn(&'static str, u64) + Send + Sync>;
+
+/// Where an actor counts what its lossy queues dropped.
+#[derive(Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetDrops(pub CountDrops);
+
+impl std::fmt::Debug for SetDrops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetDrops").finish_non_exhaustive()
+    }
+}
+
 /// Makes an actor's state durable (the node writes it to its data dir).
 pub type Persist<T> = Box<dyn FnMut(&T) -> std::io::Result<()>>;
 

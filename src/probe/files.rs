@@ -351,6 +351,15 @@ fn forward(
     overflow: &AtomicBool,
     res: notify::Result<Event>,
 ) {
+    // Events the checker ignores take no room in the queue. Above all the opens and reads
+    // of a scan's own hashing: queued, a tree larger than the queue would overflow it at
+    // each scan, and each overflow starts another scan.
+    if let Ok(ev) = &res
+        && !ev.need_rescan()
+        && classify(ev).is_none()
+    {
+        return;
+    }
     match tx.try_send(res) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => overflow.store(true, Ordering::Relaxed),

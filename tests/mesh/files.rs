@@ -2,10 +2,11 @@
 //! exactly one spike, and changes made while the node was stopped are reported at start.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{CONVERGE, Node, Spec, eventually, get};
+use crate::harness::{self, CONVERGE, Node, Spec, eventually, get};
 
 /// The node's file spikes (other kinds, such as network spikes caused by other tests'
 /// sockets on this host, are not this test's business).
@@ -150,6 +151,31 @@ async fn a_storm_of_100000_changes_ends_fully_reconciled() {
         ("FLEETMESH__WATCH__EVENT_QUEUE".into(), "1024".into()),
     ];
     let node = Node::start(spec);
+    eventually("the start-up verification is done", CONVERGE, || async {
+        let st = get::<Value>(&node.url("/api/v1/detectors")).await;
+        match st["files"]["last_startup_verification_unix_ms"].as_u64() {
+            Some(_) => Ok(()),
+            None => Err(format!("{st}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = node.rss_kib().expect("the node's RSS");
+    // The peak is sampled every 50 ms while the storm is written and reconciled.
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        let pid = node.pid();
+        std::thread::spawn(move || {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(kib) = harness::rss_of(pid) {
+                    peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
 
     let dir = etc.clone();
     tokio::task::spawn_blocking(move || {
@@ -187,6 +213,20 @@ async fn a_storm_of_100000_changes_ends_fully_reconciled() {
     assert!(
         st["layers"]["overflow_rescans"].as_u64() >= Some(1),
         "the overflow path did not run: {st}"
+    );
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    let (peak, after) = (
+        peak.load(std::sync::atomic::Ordering::Relaxed),
+        node.rss_kib().unwrap_or(0),
+    );
+    eprintln!("storm RSS: idle {idle} KiB, peak {peak} KiB, after {after} KiB");
+    // Bounded: twice the idle size, plus the queues' bounds and the data the storm leaves
+    // (a 50,000-entry baseline and journal ring), allowed 96 MiB together. An unbounded
+    // queue holds every event of the storm (hundreds of MiB).
+    assert!(
+        peak <= 2 * idle + 96 * 1024,
+        "RSS grew from {idle} KiB idle to {peak} KiB during the storm"
     );
 }
 

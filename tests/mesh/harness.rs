@@ -195,6 +195,15 @@ impl Node {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
     }
 
+    /// The node's resident set size in KiB, if it is running.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_of(self.pid())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL (a crash), and reap the process.
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill -9");
@@ -243,6 +252,15 @@ pub async fn get<T: serde::de::DeserializeOwned>(url: &str) -> T {
 }
 
 /// Reads a counter or gauge from Prometheus text, summing the series that match `labels`.
+/// The resident set size (`VmRSS`) of process `pid` in KiB, if it is running.
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))

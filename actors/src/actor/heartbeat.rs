@@ -74,6 +74,14 @@ pub struct RegionMembers {
 #[rtype(result = "()")]
 pub struct Subscribe(pub Recipient<RegionMembers>);
 
+impl Handler<crate::actor::SetDrops> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::SetDrops, _: &mut Self::Context) {
+        self.drops = Some(msg.0);
+    }
+}
+
 impl Handler<Subscribe> for HeartbeatActor {
     type Result = ();
 
@@ -141,6 +149,8 @@ pub struct HeartbeatActor {
     outbox_full: u64,
     stale: u64,
     subscribers: Vec<Recipient<RegionMembers>>,
+    /// Where dropped heartbeats and member pushes are counted.
+    drops: Option<crate::actor::CountDrops>,
     /// Pushes that did not fit a subscriber's mailbox (the next change repairs them).
     members_dropped: u64,
     held_dead_by: usize,
@@ -178,6 +188,7 @@ impl HeartbeatActor {
             outbox_full: 0,
             stale: 0,
             subscribers: Vec::new(),
+            drops: None,
             members_dropped: 0,
             held_dead_by: 0,
         }
@@ -218,6 +229,9 @@ impl HeartbeatActor {
         for s in &self.subscribers {
             if s.try_send(msg.clone()).is_err() {
                 self.members_dropped += 1;
+                if let Some(count) = &self.drops {
+                    count("region_members", 1);
+                }
             }
         }
     }
@@ -268,7 +282,12 @@ impl HeartbeatActor {
         };
         match self.outbox.try_send(msg) {
             Ok(()) => self.sent += 1,
-            Err(_) => self.outbox_full += 1,
+            Err(_) => {
+                self.outbox_full += 1;
+                if let Some(count) = &self.drops {
+                    count("heartbeat_outbox", 1);
+                }
+            }
         }
     }
 

@@ -135,6 +135,8 @@ pub struct SpikeActor {
     links: Links,
     /// Where each sync report goes (heartbeats, gauges).
     report_to: Option<ReportSync>,
+    /// Where dropped publications are counted.
+    drops: Option<crate::actor::CountDrops>,
 }
 
 /// One fact about this node's links changed (pushed by the region actor and the
@@ -161,6 +163,14 @@ impl std::fmt::Debug for ReportSync {
 
 impl Message for ReportSync {
     type Result = ();
+}
+
+impl Handler<crate::actor::SetDrops> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::SetDrops, _: &mut Self::Context) {
+        self.drops = Some(msg.0);
+    }
 }
 
 impl Handler<ReportSync> for SpikeActor {
@@ -243,6 +253,7 @@ impl SpikeActor {
             unused,
             links: Links::default(),
             report_to: None,
+            drops: None,
         }
     }
 
@@ -397,7 +408,11 @@ impl Handler<Observe> for SpikeActor {
                 delivery: outbox::Delivery::Retry,
             };
             if self.outbox.try_send(publish).is_err() {
+                // The journal keeps them: the master gets them by replay.
                 self.outbox_full += n;
+                if let Some(count) = &self.drops {
+                    count("spike_outbox", n);
+                }
             }
         }
         if failed {
