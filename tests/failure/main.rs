@@ -10,6 +10,7 @@ mod audits;
 mod detection;
 mod founding;
 mod master;
+mod names;
 mod partition;
 mod recover;
 mod replay;
