@@ -7,6 +7,7 @@
 mod harness;
 
 mod audits;
+mod consult;
 mod detection;
 mod founding;
 mod master;
