@@ -201,6 +201,8 @@ pub struct Governor {
     dead_since: BTreeMap<u64, Instant>,
     last_master: Option<(Option<(node::Id, u64)>, bool)>,
     duplicates_told: BTreeSet<(String, node::Id)>,
+    /// Peers claiming this node's name, with the holder this node last reported.
+    twins_told: BTreeMap<node::Id, node::Id>,
     expect_told: u32,
     last_reincarnation: Option<Instant>,
     unroutable: u64,
@@ -246,6 +248,7 @@ impl Governor {
             dead_since: BTreeMap::new(),
             last_master: None,
             duplicates_told: BTreeSet::new(),
+            twins_told: BTreeMap::new(),
             expect_told: 0,
             last_reincarnation: None,
             unroutable: 0,
@@ -285,7 +288,6 @@ impl Governor {
         }
         self.members = members;
         self.held_dead_by = held_dead_by;
-        self.notice_duplicates();
         self.notice_expect();
         self.found_or_join(now);
         if self.leading().is_some() {
@@ -511,17 +513,18 @@ impl Governor {
             .filter(|m| m.name == self.config.name && m.peer != *own && is_live(m.status))
             .map(|m| m.peer.clone())
             .collect();
+        let taken = self.own_name_taken().map(|(_, holder)| holder);
         for twin in twins {
-            if !self
-                .duplicates_told
-                .insert((self.config.name.clone(), twin.clone()))
-            {
+            let (holder, claimant) = match &taken {
+                Some(holder) => (holder.clone(), own.clone()),
+                None => (own.clone(), twin.clone()),
+            };
+            // Told once per twin, and again if the holder turns out to be another (the
+            // log bound the name after the twin was first seen).
+            if self.twins_told.get(&twin) == Some(&holder) {
                 continue;
             }
-            let (holder, claimant) = match self.own_name_taken() {
-                Some((_, holder)) => (holder, own.clone()),
-                None => (own.clone(), twin),
-            };
+            self.twins_told.insert(twin, holder.clone());
             self.out.push_back(Output::DuplicateName {
                 name: self.config.name.clone(),
                 holder,
@@ -565,6 +568,7 @@ impl Governor {
     /// then what committed, then a changed master.
     fn drain(&mut self, now: Instant) {
         let Some(core) = &mut self.core else {
+            self.notice_duplicates();
             self.announce_master();
             return;
         };
@@ -610,6 +614,8 @@ impl Governor {
         {
             self.next_govern = self.next_govern.min(now);
         }
+        // What committed, or a join, may change who holds this node's name.
+        self.notice_duplicates();
         self.announce_master();
     }
 

@@ -7,10 +7,12 @@
 mod harness;
 
 mod audits;
+mod consult;
 mod crash;
 mod detection;
 mod founding;
 mod master;
+mod names;
 mod partition;
 mod recover;
 mod replay;

@@ -83,22 +83,36 @@ impl Governor {
     }
 
     /// Another live peer holds this node's name: bound to it in the region's log, or
-    /// (before any log) it already belongs to a group while this node does not, or it is
-    /// the older claimant.
+    /// (while this node's log binds no peer to it) another live peer with the name that
+    /// belongs to a group while this node does not, that founded the group while this
+    /// node did not, or that is the older claimant.
+    ///
+    /// A node that joined an announced group but whose log binds nothing to its name is
+    /// not proof of holding it: a newcomer joins the group of the first live peer it
+    /// hears, possibly before the holder of its name is live in its view, and the master
+    /// never sends a refused claimant its log, so that log stays empty.
     pub(super) fn own_name_taken(&self) -> Option<(String, node::Id)> {
         let name = &self.config.name;
         if let Some(holder) = self.state().and_then(|s| s.names.get(name)) {
             return (*holder != self.config.own).then(|| (name.clone(), holder.clone()));
         }
-        if self.core.is_some() {
-            return None;
-        }
+        let founders = &self.durable.founders;
+        let founder = |peer: &node::Id| founders.contains(&region::raft_id(peer));
+        let own_founder = founder(&self.config.own);
+        let older = |m: &super::Member| {
+            (m.incarnation, &m.peer) < (self.config.incarnation, &self.config.own)
+        };
         self.members
             .iter()
-            .filter(|m| m.name == *name && is_live(m.status))
+            .filter(|m| m.name == *name && m.peer != self.config.own && is_live(m.status))
             .find(|m| {
-                !m.founders.is_empty()
-                    || (m.incarnation, &m.peer) < (self.config.incarnation, &self.config.own)
+                if self.core.is_none() {
+                    !m.founders.is_empty() || older(m)
+                } else if own_founder != founder(&m.peer) {
+                    founder(&m.peer)
+                } else {
+                    older(m)
+                }
             })
             .map(|m| (name.clone(), m.peer.clone()))
     }

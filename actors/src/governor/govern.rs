@@ -18,7 +18,7 @@ impl Governor {
         if self.quiet_until.is_some_and(|t| now < t) {
             return;
         }
-        let commands = self.commands();
+        let (commands, mut refused_now) = self.commands();
         // Live peers claiming a name bound to another peer: reported once each, and kept
         // out of the configuration.
         let refused = self.refused();
@@ -35,7 +35,10 @@ impl Governor {
                 });
             }
         }
-        let refused: BTreeSet<u64> = refused.iter().map(|(_, _, c)| region::raft_id(c)).collect();
+        // Also those refused by a binding proposed in this round, so that a claimant never
+        // gets a learner slot for the round its name's binding takes to commit.
+        refused_now.extend(refused.iter().map(|(_, _, c)| region::raft_id(c)));
+        let refused = refused_now;
         let Some(core) = &mut self.core else {
             return;
         };
@@ -52,12 +55,19 @@ impl Governor {
         self.reconfigure(now, &refused);
     }
 
-    /// Deaths, returns, name bindings and work moves the current view calls for.
-    pub(super) fn commands(&self) -> Vec<Command> {
+    /// Deaths, returns, name bindings and work moves the current view calls for, and the
+    /// Raft ids of the live claimants refused for a name bound to another peer (in the
+    /// log, or by a binding among these commands).
+    ///
+    /// A name the log binds to nobody yet goes to the live claimant that already takes
+    /// part in consensus (a founder, when twins found a region together), else the
+    /// oldest (incarnation, then peer id): never to whichever the view lists first.
+    pub(super) fn commands(&self) -> (Vec<Command>, BTreeSet<u64>) {
         let Some(state) = self.state() else {
-            return Vec::new();
+            return (Vec::new(), BTreeSet::new());
         };
         let mut commands = Vec::new();
+        let mut refused = BTreeSet::new();
         let mut live: BTreeSet<node::Id> = BTreeSet::new();
         let me = (
             self.config.own.clone(),
@@ -69,15 +79,37 @@ impl Governor {
             .members
             .iter()
             .map(|m| (m.peer.clone(), m.name.clone(), m.incarnation, m.status));
-        let mut bound_now: BTreeMap<String, node::Id> = BTreeMap::new();
-        for (peer, name, incarnation, status) in std::iter::once(me).chain(others) {
-            let holder = state
-                .names
-                .get(&name)
-                .or_else(|| bound_now.get(&name))
-                .cloned();
-            if holder.as_ref().is_some_and(|h| *h != peer) {
+        let everyone: Vec<(node::Id, String, u64, Liveness)> =
+            std::iter::once(me).chain(others).collect();
+        let configured: BTreeSet<u64> = self
+            .status()
+            .map(|s| s.voters.into_iter().chain(s.learners).collect())
+            .unwrap_or_default();
+        // The claimant each unbound name goes to: (outside consensus, incarnation, peer),
+        // lowest first.
+        let mut claims: BTreeMap<&str, (bool, u64, &node::Id)> = BTreeMap::new();
+        for (peer, name, incarnation, status) in &everyone {
+            if !is_live(*status) || state.names.contains_key(name) {
+                continue;
+            }
+            let key = (
+                !configured.contains(&region::raft_id(peer)),
+                *incarnation,
+                peer,
+            );
+            let best = claims.entry(name.as_str()).or_insert(key);
+            if key < *best {
+                *best = key;
+            }
+        }
+        for (peer, name, incarnation, status) in everyone.iter().cloned() {
+            let bound = state.names.get(&name);
+            let holder = bound.or_else(|| claims.get(name.as_str()).map(|c| c.2));
+            if holder.is_some_and(|h| *h != peer) {
                 // Refused: a duplicate name takes no part in the region.
+                if is_live(status) && peer != self.config.own {
+                    refused.insert(region::raft_id(&peer));
+                }
                 continue;
             }
             match status {
@@ -88,8 +120,7 @@ impl Governor {
                 }
                 Liveness::Alive | Liveness::Suspect => {
                     live.insert(peer.clone());
-                    if holder.is_none() {
-                        bound_now.insert(name.clone(), peer.clone());
+                    if bound.is_none() {
                         commands.push(Command::Name {
                             name,
                             peer: peer.clone(),
@@ -111,7 +142,7 @@ impl Governor {
                 commands.push(Command::Unassign { item: item.clone() });
             }
         }
-        commands
+        (commands, refused)
     }
 
     /// One membership change toward: no refused or long-dead voter, every live member a

@@ -249,6 +249,111 @@ fn a_duplicate_name_is_refused_loudly_and_kept_out() {
     assert_eq!(sim.gov(leader).expect("leader").refused().len(), 1);
 }
 
+/// A newcomer hears the region one peer at a time: here it hears the group announced
+/// before the holder of its name is in its view, and joins the group. The master never
+/// sends it the log (it is refused), so no log tells it who holds its name: it must
+/// still know it is the refused claimant, say why it has no master, and tell so (not
+/// that the holder is the one refused).
+#[test]
+fn a_twin_that_joined_before_seeing_the_holder_knows_it_is_refused() {
+    let mut sim = Sim::new(12, 3, template(3));
+    assert!(sim.run_until(BOUND_MS, |s| s.master().is_some()));
+    sim.run_ms(5_000);
+    let twin = sim.add("m1", true);
+    sim.partition(&[&[0, 2, twin], &[1]]);
+    assert!(
+        sim.run_until(1_000, |s| s.gov(twin).is_some_and(|g| g.status().is_some())),
+        "the twin joins the group announced before it hears the holder"
+    );
+    sim.heal();
+    sim.run_ms(10_000);
+    let holder = sim.nodes[1].peer.clone();
+    let claimant = sim.nodes[twin].peer.clone();
+    let twin_gov = sim.gov(twin).expect("running");
+    assert_eq!(
+        twin_gov.no_master(),
+        Some(NoMaster::DuplicateName {
+            name: "m1".into(),
+            holder: holder.clone()
+        })
+    );
+    let leader = (0..3)
+        .find(|&i| sim.gov(i).and_then(Governor::leading).is_some())
+        .expect("a leader");
+    let status = sim.gov(leader).and_then(Governor::status).expect("status");
+    let id = sim.raft_id(twin);
+    assert!(!status.voters.contains(&id) && !status.learners.contains(&id));
+    assert_eq!(
+        sim.gov(leader).expect("leader").refused(),
+        vec![("m1".to_string(), holder.clone(), claimant.clone())]
+    );
+    // The twin's last word on it names the holder, and names itself the claimant.
+    let told = sim
+        .duplicates
+        .iter()
+        .rev()
+        .find(|(i, o)| *i == twin && matches!(o, Output::DuplicateName { .. }))
+        .map(|(_, o)| o.clone());
+    assert_eq!(
+        told,
+        Some(Output::DuplicateName {
+            name: "m1".into(),
+            holder,
+            claimant,
+            by_master: false,
+        })
+    );
+}
+
+/// Twins found a region together: the founding set takes the older one, and the master's
+/// first binding of the name must go to that founder too, whatever the order its view
+/// lists them in; the younger twin never gets a learner slot, even for one round.
+#[test]
+fn twins_founding_together_bind_the_name_to_the_founder() {
+    let mut sim = Sim::new(13, 1, template(3));
+    let listed_first = sim.add("twin", true);
+    sim.run_ms(100);
+    let founder = sim.add("twin", true);
+    sim.add("m3", true);
+    sim.run_ms(100);
+    // Restarted: now the younger claimant, but still listed first in every view.
+    sim.crash(listed_first);
+    sim.restart(listed_first);
+    let younger = sim.raft_id(listed_first);
+    let mut slots = 0;
+    let formed = sim.run_until(BOUND_MS, |s| {
+        for g in s.nodes.iter().filter_map(|n| n.gov.as_ref()) {
+            if let Some(st) = g.status().filter(|st| st.role == Role::Leader)
+                && (st.voters.contains(&younger) || st.learners.contains(&younger))
+            {
+                slots += 1;
+            }
+        }
+        s.master().is_some()
+            && s.nodes
+                .iter()
+                .filter_map(|n| n.gov.as_ref())
+                .any(|g| g.leading().is_some() && !g.refused().is_empty())
+    });
+    assert!(formed, "a master that refuses the younger twin");
+    sim.run_ms(3_000);
+    let leader = (0..sim.nodes.len())
+        .find(|&i| sim.gov(i).and_then(Governor::leading).is_some())
+        .expect("a leader");
+    let gov = sim.gov(leader).expect("leader");
+    let status = gov.status().expect("status");
+    let (holder, claimant) = (
+        sim.nodes[founder].peer.clone(),
+        sim.nodes[listed_first].peer.clone(),
+    );
+    assert_eq!(gov.state().and_then(|s| s.names.get("twin")), Some(&holder));
+    assert_eq!(gov.refused(), vec![("twin".to_string(), holder, claimant)]);
+    assert!(status.voters.contains(&sim.raft_id(founder)), "{status:?}");
+    assert_eq!(status.voters.len(), 3, "{status:?}");
+    assert!(!status.voters.contains(&younger) && !status.learners.contains(&younger));
+    assert_eq!(slots, 0, "the younger twin was given a consensus slot");
+}
+
 #[test]
 fn twins_started_together_found_with_one_of_them() {
     let mut sim = Sim::new(10, 3, template(3));
