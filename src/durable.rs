@@ -171,4 +171,178 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).expect("read"), "2048");
         assert!(!p.with_extension("tmp").exists());
     }
+
+    use fleetmesh_actors::region::{
+        EntryKind, Image, LogEntry, Membership, Persist, Snapshot, Vote,
+    };
+
+    fn entry(index: u64, term: u64) -> LogEntry {
+        LogEntry {
+            index,
+            term,
+            kind: EntryKind::Command,
+            data: vec![1, 2, 3],
+            context: vec![],
+        }
+    }
+
+    fn delta(first: u64, last: u64, term: u64) -> Persist {
+        Persist {
+            vote: Some(Vote {
+                term,
+                voted_for: 1,
+                commit: last,
+            }),
+            entries: (first..=last).map(|i| entry(i, term)).collect(),
+            ..Persist::default()
+        }
+    }
+
+    fn snapshot(index: u64, term: u64) -> Snapshot {
+        let mut image = Image::default();
+        image.state.applied = index;
+        image
+            .state
+            .names
+            .insert("web-1".into(), "peer-a".to_string().into());
+        Snapshot {
+            index,
+            term,
+            membership: Membership {
+                voters: vec![1, 2, 3],
+                ..Membership::default()
+            },
+            image,
+        }
+    }
+
+    #[test]
+    fn region_file_appends_deltas_and_rewrites_whole_after_a_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("region.rmp");
+        let (mut file, none) = RegionFile::open(&p).expect("no file yet");
+        assert!(none.is_none());
+        let mut want = Durable {
+            founders: vec![1, 2, 3],
+            membership: Membership {
+                voters: vec![1, 2, 3],
+                ..Membership::default()
+            },
+            ..Durable::default()
+        };
+        assert!(
+            file.append(&[delta(1, 1, 1)]).is_err(),
+            "nothing to append to"
+        );
+        file.write_whole(&want).expect("whole");
+        let whole_len = std::fs::metadata(&p).expect("file").len();
+        let deltas = [delta(1, 3, 1), delta(4, 6, 1)];
+        file.append(&deltas).expect("append");
+        file.append(&[delta(7, 7, 2)]).expect("append");
+        for d in deltas.iter().chain([&delta(7, 7, 2)]) {
+            want.apply(d).expect("folds");
+        }
+        let grown = std::fs::metadata(&p).expect("file").len();
+        assert!(grown > whole_len, "appended, not rewritten");
+        let (mut file, read) = RegionFile::open(&p).expect("reads");
+        assert_eq!(read.as_ref(), Some(&want));
+
+        // A snapshot compacts: the governor asks for the image whole, which is smaller.
+        let compact = Persist {
+            snapshot: Some(snapshot(6, 1)),
+            ..Persist::default()
+        };
+        want.apply(&compact).expect("folds");
+        assert_eq!(want.entries, vec![entry(7, 2)]);
+        file.write_whole(&want).expect("whole");
+        file.append(&[delta(8, 9, 2)]).expect("append");
+        want.apply(&delta(8, 9, 2)).expect("folds");
+        let (_, read) = RegionFile::open(&p).expect("reads");
+        assert_eq!(read, Some(want.clone()));
+        assert_eq!(
+            read.and_then(|d| d.snapshot)
+                .map(|s| s.image.state.names.len()),
+            Some(1)
+        );
+        assert!(!p.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn region_file_of_an_earlier_version_is_read_and_appended_to() {
+        // Earlier versions wrote one image, whole, without the snapshot field.
+        #[derive(serde::Serialize)]
+        struct Old {
+            vote: Vote,
+            membership: Membership,
+            entries: Vec<LogEntry>,
+            founders: Vec<u64>,
+        }
+        let old = Old {
+            vote: Vote {
+                term: 3,
+                voted_for: 2,
+                commit: 2,
+            },
+            membership: Membership {
+                voters: vec![1, 2],
+                ..Membership::default()
+            },
+            entries: vec![entry(1, 1), entry(2, 3)],
+            founders: vec![1, 2],
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("region.rmp");
+        std::fs::write(&p, rmp_serde::to_vec(&old).expect("encodes")).expect("write");
+        let (mut file, read) = RegionFile::open(&p).expect("reads");
+        let read = read.expect("an image");
+        assert_eq!(read.entries, old.entries);
+        assert_eq!((read.vote, read.founders.clone()), (old.vote, old.founders));
+        assert!(read.snapshot.is_none());
+        file.append(&[delta(3, 3, 3)]).expect("append");
+        let (_, again) = RegionFile::open(&p).expect("reads");
+        assert_eq!(again.expect("an image").last_index(), 3);
+    }
+
+    #[test]
+    fn region_file_cuts_a_torn_last_delta_and_refuses_a_damaged_one_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("region.rmp");
+        let (mut file, _) = RegionFile::open(&p).expect("no file yet");
+        let base = Durable {
+            membership: Membership {
+                voters: vec![1],
+                ..Membership::default()
+            },
+            ..Durable::default()
+        };
+        file.write_whole(&base).expect("whole");
+        file.append(&[delta(1, 2, 1)]).expect("append");
+        let good = std::fs::metadata(&p).expect("file").len();
+        file.append(&[delta(3, 4, 1)]).expect("append");
+        let full = std::fs::read(&p).expect("read");
+        // A crash in the middle of the second append.
+        for cut in [1, 5, 9, 20] {
+            let torn = &full[..full.len() - cut];
+            std::fs::write(&p, torn).expect("write");
+            let (mut file, read) = RegionFile::open(&p).expect("a torn tail is cut off");
+            assert_eq!(read.expect("an image").last_index(), 2, "cut {cut}");
+            assert_eq!(std::fs::metadata(&p).expect("file").len(), good);
+            // Appending after the cut reads back whole.
+            file.append(&[delta(3, 3, 1)]).expect("append");
+            let (_, read) = RegionFile::open(&p).expect("reads");
+            assert_eq!(read.expect("an image").last_index(), 3);
+        }
+        // A flipped byte in a delta that is not the last: the file is not trusted.
+        let mut damaged = full.clone();
+        let at = usize::try_from(good).expect("small") - 2;
+        damaged[at] ^= 0xff;
+        std::fs::write(&p, &damaged).expect("write");
+        let err = RegionFile::open(&p).expect_err("damaged");
+        assert!(err.to_string().contains("damaged"), "{err}");
+        // So is a delta that leaves a gap.
+        let mut gap = full[..usize::try_from(good).expect("small")].to_vec();
+        frame(&delta(9, 9, 1), &mut gap).expect("frames");
+        std::fs::write(&p, &gap).expect("write");
+        assert!(RegionFile::open(&p).is_err());
+    }
 }

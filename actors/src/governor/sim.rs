@@ -465,6 +465,22 @@ impl Sim {
             .count()
     }
 
+    /// Proposes `cmd` at member `i` (the master, for it to be taken).
+    pub fn propose(&mut self, i: usize, cmd: &region::Command) -> Result<(), region::Error> {
+        let now = self.now();
+        let r = match &mut self.nodes[i].gov {
+            Some(g) => g.propose(now, cmd),
+            None => Err(region::Error::NotLeader { leader: None }),
+        };
+        self.drain(i);
+        r
+    }
+
+    /// Index of the member that `peer` is.
+    pub fn index_of(&self, peer: &node::Id) -> Option<usize> {
+        self.nodes.iter().position(|n| n.peer == *peer)
+    }
+
     /// Raft id of member `i`.
     pub fn raft_id(&self, i: usize) -> u64 {
         region::raft_id(&self.nodes[i].peer)

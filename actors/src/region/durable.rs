@@ -440,6 +440,162 @@ mod tests {
         assert_eq!(d.last_index(), 2);
     }
 
+    fn snapshot(index: u64, term: u64) -> Snapshot {
+        let mut image = super::super::Image::default();
+        image.state.applied = index;
+        Snapshot {
+            index,
+            term,
+            membership: Membership {
+                voters: vec![1],
+                ..Membership::default()
+            },
+            image,
+        }
+    }
+
+    #[test]
+    fn a_taken_snapshot_drops_the_entries_it_covers_and_keeps_the_rest() {
+        let mut d = Durable {
+            vote: Vote {
+                term: 2,
+                voted_for: 1,
+                commit: 4,
+            },
+            entries: (1..=5).map(|i| entry(i, 1 + i / 4)).collect(),
+            ..Durable::default()
+        };
+        // Taken at 4 while 5 is appended; 6 comes in the same delta.
+        d.apply(&Persist {
+            snapshot: Some(snapshot(4, 2)),
+            entries: vec![entry(5, 2), entry(6, 2)],
+            ..Persist::default()
+        })
+        .expect("folds");
+        assert_eq!(d.entries, vec![entry(5, 2), entry(6, 2)]);
+        assert_eq!((d.snapshot_index(), d.last_index()), (4, 6));
+        // Entries appended in the same delta before the snapshot's index are covered.
+        let mut e = Durable::default();
+        e.apply(&Persist {
+            snapshot: Some(snapshot(3, 1)),
+            entries: (1..=5).map(|i| entry(i, 1)).collect(),
+            ..Persist::default()
+        })
+        .expect("folds");
+        assert_eq!(e.entries, vec![entry(4, 1), entry(5, 1)]);
+        // An older snapshot than the stored one changes nothing.
+        e.apply(&Persist {
+            snapshot: Some(snapshot(2, 1)),
+            ..Persist::default()
+        })
+        .expect("folds");
+        assert_eq!((e.snapshot_index(), e.entries.len()), (3, 2));
+    }
+
+    #[test]
+    fn an_installed_snapshot_replaces_a_log_that_disagrees() {
+        let mut d = Durable {
+            entries: (1..=6).map(|i| entry(i, 1)).collect(),
+            ..Durable::default()
+        };
+        // The master's entry at 4 has term 3: everything stored is replaced.
+        d.apply(&Persist {
+            snapshot: Some(snapshot(4, 3)),
+            entries: vec![entry(5, 3)],
+            ..Persist::default()
+        })
+        .expect("folds");
+        assert_eq!(d.entries, vec![entry(5, 3)]);
+        // Past the end of a short log: the log restarts after it.
+        let mut short = Durable {
+            entries: vec![entry(1, 1)],
+            ..Durable::default()
+        };
+        short
+            .apply(&Persist {
+                snapshot: Some(snapshot(9, 2)),
+                ..Persist::default()
+            })
+            .expect("folds");
+        assert!(short.entries.is_empty());
+        assert_eq!(short.last_index(), 9);
+        let gap = Persist {
+            entries: vec![entry(11, 2)],
+            ..Persist::default()
+        };
+        assert!(short.apply(&gap).is_err());
+        short
+            .apply(&Persist {
+                entries: vec![entry(10, 2)],
+                ..Persist::default()
+            })
+            .expect("contiguous after the snapshot");
+    }
+
+    #[test]
+    fn validate_checks_the_snapshot_against_the_log_and_the_vote() {
+        let good = Durable {
+            vote: Vote {
+                term: 2,
+                voted_for: 0,
+                commit: 5,
+            },
+            membership: Membership {
+                voters: vec![1],
+                ..Membership::default()
+            },
+            entries: vec![entry(5, 2), entry(6, 2)],
+            snapshot: Some(snapshot(4, 2)),
+            ..Durable::default()
+        };
+        good.validate().expect("consistent");
+        let mut gap = good.clone();
+        gap.entries.remove(0);
+        assert!(gap.validate().is_err());
+        let mut behind = good.clone();
+        behind.vote.commit = 3;
+        assert!(behind.validate().is_err());
+        let mut future = good.clone();
+        future.snapshot = Some(snapshot(4, 3));
+        assert!(future.validate().is_err());
+        let mut wrong_state = good.clone();
+        wrong_state.snapshot = Some(Snapshot {
+            index: 4,
+            ..snapshot(3, 2)
+        });
+        assert!(wrong_state.validate().is_err());
+        let mut low = good.clone();
+        low.entries = vec![entry(5, 1)];
+        assert!(
+            low.validate().is_err(),
+            "entries after the snapshot below its term"
+        );
+        assert_eq!(good.highest_term(), 2);
+    }
+
+    #[test]
+    fn recovery_of_a_compacted_image_follows_the_snapshot() {
+        let d = Durable {
+            vote: Vote {
+                term: 2,
+                voted_for: 0,
+                commit: 4,
+            },
+            membership: Membership {
+                voters: vec![1, 2, 3],
+                ..Membership::default()
+            },
+            snapshot: Some(snapshot(4, 5)),
+            ..Durable::default()
+        };
+        // Every term seen counts, the snapshot's too (here above the vote's).
+        assert!(d.recover(&[1], 5, "op", 0).is_err());
+        let r = d.recover(&[1], 6, "op", 0).expect("recovers");
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!((r.entries[0].index, r.entries[0].term), (5, 6));
+        assert_eq!(r.membership.voters, vec![1]);
+    }
+
     #[test]
     fn merged_delta_equals_sequential_deltas() {
         let mut merged = Persist::default();
