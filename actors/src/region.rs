@@ -276,6 +276,10 @@ pub struct Status {
     pub learners: Vec<u64>,
     /// Highest log index known committed.
     pub commit: u64,
+    /// Index of the latest snapshot this member took or installed (0: none).
+    pub snapshot: u64,
+    /// Entries in its log after the compaction point.
+    pub log_entries: u64,
 }
 
 impl Status {
@@ -783,6 +787,8 @@ impl Region {
             voters,
             learners,
             commit: raft.raft_log.committed,
+            snapshot: self.snapshot_index(),
+            log_entries: self.log_len(),
         }
     }
 
