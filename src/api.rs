@@ -443,6 +443,8 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "refused": r.refused.iter().map(|(name, holder, claimant)| serde_json::json!({"name": name, "holder": holder.0, "claimant": claimant.0})).collect::<Vec<_>>(),
         "commit": r.status.as_ref().map(|s| s.commit),
         "applied": r.state.applied,
+        "snapshot_index": r.status.as_ref().map(|s| s.snapshot),
+        "log_entries": r.status.as_ref().map(|s| s.log_entries),
         "voters": voters.iter().filter(|v| v["voting"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>(),
         "consensus_members": voters,
         "founders": r.founders.iter().map(|f| r.names.get(f).map_or_else(|| f.to_string(), |(n, _)| n.clone())).collect::<Vec<_>>(),

@@ -22,7 +22,7 @@ use fleetmesh_actors::actor::heartbeat::Subscribe;
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::policy::{Consulting, PolicyActor, SetAlerts, SetConsulting};
 use fleetmesh_actors::actor::polled::DetectorActor;
-use fleetmesh_actors::actor::region::{Connect, ConnectFleet, RegionActor};
+use fleetmesh_actors::actor::region::{Connect, ConnectFleet, RegionActor, Write};
 use fleetmesh_actors::actor::service::ServiceActor;
 use fleetmesh_actors::actor::spikes::{
     LinkChanged, ReportSync, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
@@ -35,7 +35,7 @@ use fleetmesh_actors::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::durable::write_durable;
+use crate::durable::{RegionFile, write_durable};
 use crate::metrics::Metrics;
 use crate::settings::Resolved;
 use crate::{api, identity, net, probe};
@@ -369,18 +369,12 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     // The region's consensus, on a thread of its own: its ticks must not wait behind a
     // storm of file events, or followers would take a busy master for a dead one.
     let region_path = data_dir.join("region.rmp");
-    let stored = match std::fs::read(&region_path) {
-        Ok(bytes) => Some(rmp_serde::from_slice(&bytes).with_context(|| {
-            format!(
-                "region consensus state {} is unreadable; move it away to rejoin the region as a new member",
-                region_path.display()
-            )
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read {}", region_path.display()));
-        }
-    };
+    let (mut region_file, stored) = RegionFile::open(&region_path).with_context(|| {
+        format!(
+            "region consensus state {} is unreadable; move it away to rejoin the region as a new member",
+            region_path.display()
+        )
+    })?;
     let region_thread = actix::Arbiter::new();
     let region_config = settings.governor(
         node::Id(peer_id.to_base58()),
@@ -397,9 +391,9 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             region_config,
             role,
             stored,
-            Box::new(move |d| {
-                let bytes = rmp_serde::to_vec(d).map_err(std::io::Error::other)?;
-                write_durable(&region_path, &bytes)
+            Box::new(move |w| match w {
+                Write::Whole(d) => region_file.write_whole(d),
+                Write::Append(deltas) => region_file.append(deltas),
             }),
             direct_tx,
             gossip,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetmesh_actors::node;
-use fleetmesh_actors::region::{self, Durable};
+use fleetmesh_actors::region;
 use serde_json::Value;
 
 use crate::durable::write_durable;
@@ -90,7 +90,8 @@ async fn recover(data_dir: &Path, peers: &[String]) -> Result<Recovered, Error> 
             path.display()
         ))
     })?;
-    let durable: Durable = rmp_serde::from_slice(&bytes)
+    // The image and the deltas appended to it; a torn last delta was never acted on.
+    let (durable, _) = crate::durable::read_region(&bytes)
         .map_err(|e| Error::Failed(format!("{} is unreadable: {e}", path.display())))?;
     if peers.is_empty() {
         return Err(Error::Refused(
@@ -98,18 +99,26 @@ async fn recover(data_dir: &Path, peers: &[String]) -> Result<Recovered, Error> 
         ));
     }
     let mut region_name: Option<String> = None;
-    // This node's name, as the region's log bound it.
+    // This node's name, as the region's log bound it (in the snapshot, or after it).
     let own_name = durable
-        .entries
+        .snapshot
         .iter()
-        .filter_map(|e| rmp_serde::from_slice::<region::Command>(&e.data).ok())
-        .find_map(|c| match c {
-            region::Command::Name { name, peer } if peer.0 == own => Some(name),
-            _ => None,
+        .flat_map(|s| s.image.state.names.iter())
+        .find_map(|(name, peer)| (peer.0 == own).then(|| name.clone()))
+        .or_else(|| {
+            durable
+                .entries
+                .iter()
+                .filter_map(|e| rmp_serde::from_slice::<region::Command>(&e.data).ok())
+                .find_map(|c| match c {
+                    region::Command::Name { name, peer } if peer.0 == own => Some(name),
+                    _ => None,
+                })
         })
         .unwrap_or_else(|| "(this node)".into());
     let mut voters = vec![(own_name, own.clone())];
-    let mut term = durable.vote.term;
+    // Every term this node has seen: its vote's, its snapshot's and its log's.
+    let mut term = durable.highest_term();
     for api in peers {
         let r = get(&client, api, "/api/v1/region")
             .await
@@ -169,8 +178,10 @@ async fn recover(data_dir: &Path, peers: &[String]) -> Result<Recovered, Error> 
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let backup: PathBuf =
-        data_dir.join(format!("region.rmp.before-recovery-{}", durable.vote.term));
+    let backup: PathBuf = data_dir.join(format!(
+        "region.rmp.before-recovery-{}",
+        durable.highest_term()
+    ));
     std::fs::copy(&path, &backup)
         .map_err(|e| Error::Failed(format!("cannot keep a copy at {}: {e}", backup.display())))?;
     let bytes = rmp_serde::to_vec(&recovered).map_err(|e| Error::Failed(e.to_string()))?;

@@ -372,6 +372,7 @@ impl Resolved {
             election_ticks: r.election_ticks,
             heartbeat_ticks: (r.election_ticks / 5).max(1),
             seed: u64::from(std::process::id()) ^ info.incarnation,
+            ..fleetmesh_actors::region::Config::default()
         };
         c
     }

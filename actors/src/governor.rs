@@ -22,8 +22,15 @@
 //! - [`Governor::handle_timeout`] when [`Governor::poll_timeout`] is due,
 //!
 //! and after each call drains [`Governor::poll_output`] until it returns `None`, acting on
-//! the outputs **in order**: an [`Output::Save`] must be durable (write
-//! [`Governor::durable`]) before any later [`Output::Send`] leaves.
+//! the outputs **in order**: an [`Output::Save`] must be durable before any later
+//! [`Output::Send`] leaves. What to write is [`Governor::take_save`]: the deltas folded
+//! into [`Governor::durable`] since the last save, to append, or (after a snapshot
+//! compacted the log, a founding or a recovery) the whole image, to write anew.
+//!
+//! The region's state is the consensus core's ([`Region::state`]); after a restart, or
+//! when the master's snapshot replaces this member's log, it arrives whole
+//! ([`Output::Installed`]) and the commands after it follow as [`Output::Committed`],
+//! each log index at most once.
 //!
 //! Consensus identity is the peer id: a member's Raft id is [`region::raft_id`] of its
 //! libp2p peer id, so no name, duplicated or not, can take over another member's vote.
@@ -47,7 +54,13 @@ use serde::Serialize;
 
 use crate::membership::Status as Liveness;
 use crate::node;
-use crate::region::{self, Command, Committed, Durable, Region, RegionState, Role, Status};
+use crate::region::{
+    self, Command, Committed, Durable, Image, Persist, Region, RegionState, Role, Status,
+};
+
+/// Deltas appended to the stored image before the governor asks for a rewrite anyway
+/// (without snapshots, votes and commit positions would grow the file without bound).
+const MAX_APPENDED: usize = 4096;
 
 /// One member of the region (other than this node), as the membership view knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +170,10 @@ pub enum Output {
     Send { to: node::Id, bytes: Vec<u8> },
     /// A command the region committed, in log order.
     Committed(Committed),
+    /// The region's state as of `state.applied`, whole: restored from a snapshot at
+    /// start, or the master's snapshot installed. Commands up to that index do not come
+    /// as `Committed`; later ones do.
+    Installed(Box<Image>),
     /// The master this member knows changed: `(peer, term)`, and whether it is this node.
     Master {
         master: Option<(node::Id, u64)>,
@@ -210,6 +227,22 @@ pub struct Governor {
     emitted: u64,
     /// The log ends with an operator's recovery not committed yet.
     recovering: bool,
+    /// Deltas folded into `durable` since the last [`Governor::take_save`].
+    unsaved: Vec<Persist>,
+    /// The next save must write `durable` whole.
+    rewrite: bool,
+    /// Deltas appended since the image was last written whole.
+    appended: usize,
+}
+
+/// What an [`Output::Save`] must write to bring the stored image up to
+/// [`Governor::durable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Save {
+    /// Write the image whole, replacing what is stored (atomically).
+    Whole,
+    /// Append these deltas, in order, to what is stored (empty: nothing to do).
+    Append(Vec<Persist>),
 }
 
 impl std::fmt::Debug for Governor {
@@ -254,6 +287,9 @@ impl Governor {
             unroutable: 0,
             emitted: 0,
             recovering: false,
+            unsaved: Vec::new(),
+            rewrite: false,
+            appended: 0,
             config,
         };
         if let Some(d) = stored {
@@ -367,9 +403,29 @@ impl Governor {
         self.out.pop_front()
     }
 
-    /// What [`Output::Save`] asks to write.
+    /// The image [`Output::Save`] makes durable.
     pub fn durable(&self) -> &Durable {
         &self.durable
+    }
+
+    /// How to make [`Governor::durable`] durable, given what earlier saves wrote: the
+    /// deltas since then, or the whole image when a snapshot compacted the log (or the
+    /// image was replaced, or many deltas piled up). Call once per [`Output::Save`].
+    pub fn take_save(&mut self) -> Save {
+        let deltas = std::mem::take(&mut self.unsaved);
+        if self.rewrite || self.appended + deltas.len() > MAX_APPENDED {
+            self.rewrite = false;
+            self.appended = 0;
+            return Save::Whole;
+        }
+        self.appended += deltas.len();
+        Save::Append(deltas)
+    }
+
+    /// The whole image replaced (founding, recovery): the next save writes it whole.
+    fn replaced(&mut self) {
+        self.unsaved.clear();
+        self.rewrite = true;
     }
 
     /// The state could not be made durable: stop taking part (sending votes or entries
@@ -574,11 +630,17 @@ impl Governor {
         };
         let before = core.status();
         let out = core.poll();
-        if let Some(p) = &out.persist {
-            if let Err(e) = self.durable.apply(p) {
+        if let Some(p) = out.persist {
+            if let Err(e) = self.durable.apply(&p) {
                 let why = format!("consensus state could not be folded: {e}");
                 self.stop(why);
                 return;
+            }
+            // A snapshot compacts: the stored image is written anew, without the log
+            // it covers.
+            self.rewrite |= p.snapshot.is_some();
+            if !self.rewrite {
+                self.unsaved.push(p);
             }
             self.out.push_back(Output::Save);
         }
@@ -590,6 +652,14 @@ impl Governor {
                 }),
                 None => self.unroutable += 1,
             }
+        }
+        if let Some(image) = out.installed
+            && image.state.applied > self.emitted
+        {
+            self.emitted = image.state.applied;
+            // The log that ended with an uncommitted recovery was replaced.
+            self.recovering = false;
+            self.out.push_back(Output::Installed(image));
         }
         let committed = !out.committed.is_empty();
         for c in out.committed {
@@ -628,6 +698,7 @@ impl Governor {
         sorted.sort_unstable();
         sorted.dedup();
         self.durable = self.durable.recovered(index, &voters);
+        self.replaced();
         self.out.push_back(Output::Save);
         if self
             .status()

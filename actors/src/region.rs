@@ -15,25 +15,40 @@
 //! Election jitter comes from a generator seeded by [`Config::seed`] and the member's id,
 //! so a run is reproducible from its inputs.
 //!
-//! The log is never compacted: the region's commands are rare (deaths, returns,
-//! reassignments), and a member that falls behind catches up from the log itself.
+//! The log is compacted. Once the applied log holds more than
+//! [`Config::snapshot_entries`] entries, the member takes a snapshot of its applied state
+//! ([`Image`]: everything the commands up to that index produced) and drops the log up
+//! to it, keeping the last [`Config::snapshot_tail`] entries so that a member slightly
+//! behind still catches up from the log. A member further behind (cut off, or down while
+//! the log moved on) receives the master's snapshot instead, checked before it is
+//! installed ([`MAX_SNAPSHOT_BYTES`] bounds it). A snapshot taken or installed is part
+//! of [`Output::persist`]; after a restart the member starts from it and applies the log
+//! after it. Every member compacts on its own, from its own applied state. An image
+//! larger than [`MAX_SNAPSHOT_BYTES`] is not taken (the log is kept and the attempt is
+//! counted in [`Region::oversized`]).
 
 mod check;
 mod durable;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot as RaftSnapshot,
+};
 use raft::storage::MemStorage;
-use raft::{RawNode, StateRole};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::node;
 
 pub use durable::{Durable, EntryKind, LogEntry, Membership, Persist, Vote};
+pub use snapshot::{Image, MAX_SNAPSHOT_BYTES, Snapshot};
+
+use snapshot::Store;
 
 /// Upper bound on one append message's entries, in bytes (one larger entry still goes alone).
 const MAX_MSG_BYTES: u64 = 64 * 1024;
@@ -66,6 +81,11 @@ pub struct Config {
     pub heartbeat_ticks: usize,
     /// Seeds the election jitter (mixed with the member's id).
     pub seed: u64,
+    /// A snapshot is taken once the applied log holds more than this many entries.
+    pub snapshot_entries: u64,
+    /// Applied entries kept in the log after a snapshot (fewer than `snapshot_entries`),
+    /// so that a member slightly behind catches up from the log rather than a snapshot.
+    pub snapshot_tail: u64,
 }
 
 impl Default for Config {
@@ -74,6 +94,8 @@ impl Default for Config {
             election_ticks: 10,
             heartbeat_ticks: 2,
             seed: 0,
+            snapshot_entries: 1_000,
+            snapshot_tail: 100,
         }
     }
 }
@@ -109,8 +131,9 @@ pub enum Command {
 /// A command the region committed, with its log position and the master's term.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
-    /// Log index; strictly increasing. After [`Region::restore`] the log is applied again
-    /// from index 1, so the runtime sees commands it saw before the restart.
+    /// Log index; strictly increasing. After [`Region::restore`] the log after the
+    /// snapshot is applied again, so the runtime sees commands it saw before the restart;
+    /// commands a snapshot covers never come one by one (see [`Output::installed`]).
     pub index: u64,
     /// Term of the master that proposed it (the fencing token for acting on it).
     pub term: u64,
@@ -135,12 +158,28 @@ pub struct RegionState {
     /// The peer each name is bound to (first binding wins).
     #[serde(default)]
     pub names: BTreeMap<String, node::Id>,
+    /// The last operator recovery the log applied.
+    #[serde(default)]
+    pub recovered: Option<Recovered>,
+}
+
+/// An operator's recovery ([`Command::Recover`]) as the log applied it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// Log index of the recovery.
+    pub index: u64,
+    /// The voters from then on (Raft ids).
+    pub voters: Vec<u64>,
+    pub term: u64,
+    pub by: String,
+    pub at_unix_ms: u64,
 }
 
 impl RegionState {
-    /// Applies one command. Incarnations only move forward: a death of an incarnation
-    /// older than the live one is stale, and a dead incarnation cannot come back alive.
-    fn apply(&mut self, cmd: &Command) {
+    /// Applies the command at `index`. Incarnations only move forward: a death of an
+    /// incarnation older than the live one is stale, and a dead incarnation cannot come
+    /// back alive.
+    fn apply(&mut self, index: u64, cmd: &Command) {
         match cmd {
             Command::DeclareDead { peer, incarnation } => {
                 if self.alive.get(peer).is_some_and(|live| live > incarnation) {
@@ -172,7 +211,20 @@ impl RegionState {
                     .entry(name.clone())
                     .or_insert_with(|| peer.clone());
             }
-            Command::Recover { .. } => {}
+            Command::Recover {
+                voters,
+                term,
+                by,
+                at_unix_ms,
+            } => {
+                self.recovered = Some(Recovered {
+                    index,
+                    voters: voters.clone(),
+                    term: *term,
+                    by: by.clone(),
+                    at_unix_ms: *at_unix_ms,
+                });
+            }
         }
     }
 }
@@ -186,6 +238,10 @@ pub struct Output {
     pub persist: Option<Persist>,
     /// Protobuf-encoded Raft messages, each with the Raft id of its recipient.
     pub messages: Vec<(u64, Vec<u8>)>,
+    /// The state jumped to this image (restored from a snapshot, or the master's
+    /// snapshot installed): the commands up to `state.applied` do not come one by one.
+    /// Comes before `committed`, which continue after it.
+    pub installed: Option<Box<Image>>,
     /// Commands newly committed and applied to [`Region::state`], in log order.
     pub committed: Vec<Committed>,
 }
@@ -220,6 +276,10 @@ pub struct Status {
     pub learners: Vec<u64>,
     /// Highest log index known committed.
     pub commit: u64,
+    /// Index of the latest snapshot this member took or installed (0: none).
+    pub snapshot: u64,
+    /// Entries in its log after the compaction point.
+    pub log_entries: u64,
 }
 
 impl Status {
@@ -269,8 +329,10 @@ pub enum Error {
 
 /// One member of a region's consensus group.
 pub struct Region {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<Store>,
     state: RegionState,
+    /// Approvals committed, in full, for snapshots ([`Image::approvals`]).
+    approvals: Vec<crate::fleet::Approval>,
     /// Index of the last membership entry reflected in the stored membership; entries at
     /// or below it are not applied again when the log is replayed after a restart.
     membership_index: u64,
@@ -282,6 +344,19 @@ pub struct Region {
     skipped: u64,
     /// A recovery applied and not yet taken by the runtime: (log index, new voters).
     recovery: Option<(u64, Vec<u64>)>,
+    snapshot_entries: u64,
+    snapshot_tail: u64,
+    /// No snapshot is attempted before this applied index (after an oversized image).
+    snapshot_not_before: u64,
+    /// Snapshots not taken because the image exceeded [`MAX_SNAPSHOT_BYTES`].
+    oversized: u64,
+    /// The image the state jumped to, for the next [`Output::installed`].
+    installed: Option<Box<Image>>,
+    /// Ticks since the member started.
+    ticks: u64,
+    /// While master: since which tick each member has been sent a snapshot that it has
+    /// not acknowledged.
+    snapshot_since: BTreeMap<u64, u64>,
 }
 
 impl fmt::Debug for Region {
@@ -309,35 +384,57 @@ impl Region {
             voters,
             ..Membership::default()
         };
-        let storage = MemStorage::new_with_conf_state(membership.to_conf());
+        let storage = Store::new(MemStorage::new_with_conf_state(membership.to_conf()));
         let mut region = Region::build(id, storage, 0, config)?;
         region.pending.membership = Some(membership);
         Ok(region)
     }
 
-    /// Rebuilds a member after a restart from the fold of every [`Persist`] it produced.
-    /// The committed log is applied again from index 1 on the next polls.
+    /// Rebuilds a member after a restart from the fold of every [`Persist`] it produced:
+    /// its state starts as the snapshot's (reported as [`Output::installed`] on the next
+    /// poll), and the committed log after it is applied again on the next polls.
     pub fn restore(id: u64, durable: Durable, config: &Config) -> Result<Self, Error> {
         durable.validate()?;
         let entries: Vec<Entry> = durable.entries.iter().map(Entry::from).collect();
-        let storage = MemStorage::new();
+        let mut storage = Store::new(MemStorage::new());
+        if let Some(s) = &durable.snapshot {
+            let raft = s.to_raft().ok_or_else(|| {
+                Error::Durable(format!(
+                    "the snapshot at {} exceeds {MAX_SNAPSHOT_BYTES} bytes",
+                    s.index
+                ))
+            })?;
+            storage.install(&raft)?;
+        }
         {
-            let mut core = storage.wl();
+            let mut core = storage.mem.wl();
             core.set_hardstate(durable.vote.into());
             core.set_conf_state(durable.membership.to_conf());
             core.append(&entries)?;
         }
-        Region::build(id, storage, durable.membership.index, config)
+        let mut region = Region::build(id, storage, durable.membership.index, config)?;
+        if let Some(s) = durable.snapshot {
+            region.state = s.image.state.clone();
+            region.approvals = s.image.approvals.clone();
+            region.installed = Some(Box::new(s.image));
+        }
+        Ok(region)
     }
 
     fn build(
         id: u64,
-        storage: MemStorage,
+        storage: Store,
         membership_index: u64,
         config: &Config,
     ) -> Result<Self, Error> {
         if id == 0 {
             return Err(Error::NoVoters);
+        }
+        if config.snapshot_entries == 0 || config.snapshot_tail >= config.snapshot_entries {
+            return Err(Error::Config(format!(
+                "snapshot_entries ({}) must be above 0 and above snapshot_tail ({})",
+                config.snapshot_entries, config.snapshot_tail
+            )));
         }
         let raft_config = raft::Config {
             id,
@@ -358,12 +455,20 @@ impl Region {
         let mut region = Region {
             raw,
             state: RegionState::default(),
+            approvals: Vec::new(),
             membership_index,
             pending: Persist::default(),
             jitter: Jitter::new(config.seed, id),
             election_ticks: config.election_ticks,
             skipped: 0,
             recovery: None,
+            snapshot_entries: config.snapshot_entries,
+            snapshot_tail: config.snapshot_tail,
+            snapshot_not_before: 0,
+            oversized: 0,
+            installed: None,
+            ticks: 0,
+            snapshot_since: BTreeMap::new(),
         };
         region.rejitter();
         Ok(region)
@@ -372,7 +477,37 @@ impl Region {
     /// Advances the member's logical clock by one interval.
     pub fn tick(&mut self) {
         self.raw.tick();
+        self.ticks += 1;
+        self.expire_snapshots();
         self.rejitter();
+    }
+
+    /// The network gives no receipt for a snapshot, and Raft sends nothing more to a
+    /// member it is sending one until that member answers. A snapshot not acknowledged
+    /// within two election timeouts is reported failed, so that Raft probes the member
+    /// again (and sends a snapshot again if it still needs one).
+    fn expire_snapshots(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            self.snapshot_since.clear();
+            return;
+        }
+        let sending: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, pr)| pr.state == ProgressState::Snapshot)
+            .map(|(id, _)| *id)
+            .collect();
+        self.snapshot_since.retain(|id, _| sending.contains(id));
+        let limit = 2 * u64::try_from(self.election_ticks).unwrap_or(u64::MAX / 4);
+        for id in sending {
+            let since = *self.snapshot_since.entry(id).or_insert(self.ticks);
+            if self.ticks - since >= limit {
+                self.raw.report_snapshot(id, SnapshotStatus::Failure);
+                self.snapshot_since.remove(&id);
+            }
+        }
     }
 
     /// Hands the member a message a peer sent. Bytes that do not decode, or describe
@@ -484,18 +619,23 @@ impl Region {
             // A master's appends may leave before its own copy is durable (Raft allows
             // it); the runtime still persists first, which is stricter and simpler.
             encode(ready.take_messages(), &mut out.messages);
-            // No snapshot can arrive: the log is never compacted and `step` refuses them.
+            // The master's snapshot (checked by `step`) replaces the log, and the state.
+            if ready.snapshot().get_metadata().index > 0 {
+                let snap = ready.snapshot().clone();
+                self.install(&snap, &mut persist);
+            }
             let entries = ready.take_entries();
             if !entries.is_empty() {
                 self.raw
                     .mut_store()
+                    .mem
                     .wl()
                     .append(&entries)
                     .expect("the in-memory log reports no errors (it asserts instead)");
                 persist.append(entries.iter().map(LogEntry::from).collect());
             }
             if let Some(hs) = ready.hs() {
-                self.raw.mut_store().wl().set_hardstate(hs.clone());
+                self.raw.mut_store().mem.wl().set_hardstate(hs.clone());
                 persist.vote = Some(Vote::from(hs));
             }
             encode(ready.take_persisted_messages(), &mut out.messages);
@@ -503,7 +643,7 @@ impl Region {
 
             let mut light = self.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
-                let mut store = self.raw.mut_store().wl();
+                let mut store = self.raw.mut_store().mem.wl();
                 store.mut_hard_state().commit = commit;
                 persist.vote = Some(Vote::from(store.hard_state()));
             }
@@ -511,11 +651,117 @@ impl Region {
             self.apply(light.take_committed_entries(), &mut out, &mut persist);
             self.raw.advance_apply();
         }
+        self.compact(&mut persist);
+        out.installed = self.installed.take();
         self.rejitter();
         if !persist.is_empty() {
             out.persist = Some(persist);
         }
         out
+    }
+
+    /// Installs the master's snapshot: the log restarts after it, the state and the
+    /// membership are the snapshot's, and so is the next durable delta.
+    fn install(&mut self, snap: &RaftSnapshot, persist: &mut Persist) {
+        let meta = snap.get_metadata();
+        let index = meta.index;
+        // Raft restored its log from the snapshot already; the storage must follow it,
+        // and it only refuses a snapshot behind its own compaction point, which Raft
+        // never installs (a snapshot below the commit index is ignored).
+        if self.raw.mut_store().install(snap).is_err() {
+            self.skipped += 1;
+            return;
+        }
+        // `step` decoded the same bytes before the core saw them.
+        let image = Image::decode(&snap.data, index).unwrap_or_else(|_| {
+            self.skipped += 1;
+            Image {
+                state: RegionState {
+                    applied: index,
+                    ..self.state.clone()
+                },
+                approvals: self.approvals.clone(),
+            }
+        });
+        self.state = image.state.clone();
+        self.approvals = image.approvals.clone();
+        self.membership_index = index;
+        let membership = Membership::from_conf(meta.get_conf_state(), index);
+        // Entries appended earlier in this poll were discarded with the old log.
+        persist.entries.clear();
+        persist.membership = Some(membership.clone());
+        persist.snapshot = Some(Snapshot {
+            index,
+            term: meta.term,
+            membership,
+            image: image.clone(),
+        });
+        self.installed = Some(Box::new(image));
+    }
+
+    /// Takes a snapshot of the applied state and compacts the log once it holds more
+    /// than `snapshot_entries` applied entries, keeping the last `snapshot_tail`.
+    fn compact(&mut self, persist: &mut Persist) {
+        let applied = self.state.applied;
+        // A snapshot installed in this poll is the newest one already.
+        if persist.snapshot.is_some() || applied < self.snapshot_not_before {
+            return;
+        }
+        let Ok(first) = self.raw.store().first_index() else {
+            return;
+        };
+        if applied < first || applied - first < self.snapshot_entries {
+            return;
+        }
+        let Ok(term) = self.raw.store().term(applied) else {
+            return;
+        };
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        let snapshot = Snapshot {
+            index: applied,
+            term,
+            membership: Membership::from_conf(&cs, self.membership_index),
+            image: self.image(),
+        };
+        let Some(raft) = snapshot.to_raft() else {
+            self.oversized += 1;
+            self.snapshot_not_before = applied + self.snapshot_entries;
+            return;
+        };
+        let store = self.raw.mut_store();
+        store.keep(raft);
+        let keep_from = applied.saturating_sub(self.snapshot_tail) + 1;
+        if keep_from > first {
+            let _ = store.mem.wl().compact(keep_from);
+        }
+        persist.snapshot = Some(snapshot);
+    }
+
+    /// The applied state in full, as a snapshot carries it.
+    pub fn image(&self) -> Image {
+        Image {
+            state: self.state.clone(),
+            approvals: self.approvals.clone(),
+        }
+    }
+
+    /// Entries in the in-memory log (after the compaction point, applied or not).
+    pub fn log_len(&self) -> u64 {
+        let store = self.raw.store();
+        match (store.first_index(), store.last_index()) {
+            (Ok(first), Ok(last)) => (last + 1).saturating_sub(first),
+            _ => 0,
+        }
+    }
+
+    /// Index of the latest snapshot this member took or installed (0: none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.raw.store().snapshot_index()
+    }
+
+    /// Snapshots not taken because the image exceeded [`MAX_SNAPSHOT_BYTES`].
+    pub fn oversized(&self) -> u64 {
+        self.oversized
     }
 
     /// A recovery the log applied (its index and the new voters), for the runtime to
@@ -541,6 +787,8 @@ impl Region {
             voters,
             learners,
             commit: raft.raft_log.committed,
+            snapshot: self.snapshot_index(),
+            log_entries: self.log_len(),
         }
     }
 
@@ -605,7 +853,12 @@ impl Region {
                         {
                             self.recovery = Some((e.index, voters.clone()));
                         }
-                        self.state.apply(&command);
+                        if let Command::Approve(a) = &command {
+                            let id = a.id();
+                            self.approvals.retain(|known| known.id() != id);
+                            self.approvals.push((**a).clone());
+                        }
+                        self.state.apply(e.index, &command);
                         out.committed.push(Committed {
                             index: e.index,
                             term: e.term,
@@ -660,7 +913,7 @@ impl Region {
             self.skipped += 1;
         }
         let cs = self.raw.raft.prs().conf().to_conf_state();
-        self.raw.mut_store().wl().set_conf_state(cs.clone());
+        self.raw.mut_store().mem.wl().set_conf_state(cs.clone());
         persist.membership = Some(Membership::from_conf(&cs, index));
     }
 

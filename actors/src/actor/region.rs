@@ -5,8 +5,10 @@
 //!   consensus messages from peers ([`RaftIn`]), approvals to propose, and the timer,
 //!   armed from [`Governor::poll_timeout`] (never a fixed interval).
 //! - Outputs, in the governor's order: its durable state written (write + fsync) before
-//!   any later consensus message leaves, messages handed to the network driver as direct
-//!   requests, committed commands recorded (approvals handed to the learners), and events
+//!   any later consensus message leaves (the deltas appended, or the whole image after a
+//!   snapshot, as [`Governor::take_save`] says), messages handed to the network driver as
+//!   direct requests, committed commands recorded (approvals handed to the learners; a
+//!   snapshot's approvals too, when the region's state arrives whole), and events
 //!   pushed to whoever subscribed: the master of record and this node's part
 //!   ([`SetView`] to the policy and fleet actors, [`MasterKnown`] to the spike encoder),
 //!   what heartbeats must announce ([`SetRegion`]), duplicate names (logged; alerted by
@@ -28,11 +30,11 @@ use crate::actor::fleet::{Intake, LearnedIn, ProposeApproval, SetView};
 use crate::actor::heartbeat::{RegionMembers, SetRegion};
 use crate::actor::{Reincarnate, Stop, unix_ms};
 use crate::fleet::Via;
-use crate::governor::{self, Governor, NoMaster, Output};
+use crate::governor::{self, Governor, NoMaster, Output, Save};
 use crate::intake::Output as IntakeOutput;
 use crate::ledger;
 use crate::outbox::{self, Direct, DirectSender};
-use crate::region::{Command, Committed, Durable, RegionState, Status};
+use crate::region::{Command, Committed, Durable, Image, Persist, RegionState, Status};
 use crate::spike::Spike;
 use crate::sync::Master;
 use crate::{node, wire};
@@ -117,8 +119,17 @@ pub struct Snapshot {
 #[rtype(result = "Snapshot")]
 pub struct GetRegion;
 
+/// What to make durable for the member's consensus state.
+#[derive(Debug, Clone, Copy)]
+pub enum Write<'a> {
+    /// Replace what is stored with this image, atomically.
+    Whole(&'a Durable),
+    /// Append these deltas to what is stored (folded in order with [`Durable::apply`]).
+    Append(&'a [Persist]),
+}
+
 /// Makes the member's consensus state durable (write + fsync).
-pub type PersistRegion = Box<dyn FnMut(&Durable) -> std::io::Result<()> + Send>;
+pub type PersistRegion = Box<dyn FnMut(Write<'_>) -> std::io::Result<()> + Send>;
 
 /// Starts a new incarnation (durably) and returns its number.
 pub type NextIncarnation = Box<dyn FnMut() -> std::io::Result<u64> + Send>;
@@ -243,7 +254,12 @@ impl RegionActor {
         while let Some(o) = self.gov.poll_output() {
             match o {
                 Output::Save => {
-                    if let Err(e) = (self.persist)(self.gov.durable()) {
+                    let written = match self.gov.take_save() {
+                        Save::Whole => (self.persist)(Write::Whole(self.gov.durable())),
+                        Save::Append(deltas) if deltas.is_empty() => Ok(()),
+                        Save::Append(deltas) => (self.persist)(Write::Append(&deltas)),
+                    };
+                    if let Err(e) = written {
                         tracing::error!(error = %e, "cannot persist the region's consensus state; leaving consensus");
                         self.gov
                             .stop(format!("consensus state could not be persisted: {e}"));
@@ -261,6 +277,7 @@ impl RegionActor {
                     }
                 }
                 Output::Committed(c) => self.committed(c),
+                Output::Installed(image) => self.installed(*image),
                 Output::Master { master, leading } => {
                     match &master {
                         Some((peer, term)) => {
@@ -386,6 +403,25 @@ impl RegionActor {
             }
             Err(e) => tracing::error!(error = %e, "cannot start a new incarnation"),
         }
+    }
+
+    /// The region's state arrived whole: the approvals it holds that this node has not
+    /// seen go to the learners as committed ones do.
+    fn installed(&mut self, image: Image) {
+        tracing::info!(
+            index = image.state.applied,
+            approvals = image.approvals.len(),
+            "region state installed from a snapshot"
+        );
+        let known: std::collections::BTreeSet<String> =
+            self.approvals.iter().map(|a| a.id()).collect();
+        let fresh: Vec<crate::fleet::Approval> = image
+            .approvals
+            .into_iter()
+            .filter(|a| !known.contains(&a.id()))
+            .collect();
+        tell_learned(&self.learners, &fresh);
+        self.approvals.extend(fresh);
     }
 
     fn committed(&mut self, c: Committed) {

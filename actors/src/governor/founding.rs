@@ -212,6 +212,7 @@ impl Governor {
                 };
                 self.facts.founders = founders.clone();
                 self.facts.proposal = Vec::new();
+                self.replaced();
                 self.out.push_back(Output::Save);
                 self.out.push_back(Output::Facts(self.facts.clone()));
                 self.out.push_back(Output::Joined {

@@ -8,11 +8,14 @@
 //!   previous heartbeat) and their liveness: a member down (crashed, or cut off from the
 //!   observer) for [`DETECT_MS`] is dead; before that it still looks alive. The view is
 //!   pushed only when it changed, as the heartbeat actor does.
-//! - A crash keeps exactly what the member saved ([`Output::Save`] before its sends); a
-//!   restart is a new incarnation restored from that.
+//! - A crash keeps exactly what the member saved ([`Output::Save`] before its sends): the
+//!   disk is written as the runtime writes its file, whole or by appending the deltas
+//!   [`Governor::take_save`] hands out; a restart is a new incarnation restored from that.
 //!
-//! Safety is checked as it goes: never two masters of one term, and every member applies
-//! the same command at the same log index.
+//! Safety is checked as it goes: never two masters of one term, every member applies
+//! the same command at the same log index, every member's region state is the same at
+//! the same applied index (whether it got there by commands or by a snapshot), and the
+//! disk written by deltas equals the governor's image after every save.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -21,10 +24,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Config, Facts, Governor, Member, Output};
+use super::{Config, Facts, Governor, Member, Output, Save};
 use crate::membership::Status as Liveness;
 use crate::node;
-use crate::region::{self, Committed, Durable, Role};
+use crate::region::{self, Committed, Durable, RegionState, Role};
 
 pub const STEP_MS: u64 = 10;
 pub const HEARTBEAT_MS: u64 = 200;
@@ -72,6 +75,13 @@ pub struct Sim {
     pub leaders: BTreeMap<u64, node::Id>,
     /// The first command seen applied at each index.
     log: BTreeMap<u64, Committed>,
+    /// The first region state seen at each applied index.
+    states: BTreeMap<u64, RegionState>,
+    /// Snapshots installed from the state arriving whole (at restart or from a master).
+    pub installed: u64,
+    /// Saves that wrote the image whole, and that appended deltas.
+    pub saves_whole: u64,
+    pub saves_appended: u64,
     pub template: Config,
     /// Outputs seen, for assertions.
     pub duplicates: Vec<(usize, Output)>,
@@ -96,6 +106,10 @@ impl Sim {
             cut_since: BTreeMap::new(),
             leaders: BTreeMap::new(),
             log: BTreeMap::new(),
+            states: BTreeMap::new(),
+            installed: 0,
+            saves_whole: 0,
+            saves_appended: 0,
             template,
             duplicates: Vec::new(),
             reincarnations: 0,
@@ -332,8 +346,43 @@ impl Sim {
             };
             match o {
                 Output::Save => {
-                    let d = g.durable().clone();
-                    self.nodes[i].disk = Some(d);
+                    match g.take_save() {
+                        Save::Whole => {
+                            self.saves_whole += 1;
+                            self.nodes[i].disk = Some(g.durable().clone());
+                        }
+                        Save::Append(deltas) => {
+                            self.saves_appended += 1;
+                            let disk = self.nodes[i]
+                                .disk
+                                .as_mut()
+                                .expect("a delta is appended to an image written whole");
+                            for d in &deltas {
+                                disk.apply(d).expect("saved deltas fold");
+                            }
+                        }
+                    }
+                    let Some(g) = &self.nodes[i].gov else {
+                        return;
+                    };
+                    assert_eq!(
+                        self.nodes[i].disk.as_ref(),
+                        Some(g.durable()),
+                        "seed {}: the disk written by deltas differs from the image",
+                        self.seed
+                    );
+                }
+                Output::Installed(image) => {
+                    self.installed += 1;
+                    let seen = self
+                        .states
+                        .entry(image.state.applied)
+                        .or_insert_with(|| image.state.clone());
+                    assert_eq!(
+                        *seen, image.state,
+                        "seed {}: a snapshot differs from the state at its index",
+                        self.seed
+                    );
                 }
                 Output::Send { to, bytes } => {
                     if let Some(j) = self.nodes.iter().position(|n| n.peer == to) {
@@ -355,6 +404,17 @@ impl Sim {
                 | Output::Joined { .. }
                 | Output::ExpectDiffers { .. } => {}
             }
+        }
+        if let Some(state) = self.nodes[i].gov.as_ref().and_then(Governor::state) {
+            let seen = self
+                .states
+                .entry(state.applied)
+                .or_insert_with(|| state.clone());
+            assert_eq!(
+                seen, state,
+                "seed {}: two states at applied index {}",
+                self.seed, state.applied
+            );
         }
         if let Some(s) = self.nodes[i].gov.as_ref().and_then(Governor::status)
             && s.role == Role::Leader
@@ -403,6 +463,22 @@ impl Sim {
         (0..self.nodes.len())
             .filter(|&i| self.up(i) && self.group[i] == 0)
             .count()
+    }
+
+    /// Proposes `cmd` at member `i` (the master, for it to be taken).
+    pub fn propose(&mut self, i: usize, cmd: &region::Command) -> Result<(), region::Error> {
+        let now = self.now();
+        let r = match &mut self.nodes[i].gov {
+            Some(g) => g.propose(now, cmd),
+            None => Err(region::Error::NotLeader { leader: None }),
+        };
+        self.drain(i);
+        r
+    }
+
+    /// Index of the member that `peer` is.
+    pub fn index_of(&self, peer: &node::Id) -> Option<usize> {
+        self.nodes.iter().position(|n| n.peer == *peer)
     }
 
     /// Raft id of member `i`.

@@ -397,10 +397,10 @@ fn a_member_the_region_holds_dead_is_told_to_reincarnate() {
 /// simulator) one master per term and one command per log index, and here that the
 /// region is never without a master for longer than the bound while a majority of its
 /// eligible members is up and connected.
-fn chaos(seed: u64) {
+fn chaos(seed: u64) -> Sim {
     let mut rng = StdRng::seed_from_u64(seed);
     let n = rng.random_range(3..=5);
-    let mut sim = Sim::new(seed, 0, template(3));
+    let mut sim = Sim::new(seed, 0, compacting(template(3)));
     sim.loss = 0.02;
     let starts: Vec<u64> = (0..n).map(|_| rng.random_range(0..3_000)).collect();
     let mut events: Vec<(u64, bool)> = Vec::new();
@@ -510,6 +510,14 @@ fn chaos(seed: u64) {
             masterless_since = None;
         }
     }
+    sim
+}
+
+/// `config` with a region log compacted every few entries.
+fn compacting(mut config: Config) -> Config {
+    config.consensus.snapshot_entries = 8;
+    config.consensus.snapshot_tail = 2;
+    config
 }
 
 use rand::rngs::StdRng;
@@ -526,9 +534,159 @@ fn governor_chaos_1000_seeded_schedules() {
             Some(a.parse().ok()?..b.parse().ok()?)
         })
         .unwrap_or(0..1000);
+    let all = seeds.end - seeds.start;
+    let (mut installed, mut whole, mut appended) = (0, 0, 0);
     for seed in seeds {
-        chaos(seed);
+        let sim = chaos(seed);
+        installed += sim.installed;
+        whole += sim.saves_whole;
+        appended += sim.saves_appended;
     }
+    eprintln!(
+        "governor chaos, {all} schedules: {installed} states installed from snapshots, {whole} saves whole, {appended} appended"
+    );
+    // The schedules compacted, restarted from snapshots and caught up by them.
+    if all >= 100 {
+        assert!(installed > all, "installed {installed}");
+        assert!(appended > whole, "whole {whole}, appended {appended}");
+    }
+}
+
+#[test]
+fn a_member_restarted_from_a_snapshot_rebuilds_the_state_and_emits_each_command_once() {
+    let mut sim = Sim::new(61, 3, compacting(template(3)));
+    assert!(sim.run_until(BOUND_MS, |s| s.master().is_some()));
+    let (master, _) = sim.master().expect("a master");
+    let m = sim.index_of(&master).expect("a member");
+    let approval = crate::fleet::Approval::new(
+        crate::fleet::Pattern {
+            roles: ["web".to_string()].into(),
+            kind: crate::spike::Kind::User,
+            change: crate::spike::Change::Added,
+            subject: "deploy".into(),
+            after: None,
+        },
+        "r",
+        1,
+        master.clone(),
+        "operator test".into(),
+        5,
+    );
+    sim.propose(m, &Command::Approve(Box::new(approval.clone())))
+        .expect("the master takes it");
+    for n in 0..30 {
+        sim.propose(
+            m,
+            &Command::Assign {
+                item: format!("extra-{n}"),
+                owner: master.clone(),
+            },
+        )
+        .expect("the master takes it");
+        sim.run_ms(50);
+    }
+    sim.run_ms(2_000);
+    let f = (0..3).find(|&i| i != m).expect("a follower");
+    let g = sim.gov(f).expect("running");
+    let state = g.state().expect("a member").clone();
+    let disk = sim.nodes[f].disk.clone().expect("saved");
+    assert_eq!(&disk, g.durable(), "the disk is the image");
+    let snap = disk.snapshot.clone().expect("compacted");
+    assert!(snap.index > 30, "snapshot at {}", snap.index);
+    assert!(
+        disk.entries.len() < 12,
+        "{} entries kept",
+        disk.entries.len()
+    );
+    assert!(disk.entries.iter().all(|e| e.index > snap.index));
+    assert!(snap.image.approvals.contains(&approval));
+
+    // Restarted from that disk: the state arrives whole first, then only the commands
+    // after the snapshot, each once.
+    let mut c = sim.template.clone();
+    c.own = sim.nodes[f].peer.clone();
+    c.name = sim.nodes[f].name.clone();
+    let mut g = Governor::new(c, Some(disk), sim.now());
+    let mut outputs = Vec::new();
+    while let Some(o) = g.poll_output() {
+        outputs.push(o);
+    }
+    let first = outputs
+        .iter()
+        .position(|o| matches!(o, Output::Installed(_)))
+        .expect("the state arrives whole");
+    let Output::Installed(image) = &outputs[first] else {
+        unreachable!()
+    };
+    assert_eq!(image.state.applied, snap.index);
+    assert_eq!(image.approvals, vec![approval]);
+    let committed: Vec<u64> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Committed(c) => Some(c.index),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        outputs[..first]
+            .iter()
+            .all(|o| !matches!(o, Output::Committed(_)))
+    );
+    assert!(committed.iter().all(|&i| i > snap.index));
+    assert!(committed.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        g.state(),
+        Some(&state),
+        "the same state as before the restart"
+    );
+    // Nothing to rewrite: a restart appends to what is stored.
+    assert!(matches!(g.take_save(), Save::Append(_)));
+}
+
+#[test]
+fn a_member_down_while_the_log_was_compacted_catches_up_by_snapshot() {
+    let mut sim = Sim::new(62, 3, compacting(template(3)));
+    assert!(sim.run_until(BOUND_MS, |s| s.master().is_some()
+        && (0..3).all(|i| voters_of(s, i).len() == 3)));
+    let (master, _) = sim.master().expect("a master");
+    let m = sim.index_of(&master).expect("a member");
+    let f = (0..3).find(|&i| i != m).expect("a follower");
+    let behind = sim
+        .gov(f)
+        .and_then(Governor::state)
+        .expect("a member")
+        .applied;
+    let installed = sim.installed;
+    sim.partition(&[&[m, 3 - m - f], &[f]]);
+    for n in 0..30 {
+        let _ = sim.propose(
+            m,
+            &Command::Assign {
+                item: format!("extra-{n}"),
+                owner: master.clone(),
+            },
+        );
+        sim.run_ms(50);
+    }
+    let compacted = sim.gov(m).expect("running").durable().snapshot_index();
+    assert!(
+        compacted > behind + 2,
+        "compacted to {compacted}, member at {behind}"
+    );
+    sim.heal();
+    assert!(sim.run_until(BOUND_MS, |s| {
+        let want = s.gov(m).and_then(Governor::state);
+        want.is_some() && s.gov(f).and_then(Governor::state) == want
+    }));
+    assert!(sim.installed > installed, "caught up without a snapshot");
+    assert!(
+        sim.gov(f)
+            .expect("running")
+            .state()
+            .expect("a member")
+            .assignments
+            .contains_key("extra-29")
+    );
 }
 
 #[test]

@@ -5,6 +5,11 @@
 //! assertions. Peers are authenticated, but a bug or a corrupted frame must cost one
 //! rejected message, never the node. These checks are cheap, local and never reject a
 //! message an honest member sends.
+//!
+//! A snapshot (`MsgSnapshot`, a master's answer to a member whose log it compacted) is
+//! checked whole: bounded in size, its position and configuration consistent, its data
+//! an [`super::Image`] of the state at its index. Raft aborts on a configuration it
+//! cannot restore, so a hostile one must never reach it.
 
 use raft::eraftpb::{Message, MessageType};
 
@@ -19,9 +24,10 @@ pub(super) fn refuse(m: &Message, me: u64, term: u64, last_index: u64) -> Option
         | MsgHeartbeat
         | MsgHeartbeatResponse
         | MsgRequestPreVote
-        | MsgRequestPreVoteResponse => {}
-        // Local triggers, snapshots (the log is never compacted), leadership transfer and
-        // forwarded proposals are never sent by a member, so they are not accepted either.
+        | MsgRequestPreVoteResponse
+        | MsgSnapshot => {}
+        // Local triggers, snapshot requests, leadership transfer and forwarded proposals
+        // are never sent by a member, so they are not accepted either.
         _ => return Some("message type is not used between region members"),
     }
     if m.to != me {
@@ -33,8 +39,14 @@ pub(super) fn refuse(m: &Message, me: u64, term: u64, last_index: u64) -> Option
     if m.term == 0 {
         return Some("missing term");
     }
-    if m.has_snapshot() || m.request_snapshot != 0 {
-        return Some("snapshots are not used");
+    if m.request_snapshot != 0 {
+        return Some("snapshot requests are not used");
+    }
+    if m.get_msg_type() == MsgSnapshot {
+        return refuse_snapshot(m);
+    }
+    if m.has_snapshot() {
+        return Some("snapshot outside a snapshot message");
     }
     if m.get_msg_type() != MsgAppend && !m.entries.is_empty() {
         return Some("entries outside an append");
@@ -53,6 +65,26 @@ pub(super) fn refuse(m: &Message, me: u64, term: u64, last_index: u64) -> Option
         }
         _ => None,
     }
+}
+
+/// A snapshot must be the state at a real position of the sender's log, in a
+/// configuration Raft can restore, within the size bound.
+fn refuse_snapshot(m: &Message) -> Option<&'static str> {
+    if !m.entries.is_empty() {
+        return Some("entries outside an append");
+    }
+    let snap = m.get_snapshot();
+    let meta = snap.get_metadata();
+    if meta.index == 0 || meta.term == 0 {
+        return Some("snapshot without a position");
+    }
+    if meta.term > m.term {
+        return Some("snapshot from a term after the sender's");
+    }
+    if let Some(why) = super::snapshot::refuse_conf(meta.get_conf_state()) {
+        return Some(why);
+    }
+    super::snapshot::Image::decode(&snap.data, meta.index).err()
 }
 
 /// Entries must follow `index` without gaps, with terms that never go down and never

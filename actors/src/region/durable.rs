@@ -4,12 +4,14 @@
 //! the folded image that [`super::Region::restore`] takes back after a restart. The
 //! runtime may write each `Persist` to an append-only file and fold them on start-up
 //! with [`Durable::apply`]: folding deltas in order gives the same image as holding it
-//! in memory.
+//! in memory. A delta with a [`Snapshot`] compacts: the entries it covers are dropped,
+//! so the image stays about as small as the snapshot plus the log after it.
 
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
+use super::snapshot::Snapshot;
 
 /// The vote and commit position that must survive a restart.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,12 +76,20 @@ pub struct Persist {
     pub entries: Vec<LogEntry>,
     /// The new membership, if a membership change was applied.
     pub membership: Option<Membership>,
+    /// A snapshot this member took or installed. Folded before `entries`: stored entries
+    /// up to its index are dropped, and so is every later one unless the stored entry at
+    /// its index has its term (an installed snapshot replaces a log that disagrees).
+    #[serde(default)]
+    pub snapshot: Option<Snapshot>,
 }
 
 impl Persist {
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.vote.is_none() && self.entries.is_empty() && self.membership.is_none()
+        self.vote.is_none()
+            && self.entries.is_empty()
+            && self.membership.is_none()
+            && self.snapshot.is_none()
     }
 
     /// Merges a later batch of entries into this delta, with the same overwrite rule
@@ -105,11 +115,14 @@ pub struct Durable {
     pub vote: Vote,
     /// The latest applied membership.
     pub membership: Membership,
-    /// The whole log, contiguous from index 1.
+    /// The log after the snapshot (from index 1 without one), contiguous.
     pub entries: Vec<LogEntry>,
     /// The founding voters of the group (the membership the log starts from).
     #[serde(default)]
     pub founders: Vec<u64>,
+    /// The latest snapshot: the log up to its index, applied (none: never compacted).
+    #[serde(default)]
+    pub snapshot: Option<Snapshot>,
 }
 
 impl Durable {
@@ -143,10 +156,10 @@ impl Durable {
         if voters.is_empty() || voters.contains(&0) {
             return Err(Error::NoVoters);
         }
-        if term <= self.vote.term {
+        if term <= self.highest_term() {
             return Err(Error::Durable(format!(
                 "recovery term {term} is not above the stored term {}",
-                self.vote.term
+                self.highest_term()
             )));
         }
         let command = super::Command::Recover {
@@ -173,20 +186,45 @@ impl Durable {
         Ok(d)
     }
 
-    /// Folds one delta into the image. Fails, leaving the image unchanged, if the
-    /// delta's entries would leave a gap in the log (deltas were lost or reordered).
+    /// Folds one delta into the image: its snapshot first, then its entries. Fails,
+    /// leaving the image unchanged, if the entries would leave a gap in the log (deltas
+    /// were lost or reordered).
     pub fn apply(&mut self, delta: &Persist) -> Result<(), Error> {
-        if let Some(first) = delta.entries.first().map(|e| e.index) {
-            let next = self.last_index() + 1;
-            if first == 0 || first > next {
-                return Err(Error::Durable(format!(
-                    "entries start at {first} but the stored log ends at {}",
-                    next - 1
-                )));
+        let snapshot = delta
+            .snapshot
+            .as_ref()
+            .filter(|s| s.index > self.snapshot_index());
+        // Where the log ends once the snapshot is folded.
+        let keeps_tail =
+            snapshot.is_some_and(|s| self.entry(s.index).is_some_and(|e| e.term == s.term));
+        let end = match snapshot {
+            Some(s) if keeps_tail => self.last_index().max(s.index),
+            Some(s) => s.index,
+            None => self.last_index(),
+        };
+        if let Some(first) = delta.entries.first().map(|e| e.index)
+            && (first == 0 || first > end + 1)
+        {
+            return Err(Error::Durable(format!(
+                "entries start at {first} but the stored log ends at {end}"
+            )));
+        }
+        if let Some(s) = snapshot {
+            if keeps_tail {
+                self.entries.retain(|e| e.index > s.index);
+            } else {
+                self.entries.clear();
             }
+            self.snapshot = Some(s.clone());
+        }
+        let after = self.snapshot_index();
+        let mut fresh = delta.entries.iter().filter(|e| e.index > after).peekable();
+        if let Some(first) = fresh.peek().map(|e| e.index) {
+            // The stored log runs contiguously from `after + 1`.
+            let keep = first - after - 1;
             self.entries
-                .truncate(usize::try_from(first - 1).unwrap_or(usize::MAX));
-            self.entries.extend(delta.entries.iter().cloned());
+                .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+            self.entries.extend(fresh.cloned());
         }
         if let Some(vote) = delta.vote {
             self.vote = vote;
@@ -197,19 +235,71 @@ impl Durable {
         Ok(())
     }
 
-    /// Index of the last stored entry (0 if the log is empty).
+    /// Index of the last entry, stored or covered by the snapshot (0 if none).
     pub fn last_index(&self) -> u64 {
-        self.entries.last().map_or(0, |e| e.index)
+        self.entries
+            .last()
+            .map_or_else(|| self.snapshot_index(), |e| e.index)
     }
 
-    /// Checks what `restore` relies on: a contiguous log from 1 whose terms never go
-    /// down nor pass the stored term, a commit position inside it, and a voter.
+    /// Index of the snapshot's last entry (0 without a snapshot).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.index)
+    }
+
+    /// The highest term this member has seen: its vote's, its snapshot's, its log's.
+    pub fn highest_term(&self) -> u64 {
+        let snapshot = self.snapshot.as_ref().map_or(0, |s| s.term);
+        let log = self.entries.last().map_or(0, |e| e.term);
+        self.vote.term.max(snapshot).max(log)
+    }
+
+    /// The stored entry at `index`, if the log holds it.
+    fn entry(&self, index: u64) -> Option<&LogEntry> {
+        let first = self.entries.first()?.index;
+        let pos = usize::try_from(index.checked_sub(first)?).ok()?;
+        self.entries.get(pos)
+    }
+
+    /// Checks what `restore` relies on: a snapshot consistent with itself, a
+    /// contiguous log right after it (from 1 without one) whose terms never go down nor
+    /// pass the stored term, a commit position inside it, and a voter.
     pub(super) fn validate(&self) -> Result<(), Error> {
         let mut term = 0;
-        for (pos, e) in self.entries.iter().enumerate() {
-            if u64::try_from(pos).ok().and_then(|p| p.checked_add(1)) != Some(e.index) {
+        let base = self.snapshot_index();
+        if let Some(s) = &self.snapshot {
+            if s.index == 0 || s.term == 0 || s.term > self.vote.term {
                 return Err(Error::Durable(format!(
-                    "log is not contiguous from 1: entry {pos} has index {}",
+                    "snapshot at index {} has term {} (stored term {})",
+                    s.index, s.term, self.vote.term
+                )));
+            }
+            if s.image.state.applied != s.index {
+                return Err(Error::Durable(format!(
+                    "snapshot at index {} holds the state at {}",
+                    s.index, s.image.state.applied
+                )));
+            }
+            if let Some(why) = super::snapshot::refuse_conf(&s.membership.to_conf()) {
+                return Err(Error::Durable(format!("snapshot membership: {why}")));
+            }
+            if self.vote.commit < s.index {
+                return Err(Error::Durable(format!(
+                    "commit {} is behind the snapshot ({})",
+                    self.vote.commit, s.index
+                )));
+            }
+            term = s.term;
+        }
+        for (pos, e) in self.entries.iter().enumerate() {
+            if u64::try_from(pos)
+                .ok()
+                .and_then(|p| p.checked_add(base.saturating_add(1)))
+                != Some(e.index)
+            {
+                return Err(Error::Durable(format!(
+                    "log is not contiguous from {}: entry {pos} has index {}",
+                    base + 1,
                     e.index
                 )));
             }
@@ -348,6 +438,162 @@ mod tests {
         };
         assert!(d.apply(&gap).is_err());
         assert_eq!(d.last_index(), 2);
+    }
+
+    fn snapshot(index: u64, term: u64) -> Snapshot {
+        let mut image = super::super::Image::default();
+        image.state.applied = index;
+        Snapshot {
+            index,
+            term,
+            membership: Membership {
+                voters: vec![1],
+                ..Membership::default()
+            },
+            image,
+        }
+    }
+
+    #[test]
+    fn a_taken_snapshot_drops_the_entries_it_covers_and_keeps_the_rest() {
+        let mut d = Durable {
+            vote: Vote {
+                term: 2,
+                voted_for: 1,
+                commit: 4,
+            },
+            entries: (1..=5).map(|i| entry(i, 1 + i / 4)).collect(),
+            ..Durable::default()
+        };
+        // Taken at 4 while 5 is appended; 6 comes in the same delta.
+        d.apply(&Persist {
+            snapshot: Some(snapshot(4, 2)),
+            entries: vec![entry(5, 2), entry(6, 2)],
+            ..Persist::default()
+        })
+        .expect("folds");
+        assert_eq!(d.entries, vec![entry(5, 2), entry(6, 2)]);
+        assert_eq!((d.snapshot_index(), d.last_index()), (4, 6));
+        // Entries appended in the same delta before the snapshot's index are covered.
+        let mut e = Durable::default();
+        e.apply(&Persist {
+            snapshot: Some(snapshot(3, 1)),
+            entries: (1..=5).map(|i| entry(i, 1)).collect(),
+            ..Persist::default()
+        })
+        .expect("folds");
+        assert_eq!(e.entries, vec![entry(4, 1), entry(5, 1)]);
+        // An older snapshot than the stored one changes nothing.
+        e.apply(&Persist {
+            snapshot: Some(snapshot(2, 1)),
+            ..Persist::default()
+        })
+        .expect("folds");
+        assert_eq!((e.snapshot_index(), e.entries.len()), (3, 2));
+    }
+
+    #[test]
+    fn an_installed_snapshot_replaces_a_log_that_disagrees() {
+        let mut d = Durable {
+            entries: (1..=6).map(|i| entry(i, 1)).collect(),
+            ..Durable::default()
+        };
+        // The master's entry at 4 has term 3: everything stored is replaced.
+        d.apply(&Persist {
+            snapshot: Some(snapshot(4, 3)),
+            entries: vec![entry(5, 3)],
+            ..Persist::default()
+        })
+        .expect("folds");
+        assert_eq!(d.entries, vec![entry(5, 3)]);
+        // Past the end of a short log: the log restarts after it.
+        let mut short = Durable {
+            entries: vec![entry(1, 1)],
+            ..Durable::default()
+        };
+        short
+            .apply(&Persist {
+                snapshot: Some(snapshot(9, 2)),
+                ..Persist::default()
+            })
+            .expect("folds");
+        assert!(short.entries.is_empty());
+        assert_eq!(short.last_index(), 9);
+        let gap = Persist {
+            entries: vec![entry(11, 2)],
+            ..Persist::default()
+        };
+        assert!(short.apply(&gap).is_err());
+        short
+            .apply(&Persist {
+                entries: vec![entry(10, 2)],
+                ..Persist::default()
+            })
+            .expect("contiguous after the snapshot");
+    }
+
+    #[test]
+    fn validate_checks_the_snapshot_against_the_log_and_the_vote() {
+        let good = Durable {
+            vote: Vote {
+                term: 2,
+                voted_for: 0,
+                commit: 5,
+            },
+            membership: Membership {
+                voters: vec![1],
+                ..Membership::default()
+            },
+            entries: vec![entry(5, 2), entry(6, 2)],
+            snapshot: Some(snapshot(4, 2)),
+            ..Durable::default()
+        };
+        good.validate().expect("consistent");
+        let mut gap = good.clone();
+        gap.entries.remove(0);
+        assert!(gap.validate().is_err());
+        let mut behind = good.clone();
+        behind.vote.commit = 3;
+        assert!(behind.validate().is_err());
+        let mut future = good.clone();
+        future.snapshot = Some(snapshot(4, 3));
+        assert!(future.validate().is_err());
+        let mut wrong_state = good.clone();
+        wrong_state.snapshot = Some(Snapshot {
+            index: 4,
+            ..snapshot(3, 2)
+        });
+        assert!(wrong_state.validate().is_err());
+        let mut low = good.clone();
+        low.entries = vec![entry(5, 1)];
+        assert!(
+            low.validate().is_err(),
+            "entries after the snapshot below its term"
+        );
+        assert_eq!(good.highest_term(), 2);
+    }
+
+    #[test]
+    fn recovery_of_a_compacted_image_follows_the_snapshot() {
+        let d = Durable {
+            vote: Vote {
+                term: 2,
+                voted_for: 0,
+                commit: 4,
+            },
+            membership: Membership {
+                voters: vec![1, 2, 3],
+                ..Membership::default()
+            },
+            snapshot: Some(snapshot(4, 5)),
+            ..Durable::default()
+        };
+        // Every term seen counts, the snapshot's too (here above the vote's).
+        assert!(d.recover(&[1], 5, "op", 0).is_err());
+        let r = d.recover(&[1], 6, "op", 0).expect("recovers");
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!((r.entries[0].index, r.entries[0].term), (5, 6));
+        assert_eq!(r.membership.voters, vec![1]);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! links (checked when a message is sent and again when it would arrive). A crash drops
 //! the member but keeps its disk (the fold of every `Persist` it produced, written
 //! before its messages left, as the runtime must); a restart restores from that disk.
-//! The simulator checks safety as it goes: one leader per term, and every member
-//! applies the same command at the same log index.
+//! The simulator checks safety as it goes: one leader per term, every member applies
+//! the same command at the same log index, and every member's state is the same at the
+//! same applied index (whether it got there by commands or by a snapshot).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Command, Committed, Config, Durable, Output, Region, Role, Status};
+use super::{Command, Committed, Config, Durable, Output, Region, RegionState, Role, Status};
 
 /// A message on the wire; ordered by arrival tick, then by send order.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -32,8 +33,14 @@ pub(super) struct Sim {
     /// `None`: crashed.
     nodes: BTreeMap<u64, Option<Region>>,
     disks: BTreeMap<u64, Durable>,
-    /// What each member applied since it last (re)started.
+    /// What each member applied since it last (re)started or installed a snapshot.
     pub applied: BTreeMap<u64, Vec<Committed>>,
+    /// The index of the snapshot each member's `applied` continues from (0: none).
+    pub base: BTreeMap<u64, u64>,
+    /// Snapshots installed (at restart or from a leader), per member.
+    pub installs: BTreeMap<u64, u64>,
+    /// The first state seen at each applied index, by any member.
+    states: BTreeMap<u64, RegionState>,
     /// The first command seen applied at each index, by any member.
     log: BTreeMap<u64, Committed>,
     /// The leader seen for each term, by any member.
@@ -48,16 +55,29 @@ pub(super) struct Sim {
     pub max_delay: u64,
     /// Honest messages a member refused (must stay 0).
     pub refused: u64,
+    /// Snapshot messages are lost while this is set.
+    pub drop_snapshots: bool,
+    /// Snapshot messages sent (lost or not).
+    pub snapshots_sent: u64,
     next_command: u64,
 }
 
 impl Sim {
     /// Members `ids`, founded by `voters`.
     pub fn new(seed: u64, ids: &[u64], voters: &[u64]) -> Sim {
-        let config = Config {
-            seed,
-            ..Config::default()
-        };
+        Sim::with_config(
+            ids,
+            voters,
+            Config {
+                seed,
+                ..Config::default()
+            },
+        )
+    }
+
+    /// [`Sim::new`] with `config` (its `seed` seeds the simulation too).
+    pub fn with_config(ids: &[u64], voters: &[u64], config: Config) -> Sim {
+        let seed = config.seed;
         let mut sim = Sim {
             seed,
             config,
@@ -65,6 +85,9 @@ impl Sim {
             nodes: BTreeMap::new(),
             disks: BTreeMap::new(),
             applied: BTreeMap::new(),
+            base: BTreeMap::new(),
+            installs: BTreeMap::new(),
+            states: BTreeMap::new(),
             log: BTreeMap::new(),
             leaders: BTreeMap::new(),
             group: BTreeMap::new(),
@@ -75,6 +98,8 @@ impl Sim {
             loss: 0.0,
             max_delay: 1,
             refused: 0,
+            drop_snapshots: false,
+            snapshots_sent: 0,
             next_command: 0,
         };
         for &id in ids {
@@ -118,8 +143,9 @@ impl Sim {
         let disk = self.disk(id);
         let region = Region::restore(id, disk, &self.config).expect("disk image restores");
         self.nodes.insert(id, Some(region));
-        // The restored member applies its committed log again from index 1.
+        // The restored member applies its committed log again after its snapshot.
         self.applied.insert(id, Vec::new());
+        self.base.insert(id, 0);
         self.poll(id);
     }
 
@@ -189,11 +215,26 @@ impl Sim {
         false
     }
 
+    /// Drains member `id` (after an input given it directly).
+    pub fn poll_member(&mut self, id: u64) {
+        self.poll(id);
+    }
+
     /// Drains a member after an input and checks that it is not a second leader of
     /// its term.
     fn poll(&mut self, id: u64) {
         let out = self.node(id).poll();
         self.handle(id, out);
+        let state = self.node(id).state().clone();
+        let seen = self
+            .states
+            .entry(state.applied)
+            .or_insert_with(|| state.clone());
+        assert_eq!(
+            *seen, state,
+            "seed {}: two states at applied index {}",
+            self.seed, state.applied
+        );
         let s = self.node(id).status();
         if s.role == Role::Leader {
             let leader = *self.leaders.entry(s.term).or_insert(id);
@@ -217,6 +258,20 @@ impl Sim {
         for (to, bytes) in out.messages {
             self.send(id, to, bytes);
         }
+        if let Some(image) = out.installed {
+            let seen = self
+                .states
+                .entry(image.state.applied)
+                .or_insert_with(|| image.state.clone());
+            assert_eq!(
+                *seen, image.state,
+                "seed {}: a snapshot differs from the state at its index",
+                self.seed
+            );
+            *self.installs.entry(id).or_default() += 1;
+            self.base.insert(id, image.state.applied);
+            self.applied.insert(id, Vec::new());
+        }
         for c in out.committed {
             let seen = self.log.entry(c.index).or_insert_with(|| c.clone());
             assert_eq!(
@@ -237,7 +292,14 @@ impl Sim {
     }
 
     fn send(&mut self, from: u64, to: u64, bytes: Vec<u8>) {
-        if !self.linked(from, to) || (self.loss > 0.0 && self.rng.random_bool(self.loss)) {
+        use protobuf::Message as _;
+        let snapshot = raft::eraftpb::Message::parse_from_bytes(&bytes)
+            .is_ok_and(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot);
+        self.snapshots_sent += u64::from(snapshot);
+        if !self.linked(from, to)
+            || (snapshot && self.drop_snapshots)
+            || (self.loss > 0.0 && self.rng.random_bool(self.loss))
+        {
             return;
         }
         let delay = self.rng.random_range(1..=self.max_delay.max(1));
@@ -320,32 +382,51 @@ impl Sim {
         let Some(want) = self.status(leader) else {
             return false;
         };
-        let reference = &self.applied[&leader];
+        let Some(Some(leading)) = self.nodes.get(&leader) else {
+            return false;
+        };
+        let base = |id: &u64| self.base.get(id).copied().unwrap_or(0);
+        let after = |id: &u64, from: u64| -> Vec<Committed> {
+            self.applied[id]
+                .iter()
+                .filter(|c| c.index > from)
+                .cloned()
+                .collect()
+        };
         ids.iter().all(|id| {
             let Some(Some(node)) = self.nodes.get(id) else {
                 return false;
             };
+            let from = base(id).max(base(&leader));
             node.status().commit == want.commit
                 && node.state().applied == want.commit
-                && self.applied[id] == *reference
+                && node.state() == leading.state()
+                && after(id, from) == after(&leader, from)
         })
     }
 
-    /// Every member's applied commands are a prefix of the longest member's.
+    /// Every member's applied commands (after the snapshot it continues from) are a
+    /// prefix of the commands committed after that snapshot.
     pub fn assert_prefixes(&self) {
-        let longest = self
-            .applied
-            .values()
-            .max_by_key(|v| v.len())
-            .cloned()
-            .unwrap_or_default();
         for (id, mine) in &self.applied {
-            assert_eq!(
-                mine.as_slice(),
-                &longest[..mine.len()],
+            let from = self.base.get(id).copied().unwrap_or(0);
+            let expected: Vec<&Committed> = self.log.values().filter(|c| c.index > from).collect();
+            let mine: Vec<&Committed> = mine.iter().collect();
+            assert!(
+                expected.starts_with(&mine),
                 "seed {}: member {id} applied a different history",
                 self.seed
             );
         }
+    }
+
+    /// The state first seen at applied index `index`, by any member.
+    pub fn state_at(&self, index: u64) -> Option<&RegionState> {
+        self.states.get(&index)
+    }
+
+    /// The running member `id`'s consensus core.
+    pub fn region(&self, id: u64) -> Option<&Region> {
+        self.nodes.get(&id).and_then(Option::as_ref)
     }
 }

@@ -186,9 +186,30 @@ fn region_minority_partition_goes_autonomous_without_disrupting_the_majority() {
 /// then everything heals and every member restarts; safety is checked throughout by
 /// the simulator, liveness and agreement at the end.
 fn chaos(seed: u64) {
+    let (_, sent) = chaos_with(Config {
+        seed,
+        ..Config::default()
+    });
+    assert_eq!(sent, 0, "seed {seed}: a snapshot without compaction");
+}
+
+/// Chaos with a log compacted every few entries: members cut off or down catch up by
+/// snapshots, restarts start from snapshots, and every invariant still holds.
+fn chaos_compacting(seed: u64) -> (u64, u64) {
+    chaos_with(Config {
+        seed,
+        snapshot_entries: 6,
+        snapshot_tail: 2,
+        ..Config::default()
+    })
+}
+
+/// Runs one chaos schedule; answers the snapshots installed (restarts included) and sent.
+fn chaos_with(config: Config) -> (u64, u64) {
     const CHAOS_TICKS: u64 = 400;
     const SETTLE_BOUND: u64 = 400;
-    let mut sim = Sim::new(seed, &FIVE, &FIVE);
+    let seed = config.seed;
+    let mut sim = Sim::with_config(&FIVE, &FIVE, config);
     let mut ids = FIVE.to_vec();
     for _ in 0..CHAOS_TICKS {
         match sim.rng.random_range(0..1000) {
@@ -253,6 +274,7 @@ fn chaos(seed: u64) {
         assert_eq!(*sim.node(id).state(), state, "seed {seed}");
     }
     assert_eq!(sim.refused, 0, "seed {seed}: honest messages refused");
+    (sim.installs.values().sum(), sim.snapshots_sent)
 }
 
 // 1,000 schedules, split so the test harness can run them on several threads.
@@ -274,6 +296,361 @@ fn region_chaos_schedules_2() {
 #[test]
 fn region_chaos_schedules_3() {
     (750..1000).for_each(chaos);
+}
+
+#[test]
+fn region_chaos_compacting_250_schedules() {
+    let (mut installed, mut sent) = (0, 0);
+    for seed in 0..250 {
+        let (i, s) = chaos_compacting(seed);
+        installed += i;
+        sent += s;
+    }
+    // The schedules did exercise snapshots: restarts from them, and members caught up
+    // by them.
+    assert!(
+        installed > 250 && sent > 50,
+        "installed {installed}, sent {sent}"
+    );
+}
+
+#[test]
+fn region_refuses_malformed_snapshots_with_a_reason() {
+    use raft::eraftpb::MessageType::MsgSnapshot;
+    let (mut sim, leader) = compacting(50, 10, 3);
+    propose_many(&mut sim, leader, 5);
+    sim.run(10);
+    let id = FIVE.into_iter().find(|&id| id != leader).expect("others");
+    let before = sim.status(id);
+    let image = sim.region(id).expect("running").image();
+    let term = before.as_ref().expect("running").term;
+    let encoded = |index: u64| {
+        let mut i = image.clone();
+        i.state.applied = index;
+        rmp_serde::to_vec(&i).expect("encodes")
+    };
+    let snap = |index: u64, sterm: u64, voters: &[u64], data: Vec<u8>| {
+        let mut m = Message::default();
+        m.set_msg_type(MsgSnapshot);
+        m.to = id;
+        m.from = leader;
+        m.term = term;
+        let mut s = RaftSnapshot {
+            data: data.into(),
+            ..RaftSnapshot::default()
+        };
+        let meta = s.mut_metadata();
+        meta.index = index;
+        meta.term = sterm;
+        meta.mut_conf_state().voters = voters.to_vec();
+        m.set_snapshot(s);
+        m
+    };
+    let far = 1_000;
+    let mut cases = vec![
+        (snap(0, 0, &FIVE, vec![]), "without a position"),
+        (snap(far, 0, &FIVE, encoded(far)), "without a position"),
+        (snap(far, term + 1, &FIVE, encoded(far)), "term after"),
+        (snap(far, term, &[], encoded(far)), "no voters"),
+        (snap(far, term, &[1, 1, 2], encoded(far)), "repeats"),
+        (snap(far, term, &[0, 1], encoded(far)), "repeats"),
+        (snap(far, term, &FIVE, b"junk".to_vec()), "does not decode"),
+        (
+            snap(far, term, &FIVE, vec![0; MAX_SNAPSHOT_BYTES + 1]),
+            "size bound",
+        ),
+        (snap(far, term, &FIVE, encoded(far - 1)), "not the state"),
+    ];
+    let mut m = snap(far, term, &FIVE, encoded(far));
+    m.mut_snapshot().mut_metadata().mut_conf_state().learners = vec![2];
+    cases.push((m, "both voter and learner"));
+    let mut m = snap(far, term, &FIVE, encoded(far));
+    m.mut_snapshot()
+        .mut_metadata()
+        .mut_conf_state()
+        .learners_next = vec![9];
+    cases.push((m, "demotes"));
+    let mut m = snap(far, term, &FIVE, encoded(far));
+    m.mut_snapshot().mut_metadata().mut_conf_state().auto_leave = true;
+    cases.push((m, "joint"));
+    let mut m = snap(far, term, &FIVE, encoded(far));
+    m.entries.push(Entry::default());
+    cases.push((m, "entries outside"));
+    let mut m = snap(far, term, &FIVE, encoded(far));
+    m.request_snapshot = 3;
+    cases.push((m, "requests"));
+    let mut m = base_append(id, leader, term);
+    m.set_snapshot(snap(far, term, &FIVE, encoded(far)).take_snapshot());
+    cases.push((m, "outside a snapshot message"));
+    for (m, why) in cases {
+        let bytes = m.write_to_bytes().expect("encodes");
+        match sim.node(id).step(&bytes) {
+            Err(Error::Refused { reason, .. }) => {
+                assert!(reason.contains(why), "{reason:?} instead of {why:?}");
+            }
+            other => panic!("{why}: {other:?}"),
+        }
+        sim.poll_member(id);
+        assert_eq!(
+            sim.status(id),
+            before,
+            "{why}: a refused snapshot changes nothing"
+        );
+    }
+    // Random data under a valid header never panics either.
+    for n in 0..64u8 {
+        let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) ^ n).collect();
+        let bytes = snap(far, term, &FIVE, data)
+            .write_to_bytes()
+            .expect("encodes");
+        assert!(sim.node(id).step(&bytes).is_err());
+    }
+    // A well-formed snapshot behind this member's log is accepted and ignored.
+    let applied = sim.region(id).expect("running").state().applied;
+    let stale = snap(1, 1, &FIVE, encoded(1))
+        .write_to_bytes()
+        .expect("encodes");
+    sim.node(id).step(&stale).expect("well-formed");
+    sim.poll_member(id);
+    assert_eq!(sim.region(id).expect("running").state().applied, applied);
+    assert_eq!(sim.installs.get(&id), None);
+}
+
+fn base_append(to: u64, from: u64, term: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
+    m.to = to;
+    m.from = from;
+    m.term = term;
+    m
+}
+
+/// A region whose log is compacted every `entries` applied entries, keeping `tail`.
+fn compacting(seed: u64, entries: u64, tail: u64) -> (Sim, u64) {
+    let config = Config {
+        seed,
+        snapshot_entries: entries,
+        snapshot_tail: tail,
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(&FIVE, &FIVE, config);
+    assert!(
+        sim.run_until(ELECTION_BOUND, |s| s.agreed(&FIVE).is_some()),
+        "seed {seed}: no leader"
+    );
+    let (leader, _) = sim.agreed(&FIVE).expect("agreed");
+    (sim, leader)
+}
+
+/// Proposes `n` commands at `leader`, a few per tick.
+fn propose_many(sim: &mut Sim, leader: u64, n: usize) {
+    for i in 0..n {
+        sim.propose_at(leader).expect("leader accepts");
+        if i % 4 == 3 {
+            sim.tick();
+        }
+    }
+}
+
+#[test]
+fn region_compacts_its_log_and_keeps_it_bounded() {
+    let (mut sim, leader) = compacting(21, 20, 5);
+    let mut longest = 0;
+    for _ in 0..10 {
+        propose_many(&mut sim, leader, 25);
+        sim.run(5);
+        for id in FIVE {
+            longest = longest.max(sim.region(id).expect("running").log_len());
+        }
+    }
+    assert!(sim.run_until(ELECTION_BOUND, Sim::converged));
+    let commit = sim.status(leader).expect("running").commit;
+    assert!(commit > 250, "250 commands committed (commit {commit})");
+    for id in FIVE {
+        let r = sim.region(id).expect("running");
+        // Compacted at least every 20 applied entries, keeping 5: never more than the
+        // threshold plus what one poll appends (a few commands per tick here).
+        assert!(
+            r.log_len() <= 20 + 8,
+            "member {id} keeps {} entries",
+            r.log_len()
+        );
+        assert!(
+            r.snapshot_index() + 20 >= commit,
+            "member {id}: last snapshot at {} of {commit}",
+            r.snapshot_index()
+        );
+        let disk = sim.disk(id);
+        let snap = disk.snapshot.as_ref().expect("a snapshot on disk");
+        assert_eq!(snap.index, r.snapshot_index());
+        assert!(disk.entries.iter().all(|e| e.index > snap.index));
+        assert!(
+            disk.entries.len() <= 20,
+            "member {id}: {} entries on disk",
+            disk.entries.len()
+        );
+        assert_eq!(Some(&snap.image.state), sim.state_at(snap.index));
+    }
+    assert!(longest <= 20 + 8, "log grew to {longest} entries");
+    assert_eq!(sim.refused, 0);
+    // Nobody fell behind the tail: no snapshot had to be sent.
+    assert_eq!(sim.snapshots_sent, 0);
+}
+
+#[test]
+fn region_member_restarted_from_snapshot_and_tail_has_the_same_state() {
+    let (mut sim, leader) = compacting(22, 10, 3);
+    propose_many(&mut sim, leader, 47);
+    assert!(sim.run_until(ELECTION_BOUND, Sim::converged));
+    let follower = FIVE.into_iter().find(|&id| id != leader).expect("others");
+    let before = sim.region(follower).expect("running").image();
+    let disk = sim.disk(follower);
+    let snap = disk.snapshot.clone().expect("a snapshot on disk");
+    assert!(
+        snap.index > 0 && !disk.entries.is_empty(),
+        "snapshot and a tail"
+    );
+    sim.crash(follower);
+    sim.restart(follower);
+    // Restarted: the snapshot arrived whole, the tail was applied after it.
+    assert_eq!(sim.installs.get(&follower), Some(&1));
+    assert_eq!(sim.base[&follower], snap.index);
+    assert!(sim.applied[&follower].iter().all(|c| c.index > snap.index));
+    assert!(
+        !sim.applied[&follower].is_empty(),
+        "the tail's commands are applied again"
+    );
+    assert_eq!(sim.region(follower).expect("running").image(), before);
+    // The whole region restarts from its disks, and goes on.
+    for id in FIVE {
+        sim.crash(id);
+    }
+    for id in FIVE {
+        sim.restart(id);
+    }
+    assert!(sim.run_until(ELECTION_BOUND, Sim::converged));
+    let (leader, _) = sim.agreed(&FIVE).expect("agreed");
+    assert_eq!(
+        sim.region(leader).expect("running").state().applied,
+        sim.status(leader).expect("running").commit
+    );
+    propose_many(&mut sim, leader, 12);
+    assert!(sim.run_until(ELECTION_BOUND, Sim::converged));
+    sim.assert_prefixes();
+    assert_eq!(sim.refused, 0);
+}
+
+#[test]
+fn region_member_cut_off_past_the_compaction_catches_up_by_snapshot() {
+    for seed in 0..10 {
+        let (mut sim, leader) = compacting(30 + seed, 10, 3);
+        propose_many(&mut sim, leader, 5);
+        assert!(sim.run_until(ELECTION_BOUND, Sim::converged));
+        let lagging = FIVE.into_iter().find(|&id| id != leader).expect("others");
+        let rest: Vec<u64> = FIVE.into_iter().filter(|&id| id != lagging).collect();
+        sim.partition(&[&rest, &[lagging]]);
+        propose_many(&mut sim, leader, 40);
+        sim.run(10);
+        let compacted = sim.region(leader).expect("running").snapshot_index();
+        let behind = sim.status(lagging).expect("running").commit;
+        assert!(
+            compacted > behind + 3,
+            "seed {seed}: the log was compacted past the cut-off member ({compacted} vs {behind})"
+        );
+        sim.heal();
+        assert!(
+            sim.run_until(ELECTION_BOUND, Sim::converged),
+            "seed {seed}: the cut-off member did not catch up"
+        );
+        assert!(
+            sim.installs.get(&lagging).copied().unwrap_or(0) >= 1,
+            "seed {seed}: caught up without a snapshot"
+        );
+        assert!(sim.snapshots_sent >= 1);
+        assert_eq!(
+            sim.region(lagging).expect("running").image(),
+            sim.region(leader).expect("running").image(),
+            "seed {seed}"
+        );
+        // Its disk holds the snapshot it installed and restores to the same state.
+        let disk = sim.disk(lagging);
+        assert!(disk.snapshot.is_some(), "seed {seed}");
+        let before = sim.region(lagging).expect("running").image();
+        sim.crash(lagging);
+        sim.restart(lagging);
+        assert_eq!(
+            sim.region(lagging).expect("running").image(),
+            before,
+            "seed {seed}"
+        );
+        assert_eq!(sim.refused, 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn region_snapshot_lost_on_the_way_is_sent_again() {
+    let (mut sim, leader) = compacting(40, 10, 3);
+    let lagging = FIVE.into_iter().find(|&id| id != leader).expect("others");
+    let rest: Vec<u64> = FIVE.into_iter().filter(|&id| id != lagging).collect();
+    sim.partition(&[&rest, &[lagging]]);
+    propose_many(&mut sim, leader, 40);
+    sim.run(10);
+    // Healed, but every snapshot is lost: the master sends one and waits for an answer
+    // that cannot come.
+    sim.drop_snapshots = true;
+    sim.heal();
+    sim.run(30);
+    let first = sim.snapshots_sent;
+    assert!(first >= 1, "a snapshot was sent");
+    assert!(!sim.converged());
+    sim.drop_snapshots = false;
+    // Without a report of the failure, Raft would never send to that member again.
+    assert!(
+        sim.run_until(ELECTION_BOUND, Sim::converged),
+        "the member never got a snapshot after the first was lost"
+    );
+    assert!(sim.snapshots_sent > first);
+    assert_eq!(sim.installs.get(&lagging), Some(&1));
+}
+
+#[test]
+fn region_state_of_a_snapshot_round_trips_through_its_image() {
+    let (mut sim, leader) = compacting(41, 10, 3);
+    let approval = crate::fleet::Approval::new(
+        crate::fleet::Pattern {
+            roles: ["web".to_string()].into(),
+            kind: crate::spike::Kind::User,
+            change: crate::spike::Change::Added,
+            subject: "deploy".into(),
+            after: None,
+        },
+        "r",
+        1,
+        node::Id("peer-a".into()),
+        "operator test".into(),
+        5,
+    );
+    sim.node(leader)
+        .propose(&Command::Approve(Box::new(approval.clone())))
+        .expect("leader accepts");
+    sim.node(leader)
+        .propose(&Command::Name {
+            name: "web-1".into(),
+            peer: node::Id("peer-a".into()),
+        })
+        .expect("leader accepts");
+    propose_many(&mut sim, leader, 30);
+    assert!(sim.run_until(ELECTION_BOUND, Sim::converged));
+    for id in FIVE {
+        let disk = sim.disk(id);
+        let image = &disk.snapshot.as_ref().expect("a snapshot").image;
+        assert_eq!(image.approvals, vec![approval.clone()], "member {id}");
+        assert!(image.state.approvals.contains(&approval.id()));
+        assert_eq!(
+            image.state.names.get("web-1"),
+            Some(&node::Id("peer-a".into()))
+        );
+    }
 }
 
 #[test]
@@ -394,7 +771,7 @@ fn region_restore_refuses_inconsistent_disks() {
             &Config {
                 election_ticks: 2,
                 heartbeat_ticks: 2,
-                seed: 0
+                ..Config::default()
             }
         ),
         Err(Error::Config(_))
