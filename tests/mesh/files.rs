@@ -352,7 +352,7 @@ async fn a_node_that_cannot_persist_its_sequence_stops_and_loses_nothing() {
             std::time::Instant::now() < deadline,
             "the node kept running"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(!status.success(), "{status}");
     let log = node.log();
