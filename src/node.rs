@@ -278,6 +278,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         direct: direct_tx.clone(),
         local: fleet.clone().recipient(),
         timeout: Duration::from_millis(f.consult_timeout_ms),
+        queue: f.consult_queue,
         fallback: f.autonomous_default,
         runs: crate::policy::package_runs(&s.watch.root, &package_logs),
         changed_at: crate::policy::changed_at(s.watch.root.clone()),

@@ -215,6 +215,9 @@ pub struct Fleet {
     pub thresholds: std::collections::BTreeMap<String, usize>,
     /// A consultation unanswered this long is decided by `autonomous_default`.
     pub consult_timeout_ms: u64,
+    /// Consultations waiting for a free request slot at most; beyond, the autonomous
+    /// default decides (a bound on the memory a storm of unexplained changes takes).
+    pub consult_queue: usize,
     /// The decision when no master answers (`violation` or `approved`).
     pub autonomous_default: fleetmesh_actors::policy::Decision,
     /// A server counts as upgrading this long after its package manager was seen.
@@ -717,6 +720,12 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         raw.fleet.consult_timeout_ms,
         10,
         600_000,
+    )?;
+    within(
+        "fleet.consult_queue",
+        raw.fleet.consult_queue as u64,
+        1,
+        1_000_000,
     )?;
     within("fleet.upgrade_s", raw.fleet.upgrade_s, 1, 86_400)?;
     within(

@@ -25,28 +25,62 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Hands `msg` to `to` without losing it and without an unbounded queue: at once when
-/// `to`'s mailbox has room; otherwise the calling actor handles nothing else until `to`
-/// has taken it, so a full mailbox slows the producer down (and, through its own bounded
-/// mailbox, whatever feeds it). Call it at most once per handler, so that order is kept.
-/// Returns false if `to` is gone.
-pub fn hand_on<A, M>(ctx: &mut Context<A>, to: &Recipient<M>, msg: M) -> bool
+/// Observations travel between actors in batches of at most this many, so that a
+/// mailbox's bound in messages is a bound in memory (a scan's diff can hold 100,000).
+pub const OBSERVE_BATCH: usize = 256;
+
+/// `obs` as [`spikes::Observe`] messages of at most [`OBSERVE_BATCH`] observations.
+pub fn observe_batches(
+    mut obs: Vec<crate::spike::Observation>,
+) -> impl Iterator<Item = spikes::Observe> {
+    // Each batch its own allocation of its own size (a split vector keeps the capacity
+    // of the whole).
+    let mut batches = Vec::with_capacity(obs.len().div_ceil(OBSERVE_BATCH));
+    let mut rest = obs.drain(..);
+    loop {
+        let batch: Vec<_> = rest.by_ref().take(OBSERVE_BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        batches.push(spikes::Observe(batch));
+    }
+    batches.into_iter()
+}
+
+/// Hands `msgs` to `to`, in order, without losing one and without an unbounded queue: at
+/// once while `to`'s mailbox has room; from the first that finds it full, the calling
+/// actor handles nothing else until `to` has taken them all, so a full mailbox slows the
+/// producer down (and, through its own bounded mailbox, whatever feeds it). Call it at
+/// most once per handler, so that order is kept. Returns false if `to` is gone.
+pub fn hand_on<A, M>(
+    ctx: &mut Context<A>,
+    to: &Recipient<M>,
+    msgs: impl IntoIterator<Item = M>,
+) -> bool
 where
     A: Actor<Context = Context<A>>,
     M: Message + Send + 'static,
     M::Result: Send,
 {
-    match to.try_send(msg) {
-        Ok(()) => true,
-        Err(SendError::Full(msg)) => {
-            let sent = to.send(msg);
-            ctx.wait(fut::wrap_future::<_, A>(async move {
-                let _ = sent.await;
-            }));
-            true
+    let mut msgs = msgs.into_iter();
+    while let Some(msg) = msgs.next() {
+        match to.try_send(msg) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => {
+                let (to, rest): (Recipient<M>, Vec<M>) = (to.clone(), msgs.collect());
+                ctx.wait(fut::wrap_future::<_, A>(async move {
+                    for msg in std::iter::once(msg).chain(rest) {
+                        if to.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+                return true;
+            }
+            Err(SendError::Closed(_)) => return false,
         }
-        Err(SendError::Closed(_)) => false,
     }
+    true
 }
 
 /// Hands `msg` to `to` from a probe thread, waiting while `to`'s mailbox is full: a

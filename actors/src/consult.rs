@@ -41,7 +41,7 @@ use crate::spike::Spike;
 /// Consultations under way at once, by default.
 pub const IN_FLIGHT: usize = 256;
 /// Consultations waiting at most, by default; beyond, the autonomous default decides.
-pub const WAITING: usize = 100_000;
+pub const WAITING: usize = 10_000;
 
 /// How a node consults.
 #[derive(Debug, Clone)]

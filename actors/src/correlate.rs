@@ -13,7 +13,7 @@
 //! it and whether the origin was upgrading, and the current time; no clock, no I/O.
 //! Memory is bounded by the window: groups older than it are dropped on each call.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +117,9 @@ struct Group {
 pub struct Window {
     config: Config,
     groups: HashMap<Fingerprint, Group>,
+    /// Each group's opening time, in the order groups opened: expiry pops from the front
+    /// instead of visiting every open group at each offer (a storm opens one per change).
+    opened: VecDeque<(u64, Fingerprint)>,
 }
 
 impl Window {
@@ -124,6 +127,7 @@ impl Window {
         Window {
             config,
             groups: HashMap::new(),
+            opened: VecDeque::new(),
         }
     }
 
@@ -139,11 +143,15 @@ impl Window {
     ) -> Outcome {
         self.expire(now);
         let fp = Fingerprint::of(spike);
-        let g = self.groups.entry(fp.clone()).or_insert_with(|| Group {
-            first: now,
-            last: now,
-            origins: BTreeMap::new(),
-            raised: None,
+        let opened = &mut self.opened;
+        let g = self.groups.entry(fp.clone()).or_insert_with(|| {
+            opened.push_back((now, fp.clone()));
+            Group {
+                first: now,
+                last: now,
+                origins: BTreeMap::new(),
+                raised: None,
+            }
         });
         let known = g.origins.contains_key(&spike.origin);
         let entry = g
@@ -172,8 +180,19 @@ impl Window {
     /// Drops groups whose window has passed.
     pub fn expire(&mut self, now: u64) {
         let window = self.config.window_ms;
-        self.groups
-            .retain(|_, g| now.saturating_sub(g.first) < window);
+        // Groups open at `now` of their first spike, which only grows but for a clock
+        // stepped back: such a group waits behind the ones opened before it, never longer
+        // than they do past their own window.
+        while let Some((first, _)) = self.opened.front()
+            && now.saturating_sub(*first) >= window
+        {
+            let Some((first, fp)) = self.opened.pop_front() else {
+                break;
+            };
+            if self.groups.get(&fp).is_some_and(|g| g.first == first) {
+                self.groups.remove(&fp);
+            }
+        }
     }
 
     /// Groups currently open.
@@ -225,6 +244,54 @@ mod tests {
             default_threshold: threshold,
             ..Config::default()
         })
+    }
+
+    #[test]
+    fn groups_close_when_their_window_passes_and_only_then() {
+        let mut w = window(3);
+        let win = Config::default().window_ms;
+        // One group a millisecond, 5,000 of them: a storm of distinct changes.
+        for i in 0..5_000u64 {
+            w.offer(
+                &spike("w1", &format!("/etc/f{i}"), 1),
+                "web",
+                false,
+                false,
+                i,
+            );
+        }
+        assert_eq!(w.open(), 5_000);
+        w.expire(win + 999);
+        assert_eq!(
+            w.open(),
+            4_000,
+            "the first 1,000 groups are past their window"
+        );
+        // A group offered again keeps its opening time: it closes with its window.
+        w.offer(
+            &spike("w2", "/etc/f1500", 1),
+            "web",
+            false,
+            false,
+            win + 1_000,
+        );
+        w.expire(win + 1_500);
+        assert_eq!(w.open(), 3_499);
+        assert!(
+            w.offer(
+                &spike("w3", "/etc/f1500", 1),
+                "web",
+                false,
+                false,
+                win + 1_501
+            ) == Outcome::Counted
+        );
+        w.expire(win + 5_000);
+        assert_eq!(
+            w.open(),
+            1,
+            "only the group reopened at window + 1,501 is left"
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ use crate::metrics::Metrics;
 
 /// How many messages wait for subscribers at most, and for how long.
 const PENDING_MAX: usize = 1024;
+/// Encoded bytes of publications held for retry at most (spikes are journaled: the master
+/// gets what was dropped here by replay).
+const PENDING_BYTES: usize = 8 << 20;
 const PENDING_TTL: Duration = Duration::from_secs(30);
 /// How often the driver redials bootstrap peers when alone and refreshes discovery.
 const MAINTENANCE: Duration = Duration::from_secs(2);
@@ -138,7 +141,9 @@ pub struct Driver {
     region: IdentTopic,
     fleet: IdentTopic,
     bootstrap: Vec<Multiaddr>,
-    pending: VecDeque<(Instant, Publish)>,
+    pending: VecDeque<(Instant, Publish, usize)>,
+    /// Encoded size of what `pending` holds.
+    pending_bytes: usize,
     connected: HashSet<PeerId>,
     state: watch::Sender<State>,
     last_kad_refresh: Option<Instant>,
@@ -202,6 +207,7 @@ impl Driver {
                 fleet: fleet_topic(),
                 bootstrap,
                 pending: VecDeque::new(),
+                pending_bytes: 0,
                 connected: HashSet::new(),
                 state,
                 last_kad_refresh: None,
@@ -304,6 +310,7 @@ impl Driver {
             }
         };
         let label = self.label_of(&topic.hash());
+        let size = bytes.len();
         match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
             Ok(_) => {
                 self.metrics
@@ -314,11 +321,16 @@ impl Driver {
             Err(PublishError::Duplicate) => {}
             Err(e @ (PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_))) => {
                 if p.delivery == Delivery::Retry {
-                    if self.pending.len() >= PENDING_MAX {
-                        self.pending.pop_front();
+                    while self.pending.len() >= PENDING_MAX
+                        || (!self.pending.is_empty() && self.pending_bytes + size > PENDING_BYTES)
+                    {
+                        if let Some((.., gone)) = self.pending.pop_front() {
+                            self.pending_bytes -= gone;
+                        }
                         self.drop_count("pending_full");
                     }
-                    self.pending.push_back((queued_at, p));
+                    self.pending_bytes += size;
+                    self.pending.push_back((queued_at, p, size));
                 } else {
                     let reason = match e {
                         PublishError::NoPeersSubscribedToTopic => "no_peers",
@@ -344,7 +356,8 @@ impl Driver {
     fn retry_pending(&mut self) {
         let now = Instant::now();
         let waiting: Vec<_> = self.pending.drain(..).collect();
-        for (at, p) in waiting {
+        self.pending_bytes = 0;
+        for (at, p, _) in waiting {
             if now.duration_since(at) > PENDING_TTL {
                 self.drop_count("expired");
                 continue;

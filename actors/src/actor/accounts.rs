@@ -71,7 +71,7 @@ impl Handler<AccountsRead> for AccountsActor {
             }
         }
         if !obs.is_empty() {
-            crate::actor::hand_on(ctx, &self.spikes, Observe(obs));
+            crate::actor::hand_on(ctx, &self.spikes, crate::actor::observe_batches(obs));
         }
         if let Some(snap) = self.detector.snapshot()
             && let Err(e) = (self.persist)(snap)

@@ -67,7 +67,7 @@ impl Actor for AnomalyActor {
                 for o in &raised {
                     tracing::warn!(metric = %o.subject, "metric deviates from its role peers: anomaly raised");
                 }
-                crate::actor::hand_on(ctx, &act.spikes, Observe(raised));
+                crate::actor::hand_on(ctx, &act.spikes, crate::actor::observe_batches(raised));
             }
         });
     }

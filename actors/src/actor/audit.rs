@@ -114,7 +114,7 @@ impl AuditActor {
             }
         }
         if !observed.is_empty() {
-            crate::actor::hand_on(ctx, &self.spikes, Observe(observed));
+            crate::actor::hand_on(ctx, &self.spikes, crate::actor::observe_batches(observed));
         }
         self.arm(ctx);
     }

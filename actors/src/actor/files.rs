@@ -261,7 +261,7 @@ impl FileActor {
     fn emit(&self, obs: Vec<Observation>, ctx: &mut Context<Self>) {
         if !obs.is_empty() {
             // Observations must not be lost: wait for mailbox room rather than drop.
-            crate::actor::hand_on(ctx, &self.spikes, Observe(obs));
+            crate::actor::hand_on(ctx, &self.spikes, crate::actor::observe_batches(obs));
         }
     }
 }

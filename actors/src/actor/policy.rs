@@ -72,6 +72,8 @@ pub struct Consulting {
     /// No answer by then, or no master known for that long: the autonomous default
     /// decides.
     pub timeout: Duration,
+    /// Consultations waiting at most; beyond, the autonomous default decides.
+    pub queue: usize,
     /// The conservative default when no master answers.
     pub fallback: Decision,
     /// Package-manager runs read from the logs at start.
@@ -303,12 +305,7 @@ impl PolicyActor {
         term: Option<u64>,
         kind: consult::Alert,
     ) {
-        let found = self
-            .judge
-            .since(spike.seq.saturating_sub(1), 1)
-            .into_iter()
-            .find(|r| r.seq == spike.seq);
-        let Some(mut record) = found else {
+        let Some(mut record) = self.judge.record(spike.seq).cloned() else {
             return;
         };
         record.decision = Decision::Violation;
@@ -342,7 +339,8 @@ impl Actor for PolicyActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(16_384);
+        // The encoder waits for room (`hand_on`); its batches are at most `OBSERVE_BATCH`.
+        ctx.set_mailbox_capacity(crate::actor::spikes::MAILBOX);
         ctx.run_interval(self.reload, |act, _| act.poll());
     }
 }
@@ -398,7 +396,10 @@ impl Handler<SetConsulting> for PolicyActor {
         let c = msg.0;
         let now = Instant::now();
         let mut client = Client::new(
-            consult::Config::new(c.own.clone(), c.timeout, c.fallback),
+            consult::Config {
+                waiting: c.queue,
+                ..consult::Config::new(c.own.clone(), c.timeout, c.fallback)
+            },
             now,
         );
         if self.view != View::default() {
@@ -592,6 +593,7 @@ mod tests {
             direct,
             local: fleet.clone().recipient(),
             timeout: Duration::from_millis(100),
+            queue: consult::WAITING,
             fallback: Decision::Violation,
             runs: Runs::default(),
             changed_at: Box::new(|_| None),

@@ -66,7 +66,7 @@ impl<D: Detect> Handler<Reading<D::Reading>> for DetectorActor<D> {
     fn handle(&mut self, msg: Reading<D::Reading>, ctx: &mut Self::Context) {
         let obs = self.detector.detect(msg.0);
         if !obs.is_empty() {
-            crate::actor::hand_on(ctx, &self.spikes, Observe(obs));
+            crate::actor::hand_on(ctx, &self.spikes, crate::actor::observe_batches(obs));
         }
     }
 }

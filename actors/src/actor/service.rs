@@ -73,7 +73,7 @@ impl ServiceActor {
             }
         }
         if !observed.is_empty() {
-            crate::actor::hand_on(ctx, &self.spikes, Observe(observed));
+            crate::actor::hand_on(ctx, &self.spikes, crate::actor::observe_batches(observed));
         }
         self.arm(ctx);
     }

@@ -319,7 +319,9 @@ impl Actor for SpikeActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(16_384);
+        // Detectors wait for room (`hand_on`), with batches of at most `OBSERVE_BATCH`:
+        // at most 256 x 256 observations queue here.
+        ctx.set_mailbox_capacity(MAILBOX);
         ctx.run_interval(Duration::from_millis(500), |act, _| {
             if let Some(Action::Replay { after, to }) = act.sync.poll(unix_ms()) {
                 act.replay(after, to);
@@ -328,6 +330,9 @@ impl Actor for SpikeActor {
         });
     }
 }
+
+/// The encoder's mailbox bound, in messages.
+pub const MAILBOX: usize = 256;
 
 impl Handler<Observe> for SpikeActor {
     type Result = ();
@@ -365,7 +370,7 @@ impl Handler<Observe> for SpikeActor {
             // Every spike is judged: a full policy mailbox makes the encoder wait (and so
             // the detectors behind it), it never drops a judgement.
             if let Some(policy) = &self.policy
-                && !crate::actor::hand_on(ctx, policy, Decide(encoded.clone()))
+                && !crate::actor::hand_on(ctx, policy, [Decide(encoded.clone())])
             {
                 // Logged on the first loss and then once per 1024 lost, not per batch.
                 let before = self.policy_full;

@@ -119,6 +119,9 @@ pub struct Judge {
     seen: [u8; 32],
     last_error: Option<Refusal>,
     ring: VecDeque<Record>,
+    /// Neighbours of `ring` out of increasing seq order (0, but for a numbering that went
+    /// backwards).
+    disorder: usize,
     capacity: usize,
     counts: Counts,
 }
@@ -138,6 +141,7 @@ impl Judge {
             seen: digest(text),
             last_error: None,
             ring: VecDeque::new(),
+            disorder: 0,
             capacity: capacity.max(1),
             counts: Counts::default(),
         })
@@ -216,13 +220,32 @@ impl Judge {
         } else {
             self.counts.autonomous += 1;
         }
-        match self.ring.iter_mut().rev().find(|r| r.seq == seq) {
-            Some(r) => {
-                r.settled = Some(settled);
+        match self.position(seq) {
+            Some(i) => {
+                self.ring[i].settled = Some(settled);
                 true
             }
             None => false,
         }
+    }
+
+    /// The kept decision of spike `seq`, if it is still in the ring.
+    pub fn record(&self, seq: u64) -> Option<&Record> {
+        self.position(seq).map(|i| &self.ring[i])
+    }
+
+    /// Where the decision of spike `seq` is in the ring. Spikes are judged in the order
+    /// they are numbered, so the ring is sorted by seq: a storm's thousands of answers
+    /// each find their record in log time.
+    fn position(&self, seq: u64) -> Option<usize> {
+        let at = if self.ring.back().is_some_and(|r| r.seq == seq) {
+            Some(self.ring.len() - 1)
+        } else {
+            self.ring.binary_search_by_key(&seq, |r| r.seq).ok()
+        };
+        at.filter(|&i| self.ring[i].seq == seq).or_else(|| {
+            (self.disorder > 0).then(|| self.ring.iter().rposition(|r| r.seq == seq))?
+        })
     }
 
     fn keep(
@@ -247,8 +270,16 @@ impl Judge {
             policy: self.policy.version().to_string(),
             settled: None,
         };
-        if self.ring.len() == self.capacity {
-            self.ring.pop_front();
+        if self.ring.len() == self.capacity
+            && let Some(gone) = self.ring.pop_front()
+            && self.ring.front().is_some_and(|next| gone.seq >= next.seq)
+        {
+            self.disorder -= 1;
+        }
+        if self.ring.back().is_some_and(|last| last.seq >= record.seq) {
+            // Out of order (not expected): `settle` searches the whole ring until this
+            // record has left it.
+            self.disorder += 1;
         }
         self.ring.push_back(record);
         // Just pushed: the ring is not empty.

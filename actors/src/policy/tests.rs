@@ -427,3 +427,59 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn answers_find_their_record_whether_or_not_the_ring_is_in_order() {
+    let text = "[[rules]]\nname = \"u\"\ndecision = \"consult\"\nkinds = [\"user\"]\n";
+    let mut judge = Judge::new("p.toml", text, 4, 0).expect("policy");
+    let settled = || judge::Settled {
+        decision: Decision::Approved,
+        rule: "m".into(),
+        reason: "r".into(),
+        by: "master".into(),
+        region: None,
+        term: Some(1),
+        policy: None,
+        held: false,
+        latency_us: 1,
+    };
+    let numbered = |seq: u64| {
+        let mut s = spike(Kind::User, Change::Added, "eve");
+        s.seq = seq;
+        s
+    };
+    // Six in order through a ring of four: 3..=6 are kept.
+    for seq in 1..=6 {
+        judge.decide(&numbered(seq), seq);
+    }
+    assert!(!judge.settle(2, settled()), "2 has left the ring");
+    assert!(judge.settle(4, settled()));
+    assert!(!judge.settle(7, settled()), "7 was never judged");
+    // A numbering that went backwards: still found, by the slow path.
+    judge.decide(&numbered(5), 7);
+    judge.decide(&numbered(1), 8);
+    assert!(judge.settle(6, settled()));
+    assert!(judge.settle(1, settled()));
+    assert!(!judge.settle(4, settled()), "4 has left the ring");
+    let kept = |judge: &Judge| -> Vec<(u64, bool)> {
+        judge
+            .since(0, 10)
+            .iter()
+            .map(|r| (r.seq, r.settled.is_some()))
+            .collect()
+    };
+    assert_eq!(
+        kept(&judge),
+        vec![(5, false), (6, true), (5, false), (1, true)]
+    );
+    // Back in order once the disorder has left the ring.
+    for seq in 7..=10 {
+        judge.decide(&numbered(seq), seq);
+    }
+    assert!(judge.settle(8, settled()));
+    assert!(!judge.settle(6, settled()));
+    assert_eq!(
+        kept(&judge),
+        vec![(7, false), (8, true), (9, false), (10, false)]
+    );
+}
