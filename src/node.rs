@@ -447,6 +447,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     });
     spikes.do_send(SetDrops(metrics.drop_counter()));
     heartbeat.do_send(SetDrops(metrics.drop_counter()));
+    region.do_send(SetDrops(metrics.drop_counter()));
     spikes.do_send(SetIntake(region.clone().recipient()));
     region.do_send(ConnectFleet {
         intake: Some(fleet.clone().recipient()),
@@ -614,19 +615,10 @@ async fn serve(
             }
         })
     };
-    // The service probes this node runs follow the region's committed assignments.
-    let owned = probe::service::follow(
-        actors.region.clone(),
-        actors.services.clone(),
-        node::Id(peer_id.to_base58()),
-    );
-    // The peers this node audits follow the region's committed assignments too.
-    let audited = crate::audit::follow(
-        actors.region.clone(),
-        actors.heartbeat.clone(),
-        actors.audits.clone(),
-        node::Id(peer_id.to_base58()),
-    );
+    // The service probes this node runs follow the region's committed assignments
+    // (pushed); so do the peers it audits, with their liveness (pushed by the heartbeats).
+    probe::service::subscribe(&actors.region, &actors.services).await;
+    crate::audit::subscribe(&actors.region, &actors.heartbeat, &actors.audits).await;
     // Dropping stop_tx on any early return stops the driver too.
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver = tokio::spawn(driver.run(stop_rx));
@@ -750,8 +742,6 @@ async fn serve(
     drop(proc_probe);
     drop(host_probe);
     links.abort();
-    owned.abort();
-    audited.abort();
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;
     let _ = driver.await;
