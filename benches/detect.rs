@@ -96,8 +96,14 @@ fn main() {
             Arc::new(|_: &[u8]| Ok(())),
         )
         .start();
-        let accounts =
-            AccountsActor::new(None, spikes.clone().recipient(), Box::new(|_| Ok(()))).start();
+        let accounts = AccountsActor::new(
+            None,
+            spikes.clone().recipient(),
+            spikes.clone().recipient(),
+            spikes.clone().recipient(),
+            Arc::new(|_: &[u8]| Ok(())),
+        )
+        .start();
         tokio::spawn(async move {
             while let Some(p) = out_rx.recv().await {
                 let now = Instant::now();

@@ -25,12 +25,12 @@ use fleetmesh_actors::actor::polled::DetectorActor;
 use fleetmesh_actors::actor::region::{Connect, ConnectFleet, RegionActor, Write};
 use fleetmesh_actors::actor::service::ServiceActor;
 use fleetmesh_actors::actor::spikes::{
-    LinkChanged, ReportSync, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
+    Baseline, LinkChanged, ReportSync, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
 };
 use fleetmesh_actors::actor::{SetDrops, Stop};
 use fleetmesh_actors::service::{Hysteresis, Probes};
 use fleetmesh_actors::{
-    delta, encoder, files, heartbeat, hostmetrics, membership, netconf, node, procs,
+    accounts, delta, encoder, files, heartbeat, hostmetrics, membership, netconf, node, procs,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -156,9 +156,12 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             "journal recovered: torn or damaged records were cut off (see above)"
         );
     }
-    // Before anything is appended: the saved file baseline may lag the journal (a crash).
+    // Before anything is appended: the saved file baseline and accounts snapshot may lag
+    // the journal (a crash).
     let baseline_path = data_dir.join("baseline.rmp");
-    let baseline = load_baseline(&baseline_path, &journal);
+    let (baseline_seq, baseline) = load_baseline(&baseline_path, &journal);
+    let accounts_path = data_dir.join("accounts.rmp");
+    let (accounts_seq, accounts_snapshot) = load_accounts(&accounts_path, &journal);
     // Never reuse a number the journal already holds, even if the reservation file is older.
     let durable_seq = read_seq(&seq_path)?.max(recovered.last_seq.unwrap_or(0));
     let journal = Arc::new(std::sync::Mutex::new(journal));
@@ -228,6 +231,14 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             sync_config,
         )
     });
+    // Before any observation: the journal keeps what the saved states do not reflect
+    // (folded in memory above) until each detector has saved again.
+    for (source, seq) in [
+        (fleetmesh_actors::sync::Source::Files, baseline_seq),
+        (fleetmesh_actors::sync::Source::Accounts, accounts_seq),
+    ] {
+        spikes.do_send(Baseline::Loaded { source, seq });
+    }
     // Judgement (policy decisions, consultations, the master's fleet view) on a thread
     // of its own: a storm of changes to judge must not starve the detectors or the API.
     let judge_thread = actix::Arbiter::new();
@@ -322,11 +333,12 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let files_status = files.status();
     let files = files.start();
 
-    let accounts_path = data_dir.join("accounts.rmp");
     let accounts = AccountsActor::new(
-        load_state(&accounts_path, "accounts snapshot"),
+        accounts_snapshot,
         spikes.clone().recipient(),
-        save_state(accounts_path),
+        spikes.clone().recipient(),
+        spikes.clone().recipient(),
+        Arc::new(move |bytes: &[u8]| write_durable(&accounts_path, bytes)),
     )
     .start();
 
@@ -436,6 +448,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     });
     spikes.do_send(SetDrops(metrics.drop_counter()));
     heartbeat.do_send(SetDrops(metrics.drop_counter()));
+    region.do_send(SetDrops(metrics.drop_counter()));
     spikes.do_send(SetIntake(region.clone().recipient()));
     region.do_send(ConnectFleet {
         intake: Some(fleet.clone().recipient()),
@@ -603,19 +616,10 @@ async fn serve(
             }
         })
     };
-    // The service probes this node runs follow the region's committed assignments.
-    let owned = probe::service::follow(
-        actors.region.clone(),
-        actors.services.clone(),
-        node::Id(peer_id.to_base58()),
-    );
-    // The peers this node audits follow the region's committed assignments too.
-    let audited = crate::audit::follow(
-        actors.region.clone(),
-        actors.heartbeat.clone(),
-        actors.audits.clone(),
-        node::Id(peer_id.to_base58()),
-    );
+    // The service probes this node runs follow the region's committed assignments
+    // (pushed); so do the peers it audits, with their liveness (pushed by the heartbeats).
+    probe::service::subscribe(&actors.region, &actors.services).await;
+    crate::audit::subscribe(&actors.region, &actors.heartbeat, &actors.audits).await;
     // Dropping stop_tx on any early return stops the driver too.
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver = tokio::spawn(driver.run(stop_rx));
@@ -739,8 +743,6 @@ async fn serve(
     drop(proc_probe);
     drop(host_probe);
     links.abort();
-    owned.abort();
-    audited.abort();
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;
     let _ = driver.await;
@@ -816,28 +818,19 @@ fn read_seq(path: &Path) -> anyhow::Result<u64> {
     }
 }
 
-/// A detector's persisted state (`None` on a first start). An unreadable file is reported
-/// and ignored: the detector starts over, and changes made while the node was down are not
-/// reported this once.
-fn load_state<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
-    let bytes = std::fs::read(path).ok()?;
-    rmp_serde::from_slice(&bytes)
-        .map_err(|e| {
-            tracing::warn!(path = %path.display(), error = %e,
-                "{what} unreadable; starting over (changes made while down are not reported this time)");
-        })
-        .ok()
-}
-
 /// The saved file baseline (empty on a first start, or if unreadable), brought up to date
 /// with the file spikes the journal holds above the position it was saved at: a crash
 /// between a change's journaling and the next save must not make the start-up
 /// verification report that change again. A baseline saved without its position (an
 /// older version) is folded with the whole journal, which is harmless: spikes it already
-/// reflects change nothing.
-fn load_baseline(path: &Path, journal: &crate::journal::Journal) -> BTreeMap<String, files::State> {
+/// reflects change nothing. Returns the position the saved file reflects (what the journal
+/// must keep above until the next save) and the baseline.
+fn load_baseline(
+    path: &Path,
+    journal: &crate::journal::Journal,
+) -> (u64, BTreeMap<String, files::State>) {
     let Ok(bytes) = std::fs::read(path) else {
-        return BTreeMap::new();
+        return (0, BTreeMap::new());
     };
     let saved = match rmp_serde::from_slice::<files::Saved>(&bytes) {
         Ok(saved) => saved,
@@ -846,7 +839,7 @@ fn load_baseline(path: &Path, journal: &crate::journal::Journal) -> BTreeMap<Str
             Err(_) => {
                 tracing::warn!(path = %path.display(), error = %e,
                     "file baseline unreadable; starting over (changes made while down are not reported this time)");
-                return BTreeMap::new();
+                return (0, BTreeMap::new());
             }
         },
     };
@@ -864,15 +857,48 @@ fn load_baseline(path: &Path, journal: &crate::journal::Journal) -> BTreeMap<Str
             "file baseline brought up to date from the journal"
         );
     }
-    baseline
+    (after, baseline)
 }
 
-/// Saves a detector's state durably, as rmp-serde.
-fn save_state<T: Serialize>(path: PathBuf) -> fleetmesh_actors::actor::Persist<T> {
-    Box::new(move |state| {
-        let bytes = rmp_serde::to_vec(state).map_err(std::io::Error::other)?;
-        write_durable(&path, &bytes)
-    })
+/// The saved accounts snapshot (`None` on a first start, or if unreadable: the first
+/// reading then only records), brought up to date with the user and group spikes the
+/// journal holds above the position it was saved at, for the same reason as the file
+/// baseline ([`load_baseline`]). A snapshot of an older version (saved without its
+/// position) is folded with the whole journal. Returns the position the saved file
+/// reflects and the snapshot.
+fn load_accounts(
+    path: &Path,
+    journal: &crate::journal::Journal,
+) -> (u64, Option<accounts::Snapshot>) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return (0, None);
+    };
+    let saved = match rmp_serde::from_slice::<accounts::Saved>(&bytes) {
+        Ok(saved) => saved,
+        Err(e) => match rmp_serde::from_slice(&bytes) {
+            Ok(snapshot) => accounts::Saved { seq: 0, snapshot },
+            Err(_) => {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "accounts snapshot unreadable; starting over (changes made while down are not reported this time)");
+                return (0, None);
+            }
+        },
+    };
+    let (after, mut snapshot) = (saved.seq, saved.snapshot);
+    let mut folded = accounts::Folded::default();
+    if let Err(e) = journal.each_after(after, |s| folded.apply(&mut snapshot, after, s)) {
+        tracing::warn!(error = %e,
+            "cannot read the journal to bring the accounts snapshot up to date; the last changes before a crash may be reported again");
+    }
+    if folded.applied > 0 {
+        tracing::info!(
+            saved_at = after,
+            spikes = folded.applied,
+            last = folded.last,
+            "accounts snapshot brought up to date from the journal"
+        );
+    }
+    (after, Some(snapshot))
 }
 
 /// The one-minute load average under `proc_root`, for the heartbeat's health summary.

@@ -6,6 +6,9 @@
 //! field to notice a change; the hash itself is never stored, compared in the clear, or
 //! reported. A malformed line is reported once, as a coverage observation naming the file
 //! and line, and skipped; the rest of the file still counts.
+//!
+//! The snapshot is saved after its changes are journaled, with the number of the last one
+//! it reflects; at start the journal's later account spikes are folded into it ([`fold`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::spike::{Change, FieldChange, Kind, Layer, Observation, Severity, Value};
+
+mod fold;
+pub use fold::{Folded, Saved, fold};
 
 /// The account files as read (text, lossily decoded); `None`: the file is absent.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,8 +49,23 @@ pub struct Group {
 pub struct Password {
     /// `none`, `locked` or `set`.
     pub state: String,
-    /// sha256 of the hash field: tells a change, reveals nothing.
-    pub fingerprint: [u8; 32],
+    /// sha256 of the hash field: tells a change, reveals nothing. `None`: not known, in a
+    /// snapshot rebuilt from a spike (which never carries it, [`fold`]); it then matches
+    /// any fingerprint, and the next reading knows it again. (Earlier snapshots saved the
+    /// bare array, which reads as `Some`.)
+    pub fingerprint: Option<[u8; 32]>,
+}
+
+impl Password {
+    /// Whether `self` and `other` may be the same password: the same state, and the same
+    /// fingerprint where both are known.
+    fn same(&self, other: &Password) -> bool {
+        self.state == other.state
+            && match (self.fingerprint, other.fingerprint) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
 }
 
 /// Everything the detector knows about accounts at one moment.
@@ -155,7 +176,7 @@ pub fn parse(files: &Files) -> (Snapshot, Vec<Problem>) {
             name.into(),
             Password {
                 state: state.into(),
-                fingerprint: Sha256::digest(hash.as_bytes()).into(),
+                fingerprint: Some(Sha256::digest(hash.as_bytes()).into()),
             },
         );
     }
@@ -326,10 +347,14 @@ pub fn diff(a: &Snapshot, b: &Snapshot, layer: Layer) -> Vec<Observation> {
         let (ub, ua) = (a.users.get(name), b.users.get(name));
         let mut fields = field_changes(ub.map(user_fields), ua.map(user_fields));
         let (pb, pa) = (a.passwords.get(name), b.passwords.get(name));
-        if pb != pa {
+        let same = match (pb, pa) {
+            (Some(b), Some(a)) => b.same(a),
+            (b, a) => b.is_none() && a.is_none(),
+        };
+        if !same {
             let after = pa.map(|p| {
-                let changed =
-                    pb.is_some_and(|q| q.state == p.state && q.fingerprint != p.fingerprint);
+                // Not the same password with the same state: the fingerprint changed.
+                let changed = pb.is_some_and(|q| q.state == p.state);
                 if changed {
                     format!("{} (changed)", p.state)
                 } else {

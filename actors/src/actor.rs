@@ -105,7 +105,7 @@ where
 }
 
 /// Counts `n` messages dropped on a queue where loss is allowed, named by the first
-/// argument (`spike_outbox`, `heartbeat_outbox`, `region_members`); the node exports the
+/// argument (`spike_outbox`, `heartbeat_outbox`, `region_members`, `region_assigned`); the node exports the
 /// counts as `fleetmesh_queue_dropped_total{queue}`.
 pub type CountDrops = std::sync::Arc<dyn Fn(&'static str, u64) + Send + Sync>;
 
@@ -119,9 +119,6 @@ impl std::fmt::Debug for SetDrops {
         f.debug_struct("SetDrops").finish_non_exhaustive()
     }
 }
-
-/// Makes an actor's state durable (the node writes it to its data dir).
-pub type Persist<T> = Box<dyn FnMut(&T) -> std::io::Result<()>>;
 
 /// This node starts a new incarnation while running: the region declared its current one
 /// dead (it was cut off, not crashed), and a dead incarnation cannot come back.

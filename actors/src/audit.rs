@@ -49,10 +49,20 @@ pub const ITEM_PREFIX: &str = "audit:";
 
 /// The peers among `assignments` (work item → owner) whose audit `me` owns.
 pub fn audited_by(assignments: &BTreeMap<String, node::Id>, me: &node::Id) -> Vec<node::Id> {
-    assignments
-        .iter()
-        .filter(|(_, owner)| *owner == me)
-        .filter_map(|(item, _)| item.strip_prefix(ITEM_PREFIX))
+    audited(
+        assignments
+            .iter()
+            .filter(|(_, owner)| *owner == me)
+            .map(|(item, _)| item),
+        me,
+    )
+}
+
+/// The peers `me` audits among work items it owns (never itself).
+pub fn audited<'a>(items: impl IntoIterator<Item = &'a String>, me: &node::Id) -> Vec<node::Id> {
+    items
+        .into_iter()
+        .filter_map(|item| item.strip_prefix(ITEM_PREFIX))
         .filter(|peer| *peer != me.0)
         .map(|peer| node::Id(peer.to_string()))
         .collect()

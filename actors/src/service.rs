@@ -30,10 +30,19 @@ pub const ITEM_PREFIX: &str = "probe:";
 
 /// The probe names among `assignments` (work item → owner) that `me` owns.
 pub fn owned(assignments: &BTreeMap<String, node::Id>, me: &node::Id) -> BTreeSet<String> {
-    assignments
-        .iter()
-        .filter(|(_, owner)| *owner == me)
-        .filter_map(|(item, _)| item.strip_prefix(ITEM_PREFIX).map(str::to_string))
+    probes(
+        assignments
+            .iter()
+            .filter(|(_, owner)| *owner == me)
+            .map(|(item, _)| item),
+    )
+}
+
+/// The probe names among work items (all owned by one node).
+pub fn probes<'a>(items: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    items
+        .into_iter()
+        .filter_map(|item| item.strip_prefix(ITEM_PREFIX).map(str::to_string))
         .collect()
 }
 

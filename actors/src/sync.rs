@@ -15,7 +15,8 @@
 //! first acknowledgement is heard, without waiting `replay_after`.
 //!
 //! The journal is compacted up to the master's marks, but never past a hold
-//! ([`Origin::hold`]): the file baseline, saved every few seconds, is rebuilt from the
+//! ([`Origin::hold`]), one per [`Source`]: a detector's saved state (the file baseline,
+//! the accounts snapshot) is saved after the changes are journaled and rebuilt from the
 //! journal after a crash, so what it does not reflect yet must stay in the journal.
 //!
 //! [`Connectivity`] names how the node is doing, as it sees itself and as the master sees
@@ -23,7 +24,7 @@
 //!
 //! Times are unix milliseconds passed in by the caller; no clock, no I/O.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -150,6 +151,15 @@ pub struct Links {
     pub master_known: bool,
 }
 
+/// A detector whose saved state lags the journal and is rebuilt from it at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// The file baseline (`baseline.rmp`).
+    Files,
+    /// The users-and-groups snapshot (`accounts.rmp`).
+    Accounts,
+}
+
 /// The origin's acknowledgement and replay state.
 #[derive(Debug)]
 pub struct Origin {
@@ -162,8 +172,8 @@ pub struct Origin {
     best: u64,
     /// What the journal was compacted up to: the best mark, but not past `hold`.
     compacted: u64,
-    /// Nothing above this may be compacted away yet (see [`Origin::hold`]).
-    hold: Option<u64>,
+    /// Per source, nothing above this may be compacted away yet (see [`Origin::hold`]).
+    holds: BTreeMap<Source, u64>,
     /// The top of the numbers this run skipped at its start, until the master moves past.
     gap: Option<u64>,
     master: Option<(Master, u64)>,
@@ -193,7 +203,7 @@ impl Origin {
             mark: 0,
             best: 0,
             compacted: 0,
-            hold: None,
+            holds: BTreeMap::new(),
             gap: None,
             master: None,
             published,
@@ -212,25 +222,36 @@ impl Origin {
         self.gap = (from <= to).then_some(to);
     }
 
-    /// The journal must keep everything numbered from now on until [`Origin::saved`]:
-    /// a state saved later than the journal (the file baseline) is rebuilt from it.
-    pub fn hold(&mut self) {
-        self.hold.get_or_insert(self.last);
+    /// The journal must keep everything numbered from now on until [`Origin::saved`] of
+    /// `source`: a state saved later than the journal is rebuilt from it.
+    pub fn hold(&mut self, source: Source) {
+        self.holds.entry(source).or_insert(self.last);
     }
 
-    /// The state is saved as of `seq`; `pending`: changes after it are not (the hold moves
-    /// up to `seq`), otherwise the hold is over. Returns the number up to which the journal
-    /// may now be compacted, if that moved.
-    pub fn saved(&mut self, seq: u64, pending: bool) -> Option<u64> {
-        self.hold = match self.hold {
-            Some(h) if pending => Some(h.max(seq)),
-            _ => None,
-        };
+    /// At start: `source`'s saved state reflects the journal up to `seq` only (what is
+    /// above was folded into it in memory, not saved), so the journal keeps what is above
+    /// `seq` until [`Origin::saved`] of `source`.
+    pub fn loaded(&mut self, source: Source, seq: u64) {
+        let h = self.holds.entry(source).or_insert(seq);
+        *h = (*h).min(seq);
+    }
+
+    /// `source`'s state is saved as of `seq`; `pending`: changes after it are not (its
+    /// hold moves up to `seq`), otherwise its hold is over. Returns the number up to which
+    /// the journal may now be compacted, if that moved.
+    pub fn saved(&mut self, source: Source, seq: u64, pending: bool) -> Option<u64> {
+        match self.holds.get_mut(&source) {
+            Some(h) if pending => *h = (*h).max(seq),
+            _ => {
+                self.holds.remove(&source);
+            }
+        }
         self.compaction()
     }
 
     fn compaction(&mut self) -> Option<u64> {
-        let upto = self.best.min(self.hold.unwrap_or(u64::MAX));
+        let held = self.holds.values().copied().min().unwrap_or(u64::MAX);
+        let upto = self.best.min(held);
         (upto > self.compacted).then(|| {
             self.compacted = upto;
             upto
@@ -602,19 +623,58 @@ mod tests {
     fn nothing_held_is_compacted_until_saved() {
         let mut o = Origin::new(Config::default(), 0, 0);
         o.published(10, 0);
-        o.hold();
+        o.hold(Source::Files);
         o.published(20, 0);
-        o.hold();
+        o.hold(Source::Files);
         assert_eq!(o.acked(20, master(1), 0), Some(10), "held above 10");
         assert_eq!(o.acked(20, master(1), 0), None);
         // Saved as of 15, with later changes pending: the hold moves up to 15.
-        assert_eq!(o.saved(15, true), Some(15));
-        assert_eq!(o.saved(20, false), Some(20));
-        assert_eq!(o.saved(20, false), None);
-        o.hold();
+        assert_eq!(o.saved(Source::Files, 15, true), Some(15));
+        assert_eq!(o.saved(Source::Files, 20, false), Some(20));
+        assert_eq!(o.saved(Source::Files, 20, false), None);
+        o.hold(Source::Files);
         o.published(30, 0);
         assert_eq!(o.acked(30, master(1), 0), None, "held at 20");
-        assert_eq!(o.saved(30, false), Some(30));
+        assert_eq!(o.saved(Source::Files, 30, false), Some(30));
+    }
+
+    /// Each detector holds the journal on its own: one saving does not release what the
+    /// other's saved state does not reflect yet.
+    #[test]
+    fn each_source_holds_the_journal_until_its_own_save() {
+        let mut o = Origin::new(Config::default(), 0, 0);
+        o.published(10, 0);
+        o.hold(Source::Files);
+        o.published(15, 0);
+        o.hold(Source::Accounts);
+        o.published(20, 0);
+        assert_eq!(o.acked(20, master(1), 0), Some(10), "the lower hold counts");
+        assert_eq!(
+            o.saved(Source::Files, 20, false),
+            Some(15),
+            "accounts still hold"
+        );
+        // A save of a source that holds nothing changes nothing.
+        assert_eq!(o.saved(Source::Files, 20, false), None);
+        assert_eq!(o.saved(Source::Accounts, 18, true), Some(18));
+        assert_eq!(o.saved(Source::Accounts, 20, false), Some(20));
+    }
+
+    /// After a restart the saved states reflect the journal up to where they were saved:
+    /// what is above stays until each source saves again, and a hold taken later (a
+    /// change) does not raise it.
+    #[test]
+    fn a_loaded_state_holds_the_journal_above_its_saved_number() {
+        let mut o = Origin::new(Config::default(), 40, 0);
+        o.loaded(Source::Files, 35);
+        o.loaded(Source::Accounts, 30);
+        o.loaded(Source::Accounts, 32);
+        o.hold(Source::Accounts);
+        o.published(45, 0);
+        assert_eq!(o.acked(45, master(1), 0), Some(30));
+        assert_eq!(o.saved(Source::Accounts, 45, false), Some(35));
+        assert_eq!(o.saved(Source::Files, 41, true), Some(41));
+        assert_eq!(o.saved(Source::Files, 45, false), Some(45));
     }
 
     #[test]

@@ -1,19 +1,15 @@
 //! Service probes' I/O: one attempt of a TCP or HTTP check, bounded by the probe's
-//! timeout, and the task that tells the service actor which probes this node owns.
+//! timeout, and the subscription that tells the service actor which probes this node owns.
 //!
 //! What an attempt means (which statuses are up, when a state change is reported) is
 //! decided in `fleetmesh_actors::service`; here an attempt only connects, asks, and names
 //! what went wrong.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
-
 use actix::Addr;
 use anyhow::Context as _;
-use fleetmesh_actors::actor::region::{GetRegion, RegionActor};
-use fleetmesh_actors::actor::service::{Owned, Run, ServiceActor};
-use fleetmesh_actors::node;
-use fleetmesh_actors::service::{self, Check, Outcome, Reason, Spec};
+use fleetmesh_actors::actor::region::{RegionActor, SubscribeAssigned};
+use fleetmesh_actors::actor::service::{Run, ServiceActor};
+use fleetmesh_actors::service::{Check, Outcome, Reason, Spec};
 
 /// The runner the service actor starts attempts with.
 ///
@@ -81,36 +77,12 @@ fn http_reason(e: &reqwest::Error) -> Reason {
     Reason::Error(last)
 }
 
-/// Every second, reads the committed assignments from the region actor and tells the
-/// service actor which probes this node (`own`) owns, when that changes. Ends when either
-/// actor is gone.
-pub fn follow(
-    region: Addr<RegionActor>,
-    services: Addr<ServiceActor>,
-    own: node::Id,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last: Option<BTreeSet<String>> = None;
-        loop {
-            every.tick().await;
-            let Ok(snapshot) = region.send(GetRegion).await else {
-                break;
-            };
-            let mine = service::owned(&snapshot.state.assignments, &own);
-            if last.as_ref() == Some(&mine) {
-                continue;
-            }
-            if last.is_some() || !mine.is_empty() {
-                tracing::info!(probes = ?mine, "service probes owned by this node");
-            }
-            if services.send(Owned(mine.clone())).await.is_err() {
-                break;
-            }
-            last = Some(mine);
-        }
-    })
+/// Subscribes the service actor to what the region's committed assignments give this
+/// node (pushed by the region actor on change): the probes among them are the ones it runs.
+pub async fn subscribe(region: &Addr<RegionActor>, services: &Addr<ServiceActor>) {
+    let _ = region
+        .send(SubscribeAssigned(services.clone().recipient()))
+        .await;
 }
 
 #[cfg(test)]
@@ -119,6 +91,7 @@ mod tests {
     use fleetmesh_actors::service::Expect;
     use std::io::{Read, Write};
     use std::net::TcpListener;
+    use std::time::Duration;
 
     fn spec(check: Check) -> Spec {
         Spec {

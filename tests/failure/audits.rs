@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fleetmesh_actors::files::State;
+use fleetmesh_actors::files::Saved;
 use fleetmesh_actors::spike::Digest;
 use serde_json::Value;
 use sha2::Digest as _;
@@ -122,18 +122,15 @@ async fn last_seq(node: &Node) -> u64 {
 fn forge_baseline(data_dir: &Path, path: &str, contents: &[u8]) {
     let file = data_dir.join("baseline.rmp");
     let bytes = std::fs::read(&file).expect("stored baseline");
-    let mut baseline: BTreeMap<String, State> =
-        rmp_serde::from_slice(&bytes).expect("baseline decodes");
-    let entry = baseline
+    let mut saved: Saved = rmp_serde::from_slice(&bytes).expect("baseline decodes");
+    let entry = saved
+        .baseline
         .get_mut(path)
         .unwrap_or_else(|| panic!("{path} not in the stored baseline"));
     entry.size = contents.len() as u64;
     entry.digest = Some(Digest(sha2::Sha256::digest(contents).into()));
-    std::fs::write(
-        &file,
-        rmp_serde::to_vec(&baseline).expect("baseline encodes"),
-    )
-    .expect("baseline written");
+    std::fs::write(&file, rmp_serde::to_vec(&saved).expect("baseline encodes"))
+        .expect("baseline written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 //! moves past the sequence numbers the crash left unused within seconds of the restart,
 //! without waiting for a replay to tell it. Then a crash loop (three more kills, each as
 //! soon as the node is ready): the intake passes every gap within seconds of the last start.
+//! The same for users and groups on a lone node: each change one spike across kills.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -261,4 +262,244 @@ async fn kill_9_after_a_burst_reports_each_change_once_and_the_intake_catches_up
     eprintln!(
         "after a crash loop of 3 more kills: intake caught up {loop_caught_up:?} after the last start"
     );
+}
+
+/// Account files of the users-and-groups test: (passwd, group) lines beyond root's.
+struct Accounts {
+    users: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl Accounts {
+    /// Writes passwd and group as `useradd` does: whole new files renamed into place, so
+    /// that the probe never reads one half written.
+    fn write(&self, etc: &std::path::Path) {
+        for (name, lines, first) in [
+            ("passwd", &self.users, "root:x:0:0:root:/root:/bin/bash"),
+            ("group", &self.groups, "root:x:0:"),
+        ] {
+            let text: String = std::iter::once(first)
+                .chain(lines.iter().map(String::as_str))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let tmp = etc.join(format!(".{name}.new"));
+            std::fs::write(&tmp, text).expect("write account file");
+            std::fs::rename(&tmp, etc.join(name)).expect("rename into place");
+        }
+    }
+
+    fn user(&mut self, name: &str, uid: u32, shell: &str) {
+        self.users.retain(|l| !l.starts_with(&format!("{name}:")));
+        self.users
+            .push(format!("{name}:x:{uid}:{uid}::/home/{name}:{shell}"));
+    }
+
+    fn remove_user(&mut self, name: &str) {
+        self.users.retain(|l| !l.starts_with(&format!("{name}:")));
+    }
+
+    fn group(&mut self, name: &str, gid: u32, members: &str) {
+        self.groups.retain(|l| !l.starts_with(&format!("{name}:")));
+        self.groups.push(format!("{name}:x:{gid}:{members}"));
+    }
+}
+
+/// The node's user and group spikes: (kind, change, subject) -> when each was reported
+/// (`live` or `while_down`).
+async fn account_spikes(node: &Node) -> BTreeMap<(String, String, String), Vec<String>> {
+    let mut out: BTreeMap<_, Vec<String>> = BTreeMap::new();
+    for kind in ["user", "group"] {
+        let list: Vec<Value> =
+            get(&node.url(&format!("/api/v1/spikes?kind={kind}&limit=10000"))).await;
+        for s in &list {
+            let f = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+            out.entry((f("kind"), f("change"), f("subject")))
+                .or_default()
+                .push(
+                    s["fields"]["when"]["after"]
+                        .as_str()
+                        .unwrap_or("live")
+                        .to_string(),
+                );
+        }
+    }
+    out
+}
+
+fn key(kind: &str, change: &str, subject: &str) -> (String, String, String) {
+    (kind.into(), change.into(), subject.into())
+}
+
+/// Waits until `node` has saved its accounts snapshot after `since` (its start-up reading
+/// always saves), so that what it reports at start is all there.
+async fn accounts_saved_after(node: &Node, since: std::time::SystemTime) {
+    let path = node.dir.join("accounts.rmp");
+    wait_for(
+        "the start-up reading of the accounts saved",
+        CONVERGE,
+        || {
+            let path = path.clone();
+            async move {
+                let at = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map_err(|e| e.to_string())?;
+                if at > since {
+                    Ok(())
+                } else {
+                    Err(format!("{} not written since the start", path.display()))
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until every change in `want` is reported (at least once), then checks that every
+/// user and group change is reported exactly once, and when: `while_down` for those in
+/// `down`, live for the others.
+async fn each_once(
+    node: &Node,
+    want: &[(String, String, String)],
+    down: &[(String, String, String)],
+) {
+    let seen = wait_for("the account changes reported", CONVERGE, || async {
+        let seen = account_spikes(node).await;
+        match want.iter().find(|k| !seen.contains_key(*k)) {
+            None => Ok(seen),
+            Some(k) => Err(format!("{k:?} not reported: {seen:?}")),
+        }
+    })
+    .await;
+    let twice: Vec<_> = seen.iter().filter(|(_, w)| w.len() != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "account changes reported more than once: {twice:?}\n{}",
+        node.log()
+    );
+    for (k, when) in &seen {
+        let expected = if down.contains(k) {
+            "while_down"
+        } else {
+            "live"
+        };
+        assert_eq!(when[0], expected, "{k:?}: {seen:?}");
+    }
+    let unexpected: Vec<_> = seen.keys().filter(|k| !want.contains(k)).collect();
+    assert!(unexpected.is_empty(), "not made: {unexpected:?}");
+}
+
+/// One change, one spike, across a crash, for users and groups: a node killed with SIGKILL
+/// right after adding users and groups reports each change once at restart, none again as
+/// made while it was down, none lost. Then the crash the snapshot exists for, forced: the
+/// kill comes after the changes are journaled and before the snapshot reflecting them is
+/// saved (the snapshot from before them is put back, which is what such a kill leaves on
+/// disk); the start folds the journal into it, and only the changes really made while the
+/// node was down are reported as such. A last kill right after the next start (before its
+/// start-up reading is saved, most likely) changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_account_changes_reports_each_once_and_loses_none() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("acct");
+    let etc = dir.join("root/etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    let mut files = Accounts {
+        users: vec!["alice:x:1000:1000:Alice:/home/alice:/bin/bash".into()],
+        groups: vec!["alice:x:1000:".into(), "sudo:x:27:alice".into()],
+    };
+    files.write(&etc);
+    let spec = || {
+        let mut s = Spec::new("acct", "crash-acct");
+        s.dir = Some(dir.clone());
+        s
+    };
+    let started = std::time::SystemTime::now();
+    let mut node = Node::start(spec());
+    accounts_saved_after(&node, started).await;
+    let mut want = Vec::new();
+
+    // Changes one after another, each its own reading, then kill -9 as soon as the last
+    // is journaled.
+    for i in 0..5 {
+        let name = format!("one-{i}");
+        files.user(&name, 2000 + i, "/bin/sh");
+        files.write(&etc);
+        want.push(key("user", "added", &name));
+    }
+    files.group("team", 3000, "one-0,one-1");
+    files.write(&etc);
+    want.push(key("group", "added", "team"));
+    {
+        let (node, want) = (&node, &want);
+        wait_for("the first changes journaled", CONVERGE, || async move {
+            let seen = account_spikes(node).await;
+            match want.iter().find(|k| !seen.contains_key(*k)) {
+                None => Ok(()),
+                Some(k) => Err(format!("{k:?} not yet")),
+            }
+        })
+        .await;
+    }
+    node.kill9();
+    let restarted = std::time::SystemTime::now();
+    let mut node = Node::start(spec());
+    accounts_saved_after(&node, restarted).await;
+    each_once(&node, &want, &[]).await;
+
+    // The crash window, forced: the snapshot as saved before the next changes.
+    let saved = std::fs::read(dir.join("accounts.rmp")).expect("the saved snapshot");
+    for i in 0..3 {
+        let name = format!("two-{i}");
+        files.user(&name, 2100 + i, "/bin/sh");
+        files.write(&etc);
+        want.push(key("user", "added", &name));
+    }
+    files.user("alice", 1000, "/bin/zsh");
+    files.group("team", 3000, "one-0,one-1,alice");
+    files.remove_user("one-0");
+    files.write(&etc);
+    want.push(key("user", "modified", "alice"));
+    want.push(key("group", "modified", "team"));
+    want.push(key("user", "removed", "one-0"));
+    {
+        let (node, want) = (&node, &want);
+        wait_for("the second changes journaled", CONVERGE, || async move {
+            let seen = account_spikes(node).await;
+            match want.iter().find(|k| !seen.contains_key(*k)) {
+                None => Ok(()),
+                Some(k) => Err(format!("{k:?} not yet")),
+            }
+        })
+        .await;
+    }
+    node.kill9();
+    std::fs::write(dir.join("accounts.rmp"), &saved).expect("the older snapshot back");
+    // Made while the node is down: reported once, as such.
+    files.user("late", 2200, "/bin/sh");
+    files.remove_user("one-1");
+    files.write(&etc);
+    let down = [
+        key("user", "added", "late"),
+        key("user", "removed", "one-1"),
+    ];
+    want.extend(down.iter().cloned());
+    let restarted = std::time::SystemTime::now();
+    let mut node = Node::start(spec());
+    accounts_saved_after(&node, restarted).await;
+    each_once(&node, &want, &down).await;
+    let log = node.log();
+    let folded = log
+        .lines()
+        .find(|l| l.contains("accounts snapshot brought up to date from the journal"))
+        .unwrap_or_else(|| panic!("no fold at start:\n{log}"))
+        .to_string();
+    eprintln!("fold at start: {folded}");
+
+    // Killed again right after the next start, then started once more: nothing new.
+    node.kill9();
+    let mut node = Node::start(spec());
+    node.kill9();
+    let restarted = std::time::SystemTime::now();
+    let node = Node::start(spec());
+    accounts_saved_after(&node, restarted).await;
+    each_once(&node, &want, &down).await;
 }

@@ -1,18 +1,23 @@
 //! The audit actor: a thin shell around [`crate::audit::Auditor`]. It hands the core the
-//! peers this node audits ([`Audited`]), the spikes heard over gossip ([`Heard`]), the
+//! peers this node audits ([`Audited`]: made here from the assignments the region actor
+//! pushes, [`Assigned`], and the liveness the heartbeat actor pushes, [`RegionMembers`]), the spikes heard over gossip ([`Heard`]), the
 //! answers to its digest requests ([`Answered`]) and the time; it sends the requests the
 //! core asks for through the network driver and passes observations to the spike encoder.
 //! It decides nothing.
 //!
 //! The audited side is [`BaselineDigest`], answered by the file actor.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use actix::prelude::*;
 
 use crate::actor::Stop;
+use crate::actor::heartbeat::RegionMembers;
+use crate::actor::region::Assigned;
 use crate::actor::spikes::Observe;
-use crate::audit::{Answer, Auditor, Input, Output, Report, Subject};
+use crate::audit::{self, Answer, Auditor, Input, Output, Report, Subject};
+use crate::membership::Status;
 use crate::outbox::{Direct, DirectSender};
 use crate::spike::Kind;
 use crate::{node, wire};
@@ -56,6 +61,10 @@ pub struct AuditActor {
     timer: Option<SpawnHandle>,
     /// Requests the driver's queue had no room for.
     pub not_sent: u64,
+    /// The peers the region's assignments give this node to audit ([`Assigned`]).
+    assigned: Option<Vec<node::Id>>,
+    /// The region's members as the membership view sees them ([`RegionMembers`]).
+    view: BTreeMap<node::Id, (String, Status)>,
 }
 
 impl std::fmt::Debug for AuditActor {
@@ -80,7 +89,32 @@ impl AuditActor {
             spikes,
             timer: None,
             not_sent: 0,
+            assigned: None,
+            view: BTreeMap::new(),
         }
+    }
+
+    /// Hands the core the audited peers with their liveness (a peer the view does not
+    /// know yet is joining).
+    fn audit(&mut self, ctx: &mut Context<Self>) {
+        let Some(peers) = &self.assigned else {
+            return;
+        };
+        let subjects = peers
+            .iter()
+            .map(|p| {
+                let (name, status) = match self.view.get(p) {
+                    Some((name, status)) => (Some(name.clone()), *status),
+                    None => (None, Status::Joining),
+                };
+                Subject {
+                    peer: p.clone(),
+                    name,
+                    status,
+                }
+            })
+            .collect();
+        self.input(Input::Audited(subjects), ctx);
     }
 
     fn input(&mut self, input: Input, ctx: &mut Context<Self>) {
@@ -147,6 +181,39 @@ impl Handler<Audited> for AuditActor {
 
     fn handle(&mut self, msg: Audited, ctx: &mut Self::Context) {
         self.input(Input::Audited(msg.0), ctx);
+    }
+}
+
+/// The region's committed assignments, pushed when what this node owns changes.
+impl Handler<Assigned> for AuditActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Assigned, ctx: &mut Self::Context) {
+        let peers = audit::audited(msg.items.iter(), &msg.own);
+        if self.assigned.as_ref() == Some(&peers) {
+            return;
+        }
+        if self.assigned.is_some() || !peers.is_empty() {
+            tracing::info!(peers = ?peers, "peers audited by this node");
+        }
+        self.assigned = Some(peers);
+        self.audit(ctx);
+    }
+}
+
+/// The region's members, pushed when one appears or changes: the audited peers' liveness.
+impl Handler<RegionMembers> for AuditActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegionMembers, ctx: &mut Self::Context) {
+        self.view = msg
+            .members
+            .iter()
+            .map(|m| (m.peer.clone(), (m.name.clone(), m.status)))
+            .collect();
+        if self.assigned.as_ref().is_some_and(|p| !p.is_empty()) {
+            self.audit(ctx);
+        }
     }
 }
 

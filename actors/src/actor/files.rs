@@ -18,6 +18,7 @@ use crate::actor::unix_ms;
 use crate::audit::{self, Answer};
 use crate::files::{self, Counters, Scan, State};
 use crate::spike::Observation;
+use crate::sync::Source;
 
 /// One input from the file probe.
 #[derive(Debug, Message)]
@@ -114,7 +115,9 @@ impl FileActor {
             journal,
             persist,
             dirty: false,
-            unsaved: false,
+            // The encoder holds the journal above the saved baseline's number from the
+            // start (`Baseline::Loaded`): the first save releases it.
+            unsaved: true,
             saving: false,
             changed: false,
             persisted: 0,
@@ -231,6 +234,7 @@ impl FileActor {
                 if self.unsaved {
                     self.unsaved = self.changed;
                     self.journal.do_send(Baseline::Saved {
+                        source: Source::Files,
                         seq,
                         pending: self.changed,
                     });
@@ -303,7 +307,7 @@ impl Handler<FileInput> for FileActor {
             // Ahead of the observations, in the same mailbox: the journal keeps them until
             // a saved baseline reflects them (every input here is saved within seconds).
             self.unsaved = true;
-            self.journal.do_send(Baseline::Unsaved);
+            self.journal.do_send(Baseline::Unsaved(Source::Files));
         }
         self.emit(obs, ctx);
         match scan {

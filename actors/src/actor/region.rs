@@ -12,7 +12,9 @@
 //!   pushed to whoever subscribed: the master of record and this node's part
 //!   ([`SetView`] to the policy and fleet actors, [`MasterKnown`] to the spike encoder),
 //!   what heartbeats must announce ([`SetRegion`]), duplicate names (logged; alerted by
-//!   the master), and a new incarnation when the region holds this one dead.
+//!   the master), a new incarnation when the region holds this one dead, and the work
+//!   this node owns in the committed assignments ([`Assigned`], to whoever subscribed
+//!   with [`SubscribeAssigned`]: the service probes and the audits).
 //!
 //! It also drives the region's intake ([`crate::intake::Intake`], sans-IO: exactly-once
 //! application, acknowledgements fenced by term, replay acceptance), told of every change
@@ -20,7 +22,8 @@
 //! node leads, the master's marks are gossiped, and this node's own mark goes to the
 //! spike encoder ([`Acked`]), which compacts the journal and replays what is missing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -28,7 +31,7 @@ use actix::prelude::*;
 use crate::actor::alert::Raise;
 use crate::actor::fleet::{Intake, LearnedIn, ProposeApproval, SetView};
 use crate::actor::heartbeat::{RegionMembers, SetRegion};
-use crate::actor::{Reincarnate, Stop, unix_ms};
+use crate::actor::{CountDrops, Reincarnate, SetDrops, Stop, unix_ms};
 use crate::fleet::Via;
 use crate::governor::{self, Governor, NoMaster, Output, Save};
 use crate::intake::Output as IntakeOutput;
@@ -113,11 +116,31 @@ pub struct Snapshot {
     pub refused_messages: u64,
     pub sent: u64,
     pub received: u64,
+    /// Pushes of [`Assigned`] a subscriber's full mailbox refused (sent again later).
+    pub assigned_dropped: u64,
 }
 
 #[derive(Debug, Message)]
 #[rtype(result = "Snapshot")]
 pub struct GetRegion;
+
+/// The work items of the region's committed assignments that this node (`own`) owns
+/// (`service:<probe>`, `audit:<peer>`), all of them: pushed to subscribers whenever the
+/// set changes, and at once on subscribing.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct Assigned {
+    pub own: node::Id,
+    pub items: Arc<BTreeSet<String>>,
+}
+
+/// From now on, `0` receives every change of [`Assigned`] (and the current one now).
+/// Pushes go through its bounded mailbox: one that does not fit is counted
+/// (`assigned_dropped`, `fleetmesh_queue_dropped_total{queue="region_assigned"}`) and
+/// sent again at the region actor's next step until it fits.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SubscribeAssigned(pub Recipient<Assigned>);
 
 /// What to make durable for the member's consensus state.
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +215,14 @@ pub struct RegionActor {
     /// Every approval committed (learners connected later are told them all).
     approvals: Vec<crate::fleet::Approval>,
     links: Connect,
+    /// What this node owns in the committed assignments, and the applied index it was
+    /// read at (read again only when the state moved).
+    assigned: Assigned,
+    assigned_at: Option<u64>,
+    /// Subscribers to [`Assigned`], each with whether it still lacks the current set.
+    assigned_to: Vec<(Recipient<Assigned>, bool)>,
+    assigned_dropped: u64,
+    drops: Option<CountDrops>,
 }
 
 impl std::fmt::Debug for RegionActor {
@@ -221,6 +252,10 @@ impl RegionActor {
             config.name.clone(),
         );
         let intake = crate::intake::Intake::new(&region, own_peer.clone(), ACK_EVERY);
+        let assigned = Assigned {
+            own: own_peer.clone(),
+            items: Arc::default(),
+        };
         RegionActor {
             gov: Governor::new(config, stored, Instant::now()),
             region,
@@ -242,6 +277,11 @@ impl RegionActor {
             learners: Vec::new(),
             approvals: Vec::new(),
             links: Connect::default(),
+            assigned,
+            assigned_at: None,
+            assigned_to: Vec::new(),
+            assigned_dropped: 0,
+            drops: None,
         }
     }
 
@@ -315,7 +355,53 @@ impl RegionActor {
                 ),
             }
         }
+        self.push_assigned();
         self.arm(ctx);
+    }
+
+    /// Reads what this node owns again if the committed state moved, and pushes it to the
+    /// subscribers that lack it: those it changed for, and those a full mailbox refused.
+    fn push_assigned(&mut self) {
+        let state = self.gov.state();
+        let applied = state.map(|s| s.applied);
+        if applied != self.assigned_at {
+            self.assigned_at = applied;
+            let items: BTreeSet<String> = state
+                .into_iter()
+                .flat_map(|s| &s.assignments)
+                .filter(|(_, owner)| **owner == self.own_peer)
+                .map(|(item, _)| item.clone())
+                .collect();
+            if *self.assigned.items != items {
+                self.assigned.items = Arc::new(items);
+                for (_, behind) in &mut self.assigned_to {
+                    *behind = true;
+                }
+            }
+        }
+        let mut dropped = 0;
+        self.assigned_to.retain_mut(|(to, behind)| {
+            if !*behind {
+                return true;
+            }
+            match to.try_send(self.assigned.clone()) {
+                Ok(()) => {
+                    *behind = false;
+                    true
+                }
+                Err(SendError::Full(_)) => {
+                    dropped += 1;
+                    true
+                }
+                Err(SendError::Closed(_)) => false,
+            }
+        });
+        if dropped > 0 {
+            self.assigned_dropped += dropped;
+            if let Some(count) = &self.drops {
+                count("region_assigned", dropped);
+            }
+        }
     }
 
     fn arm(&mut self, ctx: &mut Context<Self>) {
@@ -413,8 +499,7 @@ impl RegionActor {
             approvals = image.approvals.len(),
             "region state installed from a snapshot"
         );
-        let known: std::collections::BTreeSet<String> =
-            self.approvals.iter().map(|a| a.id()).collect();
+        let known: BTreeSet<String> = self.approvals.iter().map(|a| a.id()).collect();
         let fresh: Vec<crate::fleet::Approval> = image
             .approvals
             .into_iter()
@@ -547,6 +632,7 @@ impl Handler<GetRegion> for RegionActor {
             refused_messages: self.refused,
             sent: self.sent,
             received: self.received,
+            assigned_dropped: self.assigned_dropped,
         })
     }
 }
@@ -629,6 +715,23 @@ impl Handler<ProposeApproval> for RegionActor {
             .map_err(|e| format!("proposal not taken: {e}"));
         self.drain(ctx);
         r
+    }
+}
+
+impl Handler<SubscribeAssigned> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeAssigned, _: &mut Self::Context) {
+        self.assigned_to.push((msg.0, true));
+        self.push_assigned();
+    }
+}
+
+impl Handler<SetDrops> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetDrops, _: &mut Self::Context) {
+        self.drops = Some(msg.0);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The service-probe actor: a thin shell around [`crate::service::Probes`]. It hands the
-//! core the probes this node owns ([`Owned`]) and the time, starts each attempt the core
+//! core the probes this node owns (pushed by the region actor, [`Assigned`], or set
+//! directly, [`Owned`]) and the time, starts each attempt the core
 //! asks for through the runner it was given (the node's I/O: a TCP connect, an HTTP GET)
 //! as a future on its own context, feeds the outcome back, and passes observations to the
 //! spike encoder. It decides nothing.
@@ -12,8 +13,9 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use crate::actor::Stop;
+use crate::actor::region::Assigned;
 use crate::actor::spikes::Observe;
-use crate::service::{Input, Outcome, Output, Probes, Spec, State};
+use crate::service::{self, Input, Outcome, Output, Probes, Spec, State};
 
 /// One attempt under way; it must finish within the probe's timeout (the core gives up on
 /// it a little after that anyway).
@@ -37,6 +39,8 @@ pub struct ServiceActor {
     run: Run,
     spikes: Recipient<Observe>,
     timer: Option<SpawnHandle>,
+    /// The probes the region's assignments gave this node last ([`Assigned`]).
+    assigned: Option<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for ServiceActor {
@@ -54,6 +58,7 @@ impl ServiceActor {
             run,
             spikes,
             timer: None,
+            assigned: None,
         }
     }
 
@@ -102,6 +107,24 @@ impl Handler<Owned> for ServiceActor {
 
     fn handle(&mut self, msg: Owned, ctx: &mut Self::Context) {
         self.input(Input::Owned(msg.0), ctx);
+    }
+}
+
+/// The region's committed assignments, pushed when what this node owns changes: the
+/// probes among them are the ones it runs.
+impl Handler<Assigned> for ServiceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Assigned, ctx: &mut Self::Context) {
+        let mine = service::probes(msg.items.iter());
+        if self.assigned.as_ref() == Some(&mine) {
+            return;
+        }
+        if self.assigned.is_some() || !mine.is_empty() {
+            tracing::info!(probes = ?mine, "service probes owned by this node");
+        }
+        self.assigned = Some(mine.clone());
+        self.input(Input::Owned(mine), ctx);
     }
 }
 

@@ -76,15 +76,25 @@ pub struct SetAnomaly(pub Recipient<Samples>);
 #[rtype(result = "()")]
 pub struct Numbering(pub tokio::sync::oneshot::Sender<(u64, Option<(u64, u64)>)>);
 
-/// The file baseline's claim on the journal: `Unsaved` comes before the first change the
-/// saved baseline does not reflect, `Saved` once a baseline reflecting everything up to
-/// `seq` is saved (`pending`: later changes are not in it yet). The journal keeps what the
-/// saved baseline does not reflect, since a crash rebuilds the baseline from it.
+/// A detector's claim on the journal (the file baseline, the accounts snapshot: see
+/// [`sync::Source`]): `Loaded` at start, when the saved state reflects the journal up to
+/// `seq` only; `Unsaved` before the first change the saved state does not reflect;
+/// `Saved` once a state reflecting everything up to `seq` is saved (`pending`: later
+/// changes are not in it yet). The journal keeps what the saved state does not reflect,
+/// since a crash rebuilds the state from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub enum Baseline {
-    Unsaved,
-    Saved { seq: u64, pending: bool },
+    Loaded {
+        source: sync::Source,
+        seq: u64,
+    },
+    Unsaved(sync::Source),
+    Saved {
+        source: sync::Source,
+        seq: u64,
+        pending: bool,
+    },
 }
 
 /// Where the encoder's output is made durable.
@@ -473,11 +483,19 @@ impl Handler<Baseline> for SpikeActor {
 
     fn handle(&mut self, msg: Baseline, _: &mut Self::Context) {
         let upto = match msg {
-            Baseline::Unsaved => {
-                self.sync.hold();
+            Baseline::Loaded { source, seq } => {
+                self.sync.loaded(source, seq);
                 None
             }
-            Baseline::Saved { seq, pending } => self.sync.saved(seq, pending),
+            Baseline::Unsaved(source) => {
+                self.sync.hold(source);
+                None
+            }
+            Baseline::Saved {
+                source,
+                seq,
+                pending,
+            } => self.sync.saved(source, seq, pending),
         };
         if let Some(upto) = upto
             && let Err(e) = (self.ack)(upto)
