@@ -153,6 +153,8 @@ pub struct Region {
     pub bootstrap_ms: u64,
     pub bootstrap_expect: u32,
     pub max_voters: usize,
+    /// Applied log entries past the last snapshot that make the next one.
+    pub snapshot_entries: u64,
     pub replace_dead_voter_s: u64,
     pub master_eligible: bool,
 }
@@ -375,6 +377,8 @@ impl Resolved {
             election_ticks: r.election_ticks,
             heartbeat_ticks: (r.election_ticks / 5).max(1),
             seed: u64::from(std::process::id()) ^ info.incarnation,
+            snapshot_entries: r.snapshot_entries,
+            snapshot_tail: (r.snapshot_entries / 10).max(2),
             ..fleetmesh_actors::region::Config::default()
         };
         c
@@ -672,6 +676,12 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     within("region.tick_ms", raw.region.tick_ms, 10, 10_000)?;
     within("region.bootstrap_ms", raw.region.bootstrap_ms, 0, 600_000)?;
     within("region.max_voters", raw.region.max_voters as u64, 1, 5)?;
+    within(
+        "region.snapshot_entries",
+        raw.region.snapshot_entries,
+        8,
+        1_000_000,
+    )?;
     within(
         "region.bootstrap_expect",
         u64::from(raw.region.bootstrap_expect),

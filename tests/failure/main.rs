@@ -7,6 +7,7 @@
 mod harness;
 
 mod audits;
+mod compaction;
 mod consult;
 mod crash;
 mod detection;
