@@ -379,7 +379,6 @@ impl Resolved {
             seed: u64::from(std::process::id()) ^ info.incarnation,
             snapshot_entries: r.snapshot_entries,
             snapshot_tail: (r.snapshot_entries / 10).max(2),
-            ..fleetmesh_actors::region::Config::default()
         };
         c
     }
