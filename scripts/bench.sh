@@ -18,6 +18,8 @@
 #   scripts/bench.sh pauses      [--minutes M]  (5 nodes; one stopped 2 s every minute)
 #   scripts/bench.sh redistribution [--trials N] [--probes K]  (5 voters, K service probes;
 #                                kill -9 the node owning most items)
+#   scripts/bench.sh storm       [--files N]    (one node; N files created then modified:
+#                                RSS idle/peak/after, time to reconcile and judge all)
 #   scripts/bench.sh replay      [--spikes N]   (a node journals N spikes with no master, then
 #                                one appears: time until the master acknowledges them all)
 #   scripts/bench.sh consult     [--nodes N] [--count K]  (K consult decisions asked of the
@@ -154,6 +156,15 @@ case "$scenario" in
         p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
         printf "RESULT {\"scenario\":\"redistribution\",\"trials\":%d,\"ok\":%d,\"items\":%d,\"p50_s\":%.3f,\"p99_s\":%.3f,\"max_s\":%.3f,\"moved_over_owned_min\":%.3f,\"moved_over_owned_max\":%.3f,\"owned_total\":%d}\n", n, NR, k + 5, p50, p99, v[NR], rmin, r, owned
       }'
+    ;;
+
+  storm)
+    files=$(opt files 50000 "$@")
+    command -v python3 >/dev/null || { echo "bench.sh: $scenario needs python3" >&2; exit 2; }
+    dir=$(mktemp -d /tmp/fleetmesh-storm.XXXXXX)
+    trap 'rm -rf "$dir"' EXIT
+    (cd "$root" && cargo build --release --bin fleetmesh >&2)
+    python3 "$here/storm_bench.py" "$root/target/release/fleetmesh" "$dir" "$files"
     ;;
 
   replay)
