@@ -104,6 +104,32 @@ where
     }
 }
 
+/// Writes an encoded state durably (the node writes it to its data dir); called on a
+/// blocking thread ([`write_off_thread`]).
+pub type PersistBytes = std::sync::Arc<dyn Fn(&[u8]) -> std::io::Result<()> + Send + Sync>;
+
+/// The encoder's numbering ([`spikes::Numbering`]), asked when the returned future first
+/// runs: spawned from an actor, that is after any observation still waiting for room in
+/// the encoder's mailbox ([`hand_on`]), so the request queues behind them and its answer
+/// is a lower bound of what a state saved then reflects. `None`: the encoder is gone.
+pub async fn numbering(encoder: Recipient<spikes::Numbering>) -> Option<(u64, Option<(u64, u64)>)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    encoder.do_send(spikes::Numbering(tx));
+    rx.await.ok()
+}
+
+/// Writes `bytes` (or reports why they could not be encoded) with `write`, on a blocking
+/// thread, so that an actor goes on while a large state is made durable.
+pub async fn write_off_thread(
+    write: PersistBytes,
+    bytes: std::io::Result<Vec<u8>>,
+) -> std::io::Result<()> {
+    let bytes = bytes?;
+    tokio::task::spawn_blocking(move || write(&bytes))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
 /// Counts `n` messages dropped on a queue where loss is allowed, named by the first
 /// argument (`spike_outbox`, `heartbeat_outbox`, `region_members`, `region_assigned`); the node exports the
 /// counts as `fleetmesh_queue_dropped_total{queue}`.

@@ -32,7 +32,7 @@ pub struct AccountsRead {
 
 /// Writes the encoded snapshot (an [`accounts::Saved`]) durably; called on a blocking
 /// thread.
-pub type PersistSnapshot = std::sync::Arc<dyn Fn(&[u8]) -> std::io::Result<()> + Send + Sync>;
+pub type PersistSnapshot = crate::actor::PersistBytes;
 
 /// A failed save is tried again after this long.
 const RETRY: Duration = Duration::from_secs(5);
@@ -104,57 +104,46 @@ impl AccountsActor {
         self.saving = true;
         self.dirty = false;
         self.changed = false;
-        let numbering = self.numbering.clone();
         let write = self.persist.clone();
-        // Asked when the future first runs: after any observation still waiting for room
-        // in the encoder's mailbox (`hand_on`), so that it queues behind them.
-        let saved = async move {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            numbering.do_send(Numbering(tx));
-            rx.await.ok()
-        }
-        .into_actor(self)
-        .then(move |answer, act, _| {
-            let job = match (answer, act.detector.snapshot()) {
-                (None, _) => {
-                    tracing::warn!("the spike encoder is gone: the accounts snapshot is not saved");
-                    None
-                }
-                (Some(_), None) => None,
-                (Some((seq, _)), Some(snapshot)) => Some((
-                    seq,
-                    rmp_serde::to_vec(&accounts::Saved { seq, snapshot })
-                        .map_err(std::io::Error::other),
-                )),
-            };
-            async move {
-                let (seq, bytes) = job?;
-                let result = match bytes {
-                    Ok(bytes) => tokio::task::spawn_blocking(move || write(&bytes))
-                        .await
-                        .unwrap_or_else(|e| Err(std::io::Error::other(e))),
-                    Err(e) => Err(e),
+        let saved = crate::actor::numbering(self.numbering.clone())
+            .into_actor(self)
+            .then(move |answer, act, _| {
+                let job = match (answer, act.detector.snapshot()) {
+                    (None, _) => {
+                        tracing::warn!(
+                            "the spike encoder is gone: the accounts snapshot is not saved"
+                        );
+                        None
+                    }
+                    (Some(_), None) => None,
+                    (Some((seq, _)), Some(snapshot)) => Some((
+                        seq,
+                        rmp_serde::to_vec(&accounts::Saved { seq, snapshot })
+                            .map_err(std::io::Error::other),
+                    )),
                 };
-                Some((seq, result))
-            }
-            .into_actor(act)
-        })
-        .map(|written, act, ctx| {
-            act.saving = false;
-            match written {
-                Some((seq, Ok(()))) => act.saved(seq),
-                Some((_, Err(e))) => {
-                    tracing::warn!(error = %e, "cannot save the accounts snapshot; will retry");
-                    act.dirty = false;
-                    ctx.run_later(RETRY, |act, ctx| act.save(ctx));
-                    return;
+                async move {
+                    let (seq, bytes) = job?;
+                    Some((seq, crate::actor::write_off_thread(write, bytes).await))
                 }
-                None => return,
-            }
-            if act.dirty {
-                act.save(ctx);
-            }
-        });
+                .into_actor(act)
+            })
+            .map(|written, act, ctx| {
+                act.saving = false;
+                match written {
+                    Some((seq, Ok(()))) => act.saved(seq),
+                    Some((_, Err(e))) => {
+                        tracing::warn!(error = %e, "cannot save the accounts snapshot; will retry");
+                        act.dirty = false;
+                        ctx.run_later(RETRY, |act, ctx| act.save(ctx));
+                        return;
+                    }
+                    None => return,
+                }
+                if act.dirty {
+                    act.save(ctx);
+                }
+            });
         ctx.spawn(saved);
     }
 

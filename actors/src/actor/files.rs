@@ -45,7 +45,7 @@ pub struct Status {
 pub struct Flush;
 
 /// Writes the encoded baseline (a [`files::Saved`]) durably; called on a blocking thread.
-pub type PersistBaseline = std::sync::Arc<dyn Fn(&[u8]) -> std::io::Result<()> + Send + Sync>;
+pub type PersistBaseline = crate::actor::PersistBytes;
 
 /// A baseline is saved at most this often (but at start-up and shutdown): at the next
 /// check after a scan, and within this delay of a realtime change.
@@ -161,49 +161,37 @@ impl FileActor {
         self.saving = true;
         self.changed = false;
         let asked = Instant::now();
-        let numbering = self.numbering.clone();
         let write = self.persist.clone();
-        // Asked when the future first runs: after any observation still waiting for room
-        // in the encoder's mailbox (`hand_on`), so that it queues behind them.
-        let saved = async move {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            numbering.do_send(Numbering(tx));
-            rx.await.ok()
-        }
-        .into_actor(self)
-        .then(move |answer, act, _| {
-            let job = match answer {
-                None => {
-                    tracing::warn!("the spike encoder is gone: the file baseline is not saved");
-                    None
-                }
-                // A later save (at shutdown) already wrote the baseline with a number
-                // at least as high.
-                Some((seq, _)) if seq < act.persisted => None,
-                Some((seq, _)) => Some((seq, act.encode(seq))),
-            };
-            let numbering_ms = asked.elapsed().as_millis() as u64;
-            async move {
-                let (seq, bytes) = job?;
-                let start = Instant::now();
-                let result = match bytes {
-                    Ok(bytes) => tokio::task::spawn_blocking(move || write(&bytes))
-                        .await
-                        .unwrap_or_else(|e| Err(std::io::Error::other(e))),
-                    Err(e) => Err(e),
+        let saved = crate::actor::numbering(self.numbering.clone())
+            .into_actor(self)
+            .then(move |answer, act, _| {
+                let job = match answer {
+                    None => {
+                        tracing::warn!("the spike encoder is gone: the file baseline is not saved");
+                        None
+                    }
+                    // A later save (at shutdown) already wrote the baseline with a number
+                    // at least as high.
+                    Some((seq, _)) if seq < act.persisted => None,
+                    Some((seq, _)) => Some((seq, act.encode(seq))),
                 };
-                let write_ms = start.elapsed().as_millis() as u64;
-                tracing::debug!(seq, numbering_ms, write_ms, "file baseline written");
-                Some((seq, result))
-            }
-            .into_actor(act)
-        })
-        .map(|written, act, _| {
-            act.saving = false;
-            if let Some((seq, result)) = written {
-                act.saved(seq, result);
-            }
-        });
+                let numbering_ms = asked.elapsed().as_millis() as u64;
+                async move {
+                    let (seq, bytes) = job?;
+                    let start = Instant::now();
+                    let result = crate::actor::write_off_thread(write, bytes).await;
+                    let write_ms = start.elapsed().as_millis() as u64;
+                    tracing::debug!(seq, numbering_ms, write_ms, "file baseline written");
+                    Some((seq, result))
+                }
+                .into_actor(act)
+            })
+            .map(|written, act, _| {
+                act.saving = false;
+                if let Some((seq, result)) = written {
+                    act.saved(seq, result);
+                }
+            });
         if why == Save::Shutdown {
             ctx.wait(saved);
         } else {
