@@ -13,7 +13,6 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use fleetmesh_actors::actor::anomaly::GetAnomalies;
 use fleetmesh_actors::actor::heartbeat::{GetSnapshot, PeerView, Snapshot};
-use fleetmesh_actors::actor::spikes::GetSpikes;
 use fleetmesh_actors::heartbeat::millis;
 use fleetmesh_actors::membership::Status;
 use fleetmesh_actors::spike::Kind;
@@ -215,15 +214,7 @@ async fn spikes(shared: web::Data<Shared>, q: web::Query<SpikeQuery>) -> HttpRes
         },
     };
     let limit = q.limit.unwrap_or(1000).min(10_000);
-    let query = GetSpikes {
-        since: q.since,
-        kind,
-        limit,
-    };
-    match ask(&shared.spikes, query).await {
-        Some(list) => HttpResponse::Ok().json(list),
-        None => unavailable("the spike encoder"),
-    }
+    HttpResponse::Ok().json(shared.recent.query(q.since, kind, limit))
 }
 
 /// Query of `GET /api/v1/decisions`.

@@ -64,6 +64,8 @@ pub struct Shared {
     pub heartbeat: Addr<HeartbeatActor>,
     pub region: Addr<RegionActor>,
     pub spikes: Addr<SpikeActor>,
+    /// The encoder's latest spikes (read without asking it).
+    pub recent: Arc<fleetmesh_actors::actor::spikes::Recent>,
     pub files: Addr<FileActor>,
     /// What the file detector published last (read without asking it).
     pub files_status: watch::Receiver<fleetmesh_actors::actor::files::Status>,
@@ -186,8 +188,9 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         retry_ms: j.replay_retry_ms,
         ..fleetmesh_actors::sync::Config::default()
     };
+    let (recent_tx, recent_rx) = tokio::sync::oneshot::channel();
     let spikes = SpikeActor::start_in_arbiter(&encoder_thread.handle(), move |_| {
-        SpikeActor::new(
+        let actor = SpikeActor::new(
             encoder::Encoder::new(
                 encoder::Config {
                     origin,
@@ -229,8 +232,13 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             spike_outbox,
             replay_direct,
             sync_config,
-        )
+        );
+        let _ = recent_tx.send(actor.recent());
+        actor
     });
+    let recent = recent_rx
+        .await
+        .context("the spike encoder did not start")?;
     // Before any observation: the journal keeps what the saved states do not reflect
     // (folded in memory above) until each detector has saved again.
     for (source, seq) in [
@@ -470,6 +478,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         heartbeat: heartbeat.clone(),
         spikes: spikes.clone(),
         files: files.clone(),
+        recent,
         files_status,
         sync,
         accounts: accounts.clone(),
@@ -531,6 +540,7 @@ struct Actors {
     heartbeat: Addr<HeartbeatActor>,
     spikes: Addr<SpikeActor>,
     files: Addr<FileActor>,
+    recent: Arc<fleetmesh_actors::actor::spikes::Recent>,
     files_status: watch::Receiver<fleetmesh_actors::actor::files::Status>,
     sync: watch::Receiver<Option<fleetmesh_actors::sync::Report>>,
     accounts: Addr<AccountsActor>,
@@ -633,6 +643,7 @@ async fn serve(
         spikes: actors.spikes.clone(),
         files: actors.files.clone(),
         files_status: actors.files_status.clone(),
+        recent: actors.recent.clone(),
         sync: actors.sync.clone(),
         audits: actors.audits.clone(),
         policy: actors.policy.clone(),

@@ -8,6 +8,7 @@
 //! journal and replayed to it directly, one batch in flight at a time.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use actix::prelude::*;
 
@@ -38,6 +39,47 @@ pub struct GetSpikes {
     pub since: u64,
     pub kind: Option<Kind>,
     pub limit: usize,
+}
+
+/// The latest spikes, shared with the API: written by the encoder, read without asking it
+/// (a storm keeps its mailbox full).
+#[derive(Debug)]
+pub struct Recent {
+    ring: std::sync::RwLock<VecDeque<Spike>>,
+    capacity: usize,
+}
+
+impl Recent {
+    pub fn new(capacity: usize) -> Self {
+        Recent {
+            ring: std::sync::RwLock::new(VecDeque::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn extend(&self, spikes: impl IntoIterator<Item = Spike>) {
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        for spike in spikes {
+            if ring.len() == self.capacity {
+                ring.pop_front();
+            }
+            ring.push_back(spike);
+        }
+    }
+
+    /// Spikes with `seq > since` (optionally of one kind), oldest first, at most `limit`.
+    pub fn query(&self, since: u64, kind: Option<Kind>, limit: usize) -> Vec<Spike> {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        ring.iter()
+            .filter(|s| s.seq > since && kind.is_none_or(|k| s.kind == k))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 /// Makes a sequence reservation durable (write + fsync).
@@ -122,8 +164,7 @@ pub struct SpikeActor {
     region: String,
     persist: PersistSeq,
     journal: AppendJournal,
-    ring: VecDeque<Spike>,
-    capacity: usize,
+    ring: Arc<Recent>,
     outbox: outbox::Sender,
     /// Spikes not published because the driver's queue was full.
     pub outbox_full: u64,
@@ -222,6 +263,11 @@ impl std::fmt::Debug for SpikeActor {
 }
 
 impl SpikeActor {
+    /// The latest spikes as this actor keeps them, for readers that must not wait for it.
+    pub fn recent(&self) -> Arc<Recent> {
+        self.ring.clone()
+    }
+
     pub fn new(
         encoder: Encoder,
         region: String,
@@ -238,17 +284,14 @@ impl SpikeActor {
         if let Some((from, to)) = unused {
             origin.unused(from, to);
         }
-        let mut ring: VecDeque<Spike> = storage.recent.into();
-        while ring.len() > capacity {
-            ring.pop_front();
-        }
+        let ring = Arc::new(Recent::new(capacity));
+        ring.extend(storage.recent);
         SpikeActor {
             encoder,
             region,
             persist: storage.reserve,
             journal: storage.journal,
             ring,
-            capacity,
             outbox,
             outbox_full: 0,
             ack: storage.ack,
@@ -408,12 +451,7 @@ impl Handler<Observe> for SpikeActor {
                 }
             }
         }
-        for spike in &encoded {
-            if self.ring.len() == self.capacity {
-                self.ring.pop_front();
-            }
-            self.ring.push_back(spike.clone());
-        }
+        self.ring.extend(encoded.iter().cloned());
         // What one reading produced travels as one message (or a few, under the frame cap).
         for batch in wire::batches(encoded) {
             let n = batch.len() as u64;
@@ -519,14 +557,7 @@ impl Handler<GetSpikes> for SpikeActor {
     type Result = MessageResult<GetSpikes>;
 
     fn handle(&mut self, q: GetSpikes, _: &mut Self::Context) -> Self::Result {
-        MessageResult(
-            self.ring
-                .iter()
-                .filter(|s| s.seq > q.since && q.kind.is_none_or(|k| s.kind == k))
-                .take(q.limit)
-                .cloned()
-                .collect(),
-        )
+        MessageResult(self.ring.query(q.since, q.kind, q.limit))
     }
 }
 
