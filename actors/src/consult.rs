@@ -21,6 +21,13 @@
 //! the view names another master, or the bound runs out. A request sent and not answered
 //! within the timeout is decided autonomously; so is one the network queue refused.
 //!
+//! # A busy master
+//!
+//! A master over its budget for this node (too many requests in flight or a second from
+//! it) answers [`Failure::Busy`]: the request is not a judgement and the master is not
+//! lost. It goes back to the head of the queue and nothing more is sent to that master
+//! until the pause it asked for has passed; it is never decided autonomously for that.
+//!
 //! # Order of calls
 //!
 //! Feed it with [`Client::handle_view`] (every view pushed, repeated or not),
@@ -42,6 +49,8 @@ use crate::spike::Spike;
 pub const IN_FLIGHT: usize = 256;
 /// Consultations waiting at most, by default; beyond, the autonomous default decides.
 pub const WAITING: usize = 100_000;
+/// The shortest pause after a busy answer (a master may ask for none).
+pub const BUSY_FLOOR: Duration = Duration::from_millis(20);
 
 /// How a node consults.
 #[derive(Debug, Clone)]
@@ -97,6 +106,10 @@ pub enum Failure {
     /// The request never left this node (its network queue is full): decided at once.
     #[error("not sent: {0}")]
     NotSent(String),
+    /// The master did not take it: this node is over its budget there. Asked again
+    /// after `retry_after` (at least [`BUSY_FLOOR`], at most the timeout).
+    #[error("the master is busy ({why}); retry after {retry_after:?}")]
+    Busy { retry_after: Duration, why: String },
 }
 
 /// How a settled consultation should be alerted.
@@ -167,6 +180,8 @@ pub struct Client {
     in_flight: HashMap<u64, InFlight>,
     /// Held changes to ask about again: (due, seq) → entry.
     rechecks: BTreeMap<(Instant, u64), Entry>,
+    /// The master answered busy: nothing more is sent to it before this.
+    paused_until: Option<Instant>,
     out: VecDeque<Output>,
 }
 
@@ -185,6 +200,7 @@ impl Client {
             waiting: VecDeque::new(),
             in_flight: HashMap::new(),
             rechecks: BTreeMap::new(),
+            paused_until: None,
             out: VecDeque::new(),
         }
     }
@@ -203,6 +219,8 @@ impl Client {
                 .map(|(seq, _)| *seq)
                 .collect();
             self.requeue(gone);
+            // A pause was asked for by the master that was.
+            self.paused_until = None;
         }
         match (&master, &self.lost) {
             (None, None) => {
@@ -267,6 +285,22 @@ impl Client {
             }
             Err(Failure::NotSent(why)) => {
                 self.autonomous(now, f.entry.spike, f.entry.queued, &why);
+            }
+            Err(Failure::Busy { retry_after, why }) => {
+                tracing::debug!(seq, to = %f.to, why, ?retry_after, "the master is busy; asking again later");
+                let until = now + retry_after.clamp(BUSY_FLOOR, self.config.timeout);
+                self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+                // Back in seq order among what waits (other busy answers come back too).
+                let at = self
+                    .waiting
+                    .iter()
+                    .position(|e| !e.recheck && e.spike.seq > f.entry.spike.seq)
+                    .unwrap_or(self.waiting.len());
+                if f.entry.recheck {
+                    self.waiting.push_front(f.entry);
+                } else {
+                    self.waiting.insert(at, f.entry);
+                }
             }
             Err(failure) => {
                 tracing::debug!(seq, to = %f.to, error = %failure, "consultation failed; asking the next master");
@@ -337,6 +371,7 @@ impl Client {
         let timeout = self.config.timeout;
         let requests = self.in_flight.values().map(|f| f.asked + timeout).min();
         let recheck = self.rechecks.keys().next().map(|(at, _)| *at);
+        let paused = self.paused_until.filter(|_| !self.waiting.is_empty());
         let lost = self
             .lost
             .as_ref()
@@ -348,7 +383,10 @@ impl Client {
                     _ => bound,
                 }
             });
-        [requests, recheck, lost].into_iter().flatten().min()
+        [requests, recheck, paused, lost]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Consultations waiting, and under way.
@@ -406,6 +444,11 @@ impl Client {
         let Some((master, _)) = self.view.master.clone() else {
             return;
         };
+        match self.paused_until {
+            Some(p) if p > now => return,
+            Some(_) => self.paused_until = None,
+            None => {}
+        }
         while self.in_flight.len() < self.config.in_flight {
             let Some(e) = self.waiting.pop_front() else {
                 return;

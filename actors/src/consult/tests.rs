@@ -414,3 +414,79 @@ fn rules_read_back_typed() {
     );
     assert!(matches!(Rule::parse("fleet:other"), Rule::Policy(_)));
 }
+
+fn busy(ms_: u64) -> Result<Answer, Failure> {
+    Err(Failure::Busy {
+        retry_after: ms(ms_),
+        why: "over budget".into(),
+    })
+}
+
+#[test]
+fn a_busy_master_is_asked_again_after_its_pause_and_never_decided_autonomously() {
+    let t0 = Instant::now();
+    let mut c = client(t0);
+    c.handle_view(t0, view(Some(("m", 2))));
+    for seq in 1..=3 {
+        c.handle_consult(t0, user(seq));
+    }
+    assert_eq!(asks(&drain(&mut c)).len(), 3);
+    // Two are refused as busy, one answered.
+    c.handle_answer(t0 + ms(10), &id("m"), 2, busy(300));
+    c.handle_answer(t0 + ms(11), &id("m"), 1, busy(100));
+    c.handle_answer(t0 + ms(12), &id("m"), 3, ok(2));
+    assert_eq!(settled(&drain(&mut c)).len(), 1);
+    // Nothing is sent during the pause, even what comes in meanwhile; the longer pause
+    // asked for holds.
+    c.handle_consult(t0 + ms(20), user(4));
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(c.pending(), (3, 0));
+    assert_eq!(c.poll_timeout(), Some(t0 + ms(310)));
+    c.handle_timeout(t0 + ms(200));
+    assert!(drain(&mut c).is_empty());
+    // Busy again and again, far past the timeout: never autonomous, never lost.
+    let mut now = t0 + ms(310);
+    for _ in 0..20 {
+        c.handle_timeout(now);
+        let out = drain(&mut c);
+        assert!(settled(&out).is_empty(), "{out:?}");
+        // In seq order, as they came in.
+        let seqs: Vec<u64> = asks(&out).iter().map(|(_, s, _)| *s).collect();
+        assert_eq!(seqs, [1, 2, 4]);
+        for seq in [1, 2, 4] {
+            c.handle_answer(now + ms(5), &id("m"), seq, busy(400));
+        }
+        assert!(drain(&mut c).is_empty());
+        now += ms(405);
+    }
+    assert!(now > t0 + 4 * TIMEOUT);
+    // The master takes them at last: all settled by it.
+    c.handle_timeout(now);
+    assert_eq!(asks(&drain(&mut c)).len(), 3);
+    for seq in [1, 2, 4] {
+        c.handle_answer(now + ms(5), &id("m"), seq, ok(2));
+    }
+    let s = settled(&drain(&mut c));
+    assert_eq!(s.len(), 3);
+    assert!(s.iter().all(|(_, by, ..)| by == "master"), "{s:?}");
+    assert_eq!(c.pending(), (0, 0));
+}
+
+#[test]
+fn a_busy_pause_is_clamped_and_dropped_when_another_master_is_named() {
+    let t0 = Instant::now();
+    let mut c = client(t0);
+    c.handle_view(t0, view(Some(("m", 2))));
+    c.handle_consult(t0, user(1));
+    drain(&mut c);
+    // No pause asked for: the floor; a huge one: the timeout.
+    c.handle_answer(t0 + ms(1), &id("m"), 1, busy(0));
+    assert_eq!(c.poll_timeout(), Some(t0 + ms(1) + BUSY_FLOOR));
+    c.handle_timeout(t0 + ms(1) + BUSY_FLOOR);
+    assert_eq!(asks(&drain(&mut c)).len(), 1);
+    c.handle_answer(t0 + ms(30), &id("m"), 1, busy(3_600_000));
+    assert_eq!(c.poll_timeout(), Some(t0 + ms(30) + TIMEOUT));
+    // A new master is not bound by the old one's pause.
+    c.handle_view(t0 + ms(40), view(Some(("n", 3))));
+    assert_eq!(asks(&drain(&mut c)), [(Target::Peer(id("n")), 1, false)]);
+}
