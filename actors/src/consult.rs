@@ -19,7 +19,7 @@
 //! master died waits for the next master and is sent again to it; the master it failed
 //! on is probed again with one request at a time (never the whole queue) until it answers,
 //! the view names another master, or the bound runs out. A request sent and not answered
-//! within the timeout is decided autonomously; so is one the network queue refused.
+//! within the timeout is decided autonomously.
 //!
 //! # A busy master
 //!
@@ -27,6 +27,12 @@
 //! it) answers [`Failure::Busy`]: the request is not a judgement and the master is not
 //! lost. It goes back to the head of the queue and nothing more is sent to that master
 //! until the pause it asked for has passed; it is never decided autonomously for that.
+//! The window of requests in flight halves at each such pause (once per pause, however
+//! many busy answers arrive for it) and grows back by one per answer, so that a node
+//! whose master takes fewer requests a second than it has to ask settles near that rate
+//! instead of re-sending its whole window after every pause. A request this node's own
+//! network queue refused ([`Failure::NotSent`]) is backpressure too, not a sign that the
+//! master is gone: it is treated the same way, with the shortest pause.
 //!
 //! # Order of calls
 //!
@@ -103,7 +109,8 @@ pub enum Failure {
     /// master, like an unreachable one.
     #[error("refused: {0}")]
     Refused(String),
-    /// The request never left this node (its network queue is full): decided at once.
+    /// The request never left this node (its network queue is full): asked again after
+    /// a short pause, like [`Failure::Busy`].
     #[error("not sent: {0}")]
     NotSent(String),
     /// The master did not take it: this node is over its budget there. Asked again
@@ -182,6 +189,9 @@ pub struct Client {
     rechecks: BTreeMap<(Instant, u64), Entry>,
     /// The master answered busy: nothing more is sent to it before this.
     paused_until: Option<Instant>,
+    /// Requests in flight at most right now (halved by a busy master, up to
+    /// `config.in_flight`).
+    window: usize,
     out: VecDeque<Output>,
 }
 
@@ -190,6 +200,7 @@ impl Client {
     /// timeout).
     pub fn new(config: Config, now: Instant) -> Self {
         Client {
+            window: config.in_flight,
             config,
             view: View::default(),
             lost: Some(Lost {
@@ -219,8 +230,9 @@ impl Client {
                 .map(|(seq, _)| *seq)
                 .collect();
             self.requeue(gone);
-            // A pause was asked for by the master that was.
+            // The pause and the window were the previous master's.
             self.paused_until = None;
+            self.window = self.config.in_flight;
         }
         match (&master, &self.lost) {
             (None, None) => {
@@ -272,6 +284,7 @@ impl Client {
         }
         match answer {
             Ok(a) => {
+                self.window = (self.window + 1).min(self.config.in_flight);
                 if f.probe
                     && self
                         .lost
@@ -284,23 +297,12 @@ impl Client {
                 self.answered(now, f.entry, a);
             }
             Err(Failure::NotSent(why)) => {
-                self.autonomous(now, f.entry.spike, f.entry.queued, &why);
+                tracing::debug!(seq, why, "consultation not sent; asking again later");
+                self.back_off(now, f.entry, BUSY_FLOOR);
             }
             Err(Failure::Busy { retry_after, why }) => {
                 tracing::debug!(seq, to = %f.to, why, ?retry_after, "the master is busy; asking again later");
-                let until = now + retry_after.clamp(BUSY_FLOOR, self.config.timeout);
-                self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
-                // Back in seq order among what waits (other busy answers come back too).
-                let at = self
-                    .waiting
-                    .iter()
-                    .position(|e| !e.recheck && e.spike.seq > f.entry.spike.seq)
-                    .unwrap_or(self.waiting.len());
-                if f.entry.recheck {
-                    self.waiting.push_front(f.entry);
-                } else {
-                    self.waiting.insert(at, f.entry);
-                }
+                self.back_off(now, f.entry, retry_after);
             }
             Err(failure) => {
                 tracing::debug!(seq, to = %f.to, error = %failure, "consultation failed; asking the next master");
@@ -394,6 +396,28 @@ impl Client {
         (self.waiting.len(), self.in_flight.len())
     }
 
+    /// Puts a request the master was too busy for (or the network queue refused) back in
+    /// the queue, pauses sending for `retry_after` (clamped to [`BUSY_FLOOR`] and the
+    /// timeout), and halves the window once per pause.
+    fn back_off(&mut self, now: Instant, entry: Entry, retry_after: Duration) {
+        let until = now + retry_after.clamp(BUSY_FLOOR, self.config.timeout);
+        if self.paused_until.is_none_or(|p| p <= now) {
+            self.window = (self.window / 2).max(1);
+        }
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+        if entry.recheck {
+            self.waiting.push_front(entry);
+            return;
+        }
+        // Back in seq order among what waits (other busy answers come back too).
+        let at = self
+            .waiting
+            .iter()
+            .position(|e| !e.recheck && e.spike.seq > entry.spike.seq)
+            .unwrap_or(self.waiting.len());
+        self.waiting.insert(at, entry);
+    }
+
     /// Puts requests back in the queue: rechecks first, then by seq (the order they came
     /// in), with what waits.
     fn requeue(&mut self, seqs: Vec<u64>) {
@@ -449,7 +473,7 @@ impl Client {
             Some(_) => self.paused_until = None,
             None => {}
         }
-        while self.in_flight.len() < self.config.in_flight {
+        while self.in_flight.len() < self.window {
             let Some(e) = self.waiting.pop_front() else {
                 return;
             };
