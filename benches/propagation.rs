@@ -123,6 +123,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
                 audit: None,
                 fleet: None,
                 anomaly: None,
+                budget: net::budget::Config::default(),
             },
             m,
         )

@@ -547,6 +547,10 @@ fn seed_frames() -> Vec<Vec<u8>> {
             recheck_after_ms: Some(30_000),
         }),
         wire::Response::Refused("not the master".into()),
+        wire::Response::Busy {
+            retry_after_ms: 25,
+            why: "64 requests in flight".into(),
+        },
     ];
     let mut out = Vec::new();
     out.extend(bodies.iter().map(|b| wire::encode(b).expect("encodes")));

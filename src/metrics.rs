@@ -67,6 +67,9 @@ pub struct Metrics {
     pub messages_out: Family<TopicLabels, Counter>,
     pub decode_errors: Family<ReasonLabels, Counter>,
     pub publish_dropped: Family<ReasonLabels, Counter>,
+    /// Bulk requests (consultations, replays, audits) answered busy: their sender was
+    /// over its budget here, by which (`in_flight`, `rate`).
+    pub bulk_refused: Family<ReasonLabels, Counter>,
     pub connection_errors: Family<DirectionLabels, Counter>,
     pub inbound_dropped: Counter,
     /// Messages dropped on queues where loss is allowed, by queue.
@@ -103,6 +106,7 @@ impl Metrics {
             messages_out: Family::default(),
             decode_errors: Family::default(),
             publish_dropped: Family::default(),
+            bulk_refused: Family::default(),
             connection_errors: Family::default(),
             inbound_dropped: Counter::default(),
             queue_dropped: Family::default(),
@@ -151,6 +155,11 @@ impl Metrics {
             "publish_dropped",
             "Messages that could not be published, by reason",
             m.publish_dropped.clone(),
+        );
+        registry.register(
+            "bulk_refused",
+            "Bulk requests answered busy because their sender was over its budget, by reason",
+            m.bulk_refused.clone(),
         );
         registry.register(
             "connection_errors",

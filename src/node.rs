@@ -584,6 +584,13 @@ async fn serve(
         &settings.listen,
         settings.bootstrap.clone(),
         net::driver::Links {
+            budget: net::budget::Config {
+                in_flight: settings.raw.net.peer_in_flight,
+                per_second: std::num::NonZeroU32::new(settings.raw.net.peer_requests_per_s)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+                burst: std::num::NonZeroU32::new(settings.raw.net.peer_burst)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            },
             outbox: outbox_rx,
             direct: direct_rx,
             inbound: actors.heartbeat.clone().recipient(),

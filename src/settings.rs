@@ -78,6 +78,11 @@ pub struct Net {
     pub mdns: bool,
     pub idle_timeout_ms: u64,
     pub outbox_capacity: usize,
+    /// Bulk requests (consultations, replays, audits) one peer may have in flight here.
+    pub peer_in_flight: usize,
+    /// Bulk requests one peer may start a second here, and the burst above that.
+    pub peer_requests_per_s: u32,
+    pub peer_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -578,6 +583,26 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     if raw.net.outbox_capacity == 0 {
         return Err(invalid("net.outbox_capacity", "must be at least 1"));
     }
+    // Below the bulk protocol's streams per connection, so that the driver answers the
+    // excess busy before the connection handler drops it.
+    within(
+        "net.peer_in_flight",
+        raw.net.peer_in_flight as u64,
+        1,
+        crate::net::BULK_STREAMS as u64 - 64,
+    )?;
+    within(
+        "net.peer_requests_per_s",
+        u64::from(raw.net.peer_requests_per_s),
+        1,
+        1_000_000,
+    )?;
+    within(
+        "net.peer_burst",
+        u64::from(raw.net.peer_burst),
+        1,
+        1_000_000,
+    )?;
     let psk_file = match raw.net.psk_file.trim() {
         "" => None,
         p => {

@@ -19,7 +19,20 @@
 //! master died waits for the next master and is sent again to it; the master it failed
 //! on is probed again with one request at a time (never the whole queue) until it answers,
 //! the view names another master, or the bound runs out. A request sent and not answered
-//! within the timeout is decided autonomously; so is one the network queue refused.
+//! within the timeout is decided autonomously.
+//!
+//! # A busy master
+//!
+//! A master over its budget for this node (too many requests in flight or a second from
+//! it) answers [`Failure::Busy`]: the request is not a judgement and the master is not
+//! lost. It goes back to the head of the queue and nothing more is sent to that master
+//! until the pause it asked for has passed; it is never decided autonomously for that.
+//! The window of requests in flight halves at each such pause (once per pause, however
+//! many busy answers arrive for it) and grows back by one per answer, so that a node
+//! whose master takes fewer requests a second than it has to ask settles near that rate
+//! instead of re-sending its whole window after every pause. A request this node's own
+//! network queue refused ([`Failure::NotSent`]) is backpressure too, not a sign that the
+//! master is gone: it is treated the same way, with the shortest pause.
 //!
 //! # Order of calls
 //!
@@ -42,6 +55,8 @@ use crate::spike::Spike;
 pub const IN_FLIGHT: usize = 256;
 /// Consultations waiting at most, by default; beyond, the autonomous default decides.
 pub const WAITING: usize = 10_000;
+/// The shortest pause after a busy answer (a master may ask for none).
+pub const BUSY_FLOOR: Duration = Duration::from_millis(20);
 
 /// How a node consults.
 #[derive(Debug, Clone)]
@@ -94,9 +109,14 @@ pub enum Failure {
     /// master, like an unreachable one.
     #[error("refused: {0}")]
     Refused(String),
-    /// The request never left this node (its network queue is full): decided at once.
+    /// The request never left this node (its network queue is full): asked again after
+    /// a short pause, like [`Failure::Busy`].
     #[error("not sent: {0}")]
     NotSent(String),
+    /// The master did not take it: this node is over its budget there. Asked again
+    /// after `retry_after` (at least [`BUSY_FLOOR`], at most the timeout).
+    #[error("the master is busy ({why}); retry after {retry_after:?}")]
+    Busy { retry_after: Duration, why: String },
 }
 
 /// How a settled consultation should be alerted.
@@ -167,6 +187,11 @@ pub struct Client {
     in_flight: HashMap<u64, InFlight>,
     /// Held changes to ask about again: (due, seq) → entry.
     rechecks: BTreeMap<(Instant, u64), Entry>,
+    /// The master answered busy: nothing more is sent to it before this.
+    paused_until: Option<Instant>,
+    /// Requests in flight at most right now (halved by a busy master, up to
+    /// `config.in_flight`).
+    window: usize,
     out: VecDeque<Output>,
 }
 
@@ -175,6 +200,7 @@ impl Client {
     /// timeout).
     pub fn new(config: Config, now: Instant) -> Self {
         Client {
+            window: config.in_flight,
             config,
             view: View::default(),
             lost: Some(Lost {
@@ -185,6 +211,7 @@ impl Client {
             waiting: VecDeque::new(),
             in_flight: HashMap::new(),
             rechecks: BTreeMap::new(),
+            paused_until: None,
             out: VecDeque::new(),
         }
     }
@@ -203,6 +230,9 @@ impl Client {
                 .map(|(seq, _)| *seq)
                 .collect();
             self.requeue(gone);
+            // The pause and the window were the previous master's.
+            self.paused_until = None;
+            self.window = self.config.in_flight;
         }
         match (&master, &self.lost) {
             (None, None) => {
@@ -254,6 +284,7 @@ impl Client {
         }
         match answer {
             Ok(a) => {
+                self.window = (self.window + 1).min(self.config.in_flight);
                 if f.probe
                     && self
                         .lost
@@ -266,7 +297,12 @@ impl Client {
                 self.answered(now, f.entry, a);
             }
             Err(Failure::NotSent(why)) => {
-                self.autonomous(now, f.entry.spike, f.entry.queued, &why);
+                tracing::debug!(seq, why, "consultation not sent; asking again later");
+                self.back_off(now, f.entry, BUSY_FLOOR);
+            }
+            Err(Failure::Busy { retry_after, why }) => {
+                tracing::debug!(seq, to = %f.to, why, ?retry_after, "the master is busy; asking again later");
+                self.back_off(now, f.entry, retry_after);
             }
             Err(failure) => {
                 tracing::debug!(seq, to = %f.to, error = %failure, "consultation failed; asking the next master");
@@ -337,6 +373,7 @@ impl Client {
         let timeout = self.config.timeout;
         let requests = self.in_flight.values().map(|f| f.asked + timeout).min();
         let recheck = self.rechecks.keys().next().map(|(at, _)| *at);
+        let paused = self.paused_until.filter(|_| !self.waiting.is_empty());
         let lost = self
             .lost
             .as_ref()
@@ -348,12 +385,37 @@ impl Client {
                     _ => bound,
                 }
             });
-        [requests, recheck, lost].into_iter().flatten().min()
+        [requests, recheck, paused, lost]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Consultations waiting, and under way.
     pub fn pending(&self) -> (usize, usize) {
         (self.waiting.len(), self.in_flight.len())
+    }
+
+    /// Puts a request the master was too busy for (or the network queue refused) back in
+    /// the queue, pauses sending for `retry_after` (clamped to [`BUSY_FLOOR`] and the
+    /// timeout), and halves the window once per pause.
+    fn back_off(&mut self, now: Instant, entry: Entry, retry_after: Duration) {
+        let until = now + retry_after.clamp(BUSY_FLOOR, self.config.timeout);
+        if self.paused_until.is_none_or(|p| p <= now) {
+            self.window = (self.window / 2).max(1);
+        }
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+        if entry.recheck {
+            self.waiting.push_front(entry);
+            return;
+        }
+        // Back in seq order among what waits (other busy answers come back too).
+        let at = self
+            .waiting
+            .iter()
+            .position(|e| !e.recheck && e.spike.seq > entry.spike.seq)
+            .unwrap_or(self.waiting.len());
+        self.waiting.insert(at, entry);
     }
 
     /// Puts requests back in the queue: rechecks first, then by seq (the order they came
@@ -406,7 +468,12 @@ impl Client {
         let Some((master, _)) = self.view.master.clone() else {
             return;
         };
-        while self.in_flight.len() < self.config.in_flight {
+        match self.paused_until {
+            Some(p) if p > now => return,
+            Some(_) => self.paused_until = None,
+            None => {}
+        }
+        while self.in_flight.len() < self.window {
             let Some(e) = self.waiting.pop_front() else {
                 return;
             };

@@ -127,6 +127,13 @@ pub enum Response {
     Verdict(fleet::Answer),
     /// The request was understood but refused; the text says why.
     Refused(String),
+    /// The request was not taken: its sender is over its budget on this node (too many
+    /// requests in flight, or too many a second). Not a judgement and not a failure of
+    /// the node: the sender asks again after `retry_after_ms`.
+    Busy {
+        retry_after_ms: u64,
+        why: String,
+    },
 }
 
 /// Why a frame could not be encoded or decoded.

@@ -4,6 +4,10 @@
 //! maintenance tick and shutdown. It publishes what actors hand it, decodes what arrives
 //! (refusing bad frames through gossipsub validation, which penalizes the sender), and
 //! hands the rest to actors with `try_send`. It keeps no membership state of its own.
+//!
+//! Requests on the bulk protocol that an actor works out (consultations, replays,
+//! audits) are admitted by each peer's [`Budget`] first; the excess is answered
+//! [`wire::Response::Busy`] at once and counted in `fleetmesh_bulk_refused_total`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -30,6 +34,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
 use tokio::sync::{mpsc, watch};
 
+use super::budget::{self, Budget};
 use super::{
     Behaviour, BehaviourEvent, Error, KAD_PROTOCOL, fleet_topic, region_topic, split_peer_id,
 };
@@ -69,6 +74,8 @@ pub struct Links {
     pub anomaly: Option<Recipient<Samples>>,
     /// Consultation, learning and emergencies, if they run.
     pub fleet: Option<FleetLinks>,
+    /// What each peer may have in flight here on the bulk protocol.
+    pub budget: budget::Config,
 }
 
 /// What the driver hands the fleet and policy actors.
@@ -112,12 +119,14 @@ pub struct RegionLinks {
     pub replay: Recipient<ReplayIn>,
 }
 
-/// A response an actor is still working out, with the channel it goes back on.
+/// A response an actor is still working out, with the channel it goes back on and the
+/// peer whose budget it holds.
 type Reply = BoxFuture<
     'static,
     (
         request_response::ResponseChannel<wire::Response>,
         wire::Response,
+        PeerId,
     ),
 >;
 
@@ -137,6 +146,8 @@ pub struct Driver {
     /// Consultations out: the spike's seq, whose answer goes to the policy actor.
     consults_out: HashMap<request_response::OutboundRequestId, u64>,
     replies: FuturesUnordered<Reply>,
+    /// Each peer's budget of bulk requests worked out here.
+    budget: Budget<PeerId>,
     metrics: Arc<Metrics>,
     region: IdentTopic,
     fleet: IdentTopic,
@@ -178,6 +189,7 @@ impl Driver {
             audit: audit_links,
             fleet: fleet_links,
             anomaly,
+            budget,
         } = links;
         for addr in listen {
             super::check_port_free(addr)?;
@@ -202,6 +214,7 @@ impl Driver {
                 fleet_links,
                 consults_out: HashMap::new(),
                 replies: FuturesUnordered::new(),
+                budget: Budget::new(budget),
                 metrics,
                 region,
                 fleet: fleet_topic(),
@@ -231,7 +244,10 @@ impl Driver {
                 Some(p) = self.outbox.recv() => self.publish(p),
                 Some(d) = self.direct.recv() => self.send_direct(d),
                 event = self.swarm.select_next_some() => self.on_event(event),
-                Some((channel, reply)) = self.replies.next() => self.respond(channel, reply),
+                Some((channel, reply, peer)) = self.replies.next() => {
+                    self.budget.release(&peer);
+                    self.respond(channel, reply);
+                }
                 _ = tick.tick() => self.maintain(),
             }
         }
@@ -505,8 +521,12 @@ impl Driver {
 
     /// The links that serve a request about `region` with its channel, or `None` once the
     /// refusal (another region; a `part` this node does not run) is sent on `channel`.
+    ///
+    /// A request served is admitted by `peer`'s budget, which it holds until its answer
+    /// goes back (see [`Driver::respond_later`]); over budget, it is answered busy.
     fn serving<L>(
         &mut self,
+        peer: PeerId,
         links: Option<L>,
         what: &str,
         part: &str,
@@ -517,13 +537,24 @@ impl Driver {
             self.respond(channel, refused);
             return None;
         }
-        match links {
-            Some(l) => Some((l, channel)),
-            None => {
-                self.respond(channel, absent(part));
-                None
-            }
+        let Some(l) = links else {
+            self.respond(channel, absent(part));
+            return None;
+        };
+        if let Err(r) = self.budget.admit(Instant::now(), &peer) {
+            tracing::debug!(%peer, what, why = r.why, "request over the peer's budget");
+            self.metrics
+                .bulk_refused
+                .get_or_create(&Metrics::reason(r.over.as_str()))
+                .inc();
+            let busy = wire::Response::Busy {
+                retry_after_ms: u64::try_from(r.retry_after.as_millis()).unwrap_or(u64::MAX),
+                why: r.why,
+            };
+            self.respond(channel, busy);
+            return None;
         }
+        Some((l, channel))
     }
 
     /// A consensus message: for this node's region actor, or refused.
@@ -566,7 +597,7 @@ impl Driver {
     ) {
         let links = self.region_links.clone();
         let Some((links, channel)) =
-            self.serving(links, "replay", "region consensus", &region, channel)
+            self.serving(peer, links, "replay", "region consensus", &region, channel)
         else {
             return;
         };
@@ -575,7 +606,7 @@ impl Driver {
             first,
             spikes,
         });
-        self.respond_later(channel, async move {
+        self.respond_later(peer, channel, async move {
             match request.await {
                 Ok(Ok((term, mark))) => wire::Response::Acked { region, term, mark },
                 Ok(Err(why)) => wire::Response::Refused(why),
@@ -596,30 +627,33 @@ impl Driver {
             .send_response(channel, reply);
     }
 
-    /// Answers on `channel` once `reply` (an actor working it out) resolves.
+    /// Answers on `channel` once `reply` (an actor working it out) resolves, and then
+    /// gives back the place in `peer`'s budget the request held.
     fn respond_later(
         &mut self,
+        peer: PeerId,
         channel: request_response::ResponseChannel<wire::Response>,
         reply: impl Future<Output = wire::Response> + Send + 'static,
     ) {
         self.replies
-            .push(Box::pin(async move { (channel, reply.await) }));
+            .push(Box::pin(async move { (channel, reply.await, peer) }));
     }
 
     /// A peer audits this node: the file actor answers (with the spike encoder's
     /// numbering) when it has.
     fn on_digest(
         &mut self,
+        peer: PeerId,
         channel: request_response::ResponseChannel<wire::Response>,
         region: String,
     ) {
         let links = self.audit_links.clone();
-        let Some((links, channel)) = self.serving(links, "audit", "audits", &region, channel)
+        let Some((links, channel)) = self.serving(peer, links, "audit", "audits", &region, channel)
         else {
             return;
         };
         let request = links.digest.send(BaselineDigest);
-        self.respond_later(channel, async move {
+        self.respond_later(peer, channel, async move {
             match request.await {
                 Ok(Ok(answer)) => wire::Response::Digest(answer),
                 Ok(Err(why)) => wire::Response::Refused(why),
@@ -639,9 +673,14 @@ impl Driver {
         recheck: bool,
     ) {
         let links = self.fleet_links.clone();
-        let Some((links, channel)) =
-            self.serving(links, "consultation", "consultations", &region, channel)
-        else {
+        let Some((links, channel)) = self.serving(
+            peer,
+            links,
+            "consultation",
+            "consultations",
+            &region,
+            channel,
+        ) else {
             return;
         };
         let request = links.consult.send(ConsultIn {
@@ -650,7 +689,7 @@ impl Driver {
             spike,
             recheck,
         });
-        self.respond_later(channel, async move {
+        self.respond_later(peer, channel, async move {
             match request.await {
                 Ok(Ok(answer)) => wire::Response::Verdict(answer),
                 Ok(Err(why)) => wire::Response::Refused(why),
@@ -766,7 +805,7 @@ impl Driver {
                             self.on_raft(peer, region, message)
                         }
                         wire::Request::Digest { region } => {
-                            self.on_digest(channel, region);
+                            self.on_digest(peer, channel, region);
                             return;
                         }
                         wire::Request::Consult {
@@ -789,6 +828,7 @@ impl Driver {
                     let answer = match response {
                         wire::Response::Digest(a) => Ok(a),
                         wire::Response::Refused(why) => Err(format!("refused: {why}")),
+                        wire::Response::Busy { why, .. } => Err(format!("busy: {why}")),
                         other => Err(format!("unexpected answer {other:?}")),
                     };
                     self.to_audit(id(&peer), answer);
@@ -801,6 +841,13 @@ impl Driver {
                     let answer = match response {
                         wire::Response::Verdict(a) => Ok(a),
                         wire::Response::Refused(why) => Err(Failure::Refused(why)),
+                        wire::Response::Busy {
+                            retry_after_ms,
+                            why,
+                        } => Err(Failure::Busy {
+                            retry_after: Duration::from_millis(retry_after_ms),
+                            why,
+                        }),
                         other => Err(Failure::Refused(format!("unexpected answer {other:?}"))),
                     };
                     self.to_policy(seq, id(&peer), answer);
@@ -824,6 +871,11 @@ impl Driver {
                     }
                     wire::Response::Refused(why) => {
                         tracing::warn!(%peer, why, "request refused");
+                    }
+                    // A replay batch the master had no room for: the encoder sends it
+                    // again when its answer does not come.
+                    wire::Response::Busy { why, .. } => {
+                        tracing::debug!(%peer, why, "request refused: busy");
                     }
                     wire::Response::Digest(_) | wire::Response::Verdict(_) => {}
                 },

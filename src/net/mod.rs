@@ -8,6 +8,7 @@
 //! are, and mDNS only when enabled. Nothing here decides anything about membership: the
 //! driver hands what arrives to the actors.
 
+pub mod budget;
 pub mod codec;
 pub mod driver;
 
@@ -43,6 +44,14 @@ pub const HELLO_PROTOCOL: StreamProtocol = StreamProtocol::new("/fleetmesh/hello
 /// Consensus messages travel on a protocol of their own, with their own stream budget:
 /// a storm of consultations or replays never delays a vote or a master's heartbeat.
 pub const CONSENSUS_PROTOCOL: StreamProtocol = StreamProtocol::new("/fleetmesh/consensus/1");
+
+/// Streams at once on one connection, per protocol. The bulk protocol's bound is above
+/// what one peer may have in flight here ([`budget::IN_FLIGHT`]) and what this node's
+/// consultation client sends at once, so that a request over budget reaches the driver
+/// and is answered busy (counted) instead of being reset by the connection handler
+/// (which the asker would take for a dead master).
+pub const BULK_STREAMS: usize = 512;
+pub const CONSENSUS_STREAMS: usize = 256;
 
 /// The gossip topic of one region.
 pub fn region_topic(region: &str) -> IdentTopic {
@@ -131,7 +140,12 @@ fn transport(
     Ok(base
         .upgrade(Version::V1Lazy)
         .authenticate(noise)
-        .multiplex(yamux::Config::default())
+        .multiplex({
+            let mut c = yamux::Config::default();
+            // Room for both protocols' streams (bulk and consensus) with the others.
+            c.set_max_num_streams(BULK_STREAMS + CONSENSUS_STREAMS + 128);
+            c
+        })
         .timeout(Duration::from_secs(20))
         .boxed())
 }
@@ -234,7 +248,9 @@ pub fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
     let hello = Hello::with_codec(
         codec::Rmp::default(),
         [(HELLO_PROTOCOL, request_response::ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(10))
+            .with_max_concurrent_streams(BULK_STREAMS),
     );
     // Raft messages are small and time-critical: a short timeout (a late one is stale
     // anyway) and a budget of their own.
@@ -243,7 +259,7 @@ pub fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
         [(CONSENSUS_PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(Duration::from_secs(2))
-            .with_max_concurrent_streams(256),
+            .with_max_concurrent_streams(CONSENSUS_STREAMS),
     );
     let behaviour = Behaviour {
         gossipsub,

@@ -24,7 +24,7 @@ const PACE: Duration = Duration::from_millis(200);
 /// The shipped policies; with `approve`, the web role's also approves `/etc/app/**` (the
 /// masters' judgement). Without, no rule matches those files: the built-in default for
 /// files is `consult`.
-fn policy_dir(dir: &Path, approve: bool) -> PathBuf {
+pub fn policy_dir(dir: &Path, approve: bool) -> PathBuf {
     std::fs::create_dir_all(dir).expect("policy dir");
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy");
     for role in ["web", "baseline", "database"] {

@@ -12,6 +12,7 @@ mod consult;
 mod crash;
 mod detection;
 mod founding;
+mod load;
 mod master;
 mod names;
 mod partition;

@@ -280,20 +280,27 @@ fn a_probe_answered_resumes_asking_the_master() {
 }
 
 #[test]
-fn unanswered_requests_time_out_and_unsent_ones_are_decided_at_once() {
+fn unanswered_requests_time_out_and_unsent_ones_are_sent_again() {
     let t0 = Instant::now();
     let mut c = client(t0);
     c.handle_view(t0, view(Some(("a", 4))));
     c.handle_consult(t0, user(1));
     c.handle_consult(t0 + ms(10), user(2));
     drain(&mut c);
+    // The network queue was full: backpressure, not a missing master. Sent again after
+    // the shortest pause, never decided for that.
     c.handle_answer(
         t0 + ms(10),
         &id("a"),
         2,
         Err(Failure::NotSent("the network queue is full".into())),
     );
-    assert_eq!(settled(&drain(&mut c))[0].0, 2);
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(c.poll_timeout(), Some(t0 + ms(10) + BUSY_FLOOR));
+    c.handle_timeout(t0 + ms(10) + BUSY_FLOOR);
+    assert_eq!(asks(&drain(&mut c)), [(Target::Peer(id("a")), 2, false)]);
+    c.handle_answer(t0 + ms(40), &id("a"), 2, ok(4));
+    assert_eq!(settled(&drain(&mut c))[0].1, "master");
     assert_eq!(c.poll_timeout(), Some(t0 + TIMEOUT));
     c.handle_timeout(t0 + TIMEOUT - ms(1));
     assert!(drain(&mut c).is_empty());
@@ -413,4 +420,136 @@ fn rules_read_back_typed() {
         Rule::Fleet(FleetRule::Unresolved)
     );
     assert!(matches!(Rule::parse("fleet:other"), Rule::Policy(_)));
+}
+
+fn busy(ms_: u64) -> Result<Answer, Failure> {
+    Err(Failure::Busy {
+        retry_after: ms(ms_),
+        why: "over budget".into(),
+    })
+}
+
+#[test]
+fn a_busy_master_is_asked_again_after_its_pause_and_never_decided_autonomously() {
+    let t0 = Instant::now();
+    let mut c = client(t0);
+    c.handle_view(t0, view(Some(("m", 2))));
+    for seq in 1..=3 {
+        c.handle_consult(t0, user(seq));
+    }
+    assert_eq!(asks(&drain(&mut c)).len(), 3);
+    // Two are refused as busy, one answered.
+    c.handle_answer(t0 + ms(10), &id("m"), 2, busy(300));
+    c.handle_answer(t0 + ms(11), &id("m"), 1, busy(100));
+    c.handle_answer(t0 + ms(12), &id("m"), 3, ok(2));
+    assert_eq!(settled(&drain(&mut c)).len(), 1);
+    // Nothing is sent during the pause, even what comes in meanwhile; the longer pause
+    // asked for holds.
+    c.handle_consult(t0 + ms(20), user(4));
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(c.pending(), (3, 0));
+    assert_eq!(c.poll_timeout(), Some(t0 + ms(310)));
+    c.handle_timeout(t0 + ms(200));
+    assert!(drain(&mut c).is_empty());
+    // Busy again and again, far past the timeout: never autonomous, never lost.
+    let mut now = t0 + ms(310);
+    for _ in 0..20 {
+        c.handle_timeout(now);
+        let out = drain(&mut c);
+        assert!(settled(&out).is_empty(), "{out:?}");
+        // In seq order, as they came in (fewer as the window shrinks).
+        let seqs: Vec<u64> = asks(&out).iter().map(|(_, s, _)| *s).collect();
+        assert!(!seqs.is_empty() && [1, 2, 4].starts_with(&seqs), "{seqs:?}");
+        for seq in seqs {
+            c.handle_answer(now + ms(5), &id("m"), seq, busy(400));
+        }
+        assert!(drain(&mut c).is_empty());
+        now += ms(405);
+    }
+    assert!(now > t0 + 4 * TIMEOUT);
+    // The master takes them at last: all settled by it, one at a time at first (the
+    // window is down to one), more as answers come.
+    let mut by_master = Vec::new();
+    let mut rounds = Vec::new();
+    c.handle_timeout(now);
+    let mut next: Vec<u64> = asks(&drain(&mut c)).iter().map(|(_, s, _)| *s).collect();
+    while !next.is_empty() {
+        assert!(
+            rounds.len() < 10,
+            "{rounds:?} {by_master:?} {:?}",
+            c.pending()
+        );
+        rounds.push(next.clone());
+        let mut sent = Vec::new();
+        for seq in next {
+            c.handle_answer(now + ms(5), &id("m"), seq, ok(2));
+            let out = drain(&mut c);
+            by_master.extend(settled(&out));
+            sent.extend(asks(&out).iter().map(|(_, s, _)| *s));
+        }
+        next = sent;
+        now += ms(10);
+    }
+    assert_eq!(rounds, [vec![1], vec![2, 4]]);
+    assert_eq!(by_master.len(), 3);
+    assert!(
+        by_master.iter().all(|(_, by, ..)| by == "master"),
+        "{by_master:?}"
+    );
+    assert_eq!(c.pending(), (0, 0));
+}
+
+#[test]
+fn a_busy_master_halves_the_window_once_per_pause_and_answers_grow_it_back() {
+    let t0 = Instant::now();
+    let mut config = Config::new(id("me"), TIMEOUT, Decision::Violation);
+    config.in_flight = 8;
+    let mut c = Client::new(config, t0);
+    c.handle_view(t0, view(Some(("m", 2))));
+    for seq in 1..=100 {
+        c.handle_consult(t0, user(seq));
+    }
+    assert_eq!(asks(&drain(&mut c)).len(), 8);
+    // Eight busy answers for one pause: the window halves once, to 4.
+    for seq in 1..=8 {
+        c.handle_answer(t0 + ms(1), &id("m"), seq, busy(50));
+    }
+    c.handle_timeout(t0 + ms(51));
+    let seqs: Vec<u64> = asks(&drain(&mut c)).iter().map(|(_, s, _)| *s).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    // Each answer widens it by one, up to the configured bound.
+    let mut now = t0 + ms(60);
+    let mut next = seqs;
+    let mut sizes = Vec::new();
+    for _ in 0..6 {
+        sizes.push(next.len());
+        let mut sent = Vec::new();
+        for seq in next {
+            c.handle_answer(now, &id("m"), seq, ok(2));
+            sent.extend(asks(&drain(&mut c)).iter().map(|(_, s, _)| *s));
+        }
+        next = sent;
+        now += ms(10);
+    }
+    // 4 in flight; each answer sends two more (its own place and the new one) until 8.
+    assert_eq!(sizes, [4, 8, 8, 8, 8, 8]);
+}
+
+#[test]
+fn a_busy_pause_is_clamped_and_dropped_when_another_master_is_named() {
+    let t0 = Instant::now();
+    let mut c = client(t0);
+    c.handle_view(t0, view(Some(("m", 2))));
+    c.handle_consult(t0, user(1));
+    drain(&mut c);
+    // No pause asked for: the floor; a huge one: the timeout.
+    c.handle_answer(t0 + ms(1), &id("m"), 1, busy(0));
+    assert_eq!(c.poll_timeout(), Some(t0 + ms(1) + BUSY_FLOOR));
+    c.handle_timeout(t0 + ms(1) + BUSY_FLOOR);
+    assert_eq!(asks(&drain(&mut c)).len(), 1);
+    c.handle_answer(t0 + ms(30), &id("m"), 1, busy(3_600_000));
+    assert_eq!(c.poll_timeout(), Some(t0 + ms(30) + TIMEOUT));
+    // A new master is not bound by the old one's pause.
+    c.handle_view(t0 + ms(40), view(Some(("n", 3))));
+    assert_eq!(asks(&drain(&mut c)), [(Target::Peer(id("n")), 1, false)]);
 }
