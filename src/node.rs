@@ -236,9 +236,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         let _ = recent_tx.send(actor.recent());
         actor
     });
-    let recent = recent_rx
-        .await
-        .context("the spike encoder did not start")?;
+    let recent = recent_rx.await.context("the spike encoder did not start")?;
     // Before any observation: the journal keeps what the saved states do not reflect
     // (folded in memory above) until each detector has saved again.
     for (source, seq) in [
