@@ -443,8 +443,10 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let (sync_tx, sync) = watch::channel(None);
     spikes.do_send(ReportSync {
         heartbeat: heartbeat.clone().recipient(),
-        gauges: Box::new(move |report| {
+        latest: Box::new(move |report| {
             sync_tx.send_replace(Some(report.clone()));
+        }),
+        gauges: Box::new(move |report| {
             gauges.sync_backlog.set(report.backlog);
             gauges
                 .sync_oldest_unacked_ms

@@ -202,8 +202,11 @@ pub enum LinkChanged {
 /// Where the sync report goes each time it is computed (every replay check).
 pub struct ReportSync {
     pub heartbeat: Recipient<crate::actor::heartbeat::SetSync>,
-    /// Updates the node's gauges.
+    /// Updates the node's gauges (each replay check and link change).
     pub gauges: Box<dyn Fn(&sync::Report) + Send>,
+    /// Takes the report as it stands after every change of it (published spikes,
+    /// acknowledgements, replays, links): what the API shows without asking this actor.
+    pub latest: Box<dyn Fn(&sync::Report) + Send>,
 }
 
 impl std::fmt::Debug for ReportSync {
@@ -315,9 +318,18 @@ impl SpikeActor {
         if let Some(to) = &self.report_to {
             let report = self.sync.report(unix_ms());
             (to.gauges)(&report);
+            (to.latest)(&report);
             let _ = to
                 .heartbeat
                 .try_send(crate::actor::heartbeat::SetSync(report));
+        }
+    }
+
+    /// Publishes the report as it stands for the API (nothing else: the heartbeats and
+    /// gauges take it at each replay check).
+    fn latest(&self) {
+        if let Some(to) = &self.report_to {
+            (to.latest)(&self.sync.report(unix_ms()));
         }
     }
 
@@ -364,6 +376,7 @@ impl SpikeActor {
         if self.direct.try_send(outbox::Direct { to, request }).is_ok() {
             tracing::debug!(after, upto, spikes = n, "replaying to the master");
             self.sync.sent(upto, n, unix_ms());
+            self.latest();
         }
     }
 }
@@ -417,6 +430,7 @@ impl Handler<Observe> for SpikeActor {
         }
         if let Some(last) = encoded.last() {
             self.sync.published(last.seq, unix_ms());
+            self.latest();
             if let Some(intake) = &self.intake {
                 let _ = intake.try_send(SpikesIn(encoded.clone()));
             }
@@ -513,6 +527,7 @@ impl Handler<Acked> for SpikeActor {
         if replaying && let Some(Action::Replay { after, to }) = self.sync.poll(now) {
             self.replay(after, to);
         }
+        self.latest();
     }
 }
 
