@@ -29,6 +29,10 @@ pub fn unix_ms() -> u64 {
 /// mailbox's bound in messages is a bound in memory (a scan's diff can hold 100,000).
 pub const OBSERVE_BATCH: usize = 256;
 
+/// The mailbox bound, in messages, of the actors observations and judgements flow through
+/// (the encoder, the policy): with [`OBSERVE_BATCH`], at most 256 x 256 queue in each.
+pub const OBSERVE_MAILBOX: usize = 256;
+
 /// `obs` as [`spikes::Observe`] messages of at most [`OBSERVE_BATCH`] observations.
 pub fn observe_batches(
     mut obs: Vec<crate::spike::Observation>,

@@ -340,7 +340,7 @@ impl Actor for PolicyActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // The encoder waits for room (`hand_on`); its batches are at most `OBSERVE_BATCH`.
-        ctx.set_mailbox_capacity(crate::actor::spikes::MAILBOX);
+        ctx.set_mailbox_capacity(crate::actor::OBSERVE_MAILBOX);
         ctx.run_interval(self.reload, |act, _| act.poll());
     }
 }

@@ -387,7 +387,7 @@ impl Actor for SpikeActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Detectors wait for room (`hand_on`), with batches of at most `OBSERVE_BATCH`:
         // at most 256 x 256 observations queue here.
-        ctx.set_mailbox_capacity(MAILBOX);
+        ctx.set_mailbox_capacity(crate::actor::OBSERVE_MAILBOX);
         ctx.run_interval(Duration::from_millis(500), |act, _| {
             if let Some(Action::Replay { after, to }) = act.sync.poll(unix_ms()) {
                 act.replay(after, to);
@@ -396,9 +396,6 @@ impl Actor for SpikeActor {
         });
     }
 }
-
-/// The encoder's mailbox bound, in messages.
-pub const MAILBOX: usize = 256;
 
 impl Handler<Observe> for SpikeActor {
     type Result = ();
