@@ -44,8 +44,18 @@ pub fn policy_dir(dir: &Path, approve: bool) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn spec(name: &str, dir: PathBuf, policy: &Path, eligible: bool, boot: Option<String>) -> Spec {
-    let mut s = Spec::new(name, REGION);
+/// A node of a consultation test's region: `policy` is its policy dir, `eligible` whether
+/// it may become master; only its watch root's changes are consulted (not this machine's
+/// processes, listeners or metrics).
+pub fn consulting(
+    region: &str,
+    name: &str,
+    dir: PathBuf,
+    policy: &Path,
+    eligible: bool,
+    boot: Option<String>,
+) -> Spec {
+    let mut s = Spec::new(name, region);
     s.dir = Some(dir);
     s.bootstrap = boot.into_iter().collect();
     s.env.extend([
@@ -60,6 +70,18 @@ fn spec(name: &str, dir: PathBuf, policy: &Path, eligible: bool, boot: Option<St
             eligible.to_string(),
         ),
     ]);
+    for k in [
+        "FLEETMESH__PROBES__PROCESS_POLL_MS",
+        "FLEETMESH__PROBES__NETWORK_POLL_MS",
+        "FLEETMESH__METRICS__INTERVAL_MS",
+    ] {
+        s.env.push((k.into(), "3600000".into()));
+    }
+    s
+}
+
+fn spec(name: &str, dir: PathBuf, policy: &Path, eligible: bool, boot: Option<String>) -> Spec {
+    let mut s = consulting(REGION, name, dir, policy, eligible, boot);
     // A bound, not a goal: on two loaded cores an election after a kill may take a few
     // seconds, and a consultation gives up (decides autonomously) only after this long
     // without a usable master. The design's point is that a failover costs no
@@ -73,15 +95,6 @@ fn spec(name: &str, dir: PathBuf, policy: &Path, eligible: bool, boot: Option<St
         "FLEETMESH__LOG__FILTER".into(),
         "info,libp2p=warn,fleetmesh_actors::consult=debug".into(),
     ));
-    // Only the watch root's changes are consulted: not this machine's processes,
-    // listeners or metrics.
-    for k in [
-        "FLEETMESH__PROBES__PROCESS_POLL_MS",
-        "FLEETMESH__PROBES__NETWORK_POLL_MS",
-        "FLEETMESH__METRICS__INTERVAL_MS",
-    ] {
-        s.env.push((k.into(), "3600000".into()));
-    }
     s
 }
 

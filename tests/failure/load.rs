@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::consult::policy_dir;
+use crate::consult::{consulting, policy_dir};
 use crate::harness::{Node, Spec, get, metric, wait_for};
 use crate::master::agreed;
 
@@ -35,21 +35,7 @@ const API_BOUND: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_secs(240);
 
 fn spec(name: &str, dir: PathBuf, policy: &Path, eligible: bool, boot: Option<String>) -> Spec {
-    let mut s = Spec::new(name, REGION);
-    s.dir = Some(dir);
-    s.bootstrap = boot.into_iter().collect();
-    s.env.extend([
-        ("FLEETMESH__REGION__BOOTSTRAP_EXPECT".into(), "3".into()),
-        ("FLEETMESH__HEARTBEAT__INTERVAL_MS".into(), "500".into()),
-        (
-            "FLEETMESH__POLICY__DIR".into(),
-            policy.display().to_string(),
-        ),
-        (
-            "FLEETMESH__REGION__MASTER_ELIGIBLE".into(),
-            eligible.to_string(),
-        ),
-    ]);
+    let mut s = consulting(REGION, name, dir, policy, eligible, boot);
     // Five nodes, the storm's writer and the test share two cores (often with other
     // work): the storm keeps them all busy. As the harness accepts 2 s pauses of
     // heartbeats, consensus accepts 2 s without a word from the master (20 ticks of
@@ -71,15 +57,6 @@ fn spec(name: &str, dir: PathBuf, policy: &Path, eligible: bool, boot: Option<St
         ),
         ("FLEETMESH__NET__PEER_BURST".into(), "50".into()),
     ]);
-    // Only the watch root's changes are consulted: not this machine's processes,
-    // listeners or metrics.
-    for k in [
-        "FLEETMESH__PROBES__PROCESS_POLL_MS",
-        "FLEETMESH__PROBES__NETWORK_POLL_MS",
-        "FLEETMESH__METRICS__INTERVAL_MS",
-    ] {
-        s.env.push((k.into(), "3600000".into()));
-    }
     s
 }
 
