@@ -439,15 +439,16 @@ fn sudo_field(a: &Snapshot, b: &Snapshot, key: &str, fields: &mut BTreeMap<Strin
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const PASSWD: &str =
+    pub(crate) const PASSWD: &str =
         "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/bash\n";
-    const GROUP: &str = "root:x:0:\nsudo:x:27:alice\nalice:x:1000:\n";
-    const SHADOW: &str = "root:*:19000:0:99999:7:::\nalice:$6$abc$def:19000:0:99999:7:::\n";
+    pub(crate) const GROUP: &str = "root:x:0:\nsudo:x:27:alice\nalice:x:1000:\n";
+    pub(crate) const SHADOW: &str =
+        "root:*:19000:0:99999:7:::\nalice:$6$abc$def:19000:0:99999:7:::\n";
 
-    fn files(passwd: &str, group: &str, shadow: &str, sudoers: &str) -> Files {
+    pub(crate) fn files(passwd: &str, group: &str, shadow: &str, sudoers: &str) -> Files {
         Files {
             passwd: Some(passwd.into()),
             group: Some(group.into()),

@@ -204,22 +204,9 @@ fn sudo(snap: &mut Snapshot, key: &str, fields: &BTreeMap<String, FieldChange>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::tests::{GROUP, PASSWD, SHADOW, files};
     use crate::accounts::{Detector, Files, diff};
     use crate::spike::{Change, Layer, Observation};
-
-    const PASSWD: &str =
-        "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/bash\n";
-    const GROUP: &str = "root:x:0:\nsudo:x:27:alice\nalice:x:1000:\n";
-    const SHADOW: &str = "root:*:19000:0:99999:7:::\nalice:$6$abc$def:19000:0:99999:7:::\n";
-
-    fn files(passwd: &str, group: &str, shadow: &str, sudoers: &str) -> Files {
-        Files {
-            passwd: Some(passwd.into()),
-            group: Some(group.into()),
-            shadow: Some(shadow.into()),
-            sudoers: vec![("/etc/sudoers".into(), sudoers.into())],
-        }
-    }
 
     /// The spikes of `obs`, numbered from `next`.
     fn numbered(obs: Vec<Observation>, next: &mut u64) -> Vec<Spike> {
