@@ -963,6 +963,23 @@ impl Jitter {
     }
 }
 
+/// The simulators' check that every member holds the same state at the same applied index
+/// (`what` says where `state` comes from: a member's applied state, a snapshot).
+#[cfg(test)]
+pub(crate) fn one_state_per_index(
+    states: &mut BTreeMap<u64, RegionState>,
+    state: &RegionState,
+    seed: u64,
+    what: &str,
+) {
+    let seen = states.entry(state.applied).or_insert_with(|| state.clone());
+    assert_eq!(
+        seen, state,
+        "seed {seed}: {what} differs from the state at applied index {}",
+        state.applied
+    );
+}
+
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

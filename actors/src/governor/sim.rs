@@ -374,14 +374,11 @@ impl Sim {
                 }
                 Output::Installed(image) => {
                     self.installed += 1;
-                    let seen = self
-                        .states
-                        .entry(image.state.applied)
-                        .or_insert_with(|| image.state.clone());
-                    assert_eq!(
-                        *seen, image.state,
-                        "seed {}: a snapshot differs from the state at its index",
-                        self.seed
+                    region::one_state_per_index(
+                        &mut self.states,
+                        &image.state,
+                        self.seed,
+                        "a snapshot",
                     );
                 }
                 Output::Send { to, bytes } => {
@@ -406,15 +403,7 @@ impl Sim {
             }
         }
         if let Some(state) = self.nodes[i].gov.as_ref().and_then(Governor::state) {
-            let seen = self
-                .states
-                .entry(state.applied)
-                .or_insert_with(|| state.clone());
-            assert_eq!(
-                seen, state,
-                "seed {}: two states at applied index {}",
-                self.seed, state.applied
-            );
+            region::one_state_per_index(&mut self.states, state, self.seed, "a member");
         }
         if let Some(s) = self.nodes[i].gov.as_ref().and_then(Governor::status)
             && s.role == Role::Leader

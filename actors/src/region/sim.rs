@@ -226,15 +226,7 @@ impl Sim {
         let out = self.node(id).poll();
         self.handle(id, out);
         let state = self.node(id).state().clone();
-        let seen = self
-            .states
-            .entry(state.applied)
-            .or_insert_with(|| state.clone());
-        assert_eq!(
-            *seen, state,
-            "seed {}: two states at applied index {}",
-            self.seed, state.applied
-        );
+        super::one_state_per_index(&mut self.states, &state, self.seed, "a member");
         let s = self.node(id).status();
         if s.role == Role::Leader {
             let leader = *self.leaders.entry(s.term).or_insert(id);
@@ -259,15 +251,7 @@ impl Sim {
             self.send(id, to, bytes);
         }
         if let Some(image) = out.installed {
-            let seen = self
-                .states
-                .entry(image.state.applied)
-                .or_insert_with(|| image.state.clone());
-            assert_eq!(
-                *seen, image.state,
-                "seed {}: a snapshot differs from the state at its index",
-                self.seed
-            );
+            super::one_state_per_index(&mut self.states, &image.state, self.seed, "a snapshot");
             *self.installs.entry(id).or_default() += 1;
             self.base.insert(id, image.state.applied);
             self.applied.insert(id, Vec::new());
