@@ -24,7 +24,9 @@ pub const MAX_FRAME: usize = 64 * 1024;
 pub enum Body {
     Heartbeat(Box<heartbeat::Beat>),
     /// Spikes of one origin in sequence order: what one detector reading produced (a
-    /// metrics sample, a rescan), so that one reading costs one signed message.
+    /// metrics sample, a rescan), or what a storm produced within one spacing
+    /// ([`crate::outbox::Coalesce`]), so that a reading or a storm costs one signed message
+    /// per spacing, not one per spike.
     Spikes(Vec<spike::Spike>),
     /// The region master's acknowledgements: per origin, the highest sequence number up
     /// to which it applied every spike. Only the master of `term` sends these; nodes

@@ -23,7 +23,7 @@ use fleetmesh_actors::actor::region::{AcksIn, RaftIn, ReplayIn, SpikesIn};
 use fleetmesh_actors::consult::Failure;
 use fleetmesh_actors::fleet::{Approval, Via};
 use fleetmesh_actors::membership::Input;
-use fleetmesh_actors::outbox::{Delivery, Direct, Publish, Topic};
+use fleetmesh_actors::outbox::{Coalesce, Delivery, Direct, Publish, SPIKE_SPACING, Topic};
 use fleetmesh_actors::{node, wire};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -153,6 +153,8 @@ pub struct Driver {
     fleet: IdentTopic,
     bootstrap: Vec<Multiaddr>,
     pending: VecDeque<(Instant, Publish, usize)>,
+    /// Spike publications of this node, gathered under a storm.
+    coalesce: Coalesce,
     /// Encoded size of what `pending` holds.
     pending_bytes: usize,
     connected: HashSet<PeerId>,
@@ -220,6 +222,7 @@ impl Driver {
                 fleet: fleet_topic(),
                 bootstrap,
                 pending: VecDeque::new(),
+                coalesce: Coalesce::new(SPIKE_SPACING),
                 pending_bytes: 0,
                 connected: HashSet::new(),
                 state,
@@ -241,7 +244,16 @@ impl Driver {
                         break;
                     }
                 }
-                Some(p) = self.outbox.recv() => self.publish(p),
+                Some(p) = self.outbox.recv() => {
+                    for p in self.coalesce.offer(Instant::now(), p) {
+                        self.publish(p);
+                    }
+                }
+                _ = sleep_until(self.coalesce.poll_timeout()) => {
+                    for p in self.coalesce.handle_timeout(Instant::now()) {
+                        self.publish(p);
+                    }
+                }
                 Some(d) = self.direct.recv() => self.send_direct(d),
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some((channel, reply, peer)) = self.replies.next() => {
@@ -1029,4 +1041,13 @@ fn id(peer: &PeerId) -> node::Id {
 /// The refusal of a request for a part this node does not run.
 fn absent(what: &str) -> wire::Response {
     wire::Response::Refused(format!("this node runs no {what}"))
+}
+
+/// Sleeps until `at`, or for ever without one (a `select!` branch that is armed only
+/// while a core has a timer).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
