@@ -135,8 +135,10 @@ pub async fn write_off_thread(
 }
 
 /// Counts `n` messages dropped on a queue where loss is allowed, named by the first
-/// argument (`spike_outbox`, `heartbeat_outbox`, `region_members`, `region_assigned`); the node exports the
-/// counts as `fleetmesh_queue_dropped_total{queue}`.
+/// argument (`spike_outbox`, `region_intake`, `heartbeat_outbox`, `region_members`,
+/// `region_assigned`, `own_mark`, `acks_outbox`, `approval_outbox`, `fleet_intake`; the
+/// README lists what each loss means); the node exports the counts as
+/// `fleetmesh_queue_dropped_total{queue}`.
 pub type CountDrops = std::sync::Arc<dyn Fn(&'static str, u64) + Send + Sync>;
 
 /// Where an actor counts what its lossy queues dropped.

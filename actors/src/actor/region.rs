@@ -398,9 +398,14 @@ impl RegionActor {
         });
         if dropped > 0 {
             self.assigned_dropped += dropped;
-            if let Some(count) = &self.drops {
-                count("region_assigned", dropped);
-            }
+            self.dropped("region_assigned", dropped);
+        }
+    }
+
+    /// Counts `n` messages a lossy queue refused (`fleetmesh_queue_dropped_total`).
+    fn dropped(&self, queue: &'static str, n: u64) {
+        if let Some(count) = &self.drops {
+            count(queue, n);
         }
     }
 
@@ -516,11 +521,16 @@ impl RegionActor {
             self.approvals.push((**a).clone());
             tell_learned(&self.learners, std::slice::from_ref(&**a));
             if leading && c.term == a.term {
-                let _ = self.gossip.try_send(outbox::Publish {
+                let publish = outbox::Publish {
                     topic: outbox::Topic::Fleet,
                     body: wire::Body::Approval(a.clone()),
                     delivery: outbox::Delivery::Retry,
-                });
+                };
+                if self.gossip.try_send(publish).is_err() {
+                    // Committed in the region log: other regions miss it until learned
+                    // again, never this one.
+                    self.dropped("approval_outbox", 1);
+                }
             }
         } else {
             tracing::info!(index = c.index, term = c.term, command = ?c.command, "region command committed");
@@ -536,21 +546,33 @@ impl RegionActor {
         while let Some(o) = self.intake.poll_output() {
             match o {
                 IntakeOutput::Applied(spikes) => {
+                    // Consensus never waits for the fleet brain: correlation misses what
+                    // a full mailbox refuses, and the loss is counted.
                     if let Some(r) = &self.fleet_intake {
-                        let _ = r.try_send(Intake(spikes));
+                        let n = spikes.len() as u64;
+                        if r.try_send(Intake(spikes)).is_err() {
+                            self.dropped("fleet_intake", n);
+                        }
                     }
                 }
                 IntakeOutput::OwnMark { mark, master } => {
-                    if let Some(r) = &self.acked {
-                        let _ = r.try_send(Acked { mark, master });
+                    if let Some(r) = &self.acked
+                        && r.try_send(Acked { mark, master }).is_err()
+                    {
+                        // The next mark covers this one.
+                        self.dropped("own_mark", 1);
                     }
                 }
                 IntakeOutput::Gossip(acks) => {
-                    let _ = self.gossip.try_send(outbox::Publish {
+                    let publish = outbox::Publish {
                         topic: outbox::Topic::Region(self.region.clone()),
                         body: wire::Body::Acks(acks),
                         delivery: outbox::Delivery::BestEffort,
-                    });
+                    };
+                    if self.gossip.try_send(publish).is_err() {
+                        // The next acknowledgements cover these.
+                        self.dropped("acks_outbox", 1);
+                    }
                 }
             }
         }

@@ -428,8 +428,13 @@ impl Handler<Observe> for SpikeActor {
         if let Some(last) = encoded.last() {
             self.sync.published(last.seq, unix_ms());
             self.latest();
-            if let Some(intake) = &self.intake {
-                let _ = intake.try_send(SpikesIn(encoded.clone()));
+            if let Some(intake) = &self.intake
+                && intake.try_send(SpikesIn(encoded.clone())).is_err()
+            {
+                // The journal keeps them: the intake gets them again by replay.
+                if let Some(count) = &self.drops {
+                    count("region_intake", encoded.len() as u64);
+                }
             }
             // Every spike is judged: a full policy mailbox makes the encoder wait (and so
             // the detectors behind it), it never drops a judgement.
