@@ -513,6 +513,41 @@ async fn detectors(shared: web::Data<Shared>) -> HttpResponse {
     }))
 }
 
+/// The live event stream (server-sent events; see [`crate::events`]). A client that
+/// reconnects sends `Last-Event-ID` (browsers do) or `?last_event_id=`.
+async fn events(shared: web::Data<Shared>, req: actix_web::HttpRequest) -> HttpResponse {
+    let header = req
+        .headers()
+        .get("Last-Event-ID")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.get("last_event_id").cloned());
+    let last = match header.or(query) {
+        None => None,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return HttpResponse::BadRequest().json(Problem {
+                    error: format!("Last-Event-ID must be an event id (a number), not {v:?}"),
+                });
+            }
+        },
+    };
+    use futures::StreamExt;
+    let stream = shared
+        .events
+        .subscribe(last)
+        .map(Ok::<_, std::convert::Infallible>);
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream)
+}
+
 /// Binds the API on `addr` and returns the server (not yet awaited) and the bound address.
 pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, SocketAddr)> {
     let data = web::Data::new(shared);
@@ -533,6 +568,7 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .route("/api/v1/assignments", web::get().to(assignments))
             .route("/api/v1/audits", web::get().to(audits))
             .route("/api/v1/anomalies", web::get().to(anomalies))
+            .route("/api/v1/events", web::get().to(events))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
     })

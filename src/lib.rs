@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod durable;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzcheck;
 pub mod identity;

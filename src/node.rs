@@ -22,6 +22,7 @@ use fleetmesh_actors::actor::heartbeat::Subscribe;
 use fleetmesh_actors::actor::heartbeat::{self as hb, HeartbeatActor};
 use fleetmesh_actors::actor::policy::{Consulting, PolicyActor, SetAlerts, SetConsulting};
 use fleetmesh_actors::actor::polled::DetectorActor;
+use fleetmesh_actors::actor::push::SetPush;
 use fleetmesh_actors::actor::region::{Connect, ConnectFleet, RegionActor, Write};
 use fleetmesh_actors::actor::service::ServiceActor;
 use fleetmesh_actors::actor::spikes::{
@@ -79,6 +80,8 @@ pub struct Shared {
     pub anomaly: Option<Addr<AnomalyActor>>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
+    /// The live event stream (`GET /api/v1/events`).
+    pub events: Arc<crate::events::Hub>,
 }
 
 /// Runs a node with `settings` until SIGINT or SIGTERM. Must run inside an actix system.
@@ -455,6 +458,18 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         }),
     });
     spikes.do_send(SetDrops(metrics.drop_counter()));
+    // The live event stream: the actors that own a fact push it as it changes.
+    let events = Arc::new(crate::events::Hub::default());
+    {
+        let (push, pushed) = tokio::sync::broadcast::channel(crate::events::PUSH_CAPACITY);
+        tokio::spawn(crate::events::run(events.clone(), pushed));
+        spikes.do_send(SetPush(push.clone()));
+        policy.do_send(SetPush(push.clone()));
+        alerts.do_send(SetPush(push.clone()));
+        heartbeat.do_send(SetPush(push.clone()));
+        region.do_send(SetPush(push.clone()));
+        fleet.do_send(SetPush(push));
+    }
     heartbeat.do_send(SetDrops(metrics.drop_counter()));
     region.do_send(SetDrops(metrics.drop_counter()));
     spikes.do_send(SetIntake(region.clone().recipient()));
@@ -486,6 +501,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         procs: procs.clone(),
         host: host.clone(),
         region: region.clone(),
+        events,
         services: services.clone(),
         audits: audits.clone(),
         policy: policy.clone(),
@@ -548,6 +564,7 @@ struct Actors {
     procs: Addr<DetectorActor<procs::Detector>>,
     host: Addr<DetectorActor<hostmetrics::Sampler>>,
     region: Addr<RegionActor>,
+    events: Arc<crate::events::Hub>,
     services: Addr<ServiceActor>,
     audits: Addr<AuditActor>,
     policy: Addr<PolicyActor>,
@@ -659,6 +676,7 @@ async fn serve(
         anomaly: actors.anomaly.clone(),
         net: net_state.clone(),
         metrics,
+        events: actors.events.clone(),
     };
     let (server, api_addr) = api::start(settings.api_listen, shared)?;
     let w = &settings.raw.watch;

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod heartbeat;
 pub mod policy;
 pub mod polled;
+pub mod push;
 pub mod region;
 pub mod service;
 pub mod spikes;

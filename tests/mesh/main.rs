@@ -7,6 +7,7 @@ mod anomaly;
 mod cli;
 mod cluster;
 mod consult;
+mod events;
 mod files;
 mod fleet;
 mod garbage;

@@ -4,6 +4,7 @@
 //! future on its own context, bounded by the sink's timeout, and feeds the outcome back.
 //! It never waits for a sink: a slow or dead one only grows its own queue.
 
+use crate::actor::push::{Pushed, push};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -63,6 +64,8 @@ impl std::fmt::Debug for Sink {
 }
 
 pub struct AlertActor {
+    /// The node's live event stream, once set ([`SetPush`]).
+    push: Option<crate::actor::push::Push>,
     book: Book,
     sinks: Vec<(Deliver, Duration)>,
     timer: Option<SpawnHandle>,
@@ -83,6 +86,7 @@ impl AlertActor {
             .map(|s| (s.config, (s.deliver, s.timeout)))
             .unzip();
         AlertActor {
+            push: None,
             book: Book::new(config, configs),
             sinks,
             timer: None,
@@ -124,6 +128,14 @@ impl AlertActor {
     }
 }
 
+impl Handler<crate::actor::push::SetPush> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::push::SetPush, _: &mut Self::Context) {
+        self.push = Some(msg.0);
+    }
+}
+
 impl Actor for AlertActor {
     type Context = Context<Self>;
 
@@ -137,6 +149,9 @@ impl Handler<Raise> for AlertActor {
 
     fn handle(&mut self, msg: Raise, ctx: &mut Self::Context) {
         self.book.raise(unix_ms(), msg.0);
+        if let Some(entry) = self.book.latest(0, 1).pop() {
+            push(&self.push, || Pushed::Alert(Box::new(entry)));
+        }
         self.pump(ctx);
     }
 }

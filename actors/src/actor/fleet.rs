@@ -9,6 +9,7 @@
 //! [`Emergency`]. Emergencies heard from other masters are checked (author and term) and
 //! kept for the API.
 
+use crate::actor::push::{Pushed, push};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -137,6 +138,8 @@ pub struct GetFleet;
 const EVENTS_KEPT: usize = 256;
 
 pub struct FleetActor {
+    /// The node's live event stream, once set ([`SetPush`]).
+    push: Option<crate::actor::push::Push>,
     brain: Brain,
     read: ReadPolicies,
     reload: Duration,
@@ -177,6 +180,7 @@ impl FleetActor {
         gossip: outbox::Sender,
     ) -> Self {
         FleetActor {
+            push: None,
             brain: Brain::new(config),
             read,
             reload,
@@ -239,6 +243,7 @@ impl FleetActor {
     }
 
     fn keep(&mut self, seen: Seen) {
+        push(&self.push, || Pushed::Fleet(Box::new(seen.clone())));
         if let Some(old) = self.events.iter_mut().find(|s| s.key == seen.key) {
             *old = seen;
             return;
@@ -301,6 +306,14 @@ impl FleetActor {
     fn reload(&mut self) {
         let policies = (self.read)();
         self.brain.set_policies(policies);
+    }
+}
+
+impl Handler<crate::actor::push::SetPush> for FleetActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::push::SetPush, _: &mut Self::Context) {
+        self.push = Some(msg.0);
     }
 }
 

@@ -6,6 +6,7 @@
 //! bounded [`outbox::Sender`]; peers' heartbeats and connection events arrive as
 //! [`Inbound`] messages.
 
+use crate::actor::push::{Pushed, push};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -138,6 +139,8 @@ pub struct Config {
 }
 
 pub struct HeartbeatActor {
+    /// The node's live event stream, once set ([`SetPush`]).
+    push: Option<crate::actor::push::Push>,
     own: node::Id,
     region: String,
     emitter: heartbeat::Emitter,
@@ -177,6 +180,7 @@ impl HeartbeatActor {
         let now = Instant::now();
         let region = info.region.clone();
         HeartbeatActor {
+            push: None,
             view: membership::View::new(config.membership, own.clone(), region.clone()),
             emitter: heartbeat::Emitter::new(config.emitter, info, now),
             own,
@@ -300,6 +304,11 @@ impl HeartbeatActor {
             }
             match o {
                 Output::StatusChanged { peer, from, to } => {
+                    push(&self.push, || Pushed::Peer {
+                        peer: peer.clone(),
+                        from,
+                        to,
+                    });
                     if to == Status::Dead || to == Status::Suspect {
                         share = true;
                         tracing::warn!(%peer, from = from.as_str(), to = to.as_str(), "peer status");
@@ -331,6 +340,14 @@ impl HeartbeatActor {
             );
             self.publish(beat);
         }
+    }
+}
+
+impl Handler<crate::actor::push::SetPush> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::push::SetPush, _: &mut Self::Context) {
+        self.push = Some(msg.0);
     }
 }
 

@@ -12,6 +12,7 @@
 //! from the core's `poll_timeout`. Changes found at start-up that a package-manager run
 //! explains ([`Runs::upgrade`]) are approved here, ahead of the policy rules.
 
+use crate::actor::push::{Pushed, push};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -140,6 +141,8 @@ struct Consult {
 }
 
 pub struct PolicyActor {
+    /// The node's live event stream, once set ([`SetPush`]).
+    push: Option<crate::actor::push::Push>,
     judge: Judge,
     read: ReadPolicy,
     reload: Duration,
@@ -164,6 +167,7 @@ impl PolicyActor {
     /// `judge` holds the policy loaded at start; `read` is polled every `reload`.
     pub fn new(judge: Judge, read: ReadPolicy, reload: Duration) -> Self {
         PolicyActor {
+            push: None,
             judge,
             read,
             reload,
@@ -276,6 +280,9 @@ impl PolicyActor {
             tracing::warn!(seq = spike.seq, %rule, %reason, ?term, "violation (by the region's master)");
         }
         self.judge.settle(spike.seq, settled);
+        if let Some(r) = self.judge.record(spike.seq) {
+            push(&self.push, || Pushed::Decision(Box::new(r.clone())));
+        }
         if let Some(kind) = alert {
             self.settled_alert(spike, rule.to_string(), reason, term, kind);
         }
@@ -335,6 +342,14 @@ impl PolicyActor {
     }
 }
 
+impl Handler<crate::actor::push::SetPush> for PolicyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::push::SetPush, _: &mut Self::Context) {
+        self.push = Some(msg.0);
+    }
+}
+
 impl Actor for PolicyActor {
     type Context = Context<Self>;
 
@@ -368,6 +383,7 @@ impl Handler<Decide> for PolicyActor {
                 None => self.judge.decide(spike, now),
             }
             .clone();
+            push(&self.push, || Pushed::Decision(Box::new(r.clone())));
             match r.decision {
                 Decision::Violation => {
                     tracing::warn!(seq = r.seq, kind = r.kind.as_str(), subject = %r.subject, rule = %r.rule, reason = %r.reason, "policy violation");

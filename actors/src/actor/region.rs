@@ -22,6 +22,7 @@
 //! node leads, the master's marks are gossiped, and this node's own mark goes to the
 //! spike encoder ([`Acked`]), which compacts the journal and replays what is missing.
 
+use crate::actor::push::{Pushed, push};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,6 +192,8 @@ pub struct ConnectFleet {
 }
 
 pub struct RegionActor {
+    /// The node's live event stream, once set ([`SetPush`]).
+    push: Option<crate::actor::push::Push>,
     region: String,
     gov: Governor,
     persist: PersistRegion,
@@ -257,6 +260,7 @@ impl RegionActor {
             items: Arc::default(),
         };
         RegionActor {
+            push: None,
             gov: Governor::new(config, stored, Instant::now()),
             region,
             persist,
@@ -325,6 +329,10 @@ impl RegionActor {
                         }
                         None => tracing::info!("no master known for the region"),
                     }
+                    push(&self.push, || Pushed::Master {
+                        master: master.clone(),
+                        leading,
+                    });
                     let known = master.is_some();
                     self.intake.set_master(Instant::now(), master, leading);
                     self.drain_intake();
@@ -576,6 +584,14 @@ impl RegionActor {
                 }
             }
         }
+    }
+}
+
+impl Handler<crate::actor::push::SetPush> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::push::SetPush, _: &mut Self::Context) {
+        self.push = Some(msg.0);
     }
 }
 

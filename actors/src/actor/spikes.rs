@@ -7,6 +7,7 @@
 //! master's marks compact the journal, and what the master lacks is read back from the
 //! journal and replayed to it directly, one batch in flight at a time.
 
+use crate::actor::push::{Pushed, push};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -160,6 +161,8 @@ impl std::fmt::Debug for Storage {
 }
 
 pub struct SpikeActor {
+    /// The node's live event stream, once set ([`SetPush`]).
+    push: Option<crate::actor::push::Push>,
     encoder: Encoder,
     region: String,
     persist: PersistSeq,
@@ -290,6 +293,7 @@ impl SpikeActor {
         let ring = Arc::new(Recent::new(capacity));
         ring.extend(storage.recent);
         SpikeActor {
+            push: None,
             encoder,
             region,
             persist: storage.reserve,
@@ -381,6 +385,14 @@ impl SpikeActor {
     }
 }
 
+impl Handler<crate::actor::push::SetPush> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::push::SetPush, _: &mut Self::Context) {
+        self.push = Some(msg.0);
+    }
+}
+
 impl Actor for SpikeActor {
     type Context = Context<Self>;
 
@@ -468,6 +480,7 @@ impl Handler<Observe> for SpikeActor {
             }
         }
         self.ring.extend(encoded.iter().cloned());
+        push(&self.push, || Pushed::Spikes(Arc::new(encoded.clone())));
         // What one reading produced travels as one message (or a few, under the frame cap).
         for batch in wire::batches(encoded) {
             let n = batch.len() as u64;

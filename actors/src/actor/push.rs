@@ -1,0 +1,60 @@
+//! What actors push to the node's live event stream (`GET /api/v1/events`).
+//!
+//! Each actor that owns a fact sends it here as it changes, with a non-blocking
+//! `broadcast` send: no actor waits for a reader, and a reader that falls behind learns
+//! how much it missed (the runtime turns that into a `resync` event). The runtime gives
+//! each event an id and its JSON form; nothing here knows about HTTP.
+
+use std::sync::Arc;
+
+use actix::Message;
+
+use crate::actor::fleet::Seen;
+use crate::alert::book::Entry;
+use crate::membership::Status;
+use crate::node;
+use crate::policy::judge::Record;
+use crate::spike::Spike;
+
+/// One fact for the event stream.
+#[derive(Debug, Clone)]
+pub enum Pushed {
+    /// Spikes this node encoded, in sequence order.
+    Spikes(Arc<Vec<Spike>>),
+    /// A decision made or settled (the record as `GET /api/v1/decisions` shows it).
+    Decision(Box<Record>),
+    /// An alert raised or folded (as `GET /api/v1/alerts` shows it).
+    Alert(Box<Entry>),
+    /// A peer's status changed, as this node sees it.
+    Peer {
+        peer: node::Id,
+        from: Status,
+        to: Status,
+    },
+    /// The region's master as this node knows it (`None`: no master known).
+    Master {
+        master: Option<(node::Id, u64)>,
+        leading: bool,
+    },
+    /// A fleet event raised or grown here, or an emergency heard from another region (as
+    /// `GET /api/v1/fleet` shows it).
+    Fleet(Box<Seen>),
+}
+
+/// Where actors push; cloned into each actor that pushes.
+pub type Push = tokio::sync::broadcast::Sender<Pushed>;
+
+/// Gives an actor the stream to push to.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetPush(pub Push);
+
+/// Pushes `p` if a stream is set; a stream nobody reads drops it (a send without
+/// receivers fails, which is not an error here).
+pub fn push(to: &Option<Push>, p: impl FnOnce() -> Pushed) {
+    if let Some(tx) = to
+        && tx.receiver_count() > 0
+    {
+        let _ = tx.send(p());
+    }
+}
