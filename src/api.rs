@@ -191,9 +191,8 @@ async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
 /// Query of `GET /api/v1/spikes`.
 #[derive(Debug, Deserialize)]
 pub struct SpikeQuery {
-    /// Only spikes with a higher sequence number.
-    #[serde(default)]
-    pub since: u64,
+    /// The spikes following this sequence number (paging); without it, the latest.
+    pub since: Option<u64>,
     /// `file`, `user`, `group`, `process`, `network`, `metric`, `coverage`, `reconcile`,
     /// `service`, `audit`, `anomaly`.
     pub kind: Option<String>,
@@ -220,9 +219,8 @@ async fn spikes(shared: web::Data<Shared>, q: web::Query<SpikeQuery>) -> HttpRes
 /// Query of `GET /api/v1/decisions`.
 #[derive(Debug, Deserialize)]
 pub struct DecisionQuery {
-    /// Only decisions of spikes with a higher sequence number.
-    #[serde(default)]
-    pub since: u64,
+    /// The decisions following this sequence number (paging); without it, the latest.
+    pub since: Option<u64>,
     /// At most this many (default 1000, at most 10000).
     pub limit: Option<usize>,
 }

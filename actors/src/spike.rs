@@ -242,6 +242,37 @@ impl Observation {
     }
 }
 
+/// A page of `items` (in ascending order of `seq_of`) that pass `keep`, in ascending
+/// order, at most `limit`: the ones following `since` (paging), or without `since` the
+/// latest.
+pub fn page<T: Clone>(
+    items: &std::collections::VecDeque<T>,
+    since: Option<u64>,
+    limit: usize,
+    seq_of: impl Fn(&T) -> u64,
+    keep: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    match since {
+        Some(since) => items
+            .iter()
+            .filter(|t| seq_of(t) > since && keep(t))
+            .take(limit)
+            .cloned()
+            .collect(),
+        None => {
+            let mut latest: Vec<T> = items
+                .iter()
+                .rev()
+                .filter(|t| keep(t))
+                .take(limit)
+                .cloned()
+                .collect();
+            latest.reverse();
+            latest
+        }
+    }
+}
+
 /// One encoded change, as gossiped and journaled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spike {

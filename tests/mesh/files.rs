@@ -108,6 +108,29 @@ async fn each_file_change_is_one_spike_and_downtime_changes_are_reported() {
     assert_eq!(detectors["files"]["layers"]["realtime_without_change"], 0);
     assert_eq!(detectors["files"]["layers"]["missed_by_realtime"], 0);
     let last_seq = *seqs.last().expect("spikes");
+    // `limit` without `since` is the latest; with `since`, a page after it.
+    let seq_of = |v: Vec<Value>| {
+        v.iter()
+            .filter_map(|s| s["seq"].as_u64())
+            .collect::<Vec<_>>()
+    };
+    let latest = seq_of(get(&node.url("/api/v1/spikes?kind=file&limit=2")).await);
+    assert_eq!(latest, seqs[seqs.len() - 2..], "the latest two, ascending");
+    let page = seq_of(
+        get(&node.url(&format!(
+            "/api/v1/spikes?kind=file&since={}&limit=2",
+            seqs[0]
+        )))
+        .await,
+    );
+    assert_eq!(page, seqs[1..3], "the two after the first");
+    let all_decided = seq_of(get(&node.url("/api/v1/decisions?limit=10000")).await);
+    let decided = seq_of(get(&node.url("/api/v1/decisions?limit=1")).await);
+    assert_eq!(decided.len(), 1);
+    assert!(
+        decided[0] >= all_decided.iter().copied().max().unwrap_or(0),
+        "the latest decision: {decided:?}, then {all_decided:?}"
+    );
 
     // Stopped: change a file and add one. Started again: both are reported as changes made
     // while it was down, and numbering continues upwards.

@@ -41,11 +41,12 @@ pub type ChangedAt = Box<dyn FnMut(&Spike) -> Option<u64> + Send>;
 #[rtype(result = "()")]
 pub struct Decide(pub Vec<Spike>);
 
-/// Kept decisions of spikes with `seq > since`, oldest first, at most `limit`.
+/// Kept decisions in ascending order, at most `limit`: the ones following `since`, or
+/// without it the latest.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Record>")]
 pub struct GetDecisions {
-    pub since: u64,
+    pub since: Option<u64>,
     pub limit: usize,
 }
 
@@ -558,7 +559,7 @@ mod tests {
         for _ in 0..200 {
             let got = addr
                 .send(GetDecisions {
-                    since: seq - 1,
+                    since: Some(seq - 1),
                     limit: 1,
                 })
                 .await
@@ -732,7 +733,7 @@ mod tests {
             .expect("delivered");
         let got = addr
             .send(GetDecisions {
-                since: 0,
+                since: Some(0),
                 limit: 10,
             })
             .await
@@ -768,7 +769,7 @@ mod tests {
             .expect("delivered");
         let got = addr
             .send(GetDecisions {
-                since: 2,
+                since: Some(2),
                 limit: 10,
             })
             .await

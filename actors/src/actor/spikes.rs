@@ -33,11 +33,11 @@ const REPLAY_READ: usize = 8192;
 #[rtype(result = "()")]
 pub struct Observe(pub Vec<Observation>);
 
-/// Spikes with `seq > since` (optionally of one kind), oldest first, at most `limit`.
+/// Spikes (optionally of one kind) as [`Recent::query`] pages them.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Spike>")]
 pub struct GetSpikes {
-    pub since: u64,
+    pub since: Option<u64>,
     pub kind: Option<Kind>,
     pub limit: usize,
 }
@@ -68,14 +68,17 @@ impl Recent {
         }
     }
 
-    /// Spikes with `seq > since` (optionally of one kind), oldest first, at most `limit`.
-    pub fn query(&self, since: u64, kind: Option<Kind>, limit: usize) -> Vec<Spike> {
+    /// Spikes (optionally of one kind) in ascending order, at most `limit`: the ones
+    /// following `since` (paging), or without `since` the latest.
+    pub fn query(&self, since: Option<u64>, kind: Option<Kind>, limit: usize) -> Vec<Spike> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
-        ring.iter()
-            .filter(|s| s.seq > since && kind.is_none_or(|k| s.kind == k))
-            .take(limit)
-            .cloned()
-            .collect()
+        crate::spike::page(
+            &ring,
+            since,
+            limit,
+            |s| s.seq,
+            |s| kind.is_none_or(|k| s.kind == k),
+        )
     }
 
     fn len(&self) -> usize {
@@ -746,7 +749,7 @@ mod tests {
         // The ring keeps the last 3.
         let files = addr
             .send(GetSpikes {
-                since: 0,
+                since: Some(0),
                 kind: Some(Kind::File),
                 limit: 10,
             })
@@ -755,12 +758,22 @@ mod tests {
         assert_eq!(files.iter().map(|s| s.seq).collect::<Vec<_>>(), [3, 4]);
         let after = addr
             .send(GetSpikes {
-                since: 3,
+                since: Some(3),
                 kind: None,
                 limit: 10,
             })
             .await
             .expect("answered");
         assert_eq!(after.len(), 1);
+        // Without `since`: the latest.
+        let latest = addr
+            .send(GetSpikes {
+                since: None,
+                kind: Some(Kind::File),
+                limit: 1,
+            })
+            .await
+            .expect("answered");
+        assert_eq!(latest.iter().map(|s| s.seq).collect::<Vec<_>>(), [4]);
     }
 }

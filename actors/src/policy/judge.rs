@@ -287,13 +287,10 @@ impl Judge {
     }
 
     /// Kept decisions of spikes with `seq > since`, oldest first, at most `limit`.
-    pub fn since(&self, since: u64, limit: usize) -> Vec<Record> {
-        self.ring
-            .iter()
-            .filter(|r| r.seq > since)
-            .take(limit)
-            .cloned()
-            .collect()
+    /// Kept decisions in ascending order, at most `limit`: the `limit` following `since`
+    /// (paging), or without `since` the latest `limit`.
+    pub fn since(&self, since: Option<u64>, limit: usize) -> Vec<Record> {
+        crate::spike::page(&self.ring, since, limit, |r| r.seq, |_| true)
     }
 
     pub fn counts(&self) -> Counts {

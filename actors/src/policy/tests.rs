@@ -271,10 +271,14 @@ fn the_judge_keeps_its_last_good_policy() {
         s.seq = seq;
         judge.decide(&s, 100);
     }
-    let kept: Vec<u64> = judge.since(0, 10).iter().map(|r| r.seq).collect();
+    let kept: Vec<u64> = judge.since(Some(0), 10).iter().map(|r| r.seq).collect();
     assert_eq!(kept, [2, 3], "the ring keeps 2");
-    assert_eq!(judge.since(2, 10).len(), 1);
-    assert_eq!(judge.since(0, 1).len(), 1);
+    assert_eq!(judge.since(Some(2), 10).len(), 1);
+    // Paging from the start gives the oldest; without `since`, the latest.
+    let seqs = |v: Vec<judge::Record>| v.iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(judge.since(Some(0), 1)), [2]);
+    assert_eq!(seqs(judge.since(None, 1)), [3]);
+    assert_eq!(seqs(judge.since(None, 10)), [2, 3]);
     let c = judge.counts();
     assert_eq!((c.approved, c.violation, c.consult), (2, 1, 0));
 }
@@ -463,7 +467,7 @@ fn answers_find_their_record_whether_or_not_the_ring_is_in_order() {
     assert!(!judge.settle(4, settled()), "4 has left the ring");
     let kept = |judge: &Judge| -> Vec<(u64, bool)> {
         judge
-            .since(0, 10)
+            .since(Some(0), 10)
             .iter()
             .map(|r| (r.seq, r.settled.is_some()))
             .collect()
