@@ -150,6 +150,24 @@ async fn healthz(shared: web::Data<Shared>) -> HttpResponse {
     }
 }
 
+/// Readiness: 200 once the start-up verification and first readings are handed over,
+/// else 503 `starting` with the verification's progress.
+async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
+    use std::sync::atomic::Ordering;
+    let read = shared.verification.read.load(Ordering::Relaxed);
+    if shared.ready.load(Ordering::Acquire) {
+        return HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }));
+    }
+    HttpResponse::ServiceUnavailable().json(serde_json::json!({
+        "status": "starting",
+        "since_ms": shared.started.elapsed().as_millis() as u64,
+        "verification": {
+            "entries_read": read,
+            "done": shared.verification.done.load(Ordering::Acquire),
+        },
+    }))
+}
+
 async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
     let m = &shared.metrics;
     if let Some(snap) = snapshot(&shared).await {
@@ -568,6 +586,7 @@ pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, Socket
             .route("/api/v1/anomalies", web::get().to(anomalies))
             .route("/api/v1/events", web::get().to(events))
             .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics))
     })
     .workers(1)

@@ -82,6 +82,11 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The live event stream (`GET /api/v1/events`).
     pub events: Arc<crate::events::Hub>,
+    /// The start-up verification's progress (`GET /readyz`).
+    pub verification: Arc<probe::files::Progress>,
+    /// Set once the node is ready: its start-up verification and first readings are
+    /// handed over (`GET /readyz`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs a node with `settings` until SIGINT or SIGTERM. Must run inside an actix system.
@@ -658,6 +663,8 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver = tokio::spawn(driver.run(stop_rx));
 
+    let verification = Arc::new(probe::files::Progress::default());
+    let ready_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = Shared {
         peer_id: peer_id.to_base58(),
         info: info.clone(),
@@ -677,8 +684,14 @@ async fn serve(
         net: net_state.clone(),
         metrics,
         events: actors.events.clone(),
+        verification: verification.clone(),
+        ready: ready_flag.clone(),
     };
     let (server, api_addr) = api::start(settings.api_listen, shared)?;
+    // Served at once: liveness answers while the start-up verification runs, and
+    // `/readyz` says how far it has come.
+    let server_handle = server.handle();
+    let server_task = tokio::spawn(server);
     let w = &settings.raw.watch;
     let probe = probe::files::start(
         probe::files::Config {
@@ -695,6 +708,7 @@ async fn serve(
             coverage: actors.files.clone().recipient(),
             accounts: actors.accounts.clone().recipient(),
         },
+        verification,
     )?;
     let p = &settings.raw.probes;
     let net_probe = probe::poll::start(
@@ -731,15 +745,15 @@ async fn serve(
     let t = Instant::now();
     let ready =
         |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::Acquire);
-    while !(ready(&probe.started) && ready(&net_probe.started) && ready(&proc_probe.started)) {
+    while !(ready(&probe.progress.done) && ready(&net_probe.started) && ready(&proc_probe.started))
+    {
         if t.elapsed() > Duration::from_secs(300) {
             tracing::warn!("start-up file verification still running after 300 s; carrying on");
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let server_handle = server.handle();
-    let server_task = tokio::spawn(server);
+    ready_flag.store(true, std::sync::atomic::Ordering::Release);
 
     // Publish the runtime file once the p2p listeners are up.
     let listening = tokio::time::timeout(

@@ -17,7 +17,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -165,17 +165,29 @@ fn hash(path: &Path, limiter: Option<&Limiter>) -> std::io::Result<Digest> {
 
 /// Reads every watched path, recursively, without following symlinks.
 pub fn scan(config: &Config) -> BTreeMap<String, State> {
+    scan_counting(config, &AtomicU64::new(0))
+}
+
+/// [`scan`], adding one to `read` per entry read (progress for whoever watches).
+pub fn scan_counting(config: &Config, read: &AtomicU64) -> BTreeMap<String, State> {
     let mut out = BTreeMap::new();
     for p in &config.paths {
-        walk(config, &config.real(p), 0, &mut out);
+        walk(config, &config.real(p), 0, &mut out, read);
     }
     out
 }
 
-fn walk(config: &Config, path: &Path, depth: usize, out: &mut BTreeMap<String, State>) {
+fn walk(
+    config: &Config,
+    path: &Path,
+    depth: usize,
+    out: &mut BTreeMap<String, State>,
+    read: &AtomicU64,
+) {
     let Some(state) = read_state(path, config) else {
         return;
     };
+    read.fetch_add(1, Ordering::Relaxed);
     let is_dir = state.kind == EntryKind::Dir;
     if let Some(subject) = config.subject(path) {
         out.insert(subject, state);
@@ -189,7 +201,7 @@ fn walk(config: &Config, path: &Path, depth: usize, out: &mut BTreeMap<String, S
     let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     children.sort();
     for c in children {
-        walk(config, &c, depth + 1, out);
+        walk(config, &c, depth + 1, out, read);
     }
 }
 
@@ -248,8 +260,17 @@ pub fn read_accounts(config: &Config) -> AccountFiles {
 #[derive(Debug)]
 pub struct Probe {
     _watcher: notify::RecommendedWatcher,
+    /// The start-up verification's progress.
+    pub progress: Arc<Progress>,
+}
+
+/// How far the start-up verification has come, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Entries read so far.
+    pub read: AtomicU64,
     /// Set once the start-up verification has been handed to the actor.
-    pub started: Arc<AtomicBool>,
+    pub done: AtomicBool,
 }
 
 /// Why a path is read.
@@ -295,7 +316,8 @@ fn coverage(subject: &str, what: &str, severity: Severity) -> Observation {
 
 /// Starts watching: the watches are placed first, then the start-up verification runs
 /// against the persisted baseline, then events are read until the probe is dropped.
-pub fn start(mut config: Config, sinks: Sinks) -> anyhow::Result<Probe> {
+/// Starts the probe; `progress` follows its start-up verification.
+pub fn start(mut config: Config, sinks: Sinks, progress: Arc<Progress>) -> anyhow::Result<Probe> {
     // Events carry absolute, resolved paths; so must the root they are matched against.
     config.root = std::fs::canonicalize(&config.root)
         .map_err(|e| anyhow::anyhow!("watch.root {}: {e}", config.root.display()))?;
@@ -335,14 +357,13 @@ pub fn start(mut config: Config, sinks: Sinks) -> anyhow::Result<Probe> {
             unwatched.push(p.clone());
         }
     }
-    let started = Arc::new(AtomicBool::new(false));
-    let done = started.clone();
+    let shared = progress.clone();
     std::thread::Builder::new()
         .name("file-probe".into())
-        .spawn(move || check_loop(config, unwatched, rx, overflow, sinks, done))?;
+        .spawn(move || check_loop(config, unwatched, rx, overflow, sinks, shared))?;
     Ok(Probe {
         _watcher: watcher,
-        started,
+        progress,
     })
 }
 
@@ -373,7 +394,7 @@ fn check_loop(
     rx: Receiver<notify::Result<Event>>,
     overflow: Arc<AtomicBool>,
     sinks: Sinks,
-    started: Arc<AtomicBool>,
+    progress: Arc<Progress>,
 ) {
     let Sinks {
         files,
@@ -382,7 +403,7 @@ fn check_loop(
     } = sinks;
     let full_scan = |scan_kind: Scan| {
         let t = Instant::now();
-        let states = scan(&config);
+        let states = scan_counting(&config, &progress.read);
         tracing::info!(
             entries = states.len(),
             ms = t.elapsed().as_millis() as u64,
@@ -406,7 +427,7 @@ fn check_loop(
         );
     };
     full_scan(Scan::Startup);
-    started.store(true, Ordering::Release);
+    progress.done.store(true, Ordering::Release);
     let mut next_verify = Instant::now() + config.verify_every;
     // Subtrees without a watch are scanned on their own, shorter, period.
     let fallback_at = |now: Instant| (!unwatched.is_empty()).then(|| now + config.fallback_every);
@@ -426,7 +447,13 @@ fn check_loop(
             Err(RecvTimeoutError::Timeout) => {
                 for root in &unwatched {
                     let mut states = BTreeMap::new();
-                    walk(&config, &config.real(root), 0, &mut states);
+                    walk(
+                        &config,
+                        &config.real(root),
+                        0,
+                        &mut states,
+                        &AtomicU64::new(0),
+                    );
                     deliver_blocking(
                         &files,
                         FileInput(Input::Subtree {
@@ -500,7 +527,7 @@ fn check_loop(
                 // the watch never saw those files arrive, so read them now.
                 Some(st) if trigger == Trigger::Content && st.kind == EntryKind::Dir => {
                     let mut inside = BTreeMap::new();
-                    walk(&config, &path, 0, &mut inside);
+                    walk(&config, &path, 0, &mut inside, &AtomicU64::new(0));
                     for (sub, st) in inside {
                         deliver_blocking(
                             &files,

@@ -408,3 +408,79 @@ async fn a_node_that_cannot_persist_its_sequence_stops_and_loses_nothing() {
     )
     .await;
 }
+
+/// A node whose start-up verification takes seconds (6 MiB to hash at 1 MiB/s) answers
+/// liveness at once and says how far it has come, then becomes ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answers_liveness_while_its_start_up_verification_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let big = data.join("root/etc/big");
+    std::fs::create_dir_all(&big).expect("etc/big");
+    for i in 0..24 {
+        std::fs::write(big.join(format!("f{i:02}")), vec![i as u8; 256 * 1024]).expect("file");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut spec = Spec::new("slow-start", "eu");
+    spec.dir = Some(data);
+    spec.extra_args = vec!["--api-listen".into(), format!("127.0.0.1:{port}")];
+    spec.env
+        .push(("FLEETMESH__WATCH__HASH_RATE_MIB_S".into(), "1".into()));
+    let starting = tokio::task::spawn_blocking(move || Node::start(spec));
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .ok()?;
+            let code = r.status().as_u16();
+            Some((code, r.json::<Value>().await.ok()?))
+        }
+    };
+    // (liveness code, readiness code, entries read) while starting.
+    let mut starting_seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready: {starting_seen:?}"
+        );
+        if let (Some((live, _)), Some((ready, body))) =
+            (get("/healthz").await, get("/readyz").await)
+        {
+            if ready == 200 {
+                assert_eq!(body["status"], "ready");
+                break;
+            }
+            assert_eq!(ready, 503, "{body}");
+            assert_eq!(body["status"], "starting", "{body}");
+            starting_seen.push((live, body["verification"]["entries_read"].as_u64()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        starting_seen.len() >= 5,
+        "the verification was seen running: {starting_seen:?}"
+    );
+    assert!(
+        starting_seen.iter().all(|(live, _)| *live == 200),
+        "liveness answered throughout: {starting_seen:?}"
+    );
+    let read: Vec<u64> = starting_seen.iter().filter_map(|(_, r)| *r).collect();
+    assert!(read.windows(2).all(|w| w[0] <= w[1]), "{read:?}");
+    assert!(read.iter().any(|r| *r > 0), "progress shown: {read:?}");
+    let node = starting.await.expect("started");
+    let (code, _) = get("/readyz").await.expect("answers");
+    assert_eq!(code, 200);
+    drop(node);
+}
