@@ -129,9 +129,10 @@ fn main() {
                 coverage: files.recipient(),
                 accounts: accounts.recipient(),
             },
+            std::sync::Arc::default(),
         )
         .expect("probe starts");
-        while !probe.started.load(std::sync::atomic::Ordering::Acquire) {
+        while !probe.progress.done.load(std::sync::atomic::Ordering::Acquire) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Arc::new(probe)
