@@ -129,7 +129,7 @@ fn main() {
                 coverage: files.recipient(),
                 accounts: accounts.recipient(),
             },
-            std::sync::Arc::default(),
+            Arc::default(),
         )
         .expect("probe starts");
         while !probe.progress.done.load(std::sync::atomic::Ordering::Acquire) {
