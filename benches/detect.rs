@@ -132,7 +132,11 @@ fn main() {
             Arc::default(),
         )
         .expect("probe starts");
-        while !probe.progress.done.load(std::sync::atomic::Ordering::Acquire) {
+        while !probe
+            .progress
+            .done
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Arc::new(probe)

@@ -564,12 +564,45 @@ async fn events(shared: web::Data<Shared>, req: actix_web::HttpRequest) -> HttpR
         .streaming(stream)
 }
 
+/// Refuses, with 401, what [`crate::access::Access`] does not allow.
+async fn guard(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let checked = req.app_data::<web::Data<crate::access::Access>>().map(|a| {
+        let read = matches!(
+            *req.method(),
+            actix_web::http::Method::GET | actix_web::http::Method::HEAD
+        );
+        let token = crate::access::presented(req.request());
+        a.check(req.path(), read, token.as_deref())
+    });
+    match checked {
+        Some(Err(refusal)) => {
+            let response = HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer realm=\"fleetmesh\""))
+                .json(Problem {
+                    error: refusal.message().into(),
+                });
+            Ok(req.into_response(response))
+        }
+        _ => next.call(req).await,
+    }
+}
+
 /// Binds the API on `addr` and returns the server (not yet awaited) and the bound address.
-pub fn start(addr: SocketAddr, shared: Shared) -> anyhow::Result<(Server, SocketAddr)> {
+pub fn start(
+    addr: SocketAddr,
+    access: crate::access::Access,
+    shared: Shared,
+) -> anyhow::Result<(Server, SocketAddr)> {
     let data = web::Data::new(shared);
+    let access = web::Data::new(access);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(access.clone())
+            .wrap(actix_web::middleware::from_fn(guard))
             .route("/api/v1/node", web::get().to(node))
             .route("/api/v1/peers", web::get().to(peers))
             .route("/api/v1/spikes", web::get().to(spikes))

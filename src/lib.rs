@@ -3,6 +3,7 @@
 //!
 //! Decisions live in `fleetmesh-actors` as sans-IO state machines; this crate does the I/O.
 
+pub mod access;
 pub mod alert;
 pub mod api;
 pub mod audit;

@@ -687,7 +687,7 @@ async fn serve(
         verification: verification.clone(),
         ready: ready_flag.clone(),
     };
-    let (server, api_addr) = api::start(settings.api_listen, shared)?;
+    let (server, api_addr) = api::start(settings.api_listen, settings.api_access.clone(), shared)?;
     // Served at once: liveness answers while the start-up verification runs, and
     // `/readyz` says how far it has come.
     let server_handle = server.handle();

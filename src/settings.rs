@@ -89,6 +89,10 @@ pub struct Net {
 #[serde(deny_unknown_fields)]
 pub struct Api {
     pub listen: String,
+    /// A file whose first line is the API token ("": none).
+    pub token_file: String,
+    /// On a non-loopback address, serve reads without a token.
+    pub open_reads: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -344,6 +348,8 @@ pub struct Resolved {
     pub psk_file: Option<PathBuf>,
     pub identity_file: PathBuf,
     pub api_listen: SocketAddr,
+    /// Who may use the API (`api.token_file`, `api.open_reads`).
+    pub api_access: crate::access::Access,
     /// The service probes, checked.
     pub services: Vec<fleetmesh_actors::service::Spec>,
     /// The alert sinks, checked.
@@ -550,6 +556,15 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
             format!("`{}` is not host:port ({e})", raw.api.listen),
         )
     })?;
+    let api_token = match raw.api.token_file.trim() {
+        "" => None,
+        p => Some(
+            crate::access::Token::read(std::path::Path::new(p))
+                .map_err(|e| invalid("api.token_file", e))?,
+        ),
+    };
+    let api_access = crate::access::Access::new(api_listen, api_token, raw.api.open_reads)
+        .map_err(|e| invalid("api.listen", e))?;
     let h = &raw.heartbeat;
     within("heartbeat.interval_ms", h.interval_ms, 50, 60_000)?;
     within(
@@ -801,6 +816,7 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         psk_file,
         identity_file,
         api_listen,
+        api_access,
         raw,
     })
 }

@@ -1,5 +1,6 @@
 //! Integration tests: real `fleetmesh` nodes on 127.0.0.1.
 
+mod access;
 mod accounts;
 mod admission;
 mod alerts;
