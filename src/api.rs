@@ -594,6 +594,7 @@ async fn guard(
 pub fn start(
     addr: SocketAddr,
     access: crate::access::Access,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     shared: Shared,
 ) -> anyhow::Result<(Server, SocketAddr)> {
     let data = web::Data::new(shared);
@@ -624,8 +625,11 @@ pub fn start(
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(2)
-    .bind(addr)
+    .shutdown_timeout(2);
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(addr, (*tls).clone()),
+        None => server.bind(addr),
+    }
     .map_err(|e| anyhow::anyhow!("cannot listen on api.listen {addr}: {e}"))?;
     let bound = server
         .addrs()

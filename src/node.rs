@@ -687,7 +687,12 @@ async fn serve(
         verification: verification.clone(),
         ready: ready_flag.clone(),
     };
-    let (server, api_addr) = api::start(settings.api_listen, settings.api_access.clone(), shared)?;
+    let (server, api_addr) = api::start(
+        settings.api_listen,
+        settings.api_access.clone(),
+        settings.api_tls.clone(),
+        shared,
+    )?;
     // Served at once: liveness answers while the start-up verification runs, and
     // `/readyz` says how far it has come.
     let server_handle = server.handle();

@@ -93,6 +93,9 @@ pub struct Api {
     pub token_file: String,
     /// On a non-loopback address, serve reads without a token.
     pub open_reads: bool,
+    /// PEM certificate chain and private key: serve HTTPS ("": plain HTTP).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -350,6 +353,8 @@ pub struct Resolved {
     pub api_listen: SocketAddr,
     /// Who may use the API (`api.token_file`, `api.open_reads`).
     pub api_access: crate::access::Access,
+    /// HTTPS for the API (`api.tls_cert`, `api.tls_key`), checked.
+    pub api_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// The service probes, checked.
     pub services: Vec<fleetmesh_actors::service::Spec>,
     /// The alert sinks, checked.
@@ -565,6 +570,25 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     };
     let api_access = crate::access::Access::new(api_listen, api_token, raw.api.open_reads)
         .map_err(|e| invalid("api.listen", e))?;
+    let api_tls = match (raw.api.tls_cert.trim(), raw.api.tls_key.trim()) {
+        ("", "") => None,
+        ("", _) => {
+            return Err(invalid(
+                "api.tls_cert",
+                "api.tls_key is set: set both or neither",
+            ));
+        }
+        (_, "") => {
+            return Err(invalid(
+                "api.tls_key",
+                "api.tls_cert is set: set both or neither",
+            ));
+        }
+        (cert, key) => Some(
+            crate::access::tls(std::path::Path::new(cert), std::path::Path::new(key))
+                .map_err(|(k, e)| invalid(k, e))?,
+        ),
+    };
     let h = &raw.heartbeat;
     within("heartbeat.interval_ms", h.interval_ms, 50, 60_000)?;
     within(
@@ -817,6 +841,7 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         identity_file,
         api_listen,
         api_access,
+        api_tls,
         raw,
     })
 }

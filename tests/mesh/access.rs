@@ -165,3 +165,108 @@ async fn beyond_loopback_the_api_needs_its_token_and_reads_open_only_when_set() 
     assert!(err.contains("api.token_file"), "{err}");
     drop((guarded, open, local, ns));
 }
+
+/// One HTTPS request to `api` (host:port) trusting only `ca` (PEM); the status line and
+/// the body as read.
+fn https_get(api: &str, ca: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let host = api.rsplit_once(':').map_or(api, |(h, _)| h).to_string();
+    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(api).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    // The server may close without a TLS close_notify: what was read is the answer.
+    let read = tls.read_to_end(&mut out);
+    if out.is_empty() {
+        return Err(format!("nothing read: {read:?}"));
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_https_with_the_configured_certificate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
+    let (cert, key) = (tmp.path().join("api.crt"), tmp.path().join("api.key"));
+    let ca = certified.cert.pem();
+    std::fs::write(&cert, &ca).expect("cert");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key");
+    let (cert_s, key_s) = (
+        cert.to_string_lossy().to_string(),
+        key.to_string_lossy().to_string(),
+    );
+    let node = Node::start(spec(
+        "tls",
+        "127.0.0.1:0",
+        &[
+            ("FLEETMESH__API__TLS_CERT", &cert_s),
+            ("FLEETMESH__API__TLS_KEY", &key_s),
+        ],
+    ));
+    let api = node.runtime.api.clone();
+    let answer = tokio::task::spawn_blocking({
+        let (api, ca) = (api.clone(), ca.clone());
+        move || https_get(&api, &ca, "/api/v1/node")
+    })
+    .await
+    .expect("joined")
+    .expect("an HTTPS answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(node.peer_id()), "{answer}");
+    // Plain HTTP on that port gets no answer of the API.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{api}/api/v1/node"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        plain.as_ref().map_or(true, |r| !r.status().is_success()),
+        "{plain:?}"
+    );
+    // A certificate another key signed is refused at start, naming the setting.
+    let other = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(&key, other.serialize_pem()).expect("other key");
+    let out = command(
+        &spec(
+            "bad-tls",
+            "127.0.0.1:0",
+            &[
+                ("FLEETMESH__API__TLS_CERT", &cert_s),
+                ("FLEETMESH__API__TLS_KEY", &key_s),
+            ],
+        ),
+        &tmp.path().join("bad"),
+    )
+    .stderr(Stdio::piped())
+    .output()
+    .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api.tls_key"), "{err}");
+}
