@@ -126,6 +126,40 @@ pub fn presented(req: &actix_web::HttpRequest) -> Option<String> {
     bearer.or_else(|| req.cookie(COOKIE).map(|c| c.value().to_string()))
 }
 
+/// The API's TLS settings from a PEM certificate chain and private key; the error names
+/// the setting (`api.tls_cert` or `api.tls_key`) and the problem.
+pub fn tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<std::sync::Arc<rustls::ServerConfig>, (&'static str, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| ("api.tls_cert", format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err((
+            "api.tls_cert",
+            format!("{}: no certificate in it", cert.display()),
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ("api.tls_key", format!("{}: {e}", key.display())))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ("api.tls_cert", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| {
+            (
+                "api.tls_key",
+                format!("{} does not go with {}: {e}", key.display(), cert.display()),
+            )
+        })?;
+    Ok(std::sync::Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,38 +227,4 @@ mod tests {
         let missing = Token::read(&dir.path().join("absent")).expect_err("absent");
         assert!(missing.contains("cannot read"), "{missing}");
     }
-}
-
-/// The API's TLS settings from a PEM certificate chain and private key; the error names
-/// the setting (`api.tls_cert` or `api.tls_key`) and the problem.
-pub fn tls(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<std::sync::Arc<rustls::ServerConfig>, (&'static str, String)> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect())
-        .map_err(|e| ("api.tls_cert", format!("{}: {e}", cert.display())))?;
-    if chain.is_empty() {
-        return Err((
-            "api.tls_cert",
-            format!("{}: no certificate in it", cert.display()),
-        ));
-    }
-    let private = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ("api.tls_key", format!("{}: {e}", key.display())))?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ("api.tls_cert", e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| {
-            (
-                "api.tls_key",
-                format!("{} does not go with {}: {e}", key.display(), cert.display()),
-            )
-        })?;
-    Ok(std::sync::Arc::new(config))
 }
