@@ -140,6 +140,20 @@ impl Approval {
     }
 }
 
+/// A fleet event as this node saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seen {
+    pub key: String,
+    pub region: String,
+    pub term: u64,
+    pub master: node::Id,
+    pub event: FleetEvent,
+    pub raised_at_unix_ms: u64,
+    pub received_at_unix_ms: u64,
+    /// Raised by this node as master, or heard as an emergency.
+    pub source: &'static str,
+}
+
 /// A critical fleet event, broadcast by the master that raised it on the fleet topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Emergency {

@@ -10,6 +10,7 @@
 //! kept for the API.
 
 use crate::actor::push::{Pushed, push};
+pub use crate::fleet::Seen;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -104,20 +105,6 @@ pub struct ProposeApproval(pub Approval);
 pub struct EmergencyIn {
     pub author: node::Id,
     pub emergency: Emergency,
-}
-
-/// A fleet event as this node saw it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Seen {
-    pub key: String,
-    pub region: String,
-    pub term: u64,
-    pub master: node::Id,
-    pub event: FleetEvent,
-    pub raised_at_unix_ms: u64,
-    pub received_at_unix_ms: u64,
-    /// Raised by this node as master, or heard as an emergency.
-    pub source: &'static str,
 }
 
 /// What the API shows.

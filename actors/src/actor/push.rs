@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use actix::Message;
 
-use crate::actor::fleet::Seen;
 use crate::alert::book::Entry;
+use crate::fleet::Seen;
 use crate::membership::Status;
 use crate::node;
 use crate::policy::judge::Record;
