@@ -245,6 +245,35 @@ pub enum Save {
     Append(Vec<Persist>),
 }
 
+impl Save {
+    /// Brings `disk` (what earlier saves wrote; `None`: nothing yet) up to `image` (the
+    /// governor's [`Governor::durable`]) as a runtime writing its file does: replaced
+    /// whole, or the deltas folded in order. What a crash keeps is exactly this.
+    pub fn write_to(
+        self,
+        disk: &mut Option<Durable>,
+        image: &Durable,
+    ) -> Result<(), region::Error> {
+        match self {
+            Save::Whole => *disk = Some(image.clone()),
+            Save::Append(deltas) => {
+                if deltas.is_empty() {
+                    return Ok(());
+                }
+                let Some(d) = disk.as_mut() else {
+                    return Err(region::Error::Durable(
+                        "deltas appended before any image was written whole".into(),
+                    ));
+                };
+                for delta in &deltas {
+                    d.apply(delta)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Governor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Governor")
