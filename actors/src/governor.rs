@@ -520,15 +520,14 @@ impl Governor {
 
     /// The master this node knows, as (peer, term).
     pub fn master(&self) -> Option<(node::Id, u64)> {
-        let status = self.status()?;
-        let peer = self.names.get(&status.leader?)?.1.clone();
-        Some((peer, status.term))
+        let (leader, term) = self.core.as_ref()?.leader();
+        let peer = self.names.get(&leader?)?.1.clone();
+        Some((peer, term))
     }
 
     /// The term this node leads, if it is the master.
     pub fn leading(&self) -> Option<u64> {
-        let status = self.status()?;
-        (status.role == Role::Leader).then_some(status.term)
+        self.core.as_ref()?.leading()
     }
 
     /// Live peers claiming a name bound to another peer (the master refuses them).
