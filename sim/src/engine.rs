@@ -165,6 +165,8 @@ pub struct Sim {
     raft_msgs: u64,
     heartbeats: u64,
     splits: u64,
+    /// Membership pushes to governors (each a walk over the region).
+    pushes: u64,
     quiet: bool,
 }
 
@@ -240,6 +242,7 @@ impl Sim {
             raft_msgs: 0,
             heartbeats: 0,
             splits: 0,
+            pushes: 0,
             quiet: false,
             regions,
             members,
@@ -359,7 +362,7 @@ impl Sim {
             }
         }
         self.drain_gov(i);
-        self.arm(i);
+        self.arm(i, true);
     }
 
     /// Runs to the end (or the first violation) and returns the figures.
@@ -407,7 +410,7 @@ impl Sim {
                         c.hb_wake = None;
                     }
                     self.drive_hb(i);
-                    self.arm(i);
+                    self.arm(i, true);
                 }
             }
             Ev::WakeGov(i) => {
@@ -422,7 +425,7 @@ impl Sim {
                         c.gov.handle_timeout(now);
                     }
                     self.drain_gov(i);
-                    self.arm(i);
+                    self.arm(i, true);
                 }
             }
             Ev::Deliver { to, msg } => {
@@ -433,8 +436,8 @@ impl Sim {
                     self.members[to].backlog.push(msg);
                     return;
                 }
-                self.feed(to, msg);
-                self.arm(to);
+                let moved = self.feed(to, msg);
+                self.arm(to, moved);
             }
             Ev::Fault(k) => {
                 let action = self.sc.faults[k].action.clone();
@@ -458,7 +461,7 @@ impl Sim {
                         c.gov.handle_timeout(now);
                     }
                     self.drain_gov(node);
-                    self.arm(node);
+                    self.arm(node, true);
                 }
             }
             Ev::CutNoticed { a, b } => {
@@ -505,13 +508,16 @@ impl Sim {
             self.members[to].backlog.push(msg);
         } else {
             self.feed(to, msg);
-            self.arm(to);
+            self.arm(to, true);
         }
     }
 
-    /// Hands one message to member `to`'s cores.
-    fn feed(&mut self, to: usize, msg: Msg) {
+    /// Hands one message to member `to`'s cores. Returns whether the view's deadlines
+    /// may have come earlier (see [`Sim::arm`]).
+    fn feed(&mut self, to: usize, msg: Msg) -> bool {
         let now = self.instant();
+        let mut lists_us = false;
+        let mut beat_in = false;
         let input = match msg {
             Msg::Raft { from, bytes } => {
                 let from = self.members[from].peer.clone();
@@ -520,12 +526,16 @@ impl Sim {
                     let _ = c.gov.handle_raft(now, &from, &bytes);
                 }
                 self.drain_gov(to);
-                return;
+                return false;
             }
-            Msg::Beat { from, beat } => Input::Heartbeat {
-                from: self.members[from].peer.clone(),
-                beat: Box::new((*beat).clone()),
-            },
+            Msg::Beat { from, beat } => {
+                lists_us = beat.suspects.contains(&self.members[to].peer);
+                beat_in = true;
+                Input::Heartbeat {
+                    from: self.members[from].peer.clone(),
+                    beat: Box::new((*beat).clone()),
+                }
+            }
             Msg::Connected { peer } => Input::Connected {
                 peer: self.members[peer].peer.clone(),
             },
@@ -534,10 +544,13 @@ impl Sim {
             },
         };
         let Some(c) = &mut self.members[to].cores else {
-            return;
+            return false;
         };
+        let fresh = matches!(&input, Input::Heartbeat { from, .. } if c.view.get(from).is_none());
         let out = c.view.handle(now, input);
-        self.report_view(to, out);
+        let moved = !beat_in || fresh || !out.is_empty();
+        self.report_view(to, out, lists_us);
+        moved
     }
 
     /// The heartbeat actor's timer: a heartbeat if due, then the view re-judged.
@@ -556,11 +569,13 @@ impl Sim {
             return;
         };
         let out = c.view.handle_timeout(now);
-        self.report_view(i, out);
+        self.report_view(i, out, true);
     }
 
     /// Acts on the view's outputs as the heartbeat actor does, and checks the deaths.
-    fn report_view(&mut self, i: usize, out: Vec<ViewOutput>) {
+    /// `listed`: how many peers hold this member dead may have changed although `out` is
+    /// empty (a heartbeat listing it, or a timeout).
+    fn report_view(&mut self, i: usize, out: Vec<ViewOutput>, listed: bool) {
         let share = membership::raises_suspicion(&out);
         let mut changed = false;
         for o in &out {
@@ -581,9 +596,17 @@ impl Sim {
         let Some(c) = &mut self.members[i].cores else {
             return;
         };
-        let held = c.view.held_dead_by(membership::HELD_DEAD_BEATS);
+        // The count can only move with a status change, a heartbeat listing this member,
+        // or one that stops listing it while the count is above 0: counting it otherwise
+        // (a walk over every peer at every heartbeat) would find the same number.
+        let held = if changed || listed || c.held_dead_by > 0 {
+            c.view.held_dead_by(membership::HELD_DEAD_BEATS)
+        } else {
+            c.held_dead_by
+        };
         if changed || held != c.held_dead_by {
             c.held_dead_by = held;
+            self.pushes += 1;
             let members = c.view.region_members();
             c.gov.handle_members(now, members, held);
             self.drain_gov(i);
@@ -739,7 +762,13 @@ impl Sim {
     }
 
     /// Sets both timers of member `i` to its cores' deadlines (when earlier than set).
-    fn arm(&mut self, i: usize) {
+    ///
+    /// `view`: whether to ask the membership view, which walks every peer. The heartbeat
+    /// actor asks after every input; here a heartbeat of a known peer that changed no
+    /// status skips it, since it only moves that peer's deadline later (at least an
+    /// interval plus the acceptable pause ahead, after the emitter's next heartbeat,
+    /// which is always armed).
+    fn arm(&mut self, i: usize, view: bool) {
         if self.paused(i) {
             return;
         }
@@ -755,7 +784,7 @@ impl Sim {
             return;
         };
         let mut hb = c.emitter.poll_timeout();
-        if let Some(t) = c.view.poll_timeout() {
+        if view && let Some(t) = c.view.poll_timeout() {
             hb = hb.min(t);
         }
         let hb = at(hb);
@@ -1013,6 +1042,7 @@ impl Sim {
             bytes_per_node_s_max: round(max(&bytes)),
             raft_msgs: self.raft_msgs,
             heartbeats_sent: self.heartbeats,
+            member_pushes: self.pushes,
             cpu_ms_per_sim_s: round(cpu_ms / sim_s.max(1e-9)),
             masters_elected: masters.len(),
             invariants_checked: self.masters.checked + self.deaths.checked,
