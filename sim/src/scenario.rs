@@ -105,7 +105,8 @@ impl Default for Network {
                 jitter_ms: 10.0,
             },
             loss: 0.0,
-            mesh_degree: 6,
+            // The node's gossipsub mesh_n.
+            mesh_degree: 4,
             cut_detect_ms: 20_000.0,
         }
     }
@@ -362,7 +363,7 @@ mod tests {
             .expect("valid");
         assert_eq!(s.nodes(), 6);
         assert_eq!(s.protocol.heartbeat_ms, 1000);
-        assert_eq!(s.network.mesh_degree, 6);
+        assert_eq!(s.network.mesh_degree, 4);
     }
 
     #[test]
