@@ -28,6 +28,12 @@
 #                                on every web node)
 #   scripts/bench.sh emergency   [--nodes N] [--count K]  (K critical fleet events: broadcast
 #                                to every node of a 20-node cluster)
+#   scripts/bench.sh sim         [--nodes N] [--regions R] [--seconds S] [--seed X]
+#                                [--scenario FILE]  (fleetmesh-sim: the real cores of N
+#                                members on a simulated network; default the 10,000-member
+#                                fleet-10k scenario, 100 regions, 600 simulated s)
+#   scripts/bench.sh sim-chaos   [--runs K] [--nodes N] [--seconds S] [--seed X]  (seeded
+#                                random fault schedules; failing seeds are printed)
 #
 # Figures and the commands that produced them are recorded in BENCHMARKS.md.
 set -euo pipefail
@@ -35,7 +41,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -214,8 +220,29 @@ case "$scenario" in
     echo "RESULT {\"scenario\":\"pauses\",\"minutes\":$minutes,\"pauses\":$minutes,\"false_deaths\":$false_deaths,\"suspicions\":$suspicions}"
     ;;
 
+  sim)
+    regions=$(opt regions 100 "$@")
+    nodes=$(opt nodes 10000 "$@")
+    seconds=$(opt seconds 600 "$@")
+    seed=$(opt seed 1 "$@")
+    file=$(opt scenario "$root/sim/scenarios/fleet-10k.toml" "$@")
+    cd "$root"
+    cargo build --release -p fleetmesh-sim >&2
+    "${CARGO_TARGET_DIR:-$root/target}/release/fleetmesh-sim" run "$file" --seed "$seed" \
+      --regions "$regions" --nodes-per-region $((nodes / regions)) --seconds "$seconds" \
+      | tee /dev/stderr | grep '^RESULT ' | tail -1
+    ;;
+
+  sim-chaos)
+    cd "$root"
+    cargo build --release -p fleetmesh-sim >&2
+    "${CARGO_TARGET_DIR:-$root/target}/release/fleetmesh-sim" chaos --runs "$(opt runs 10 "$@")" \
+      --nodes "$(opt nodes 1000 "$@")" --seconds "$(opt seconds 60 "$@")" --seed "$(opt seed 1 "$@")" \
+      | tee /dev/stderr | grep '^RESULT ' | tail -1
+    ;;
+
   *)
-    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, policy-local, failover, detection, pauses, redistribution, replay, consult, learning, emergency)" >&2
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, policy-local, failover, detection, pauses, redistribution, replay, consult, learning, emergency, sim, sim-chaos)" >&2
     exit 2
     ;;
 esac

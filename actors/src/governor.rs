@@ -245,6 +245,35 @@ pub enum Save {
     Append(Vec<Persist>),
 }
 
+impl Save {
+    /// Brings `disk` (what earlier saves wrote; `None`: nothing yet) up to `image` (the
+    /// governor's [`Governor::durable`]) as a runtime writing its file does: replaced
+    /// whole, or the deltas folded in order. What a crash keeps is exactly this.
+    pub fn write_to(
+        self,
+        disk: &mut Option<Durable>,
+        image: &Durable,
+    ) -> Result<(), region::Error> {
+        match self {
+            Save::Whole => *disk = Some(image.clone()),
+            Save::Append(deltas) => {
+                if deltas.is_empty() {
+                    return Ok(());
+                }
+                let Some(d) = disk.as_mut() else {
+                    return Err(region::Error::Durable(
+                        "deltas appended before any image was written whole".into(),
+                    ));
+                };
+                for delta in &deltas {
+                    d.apply(delta)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Governor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Governor")
@@ -491,15 +520,14 @@ impl Governor {
 
     /// The master this node knows, as (peer, term).
     pub fn master(&self) -> Option<(node::Id, u64)> {
-        let status = self.status()?;
-        let peer = self.names.get(&status.leader?)?.1.clone();
-        Some((peer, status.term))
+        let (leader, term) = self.core.as_ref()?.leader();
+        let peer = self.names.get(&leader?)?.1.clone();
+        Some((peer, term))
     }
 
     /// The term this node leads, if it is the master.
     pub fn leading(&self) -> Option<u64> {
-        let status = self.status()?;
-        (status.role == Role::Leader).then_some(status.term)
+        self.core.as_ref()?.leading()
     }
 
     /// Live peers claiming a name bound to another peer (the master refuses them).

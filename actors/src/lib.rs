@@ -4,9 +4,12 @@
 //! inputs and the current time (`handle(now, input)`, `poll_timeout()`): no sockets, no
 //! clocks read inside, no libp2p, notify or config. The [`actor`] module holds the thin
 //! actix actors that move inputs in and outputs out; the node runtime (the `fleetmesh`
-//! crate) owns all I/O.
+//! crate) owns all I/O. The actors and the channel types of [`outbox`] need the default
+//! `runtime` feature (actix, tokio); without it the crate is the cores alone, which is
+//! what the simulator (`fleetmesh-sim`) builds on.
 
 pub mod accounts;
+#[cfg(feature = "runtime")]
 pub mod actor;
 pub mod alert;
 pub mod anomaly;

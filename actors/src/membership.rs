@@ -182,6 +182,25 @@ impl Counts {
     }
 }
 
+/// Heartbeats in a row in which a live peer lists this node before it counts as holding
+/// it dead: a peer that merely suspected it clears it with the next heartbeat it gets.
+pub const HELD_DEAD_BEATS: u32 = 5;
+
+/// Whether these outputs raise a new suspicion (or death) that the region should hear at
+/// once, in a heartbeat out of schedule, so that other observers can confirm it without
+/// waiting for the next regular one.
+pub fn raises_suspicion(out: &[Output]) -> bool {
+    out.iter().any(|o| {
+        matches!(
+            o,
+            Output::StatusChanged {
+                to: Status::Dead | Status::Suspect,
+                ..
+            }
+        )
+    })
+}
+
 /// The membership view of one node.
 #[derive(Debug)]
 pub struct View {
@@ -361,6 +380,28 @@ impl View {
             .values()
             .filter(|m| m.status == Status::Alive && m.lists_us >= beats)
             .count()
+    }
+
+    /// The members of this node's region (other than itself) as the region governor takes
+    /// them ([`crate::governor::Governor::handle_members`]).
+    pub fn region_members(&self) -> Vec<crate::governor::Member> {
+        self.members
+            .values()
+            .filter_map(|m| {
+                let i = m.info.as_ref()?;
+                (i.region == self.region).then(|| crate::governor::Member {
+                    name: i.name.clone(),
+                    role: i.role.clone(),
+                    peer: m.id.clone(),
+                    status: m.status,
+                    incarnation: i.incarnation,
+                    founders: m.founders.clone(),
+                    eligible: m.eligible,
+                    proposal: m.proposal.clone(),
+                    expect: m.expect,
+                })
+            })
+            .collect()
     }
 
     /// Forgets who listed this node (it starts a new incarnation).

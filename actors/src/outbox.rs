@@ -32,6 +32,7 @@ pub struct Publish {
 }
 
 /// The sending half actors hold.
+#[cfg(feature = "runtime")]
 pub type Sender = tokio::sync::mpsc::Sender<Publish>;
 
 /// One request for the driver to send to one peer (request-response, not gossip).
@@ -42,6 +43,7 @@ pub struct Direct {
 }
 
 /// The sending half for direct requests.
+#[cfg(feature = "runtime")]
 pub type DirectSender = tokio::sync::mpsc::Sender<Direct>;
 
 /// Spacing of spike publications: under a storm, the spikes handed over within one

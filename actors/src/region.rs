@@ -792,6 +792,19 @@ impl Region {
         }
     }
 
+    /// The term this member leads, if it is the master: what [`Region::status`] says,
+    /// without listing the members (runtimes ask at every step).
+    pub fn leading(&self) -> Option<u64> {
+        let raft = &self.raw.raft;
+        (raft.state == StateRole::Leader).then_some(raft.term)
+    }
+
+    /// The master this member knows (its Raft id), and the current term.
+    pub fn leader(&self) -> (Option<u64>, u64) {
+        let raft = &self.raw.raft;
+        ((raft.leader_id != 0).then_some(raft.leader_id), raft.term)
+    }
+
     /// The region's state as of the last applied entry.
     pub fn state(&self) -> &RegionState {
         &self.state

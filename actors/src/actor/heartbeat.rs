@@ -94,9 +94,7 @@ impl Handler<Subscribe> for HeartbeatActor {
     }
 }
 
-/// Heartbeats in a row in which a live peer lists this node before it counts as holding
-/// it dead: a peer that merely suspected it clears it with the next heartbeat it gets.
-pub const HELD_DEAD_BEATS: u32 = 5;
+pub use crate::membership::HELD_DEAD_BEATS;
 
 /// Asks for a copy of the view.
 #[derive(Debug, Message)]
@@ -199,26 +197,8 @@ impl HeartbeatActor {
     }
 
     fn region_members(&self, held_dead_by: usize) -> RegionMembers {
-        let members = self
-            .view
-            .members()
-            .filter_map(|m| {
-                let i = m.info.as_ref()?;
-                (i.region == self.region).then(|| crate::governor::Member {
-                    name: i.name.clone(),
-                    role: i.role.clone(),
-                    peer: m.id.clone(),
-                    status: m.status,
-                    incarnation: i.incarnation,
-                    founders: m.founders.clone(),
-                    eligible: m.eligible,
-                    proposal: m.proposal.clone(),
-                    expect: m.expect,
-                })
-            })
-            .collect();
         RegionMembers {
-            members: Arc::new(members),
+            members: Arc::new(self.view.region_members()),
             held_dead_by,
         }
     }
@@ -296,7 +276,7 @@ impl HeartbeatActor {
     }
 
     fn report(&mut self, out: Vec<Output>) {
-        let mut share = false;
+        let share = membership::raises_suspicion(&out);
         let mut changed = false;
         for o in out {
             if !matches!(o, Output::Stale { .. }) {
@@ -310,7 +290,6 @@ impl HeartbeatActor {
                         to,
                     });
                     if to == Status::Dead || to == Status::Suspect {
-                        share = true;
                         tracing::warn!(%peer, from = from.as_str(), to = to.as_str(), "peer status");
                     } else {
                         tracing::info!(%peer, from = from.as_str(), to = to.as_str(), "peer status");

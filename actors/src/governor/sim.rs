@@ -346,21 +346,15 @@ impl Sim {
             };
             match o {
                 Output::Save => {
-                    match g.take_save() {
-                        Save::Whole => {
-                            self.saves_whole += 1;
-                            self.nodes[i].disk = Some(g.durable().clone());
-                        }
-                        Save::Append(deltas) => {
-                            self.saves_appended += 1;
-                            let disk = self.nodes[i]
-                                .disk
-                                .as_mut()
-                                .expect("a delta is appended to an image written whole");
-                            for d in &deltas {
-                                disk.apply(d).expect("saved deltas fold");
-                            }
-                        }
+                    let save = g.take_save();
+                    match &save {
+                        Save::Whole => self.saves_whole += 1,
+                        Save::Append(_) => self.saves_appended += 1,
+                    }
+                    let n = &mut self.nodes[i];
+                    if let Some(g) = &n.gov {
+                        save.write_to(&mut n.disk, g.durable())
+                            .expect("saved deltas fold onto an image written whole");
                     }
                     let Some(g) = &self.nodes[i].gov else {
                         return;

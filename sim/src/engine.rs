@@ -1,0 +1,1063 @@
+//! The discrete-event engine: simulated time, the event queue, the members made of the
+//! real cores, the faults, and the checks.
+//!
+//! Time is a count of microseconds from the start; a core is handed `base + offset` as
+//! its monotonic `Instant`, and its member's skewed wall clock in milliseconds where a
+//! record carries a date. Events run in (time, sequence) order, the sequence being the
+//! order in which they were scheduled, so a run depends on its seed only.
+//!
+//! A member is three cores, driven as the node's actors drive them:
+//! - the heartbeat emitter and the membership view (the heartbeat actor): one timer at
+//!   the earlier of their deadlines; a new suspicion is told at once in an extra
+//!   heartbeat; the region's members are pushed to the governor when the view changes;
+//! - the region governor with its Raft core (the region actor): its own timer; its
+//!   outputs acted on in order (saves written to the member's disk before later sends).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use fleetmesh_actors::governor::{self, Governor, Output as GovOutput};
+use fleetmesh_actors::heartbeat::{self, Beat, Health};
+use fleetmesh_actors::membership::{self, Input, Output as ViewOutput, Status, View};
+use fleetmesh_actors::region::Durable;
+use fleetmesh_actors::{node, wire};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::check::{Deaths, Masters, Violation};
+use crate::net::{Links, Model};
+use crate::scenario::{Action, Scenario, Target};
+use crate::stats::{self, Report};
+
+/// The wall clock (Unix ms) at simulated time 0.
+const EPOCH_UNIX_MS: u64 = 1_767_225_600_000;
+
+/// Events at one simulated instant beyond which the run is stopped as a livelock.
+const STALL_EVENTS: u64 = 10_000_000;
+
+/// Bytes a Raft message carries on top of its body (request-response framing, peer ids).
+const RAFT_OVERHEAD: u64 = 64;
+
+#[derive(Debug)]
+enum Ev {
+    /// The heartbeat side's timer (emitter and view).
+    WakeHb(usize),
+    /// The governor's timer.
+    WakeGov(usize),
+    Deliver {
+        to: usize,
+        msg: Msg,
+    },
+    Fault(usize),
+    Resume {
+        node: usize,
+        epoch: u64,
+    },
+    /// A link cut `cut_detect_ms` ago: if still cut, the connection is noticed closed.
+    CutNoticed {
+        a: usize,
+        b: usize,
+    },
+    /// The detection bound after a crash of `node` (incarnation `epoch`).
+    CheckDetected {
+        node: usize,
+        epoch: u64,
+        crashed_at: u64,
+    },
+    Progress,
+}
+
+#[derive(Debug, Clone)]
+enum Msg {
+    Beat { from: usize, beat: Rc<Beat> },
+    Raft { from: usize, bytes: Vec<u8> },
+    Connected { peer: usize },
+    Disconnected { peer: usize },
+}
+
+#[derive(Debug)]
+struct Queued {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// A running member's cores.
+#[derive(Debug)]
+struct Cores {
+    view: View,
+    emitter: heartbeat::Emitter,
+    gov: Governor,
+    held_dead_by: usize,
+    incarnation: u64,
+    hb_wake: Option<u64>,
+    gov_wake: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Member {
+    region: usize,
+    peer: node::Id,
+    name: String,
+    role: String,
+    eligible: bool,
+    cores: Option<Cores>,
+    /// What its governor saved: all a crash keeps.
+    disk: Option<Durable>,
+    /// Bumped at every crash, restart and pause, so that stale events are recognised.
+    epoch: u64,
+    crashed_at: Option<u64>,
+    paused_until: Option<u64>,
+    /// Messages that arrived while it was paused, in arrival order.
+    backlog: Vec<Msg>,
+    skew_ms: i64,
+    /// The last incarnation it took (kept on disk by the node, across restarts).
+    last_incarnation: u64,
+    recv_msgs: u64,
+    recv_bytes: u64,
+    /// Observers that declared its current crash dead.
+    detected_by: BTreeSet<usize>,
+}
+
+/// One simulation run.
+#[derive(Debug)]
+pub struct Sim {
+    sc: Scenario,
+    rng: ChaCha8Rng,
+    base: Instant,
+    now: u64,
+    end: u64,
+    seq: u64,
+    events: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    members: Vec<Member>,
+    ids: HashMap<node::Id, usize>,
+    regions: Vec<Vec<usize>>,
+    links: Links,
+    net: Model,
+    masters: Masters,
+    deaths: Deaths,
+    violation: Option<Violation>,
+    /// Per region: a crashed master's crash time and term, until a later term leads.
+    failover_from: Vec<Option<(u64, u64)>>,
+    detect_us: Vec<u64>,
+    failover_us: Vec<u64>,
+    crashes: usize,
+    raft_msgs: u64,
+    heartbeats: u64,
+    splits: u64,
+    /// Membership pushes to governors (each a walk over the region).
+    pushes: u64,
+    quiet: bool,
+}
+
+fn us(ms: f64) -> u64 {
+    (ms * 1000.0).max(0.0) as u64
+}
+
+impl Sim {
+    /// A run of `sc`, every member started at time 0.
+    pub fn new(sc: Scenario) -> Sim {
+        let n = sc.nodes();
+        let t = &sc.topology;
+        let mut members = Vec::with_capacity(n);
+        let mut regions = Vec::with_capacity(t.regions);
+        for r in 0..t.regions {
+            let mut region = Vec::with_capacity(t.nodes_per_region);
+            for i in 0..t.nodes_per_region {
+                let idx = members.len();
+                region.push(idx);
+                members.push(Member {
+                    region: r,
+                    peer: node::Id(format!("peer-{idx}")),
+                    name: format!("r{r}-{i}"),
+                    role: t.roles[i % t.roles.len()].clone(),
+                    eligible: t.eligible_per_region.is_none_or(|e| i < e),
+                    cores: None,
+                    disk: None,
+                    epoch: 0,
+                    crashed_at: None,
+                    paused_until: None,
+                    backlog: Vec::new(),
+                    skew_ms: 0,
+                    last_incarnation: 0,
+                    recv_msgs: 0,
+                    recv_bytes: 0,
+                    detected_by: BTreeSet::new(),
+                });
+            }
+            regions.push(region);
+        }
+        let ids = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.peer.clone(), i))
+            .collect();
+        let inv = &sc.invariants;
+        let deaths = Deaths::new(
+            n,
+            inv.settle_ms * 1000,
+            inv.detect_bound_ms * 1000,
+            inv.pause_exempt_over_ms * 1000,
+        );
+        let mut sim = Sim {
+            rng: ChaCha8Rng::seed_from_u64(sc.seed),
+            base: Instant::now(),
+            now: 0,
+            end: us(sc.duration_s * 1000.0),
+            seq: 0,
+            events: 0,
+            queue: BinaryHeap::new(),
+            ids,
+            links: Links::new(n),
+            net: Model {
+                config: sc.network.clone(),
+            },
+            masters: Masters::default(),
+            deaths,
+            violation: None,
+            failover_from: vec![None; t.regions],
+            detect_us: Vec::new(),
+            failover_us: Vec::new(),
+            crashes: 0,
+            raft_msgs: 0,
+            heartbeats: 0,
+            splits: 0,
+            pushes: 0,
+            quiet: false,
+            regions,
+            members,
+            sc,
+        };
+        for (k, f) in sim.sc.faults.clone().iter().enumerate() {
+            sim.schedule(us(f.at_s * 1000.0), Ev::Fault(k));
+        }
+        if sim.sc.progress_s > 0.0 {
+            sim.schedule(us(sim.sc.progress_s * 1000.0), Ev::Progress);
+        }
+        for i in 0..n {
+            sim.start(i);
+        }
+        sim
+    }
+
+    /// No progress lines.
+    pub fn quiet(mut self) -> Sim {
+        self.quiet = true;
+        self
+    }
+
+    fn instant(&self) -> Instant {
+        self.base + Duration::from_micros(self.now)
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn unix_ms(&self, i: usize) -> u64 {
+        let ms = EPOCH_UNIX_MS + self.now / 1000;
+        ms.saturating_add_signed(self.members[i].skew_ms)
+    }
+
+    fn up(&self, i: usize) -> bool {
+        self.members[i].cores.is_some()
+    }
+
+    /// Starts (or restarts) member `i` from its disk, as a new incarnation.
+    fn start(&mut self, i: usize) {
+        let now = self.instant();
+        let p = &self.sc.protocol;
+        let incarnation = self.unix_ms(i).max(self.members[i].last_incarnation + 1);
+        self.members[i].last_incarnation = incarnation;
+        let m = &self.members[i];
+        let region = format!("r{}", m.region);
+        let info = node::Info {
+            name: m.name.clone(),
+            region: region.clone(),
+            role: m.role.clone(),
+            incarnation,
+        };
+        let view = View::new(
+            membership::Config {
+                interval: Duration::from_millis(p.heartbeat_ms),
+                acceptable_pause: Duration::from_millis(p.acceptable_pause_ms),
+                connected_grace: Duration::from_millis(p.connected_grace_ms),
+                suspect_phi: p.suspect_phi,
+                dead_phi: p.dead_phi,
+                dead_after: p.dead_after,
+            },
+            m.peer.clone(),
+            region.clone(),
+        );
+        let emitter = heartbeat::Emitter::new(
+            heartbeat::Config {
+                interval: Duration::from_millis(p.heartbeat_ms),
+            },
+            info,
+            now,
+        );
+        let mut c = governor::Config::new(&region, m.peer.clone(), &m.name, incarnation);
+        c.eligible = m.eligible;
+        c.bootstrap_expect = p.bootstrap_expect;
+        c.bootstrap = Duration::from_millis(p.bootstrap_ms);
+        c.max_voters = p.max_voters;
+        c.tick = Duration::from_millis(p.tick_ms);
+        c.consensus.election_ticks = p.election_ticks;
+        c.consensus.seed = self.sc.seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
+        let gov = Governor::new(c, m.disk.clone(), now);
+        let m = &mut self.members[i];
+        m.cores = Some(Cores {
+            view,
+            emitter,
+            gov,
+            held_dead_by: 0,
+            incarnation,
+            hb_wake: None,
+            gov_wake: None,
+        });
+        m.epoch += 1;
+        m.crashed_at = None;
+        m.paused_until = None;
+        m.backlog.clear();
+        m.detected_by.clear();
+        self.deaths.disturb(i, self.now);
+        // Connections to every reachable running peer of the region, both ways.
+        let peers: Vec<usize> = self.regions[self.members[i].region].clone();
+        for j in peers {
+            if j != i && self.up(j) && self.links.linked(i, j) {
+                self.feed(i, Msg::Connected { peer: j });
+                let d = self.net.delay_us(&mut self.rng, true);
+                self.schedule(
+                    self.now + d,
+                    Ev::Deliver {
+                        to: j,
+                        msg: Msg::Connected { peer: i },
+                    },
+                );
+            }
+        }
+        self.drain_gov(i);
+        self.arm(i, true);
+    }
+
+    /// Runs to the end (or the first violation) and returns the figures.
+    pub fn run(mut self) -> Report {
+        let wall = Instant::now();
+        let cpu0 = stats::cpu_ns();
+        let mut stalled = 0u64;
+        while let Some(Reverse(q)) = self.queue.pop() {
+            if q.at > self.end || self.violation.is_some() {
+                break;
+            }
+            if q.at == self.now {
+                stalled += 1;
+                if stalled > STALL_EVENTS {
+                    self.violate(Violation {
+                        at_us: self.now,
+                        what: format!("{STALL_EVENTS} events without time moving (a livelock)"),
+                    });
+                    break;
+                }
+            } else {
+                stalled = 0;
+            }
+            self.now = q.at;
+            self.events += 1;
+            self.handle(q.ev, wall);
+        }
+        if self.violation.is_none() {
+            self.now = self.end;
+        }
+        let wall_s = wall.elapsed().as_secs_f64();
+        let cpu_ms = (stats::cpu_ns().saturating_sub(cpu0)) as f64 / 1e6;
+        self.report(wall_s, cpu_ms)
+    }
+
+    fn handle(&mut self, ev: Ev, wall: Instant) {
+        match ev {
+            Ev::WakeHb(i) => {
+                let due = self.members[i]
+                    .cores
+                    .as_ref()
+                    .is_some_and(|c| c.hb_wake == Some(self.now));
+                if due && !self.paused(i) {
+                    if let Some(c) = &mut self.members[i].cores {
+                        c.hb_wake = None;
+                    }
+                    self.drive_hb(i);
+                    self.arm(i, true);
+                }
+            }
+            Ev::WakeGov(i) => {
+                let due = self.members[i]
+                    .cores
+                    .as_ref()
+                    .is_some_and(|c| c.gov_wake == Some(self.now));
+                if due && !self.paused(i) {
+                    let now = self.instant();
+                    if let Some(c) = &mut self.members[i].cores {
+                        c.gov_wake = None;
+                        c.gov.handle_timeout(now);
+                    }
+                    self.drain_gov(i);
+                    self.arm(i, true);
+                }
+            }
+            Ev::Deliver { to, msg } => {
+                if !self.up(to) {
+                    return;
+                }
+                if self.paused(to) {
+                    self.members[to].backlog.push(msg);
+                    return;
+                }
+                let moved = self.feed(to, msg);
+                self.arm(to, moved);
+            }
+            Ev::Fault(k) => {
+                let action = self.sc.faults[k].action.clone();
+                self.fault(&action);
+            }
+            Ev::Resume { node, epoch } => {
+                if self.members[node].epoch == epoch && self.up(node) {
+                    self.members[node].paused_until = None;
+                    let backlog = std::mem::take(&mut self.members[node].backlog);
+                    for msg in backlog {
+                        self.feed(node, msg);
+                    }
+                    // Its timers fire late: now.
+                    if let Some(c) = &mut self.members[node].cores {
+                        c.hb_wake = None;
+                        c.gov_wake = None;
+                    }
+                    self.drive_hb(node);
+                    let now = self.instant();
+                    if let Some(c) = &mut self.members[node].cores {
+                        c.gov.handle_timeout(now);
+                    }
+                    self.drain_gov(node);
+                    self.arm(node, true);
+                }
+            }
+            Ev::CutNoticed { a, b } => {
+                if !self.links.linked(a, b) {
+                    for (x, y) in [(a, b), (b, a)] {
+                        if self.up(x) {
+                            self.deliver_now(x, Msg::Disconnected { peer: y });
+                        }
+                    }
+                }
+            }
+            Ev::CheckDetected {
+                node,
+                epoch,
+                crashed_at,
+            } => {
+                if self.members[node].epoch == epoch && !self.up(node) {
+                    self.check_detected(node, crashed_at);
+                }
+            }
+            Ev::Progress => {
+                if !self.quiet {
+                    let sim_s = self.now as f64 / 1e6;
+                    let wall_s = wall.elapsed().as_secs_f64();
+                    eprintln!(
+                        "sim {sim_s:.0} s of {:.0} s, wall {wall_s:.1} s ({:.2}x), {} events",
+                        self.end as f64 / 1e6,
+                        sim_s / wall_s.max(1e-9),
+                        self.events
+                    );
+                }
+                self.schedule(self.now + us(self.sc.progress_s * 1000.0), Ev::Progress);
+            }
+        }
+    }
+
+    fn paused(&self, i: usize) -> bool {
+        self.members[i].paused_until.is_some()
+    }
+
+    /// A message handled now, or queued while the member is paused.
+    fn deliver_now(&mut self, to: usize, msg: Msg) {
+        if self.paused(to) {
+            self.members[to].backlog.push(msg);
+        } else {
+            self.feed(to, msg);
+            self.arm(to, true);
+        }
+    }
+
+    /// Hands one message to member `to`'s cores. Returns whether the view's deadlines
+    /// may have come earlier (see [`Sim::arm`]).
+    fn feed(&mut self, to: usize, msg: Msg) -> bool {
+        let now = self.instant();
+        let mut lists_us = false;
+        let mut beat_in = false;
+        let input = match msg {
+            Msg::Raft { from, bytes } => {
+                let from = self.members[from].peer.clone();
+                if let Some(c) = &mut self.members[to].cores {
+                    // A refused message is the sender's problem (counted by the node).
+                    let _ = c.gov.handle_raft(now, &from, &bytes);
+                }
+                self.drain_gov(to);
+                return false;
+            }
+            Msg::Beat { from, beat } => {
+                lists_us = beat.suspects.contains(&self.members[to].peer);
+                beat_in = true;
+                Input::Heartbeat {
+                    from: self.members[from].peer.clone(),
+                    beat: Box::new((*beat).clone()),
+                }
+            }
+            Msg::Connected { peer } => Input::Connected {
+                peer: self.members[peer].peer.clone(),
+            },
+            Msg::Disconnected { peer } => Input::Disconnected {
+                peer: self.members[peer].peer.clone(),
+            },
+        };
+        let Some(c) = &mut self.members[to].cores else {
+            return false;
+        };
+        let fresh = matches!(&input, Input::Heartbeat { from, .. } if c.view.get(from).is_none());
+        let out = c.view.handle(now, input);
+        let moved = !beat_in || fresh || !out.is_empty();
+        self.report_view(to, out, lists_us);
+        moved
+    }
+
+    /// The heartbeat actor's timer: a heartbeat if due, then the view re-judged.
+    fn drive_hb(&mut self, i: usize) {
+        let now = self.instant();
+        let unix = self.unix_ms(i);
+        let Some(c) = &mut self.members[i].cores else {
+            return;
+        };
+        let health = health(&c.view);
+        let suspects = c.view.suspects();
+        if let Some(beat) = c.emitter.handle_timeout(now, unix, health, suspects) {
+            self.publish(i, beat);
+        }
+        let Some(c) = &mut self.members[i].cores else {
+            return;
+        };
+        let out = c.view.handle_timeout(now);
+        self.report_view(i, out, true);
+    }
+
+    /// Acts on the view's outputs as the heartbeat actor does, and checks the deaths.
+    /// `listed`: how many peers hold this member dead may have changed although `out` is
+    /// empty (a heartbeat listing it, or a timeout).
+    fn report_view(&mut self, i: usize, out: Vec<ViewOutput>, listed: bool) {
+        let share = membership::raises_suspicion(&out);
+        let mut changed = false;
+        for o in &out {
+            if !matches!(o, ViewOutput::Stale { .. }) {
+                changed = true;
+            }
+            if let ViewOutput::StatusChanged {
+                peer,
+                to: Status::Dead,
+                ..
+            } = o
+            {
+                self.dead(i, peer);
+            }
+        }
+        let now = self.instant();
+        let unix = self.unix_ms(i);
+        let Some(c) = &mut self.members[i].cores else {
+            return;
+        };
+        // The count can only move with a status change, a heartbeat listing this member,
+        // or one that stops listing it while the count is above 0: counting it otherwise
+        // (a walk over every peer at every heartbeat) would find the same number.
+        let held = if changed || listed || c.held_dead_by > 0 {
+            c.view.held_dead_by(membership::HELD_DEAD_BEATS)
+        } else {
+            c.held_dead_by
+        };
+        if changed || held != c.held_dead_by {
+            c.held_dead_by = held;
+            self.pushes += 1;
+            let members = c.view.region_members();
+            c.gov.handle_members(now, members, held);
+            self.drain_gov(i);
+        }
+        if share && let Some(c) = &mut self.members[i].cores {
+            let beat = c
+                .emitter
+                .beat_now(now, unix, health(&c.view), c.view.suspects());
+            self.publish(i, beat);
+        }
+    }
+
+    /// Observer `i` holds `peer` dead.
+    fn dead(&mut self, i: usize, peer: &node::Id) {
+        let Some(&p) = self.ids.get(peer) else {
+            return;
+        };
+        if let Some(crashed_at) = self.members[p].crashed_at
+            && self.members[p].detected_by.insert(i)
+        {
+            self.detect_us.push(self.now - crashed_at);
+        }
+        let up = self.up(p);
+        if let Err(v) = self.deaths.declared_dead(self.now, i, p, up) {
+            self.violate(v);
+        }
+    }
+
+    fn violate(&mut self, v: Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+        }
+    }
+
+    /// Gossips a heartbeat to the region (see the crate doc for the model).
+    fn publish(&mut self, i: usize, beat: Beat) {
+        self.heartbeats += 1;
+        let body = wire::Body::Heartbeat(Box::new(beat));
+        let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
+        let wire::Body::Heartbeat(beat) = body else {
+            return;
+        };
+        let beat = Rc::new(*beat);
+        let region = self.members[i].region;
+        let reach = self.regions[region]
+            .iter()
+            .filter(|&&j| j != i && self.up(j) && self.links.linked(i, j))
+            .count() as u64;
+        let copies = reach.min(self.sc.network.mesh_degree as u64).max(1);
+        for k in 0..self.regions[region].len() {
+            let j = self.regions[region][k];
+            if j == i || !self.up(j) || !self.links.linked(i, j) || self.net.lost(&mut self.rng) {
+                continue;
+            }
+            self.members[j].recv_msgs += copies;
+            self.members[j].recv_bytes += copies * size;
+            let d = self.net.delay_us(&mut self.rng, true);
+            self.schedule(
+                self.now + d,
+                Ev::Deliver {
+                    to: j,
+                    msg: Msg::Beat {
+                        from: i,
+                        beat: beat.clone(),
+                    },
+                },
+            );
+        }
+    }
+
+    /// Acts on the governor's outputs in order; checks masters and times failovers.
+    fn drain_gov(&mut self, i: usize) {
+        let (now, unix) = (self.instant(), self.unix_ms(i));
+        let mut reincarnated = None;
+        loop {
+            let Some(c) = &mut self.members[i].cores else {
+                return;
+            };
+            let Some(o) = c.gov.poll_output() else {
+                break;
+            };
+            match o {
+                GovOutput::Save => {
+                    let save = c.gov.take_save();
+                    let m = &mut self.members[i];
+                    if let Some(c) = &m.cores
+                        && save.write_to(&mut m.disk, c.gov.durable()).is_err()
+                    {
+                        let what = format!("member {i}: its saved deltas do not fold");
+                        self.violate(Violation {
+                            at_us: self.now,
+                            what,
+                        });
+                    }
+                }
+                GovOutput::Send { to, bytes } => {
+                    if let Some(&j) = self.ids.get(&to) {
+                        self.send_raft(i, j, bytes);
+                    }
+                }
+                GovOutput::Facts(f) => c.emitter.set_region(f),
+                GovOutput::Reincarnate => {
+                    // As the node does: a new number, above the last, kept across restarts.
+                    let n = unix.max(c.incarnation + 1);
+                    c.incarnation = n;
+                    reincarnated = Some(n);
+                    c.gov.set_incarnation(now, n);
+                    c.emitter.set_incarnation(n);
+                    c.view.forget_listed();
+                }
+                GovOutput::Committed(_)
+                | GovOutput::Installed(_)
+                | GovOutput::Master { .. }
+                | GovOutput::Joined { .. }
+                | GovOutput::DuplicateName { .. }
+                | GovOutput::ExpectDiffers { .. } => {}
+            }
+        }
+        if let Some(n) = reincarnated {
+            self.members[i].last_incarnation = n;
+        }
+        let Some(term) = self.members[i].cores.as_ref().and_then(|c| c.gov.leading()) else {
+            return;
+        };
+        let region = self.members[i].region;
+        if let Err(v) = self.masters.observe(self.now, region, term, i) {
+            self.violate(v);
+        }
+        if let Some((at, old)) = self.failover_from[region]
+            && term > old
+        {
+            self.failover_us.push(self.now - at);
+            self.failover_from[region] = None;
+        }
+    }
+
+    fn send_raft(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        if !self.links.linked(from, to) || self.net.lost(&mut self.rng) {
+            return;
+        }
+        self.raft_msgs += 1;
+        self.members[to].recv_msgs += 1;
+        self.members[to].recv_bytes += bytes.len() as u64 + RAFT_OVERHEAD;
+        let same = self.members[from].region == self.members[to].region;
+        let d = self.net.delay_us(&mut self.rng, same);
+        self.schedule(
+            self.now + d,
+            Ev::Deliver {
+                to,
+                msg: Msg::Raft { from, bytes },
+            },
+        );
+    }
+
+    /// Sets both timers of member `i` to its cores' deadlines (when earlier than set).
+    ///
+    /// `view`: whether to ask the membership view, which walks every peer. The heartbeat
+    /// actor asks after every input; here a heartbeat of a known peer that changed no
+    /// status skips it, since it only moves that peer's deadline later (at least an
+    /// interval plus the acceptable pause ahead, after the emitter's next heartbeat,
+    /// which is always armed).
+    fn arm(&mut self, i: usize, view: bool) {
+        if self.paused(i) {
+            return;
+        }
+        let (base, now) = (self.base, self.now);
+        // Rounded up: a deadline a few nanoseconds after `now` must not wake the member
+        // at `now` again and again.
+        let at = |t: Instant| {
+            u64::try_from(t.saturating_duration_since(base).as_nanos().div_ceil(1000))
+                .unwrap_or(u64::MAX)
+                .max(now)
+        };
+        let Some(c) = &mut self.members[i].cores else {
+            return;
+        };
+        let mut hb = c.emitter.poll_timeout();
+        if view && let Some(t) = c.view.poll_timeout() {
+            hb = hb.min(t);
+        }
+        let hb = at(hb);
+        let gov = c.gov.poll_timeout().map(at);
+        let mut new = Vec::new();
+        if c.hb_wake.is_none_or(|w| hb < w) {
+            c.hb_wake = Some(hb);
+            new.push((hb, Ev::WakeHb(i)));
+        }
+        if let Some(g) = gov
+            && c.gov_wake.is_none_or(|w| g < w)
+        {
+            c.gov_wake = Some(g);
+            new.push((g, Ev::WakeGov(i)));
+        }
+        for (t, ev) in new {
+            self.schedule(t, ev);
+        }
+    }
+
+    /// The member a fault names, now.
+    fn target(&self, s: &str) -> Option<usize> {
+        match Target::parse(s, &self.sc.topology).ok()? {
+            Target::Node { region, index } => Some(self.regions[region][index]),
+            Target::Master { region } => self.master_of(region),
+        }
+    }
+
+    /// The running member leading the highest term in `region`.
+    pub fn master_of(&self, region: usize) -> Option<usize> {
+        self.regions[region]
+            .iter()
+            .filter_map(|&i| Some((self.members[i].cores.as_ref()?.gov.leading()?, i)))
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    fn fault(&mut self, action: &Action) {
+        match action {
+            Action::Crash { node } => {
+                let Some(i) = self.target(node) else {
+                    return;
+                };
+                self.crash(i);
+            }
+            Action::Restart { node } => {
+                if let Some(i) = self.target(node)
+                    && !self.up(i)
+                {
+                    self.start(i);
+                }
+            }
+            Action::Pause { node, for_s } => {
+                let Some(i) = self.target(node) else {
+                    return;
+                };
+                if !self.up(i) || self.paused(i) {
+                    return;
+                }
+                let len = us(for_s * 1000.0);
+                self.members[i].epoch += 1;
+                self.members[i].paused_until = Some(self.now + len);
+                if let Some(c) = &mut self.members[i].cores {
+                    c.hb_wake = None;
+                    c.gov_wake = None;
+                }
+                self.deaths.paused(i, self.now, len);
+                self.deaths.paused(i, self.now + len, len);
+                let epoch = self.members[i].epoch;
+                self.schedule(self.now + len, Ev::Resume { node: i, epoch });
+            }
+            Action::Cut { a, b } => {
+                if let (Some(a), Some(b)) = (self.target(a), self.target(b)) {
+                    self.relink(|l| l.cut(a, b));
+                }
+            }
+            Action::Isolate { node } => {
+                if let Some(i) = self.target(node) {
+                    self.relink(|l| l.isolate(i));
+                }
+            }
+            Action::Split { region, groups } => {
+                let members = &self.regions[*region];
+                let groups: Vec<Vec<usize>> = groups
+                    .iter()
+                    .map(|g| g.iter().map(|&k| members[k]).collect())
+                    .collect();
+                let listed: BTreeSet<usize> = groups.iter().flatten().copied().collect();
+                let others: Vec<usize> = members
+                    .iter()
+                    .copied()
+                    .filter(|m| !listed.contains(m))
+                    .collect();
+                self.splits += 1;
+                let tag = self.splits;
+                self.relink(|l| l.split(tag, &groups, &others));
+            }
+            Action::Heal => self.relink(Links::heal),
+            Action::Skew { node, ms } => {
+                if let Some(i) = self.target(node) {
+                    self.members[i].skew_ms = *ms;
+                }
+            }
+        }
+    }
+
+    /// Changes the links; every member whose links changed is disturbed, connections
+    /// across new cuts are noticed closed after `cut_detect_ms`, healed ones reopen.
+    fn relink(&mut self, change: impl FnOnce(&mut Links)) {
+        let before: Vec<Vec<bool>> = self
+            .regions
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .flat_map(|&a| r.iter().map(move |&b| (a, b)))
+                    .map(|(a, b)| self.links.linked(a, b))
+                    .collect()
+            })
+            .collect();
+        change(&mut self.links);
+        let notice = us(self.sc.network.cut_detect_ms);
+        for (r, was) in before.iter().enumerate() {
+            let members = self.regions[r].clone();
+            let n = members.len();
+            for (x, &a) in members.iter().enumerate() {
+                for (y, &b) in members.iter().enumerate().skip(x + 1) {
+                    let now_linked = self.links.linked(a, b);
+                    if was[x * n + y] == now_linked {
+                        continue;
+                    }
+                    self.deaths.disturb(a, self.now);
+                    self.deaths.disturb(b, self.now);
+                    if now_linked {
+                        for (p, q) in [(a, b), (b, a)] {
+                            if self.up(p) && self.up(q) {
+                                let d = self.net.delay_us(&mut self.rng, true);
+                                self.schedule(
+                                    self.now + d,
+                                    Ev::Deliver {
+                                        to: p,
+                                        msg: Msg::Connected { peer: q },
+                                    },
+                                );
+                            }
+                        }
+                    } else {
+                        self.schedule(self.now + notice, Ev::CutNoticed { a, b });
+                    }
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        if !self.up(i) {
+            return;
+        }
+        let region = self.members[i].region;
+        if let Some(term) = self.members[i].cores.as_ref().and_then(|c| c.gov.leading()) {
+            self.failover_from[region] = Some((self.now, term));
+        }
+        self.crashes += 1;
+        let m = &mut self.members[i];
+        m.cores = None;
+        m.epoch += 1;
+        m.crashed_at = Some(self.now);
+        m.paused_until = None;
+        m.backlog.clear();
+        m.detected_by.clear();
+        let epoch = m.epoch;
+        self.deaths.disturb(i, self.now);
+        // Its connections close: peers that can reach it notice at once.
+        for k in 0..self.regions[region].len() {
+            let j = self.regions[region][k];
+            if j != i && self.up(j) && self.links.linked(i, j) {
+                let d = self.net.delay_us(&mut self.rng, true);
+                self.schedule(
+                    self.now + d,
+                    Ev::Deliver {
+                        to: j,
+                        msg: Msg::Disconnected { peer: i },
+                    },
+                );
+            }
+        }
+        let bound = self.deaths.bound_us();
+        self.schedule(
+            self.now + bound,
+            Ev::CheckDetected {
+                node: i,
+                epoch,
+                crashed_at: self.now,
+            },
+        );
+    }
+
+    /// Every running peer of the crashed member's region must hold it dead by now.
+    fn check_detected(&mut self, node: usize, crashed_at: u64) {
+        let peer = self.members[node].peer.clone();
+        let region = self.members[node].region;
+        for k in 0..self.regions[region].len() {
+            let j = self.regions[region][k];
+            if j == node || !self.up(j) || self.paused(j) || !self.links.linked(j, node) {
+                continue;
+            }
+            let status = self.members[j]
+                .cores
+                .as_ref()
+                .and_then(|c| c.view.get(&peer))
+                .map(|m| m.status);
+            if let Err(v) = self.deaths.detected(self.now, crashed_at, j, node, status) {
+                self.violate(v);
+                return;
+            }
+        }
+    }
+
+    fn report(mut self, wall_s: f64, cpu_ms: f64) -> Report {
+        let sim_s = self.now as f64 / 1e6;
+        let n = self.members.len();
+        let per_s = |x: u64| if sim_s > 0.0 { x as f64 / sim_s } else { 0.0 };
+        let msgs: Vec<f64> = self.members.iter().map(|m| per_s(m.recv_msgs)).collect();
+        let bytes: Vec<f64> = self.members.iter().map(|m| per_s(m.recv_bytes)).collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        let (d, f) = (self.detect_us.len(), self.failover_us.len());
+        let mut masters: BTreeMap<usize, ()> = BTreeMap::new();
+        for r in 0..self.regions.len() {
+            if self.master_of(r).is_some() {
+                masters.insert(r, ());
+            }
+        }
+        Report {
+            seed: self.sc.seed,
+            nodes: n,
+            regions: self.regions.len(),
+            simulated_s: sim_s,
+            sim_s,
+            wall_s: round(wall_s),
+            speed: round(sim_s / wall_s.max(1e-9)),
+            events: self.events,
+            crashes: self.crashes,
+            detect_samples: d,
+            detect_p50_us: stats::quantile(&mut self.detect_us, 0.5),
+            detect_p99_us: stats::quantile(&mut self.detect_us, 0.99),
+            detect_max_us: stats::quantile(&mut self.detect_us, 1.0),
+            failover_samples: f,
+            failover_p50_us: stats::quantile(&mut self.failover_us, 0.5),
+            failover_p99_us: stats::quantile(&mut self.failover_us, 0.99),
+            failover_max_us: stats::quantile(&mut self.failover_us, 1.0),
+            msgs_per_node_s: round(mean(&msgs)),
+            msgs_per_node_s_max: round(max(&msgs)),
+            bytes_per_node_s: round(mean(&bytes)),
+            bytes_per_node_s_max: round(max(&bytes)),
+            raft_msgs: self.raft_msgs,
+            heartbeats_sent: self.heartbeats,
+            member_pushes: self.pushes,
+            cpu_ms_per_sim_s: round(cpu_ms / sim_s.max(1e-9)),
+            masters_elected: masters.len(),
+            invariants_checked: self.masters.checked + self.deaths.checked,
+            violations: u64::from(self.violation.is_some()),
+            violation: self.violation.as_ref().map(|v| v.to_string()),
+        }
+    }
+}
+
+fn health(view: &View) -> Health {
+    let c = view.counts();
+    Health {
+        peers_alive: c.alive,
+        peers_suspect: c.suspect,
+        peers_dead: c.dead,
+        load1: None,
+    }
+}

@@ -1,0 +1,107 @@
+//! Whole runs of the simulator over the real cores.
+
+use std::path::PathBuf;
+
+use fleetmesh_sim::{Report, Scenario, Sim, chaos};
+
+fn scenario(name: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
+    Scenario::load(&path).expect("the example scenario loads")
+}
+
+fn run(sc: Scenario) -> Report {
+    Sim::new(sc).quiet().run()
+}
+
+#[test]
+fn every_example_scenario_loads() {
+    for name in [
+        "smoke.toml",
+        "crash.toml",
+        "partition.toml",
+        "fleet-10k.toml",
+    ] {
+        scenario(name);
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run_and_another_seed_another() {
+    let a = run(scenario("crash.toml"));
+    let b = run(scenario("crash.toml"));
+    assert_eq!(a.deterministic(), b.deterministic());
+    let mut other = scenario("crash.toml");
+    other.seed += 1;
+    let c = run(other);
+    assert_ne!(a.events, c.events, "another seed draws other delays");
+}
+
+#[test]
+fn masters_are_elected_crashes_detected_and_masters_replaced() {
+    let r = run(scenario("crash.toml"));
+    assert_eq!(r.violation, None);
+    assert_eq!(r.masters_elected, 3, "every region has a master at the end");
+    // Two crashes of 5-member regions (4 observers each) and two in a region whose
+    // observers include the other crashed one: at least 4 + 4 detections.
+    assert!(r.detect_samples >= 8, "{r:?}");
+    assert!(r.detect_p99_us <= 5_000_000, "{r:?}");
+    assert!(
+        r.failover_samples >= 2,
+        "a master of a higher term follows a killed master"
+    );
+    assert!(r.invariants_checked > 1000);
+}
+
+#[test]
+fn partitions_and_loss_break_no_invariant() {
+    let r = run(scenario("partition.toml"));
+    assert_eq!(r.violation, None);
+    assert_eq!(r.masters_elected, 2);
+}
+
+#[test]
+fn the_detection_checker_fails_a_run_whose_bound_the_cores_cannot_meet() {
+    let mut sc = scenario("crash.toml");
+    // Heartbeats come once a second: no crash is detected within 100 ms.
+    sc.invariants.detect_bound_ms = 100;
+    let r = run(sc);
+    assert_eq!(r.violations, 1);
+    let v = r.violation.expect("a violation");
+    assert!(v.contains("crashed") && v.contains("still holds it"), "{v}");
+}
+
+#[test]
+fn the_false_death_checker_fails_a_run_when_a_long_pause_is_not_excused() {
+    let mut sc = scenario("smoke.toml");
+    sc.faults = toml::from_str::<Scenario>(
+        "duration_s = 1\n[topology]\nregions = 1\nnodes_per_region = 1\n\
+         [[faults]]\nat_s = 30\naction = \"pause\"\nnode = \"1/2\"\nfor_s = 8\n",
+    )
+    .expect("faults")
+    .faults;
+    // An 8 s pause is a death; counting it as a pause that must never be one, the
+    // checker must call it a false death.
+    sc.invariants.pause_exempt_over_ms = 60_000;
+    let r = run(sc.clone());
+    let v = r.violation.expect("a violation");
+    assert!(v.contains("declared dead"), "{v}");
+    // Excused as it should be, the same run holds.
+    sc.invariants.pause_exempt_over_ms = 2000;
+    assert_eq!(run(sc).violation, None);
+}
+
+/// The CI chaos series, sized for debug builds (the large ones are benchmarks): 50
+/// seeded fault schedules at 40 members in 2 regions, every invariant held.
+#[test]
+fn chaos_runs_hold_every_invariant() {
+    let mut checked = 0;
+    for k in 0..50 {
+        let seed = chaos::run_seed(42, k);
+        let r = run(chaos::scenario(seed, 40, 2, 30.0));
+        assert_eq!(r.violation, None, "seed {seed}");
+        checked += r.invariants_checked;
+    }
+    assert!(checked > 50 * 1000, "{checked}");
+}
