@@ -578,6 +578,14 @@ async fn guard(
         a.check(req.path(), read, token.as_deref())
     });
     match checked {
+        Some(Ok(())) => next.call(req).await,
+        // Without its rule the API serves nothing (never open by accident).
+        None => {
+            let response = HttpResponse::InternalServerError().json(Problem {
+                error: "the API's access rule is not set".into(),
+            });
+            Ok(req.into_response(response))
+        }
         Some(Err(refusal)) => {
             let response = HttpResponse::Unauthorized()
                 .insert_header(("WWW-Authenticate", "Bearer realm=\"fleetmesh\""))
@@ -586,7 +594,6 @@ async fn guard(
                 });
             Ok(req.into_response(response))
         }
-        _ => next.call(req).await,
     }
 }
 
