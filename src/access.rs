@@ -37,6 +37,13 @@ impl Token {
     }
 }
 
+impl Token {
+    /// The token itself, to send.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Token(…)")

@@ -47,6 +47,10 @@ pub enum Command {
         /// Print one line (for scripts): name, region, role and peer counts.
         #[arg(long)]
         summary: bool,
+        /// The API token's file (`api.token_file`), for a node whose API listens beyond
+        /// loopback.
+        #[arg(long, env = "FLEETMESH_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Operate on the region's consensus.
     #[command(subcommand)]
@@ -172,7 +176,20 @@ pub fn main() -> ExitCode {
         Command::Psk { out } => report(identity::write_psk(&out).map(|psk| {
             eprintln!("wrote fleet key {} to {}", psk.fingerprint(), out.display());
         })),
-        Command::Status { api, json, summary } => {
+        Command::Status {
+            api,
+            json,
+            summary,
+            token_file,
+        } => {
+            let token = match token_file.as_deref().map(crate::access::Token::read) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    eprintln!("fleetmesh: --token-file: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let format = if json {
                 status::Format::Json
             } else if summary {
@@ -180,7 +197,7 @@ pub fn main() -> ExitCode {
             } else {
                 status::Format::Table
             };
-            report(status::run(&api, format))
+            report(status::run(&api, token.as_ref(), format))
         }
         Command::Region(RegionCommand::Recover { data_dir, peers }) => {
             match crate::recover::run(&data_dir, &peers) {

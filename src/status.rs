@@ -16,9 +16,22 @@ pub enum Error {
 }
 
 /// Fetches `/api/v1/node`, `/api/v1/peers` and `/api/v1/region` from `api` (host:port).
-pub async fn fetch(api: &str) -> Result<(NodeView, Vec<PeerEntry>, serde_json::Value), Error> {
+/// `token`: sent as `Authorization: Bearer` (an API beyond loopback asks for it).
+pub async fn fetch(
+    api: &str,
+    token: Option<&crate::access::Token>,
+) -> Result<(NodeView, Vec<PeerEntry>, serde_json::Value), Error> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.secret()))
+                .map_err(|_| Error::Runtime("the token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        .default_headers(headers)
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
     let node = get(&client, api, "/api/v1/node").await?;
@@ -81,7 +94,14 @@ async fn get<T: serde::de::DeserializeOwned>(
     if !resp.status().is_success() {
         return Err(Error::BadAnswer {
             api: api.to_string(),
-            what: format!("{} for {path}", resp.status()),
+            what: if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+                format!(
+                    "{} for {path}: give its API token with --token-file",
+                    resp.status()
+                )
+            } else {
+                format!("{} for {path}", resp.status())
+            },
         });
     }
     resp.json().await.map_err(|e| Error::BadAnswer {
@@ -98,12 +118,12 @@ pub enum Format {
     Summary,
 }
 
-pub fn run(api: &str, format: Format) -> Result<(), Error> {
+pub fn run(api: &str, token: Option<&crate::access::Token>, format: Format) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
-    let (node, peers, region) = rt.block_on(fetch(api))?;
+    let (node, peers, region) = rt.block_on(fetch(api, token))?;
     match format {
         Format::Json => {
             let v = serde_json::json!({ "node": node, "peers": peers, "region": region });

@@ -105,6 +105,27 @@ async fn beyond_loopback_the_api_needs_its_token_and_reads_open_only_when_set() 
     // With the token the action reaches its handler (which refuses the empty body).
     let (code, _) = ask(post.clone(), &approve, Some(TOKEN), None).await;
     assert!(code != 401 && (400..500).contains(&code), "{code}");
+    // `fleetmesh status` needs the token too, and works with it.
+    let status = |token: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(crate::harness::BIN);
+        c.args(["status", "--summary", "--api", &guarded.runtime.api])
+            .env_remove("FLEETMESH_TOKEN_FILE");
+        if let Some(t) = token {
+            c.arg("--token-file").arg(t);
+        }
+        c.output().expect("status runs")
+    };
+    let refused = status(None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("401"), "{said}");
+    let shown = status(Some(&token_file));
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("guarded"));
     // Liveness and readiness stay open.
     assert_eq!(
         ask(get.clone(), &guarded.url("/healthz"), None, None)
