@@ -142,6 +142,13 @@ pub async fn write_off_thread(
 /// `fleetmesh_queue_dropped_total{queue}`.
 pub type CountDrops = std::sync::Arc<dyn Fn(&'static str, u64) + Send + Sync>;
 
+/// Counts `n` messages `queue` dropped, if the actor has been given a counter.
+pub fn count_drops(to: &Option<CountDrops>, queue: &'static str, n: u64) {
+    if let Some(count) = to {
+        count(queue, n);
+    }
+}
+
 /// Where an actor counts what its lossy queues dropped.
 #[derive(Clone, Message)]
 #[rtype(result = "()")]

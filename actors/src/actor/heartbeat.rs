@@ -213,9 +213,7 @@ impl HeartbeatActor {
         for s in &self.subscribers {
             if s.try_send(msg.clone()).is_err() {
                 self.members_dropped += 1;
-                if let Some(count) = &self.drops {
-                    count("region_members", 1);
-                }
+                crate::actor::count_drops(&self.drops, "region_members", 1);
             }
         }
     }
@@ -268,9 +266,7 @@ impl HeartbeatActor {
             Ok(()) => self.sent += 1,
             Err(_) => {
                 self.outbox_full += 1;
-                if let Some(count) = &self.drops {
-                    count("heartbeat_outbox", 1);
-                }
+                crate::actor::count_drops(&self.drops, "heartbeat_outbox", 1);
             }
         }
     }

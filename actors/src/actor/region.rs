@@ -32,7 +32,7 @@ use actix::prelude::*;
 use crate::actor::alert::Raise;
 use crate::actor::fleet::{Intake, LearnedIn, ProposeApproval, SetView};
 use crate::actor::heartbeat::{RegionMembers, SetRegion};
-use crate::actor::{CountDrops, Reincarnate, SetDrops, Stop, unix_ms};
+use crate::actor::{CountDrops, Reincarnate, SetDrops, Stop, count_drops, unix_ms};
 use crate::fleet::Via;
 use crate::governor::{self, Governor, NoMaster, Output, Save};
 use crate::intake::Output as IntakeOutput;
@@ -406,14 +406,7 @@ impl RegionActor {
         });
         if dropped > 0 {
             self.assigned_dropped += dropped;
-            self.dropped("region_assigned", dropped);
-        }
-    }
-
-    /// Counts `n` messages a lossy queue refused (`fleetmesh_queue_dropped_total`).
-    fn dropped(&self, queue: &'static str, n: u64) {
-        if let Some(count) = &self.drops {
-            count(queue, n);
+            count_drops(&self.drops, "region_assigned", dropped);
         }
     }
 
@@ -537,7 +530,7 @@ impl RegionActor {
                 if self.gossip.try_send(publish).is_err() {
                     // Committed in the region log: other regions miss it until learned
                     // again, never this one.
-                    self.dropped("approval_outbox", 1);
+                    count_drops(&self.drops, "approval_outbox", 1);
                 }
             }
         } else {
@@ -559,7 +552,7 @@ impl RegionActor {
                     if let Some(r) = &self.fleet_intake {
                         let n = spikes.len() as u64;
                         if r.try_send(Intake(spikes)).is_err() {
-                            self.dropped("fleet_intake", n);
+                            count_drops(&self.drops, "fleet_intake", n);
                         }
                     }
                 }
@@ -568,7 +561,7 @@ impl RegionActor {
                         && r.try_send(Acked { mark, master }).is_err()
                     {
                         // The next mark covers this one.
-                        self.dropped("own_mark", 1);
+                        count_drops(&self.drops, "own_mark", 1);
                     }
                 }
                 IntakeOutput::Gossip(acks) => {
@@ -579,7 +572,7 @@ impl RegionActor {
                     };
                     if self.gossip.try_send(publish).is_err() {
                         // The next acknowledgements cover these.
-                        self.dropped("acks_outbox", 1);
+                        count_drops(&self.drops, "acks_outbox", 1);
                     }
                 }
             }

@@ -447,9 +447,7 @@ impl Handler<Observe> for SpikeActor {
                 && intake.try_send(SpikesIn(encoded.clone())).is_err()
             {
                 // The journal keeps them: the intake gets them again by replay.
-                if let Some(count) = &self.drops {
-                    count("region_intake", encoded.len() as u64);
-                }
+                crate::actor::count_drops(&self.drops, "region_intake", encoded.len() as u64);
             }
             // Every spike is judged: a full policy mailbox makes the encoder wait (and so
             // the detectors behind it), it never drops a judgement.
@@ -495,9 +493,7 @@ impl Handler<Observe> for SpikeActor {
             if self.outbox.try_send(publish).is_err() {
                 // The journal keeps them: the master gets them by replay.
                 self.outbox_full += n;
-                if let Some(count) = &self.drops {
-                    count("spike_outbox", n);
-                }
+                crate::actor::count_drops(&self.drops, "spike_outbox", n);
             }
         }
         if failed {
