@@ -85,8 +85,8 @@ impl Hub {
         }
     }
 
-    fn next_id(&self) -> u64 {
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+    /// The id the next event gets, given what is kept (the newest is last).
+    fn next_after(&self, kept: &VecDeque<Arc<Event>>) -> u64 {
         kept.back().map_or(self.base + 1, |e| e.id + 1)
     }
 
@@ -98,7 +98,7 @@ impl Hub {
         }
         let event = {
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            let id = kept.back().map_or(self.base + 1, |e| e.id + 1);
+            let id = self.next_after(&kept);
             let event = Arc::new(Event { id, kind, data });
             if kept.len() == KEPT {
                 kept.pop_front();
@@ -117,9 +117,11 @@ impl Hub {
         // Subscribed before reading what is kept: nothing falls between the two.
         let live = self.live.subscribe();
         let mut first: VecDeque<Bytes> = VecDeque::new();
-        let seen = self.next_id().saturating_sub(1);
+        // The newest event this client will have had from what is kept, read under the
+        // same lock as the kept events: one published meanwhile comes live, once.
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = self.next_after(&kept) - 1;
         if let Some(last) = last {
-            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             let oldest = kept.front().map_or(seen + 1, |e| e.id);
             if last < self.base || last > seen {
                 // An id of another run of this node (or none it gave): what happened
@@ -138,6 +140,7 @@ impl Hub {
             // A first line at once, so that the client knows the stream is up.
             first.push_back(Bytes::from_static(b": fleetmesh events\n\n"));
         }
+        drop(kept);
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.reset();
         futures::stream::unfold(
@@ -265,9 +268,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_of_an_earlier_run_is_told_to_resync_and_gets_all_that_is_kept() {
+        // The id the run before gave its only event.
         let earlier = Hub::starting_at(1_000);
         earlier.publish("node", json!({}));
-        let last = earlier.next_id() - 1;
+        let last = 1_001;
+        assert!(
+            earlier
+                .kept
+                .lock()
+                .expect("kept")
+                .back()
+                .is_some_and(|e| e.id == last)
+        );
         let hub = Arc::new(Hub::starting_at(2_000));
         hub.publish("node", json!({}));
         let mut s = Box::pin(hub.subscribe(Some(last)));
