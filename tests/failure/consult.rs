@@ -80,6 +80,29 @@ pub fn consulting(
     s
 }
 
+/// Starts `n` nodes that may be master, `c0`..`c{n-1}`, under `dir`, each with `policy`
+/// and the spec `spec` makes; the first is the others' bootstrap.
+pub fn start_masters(
+    n: usize,
+    dir: &Path,
+    policy: &Path,
+    spec: impl Fn(&str, PathBuf, &Path, bool, Option<String>) -> Spec,
+) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..n {
+        let boot = nodes.first().map(|n| n.addr(true));
+        let name = format!("c{i}");
+        nodes.push(Node::start(spec(
+            &name,
+            dir.join(&name),
+            policy,
+            true,
+            boot,
+        )));
+    }
+    nodes
+}
+
 fn spec(name: &str, dir: PathBuf, policy: &Path, eligible: bool, boot: Option<String>) -> Spec {
     let mut s = consulting(REGION, name, dir, policy, eligible, boot);
     // A bound, not a goal: on two loaded cores an election after a kill may take a few
@@ -161,18 +184,7 @@ async fn consultations_in_flight_when_the_master_is_killed_go_to_the_next_master
     let own_policy = policy_dir(&tmp.path().join("policy-w"), false);
 
     // Four nodes that may be master, and `w`, which consults and never leads.
-    let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..4 {
-        let boot = nodes.first().map(|n| n.addr(true));
-        let dir = tmp.path().join(format!("c{i}"));
-        nodes.push(Node::start(spec(
-            &format!("c{i}"),
-            dir,
-            &masters_policy,
-            true,
-            boot,
-        )));
-    }
+    let mut nodes = start_masters(4, tmp.path(), &masters_policy, spec);
     let w_dir = tmp.path().join("w");
     let root = w_dir.join("root");
     std::fs::create_dir_all(root.join("etc/app")).expect("etc/app");

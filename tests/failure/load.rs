@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::consult::{consulting, policy_dir};
+use crate::consult::{consulting, policy_dir, start_masters};
 use crate::harness::{Node, Spec, get, metric, wait_for};
 use crate::master::agreed;
 
@@ -230,18 +230,7 @@ async fn a_storm_of_consultations_costs_the_region_neither_its_master_nor_its_an
     let own_policy = policy_dir(&tmp.path().join("policy-own"), false);
 
     // Three nodes that may be master; `p` (the storm) and `q` (the witness) consult.
-    let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..3 {
-        let boot = nodes.first().map(|n| n.addr(true));
-        let dir = tmp.path().join(format!("c{i}"));
-        nodes.push(Node::start(spec(
-            &format!("c{i}"),
-            dir,
-            &masters_policy,
-            true,
-            boot,
-        )));
-    }
+    let nodes = start_masters(3, tmp.path(), &masters_policy, spec);
     let seed = nodes[0].addr(true);
     let p_root = watch_root(&tmp.path().join("p"));
     let q_root = watch_root(&tmp.path().join("q"));
