@@ -143,6 +143,17 @@ async fn recover(data_dir: &Path, peers: &[String]) -> Result<Recovered, Error> 
                 r["term"].as_u64().unwrap_or(0)
             )));
         }
+        // Between masters is not lost: an election may still succeed. Only a peer that
+        // itself sees the voters' majority gone agrees to a recovery.
+        let reason = r["no_master_reason"]["reason"]
+            .as_str()
+            .unwrap_or("unknown");
+        if reason != "quorum_lost" {
+            return Err(Error::Refused(format!(
+                "{api} has no master for region {name} but does not see its quorum lost ({}); wait until `fleetmesh status` there says \"quorum lost\"",
+                crate::status::master_line(&r)
+            )));
+        }
         let commit = r["commit"].as_u64().unwrap_or(0);
         if commit > durable.last_index() {
             return Err(Error::Refused(format!(
