@@ -119,6 +119,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
                 outbox: rx,
                 direct: mpsc::channel(1).1,
                 inbound: rec.recipient(),
+                census: None,
                 region: None,
                 audit: None,
                 fleet: None,

@@ -325,6 +325,33 @@ async fn fleet(shared: web::Data<Shared>) -> HttpResponse {
     }
 }
 
+/// `GET /api/v1/census`: every region this node knows, its own first (as this node sees
+/// it, `source` `local`), then each other region as its master last published it
+/// (`source` `master`, with `received_unix_ms` and `age_ms`).
+async fn census(shared: web::Data<Shared>) -> HttpResponse {
+    let Some(snap) = snapshot(&shared).await else {
+        return unavailable("the heartbeat actor");
+    };
+    let now = fleetmesh_actors::actor::unix_ms();
+    let mut regions = Vec::with_capacity(1 + snap.census.len());
+    let mut own = serde_json::to_value(&*snap.region).unwrap_or_default();
+    own["source"] = "local".into();
+    own["age_ms"] = 0.into();
+    regions.push(own);
+    for k in &snap.census {
+        let mut r = serde_json::to_value(k).unwrap_or_default();
+        r["source"] = "master".into();
+        r["age_ms"] = now.saturating_sub(k.received_unix_ms).into();
+        regions.push(r);
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "node": {"peer_id": shared.peer_id, "name": shared.info.name, "region": shared.info.region},
+        "at_unix_ms": now,
+        "regions": regions,
+        "refused": snap.census_refused,
+    }))
+}
+
 /// Query of `GET /api/v1/alerts`.
 #[derive(Debug, Deserialize)]
 pub struct AlertQuery {
@@ -620,6 +647,7 @@ pub fn start(
             .route("/api/v1/patterns", web::get().to(patterns))
             .route("/api/v1/patterns/approve", web::post().to(approve))
             .route("/api/v1/fleet", web::get().to(fleet))
+            .route("/api/v1/census", web::get().to(census))
             .route("/api/v1/alerts", web::get().to(alerts))
             .route("/api/v1/region", web::get().to(region))
             .route("/api/v1/assignments", web::get().to(assignments))

@@ -13,6 +13,9 @@
 //!   `master` null when none is known);
 //! - `fleet`: a fleet event raised or grown here, or an emergency heard (as
 //!   `GET /api/v1/fleet`);
+//! - `census`: a region's members and master: this node's own region as it sees it
+//!   (with every heartbeat, `source` `local`), or another region as its master published
+//!   it (`source` `master`, `received_unix_ms`), as `GET /api/v1/census` lists them;
 //! - `resync`: the stream lost events (`missed`: how many, when known): the client
 //!   reloads what it shows from the REST endpoints.
 //!
@@ -216,6 +219,19 @@ fn render(hub: &Hub, p: Pushed) {
             );
         }
         Pushed::Fleet(seen) => hub.publish("fleet", json_of(&seen)),
+        Pushed::Census {
+            summary,
+            received_unix_ms,
+        } => {
+            let mut data = json_of(&*summary);
+            data["received_unix_ms"] = json!(received_unix_ms);
+            data["source"] = json!(if received_unix_ms.is_some() {
+                "master"
+            } else {
+                "local"
+            });
+            hub.publish("census", data)
+        }
     }
 }
 

@@ -137,6 +137,10 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
                 dead_phi: s.heartbeat.dead_phi,
                 dead_after: s.heartbeat.dead_after,
             },
+            census: fleetmesh_actors::census::Config {
+                every_ms: s.heartbeat.census_ms,
+                ..Default::default()
+            },
         },
         node::Id(peer_id.to_base58()),
         info.clone(),
@@ -433,7 +437,11 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let reincarnate_dir = data_dir.clone();
     let _ = region
         .send(Connect {
-            view: vec![policy.clone().recipient(), fleet.clone().recipient()],
+            view: vec![
+                policy.clone().recipient(),
+                fleet.clone().recipient(),
+                heartbeat.clone().recipient(),
+            ],
             facts: Some(heartbeat.clone().recipient()),
             master_known: Some(spikes.clone().recipient()),
             alerts: Some(alerts.clone().recipient()),
@@ -616,6 +624,7 @@ async fn serve(
             outbox: outbox_rx,
             direct: direct_rx,
             inbound: actors.heartbeat.clone().recipient(),
+            census: Some(actors.heartbeat.clone().recipient()),
             region: Some(net::driver::RegionLinks {
                 raft: actors.region.clone().recipient(),
                 spikes: actors.region.clone().recipient(),

@@ -107,6 +107,7 @@ pub struct Heartbeat {
     pub suspect_phi: f64,
     pub dead_phi: f64,
     pub dead_after: u32,
+    pub census_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -616,6 +617,9 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         ));
     }
     within("heartbeat.dead_after", u64::from(h.dead_after), 2, 100_000)?;
+    if h.census_ms != 0 {
+        within("heartbeat.census_ms", h.census_ms, 200, 3_600_000)?;
+    }
     if raw.net.idle_timeout_ms < 1000 {
         return Err(invalid("net.idle_timeout_ms", "must be at least 1000"));
     }

@@ -126,6 +126,16 @@ impl Emitter {
         self.region = facts;
     }
 
+    /// The sync state the heartbeats carry, once set.
+    pub fn sync(&self) -> Option<&crate::sync::Report> {
+        self.sync.as_ref()
+    }
+
+    /// This node's identity as its heartbeats announce it.
+    pub fn info(&self) -> &node::Info {
+        &self.info
+    }
+
     /// The sync state the next heartbeats carry.
     pub fn set_sync(&mut self, sync: crate::sync::Report) {
         self.sync = Some(sync);

@@ -15,6 +15,7 @@ pub mod alert;
 pub mod anomaly;
 pub mod assign;
 pub mod audit;
+pub mod census;
 pub mod consult;
 pub mod correlate;
 pub mod delta;

@@ -8,7 +8,7 @@
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
-use crate::{fleet, heartbeat, node, spike};
+use crate::{census, fleet, heartbeat, node, spike};
 
 pub use crate::audit::Answer as AuditAnswer;
 pub use crate::sync::Report as SyncReport;
@@ -36,6 +36,8 @@ pub enum Body {
     Approval(Box<fleet::Approval>),
     /// A critical fleet event, broadcast by the master that raised it (fleet topic).
     Emergency(Box<fleet::Emergency>),
+    /// A region's members and master, published by that master (fleet topic).
+    Census(Box<census::Summary>),
 }
 
 /// A master's acknowledgements.
@@ -55,6 +57,7 @@ impl Body {
             Body::Acks(_) => "acks",
             Body::Approval(_) => "approval",
             Body::Emergency(_) => "emergency",
+            Body::Census(_) => "census",
         }
     }
 }

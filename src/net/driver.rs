@@ -17,7 +17,7 @@ use actix::Recipient;
 use fleetmesh_actors::actor::anomaly::Samples;
 use fleetmesh_actors::actor::audit::{Answered, BaselineDigest, Heard};
 use fleetmesh_actors::actor::fleet::{ConsultIn, EmergencyIn, LearnedIn};
-use fleetmesh_actors::actor::heartbeat::{Inbound, lag};
+use fleetmesh_actors::actor::heartbeat::{CensusIn, Inbound, lag};
 use fleetmesh_actors::actor::policy::ConsultAnswered;
 use fleetmesh_actors::actor::region::{AcksIn, RaftIn, ReplayIn, SpikesIn};
 use fleetmesh_actors::consult::Failure;
@@ -66,6 +66,8 @@ pub struct Links {
     pub direct: mpsc::Receiver<Direct>,
     /// Membership news for the heartbeat actor.
     pub inbound: Recipient<Inbound>,
+    /// Regions' summaries heard on the fleet topic (heartbeat actor), if it runs.
+    pub census: Option<Recipient<CensusIn>>,
     /// The region actor (consensus, intake, acknowledgements), if it runs.
     pub region: Option<RegionLinks>,
     /// Peer audits, both sides, if they run.
@@ -137,6 +139,7 @@ pub struct Driver {
     outbox: mpsc::Receiver<Publish>,
     direct: mpsc::Receiver<Direct>,
     inbound: Recipient<Inbound>,
+    census: Option<Recipient<CensusIn>>,
     region_links: Option<RegionLinks>,
     audit_links: Option<AuditLinks>,
     anomaly: Option<Recipient<Samples>>,
@@ -187,6 +190,7 @@ impl Driver {
             outbox,
             direct,
             inbound,
+            census,
             region: region_links,
             audit: audit_links,
             fleet: fleet_links,
@@ -209,6 +213,7 @@ impl Driver {
                 outbox,
                 direct,
                 inbound,
+                census,
                 region_links,
                 audit_links,
                 anomaly,
@@ -1013,6 +1018,17 @@ impl Driver {
                             if l.approvals.try_send(learned).is_err() {
                                 self.metrics.inbound_dropped.inc();
                             }
+                        }
+                    }
+                    wire::Body::Census(summary) => {
+                        if let Some(c) = &self.census
+                            && c.try_send(CensusIn {
+                                author: id(&author),
+                                summary,
+                            })
+                            .is_err()
+                        {
+                            self.metrics.inbound_dropped.inc();
                         }
                     }
                     wire::Body::Emergency(emergency) => {

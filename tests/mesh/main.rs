@@ -5,6 +5,7 @@ mod accounts;
 mod admission;
 mod alerts;
 mod anomaly;
+mod census;
 mod cli;
 mod cluster;
 mod consult;

@@ -14,6 +14,7 @@ use crate::actor::unix_ms;
 
 use actix::prelude::*;
 
+use crate::census::{self, Census};
 use crate::heartbeat::{self, Health};
 use crate::membership::{self, Counts, Member, Output, Status};
 use crate::{node, outbox, wire};
@@ -56,6 +57,45 @@ impl Handler<SetRegion> for HeartbeatActor {
 
     fn handle(&mut self, msg: SetRegion, _: &mut Self::Context) {
         self.emitter.set_region(msg.0);
+    }
+}
+
+/// A region's summary heard on the fleet topic, from `author`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CensusIn {
+    pub author: node::Id,
+    pub summary: Box<census::Summary>,
+}
+
+impl Handler<CensusIn> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CensusIn, _: &mut Self::Context) {
+        let region = msg.summary.region.clone();
+        match self.census.offer(&msg.author, *msg.summary, unix_ms()) {
+            Ok(true) => {
+                if let Some(kept) = self.census.get(&region) {
+                    push(&self.push, || Pushed::Census {
+                        summary: Arc::new(kept.summary.clone()),
+                        received_unix_ms: Some(kept.received_unix_ms),
+                    });
+                }
+            }
+            Ok(false) => {}
+            Err(why) => tracing::debug!(%why, "census summary refused"),
+        }
+    }
+}
+
+/// The master of record, for this node's own census summary (and whether it publishes).
+impl Handler<crate::actor::fleet::SetView> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::fleet::SetView, ctx: &mut Self::Context) {
+        self.master = msg.view.master;
+        self.census.set_leading(msg.leading, unix_ms());
+        self.schedule(ctx);
     }
 }
 
@@ -124,6 +164,12 @@ pub struct Snapshot {
     /// Region-member pushes a subscriber's full mailbox refused (the next change repairs
     /// them).
     pub members_dropped: u64,
+    /// This node's region as it sees it.
+    pub region: Arc<census::Summary>,
+    /// Other regions, as their masters last published them.
+    pub census: Vec<census::Kept>,
+    /// Summaries refused (not from the master they name, or superseded).
+    pub census_refused: u64,
 }
 
 /// Reads a host figure for the health summary (the one-minute load, for example).
@@ -134,6 +180,7 @@ pub type LoadProbe = Arc<dyn Fn() -> Option<f32> + Send + Sync>;
 pub struct Config {
     pub emitter: heartbeat::Config,
     pub membership: membership::Config,
+    pub census: census::Config,
 }
 
 pub struct HeartbeatActor {
@@ -155,6 +202,10 @@ pub struct HeartbeatActor {
     /// Pushes that did not fit a subscriber's mailbox (the next change repairs them).
     members_dropped: u64,
     held_dead_by: usize,
+    /// Foreign regions' summaries, and when this node (as master) publishes its own.
+    census: Census,
+    /// The master of record and its term.
+    master: Option<(node::Id, u64)>,
 }
 
 impl std::fmt::Debug for HeartbeatActor {
@@ -180,6 +231,8 @@ impl HeartbeatActor {
         HeartbeatActor {
             push: None,
             view: membership::View::new(config.membership, own.clone(), region.clone()),
+            census: Census::new(config.census, region.clone()),
+            master: None,
             emitter: heartbeat::Emitter::new(config.emitter, info, now),
             own,
             region,
@@ -193,6 +246,87 @@ impl HeartbeatActor {
             drops: None,
             members_dropped: 0,
             held_dead_by: 0,
+        }
+    }
+
+    /// This node's region as it sees it: the master of record, and every member (this
+    /// node included) with its status and sync debt.
+    pub fn summary(&self, now: Instant, unix: u64) -> census::Summary {
+        let line = |m: &Member| {
+            let info = m.info.as_ref();
+            census::Line {
+                peer: m.id.clone(),
+                name: info.map_or_else(String::new, |i| i.name.clone()),
+                role: info.map_or_else(String::new, |i| i.role.clone()),
+                status: m.status,
+                connectivity: m.sync.as_ref().and_then(|s| s.connectivity),
+                backlog: m.sync.as_ref().map_or(0, |s| s.backlog),
+                replay: m
+                    .sync
+                    .as_ref()
+                    .and_then(|s| s.replay)
+                    .map(|r| (r.done.saturating_sub(r.from), r.to.saturating_sub(r.from))),
+                last_seen_ms: heartbeat::millis(now.saturating_duration_since(m.last_seen)),
+            }
+        };
+        let mut lines: Vec<census::Line> = self
+            .view
+            .members()
+            .filter(|m| m.info.as_ref().is_some_and(|i| i.region == self.region))
+            .map(line)
+            .collect();
+        let info = self.emitter.info();
+        let sync = self.emitter.sync();
+        lines.push(census::Line {
+            peer: self.own.clone(),
+            name: info.name.clone(),
+            role: info.role.clone(),
+            status: Status::Alive,
+            connectivity: sync.and_then(|s| s.connectivity),
+            backlog: sync.map_or(0, |s| s.backlog),
+            replay: sync
+                .and_then(|s| s.replay)
+                .map(|r| (r.done.saturating_sub(r.from), r.to.saturating_sub(r.from))),
+            last_seen_ms: 0,
+        });
+        let (master, term) = match &self.master {
+            Some((m, t)) => (Some(m.clone()), *t),
+            None => (None, 0),
+        };
+        census::Summary::new(
+            &self.region,
+            term,
+            master,
+            unix,
+            lines,
+            wire::MAX_FRAME - 1024,
+        )
+    }
+
+    /// Publishes this region's summary on the fleet topic when this node leads and one is
+    /// due; pushes it to the event stream with every heartbeat.
+    fn census_step(&mut self, now: Instant, unix: u64, beat: bool) {
+        let publish = self.census.handle_timeout(unix).is_some();
+        let live = self.push.as_ref().is_some_and(|p| p.receiver_count() > 0);
+        if !(publish || beat && live) {
+            return;
+        }
+        let summary = Arc::new(self.summary(now, unix));
+        if beat {
+            push(&self.push, || Pushed::Census {
+                summary: summary.clone(),
+                received_unix_ms: None,
+            });
+        }
+        if publish {
+            let msg = outbox::Publish {
+                topic: outbox::Topic::Fleet,
+                body: wire::Body::Census(Box::new((*summary).clone())),
+                delivery: outbox::Delivery::BestEffort,
+            };
+            if self.outbox.try_send(msg).is_err() {
+                crate::actor::count_drops(&self.drops, "census_outbox", 1);
+            }
         }
     }
 
@@ -223,14 +357,15 @@ impl HeartbeatActor {
         let now = Instant::now();
         let health = self.health();
         let suspects = self.view.suspects();
-        if let Some(beat) = self
-            .emitter
-            .handle_timeout(now, unix_ms(), health, suspects)
-        {
+        let unix = unix_ms();
+        let beat = self.emitter.handle_timeout(now, unix, health, suspects);
+        let beating = beat.is_some();
+        if let Some(beat) = beat {
             self.publish(beat);
         }
         let out = self.view.handle_timeout(now);
         self.report(out);
+        self.census_step(now, unix, beating);
         self.schedule(ctx);
     }
 
@@ -251,6 +386,10 @@ impl HeartbeatActor {
         let mut next = self.emitter.poll_timeout();
         if let Some(t) = self.view.poll_timeout() {
             next = next.min(t);
+        }
+        if let Some(due) = self.census.poll_timeout() {
+            let now = Instant::now();
+            next = next.min(now + Duration::from_millis(due.saturating_sub(unix_ms())));
         }
         let wait = next.saturating_duration_since(Instant::now());
         self.timer = Some(ctx.run_later(wait, |act, ctx| act.drive(ctx)));
@@ -369,6 +508,9 @@ impl Handler<GetSnapshot> for HeartbeatActor {
             stale_heartbeats: self.stale,
             held_dead_by: self.view.held_dead_by(HELD_DEAD_BEATS),
             members_dropped: self.members_dropped,
+            region: Arc::new(self.summary(now, unix_ms())),
+            census: self.census.foreign().cloned().collect(),
+            census_refused: self.census.refused(),
         })
     }
 }
@@ -404,6 +546,7 @@ mod tests {
                 dead_phi: 8.0,
                 dead_after: 10,
             },
+            census: census::Config::default(),
         }
     }
 

@@ -39,6 +39,13 @@ pub enum Pushed {
     /// A fleet event raised or grown here, or an emergency heard from another region (as
     /// `GET /api/v1/fleet` shows it).
     Fleet(Box<Seen>),
+    /// A region's members and master: this node's own region as it sees it (each
+    /// heartbeat; `received_unix_ms` none), or another region's summary as its master
+    /// published it.
+    Census {
+        summary: Arc<crate::census::Summary>,
+        received_unix_ms: Option<u64>,
+    },
 }
 
 /// Where actors push; cloned into each actor that pushes.

@@ -1,0 +1,298 @@
+//! The fleet census: every region's members and master, visible from any node.
+//!
+//! A region's master publishes a [`Summary`] of its region on the fleet topic every
+//! [`Config::every_ms`]: its term, itself as master, and each member's status, connectivity
+//! and sync debt as the master's membership view knows them. Every node keeps the latest
+//! summary of each other region ([`Census::offer`]), so that any node can show the whole
+//! fleet with how stale each part is. A node also builds the summary of its own region
+//! from its own view ([`Census::local`]), published or not.
+//!
+//! Trust: a summary is accepted only from the master it names (the gossip author), in a
+//! term not below the highest seen for that region, and within one term only from the
+//! first master seen in it. Summaries about this node's own region are refused: its own
+//! view is first-hand.
+//!
+//! Sans-IO: times are Unix milliseconds passed in; the caller publishes what
+//! [`Census::handle_timeout`] returns and sleeps until [`Census::poll_timeout`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::membership::Status;
+use crate::node;
+use crate::sync::Connectivity;
+
+/// Settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// A master publishes its region's summary this often (0: never; the census then only
+    /// shows what other masters publish).
+    pub every_ms: u64,
+    /// Foreign regions kept; the one heard from least recently is forgotten first.
+    pub regions: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            every_ms: 2000,
+            regions: 1024,
+        }
+    }
+}
+
+/// One member of a region, as its master sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    pub peer: node::Id,
+    pub name: String,
+    pub role: String,
+    pub status: Status,
+    pub connectivity: Option<Connectivity>,
+    /// Spikes journaled and not acknowledged.
+    pub backlog: u64,
+    /// While replaying: spikes the master has taken of those to replay (`done`, `total`).
+    pub replay: Option<(u64, u64)>,
+    /// Milliseconds since the master heard from it (0 for the master itself).
+    pub last_seen_ms: u64,
+}
+
+/// A region as its master publishes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub region: String,
+    pub term: u64,
+    /// The master (the publisher), `None` in a summary a node builds of its own region
+    /// while no master is known.
+    pub master: Option<node::Id>,
+    pub sent_unix_ms: u64,
+    /// Members, the master included; those in trouble first.
+    pub members: Vec<Line>,
+    /// Members left out to keep the message under the frame cap (counted in `counts`).
+    pub omitted: u32,
+    /// Members per status, all of them.
+    pub counts: BTreeMap<Status, u32>,
+}
+
+impl Summary {
+    /// A summary of `members`, those in trouble first, with at most as many lines as fit
+    /// in `budget` bytes of encoded lines.
+    pub fn new(
+        region: &str,
+        term: u64,
+        master: Option<node::Id>,
+        sent_unix_ms: u64,
+        mut members: Vec<Line>,
+        budget: usize,
+    ) -> Summary {
+        let mut counts = BTreeMap::new();
+        for m in &members {
+            *counts.entry(m.status).or_insert(0) += 1;
+        }
+        members.sort_by(|a, b| {
+            trouble(a)
+                .cmp(&trouble(b))
+                .reverse()
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let mut size = 0;
+        let mut kept = 0;
+        for m in &members {
+            size += rmp_serde::to_vec(m).map_or(budget, |b| b.len());
+            if size > budget {
+                break;
+            }
+            kept += 1;
+        }
+        let omitted = (members.len() - kept) as u32;
+        members.truncate(kept);
+        Summary {
+            region: region.to_string(),
+            term,
+            master,
+            sent_unix_ms,
+            members,
+            omitted,
+            counts,
+        }
+    }
+}
+
+/// How much attention a member needs: dead and suspect first, then unhealthy sync.
+fn trouble(l: &Line) -> u8 {
+    match l.status {
+        Status::Dead => 4,
+        Status::Suspect => 3,
+        _ => match l.connectivity {
+            Some(Connectivity::Live) | None => 0,
+            Some(_) => 2,
+        },
+    }
+}
+
+/// A foreign region's summary as this node holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Kept {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub received_unix_ms: u64,
+}
+
+/// Why a summary was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("a summary of this node's own region {0} (its own view is first-hand)")]
+    OwnRegion(String),
+    #[error("summary of region {region} names master {claimed} but was sent by {author}")]
+    NotAuthor {
+        region: String,
+        claimed: String,
+        author: node::Id,
+    },
+    #[error("summary of region {region} in term {term}: {known} speaks for it")]
+    Superseded {
+        region: String,
+        term: u64,
+        known: String,
+    },
+}
+
+/// The census of this node: foreign regions' summaries, and the schedule of its own.
+#[derive(Debug)]
+pub struct Census {
+    config: Config,
+    region: String,
+    /// The term this node leads, if it is its region's master.
+    leading: Option<u64>,
+    next_due: Option<u64>,
+    foreign: BTreeMap<String, Kept>,
+    /// Per foreign region, the highest term seen and its master.
+    masters: BTreeMap<String, (u64, node::Id)>,
+    refused: u64,
+}
+
+impl Census {
+    pub fn new(config: Config, region: String) -> Self {
+        Census {
+            config,
+            region,
+            leading: None,
+            next_due: None,
+            foreign: BTreeMap::new(),
+            masters: BTreeMap::new(),
+            refused: 0,
+        }
+    }
+
+    /// This node leads its region in `term` (or no longer leads: `None`). A new master
+    /// publishes at once.
+    pub fn set_leading(&mut self, leading: Option<u64>, now: u64) {
+        if leading == self.leading {
+            return;
+        }
+        self.leading = leading;
+        self.next_due = match leading {
+            Some(_) if self.config.every_ms > 0 => Some(now),
+            _ => None,
+        };
+    }
+
+    /// When [`Census::handle_timeout`] next has something to publish.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.next_due
+    }
+
+    /// The term to publish a summary in, if one is due at `now`; the caller builds it
+    /// ([`Summary::new`]) and publishes it.
+    pub fn handle_timeout(&mut self, now: u64) -> Option<u64> {
+        let due = self.next_due?;
+        if now < due {
+            return None;
+        }
+        self.next_due = Some(now + self.config.every_ms);
+        self.leading
+    }
+
+    /// Takes a summary heard from `author`. True when it replaced what was kept.
+    pub fn offer(
+        &mut self,
+        author: &node::Id,
+        summary: Summary,
+        now: u64,
+    ) -> Result<bool, Rejection> {
+        let checked = self.check(author, &summary);
+        if let Err(e) = checked {
+            self.refused += 1;
+            return Err(e);
+        }
+        self.masters
+            .insert(summary.region.clone(), (summary.term, author.clone()));
+        if let Some(k) = self.foreign.get(&summary.region)
+            && (k.summary.term, k.summary.sent_unix_ms) >= (summary.term, summary.sent_unix_ms)
+        {
+            return Ok(false);
+        }
+        if !self.foreign.contains_key(&summary.region) && self.foreign.len() >= self.config.regions
+        {
+            let oldest = self
+                .foreign
+                .iter()
+                .min_by_key(|(_, k)| k.received_unix_ms)
+                .map(|(r, _)| r.clone());
+            if let Some(r) = oldest {
+                self.foreign.remove(&r);
+                self.masters.remove(&r);
+            }
+        }
+        self.foreign.insert(
+            summary.region.clone(),
+            Kept {
+                summary,
+                received_unix_ms: now,
+            },
+        );
+        Ok(true)
+    }
+
+    fn check(&self, author: &node::Id, s: &Summary) -> Result<(), Rejection> {
+        if s.region == self.region {
+            return Err(Rejection::OwnRegion(s.region.clone()));
+        }
+        if s.master.as_ref() != Some(author) {
+            return Err(Rejection::NotAuthor {
+                region: s.region.clone(),
+                claimed: s.master.as_ref().map_or("none".into(), |m| m.0.clone()),
+                author: author.clone(),
+            });
+        }
+        match self.masters.get(&s.region) {
+            Some((t, m)) if *t > s.term || (*t == s.term && m != author) => {
+                Err(Rejection::Superseded {
+                    region: s.region.clone(),
+                    term: s.term,
+                    known: format!("{m} in term {t}"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Foreign regions' summaries, by region name.
+    pub fn foreign(&self) -> impl Iterator<Item = &Kept> {
+        self.foreign.values()
+    }
+
+    /// The summary kept of `region`.
+    pub fn get(&self, region: &str) -> Option<&Kept> {
+        self.foreign.get(region)
+    }
+
+    /// Summaries refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+use super::*;
+
+fn id(s: &str) -> node::Id {
+    node::Id(s.into())
+}
+
+fn line(name: &str, status: Status, connectivity: Option<Connectivity>) -> Line {
+    Line {
+        peer: id(&format!("peer-{name}")),
+        name: name.into(),
+        role: "web".into(),
+        status,
+        connectivity,
+        backlog: 0,
+        replay: None,
+        last_seen_ms: 100,
+    }
+}
+
+fn summary(region: &str, term: u64, master: &str, sent: u64) -> Summary {
+    Summary::new(
+        region,
+        term,
+        Some(id(master)),
+        sent,
+        vec![line("a", Status::Alive, Some(Connectivity::Live))],
+        60_000,
+    )
+}
+
+#[test]
+fn a_master_publishes_at_once_then_on_schedule_and_stops_when_it_steps_down() {
+    let mut c = Census::new(Config::default(), "eu".into());
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(c.handle_timeout(1_000), None);
+    c.set_leading(Some(3), 1_000);
+    assert_eq!(c.poll_timeout(), Some(1_000));
+    assert_eq!(c.handle_timeout(1_000), Some(3));
+    assert_eq!(c.poll_timeout(), Some(3_000));
+    assert_eq!(c.handle_timeout(2_999), None);
+    assert_eq!(c.handle_timeout(3_000), Some(3));
+    c.set_leading(None, 3_500);
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(c.handle_timeout(10_000), None);
+}
+
+#[test]
+fn summaries_are_kept_per_region_newest_first_and_only_from_their_master() {
+    let mut c = Census::new(Config::default(), "eu".into());
+    assert_eq!(c.offer(&id("m1"), summary("us", 2, "m1", 10), 11), Ok(true));
+    // Newer from the same master replaces; older does not.
+    assert_eq!(c.offer(&id("m1"), summary("us", 2, "m1", 20), 21), Ok(true));
+    assert_eq!(
+        c.offer(&id("m1"), summary("us", 2, "m1", 15), 22),
+        Ok(false)
+    );
+    // Relayed by someone else than the master it names.
+    assert!(matches!(
+        c.offer(&id("x"), summary("us", 2, "m1", 30), 31),
+        Err(Rejection::NotAuthor { .. })
+    ));
+    // Another master in the same term, or an older term.
+    assert!(matches!(
+        c.offer(&id("m2"), summary("us", 2, "m2", 30), 31),
+        Err(Rejection::Superseded { .. })
+    ));
+    assert!(matches!(
+        c.offer(&id("m2"), summary("us", 1, "m2", 30), 31),
+        Err(Rejection::Superseded { .. })
+    ));
+    // A higher term takes over.
+    assert_eq!(c.offer(&id("m2"), summary("us", 3, "m2", 5), 32), Ok(true));
+    // This node's own region is first-hand.
+    assert!(matches!(
+        c.offer(&id("m9"), summary("eu", 9, "m9", 5), 33),
+        Err(Rejection::OwnRegion(_))
+    ));
+    let kept: Vec<_> = c.foreign().collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].summary.master, Some(id("m2")));
+    assert_eq!(kept[0].summary.term, 3);
+    assert_eq!(kept[0].received_unix_ms, 32);
+    assert_eq!(c.refused(), 4);
+}
+
+#[test]
+fn the_region_heard_from_least_recently_is_forgotten_at_the_bound() {
+    let mut c = Census::new(
+        Config {
+            every_ms: 1000,
+            regions: 2,
+        },
+        "eu".into(),
+    );
+    c.offer(&id("a"), summary("r1", 1, "a", 1), 1)
+        .expect("kept");
+    c.offer(&id("b"), summary("r2", 1, "b", 2), 2)
+        .expect("kept");
+    c.offer(&id("a"), summary("r1", 1, "a", 3), 3)
+        .expect("kept");
+    c.offer(&id("c"), summary("r3", 1, "c", 4), 4)
+        .expect("kept");
+    let regions: Vec<_> = c.foreign().map(|k| k.summary.region.clone()).collect();
+    assert_eq!(regions, ["r1", "r3"]);
+}
+
+#[test]
+fn a_summary_puts_trouble_first_counts_everyone_and_fits_its_budget() {
+    let mut members: Vec<Line> = (0..1000)
+        .map(|i| line(&format!("n{i:04}"), Status::Alive, Some(Connectivity::Live)))
+        .collect();
+    members.push(line("zz-dead", Status::Dead, None));
+    members.push(line(
+        "zz-auto",
+        Status::Alive,
+        Some(Connectivity::Autonomous),
+    ));
+    let budget = 20_000;
+    let s = Summary::new("eu", 4, Some(id("m")), 1, members, budget);
+    assert_eq!(s.members[0].name, "zz-dead");
+    assert_eq!(s.members[1].name, "zz-auto");
+    assert_eq!(s.counts[&Status::Alive], 1001);
+    assert_eq!(s.counts[&Status::Dead], 1);
+    assert_eq!(s.members.len() as u32 + s.omitted, 1002);
+    assert!(s.omitted > 0);
+    let encoded: usize = s
+        .members
+        .iter()
+        .map(|m| rmp_serde::to_vec(m).expect("encodes").len())
+        .sum();
+    assert!(encoded <= budget, "{encoded} > {budget}");
+    // And it travels: the whole summary under the frame cap.
+    let frame = crate::wire::encode(&crate::wire::Body::Census(Box::new(s))).expect("kept");
+    assert!(frame.len() < crate::wire::MAX_FRAME);
+}

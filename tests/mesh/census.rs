@@ -1,0 +1,112 @@
+//! The fleet census on real nodes: any node shows every region with its master and its
+//! members' status (`GET /api/v1/census`), another region's as that region's master
+//! published it; a member killed -9 in one region turns dead in the other region's view.
+
+use serde_json::Value;
+
+use crate::harness::{CONVERGE, Node, Spec, get, wait_for};
+
+/// Five nodes in two regions: `eu` (e0, e1, e2) and `us` (u0, u1), all bootstrapping
+/// from e0.
+pub fn two_regions() -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for (name, region) in [
+        ("e0", "eu"),
+        ("e1", "eu"),
+        ("e2", "eu"),
+        ("u0", "us"),
+        ("u1", "us"),
+    ] {
+        let mut spec = Spec::new(name, region);
+        if let Some(first) = nodes.first() {
+            spec.bootstrap = vec![first.addr(true)];
+        }
+        nodes.push(Node::start(spec));
+    }
+    nodes
+}
+
+/// The census `node` serves, once it shows `regions` with a master each and `members`
+/// members in all, every one alive.
+pub async fn settled(node: &Node, regions: usize, members: usize) -> Value {
+    wait_for("a census of every region and member", CONVERGE, || async {
+        let c: Value = get(&node.url("/api/v1/census")).await;
+        let list = c["regions"].as_array().cloned().unwrap_or_default();
+        let masters = list.iter().filter(|r| !r["master"].is_null()).count();
+        let alive: usize = list
+            .iter()
+            .flat_map(|r| r["members"].as_array().cloned().unwrap_or_default())
+            .filter(|m| m["status"] == "alive")
+            .count();
+        if list.len() == regions && masters == regions && alive == members {
+            Ok(c)
+        } else {
+            Err(format!(
+                "{} regions, {masters} masters, {alive} alive: {c}",
+                list.len()
+            ))
+        }
+    })
+    .await
+}
+
+fn region<'a>(census: &'a Value, name: &str) -> &'a Value {
+    census["regions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["region"] == name))
+        .unwrap_or_else(|| panic!("no region {name} in {census}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_shows_every_region_and_a_death_in_another_region() {
+    let mut nodes = two_regions();
+    // Seen from u0 (region us).
+    let c = settled(&nodes[3], 2, 5).await;
+    // Its own region first, first-hand; the other as its master published it.
+    assert_eq!(c["regions"][0]["region"], "us");
+    assert_eq!(c["regions"][0]["source"], "local");
+    let eu = region(&c, "eu");
+    assert_eq!(eu["source"], "master");
+    assert!(eu["age_ms"].as_u64().is_some(), "{eu}");
+    assert!(eu["term"].as_u64().unwrap_or(0) >= 1, "{eu}");
+    // The master it names is the one the region itself reports.
+    let eu_region: Value = get(&nodes[0].url("/api/v1/region")).await;
+    assert_eq!(eu["master"], eu_region["master"]["peer_id"], "{eu_region}");
+    let names: Vec<&str> = eu["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+
+    // Kill a member of eu that is not its master (eu keeps its quorum, so its master
+    // goes on publishing): u0 sees it dead.
+    let master = eu["master"].as_str().expect("a master").to_string();
+    let victim = (0..3)
+        .find(|&i| nodes[i].peer_id() != master)
+        .expect("a member that is not the master");
+    let victim_id = nodes[victim].peer_id().to_string();
+    nodes[victim].kill9();
+    wait_for(
+        "the victim dead in the other region's view",
+        CONVERGE,
+        || {
+            let victim_id = victim_id.clone();
+            let url = nodes[3].url("/api/v1/census");
+            async move {
+                let c: Value = get(&url).await;
+                let eu = region(&c, "eu");
+                let status = eu["members"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|m| m["peer"] == victim_id.as_str()))
+                    .map(|m| m["status"].clone());
+                match status {
+                    Some(s) if s == "dead" && eu["counts"]["dead"] == 1 => Ok(()),
+                    other => Err(format!("victim {other:?} in {eu}")),
+                }
+            }
+        },
+    )
+    .await;
+}
