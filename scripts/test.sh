@@ -3,13 +3,16 @@
 # every test of the workspace. Arguments go to `cargo test`.
 #
 # The tests signal nodes with kill(1) (procps) and put nodes in network namespaces and
-# on veth addresses with ip(8) (iproute2; root).
+# on veth addresses with ip(8) (iproute2; root). The console's browser tests drive a
+# headless Chromium through chromedriver (Debian's chromium and chromium-driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 if [ ! -x /usr/bin/kill ] && [ ! -x /bin/kill ]; then need+=(procps); fi
 command -v ip >/dev/null || need+=(iproute2)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need[*]}" >&2

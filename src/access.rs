@@ -4,7 +4,8 @@
 //!   no token.
 //! - On any other address every operator action (any method but GET and HEAD) needs the
 //!   token of `api.token_file`, and so do reads unless `api.open_reads = true`.
-//!   `/healthz` and `/readyz` stay open (they tell nothing about the fleet).
+//!   `/healthz`, `/readyz` and the console's page (`/`, `/console/*`) stay open: they tell
+//!   nothing about the fleet.
 //! - The token comes as `Authorization: Bearer <token>` or in the `fleetmesh_token`
 //!   cookie (what a browser's page keeps), and is compared in constant time.
 
@@ -105,7 +106,14 @@ impl Access {
     /// Whether a request may go on: `read` for GET and HEAD, `presented` the token it
     /// carries if any.
     pub fn check(&self, path: &str, read: bool, presented: Option<&str>) -> Result<(), Refusal> {
-        if !self.guarded || path == "/healthz" || path == "/readyz" || (read && self.open_reads) {
+        if !self.guarded
+            || path == "/healthz"
+            || path == "/readyz"
+            // The session checks the token it is given itself.
+            || path == "/api/v1/session"
+            || (read && crate::console::is_asset(path))
+            || (read && self.open_reads)
+        {
             return Ok(());
         }
         let Some(token) = &self.token else {

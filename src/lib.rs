@@ -8,6 +8,7 @@ pub mod alert;
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod console;
 pub mod durable;
 pub mod events;
 #[doc(hidden)]

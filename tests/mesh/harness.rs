@@ -499,3 +499,47 @@ pub fn others(nodes: &[Node], but: usize) -> Vec<&Node> {
         .map(|(_, n)| n)
         .collect()
 }
+
+/// Five nodes in two regions: `eu` (e0, e1, e2) and `us` (u0, u1), all bootstrapping
+/// from e0.
+pub fn two_regions() -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for (name, region) in [
+        ("e0", "eu"),
+        ("e1", "eu"),
+        ("e2", "eu"),
+        ("u0", "us"),
+        ("u1", "us"),
+    ] {
+        let mut spec = Spec::new(name, region);
+        if let Some(first) = nodes.first() {
+            spec.bootstrap = vec![first.addr(true)];
+        }
+        nodes.push(Node::start(spec));
+    }
+    nodes
+}
+
+/// The census `node` serves, once it shows `regions` with a master each and `members`
+/// members in all, every one alive.
+pub async fn settled(node: &Node, regions: usize, members: usize) -> serde_json::Value {
+    wait_for("a census of every region and member", CONVERGE, || async {
+        let c: serde_json::Value = get(&node.url("/api/v1/census")).await;
+        let list = c["regions"].as_array().cloned().unwrap_or_default();
+        let masters = list.iter().filter(|r| !r["master"].is_null()).count();
+        let alive: usize = list
+            .iter()
+            .flat_map(|r| r["members"].as_array().cloned().unwrap_or_default())
+            .filter(|m| m["status"] == "alive")
+            .count();
+        if list.len() == regions && masters == regions && alive == members {
+            Ok(c)
+        } else {
+            Err(format!(
+                "{} regions, {masters} masters, {alive} alive: {c}",
+                list.len()
+            ))
+        }
+    })
+    .await
+}

@@ -1,0 +1,507 @@
+// fleetmesh console: reads the node's REST API once, then follows its event stream
+// (GET /api/v1/events). No request leaves the node that serves the page, and nothing is
+// polled: a one-second clock only re-renders relative times ("12 s ago").
+'use strict';
+
+const STATES = ['live', 'delayed', 'edge_cached', 'autonomous', 'disconnected', 'returning', 'replaying'];
+const KEPT_EVENTS = 500;
+const KEPT_TIMELINE = 500;
+const HOUR_MS = 3600 * 1000;
+// A foreign region not heard from for this long is drawn as stale.
+const STALE_MS = 10000;
+// Beyond this many nodes the graph collapses regions into counts by default.
+const COLLAPSE_AT = 300;
+
+const S = {
+  me: null,            // GET /api/v1/node
+  regions: new Map(),  // region -> census summary, with seenAt (page clock)
+  alerts: new Map(),   // key -> alert entry
+  events: [],          // newest first
+  timeline: [],        // this node's spikes and decisions, newest first
+  metrics: new Map(),  // metric -> [[t, v]]
+  stream: null,
+  streamState: 'connecting',
+  lastEventAt: 0,
+  selected: null,      // peer shown in the node view
+  collapsed: null,     // null: automatic
+  since: new Map(),    // peer -> [state, first seen in that state (page clock)]
+};
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, attrs = {}, ...kids) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined) continue;
+    // Styles through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+    if (k === 'text') e.textContent = v; else if (k === 'style') e.style.cssText = v; else e.setAttribute(k, v);
+  }
+  for (const k of kids) e.append(k);
+  return e;
+};
+const svg = (tag, attrs = {}) => {
+  const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) e.setAttribute(k, v);
+  return e;
+};
+
+function ago(ms) {
+  if (ms < 0 || !isFinite(ms)) return '—';
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s} s`;
+  const m = Math.round(s / 60);
+  if (m < 60) return `${m} min`;
+  const h = Math.floor(m / 60);
+  return `${h} h ${m % 60} min`;
+}
+const clock = (unix) => new Date(unix).toLocaleTimeString();
+
+async function api(path, init) {
+  const r = await fetch(path, Object.assign({ credentials: 'same-origin', cache: 'no-store' }, init));
+  if (r.status === 401) { showLogin(); throw new Error('401'); }
+  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  return r.status === 204 ? null : r.json();
+}
+const list = (x, key) => Array.isArray(x) ? x : (x && x[key]) || [];
+
+// ---- state updates ----
+
+function takeCensus(region, receivedUnix) {
+  const seenAt = Date.now() - (region.age_ms || 0);
+  region.seenAt = receivedUnix === undefined ? seenAt : Date.now();
+  S.regions.set(region.region, region);
+  for (const m of region.members || []) {
+    const state = stateOf(m);
+    const prev = S.since.get(m.peer);
+    if (!prev || prev[0] !== state) S.since.set(m.peer, [state, Date.now()]);
+  }
+}
+
+function stateOf(m) {
+  if (m.status === 'dead' || m.status === 'suspect') return m.status;
+  if (m.replay) return 'replaying';
+  return m.connectivity || (m.status === 'alive' ? 'live' : 'unknown');
+}
+
+function pushEvent(kind, text, at) {
+  S.events.unshift({ kind, text, at: at || Date.now() });
+  if (S.events.length > KEPT_EVENTS) S.events.length = KEPT_EVENTS;
+}
+
+function nameOf(peer) {
+  for (const r of S.regions.values()) for (const m of r.members || []) if (m.peer === peer) return m.name || peer.slice(-8);
+  return peer ? peer.slice(-8) : '?';
+}
+
+function takeSpike(s) {
+  if (s.kind === 'metric') {
+    const v = s.fields && s.fields.value && s.fields.value.after;
+    if (typeof v === 'number') {
+      const series = S.metrics.get(s.subject) || [];
+      series.push([s.at_unix_ms, v]);
+      const from = Date.now() - HOUR_MS;
+      while (series.length && series[0][0] < from) series.shift();
+      S.metrics.set(s.subject, series);
+    }
+    return;
+  }
+  S.timeline.unshift({ at: s.at_unix_ms, kind: 'spike', text: `${s.change} ${s.kind} ${s.subject} (${s.severity}, #${s.seq})` });
+  if (S.timeline.length > KEPT_TIMELINE) S.timeline.length = KEPT_TIMELINE;
+}
+
+function takeDecision(d) {
+  const settled = d.settled ? ` → ${d.settled.decision} by ${d.settled.rule}` : '';
+  S.timeline.unshift({
+    at: d.at_unix_ms, kind: 'decision',
+    text: `${d.decision} ${d.kind} ${d.subject} by rule ${d.rule}${settled}: ${d.reason}`,
+  });
+  if (S.timeline.length > KEPT_TIMELINE) S.timeline.length = KEPT_TIMELINE;
+}
+
+// ---- loading and the stream ----
+
+async function load() {
+  S.me = await api('/api/v1/node');
+  const census = await api('/api/v1/census');
+  S.regions.clear();
+  for (const r of census.regions) takeCensus(r);
+  const alerts = await api('/api/v1/alerts?limit=1000');
+  S.alerts.clear();
+  for (const a of list(alerts, 'alerts')) S.alerts.set(a.key, a);
+  S.timeline = [];
+  S.metrics.clear();
+  const [spikes, decisions, metrics] = await Promise.all([
+    api('/api/v1/spikes?limit=300'),
+    api('/api/v1/decisions?limit=300'),
+    api('/api/v1/spikes?kind=metric&limit=10000'),
+  ]);
+  for (const s of list(spikes, 'spikes')) takeSpike(s);
+  for (const d of list(decisions, 'decisions')) takeDecision(d);
+  for (const s of list(metrics, 'spikes')) takeSpike(s);
+  S.timeline.sort((a, b) => b.at - a.at);
+  if (!S.selected) S.selected = S.me.peer_id;
+  render();
+}
+
+function connect() {
+  if (S.stream) S.stream.close();
+  const es = new EventSource('/api/v1/events');
+  S.stream = es;
+  let broken = false;
+  es.onopen = () => {
+    setStream('live');
+    // After a break (or a restart of the node) what was missed is reloaded.
+    if (broken) load().catch(report);
+  };
+  es.onerror = () => { broken = true; setStream('reconnecting'); };
+  const on = (type, f) => es.addEventListener(type, (e) => {
+    S.lastEventAt = Date.now();
+    try { f(JSON.parse(e.data)); } catch (err) { report(err); }
+    schedule();
+  });
+  on('census', (d) => {
+    const before = S.regions.get(d.region);
+    takeCensus(d, d.received_unix_ms);
+    if (before && before.master !== d.master) {
+      pushEvent('failover', `region ${d.region}: master ${d.master ? nameOf(d.master) : 'none'} (term ${d.term})`, d.at_unix_ms);
+    }
+  });
+  on('node', (d) => {
+    // A status change seen here: applied at once, before the next census.
+    for (const r of S.regions.values()) for (const m of r.members || []) if (m.peer === d.peer) m.status = d.to;
+    pushEvent('node', `${nameOf(d.peer)}: ${d.from} → ${d.to}`, d.at_unix_ms);
+  });
+  on('region', (d) => {
+    pushEvent('region', d.master ? `master of ${S.me ? S.me.region : 'the region'}: ${nameOf(d.master)} (term ${d.term})${d.leading ? ', this node' : ''}` : 'no master known for this region', d.at_unix_ms);
+  });
+  on('alert', (d) => { S.alerts.set(d.key, d); });
+  on('fleet', (d) => {
+    const e = d.event || {};
+    const fp = e.fingerprint || {};
+    pushEvent('fleet', `${d.source === 'emergency' ? 'EMERGENCY' : 'fleet event'} ${e.verdict || ''} in ${d.region}: ${fp.kind || ''} ${fp.subject || ''} on ${Object.keys(e.origins || {}).length} servers`, d.at_unix_ms);
+  });
+  on('spike', (d) => takeSpike(d));
+  on('decision', (d) => takeDecision(d));
+  on('resync', () => { load().catch(report); });
+}
+
+function setStream(state) {
+  S.streamState = state;
+  const s = $('#stream');
+  s.dataset.state = state;
+  s.textContent = `stream: ${state}`;
+}
+
+function report(err) {
+  if (String(err && err.message) !== '401') console.warn('console:', err);
+}
+
+// ---- login ----
+
+function showLogin() {
+  $('#login').hidden = false;
+  for (const v of document.querySelectorAll('.view')) v.hidden = true;
+}
+
+$('#login-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const r = await fetch('/api/v1/session', {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ token: $('#token').value }),
+  });
+  if (r.status === 204) {
+    $('#login').hidden = true;
+    $('#token').value = '';
+    start();
+  } else {
+    $('#login-error').textContent = (await r.json().catch(() => ({}))).error || `refused (${r.status})`;
+  }
+});
+
+// ---- rendering ----
+
+let pending = false;
+function schedule() {
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => { pending = false; render(); });
+}
+
+function view() {
+  const h = location.hash.replace(/^#/, '') || 'fleet';
+  const [name, arg] = h.split('/');
+  return { name, arg };
+}
+
+function render() {
+  if (!S.me) return;
+  const v = view();
+  for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.dataset.view === v.name);
+  for (const s of document.querySelectorAll('.view')) s.hidden = s.id !== `view-${v.name}`;
+  renderHeader();
+  $('#alert-count').textContent = S.alerts.size || '';
+  if (v.name === 'fleet') renderGraph();
+  else if (v.name === 'spectrum') renderSpectrum();
+  else if (v.name === 'alerts') renderAlerts();
+  else if (v.name === 'events') renderEvents();
+  else if (v.name === 'node') renderNode(v.arg ? decodeURIComponent(v.arg) : S.selected);
+}
+
+function ownLine() {
+  const r = S.regions.get(S.me.region);
+  return r && (r.members || []).find((m) => m.peer === S.me.peer_id);
+}
+
+function renderHeader() {
+  const own = ownLine();
+  const state = own ? stateOf(own) : 'unknown';
+  const since = S.since.get(S.me.peer_id);
+  const r = S.regions.get(S.me.region);
+  const master = r && r.master ? `master ${nameOf(r.master)} (term ${r.term})` : 'no master known';
+  const served = $('#served');
+  served.replaceChildren(
+    el('span', { text: `served by ${S.me.name} (${S.me.region}, ${S.me.role}) · ` }),
+    el('span', { class: `state`, 'data-testid': 'own-state', style: `background: var(--${state in STYLE ? state : 'unknown'})`, text: state }),
+    el('span', { class: state === 'live' ? '' : 'stale', text: state === 'live' ? ` · ${master}` : ` for ${ago(Date.now() - (since ? since[1] : Date.now()))} · ${master} · what it shows may be stale` }),
+  );
+}
+
+const STYLE = Object.fromEntries(STATES.concat(['dead', 'suspect', 'unknown']).map((s) => [s, true]));
+
+function legend() {
+  const l = $('#legend');
+  if (l.childElementCount) return;
+  for (const s of STATES.concat(['dead', 'suspect'])) {
+    l.append(el('span', {}, el('i', { style: `background: var(--${s})` }), s.replace('_', '-')));
+  }
+}
+
+function renderGraph() {
+  legend();
+  const regions = [...S.regions.values()].sort((a, b) =>
+    (a.region === S.me.region ? -1 : b.region === S.me.region ? 1 : a.region.localeCompare(b.region)));
+  const total = regions.reduce((n, r) => n + countAll(r), 0);
+  const collapsed = S.collapsed === null ? total > COLLAPSE_AT : S.collapsed;
+  $('#collapse').checked = collapsed;
+  const masters = regions.filter((r) => r.master).length;
+  $('#fleet-summary').textContent = `${regions.length} regions · ${total} nodes · ${masters} masters`;
+  const g = $('#graph');
+  const width = Math.max(600, g.clientWidth || 900);
+  const cell = 44;
+  let x = 10, y = 10, rowH = 0;
+  const parts = [];
+  for (const r of regions) {
+    const members = r.members || [];
+    const cols = collapsed ? 0 : Math.max(3, Math.ceil(Math.sqrt(members.length * 1.6)));
+    const w = collapsed ? 240 : Math.max(200, cols * cell + 20);
+    const h = collapsed ? 80 : 50 + Math.ceil(members.length / cols) * cell + (r.omitted ? 16 : 0);
+    if (x + w > width - 10 && x > 10) { x = 10; y += rowH + 14; rowH = 0; }
+    parts.push(drawRegion(r, x, y, w, h, cols, cell, collapsed));
+    x += w + 14;
+    rowH = Math.max(rowH, h);
+  }
+  g.setAttribute('viewBox', `0 0 ${width} ${y + rowH + 20}`);
+  g.setAttribute('height', y + rowH + 20);
+  g.replaceChildren(...parts);
+}
+
+function countAll(r) {
+  return Object.values(r.counts || {}).reduce((a, b) => a + b, 0) || (r.members || []).length;
+}
+
+function drawRegion(r, x, y, w, h, cols, cell, collapsed) {
+  const own = r.region === S.me.region;
+  const age = own ? 0 : Date.now() - r.seenAt;
+  const stale = !own && age > STALE_MS;
+  const headless = !r.master;
+  const g = svg('g', {
+    class: `region${stale ? ' stale' : ''}`, 'data-region': r.region,
+    'data-has-master': String(!headless), 'data-master': r.master ? nameOf(r.master) : '',
+    'data-term': r.term, opacity: stale ? 0.55 : 1,
+  });
+  g.append(svg('rect', { class: `region-box${headless ? ' headless' : ''}`, x, y, width: w, height: h, rx: 8 }));
+  const title = svg('text', { class: `region-title${headless ? ' headless' : ''}`, x: x + 10, y: y + 18 });
+  const who = headless ? 'NO MASTER' : `master ${nameOf(r.master)} · term ${r.term}`;
+  title.textContent = `${r.region} · ${who}${own ? ' · this region' : ` · ${ago(age)} ago`}`;
+  g.append(title);
+  if (collapsed) {
+    drawCounts(g, r, x + 10, y + 32, w - 20);
+    return g;
+  }
+  (r.members || []).forEach((m, i) => {
+    const cx = x + 10 + cell / 2 + (i % cols) * cell;
+    const cy = y + 38 + cell / 2 + Math.floor(i / cols) * cell;
+    const state = stateOf(m);
+    const master = m.peer === r.master;
+    const n = svg('g', {
+      class: `node ${m.status}${master ? ' master' : ''}`, 'data-node': m.name, 'data-peer': m.peer,
+      'data-status': m.status, 'data-state': state,
+    });
+    n.append(svg('circle', { cx, cy: cy - 6, r: 11, fill: `var(--${state in STYLE ? state : 'unknown'})` }));
+    const label = svg('text', { x: cx, y: cy + 16, 'text-anchor': 'middle' });
+    label.textContent = (master ? '★ ' : '') + (m.name || m.peer.slice(-6)).slice(0, 8);
+    n.append(label);
+    const tip = svg('title');
+    tip.textContent = `${m.name} (${m.role}) · ${m.status} · ${state} · backlog ${m.backlog} · seen ${ago(m.last_seen_ms)} ago`;
+    n.append(tip);
+    n.addEventListener('click', () => { location.hash = `#node/${encodeURIComponent(m.peer)}`; });
+    g.append(n);
+  });
+  if (r.omitted) {
+    const t = svg('text', { x: x + 10, y: y + h - 6 });
+    t.textContent = `+ ${r.omitted} more (healthy) not listed`;
+    g.append(t);
+  }
+  return g;
+}
+
+function drawCounts(g, r, x, y, w) {
+  const c = r.counts || {};
+  const total = countAll(r) || 1;
+  let at = x;
+  for (const [status, n] of Object.entries(c)) {
+    const bw = (n / total) * w;
+    const color = status === 'alive' ? 'live' : status === 'dead' ? 'dead' : status === 'suspect' ? 'suspect' : 'unknown';
+    const bar = svg('g', { class: 'bar', 'data-status': status, 'data-count': n });
+    bar.append(svg('rect', { x: at, y, width: bw, height: 14, fill: `var(--${color})` }));
+    g.append(bar);
+    at += bw;
+  }
+  const t = svg('text', { x, y: y + 32 });
+  t.textContent = Object.entries(c).map(([s, n]) => `${n} ${s}`).join(' · ');
+  g.append(t);
+}
+
+function allMembers() {
+  const out = [];
+  for (const r of S.regions.values()) for (const m of r.members || []) out.push([r, m]);
+  return out.sort((a, b) => a[0].region.localeCompare(b[0].region) || a[1].name.localeCompare(b[1].name));
+}
+
+function meter(cls, fraction, text) {
+  return el('span', {}, el('span', { class: `meter ${cls}` }, el('b', { style: `width: ${Math.round(Math.min(1, fraction) * 100)}%` })), ` ${text}`);
+}
+
+function renderSpectrum() {
+  const rows = allMembers();
+  const maxBacklog = Math.max(1, ...rows.map(([, m]) => m.backlog || 0));
+  const body = $('#spectrum tbody');
+  body.replaceChildren(...rows.map(([r, m]) => {
+    const state = stateOf(m);
+    const since = S.since.get(m.peer);
+    const own = r.region === S.me.region;
+    const seen = m.last_seen_ms + (own ? 0 : Date.now() - r.seenAt);
+    const replay = m.replay ? meter('replay', m.replay[1] ? m.replay[0] / m.replay[1] : 1, `${m.replay[0]}/${m.replay[1]}`) : '';
+    return el('tr', { 'data-node': m.name, 'data-state': state },
+      el('td', {}, el('a', { href: `#node/${encodeURIComponent(m.peer)}`, text: m.name })),
+      el('td', { text: r.region }), el('td', { text: m.role }), el('td', { text: m.status }),
+      el('td', {}, el('span', { class: 'state', style: `background: var(--${state in STYLE ? state : 'unknown'})`, text: state }),
+        ` for ${ago(Date.now() - (since ? since[1] : Date.now()))}`),
+      el('td', {}, meter('backlog', (m.backlog || 0) / maxBacklog, String(m.backlog || 0))),
+      el('td', {}, replay),
+      el('td', { text: `${ago(seen)} ago` }));
+  }));
+}
+
+const SEVERITY = { critical: 0, high: 1, medium: 2, low: 3, info: 4 };
+
+function renderAlerts() {
+  const groups = new Map();
+  for (const a of S.alerts.values()) {
+    const k = `${a.region} · ${a.action}`;
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k).push(a);
+  }
+  const rows = [];
+  for (const [k, alerts] of [...groups.entries()].sort()) {
+    alerts.sort((a, b) => (SEVERITY[a.severity] - SEVERITY[b.severity]) || b.last_unix_ms - a.last_unix_ms);
+    rows.push(el('tr', { class: 'group' }, el('th', { colspan: 9, text: `${k} — ${alerts.length} alert${alerts.length > 1 ? 's' : ''}` })));
+    for (const a of alerts) {
+      rows.push(el('tr', { 'data-alert': a.key, 'data-host': a.host },
+        el('td', { class: `sev-${a.severity}`, text: a.severity }), el('td', { text: a.action }),
+        el('td', { text: a.region }), el('td', { text: a.host }), el('td', { text: a.subject || '' }),
+        el('td', { text: a.count }), el('td', { text: clock(a.first_unix_ms) }),
+        el('td', { text: clock(a.last_unix_ms) }), el('td', { class: 'reason', text: a.reason })));
+    }
+  }
+  $('#alerts tbody').replaceChildren(...rows);
+}
+
+function renderEvents() {
+  $('#events').replaceChildren(...S.events.map((e) =>
+    el('li', { 'data-kind': e.kind }, el('time', { text: clock(e.at) }), `${e.kind}: ${e.text}`)));
+}
+
+function renderNode(peer) {
+  let found = null;
+  for (const [r, m] of allMembers()) if (m.peer === peer) found = [r, m];
+  const local = peer === S.me.peer_id;
+  $('#node-title').textContent = found ? `${found[1].name} (${found[0].region}, ${found[1].role})` : peer;
+  const facts = $('#node-facts');
+  facts.replaceChildren();
+  const add = (k, v) => facts.append(el('dt', { text: k }), el('dd', { text: v }));
+  add('peer id', peer);
+  if (found) {
+    const [r, m] = found;
+    add('status', m.status);
+    add('connectivity', stateOf(m));
+    add('backlog', String(m.backlog || 0));
+    add('master of its region', r.master === m.peer ? `yes, term ${r.term}` : 'no');
+  }
+  if (local) {
+    add('version', S.me.version || '');
+    add('incarnation', String(S.me.incarnation));
+  }
+  $('#node-local').hidden = !local;
+  $('#node-remote').hidden = local;
+  if (!local) return;
+  renderChart();
+  $('#timeline').replaceChildren(...S.timeline.slice(0, 200).map((t) =>
+    el('li', { 'data-kind': t.kind }, el('time', { text: clock(t.at) }), t.text)));
+}
+
+function renderChart() {
+  const select = $('#metric');
+  const names = [...S.metrics.keys()].sort();
+  if (select.options.length !== names.length) {
+    const keep = select.value;
+    select.replaceChildren(...names.map((n) => el('option', { value: n, text: n })));
+    if (names.includes(keep)) select.value = keep;
+    else if (names.includes('cpu.busy_pct')) select.value = 'cpu.busy_pct';
+  }
+  const series = S.metrics.get(select.value) || [];
+  const chart = $('#chart');
+  const w = Math.max(400, chart.clientWidth || 800), h = 180;
+  chart.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  const now = Date.now(), from = now - HOUR_MS;
+  if (!series.length) { chart.replaceChildren(); $('#metric-now').textContent = 'no samples yet'; return; }
+  const values = series.map((p) => p[1]);
+  const lo = Math.min(...values), hi = Math.max(...values);
+  const span = hi - lo || 1;
+  // Send-on-delta: a value holds until the next one, so the line is drawn in steps.
+  const pts = [];
+  series.forEach(([t, v], i) => {
+    const px = ((Math.max(t, from) - from) / HOUR_MS) * w;
+    const py = h - 10 - ((v - lo) / span) * (h - 20);
+    if (i) pts.push(`${px},${pts[pts.length - 1].split(',')[1]}`);
+    pts.push(`${px},${py}`);
+  });
+  pts.push(`${w},${pts[pts.length - 1].split(',')[1]}`);
+  const line = svg('polyline', { points: pts.join(' ') });
+  const label = svg('text', { x: 6, y: 14 });
+  label.textContent = `${select.value}: ${lo.toFixed(2)} – ${hi.toFixed(2)}`;
+  chart.replaceChildren(line, label);
+  $('#metric-now').textContent = `now ${values[values.length - 1]}`;
+}
+
+// ---- start ----
+
+function start() {
+  load().then(connect).catch(report);
+}
+
+window.addEventListener('hashchange', render);
+$('#collapse').addEventListener('change', (e) => { S.collapsed = e.target.checked; render(); });
+$('#metric').addEventListener('change', render);
+// Relative times ("12 s ago", "autonomous for 3 min") move with the clock.
+setInterval(() => { if (S.me) render(); }, 1000);
+start();
