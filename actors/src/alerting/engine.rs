@@ -69,11 +69,21 @@ pub(super) struct Group {
     /// Alert keys.
     pub(super) members: BTreeSet<String>,
     pub(super) next_flush: u64,
+    pub(super) wait: u64,
     pub(super) interval: u64,
     pub(super) repeat: u64,
 }
 
-/// The alert-lifecycle core: see the module documentation of `crate::alerting`.
+/// The alert-lifecycle core.
+///
+/// Fed by [`Engine::raise`] and [`Engine::resolve`] (the raising nodes' alerts),
+/// [`Engine::ack`], [`Engine::add_silence`] and [`Engine::expire_silence`] (operators),
+/// and, when it takes over, [`Engine::merge_log`], [`Engine::restore_silence`] and
+/// [`Engine::apply_ack`] (what the region log committed). Drained by [`Engine::poll`],
+/// which must be called after inputs and at [`Engine::poll_timeout`]: it re-derives
+/// every alert's status and returns the notifications due. Read by
+/// [`Engine::snapshot`], [`Engine::alert`], [`Engine::silences`] and [`Engine::log`].
+/// Time is the wall clock in Unix milliseconds, passed in; it is never read here.
 #[derive(Debug)]
 pub struct Engine {
     pub(super) config: Config,
@@ -166,6 +176,17 @@ impl Engine {
             t.record.annotations = annotations;
             let id = t.record.id.clone();
             if t.record.labels != labels {
+                // A change of labels (a severity raised) may change the policy: a new
+                // one starts now, the same one goes on.
+                let policy = escalation::select(&self.policies, &labels);
+                if t.escalation.as_ref().map(|p| p.policy) != policy {
+                    t.escalation = policy.map(|policy| Progress {
+                        policy,
+                        start_unix_ms: now,
+                        pass: 0,
+                        step: 0,
+                    });
+                }
                 t.record.labels = labels;
                 self.regroup(&alert.key, now);
             }
@@ -310,6 +331,7 @@ impl Engine {
                 labels: glabels,
                 members: BTreeSet::new(),
                 next_flush: now.saturating_add(route.group_wait_ms),
+                wait: route.group_wait_ms,
                 interval: route.group_interval_ms,
                 repeat: route.repeat_interval_ms,
             });

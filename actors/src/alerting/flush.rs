@@ -12,6 +12,7 @@ use super::escalation::Progress;
 use super::inhibit::Sources;
 use super::lifecycle::{Record, Status};
 use super::nlog::{self, Entry};
+use super::ratelimit;
 use super::{Notification, Notified, Reason};
 
 /// Held back this poll, by receiver: what the summary lists.
@@ -203,6 +204,14 @@ impl Engine {
     }
 
     fn flush_groups(&mut self, now: u64, out: &mut Vec<Notification>, held: &mut Held) {
+        // No group waits longer than its wait or interval: a flush time further ahead
+        // means the wall clock was set back, and the group must not sit out the gap.
+        for g in self.groups.values_mut() {
+            let longest = now.saturating_add(g.wait.max(g.interval).max(ratelimit::WINDOW_MS));
+            if g.next_flush > longest {
+                g.next_flush = now;
+            }
+        }
         let due: Vec<String> = self
             .groups
             .iter()

@@ -45,6 +45,18 @@ impl Engine {
         Ok(ack)
     }
 
+    /// An operator marks alert `id` resolved (a violation dealt with): as [`Engine::resolve`].
+    pub fn resolve_id(&mut self, id: &str, now: u64) -> Result<(), Error> {
+        let key = self
+            .ids
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::UnknownAlert(id.to_string()))?;
+        self.resolve(&key, now)
+            .map(|_| ())
+            .ok_or_else(|| Error::Resolved(id.to_string()))
+    }
+
     /// Replays a committed acknowledgement (from the region log): applied to alert `id`
     /// now, or when it is raised here.
     pub fn apply_ack(&mut self, id: &str, ack: Ack) {

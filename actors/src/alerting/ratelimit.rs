@@ -47,6 +47,8 @@ impl Limiter {
 
     fn usage(&mut self, receiver: &str, now: u64) -> &mut Usage {
         let u = self.usage.entry(receiver.to_string()).or_default();
+        // Sends "in the future" mean the wall clock was set back: they no longer count.
+        u.sent.retain(|&t| t <= now);
         while u
             .sent
             .front()
@@ -95,7 +97,7 @@ impl Limiter {
             .sent
             .iter()
             .copied()
-            .filter(|&t| now.saturating_sub(t) < WINDOW_MS)
+            .filter(|&t| t <= now && now - t < WINDOW_MS)
             .collect();
         if live.len() < regular {
             return now;

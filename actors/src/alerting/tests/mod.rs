@@ -2,6 +2,7 @@
 
 mod engine;
 mod escalate;
+mod lifecycle;
 mod parts;
 mod props;
 

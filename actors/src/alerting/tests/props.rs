@@ -81,6 +81,11 @@ impl World {
                     );
                 }
             }
+            if n.is_escalation() {
+                for a in &n.alerts {
+                    prop_assert_eq!(&a.status, &Status::Firing, "only firing alerts escalate");
+                }
+            }
             let times = self.sent.entry(n.receiver.clone()).or_default();
             times.push(self.now);
             let in_window = times.iter().filter(|&&t| self.now - t < 60_000).count();
