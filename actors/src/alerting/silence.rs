@@ -145,6 +145,13 @@ pub mod am {
         pub comment: String,
     }
 
+    /// What `POST /api/v1/silences` answers: `{"silenceID": "..."}`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Created {
+        #[serde(rename = "silenceID")]
+        pub silence_id: String,
+    }
+
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Status {
         pub state: State,

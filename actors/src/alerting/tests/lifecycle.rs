@@ -90,6 +90,13 @@ fn silences_acks_progress_and_settings_travel_with_rmp() {
     };
     let back: Silence = rmp_serde::from_slice(&rmp_serde::to_vec(&s).expect("rmp")).expect("rmp");
     assert_eq!(back, s);
+    let created = silence::am::Created {
+        silence_id: s.id.clone(),
+    };
+    assert_eq!(
+        serde_json::to_string(&created).expect("json"),
+        r#"{"silenceID":"abc"}"#
+    );
     let ack = Ack {
         by: "ana".into(),
         at_unix_ms: 1,
