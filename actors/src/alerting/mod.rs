@@ -15,6 +15,38 @@
 //! Silences, acknowledgements and the notification log are plain serde data, so that the
 //! region log can carry them.
 //!
+//! The settings ([`Config`], the routing part of `[alerts]`; every key is optional):
+//!
+//! ```toml
+//! [alerts]
+//! rate_per_minute = 10            # per receiver, summary included
+//! ack_timeout_ms = 3600000        # when no escalation policy applies
+//! [[alerts.receivers]]            # the sink's own keys are the runtime's
+//! name = "oncall"
+//! rate_per_minute = 30
+//! [alerts.route]                  # the root: no matchers; these are the defaults
+//! receiver = "default"
+//! group_by = ["region", "action"] # `action` is the `alertname` label; "..." is all
+//! group_wait_ms = 10000
+//! group_interval_ms = 300000
+//! repeat_interval_ms = 14400000
+//! [[alerts.route.routes]]         # unset keys are inherited
+//! matchers = ["role = database", 'severity =~ "high|critical"']
+//! receiver = "dba"
+//! continue = false
+//! [[alerts.inhibit]]
+//! source_matchers = ["alertname = node_dead"]
+//! target_matchers = ["alertname = service_down"]
+//! equal = ["node"]
+//! [[alerts.escalations]]
+//! name = "critical"
+//! matchers = ["severity = critical"]  # the default
+//! steps = [{ receiver = "oncall", after_ms = 0 }, { receiver = "lead", after_ms = 600000 }]
+//! repeat = 2                      # passes after the first
+//! repeat_interval_ms = 1200000    # default: twice the last after_ms, at least 1 min
+//! ack_timeout_ms = 3600000
+//! ```
+//!
 //! Modules: [`labels`] (labels, matchers), [`route`] (the routing tree), [`silence`],
 //! [`inhibit`], [`escalation`], [`ratelimit`], [`nlog`] (notification log),
 //! [`lifecycle`] (an alert's status, ack and history), [`rfc3339`] (Alertmanager's dates).

@@ -141,3 +141,41 @@ fn a_replayed_ack_applies_when_its_alert_is_raised() {
         Status::Acknowledged { .. }
     ));
 }
+
+#[test]
+fn an_alert_never_inhibits_itself_but_a_twin_source_does() {
+    let mut e = engine(
+        "[route]\ngroup_wait_ms = 0\n[[inhibit]]\nsource_matchers = [\"severity = critical\"]\n\
+         target_matchers = [\"alertname = anomaly\"]\nequal = [\"region\"]",
+    );
+    let one = e
+        .raise(alert("w1", "anomaly", "cpu", Severity::Critical), 0)
+        .expect("raised");
+    e.poll(0);
+    assert_eq!(
+        e.alert(&one).expect("tracked").status,
+        Status::Firing,
+        "not by itself"
+    );
+    let two = e
+        .raise(alert("w2", "anomaly", "cpu", Severity::Critical), 1)
+        .expect("raised");
+    e.poll(1);
+    assert_eq!(
+        e.alert(&one).expect("tracked").status,
+        Status::Inhibited { by: two.clone() }
+    );
+    assert_eq!(
+        e.alert(&two).expect("tracked").status,
+        Status::Inhibited { by: one }
+    );
+    let mut other = alert("w3", "anomaly", "cpu", Severity::High);
+    other.region = "us".into();
+    let three = e.raise(other, 2).expect("raised");
+    e.poll(2);
+    assert_eq!(
+        e.alert(&three).expect("tracked").status,
+        Status::Firing,
+        "another region"
+    );
+}
