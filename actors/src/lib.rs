@@ -12,6 +12,7 @@ pub mod accounts;
 #[cfg(feature = "runtime")]
 pub mod actor;
 pub mod alert;
+pub mod alerting;
 pub mod anomaly;
 pub mod assign;
 pub mod audit;
