@@ -109,6 +109,8 @@ function takeSpike(s) {
 }
 
 function takeDecision(d) {
+  // Approved metric moves are the bulk of decisions and say little: violations stay.
+  if (d.kind === 'metric' && d.decision === 'approved') return;
   const settled = d.settled ? ` → ${d.settled.decision} by ${d.settled.rule}` : '';
   S.timeline.unshift({
     at: d.at_unix_ms, kind: 'decision',
@@ -292,7 +294,7 @@ function renderGraph() {
   for (const r of regions) {
     const members = r.members || [];
     const cols = collapsed ? 0 : Math.max(3, Math.ceil(Math.sqrt(members.length * 1.6)));
-    const w = collapsed ? 240 : Math.max(200, cols * cell + 20);
+    const w = Math.max(collapsed ? 240 : cols * cell + 20, 20 + 7 * regionTitle(r).length);
     const h = collapsed ? 80 : 50 + Math.ceil(members.length / cols) * cell + (r.omitted ? 16 : 0);
     if (x + w > width - 10 && x > 10) { x = 10; y += rowH + 14; rowH = 0; }
     parts.push(drawRegion(r, x, y, w, h, cols, cell, collapsed));
@@ -302,6 +304,12 @@ function renderGraph() {
   g.setAttribute('viewBox', `0 0 ${width} ${y + rowH + 20}`);
   g.setAttribute('height', y + rowH + 20);
   g.replaceChildren(...parts);
+}
+
+function regionTitle(r) {
+  const who = r.master ? `master ${nameOf(r.master)} · term ${r.term}` : 'NO MASTER';
+  const where = r.region === S.me.region ? 'this region' : `${ago(Date.now() - r.seenAt)} ago`;
+  return `${r.region} · ${who} · ${where}`;
 }
 
 function countAll(r) {
@@ -320,8 +328,7 @@ function drawRegion(r, x, y, w, h, cols, cell, collapsed) {
   });
   g.append(svg('rect', { class: `region-box${headless ? ' headless' : ''}`, x, y, width: w, height: h, rx: 8 }));
   const title = svg('text', { class: `region-title${headless ? ' headless' : ''}`, x: x + 10, y: y + 18 });
-  const who = headless ? 'NO MASTER' : `master ${nameOf(r.master)} · term ${r.term}`;
-  title.textContent = `${r.region} · ${who}${own ? ' · this region' : ` · ${ago(age)} ago`}`;
+  title.textContent = regionTitle(r);
   g.append(title);
   if (collapsed) {
     drawCounts(g, r, x + 10, y + 32, w - 20);
@@ -472,15 +479,17 @@ function renderChart() {
   const chart = $('#chart');
   const w = Math.max(400, chart.clientWidth || 800), h = 180;
   chart.setAttribute('viewBox', `0 0 ${w} ${h}`);
-  const now = Date.now(), from = now - HOUR_MS;
   if (!series.length) { chart.replaceChildren(); $('#metric-now').textContent = 'no samples yet'; return; }
+  // The last hour, or since the first sample when the node has run for less.
+  const now = Date.now(), from = Math.max(now - HOUR_MS, series[0][0]);
+  const range = Math.max(1000, now - from);
   const values = series.map((p) => p[1]);
   const lo = Math.min(...values), hi = Math.max(...values);
   const span = hi - lo || 1;
   // Send-on-delta: a value holds until the next one, so the line is drawn in steps.
   const pts = [];
   series.forEach(([t, v], i) => {
-    const px = ((Math.max(t, from) - from) / HOUR_MS) * w;
+    const px = ((Math.max(t, from) - from) / range) * w;
     const py = h - 10 - ((v - lo) / span) * (h - 20);
     if (i) pts.push(`${px},${pts[pts.length - 1].split(',')[1]}`);
     pts.push(`${px},${py}`);
@@ -488,7 +497,7 @@ function renderChart() {
   pts.push(`${w},${pts[pts.length - 1].split(',')[1]}`);
   const line = svg('polyline', { points: pts.join(' ') });
   const label = svg('text', { x: 6, y: 14 });
-  label.textContent = `${select.value}: ${lo.toFixed(2)} – ${hi.toFixed(2)}`;
+  label.textContent = `${select.value}: ${lo.toFixed(2)} – ${hi.toFixed(2)} over the last ${ago(range)}`;
   chart.replaceChildren(line, label);
   $('#metric-now').textContent = `now ${values[values.length - 1]}`;
 }

@@ -1,0 +1,7 @@
+//! The operator console in a real headless Chromium, against real nodes.
+
+mod browser;
+#[allow(dead_code)]
+#[path = "../mesh/harness.rs"]
+mod harness;
+mod views;
