@@ -6,8 +6,11 @@
 //! - `log`: one tracing event per alert (`warn`, `error` for high and critical ones);
 //! - `jsonl`: appends one JSON object per alert and line to a file;
 //! - `webhook`: POSTs `{"alerts": [...]}` as JSON; any status but 2xx is a failure;
-//! - `elasticsearch`: POSTs the batch to `_bulk` as ECS documents ([`elastic`]).
+//! - `elasticsearch`: POSTs the batch to `_bulk` as ECS documents ([`elastic`]);
+//! - `alertmanager`: pushes the batch to a Prometheus Alertmanager's v2 API
+//!   ([`alertmanager`]).
 
+pub mod alertmanager;
 pub mod elastic;
 
 use std::io::Write as _;
@@ -34,6 +37,10 @@ pub enum Target {
         url: reqwest::Url,
         index: String,
     },
+    /// `url` is the Alertmanager's base URL.
+    Alertmanager {
+        url: reqwest::Url,
+    },
 }
 
 impl Target {
@@ -43,6 +50,7 @@ impl Target {
             Target::Jsonl { .. } => "jsonl",
             Target::Webhook { .. } => "webhook",
             Target::Elasticsearch { .. } => "elasticsearch",
+            Target::Alertmanager { .. } => "alertmanager",
         }
     }
 }
@@ -62,9 +70,11 @@ pub struct Spec {
     pub retry_max_ms: u64,
 }
 
-/// The alert actor's sinks for `specs`. Fails, naming the entry and the path, when a
-/// `jsonl` file cannot be opened for appending (its directory is created if missing).
-pub fn sinks(specs: &[Spec]) -> anyhow::Result<Vec<Sink>> {
+/// The alert actor's sinks for `specs`; `console` is this node's console URL, where an
+/// alert pushed to Alertmanager says it came from. Fails, naming the entry and the path,
+/// when a `jsonl` file cannot be opened for appending (its directory is created if
+/// missing).
+pub fn sinks(specs: &[Spec], console: &str) -> anyhow::Result<Vec<Sink>> {
     let client = reqwest::Client::builder()
         .user_agent(concat!("fleetmesh/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -84,6 +94,12 @@ pub fn sinks(specs: &[Spec]) -> anyhow::Result<Vec<Sink>> {
                 Target::Elasticsearch { url, index } => {
                     elastic::sink(client.clone(), url.clone(), index.clone(), s.timeout)
                 }
+                Target::Alertmanager { url } => alertmanager::sink(
+                    client.clone(),
+                    url.clone(),
+                    format!("{console}#alerts"),
+                    s.timeout,
+                ),
             };
             Ok(Sink {
                 config: SinkConfig {
@@ -231,7 +247,8 @@ mod tests {
     async fn jsonl_appends_a_line_per_alert_and_names_a_bad_path() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("new/dir/alerts.jsonl");
-        let built = sinks(&[spec(path.clone())]).expect("opens, creating the directory");
+        let built = sinks(&[spec(path.clone())], "http://127.0.0.1:7480/")
+            .expect("opens, creating the directory");
         assert!(path.is_file());
         for keys in [&["a", "b"][..], &["c"]] {
             let batch = keys.iter().map(|k| entry(k)).collect();
@@ -254,7 +271,7 @@ mod tests {
         let blocker = tmp.path().join("file");
         std::fs::write(&blocker, "x").expect("write");
         let bad = blocker.join("alerts.jsonl");
-        let e = sinks(&[spec(bad.clone())])
+        let e = sinks(&[spec(bad.clone())], "http://127.0.0.1:7480/")
             .map(|_| ())
             .expect_err("cannot be opened");
         let text = format!("{e:#}");

@@ -116,7 +116,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     // Before any actor starts: an early return must not leave actors behind.
     let probe_runner = probe::service::runner()?;
-    let alert_sinks = crate::alert::sinks(&settings.alert_sinks)?;
+    let alert_sinks = crate::alert::sinks(&settings.alert_sinks, &console_url(&settings))?;
     let p = &s.policy;
     let judge = crate::policy::judge(
         &p.dir,
@@ -973,4 +973,26 @@ fn load1(proc_root: &Path) -> Option<f32> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Where this node's console is, as alerts pushed elsewhere name it: the API's address,
+/// or the host's name when the API listens on every address.
+fn console_url(settings: &Resolved) -> String {
+    let scheme = if settings.api_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let addr = settings.api_listen;
+    let host = if addr.ip().is_unspecified() {
+        settings.name.clone()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if addr.ip().is_ipv6() && !addr.ip().is_unspecified() {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    format!("{scheme}://{host}:{}/", addr.port())
 }

@@ -254,7 +254,7 @@ pub struct Alerts {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSink {
-    /// `log`, `jsonl`, `webhook` or `elasticsearch`.
+    /// `log`, `jsonl`, `webhook`, `elasticsearch` or `alertmanager`.
     pub kind: String,
     /// Shown in the API and the metrics; default: the kind.
     #[serde(default)]
@@ -262,7 +262,8 @@ pub struct AlertSink {
     /// jsonl: the file.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// webhook: where to POST; elasticsearch: the base URL (or its `_bulk` URL).
+    /// webhook: where to POST; elasticsearch: the base URL (or its `_bulk` URL);
+    /// alertmanager: the Alertmanager's base URL (`/api/v2/alerts` is added).
     #[serde(default)]
     pub url: Option<String>,
     /// elasticsearch: the index (default `fleetmesh-alerts`).
@@ -1074,18 +1075,25 @@ fn alert_sinks(list: &[AlertSink]) -> Result<Vec<crate::alert::Spec>, Error> {
                 es_index(&index).map_err(|p| bad("index", p))?;
                 Target::Elasticsearch { url: base, index }
             }
+            "alertmanager" => Target::Alertmanager {
+                url: url("alertmanager")?,
+            },
             other => {
                 return Err(bad(
                     "kind",
-                    format!("`{other}` must be log, jsonl, webhook or elasticsearch"),
+                    format!("`{other}` must be log, jsonl, webhook, elasticsearch or alertmanager"),
                 ));
             }
         };
         only("path", s.path.is_some() && s.kind != "jsonl", "jsonl")?;
         only(
             "url",
-            s.url.is_some() && !matches!(s.kind.as_str(), "webhook" | "elasticsearch"),
-            "webhook and elasticsearch",
+            s.url.is_some()
+                && !matches!(
+                    s.kind.as_str(),
+                    "webhook" | "elasticsearch" | "alertmanager"
+                ),
+            "webhook, elasticsearch and alertmanager",
         )?;
         only(
             "index",

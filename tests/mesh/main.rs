@@ -3,6 +3,7 @@
 mod access;
 mod accounts;
 mod admission;
+mod alertmanager;
 mod alerts;
 mod anomaly;
 mod census;

@@ -1,0 +1,150 @@
+//! The `alertmanager` sink against a real Prometheus Alertmanager (Debian's
+//! `prometheus-alertmanager`, started here on a loopback port, with no cluster port): a
+//! violation on a node shows in Alertmanager with fleetmesh's labels and annotations.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{CONVERGE, Node, Spec, wait_for};
+
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+/// An Alertmanager on 127.0.0.1, stopped when dropped.
+struct Alertmanager {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    async fn start() -> Alertmanager {
+        assert!(
+            std::path::Path::new(ALERTMANAGER).exists(),
+            "this test needs {ALERTMANAGER}: run scripts/test.sh (it installs Debian's prometheus-alertmanager)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("alertmanager.yml");
+        // Every alert to a receiver that sends nothing: the test reads the API.
+        std::fs::write(
+            &config,
+            "route:\n  receiver: keep\nreceivers:\n  - name: keep\n",
+        )
+        .expect("config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new(ALERTMANAGER)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // No cluster port: nothing but the API listens.
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("alertmanager.log")).expect("log"),
+            ))
+            .spawn()
+            .expect("alertmanager starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let ready = format!("{url}/-/ready");
+        wait_for("alertmanager ready", Duration::from_secs(30), || {
+            let ready = ready.clone();
+            async move {
+                match reqwest::get(&ready).await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        })
+        .await;
+        Alertmanager {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_violation_reaches_alertmanager_with_its_labels() {
+    let am = Alertmanager::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[alerts.sinks]]\nkind = \"alertmanager\"\nurl = \"{}\"\n",
+            am.url
+        ),
+    )
+    .expect("config");
+    let mut spec = Spec::new("am-web", "am");
+    spec.extra_args = vec!["--config".into(), config.display().to_string()];
+    let node = Node::start(spec);
+    wait_for("the node ready", CONVERGE, || async {
+        match reqwest::get(node.url("/readyz")).await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // sudoers must not change on a web server: a violation.
+    std::fs::write(node.dir.join("root/etc/sudoers"), "root ALL=(ALL) ALL\n").expect("write");
+    let url = format!("{}/api/v2/alerts", am.url);
+    let alert = wait_for("the alert in Alertmanager", CONVERGE, || {
+        let url = url.clone();
+        async move {
+            let list: Vec<Value> = reqwest::get(&url)
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            list.into_iter()
+                .find(|a| a["labels"]["subject"] == "/etc/sudoers")
+                .ok_or_else(|| "not yet".to_string())
+        }
+    })
+    .await;
+    let labels = &alert["labels"];
+    assert_eq!(labels["alertname"], "policy_violation", "{alert}");
+    assert_eq!(labels["node"], "am-web", "{alert}");
+    assert_eq!(labels["region"], "am", "{alert}");
+    assert_eq!(labels["role"], "web", "{alert}");
+    assert_eq!(labels["kind"], "file", "{alert}");
+    assert_eq!(labels["severity"], "medium", "{alert}");
+    assert!(
+        labels["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("login-and-privilege-files")),
+        "{alert}"
+    );
+    assert!(
+        alert["annotations"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("sudo")),
+        "{alert}"
+    );
+    assert_eq!(alert["annotations"]["count"], "1", "{alert}");
+    assert_eq!(alert["status"]["state"], "active", "{alert}");
+    assert!(
+        alert["generatorURL"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:") && u.ends_with("#alerts")),
+        "{alert}"
+    );
+}
