@@ -8,6 +8,26 @@ use fleetmesh_actors::actor::policy::ReadPolicy;
 use fleetmesh_actors::policy::Error;
 use fleetmesh_actors::policy::judge::Judge;
 
+/// The role policies compiled into the binary (the repository's `config/policy/`), by
+/// role: a node whose `policy.dir` lacks its role's file (and `baseline.toml`) is judged
+/// by these, so that a node started anywhere decides as one started in the repository.
+pub const SHIPPED: [(&str, &str); 3] = [
+    ("baseline", include_str!("../config/policy/baseline.toml")),
+    ("database", include_str!("../config/policy/database.toml")),
+    ("web", include_str!("../config/policy/web.toml")),
+];
+
+/// The compiled-in policy for `role` (its own, else baseline's): file name and text.
+pub fn shipped(role: &str) -> (String, &'static str) {
+    let (name, text) = SHIPPED
+        .iter()
+        .find(|(r, _)| *r == role)
+        .or_else(|| SHIPPED.iter().find(|(r, _)| *r == "baseline"))
+        .copied()
+        .unwrap_or(("baseline", ""));
+    (format!("{name}.toml"), text)
+}
+
 /// The file that judges a node of `role`: `<dir>/<role>.toml`, or `<dir>/baseline.toml`
 /// (the strictest) when the role has no file of its own.
 pub fn file_for(dir: &Path, role: &str) -> PathBuf {
@@ -19,9 +39,14 @@ pub fn file_for(dir: &Path, role: &str) -> PathBuf {
     }
 }
 
-/// Reads the file that applies now: its name (as rule references show it) and text.
+/// Reads the file that applies now: its name (as rule references show it) and text; the
+/// compiled-in policy while `policy.dir` has none for the role.
 fn read(dir: &Path, role: &str) -> Result<(String, String), Error> {
     let path = file_for(dir, role);
+    if !path.exists() {
+        let (name, text) = shipped(role);
+        return Ok((name, text.to_string()));
+    }
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -41,16 +66,20 @@ pub fn reader(dir: PathBuf, role: String) -> ReadPolicy {
 }
 
 /// The judge of a node starting now. A policy file that exists must be valid (the node
-/// refuses to start with a broken one); with no file at all the node starts on the
-/// built-in defaults (every change is `consult`, metric samples approved) and says so.
+/// refuses to start with a broken one); with no file for its role in `policy.dir` the node
+/// starts on the compiled-in policy of its role (or baseline's) and says so.
 pub fn judge(dir: &Path, role: &str, ring: usize, now_unix_ms: u64) -> anyhow::Result<Judge> {
     let path = file_for(dir, role);
     if !path.exists() {
-        tracing::warn!(
-            file = %path.display(),
-            "no policy file for this role: deciding with the built-in defaults (every change is consult) until one appears"
+        let (name, text) = shipped(role);
+        let judge = Judge::new(&name, text, ring, now_unix_ms).map_err(anyhow::Error::new)?;
+        tracing::info!(
+            dir = %dir.display(),
+            file = %name,
+            version = judge.policy().version(),
+            "no policy file for this role in policy.dir: judging with the compiled-in policy (a file put there later is loaded)"
         );
-        return Judge::new("builtin", "", ring, now_unix_ms).map_err(anyhow::Error::new);
+        return Ok(judge);
     }
     let (name, text) = read(dir, role)
         .map_err(anyhow::Error::new)
@@ -72,12 +101,20 @@ pub fn judge(dir: &Path, role: &str, ring: usize, now_unix_ms: u64) -> anyhow::R
     Ok(judge)
 }
 
-/// A reader of every role's policy in `dir` (`<role>.toml`), for the region master's
-/// judgement of other members' spikes. A file that does not parse keeps its last good
+/// A reader of every role's policy in `dir` (`<role>.toml`, over the compiled-in ones),
+/// for the region master's judgement of other members' spikes. A file that does not parse keeps its last good
 /// version; its error is logged once per edit.
 pub fn all_reader(dir: PathBuf) -> fleetmesh_actors::actor::fleet::ReadPolicies {
     use std::collections::{BTreeMap, HashMap};
-    let mut last: BTreeMap<String, fleetmesh_actors::policy::Policy> = BTreeMap::new();
+    // The compiled-in policies, until the dir has a role's own file.
+    let mut last: BTreeMap<String, fleetmesh_actors::policy::Policy> = SHIPPED
+        .iter()
+        .filter_map(|(role, text)| {
+            fleetmesh_actors::policy::parse(&format!("{role}.toml"), text)
+                .ok()
+                .map(|p| (role.to_string(), p))
+        })
+        .collect();
     let mut seen: HashMap<String, String> = HashMap::new();
     Box::new(move || {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -196,4 +233,36 @@ pub fn changed_at(root: PathBuf) -> fleetmesh_actors::actor::policy::ChangedAt {
         Kind::Group => mtime("/etc/group"),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_without_policy_files_judges_as_one_in_the_repository() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy");
+        for role in ["web", "database", "baseline", "cache"] {
+            let outside = judge(empty.path(), role, 10, 0).expect("compiled-in policy");
+            let inside = judge(&repo, role, 10, 0).expect("repository policy");
+            assert_eq!(
+                outside.policy().version(),
+                inside.policy().version(),
+                "role {role}"
+            );
+            assert_eq!(
+                read(empty.path(), role).expect("read").0,
+                file_for(&repo, role)
+                    .file_name()
+                    .expect("a file")
+                    .to_string_lossy(),
+                "role {role}: the same file name in rule references"
+            );
+        }
+        // A file put in the dir later wins.
+        std::fs::write(empty.path().join("web.toml"), "").expect("write");
+        let (name, text) = read(empty.path(), "web").expect("read");
+        assert_eq!((name.as_str(), text.as_str()), ("web.toml", ""));
+    }
 }
