@@ -1,4 +1,4 @@
-//! The `fleetmesh` command line: `node`, `keygen`, `psk`, `status`.
+//! The `fleetmesh` command line: `node`, `init`, `keygen`, `psk`, `status`, `region`.
 //!
 //! Exit codes: 0 success, 1 a runtime failure, 2 a usage or settings error (the message
 //! names the key or flag at fault).
@@ -26,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a node until SIGINT or SIGTERM.
     Node(Box<NodeArgs>),
+    /// Write a node's settings file (checked as the node will read it), and the fleet key
+    /// if --psk-file names a file that does not exist yet.
+    Init(Box<crate::init::InitArgs>),
     /// Write a new node identity (ed25519) to a file and print its peer id.
     Keygen {
         #[arg(long)]
@@ -167,6 +170,31 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(args) => run_node(&args),
+        Command::Init(args) => match crate::init::run(&args) {
+            Ok(w) => {
+                print!("{}", w.text);
+                eprintln!("wrote {}", w.path.display());
+                if let (Some(fp), Some(p)) = (&w.new_psk, &args.psk_file) {
+                    eprintln!(
+                        "created the fleet key {fp} at {}: copy it to every other node of the fleet",
+                        p.display()
+                    );
+                }
+                eprintln!(
+                    "start the node with: fleetmesh node --config {}",
+                    w.path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e @ crate::init::Error::Usage(_)) => {
+                eprintln!("fleetmesh init: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("fleetmesh init: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Keygen { out } => {
             let key = libp2p::identity::Keypair::generate_ed25519();
             report(identity::write_identity(&out, &key).map(|()| {

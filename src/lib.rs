@@ -14,6 +14,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzcheck;
 pub mod identity;
+pub mod init;
 pub mod journal;
 pub mod metrics;
 pub mod net;

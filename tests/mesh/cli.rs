@@ -221,3 +221,90 @@ async fn a_region_without_a_master_says_why() {
         "{text}"
     );
 }
+
+/// `fleetmesh init` writes a settings file a node runs with as it is (region, role, name,
+/// fleet key created); it refuses to overwrite one, and names a bad flag with exit code 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_settings_a_node_runs_with() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("etc/fleetmesh.toml");
+    let key = tmp.path().join("fleet.key");
+    let data = tmp.path().join("data");
+    let init = |extra: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args([
+            "init", "--region", "eu-west", "--role", "web", "--name", "web-7",
+        ])
+        .args([
+            "--bootstrap-expect",
+            "1",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .args(["--api-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--psk-file")
+        .arg(&key)
+        .arg("--out")
+        .arg(&out)
+        .args(extra);
+        c.output().expect("runs")
+    };
+    let first = init(&[]);
+    let err = String::from_utf8_lossy(&first.stderr).to_string();
+    assert!(first.status.success(), "{err}");
+    assert!(err.contains("created the fleet key"), "{err}");
+    assert!(key.is_file() && out.is_file());
+    // Not twice without --force.
+    let again = init(&[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    // A bad flag is named.
+    let bad = Command::new(BIN)
+        .args([
+            "init",
+            "--region",
+            "eu",
+            "--bootstrap",
+            "10.0.0.5:7400",
+            "--out",
+        ])
+        .arg(tmp.path().join("bad.toml"))
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--bootstrap 10.0.0.5:7400"));
+    assert!(!tmp.path().join("bad.toml").exists());
+
+    // A node runs with the file as written (its watch root aside: never the real /etc).
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).expect("root");
+    let mut child = Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(&out)
+        .env("FLEETMESH__WATCH__ROOT", &root)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the node starts");
+    let runtime = crate::harness::wait_for(
+        "the node's runtime file",
+        std::time::Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(data.join("node.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<fleetmesh::node::RuntimeFile>(&t).ok())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+    let view: serde_json::Value =
+        crate::harness::get(&format!("http://{}/api/v1/node", runtime.api)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(view["name"], "web-7", "{view}");
+    assert_eq!(view["region"], "eu-west", "{view}");
+    assert_eq!(view["role"], "web", "{view}");
+}

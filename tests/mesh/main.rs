@@ -18,4 +18,5 @@ mod garbage;
 mod harness;
 mod journal;
 mod metrics;
+mod package;
 mod policy;
