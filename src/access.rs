@@ -116,6 +116,12 @@ impl Access {
         {
             return Ok(());
         }
+        self.verify(presented)
+    }
+
+    /// Whether `presented` is this node's token (whatever the address: the console's
+    /// session checks the token it is given with this).
+    pub fn verify(&self, presented: Option<&str>) -> Result<(), Refusal> {
         let Some(token) = &self.token else {
             return Err(Refusal::NoToken);
         };

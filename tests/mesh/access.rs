@@ -126,6 +126,43 @@ async fn beyond_loopback_the_api_needs_its_token_and_reads_open_only_when_set() 
         String::from_utf8_lossy(&shown.stderr)
     );
     assert!(String::from_utf8_lossy(&shown.stdout).contains("guarded"));
+    // The console's page holds no fleet data: served without a token. Its session takes
+    // the token once (a wrong one refused) and keeps it in an HttpOnly cookie.
+    assert_eq!(ask(get.clone(), &guarded.url("/"), None, None).await.0, 200);
+    assert_eq!(
+        ask(get.clone(), &guarded.url("/console/app.js"), None, None)
+            .await
+            .0,
+        200
+    );
+    let client = reqwest::Client::new();
+    let login = |token: &str| {
+        client
+            .post(guarded.url("/api/v1/session"))
+            .json(&serde_json::json!({ "token": token }))
+            .send()
+    };
+    let wrong = login("a-test-token-of-32-characters-OK")
+        .await
+        .expect("answers");
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let right = login(TOKEN).await.expect("answers");
+    assert_eq!(right.status().as_u16(), 204);
+    let cookie = right
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        cookie.starts_with(&format!("fleetmesh_token={TOKEN}")),
+        "{cookie}"
+    );
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
     // Liveness and readiness stay open.
     assert_eq!(
         ask(get.clone(), &guarded.url("/healthz"), None, None)
