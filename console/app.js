@@ -18,6 +18,7 @@ const S = {
   alerts: new Map(),   // key -> alert entry
   events: [],          // newest first
   timeline: [],        // this node's spikes and decisions, newest first
+  peers: new Map(),    // peer -> its spikes heard since the page opened, newest first
   metrics: new Map(),  // metric -> [[t, v]]
   stream: null,
   streamState: 'connecting',
@@ -104,8 +105,20 @@ function takeSpike(s) {
     }
     return;
   }
-  S.timeline.unshift({ at: s.at_unix_ms, kind: 'spike', text: `${s.change} ${s.kind} ${s.subject} (${s.severity}, #${s.seq})` });
+  S.timeline.unshift(spikeLine(s));
   if (S.timeline.length > KEPT_TIMELINE) S.timeline.length = KEPT_TIMELINE;
+}
+
+function takePeerSpike(s) {
+  if (s.kind === 'metric') return;
+  const list = S.peers.get(s.origin) || [];
+  list.unshift(spikeLine(s));
+  if (list.length > KEPT_TIMELINE) list.length = KEPT_TIMELINE;
+  S.peers.set(s.origin, list);
+}
+
+function spikeLine(s) {
+  return { at: s.at_unix_ms, kind: 'spike', text: `${s.change} ${s.kind} ${s.subject} (${s.severity}, #${s.seq})` };
 }
 
 function takeDecision(d) {
@@ -182,6 +195,7 @@ function connect() {
     pushEvent('fleet', `${d.source === 'emergency' ? 'EMERGENCY' : 'fleet event'} ${e.verdict || ''} in ${d.region}: ${fp.kind || ''} ${fp.subject || ''} on ${Object.keys(e.origins || {}).length} servers`, d.at_unix_ms);
   });
   on('spike', (d) => takeSpike(d));
+  on('peer_spike', (d) => takePeerSpike(d));
   on('decision', (d) => takeDecision(d));
   on('resync', () => { load().catch(report); });
 }
@@ -458,11 +472,13 @@ function renderNode(peer) {
     add('version', S.me.version || '');
     add('incarnation', String(S.me.incarnation));
   }
-  $('#node-local').hidden = !local;
+  // Charts are this node's; a region peer's timeline is what gossip brought here since
+  // the page opened.
+  $('#node-chart').hidden = !local;
   $('#node-remote').hidden = local;
-  if (!local) return;
-  renderChart();
-  $('#timeline').replaceChildren(...S.timeline.slice(0, 200).map((t) =>
+  if (local) renderChart();
+  const lines = local ? S.timeline : (S.peers.get(peer) || []);
+  $('#timeline').replaceChildren(...lines.slice(0, 200).map((t) =>
     el('li', { 'data-kind': t.kind }, el('time', { text: clock(t.at) }), t.text)));
 }
 

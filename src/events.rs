@@ -6,6 +6,7 @@
 //! connected client. Event types (the SSE `event:` field):
 //!
 //! - `spike`: one spike this node encoded (as `GET /api/v1/spikes` lists it);
+//! - `peer_spike`: one spike of a region peer, as gossip brought it here (same shape);
 //! - `decision`: a decision made or settled (as `GET /api/v1/decisions`);
 //! - `alert`: an alert raised or folded (as `GET /api/v1/alerts`);
 //! - `node`: a peer's status changed as this node sees it (`peer`, `from`, `to`);
@@ -200,6 +201,11 @@ fn render(hub: &Hub, p: Pushed) {
         Pushed::Spikes(spikes) => {
             for s in spikes.iter() {
                 hub.publish("spike", json_of(s));
+            }
+        }
+        Pushed::PeerSpikes(spikes) => {
+            for s in spikes.iter() {
+                hub.publish("peer_spike", json_of(s));
             }
         }
         Pushed::Decision(r) => hub.publish("decision", json_of(&r)),

@@ -1,7 +1,7 @@
 //! The console's views on a real 5-node, 2-region cluster (eu: e0, e1, e2; us: u0, u1),
 //! in a real headless Chromium: the page served by e0 shows every node and both masters,
-//! a file change on e0 in e0's timeline and as an alert, and a node killed -9 turning
-//! dead without a reload; no console errors. A screenshot of each view is written under
+//! a file change on e0 in e0's timeline and as an alert, one on e1 in e1's timeline, and
+//! a node killed -9 turning dead without a reload; no console errors. A screenshot of each view is written under
 //! `target/console/`.
 
 use std::time::Duration;
@@ -94,6 +94,23 @@ async fn the_console_shows_the_fleet_and_follows_it_live() {
         )
         .await;
     browser.screenshot("alerts").await;
+
+    // A change on e1, seen from e0's page: in e1's timeline, as gossip brought it.
+    std::fs::write(nodes[1].dir.join("root/etc/motd"), "welcome\n").expect("write");
+    browser
+        .js(&format!(
+            "location.hash = '#node/{}'; return true",
+            nodes[1].peer_id()
+        ))
+        .await;
+    browser
+        .until(
+            "e1's change in its timeline on e0's page",
+            CONVERGE,
+            "return [...document.querySelectorAll('#timeline li')].some(l => l.textContent.includes('/etc/motd'))",
+        )
+        .await;
+    browser.screenshot("peer-node").await;
 
     // kill -9 a member of eu other than e0 and its master: dead in the page, no reload.
     browser

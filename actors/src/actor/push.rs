@@ -21,6 +21,8 @@ use crate::spike::Spike;
 pub enum Pushed {
     /// Spikes this node encoded, in sequence order.
     Spikes(Arc<Vec<Spike>>),
+    /// Spikes of a region peer, as gossip brought them (one origin, in sequence order).
+    PeerSpikes(Arc<Vec<Spike>>),
     /// A decision made or settled (the record as `GET /api/v1/decisions` shows it).
     Decision(Box<Record>),
     /// An alert raised or folded (as `GET /api/v1/alerts` shows it).

@@ -672,6 +672,7 @@ impl Handler<SpikesIn> for RegionActor {
     type Result = ();
 
     fn handle(&mut self, msg: SpikesIn, _: &mut Self::Context) {
+        push(&self.push, || Pushed::PeerSpikes(Arc::new(msg.0.clone())));
         self.intake.handle_spikes(msg.0);
         self.drain_intake();
     }
