@@ -26,6 +26,8 @@ const S = {
   selected: null,      // peer shown in the node view
   collapsed: null,     // null: automatic
   since: new Map(),    // peer -> [state, first seen in that state (page clock)]
+  names: new Map(),    // peer -> name
+  drawn: new Map(),    // region -> its drawn group, reused while its summary is the same
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -71,6 +73,7 @@ function takeCensus(region, receivedUnix) {
   region.seenAt = receivedUnix === undefined ? seenAt : Date.now();
   S.regions.set(region.region, region);
   for (const m of region.members || []) {
+    if (m.name) S.names.set(m.peer, m.name);
     const state = stateOf(m);
     const prev = S.since.get(m.peer);
     if (!prev || prev[0] !== state) S.since.set(m.peer, [state, Date.now()]);
@@ -89,8 +92,7 @@ function pushEvent(kind, text, at) {
 }
 
 function nameOf(peer) {
-  for (const r of S.regions.values()) for (const m of r.members || []) if (m.peer === peer) return m.name || peer.slice(-8);
-  return peer ? peer.slice(-8) : '?';
+  return S.names.get(peer) || (peer ? peer.slice(-8) : '?');
 }
 
 function takeSpike(s) {
@@ -181,8 +183,13 @@ function connect() {
     }
   });
   on('node', (d) => {
-    // A status change seen here: applied at once, before the next census.
-    for (const r of S.regions.values()) for (const m of r.members || []) if (m.peer === d.peer) m.status = d.to;
+    // A status change seen here: applied at once, before the next census (a new summary
+    // object, so that its region is drawn again).
+    for (const [k, r] of S.regions) {
+      if ((r.members || []).some((m) => m.peer === d.peer)) {
+        S.regions.set(k, Object.assign({}, r, { members: r.members.map((m) => m.peer === d.peer ? Object.assign({}, m, { status: d.to }) : m) }));
+      }
+    }
     pushEvent('node', `${nameOf(d.peer)}: ${d.from} → ${d.to}`, d.at_unix_ms);
   });
   on('region', (d) => {
@@ -300,24 +307,31 @@ function renderGraph() {
   $('#collapse').checked = collapsed;
   const masters = regions.filter((r) => r.master).length;
   $('#fleet-summary').textContent = `${regions.length} regions · ${total} nodes · ${masters} masters`;
-  const g = $('#graph');
-  const width = Math.max(600, g.clientWidth || 900);
-  const cell = 44;
-  let x = 10, y = 10, rowH = 0;
+  // One box per region, each with a drawing of its own: a region that changes is drawn
+  // again alone, and the browser lays out only its box. A region whose summary did not
+  // change keeps its drawing; only its title (how long ago it was heard from) moves with
+  // the clock.
   const parts = [];
   for (const r of regions) {
-    const members = r.members || [];
-    const cols = collapsed ? 0 : Math.max(3, Math.ceil(Math.sqrt(members.length * 1.6)));
-    const w = Math.max(collapsed ? 240 : cols * cell + 20, 20 + 7 * regionTitle(r).length);
-    const h = collapsed ? 80 : 50 + Math.ceil(members.length / cols) * cell + (r.omitted ? 16 : 0);
-    if (x + w > width - 10 && x > 10) { x = 10; y += rowH + 14; rowH = 0; }
-    parts.push(drawRegion(r, x, y, w, h, cols, cell, collapsed));
-    x += w + 14;
-    rowH = Math.max(rowH, h);
+    const kept = S.drawn.get(r.region);
+    if (kept && kept.summary === r && kept.collapsed === collapsed) {
+      // Touched only when they change: each write makes the browser lay the text out again.
+      const title = regionTitle(r);
+      if (kept.title.textContent !== title) kept.title.textContent = title;
+      const stale = r.region !== S.me.region && Date.now() - r.seenAt > STALE_MS;
+      if (kept.box.classList.contains('stale') !== stale) kept.box.classList.toggle('stale', stale);
+      parts.push(kept.box);
+    } else {
+      const box = drawRegion(r, collapsed);
+      // In place: moving every box would make the browser lay them all out again.
+      if (kept && kept.box.parentNode) kept.box.replaceWith(box);
+      S.drawn.set(r.region, { summary: r, collapsed, box, title: box.querySelector('.region-title') });
+      parts.push(box);
+    }
   }
-  g.setAttribute('viewBox', `0 0 ${width} ${y + rowH + 20}`);
-  g.setAttribute('height', y + rowH + 20);
-  g.replaceChildren(...parts);
+  const graph = $('#graph');
+  const same = parts.length === graph.childNodes.length && parts.every((p, i) => graph.childNodes[i] === p);
+  if (!same) graph.replaceChildren(...parts);
 }
 
 function regionTitle(r) {
@@ -330,27 +344,28 @@ function countAll(r) {
   return Object.values(r.counts || {}).reduce((a, b) => a + b, 0) || (r.members || []).length;
 }
 
-function drawRegion(r, x, y, w, h, cols, cell, collapsed) {
+function drawRegion(r, collapsed) {
   const own = r.region === S.me.region;
-  const age = own ? 0 : Date.now() - r.seenAt;
-  const stale = !own && age > STALE_MS;
+  const stale = !own && Date.now() - r.seenAt > STALE_MS;
   const headless = !r.master;
-  const g = svg('g', {
-    class: `region${stale ? ' stale' : ''}`, 'data-region': r.region,
+  const box = el('div', {
+    class: `region${headless ? ' headless' : ''}${stale ? ' stale' : ''}`, 'data-region': r.region,
     'data-has-master': String(!headless), 'data-master': r.master ? nameOf(r.master) : '',
-    'data-term': r.term, opacity: stale ? 0.55 : 1,
+    'data-term': r.term,
   });
-  g.append(svg('rect', { class: `region-box${headless ? ' headless' : ''}`, x, y, width: w, height: h, rx: 8 }));
-  const title = svg('text', { class: `region-title${headless ? ' headless' : ''}`, x: x + 10, y: y + 18 });
-  title.textContent = regionTitle(r);
-  g.append(title);
+  box.append(el('div', { class: 'region-title', text: regionTitle(r) }));
   if (collapsed) {
-    drawCounts(g, r, x + 10, y + 32, w - 20);
-    return g;
+    box.append(drawCounts(r));
+    return box;
   }
-  (r.members || []).forEach((m, i) => {
-    const cx = x + 10 + cell / 2 + (i % cols) * cell;
-    const cy = y + 38 + cell / 2 + Math.floor(i / cols) * cell;
+  const members = r.members || [];
+  const cell = 44;
+  const cols = Math.max(3, Math.ceil(Math.sqrt(members.length * 1.6)));
+  const w = cols * cell, h = Math.ceil(members.length / cols) * cell;
+  const pic = svg('svg', { width: w, height: h, viewBox: `0 0 ${w} ${h}` });
+  members.forEach((m, i) => {
+    const cx = cell / 2 + (i % cols) * cell;
+    const cy = cell / 2 + Math.floor(i / cols) * cell;
     const state = stateOf(m);
     const master = m.peer === r.master;
     const n = svg('g', {
@@ -365,31 +380,24 @@ function drawRegion(r, x, y, w, h, cols, cell, collapsed) {
     tip.textContent = `${m.name} (${m.role}) · ${m.status} · ${state} · backlog ${m.backlog} · seen ${ago(m.last_seen_ms)} ago`;
     n.append(tip);
     n.addEventListener('click', () => { location.hash = `#node/${encodeURIComponent(m.peer)}`; });
-    g.append(n);
+    pic.append(n);
   });
-  if (r.omitted) {
-    const t = svg('text', { x: x + 10, y: y + h - 6 });
-    t.textContent = `+ ${r.omitted} more (healthy) not listed`;
-    g.append(t);
-  }
-  return g;
+  box.append(pic);
+  if (r.omitted) box.append(el('div', { class: 'omitted', text: `+ ${r.omitted} more (healthy) not listed` }));
+  return box;
 }
 
-function drawCounts(g, r, x, y, w) {
+function drawCounts(r) {
   const c = r.counts || {};
   const total = countAll(r) || 1;
-  let at = x;
+  const bar = el('div', { class: 'counts' });
   for (const [status, n] of Object.entries(c)) {
-    const bw = (n / total) * w;
     const color = status === 'alive' ? 'live' : status === 'dead' ? 'dead' : status === 'suspect' ? 'suspect' : 'unknown';
-    const bar = svg('g', { class: 'bar', 'data-status': status, 'data-count': n });
-    bar.append(svg('rect', { x: at, y, width: bw, height: 14, fill: `var(--${color})` }));
-    g.append(bar);
-    at += bw;
+    bar.append(el('span', { class: 'bar', 'data-status': status, 'data-count': n, style: `width: ${(n / total) * 100}%; background: var(--${color})` }));
   }
-  const t = svg('text', { x, y: y + 32 });
-  t.textContent = Object.entries(c).map(([s, n]) => `${n} ${s}`).join(' · ');
-  g.append(t);
+  const box = el('div', {}, bar);
+  box.append(el('div', { class: 'count-text', text: Object.entries(c).map(([s, n]) => `${n} ${s}`).join(' · ') }));
+  return box;
 }
 
 function allMembers() {

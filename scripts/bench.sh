@@ -30,6 +30,8 @@
 #                                to every node of a 20-node cluster)
 #   scripts/bench.sh console-latency [--changes N] [--gap-ms G]  (3 nodes; a file written
 #                                on one, until shown in a page another serves, in Chromium)
+#   scripts/bench.sh console-scale [--nodes N] [--regions R] [--every-ms E] [--seconds S]
+#                                (the page with N nodes fed by a stand-in API, in Chromium)
 #   scripts/bench.sh sim         [--nodes N] [--regions R] [--seconds S] [--seed X]
 #                                [--scenario FILE]  (fleetmesh-sim: the real cores of N
 #                                members on a simulated network; default the 10,000-member
@@ -43,7 +45,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -61,6 +63,11 @@ case "$scenario" in
   console-latency)
     cd "$root"
     cargo bench --bench console -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
+    ;;
+
+  console-scale)
+    cd "$root"
+    cargo bench --bench console_scale -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;
 
   footprint)
@@ -249,7 +256,7 @@ case "$scenario" in
     ;;
 
   *)
-    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, policy-local, failover, detection, pauses, redistribution, replay, consult, learning, emergency, console-latency, sim, sim-chaos)" >&2
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, policy-local, failover, detection, pauses, redistribution, replay, consult, learning, emergency, console-latency, console-scale, sim, sim-chaos)" >&2
     exit 2
     ;;
 esac

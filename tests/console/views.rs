@@ -18,7 +18,7 @@ const GRAPH: &str = "return [...document.querySelectorAll('#graph g.node')]
     .map(n => n.dataset.node + ':' + n.dataset.status).sort().join(',')";
 
 /// `region=master` of every region the graph draws, for regions with a master.
-const MASTERS: &str = "return [...document.querySelectorAll('#graph g.region')]
+const MASTERS: &str = "return [...document.querySelectorAll('#graph .region')]
     .filter(r => r.dataset.hasMaster === 'true')
     .map(r => r.dataset.region + '=' + r.dataset.master).sort().join(',')";
 
