@@ -53,7 +53,7 @@ fn region(r: usize, per: usize, tick: usize) -> Value {
                 "peer": format!("peer-{r}-{i}"),
                 "name": format!("r{r}-n{i}"),
                 "role": role,
-                "status": if changed && tick % 5 == 0 { "dead" } else { "alive" },
+                "status": if changed && tick.is_multiple_of(5) { "dead" } else { "alive" },
                 "connectivity": if changed { STATES[tick % STATES.len()] } else { "live" },
                 "backlog": if changed { tick % 100 } else { 0 },
                 "replay": null,
@@ -128,15 +128,13 @@ async fn measure(b: &browser::Browser, seconds: u64) -> Value {
           return true")
         .await;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let v = b
-        .js("window.bench.stop = true;
+    b.js("window.bench.stop = true;
              const f = window.bench.frames.slice(1).sort((a, b) => a - b);
              const p = (q) => f.length ? f[Math.min(f.length - 1, Math.round((f.length - 1) * q))] : null;
              const long = window.bench.long;
              return { frames: f.length, frame_p50_ms: p(0.5), frame_p99_ms: p(0.99), frame_max_ms: f.length ? f[f.length - 1] : null,
                       long_tasks: long.length, long_task_max_ms: long.length ? Math.max(...long) : 0 }")
-        .await;
-    v
+        .await
 }
 
 #[actix_web::main]
