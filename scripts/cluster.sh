@@ -66,8 +66,9 @@ up() {
   dir=$(cd "$dir" && pwd)
   [ -f "$dir/fleet.psk" ] || "$bin" psk --out "$dir/fleet.psk" 2>/dev/null
   local roles=(web database baseline)
-  printf '%-8s %-6s %-9s %-28s %s\n' NODE REGION ROLE P2P API
+  local started=$SECONDS
   for ((i = from; i < count; i++)); do
+    printf '\rstarting node%d (%d of %d)...  ' "$i" $((i - from + 1)) $((count - from)) >&2
     local data="$dir/node$i" p2p=$((base + i)) api=$((base + 1000 + i))
     # Each node watches its own root (a copy of a few /etc files), never the real /etc.
     mkdir -p "$data/root/etc"
@@ -96,10 +97,35 @@ up() {
       sleep 0.1
     done
     [ -f "$data/node.json" ] || die "node$i did not become ready (log: $data/node.log)"
-    printf '%-8s %-6s %-9s %-28s %s\n' "node$i" "r$((i % regions))" "${roles[$((i % 3))]}" \
-      "/ip4/127.0.0.1/tcp/$p2p" "127.0.0.1:$api"
   done
-  echo "cluster of $count node(s) up in $dir; 'scripts/cluster.sh status --dir $dir' shows it"
+  echo >&2
+  # Until every node knows its region's master (bounded: a region that cannot found one
+  # is shown without), with progress.
+  local deadline=$((SECONDS + 60)) ready=0 total=$((count - from)) lines=()
+  while :; do
+    ready=0; lines=()
+    for ((i = from; i < count; i++)); do
+      local api=$((base + 1000 + i)) line
+      line=$("$bin" status --api "127.0.0.1:$api" --summary 2>/dev/null || echo "node$i")
+      lines+=("$line")
+      case "$line" in *" master=-"*|"node$i") ;; *" master="*) ready=$((ready + 1)) ;; esac
+    done
+    printf '\rwaiting for the regions'"'"' masters: %d of %d nodes know theirs (%ds)  ' \
+      "$ready" "$total" $((SECONDS - started)) >&2
+    [ "$ready" = "$total" ] && break
+    [ "$SECONDS" -ge "$deadline" ] && { echo >&2; echo "cluster.sh: not every node knows a master after 60 s" >&2; break; }
+    sleep 0.5
+  done
+  echo >&2
+  printf '%-8s %-6s %-9s %-8s %-6s %-22s %s\n' NODE REGION ROLE MASTER TERM API CONSOLE
+  for ((i = from; i < count; i++)); do
+    local line=${lines[$((i - from))]} api="127.0.0.1:$((base + 1000 + i))"
+    local master term
+    master=$(sed -n 's/.* master=\([^ ]*\).*/\1/p' <<< "$line"); term=$(sed -n 's/.* term=\([0-9]*\).*/\1/p' <<< "$line")
+    printf '%-8s %-6s %-9s %-8s %-6s %-22s %s\n' "node$i" "r$((i % regions))" "${roles[$((i % 3))]}" \
+      "${master:--}" "${term:--}" "$api" "http://$api/"
+  done
+  echo "cluster of $count node(s) up in $dir in $((SECONDS - started)) s; 'scripts/cluster.sh status --dir $dir' shows it"
 }
 
 nodes() { find "$dir" -maxdepth 1 -type d -name 'node*' 2>/dev/null | sort -V; }

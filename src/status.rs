@@ -130,13 +130,14 @@ pub fn run(api: &str, token: Option<&crate::access::Token>, format: Format) -> R
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         Format::Table => print!("master  {}\n{}", master_line(&region), table(&node, &peers)),
-        Format::Summary => println!("{}", summary(&node)),
+        Format::Summary => println!("{}", summary(&node, &region)),
     }
     Ok(())
 }
 
-/// One line: `name region role connected=N alive=N ...` (every status, zeros included).
-pub fn summary(node: &NodeView) -> String {
+/// One line: `name region role connected=N alive=N ...` (every status, zeros included),
+/// then `master=<name>` (`-` while none is known) and `term=N`.
+pub fn summary(node: &NodeView, region: &serde_json::Value) -> String {
     let mut line = format!(
         "{} region={} role={} connected={}",
         node.name, node.region, node.role, node.connected_peers
@@ -144,6 +145,14 @@ pub fn summary(node: &NodeView) -> String {
     for (status, n) in &node.peers {
         line.push_str(&format!(" {status}={n}"));
     }
+    let master = region["master"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("-");
+    line.push_str(&format!(
+        " master={master} term={}",
+        region["term"].as_u64().unwrap_or(0)
+    ));
     line
 }
 
