@@ -85,6 +85,14 @@ pub enum Input {
         root: String,
         states: BTreeMap<String, State>,
     },
+    /// One part of the start-up verification (`root` and everything under it), handed
+    /// over as soon as it is read so that changes made while the node was down are
+    /// reported as they are found; the `Scanned { scan: Startup }` that follows the parts
+    /// holds everything and reports only what no part covered.
+    StartupPart {
+        root: String,
+        states: BTreeMap<String, State>,
+    },
 }
 
 /// What kind of watch event made the realtime layer look.
@@ -114,6 +122,9 @@ pub enum Scan {
 pub struct Detector {
     baseline: BTreeMap<String, State>,
     counters: Counters,
+    /// During a start-up verification handed over in parts: whether it is the first run
+    /// (an empty baseline before the first part), when nothing found is a change.
+    startup_first: Option<bool>,
 }
 
 impl Detector {
@@ -122,6 +133,7 @@ impl Detector {
         Detector {
             baseline,
             counters: Counters::default(),
+            startup_first: None,
         }
     }
 
@@ -137,12 +149,27 @@ impl Detector {
         match input {
             Input::Checked { path, state, cause } => self.checked(path, state, cause),
             Input::Scanned { states, scan } => self.scanned(states, scan),
-            Input::Subtree { root, states } => self.subtree(&root, states),
+            Input::Subtree { root, states } => {
+                self.counters.fallback_scans += 1;
+                self.subtree(&root, states)
+            }
+            Input::StartupPart { root, states } => {
+                let first = *self.startup_first.get_or_insert(self.baseline.is_empty());
+                let mut out = self.subtree(&root, states);
+                if first {
+                    out.clear();
+                }
+                for obs in &mut out {
+                    obs.fields
+                        .insert("when".into(), FieldChange::fact("while_down"));
+                }
+                out
+            }
         }
     }
 
+    /// Brings the baseline under `root` to `states`, returning what differed.
     fn subtree(&mut self, root: &str, states: BTreeMap<String, State>) -> Vec<Observation> {
-        self.counters.fallback_scans += 1;
         let prefix = format!("{}/", root.trim_end_matches('/'));
         let under = |p: &str| p == root || p.starts_with(&prefix);
         // `/etc/a-b` sorts between `/etc/a` and `/etc/a/x`: look the root up on its own.
@@ -225,7 +252,13 @@ impl Detector {
         if scan == Scan::Overflow {
             self.counters.overflow_rescans += 1;
         }
-        let first = scan == Scan::Startup && self.baseline.is_empty();
+        // Parts handed over first have filled the baseline: whether this is a first run was
+        // decided at the first part.
+        let first = scan == Scan::Startup
+            && self
+                .startup_first
+                .take()
+                .unwrap_or(self.baseline.is_empty());
         let changes_before = self.counters.scan_changes;
         let mut out = Vec::new();
         let paths: BTreeSet<String> = self.baseline.keys().chain(states.keys()).cloned().collect();
@@ -472,6 +505,64 @@ mod tests {
             (c.fallback_scans, c.scan_changes, c.missed_by_realtime),
             (1, 3, 0)
         );
+    }
+
+    #[test]
+    fn startup_parts_report_changes_while_down_as_found_and_once() {
+        let part = |entries: &[(&str, u8)]| -> BTreeMap<String, State> {
+            entries
+                .iter()
+                .map(|(p, c)| (p.to_string(), file(*c, 0o644)))
+                .collect()
+        };
+        let all = |parts: &[&BTreeMap<String, State>]| -> BTreeMap<String, State> {
+            parts.iter().flat_map(|p| (*p).clone()).collect()
+        };
+        // A first run: parts and the whole record, report nothing.
+        let mut d = Detector::default();
+        let a = part(&[("/etc/a", 1), ("/etc/a/x", 1)]);
+        let b = part(&[("/etc/b", 1)]);
+        for (root, p) in [("/etc/a", &a), ("/etc/b", &b)] {
+            let out = d.handle(Input::StartupPart {
+                root: root.into(),
+                states: p.clone(),
+            });
+            assert!(out.is_empty(), "{out:?}");
+        }
+        let out = d.handle(Input::Scanned {
+            states: all(&[&a, &b]),
+            scan: Scan::Startup,
+        });
+        assert!(out.is_empty(), "{out:?}");
+
+        // The next start: /etc/a/x changed and /etc/b went away while down, /etc/c is new
+        // at the top (no part covers it).
+        let a2 = part(&[("/etc/a", 1), ("/etc/a/x", 2)]);
+        let out = d.handle(Input::StartupPart {
+            root: "/etc/a".into(),
+            states: a2.clone(),
+        });
+        assert_eq!(
+            kinds(&out),
+            [(Kind::File, Change::Modified, "/etc/a/x".into())]
+        );
+        assert!(out[0].fields.contains_key("when"), "{out:?}");
+        let out = d.handle(Input::StartupPart {
+            root: "/etc/b".into(),
+            states: BTreeMap::new(),
+        });
+        assert_eq!(
+            kinds(&out),
+            [(Kind::File, Change::Removed, "/etc/b".into())]
+        );
+        // The whole reports only what no part covered, once.
+        let c = part(&[("/etc/c", 1)]);
+        let out = d.handle(Input::Scanned {
+            states: all(&[&a2, &c]),
+            scan: Scan::Startup,
+        });
+        assert_eq!(kinds(&out), [(Kind::File, Change::Added, "/etc/c".into())]);
+        assert!(out[0].fields.contains_key("when"), "{out:?}");
     }
 
     #[test]

@@ -177,6 +177,45 @@ pub fn scan_counting(config: &Config, read: &AtomicU64) -> BTreeMap<String, Stat
     out
 }
 
+/// The start-up verification: [`scan_counting`], handing each top-level entry of every
+/// watched path (and what is under it) to `part` as soon as it is read, so that changes
+/// made while the node was down are published as they are found.
+pub fn startup_scan(
+    config: &Config,
+    read: &AtomicU64,
+    mut part: impl FnMut(String, BTreeMap<String, State>),
+) -> BTreeMap<String, State> {
+    let mut out = BTreeMap::new();
+    for p in &config.paths {
+        let root = config.real(p);
+        let Some(state) = read_state(&root, config) else {
+            continue;
+        };
+        read.fetch_add(1, Ordering::Relaxed);
+        let is_dir = state.kind == EntryKind::Dir;
+        if let Some(subject) = config.subject(&root) {
+            out.insert(subject, state);
+        }
+        if !is_dir {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        children.sort();
+        for c in children {
+            let mut states = BTreeMap::new();
+            walk(config, &c, 1, &mut states, read);
+            if let Some(subject) = config.subject(&c) {
+                part(subject, states.clone());
+            }
+            out.append(&mut states);
+        }
+    }
+    out
+}
+
 fn walk(
     config: &Config,
     path: &Path,
@@ -403,7 +442,13 @@ fn check_loop(
     } = sinks;
     let full_scan = |scan_kind: Scan| {
         let t = Instant::now();
-        let states = scan_counting(&config, &progress.read);
+        let states = if scan_kind == Scan::Startup {
+            startup_scan(&config, &progress.read, |root, states| {
+                deliver_blocking(&files, FileInput(Input::StartupPart { root, states }));
+            })
+        } else {
+            scan_counting(&config, &progress.read)
+        };
         tracing::info!(
             entries = states.len(),
             ms = t.elapsed().as_millis() as u64,
@@ -578,6 +623,39 @@ mod tests {
             fallback_every: Duration::from_secs(60),
             queue: 16,
         }
+    }
+
+    #[test]
+    fn the_startup_scan_hands_over_each_top_level_entry_and_reads_as_a_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(etc.join("app/conf.d")).expect("dirs");
+        std::fs::write(etc.join("hosts"), "h").expect("write");
+        std::fs::write(etc.join("app/a.conf"), "a").expect("write");
+        std::fs::write(etc.join("app/conf.d/b.conf"), "b").expect("write");
+        let c = config(dir.path(), 0);
+        let mut parts: Vec<(String, Vec<String>)> = Vec::new();
+        let read = AtomicU64::new(0);
+        let all = startup_scan(&c, &read, |root, states| {
+            parts.push((root, states.keys().cloned().collect()));
+        });
+        assert_eq!(all, scan(&c));
+        assert_eq!(read.load(Ordering::Relaxed), all.len() as u64);
+        assert_eq!(
+            parts,
+            [
+                (
+                    "/etc/app".to_string(),
+                    vec![
+                        "/etc/app".to_string(),
+                        "/etc/app/a.conf".into(),
+                        "/etc/app/conf.d".into(),
+                        "/etc/app/conf.d/b.conf".into()
+                    ]
+                ),
+                ("/etc/hosts".to_string(), vec!["/etc/hosts".to_string()]),
+            ]
+        );
     }
 
     #[test]

@@ -420,6 +420,25 @@ async fn a_node_answers_liveness_while_its_start_up_verification_runs() {
     for i in 0..24 {
         std::fs::write(big.join(format!("f{i:02}")), vec![i as u8; 256 * 1024]).expect("file");
     }
+    // A first run records the baseline; then /etc/aaa/conf (read before /etc/big) changes
+    // while the node is down.
+    let conf = data.join("root/etc/aaa/conf");
+    std::fs::create_dir_all(conf.parent().expect("dir")).expect("etc/aaa");
+    std::fs::write(&conf, "one\n").expect("conf");
+    {
+        let mut first = Spec::new("slow-start", "eu");
+        first.dir = Some(data.clone());
+        let mut node = Node::start(first);
+        eventually("the first run ready", CONVERGE, || async {
+            match reqwest::get(node.url("/readyz")).await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        node.stop();
+    }
+    std::fs::write(&conf, "two\n").expect("conf");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -449,6 +468,8 @@ async fn a_node_answers_liveness_while_its_start_up_verification_runs() {
     };
     // (liveness code, readiness code, entries read) while starting.
     let mut starting_seen = Vec::new();
+    // Whether the change made while down was published before the verification ended.
+    let mut published_while_starting = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         assert!(
@@ -465,6 +486,13 @@ async fn a_node_answers_liveness_while_its_start_up_verification_runs() {
             assert_eq!(ready, 503, "{body}");
             assert_eq!(body["status"], "starting", "{body}");
             starting_seen.push((live, body["verification"]["entries_read"].as_u64()));
+            if let Some((200, spikes)) = get("/api/v1/spikes?kind=file").await
+                && spikes
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|s| s["subject"] == "/etc/aaa/conf"))
+            {
+                published_while_starting = true;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -475,6 +503,10 @@ async fn a_node_answers_liveness_while_its_start_up_verification_runs() {
     assert!(
         starting_seen.iter().all(|(live, _)| *live == 200),
         "liveness answered throughout: {starting_seen:?}"
+    );
+    assert!(
+        published_while_starting,
+        "a change found early in the verification is published before it ends"
     );
     let read: Vec<u64> = starting_seen.iter().filter_map(|(_, r)| *r).collect();
     assert!(read.windows(2).all(|w| w[0] <= w[1]), "{read:?}");

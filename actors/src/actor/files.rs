@@ -285,7 +285,9 @@ impl Handler<FileInput> for FileActor {
         }
         let scan = match &msg.0 {
             files::Input::Scanned { scan, .. } => Some(*scan),
-            files::Input::Checked { .. } | files::Input::Subtree { .. } => None,
+            files::Input::Checked { .. }
+            | files::Input::Subtree { .. }
+            | files::Input::StartupPart { .. } => None,
         };
         let obs = self.detector.handle(msg.0);
         if !obs.is_empty() {
