@@ -41,9 +41,13 @@ pub enum Command {
     },
     /// Show a running node's view: itself and its peers.
     Status {
-        /// The node's API address.
+        /// The node's API: host:port (HTTP), or https://host:port.
         #[arg(long, default_value = "127.0.0.1:7480")]
         api: String,
+        /// Trust only these certificates (PEM) for an https:// API (default: the
+        /// system's).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long, conflicts_with = "summary")]
         json: bool,
@@ -69,9 +73,16 @@ pub enum RegionCommand {
         /// The stopped survivor's node.data_dir.
         #[arg(long)]
         data_dir: PathBuf,
-        /// The API (host:port) of every other surviving member (repeat).
+        /// The API (host:port, or https://host:port) of every other surviving member
+        /// (repeat).
         #[arg(long = "peer")]
         peers: Vec<String>,
+        /// The API token's file, for members whose API listens beyond loopback.
+        #[arg(long, env = "FLEETMESH_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Trust only these certificates (PEM) for https:// APIs.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -168,6 +179,8 @@ impl NodeArgs {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS provider for every client and server of the process (ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Node(args) => run_node(&args),
         Command::Init(args) => match crate::init::run(&args) {
@@ -206,17 +219,14 @@ pub fn main() -> ExitCode {
         })),
         Command::Status {
             api,
+            ca_file,
             json,
             summary,
             token_file,
         } => {
-            let token = match token_file.as_deref().map(crate::access::Token::read) {
-                None => None,
-                Some(Ok(t)) => Some(t),
-                Some(Err(e)) => {
-                    eprintln!("fleetmesh: --token-file: {e}");
-                    return ExitCode::from(2);
-                }
+            let token = match read_token(token_file.as_deref()) {
+                Ok(t) => t,
+                Err(code) => return code,
             };
             let format = if json {
                 status::Format::Json
@@ -225,10 +235,24 @@ pub fn main() -> ExitCode {
             } else {
                 status::Format::Table
             };
-            report(status::run(&api, token.as_ref(), format))
+            report(status::run(
+                &api,
+                token.as_ref(),
+                ca_file.as_deref(),
+                format,
+            ))
         }
-        Command::Region(RegionCommand::Recover { data_dir, peers }) => {
-            match crate::recover::run(&data_dir, &peers) {
+        Command::Region(RegionCommand::Recover {
+            data_dir,
+            peers,
+            token_file,
+            ca_file,
+        }) => {
+            let token = match read_token(token_file.as_deref()) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            match crate::recover::run(&data_dir, &peers, token.as_ref(), ca_file.as_deref()) {
                 Ok(r) => {
                     println!(
                         "recovered region {}: voters {} in term {}; start the node again",
@@ -251,6 +275,18 @@ pub fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The token of `--token-file`, if given; a file that cannot be used exits with 2.
+fn read_token(path: Option<&std::path::Path>) -> Result<Option<crate::access::Token>, ExitCode> {
+    match path.map(crate::access::Token::read) {
+        None => Ok(None),
+        Some(Ok(t)) => Ok(Some(t)),
+        Some(Err(e)) => {
+            eprintln!("fleetmesh: --token-file: {e}");
+            Err(ExitCode::from(2))
         }
     }
 }

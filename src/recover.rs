@@ -39,20 +39,25 @@ pub struct Recovered {
 }
 
 /// Runs the recovery on `data_dir` with the surviving peers' APIs `peers` (host:port).
-pub fn run(data_dir: &Path, peers: &[String]) -> Result<Recovered, Error> {
+pub fn run(
+    data_dir: &Path,
+    peers: &[String],
+    token: Option<&crate::access::Token>,
+    ca: Option<&Path>,
+) -> Result<Recovered, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Failed(format!("cannot start: {e}")))?;
-    rt.block_on(recover(data_dir, peers))
+    rt.block_on(recover(data_dir, peers, token, ca))
 }
 
 async fn get(client: &reqwest::Client, api: &str, path: &str) -> Result<Value, String> {
     let resp = client
-        .get(format!("http://{api}{path}"))
+        .get(crate::status::url(api, path))
         .send()
         .await
-        .map_err(|e| format!("cannot reach {api}: {e}"))?;
+        .map_err(|e| format!("cannot reach {api}: {}", crate::alert::chain(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("{api}{path} answered {}", resp.status()));
     }
@@ -61,21 +66,29 @@ async fn get(client: &reqwest::Client, api: &str, path: &str) -> Result<Value, S
         .map_err(|e| format!("{api}{path}: unreadable JSON: {e}"))
 }
 
-async fn recover(data_dir: &Path, peers: &[String]) -> Result<Recovered, Error> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| Error::Failed(e.to_string()))?;
-    // This node must be stopped: its API must not answer.
+async fn recover(
+    data_dir: &Path,
+    peers: &[String],
+    token: Option<&crate::access::Token>,
+    ca: Option<&Path>,
+) -> Result<Recovered, Error> {
+    let client =
+        crate::status::client(token, ca, Duration::from_secs(3)).map_err(Error::Refused)?;
+    // This node must be stopped: neither its process nor its API may be there (over TLS,
+    // a plain request would not tell).
     if let Ok(text) = std::fs::read_to_string(runtime_file(data_dir))
         && let Ok(rt) = serde_json::from_str::<crate::node::RuntimeFile>(&text)
-        && get(&client, &rt.api, "/api/v1/node").await.is_ok()
     {
-        return Err(Error::Refused(format!(
-            "the node of {} is running (its API answers at {}); stop it first",
-            data_dir.display(),
-            rt.api
-        )));
+        let process = std::fs::read(format!("/proc/{}/cmdline", rt.pid))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("fleetmesh"));
+        if process || get(&client, &rt.api, "/api/v1/node").await.is_ok() {
+            return Err(Error::Refused(format!(
+                "the node of {} is running (pid {}, API at {}); stop it first",
+                data_dir.display(),
+                rt.pid,
+                rt.api
+            )));
+        }
     }
     let identity = data_dir.join("identity.key");
     let own = crate::identity::load(&identity)

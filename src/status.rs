@@ -15,25 +15,56 @@ pub enum Error {
     Runtime(String),
 }
 
-/// Fetches `/api/v1/node`, `/api/v1/peers` and `/api/v1/region` from `api` (host:port).
-/// `token`: sent as `Authorization: Bearer` (an API beyond loopback asks for it).
-pub async fn fetch(
-    api: &str,
+/// A client of a node's API: `token` sent as `Authorization: Bearer` (an API beyond
+/// loopback asks for it); `ca` (PEM) the only certificates trusted for `https://` APIs
+/// (else the system's).
+pub fn client(
     token: Option<&crate::access::Token>,
-) -> Result<(NodeView, Vec<PeerEntry>, serde_json::Value), Error> {
+    ca: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
-        let mut value =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.secret()))
-                .map_err(|_| Error::Runtime("the token is not a valid header value".into()))?;
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.secret()))
+            .map_err(|_| "the token is not a valid header value".to_string())?;
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .default_headers(headers)
-        .build()
-        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers);
+    if let Some(path) = ca {
+        let pem = std::fs::read(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "--ca-file {}: no certificate in it",
+                path.display()
+            ));
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// The URL of `path` on the API at `api`: `host:port` (plain HTTP) or a base URL
+/// (`https://host:port`).
+pub fn url(api: &str, path: &str) -> String {
+    if api.contains("://") {
+        format!("{}{path}", api.trim_end_matches('/'))
+    } else {
+        format!("http://{api}{path}")
+    }
+}
+
+/// Fetches `/api/v1/node`, `/api/v1/peers` and `/api/v1/region` from `api` (see [`url`]).
+pub async fn fetch(
+    api: &str,
+    token: Option<&crate::access::Token>,
+    ca: Option<&std::path::Path>,
+) -> Result<(NodeView, Vec<PeerEntry>, serde_json::Value), Error> {
+    let client = client(token, ca, Duration::from_secs(5)).map_err(Error::Runtime)?;
     let node = get(&client, api, "/api/v1/node").await?;
     let peers = get(&client, api, "/api/v1/peers").await?;
     let region = get(&client, api, "/api/v1/region").await?;
@@ -82,14 +113,14 @@ async fn get<T: serde::de::DeserializeOwned>(
     api: &str,
     path: &str,
 ) -> Result<T, Error> {
-    let url = format!("http://{api}{path}");
+    let url = url(api, path);
     let resp = client
         .get(&url)
         .send()
         .await
         .map_err(|e| Error::Unreachable {
             api: api.to_string(),
-            reason: e.to_string(),
+            reason: crate::alert::chain(&e),
         })?;
     if !resp.status().is_success() {
         return Err(Error::BadAnswer {
@@ -118,12 +149,17 @@ pub enum Format {
     Summary,
 }
 
-pub fn run(api: &str, token: Option<&crate::access::Token>, format: Format) -> Result<(), Error> {
+pub fn run(
+    api: &str,
+    token: Option<&crate::access::Token>,
+    ca: Option<&std::path::Path>,
+    format: Format,
+) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
-    let (node, peers, region) = rt.block_on(fetch(api, token))?;
+    let (node, peers, region) = rt.block_on(fetch(api, token, ca))?;
     match format {
         Format::Json => {
             let v = serde_json::json!({ "node": node, "peers": peers, "region": region });

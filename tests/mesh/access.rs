@@ -307,6 +307,27 @@ async fn the_api_serves_https_with_the_configured_certificate() {
         plain.as_ref().map_or(true, |r| !r.status().is_success()),
         "{plain:?}"
     );
+    // `fleetmesh status` over HTTPS: with the certificate trusted it shows the node; with
+    // only the system's roots it is refused, saying why.
+    let status = |ca: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(crate::harness::BIN);
+        c.args(["status", "--summary", "--api", &format!("https://{api}")]);
+        if let Some(ca) = ca {
+            c.arg("--ca-file").arg(ca);
+        }
+        c.output().expect("status runs")
+    };
+    let shown = status(Some(&cert));
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(String::from_utf8_lossy(&shown.stdout).starts_with("tls region="));
+    let refused = status(None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(said.contains("certificate"), "{said}");
     // A certificate another key signed is refused at start, naming the setting.
     let other = rcgen::KeyPair::generate().expect("key");
     std::fs::write(&key, other.serialize_pem()).expect("other key");
