@@ -13,6 +13,9 @@
 #[allow(dead_code)]
 #[path = "../tests/console/browser.rs"]
 mod browser;
+mod common;
+
+use common::arg;
 #[allow(dead_code)]
 #[path = "../tests/mesh/harness.rs"]
 mod harness;
@@ -20,15 +23,6 @@ mod harness;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harness::{Node, Spec, settled};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == &format!("--{name}"))
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn now_ms() -> f64 {
     SystemTime::now()
@@ -45,8 +39,8 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let changes = arg("changes", 100);
-    let gap = Duration::from_millis(arg("gap-ms", 200));
+    let changes = arg("--changes", 100);
+    let gap = Duration::from_millis(arg("--gap-ms", 200));
     let mut nodes: Vec<Node> = Vec::new();
     for name in ["a", "b", "c"] {
         let mut s = Spec::new(name, "bench");

@@ -17,21 +17,15 @@
 #[allow(dead_code)]
 #[path = "../tests/console/browser.rs"]
 mod browser;
+mod common;
+
+use common::arg;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == &format!("--{name}"))
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const STATES: [&str; 7] = [
     "live",
@@ -140,13 +134,13 @@ async fn measure(b: &browser::Browser, seconds: u64) -> Value {
 #[actix_web::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let nodes = arg("nodes", 1000) as usize;
-    let regions = arg("regions", 100) as usize;
-    let seconds = arg("seconds", 10);
+    let nodes = arg("--nodes", 1000) as usize;
+    let regions = arg("--regions", 100) as usize;
+    let seconds = arg("--seconds", 10);
     let fleet = Fleet {
         regions,
         per: nodes.div_ceil(regions),
-        every: Duration::from_millis(arg("every-ms", 20)),
+        every: Duration::from_millis(arg("--every-ms", 20)),
     };
     let data = web::Data::new(fleet);
     let server = HttpServer::new(move || {

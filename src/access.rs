@@ -111,7 +111,7 @@ impl Access {
             || path == "/readyz"
             // The session checks the token it is given itself.
             || path == "/api/v1/session"
-            || (read && crate::console::is_asset(path))
+            || (read && console_file(path))
             || (read && self.open_reads)
         {
             return Ok(());
@@ -134,6 +134,12 @@ impl Access {
             Err(Refusal::Wrong)
         }
     }
+}
+
+/// Whether `path` is one of the console's own files (`/`, `/console/*`: the page, which
+/// holds no fleet data).
+pub fn console_file(path: &str) -> bool {
+    path == "/" || path.starts_with("/console/")
 }
 
 /// The token a request carries: `Authorization: Bearer`, else the cookie.

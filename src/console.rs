@@ -19,11 +19,6 @@ use crate::access::{Access, COOKIE};
 #[folder = "console/"]
 struct Assets;
 
-/// Whether `path` is one of the console's files (served without a token).
-pub fn is_asset(path: &str) -> bool {
-    path == "/" || path.starts_with("/console/")
-}
-
 /// `GET /` and `GET /console/{file}`: the embedded files.
 pub async fn asset(req: HttpRequest) -> HttpResponse {
     let path = req.path();

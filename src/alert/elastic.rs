@@ -74,16 +74,6 @@ pub fn severity_number(s: Severity) -> u8 {
     }
 }
 
-fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
-    }
-}
-
 /// The ECS document of one alert (see the module documentation).
 pub fn document(e: &Entry) -> Value {
     let a = &e.alert;
@@ -136,7 +126,7 @@ pub fn document(e: &Entry) -> Value {
             "count": e.count,
             "first_seen": rfc3339(e.first_unix_ms),
             "last_seen": rfc3339(e.last_unix_ms),
-            "severity": severity_name(a.severity),
+            "severity": fleetmesh_actors::alerting::labels::severity_name(a.severity),
             "subject": a.subject,
             "details": a.details,
         }),
