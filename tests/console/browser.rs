@@ -17,7 +17,7 @@ pub struct Browser {
     driver: Child,
     url: String,
     pub client: Client,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 /// A free loopback port (bound, then released for the program that takes it).
@@ -80,7 +80,7 @@ impl Browser {
             driver,
             url,
             client,
-            _profile: profile,
+            profile,
         }
     }
 
@@ -153,6 +153,12 @@ impl Browser {
         path
     }
 
+    /// The flag that names this browser's own profile directory (in each of its
+    /// processes' command lines).
+    pub fn profile_flag(&self) -> String {
+        format!("--user-data-dir={}", self.profile.path().display())
+    }
+
     /// Ends the session (the browser exits) and stops chromedriver.
     pub async fn close(self) {
         let _ = self.client.clone().close().await;
@@ -163,5 +169,26 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // A test that failed never ended its session: chromedriver's browser would outlive
+        // it. Its processes are the ones that use this browser's own profile directory.
+        for pid in browser_pids(&self.profile_flag()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
     }
+}
+
+/// The processes whose command line holds `arg` (a browser's profile flag).
+pub fn browser_pids(arg: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|part| part == arg.as_bytes()))
+        })
+        .collect()
 }

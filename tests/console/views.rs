@@ -249,3 +249,33 @@ async fn the_console_says_when_its_node_is_autonomous_and_reconnects_after_a_res
     drop(restarted);
     browser.close().await;
 }
+
+/// A browser whose test failed before closing it (it is dropped, its session never
+/// ended) leaves no process behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_dropped_without_closing_leaves_no_process() {
+    let browser = Browser::start().await;
+    browser.client.goto("about:blank").await.expect("a page");
+    let flag = browser.profile_flag();
+    assert!(
+        !crate::browser::browser_pids(&flag).is_empty(),
+        "the browser runs with its profile flag"
+    );
+    drop(browser);
+    crate::harness::eventually(
+        "no process of the dropped browser",
+        Duration::from_secs(10),
+        || {
+            let flag = flag.clone();
+            async move {
+                let left = crate::browser::browser_pids(&flag);
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("left: {left:?}"))
+                }
+            }
+        },
+    )
+    .await;
+}
