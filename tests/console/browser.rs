@@ -172,7 +172,7 @@ impl Drop for Browser {
         // A test that failed never ended its session: chromedriver's browser would outlive
         // it. Its processes are the ones that use this browser's own profile directory.
         for pid in browser_pids(&self.profile_flag()) {
-            let _ = std::process::Command::new("kill")
+            let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
