@@ -12,9 +12,20 @@ use serde_json::{Value, json};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "chromedriver";
 
+/// A chromedriver process, stopped when dropped (also when the browser session could not
+/// be opened).
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One chromedriver and one browser session; the driver is stopped when dropped.
 pub struct Browser {
-    driver: Child,
+    driver: Driver,
     url: String,
     pub client: Client,
     profile: tempfile::TempDir,
@@ -44,6 +55,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts (Debian package chromium-driver)");
+        let driver = Driver(driver);
         let url = format!("http://127.0.0.1:{port}");
         let profile = tempfile::tempdir().expect("profile dir");
         let mut caps = serde_json::Map::new();
@@ -167,8 +179,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        let _ = self.driver.0.kill();
+        let _ = self.driver.0.wait();
         // A test that failed never ended its session: chromedriver's browser would outlive
         // it. Its processes are the ones that use this browser's own profile directory.
         for pid in browser_pids(&self.profile_flag()) {
