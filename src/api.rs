@@ -329,16 +329,17 @@ async fn fleet(shared: web::Data<Shared>) -> HttpResponse {
 /// it, `source` `local`), then each other region as its master last published it
 /// (`source` `master`, with `received_unix_ms` and `age_ms`).
 async fn census(shared: web::Data<Shared>) -> HttpResponse {
-    let Some(snap) = snapshot(&shared).await else {
+    use fleetmesh_actors::actor::heartbeat::GetCensus;
+    let Some(view) = ask(&shared.heartbeat, GetCensus).await else {
         return unavailable("the heartbeat actor");
     };
     let now = fleetmesh_actors::actor::unix_ms();
-    let mut regions = Vec::with_capacity(1 + snap.census.len());
-    let mut own = serde_json::to_value(&*snap.region).unwrap_or_default();
+    let mut regions = Vec::with_capacity(1 + view.foreign.len());
+    let mut own = serde_json::to_value(&view.region).unwrap_or_default();
     own["source"] = "local".into();
     own["age_ms"] = 0.into();
     regions.push(own);
-    for k in &snap.census {
+    for k in &view.foreign {
         let mut r = serde_json::to_value(k).unwrap_or_default();
         r["source"] = "master".into();
         r["age_ms"] = now.saturating_sub(k.received_unix_ms).into();
@@ -348,7 +349,7 @@ async fn census(shared: web::Data<Shared>) -> HttpResponse {
         "node": {"peer_id": shared.peer_id, "name": shared.info.name, "region": shared.info.region},
         "at_unix_ms": now,
         "regions": regions,
-        "refused": snap.census_refused,
+        "refused": view.refused,
     }))
 }
 

@@ -70,17 +70,6 @@ pub fn reader(dir: PathBuf, role: String) -> ReadPolicy {
 /// starts on the compiled-in policy of its role (or baseline's) and says so.
 pub fn judge(dir: &Path, role: &str, ring: usize, now_unix_ms: u64) -> anyhow::Result<Judge> {
     let path = file_for(dir, role);
-    if !path.exists() {
-        let (name, text) = shipped(role);
-        let judge = Judge::new(&name, text, ring, now_unix_ms).map_err(anyhow::Error::new)?;
-        tracing::info!(
-            dir = %dir.display(),
-            file = %name,
-            version = judge.policy().version(),
-            "no policy file for this role in policy.dir: judging with the compiled-in policy (a file put there later is loaded)"
-        );
-        return Ok(judge);
-    }
     let (name, text) = read(dir, role)
         .map_err(anyhow::Error::new)
         .with_context(|| {
@@ -92,12 +81,21 @@ pub fn judge(dir: &Path, role: &str, ring: usize, now_unix_ms: u64) -> anyhow::R
     let judge = Judge::new(&name, &text, ring, now_unix_ms)
         .map_err(anyhow::Error::new)
         .with_context(|| format!("invalid policy in policy.dir {}", dir.display()))?;
-    tracing::info!(
-        file = %file_for(dir, role).display(),
-        version = judge.policy().version(),
-        rules = judge.policy().rules().len(),
-        "policy loaded"
-    );
+    if path.exists() {
+        tracing::info!(
+            file = %path.display(),
+            version = judge.policy().version(),
+            rules = judge.policy().rules().len(),
+            "policy loaded"
+        );
+    } else {
+        tracing::info!(
+            dir = %dir.display(),
+            file = %name,
+            version = judge.policy().version(),
+            "no policy file for this role in policy.dir: judging with the compiled-in policy (a file put there later is loaded)"
+        );
+    }
     Ok(judge)
 }
 

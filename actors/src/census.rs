@@ -58,8 +58,33 @@ pub struct Line {
     pub last_seen_ms: u64,
 }
 
+impl Line {
+    /// A member as `sync`, its latest report (from its heartbeats, or this node's own),
+    /// shows it.
+    pub fn new(
+        peer: node::Id,
+        info: Option<&node::Info>,
+        status: Status,
+        sync: Option<&crate::sync::Report>,
+        last_seen_ms: u64,
+    ) -> Line {
+        Line {
+            peer,
+            name: info.map_or_else(String::new, |i| i.name.clone()),
+            role: info.map_or_else(String::new, |i| i.role.clone()),
+            status,
+            connectivity: sync.and_then(|s| s.connectivity),
+            backlog: sync.map_or(0, |s| s.backlog),
+            replay: sync
+                .and_then(|s| s.replay)
+                .map(|r| (r.done.saturating_sub(r.from), r.to.saturating_sub(r.from))),
+            last_seen_ms,
+        }
+    }
+}
+
 /// A region as its master publishes it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub region: String,
     pub term: u64,

@@ -141,6 +141,34 @@ pub use crate::membership::HELD_DEAD_BEATS;
 #[rtype(result = "Snapshot")]
 pub struct GetSnapshot;
 
+/// Asks for the census: this node's region and the others it heard of.
+#[derive(Debug, Message)]
+#[rtype(result = "CensusView")]
+pub struct GetCensus;
+
+/// The census as the API shows it.
+#[derive(Debug, Clone)]
+pub struct CensusView {
+    /// This node's region as it sees it.
+    pub region: census::Summary,
+    /// Other regions, as their masters last published them.
+    pub foreign: Vec<census::Kept>,
+    /// Summaries refused (not from the master they name, or superseded).
+    pub refused: u64,
+}
+
+impl Handler<GetCensus> for HeartbeatActor {
+    type Result = MessageResult<GetCensus>;
+
+    fn handle(&mut self, _: GetCensus, _: &mut Self::Context) -> Self::Result {
+        MessageResult(CensusView {
+            region: self.summary(Instant::now(), unix_ms()),
+            foreign: self.census.foreign().cloned().collect(),
+            refused: self.census.refused(),
+        })
+    }
+}
+
 /// A peer as the API shows it.
 #[derive(Debug, Clone)]
 pub struct PeerView {
@@ -164,12 +192,6 @@ pub struct Snapshot {
     /// Region-member pushes a subscriber's full mailbox refused (the next change repairs
     /// them).
     pub members_dropped: u64,
-    /// This node's region as it sees it.
-    pub region: Arc<census::Summary>,
-    /// Other regions, as their masters last published them.
-    pub census: Vec<census::Kept>,
-    /// Summaries refused (not from the master they name, or superseded).
-    pub census_refused: u64,
 }
 
 /// Reads a host figure for the health summary (the one-minute load, for example).
@@ -252,43 +274,28 @@ impl HeartbeatActor {
     /// This node's region as it sees it: the master of record, and every member (this
     /// node included) with its status and sync debt.
     pub fn summary(&self, now: Instant, unix: u64) -> census::Summary {
-        let line = |m: &Member| {
-            let info = m.info.as_ref();
-            census::Line {
-                peer: m.id.clone(),
-                name: info.map_or_else(String::new, |i| i.name.clone()),
-                role: info.map_or_else(String::new, |i| i.role.clone()),
-                status: m.status,
-                connectivity: m.sync.as_ref().and_then(|s| s.connectivity),
-                backlog: m.sync.as_ref().map_or(0, |s| s.backlog),
-                replay: m
-                    .sync
-                    .as_ref()
-                    .and_then(|s| s.replay)
-                    .map(|r| (r.done.saturating_sub(r.from), r.to.saturating_sub(r.from))),
-                last_seen_ms: heartbeat::millis(now.saturating_duration_since(m.last_seen)),
-            }
-        };
         let mut lines: Vec<census::Line> = self
             .view
             .members()
             .filter(|m| m.info.as_ref().is_some_and(|i| i.region == self.region))
-            .map(line)
+            .map(|m| {
+                let seen = heartbeat::millis(now.saturating_duration_since(m.last_seen));
+                census::Line::new(
+                    m.id.clone(),
+                    m.info.as_ref(),
+                    m.status,
+                    m.sync.as_ref(),
+                    seen,
+                )
+            })
             .collect();
-        let info = self.emitter.info();
-        let sync = self.emitter.sync();
-        lines.push(census::Line {
-            peer: self.own.clone(),
-            name: info.name.clone(),
-            role: info.role.clone(),
-            status: Status::Alive,
-            connectivity: sync.and_then(|s| s.connectivity),
-            backlog: sync.map_or(0, |s| s.backlog),
-            replay: sync
-                .and_then(|s| s.replay)
-                .map(|r| (r.done.saturating_sub(r.from), r.to.saturating_sub(r.from))),
-            last_seen_ms: 0,
-        });
+        lines.push(census::Line::new(
+            self.own.clone(),
+            Some(self.emitter.info()),
+            Status::Alive,
+            self.emitter.sync(),
+            0,
+        ));
         let (master, term) = match &self.master {
             Some((m, t)) => (Some(m.clone()), *t),
             None => (None, 0),
@@ -508,9 +515,6 @@ impl Handler<GetSnapshot> for HeartbeatActor {
             stale_heartbeats: self.stale,
             held_dead_by: self.view.held_dead_by(HELD_DEAD_BEATS),
             members_dropped: self.members_dropped,
-            region: Arc::new(self.summary(now, unix_ms())),
-            census: self.census.foreign().cloned().collect(),
-            census_refused: self.census.refused(),
         })
     }
 }
