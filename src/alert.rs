@@ -3,9 +3,13 @@
 //! sent when, retries and bounds are decided in `fleetmesh_actors::alert`; here a sink only
 //! writes, and names what went wrong (the path, the URL, the status).
 //!
-//! - `log`: one tracing event per alert (`warn`, `error` for high and critical ones);
-//! - `jsonl`: appends one JSON object per alert and line to a file;
-//! - `webhook`: POSTs `{"alerts": [...]}` as JSON; any status but 2xx is a failure;
+//! What a sink is handed is the alert-lifecycle engine's notifications: one per group
+//! (with every alert of the group), escalation step or budget summary.
+//!
+//! - `log`: one tracing event per alert (`warn`, `error` for open high and critical ones);
+//! - `jsonl`: appends one JSON object per notification and line to a file ([`payload`]);
+//! - `webhook`: POSTs each notification as JSON ([`payload`]); any status but 2xx is a
+//!   failure;
 //! - `elasticsearch`: POSTs the batch to `_bulk` as ECS documents ([`elastic`]);
 //! - `alertmanager`: pushes the batch to a Prometheus Alertmanager's v2 API
 //!   ([`alertmanager`]).
@@ -19,8 +23,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fleetmesh_actors::actor::alert::{Deliver, Sink};
-use fleetmesh_actors::alert::{Entry, Outcome, SinkConfig};
-use fleetmesh_actors::spike::Severity;
+use fleetmesh_actors::alert::{Outcome, SinkConfig};
+use fleetmesh_actors::alerting::Notification;
 
 /// Where a sink writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,11 +59,11 @@ impl Target {
     }
 }
 
-/// One `[[alerts.sinks]]` entry, checked.
+/// One `[[alerts.receivers]]` (or `[[alerts.sinks]]`) entry, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
-    /// Its position in `alerts.sinks`, for messages.
-    pub entry: usize,
+    /// Where it is written (`alerts.receivers[1]`), for messages.
+    pub at: String,
     pub name: String,
     pub target: Target,
     /// Bound on one delivery (an HTTP request, a file append).
@@ -85,9 +89,8 @@ pub fn sinks(specs: &[Spec], console: &str) -> anyhow::Result<Vec<Sink>> {
             let deliver = match &s.target {
                 Target::Log => log(),
                 Target::Jsonl { path } => {
-                    append(path, b"").with_context(|| {
-                        format!("alert sink alerts.sinks[{}] `{}`", s.entry, s.name)
-                    })?;
+                    append(path, b"")
+                        .with_context(|| format!("alert receiver {} `{}`", s.at, s.name))?;
                     jsonl(path.clone())
                 }
                 Target::Webhook { url } => webhook(client.clone(), url.clone(), s.timeout),
@@ -117,16 +120,50 @@ pub fn sinks(specs: &[Spec], console: &str) -> anyhow::Result<Vec<Sink>> {
         .collect()
 }
 
+/// What a webhook receives and a jsonl line holds for notification `n`: the
+/// notification as the engine made it (`receiver`, `group_key`, `group_labels`,
+/// `reason`, `alerts`, `omitted`, `at_unix_ms`), with `status`: `firing` while one of
+/// its alerts is open, else `resolved`.
+pub fn payload(n: &Notification) -> serde_json::Value {
+    let status = if n.alerts.iter().any(|a| a.status.is_open()) {
+        "firing"
+    } else {
+        "resolved"
+    };
+    let mut v = serde_json::to_value(n).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        // What the region log keeps of it: not for the receiver.
+        o.remove("records");
+        o.insert("status".into(), status.into());
+    }
+    v
+}
+
 fn log() -> Deliver {
-    Box::new(|batch: Vec<Entry>| {
-        for e in &batch {
-            let a = &e.alert;
-            let (rule, subject) = (a.rule.as_deref().unwrap_or(""), a.subject.as_deref());
-            let subject = subject.unwrap_or("");
-            if a.severity >= Severity::High {
-                tracing::error!(key = %a.key, action = %a.action, category = %a.category, host = %a.host, rule, subject, count = e.count, "alert: {}", a.reason);
-            } else {
-                tracing::warn!(key = %a.key, action = %a.action, category = %a.category, host = %a.host, rule, subject, count = e.count, "alert: {}", a.reason);
+    Box::new(|batch: Vec<Notification>| {
+        for n in &batch {
+            if n.alerts.is_empty() {
+                tracing::warn!(receiver = %n.receiver, group = %n.group_key, reason = ?n.reason, "alert notification held back by the receiver's budget");
+            }
+            for a in &n.alerts {
+                let label = |k: &str| a.labels.get(k).map(String::as_str).unwrap_or("");
+                let reason = a
+                    .annotations
+                    .get("reason")
+                    .map(String::as_str)
+                    .unwrap_or("");
+                let (action, node, rule, subject) = (
+                    label("alertname"),
+                    label("node"),
+                    label("rule"),
+                    label("subject"),
+                );
+                let state = a.status.name();
+                if matches!(label("severity"), "high" | "critical") && a.status.is_open() {
+                    tracing::error!(key = %a.key, id = %a.id, state, action, node, rule, subject, group = %n.group_key, "alert: {reason}");
+                } else {
+                    tracing::warn!(key = %a.key, id = %a.id, state, action, node, rule, subject, group = %n.group_key, "alert: {reason}");
+                }
             }
         }
         Box::pin(async { Outcome::Delivered })
@@ -134,13 +171,13 @@ fn log() -> Deliver {
 }
 
 fn jsonl(path: PathBuf) -> Deliver {
-    Box::new(move |batch: Vec<Entry>| {
+    Box::new(move |batch: Vec<Notification>| {
         let path = path.clone();
         Box::pin(async move {
             let mut text = Vec::new();
-            for e in &batch {
-                if let Err(e) = serde_json::to_writer(&mut text, e) {
-                    return Outcome::Failed(format!("cannot encode an alert: {e}"));
+            for n in &batch {
+                if let Err(e) = serde_json::to_writer(&mut text, &payload(n)) {
+                    return Outcome::Failed(format!("cannot encode a notification: {e}"));
                 }
                 text.push(b'\n');
             }
@@ -169,19 +206,34 @@ fn append(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot append to {}", path.display()))
 }
 
+/// POSTs each notification of the batch in turn (one request per notification); the
+/// first that fails is retried with those after it.
 fn webhook(client: reqwest::Client, url: reqwest::Url, timeout: Duration) -> Deliver {
-    Box::new(move |batch: Vec<Entry>| {
-        let request = client
-            .post(url.clone())
-            .timeout(timeout)
-            .json(&serde_json::json!({ "alerts": batch }));
+    Box::new(move |batch: Vec<Notification>| {
+        let requests: Vec<_> = batch
+            .iter()
+            .map(|n| client.post(url.clone()).timeout(timeout).json(&payload(n)))
+            .collect();
         let url = url.clone();
         Box::pin(async move {
-            match request.send().await {
-                Ok(answer) if answer.status().is_success() => Outcome::Delivered,
-                Ok(answer) => Outcome::Failed(format!("POST {url}: answered {}", answer.status())),
-                Err(e) => Outcome::Failed(format!("POST {url}: {}", chain(&e))),
+            let n = requests.len();
+            for (i, request) in requests.into_iter().enumerate() {
+                let error = match request.send().await {
+                    Ok(answer) if answer.status().is_success() => continue,
+                    Ok(answer) => format!("POST {url}: answered {}", answer.status()),
+                    Err(e) => format!("POST {url}: {}", chain(&e)),
+                };
+                return if i == 0 {
+                    Outcome::Failed(error)
+                } else {
+                    Outcome::Partly {
+                        retry: (i..n).collect(),
+                        rejected: Vec::new(),
+                        error,
+                    }
+                };
             }
+            Outcome::Delivered
         })
     })
 }
@@ -208,7 +260,7 @@ mod tests {
 
     fn spec(path: PathBuf) -> Spec {
         Spec {
-            entry: 2,
+            at: "alerts.sinks[2]".into(),
             name: "audit-file".into(),
             target: Target::Jsonl { path },
             timeout: Duration::from_secs(1),
@@ -219,12 +271,18 @@ mod tests {
         }
     }
 
-    fn entry(key: &str) -> Entry {
-        Entry {
-            alert: Alert {
+    /// A notification (for receiver `audit-file`) of one alert of key `key`.
+    fn notification(key: &str) -> Notification {
+        use fleetmesh_actors::alerting::{Config, Engine};
+        let mut c = Config::default();
+        c.route.group_wait_ms = Some(0);
+        c.route.receiver = Some("audit-file".into());
+        let mut e = Engine::new(c).expect("valid");
+        e.raise(
+            Alert {
                 key: key.into(),
                 at_unix_ms: 5,
-                severity: Severity::Medium,
+                severity: fleetmesh_actors::spike::Severity::Medium,
                 category: "file".into(),
                 action: "policy_violation".into(),
                 host: "h".into(),
@@ -237,21 +295,21 @@ mod tests {
                 subject: None,
                 details: Default::default(),
             },
-            count: 1,
-            first_unix_ms: 5,
-            last_unix_ms: 5,
-        }
+            5,
+        )
+        .expect("raised");
+        e.poll(5).pop().expect("due")
     }
 
     #[tokio::test]
-    async fn jsonl_appends_a_line_per_alert_and_names_a_bad_path() {
+    async fn jsonl_appends_a_line_per_notification_and_names_a_bad_path() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("new/dir/alerts.jsonl");
         let built = sinks(&[spec(path.clone())], "http://127.0.0.1:7480/")
             .expect("opens, creating the directory");
         assert!(path.is_file());
         for keys in [&["a", "b"][..], &["c"]] {
-            let batch = keys.iter().map(|k| entry(k)).collect();
+            let batch = keys.iter().map(|k| notification(k)).collect();
             assert_eq!((built[0].deliver)(batch).await, Outcome::Delivered);
         }
         let text = std::fs::read_to_string(&path).expect("written");
@@ -259,13 +317,20 @@ mod tests {
             .lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).expect("a JSON object a line");
-                v["key"].as_str().unwrap_or_default().to_string()
+                assert_eq!(
+                    (&v["status"], &v["receiver"]),
+                    (&"firing".into(), &"audit-file".into())
+                );
+                v["alerts"][0]["key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
             })
             .collect();
         assert_eq!(keys, ["a", "b", "c"]);
-        let first: Entry =
-            serde_json::from_str(text.lines().next().unwrap_or_default()).expect("an entry");
-        assert_eq!(first, entry("a"));
+        let first: Notification =
+            serde_json::from_str(text.lines().next().unwrap_or_default()).expect("a notification");
+        assert_eq!(first.alerts, notification("a").alerts);
 
         // A regular file where a directory should be: refused at start, naming both.
         let blocker = tmp.path().join("file");
@@ -284,7 +349,7 @@ mod tests {
         // retried by the book).
         std::fs::remove_file(&path).expect("rm");
         std::fs::create_dir(&path).expect("a directory in its place");
-        match (built[0].deliver)(vec![entry("d")]).await {
+        match (built[0].deliver)(vec![notification("d")]).await {
             Outcome::Failed(e) => assert!(e.contains(&path.display().to_string()), "{e}"),
             other => panic!("expected a failure, got {other:?}"),
         }

@@ -2,8 +2,9 @@
 //! `/healthz`, `/metrics`, and the others routed in [`start`].
 //!
 //! Handlers read: the node's facts, a snapshot from the heartbeat actor, the driver's
-//! network state. Only `POST /api/v1/patterns/approve` changes anything (an operator's
-//! approval, taken by the region's master). The server runs one worker: the API is for
+//! network state. Operators change things with `POST /api/v1/patterns/approve` (an
+//! approval, taken by the region's master) and the alert lifecycle's actions (ack,
+//! resolve, silences: see [`alerts`]). The server runs one worker: the API is for
 //! operators and scrapers, not a data path.
 
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use fleetmesh_actors::sync::Report as SyncReport;
 use serde::{Deserialize, Serialize};
 
 use crate::node::Shared;
+
+mod alerts;
 
 /// `GET /api/v1/node`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,18 +85,18 @@ impl From<&PeerView> for PeerEntry {
 }
 
 #[derive(Debug, Serialize)]
-struct Problem {
-    error: String,
+pub(crate) struct Problem {
+    pub(crate) error: String,
 }
 
-fn unavailable(what: &str) -> HttpResponse {
+pub(crate) fn unavailable(what: &str) -> HttpResponse {
     HttpResponse::ServiceUnavailable().json(Problem {
         error: format!("{what} is not answering"),
     })
 }
 
 /// Asks an actor, waiting at most 2 s: a wedged actor must not hang the API.
-async fn ask<A, M>(addr: &actix::Addr<A>, msg: M) -> Option<M::Result>
+pub(crate) async fn ask<A, M>(addr: &actix::Addr<A>, msg: M) -> Option<M::Result>
 where
     A: actix::Actor<Context = actix::Context<A>> + actix::Handler<M>,
     M: actix::Message + Send + 'static,
@@ -182,7 +185,11 @@ async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
     }
     if let Some(alerts) = ask(
         &shared.alerts,
-        fleetmesh_actors::actor::alert::GetAlerts { since: 0, limit: 0 },
+        fleetmesh_actors::actor::alert::GetAlerts {
+            since: 0,
+            limit: 0,
+            state: None,
+        },
     )
     .await
     {
@@ -218,7 +225,7 @@ pub struct SpikeQuery {
     pub limit: Option<usize>,
 }
 
-fn bad_request(error: String) -> HttpResponse {
+pub(crate) fn bad_request(error: String) -> HttpResponse {
     HttpResponse::BadRequest().json(Problem { error })
 }
 
@@ -351,30 +358,6 @@ async fn census(shared: web::Data<Shared>) -> HttpResponse {
         "regions": regions,
         "refused": view.refused,
     }))
-}
-
-/// Query of `GET /api/v1/alerts`.
-#[derive(Debug, Deserialize)]
-pub struct AlertQuery {
-    /// Only alerts last raised after this time (Unix milliseconds).
-    #[serde(default)]
-    pub since: u64,
-    /// At most this many (default 100, at most 10000).
-    pub limit: Option<usize>,
-}
-
-/// `GET /api/v1/alerts`: the latest alerts, newest first, each with its count and first
-/// and last times; the raises by action; and each sink's queue and counters.
-async fn alerts(shared: web::Data<Shared>, q: web::Query<AlertQuery>) -> HttpResponse {
-    use fleetmesh_actors::actor::alert::GetAlerts;
-    let query = GetAlerts {
-        since: q.since,
-        limit: q.limit.unwrap_or(100).min(10_000),
-    };
-    match ask(&shared.alerts, query).await {
-        Some(view) => HttpResponse::Ok().json(view),
-        None => unavailable("the alert actor"),
-    }
 }
 
 /// A committed command in one line (an approval without its key and signature bytes).
@@ -649,7 +632,16 @@ pub fn start(
             .route("/api/v1/patterns/approve", web::post().to(approve))
             .route("/api/v1/fleet", web::get().to(fleet))
             .route("/api/v1/census", web::get().to(census))
-            .route("/api/v1/alerts", web::get().to(alerts))
+            .route("/api/v1/alerts", web::get().to(alerts::list))
+            .route("/api/v1/alerts/{id}", web::get().to(alerts::one))
+            .route("/api/v1/alerts/{id}/ack", web::post().to(alerts::ack))
+            .route(
+                "/api/v1/alerts/{id}/resolve",
+                web::post().to(alerts::resolve),
+            )
+            .route("/api/v1/silences", web::get().to(alerts::silences))
+            .route("/api/v1/silences", web::post().to(alerts::silence))
+            .route("/api/v1/silences/{id}", web::delete().to(alerts::expire))
             .route("/api/v1/region", web::get().to(region))
             .route("/api/v1/assignments", web::get().to(assignments))
             .route("/api/v1/audits", web::get().to(audits))

@@ -8,7 +8,7 @@
 //! - `spike`: one spike this node encoded (as `GET /api/v1/spikes` lists it);
 //! - `peer_spike`: one spike of a region peer, as gossip brought it here (same shape);
 //! - `decision`: a decision made or settled (as `GET /api/v1/decisions`);
-//! - `alert`: an alert raised or folded (as `GET /api/v1/alerts`);
+//! - `alert`: an alert raised or whose state changed (as `GET /api/v1/alerts` lists it);
 //! - `node`: a peer's status changed as this node sees it (`peer`, `from`, `to`);
 //! - `region`: the region's master as this node knows it (`master`, `term`, `leading`;
 //!   `master` null when none is known);

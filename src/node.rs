@@ -315,9 +315,10 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let alerts = AlertActor::new(
         fleetmesh_actors::alert::Config {
             ring: s.alerts.ring,
-            fold_ms: s.alerts.fold_ms,
             seed: incarnation ^ u64::from(std::process::id()),
         },
+        fleetmesh_actors::alerting::Engine::new(settings.alerting.clone())
+            .map_err(|e| anyhow::anyhow!("alerts.{e}"))?,
         alert_sinks,
     )
     .start();

@@ -241,13 +241,78 @@ pub struct Fleet {
     pub learn_per_minute: usize,
 }
 
-/// `[alerts]`: what the alert book keeps and where alerts go (see `crate::alert`).
+/// `[alerts]`: what the alert book keeps, how alerts are routed, grouped, muted and
+/// escalated (`fleetmesh_actors::alerting`), and the receivers they go to (see
+/// `crate::alert`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Alerts {
     pub ring: usize,
-    pub fold_ms: u64,
+    /// Replaced by grouping (`alerts.route`): refused with a message saying so.
+    #[serde(default)]
+    pub fold_ms: Option<u64>,
+    /// The receivers: `[[alerts.sinks]]` (the older name) then `[[alerts.receivers]]`;
+    /// with neither, one `log` receiver.
+    #[serde(default)]
     pub sinks: Vec<AlertSink>,
+    #[serde(default)]
+    pub receivers: Vec<AlertSink>,
+    #[serde(default)]
+    pub route: fleetmesh_actors::alerting::route::Config,
+    #[serde(default)]
+    pub inhibit: Vec<fleetmesh_actors::alerting::inhibit::Config>,
+    #[serde(default)]
+    pub escalations: Vec<fleetmesh_actors::alerting::escalation::Config>,
+    /// Notifications per receiver in any minute, summary included.
+    #[serde(default = "alerts_rate_per_minute")]
+    pub rate_per_minute: u32,
+    /// How long an acknowledgement holds when no escalation policy sets it.
+    #[serde(default = "alerts_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+}
+
+impl Alerts {
+    /// The receivers as written, each with where it is written (`alerts.sinks[0]`);
+    /// with none written, one `log` receiver.
+    pub fn entries(&self) -> Vec<(String, AlertSink)> {
+        let mut out: Vec<(String, AlertSink)> = self
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("alerts.sinks[{i}]"), s.clone()))
+            .chain(
+                self.receivers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("alerts.receivers[{i}]"), s.clone())),
+            )
+            .collect();
+        if out.is_empty() {
+            let log = AlertSink {
+                kind: "log".into(),
+                name: None,
+                path: None,
+                url: None,
+                index: None,
+                timeout_ms: sink_timeout_ms(),
+                queue: sink_queue(),
+                batch: sink_batch(),
+                retry_min_ms: sink_retry_min_ms(),
+                retry_max_ms: sink_retry_max_ms(),
+                rate_per_minute: None,
+            };
+            out.push(("alerts.receivers (default)".into(), log));
+        }
+        out
+    }
+}
+
+fn alerts_rate_per_minute() -> u32 {
+    fleetmesh_actors::alerting::ratelimit::DEFAULT_PER_MINUTE
+}
+
+fn alerts_ack_timeout_ms() -> u64 {
+    fleetmesh_actors::alerting::escalation::DEFAULT_ACK_TIMEOUT_MS
 }
 
 /// One `[[alerts.sinks]]` entry as written; checked into a [`crate::alert::Spec`].
@@ -279,6 +344,9 @@ pub struct AlertSink {
     pub retry_min_ms: u64,
     #[serde(default = "sink_retry_max_ms")]
     pub retry_max_ms: u64,
+    /// Notifications to this receiver in any minute (default: `alerts.rate_per_minute`).
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
 }
 
 fn sink_timeout_ms() -> u64 {
@@ -359,8 +427,10 @@ pub struct Resolved {
     pub api_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// The service probes, checked.
     pub services: Vec<fleetmesh_actors::service::Spec>,
-    /// The alert sinks, checked.
+    /// The alert sinks (the receivers), checked.
     pub alert_sinks: Vec<crate::alert::Spec>,
+    /// The alert lifecycle's settings, checked: every receiver it names is a sink.
+    pub alerting: fleetmesh_actors::alerting::Config,
     /// The anomaly detector's settings, checked (`raw.anomaly.enabled` says if it runs).
     pub anomaly: fleetmesh_actors::anomaly::Config,
 }
@@ -829,12 +899,13 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         .map_err(|e| invalid(&format!("labels[{}]", e.index), e.to_string()))?;
     let services = services(&raw.services)?;
     within("alerts.ring", raw.alerts.ring as u64, 1, 1_000_000)?;
-    within("alerts.fold_ms", raw.alerts.fold_ms, 0, 86_400_000)?;
-    let alert_sinks = alert_sinks(&raw.alerts.sinks)?;
+    let alert_sinks = alert_sinks(&raw.alerts.entries())?;
+    let alerting = alerting(&raw.alerts, &alert_sinks)?;
     let anomaly = anomaly(&raw.anomaly, &raw.metrics)?;
     Ok(Resolved {
         services,
         alert_sinks,
+        alerting,
         anomaly,
         vocabulary,
         metric_default,
@@ -1022,15 +1093,112 @@ fn services(list: &[Service]) -> Result<Vec<fleetmesh_actors::service::Spec>, Er
     Ok(out)
 }
 
+/// The alert lifecycle's settings (`[alerts]`): a route left unwritten sends every alert
+/// to every receiver; a receiver named anywhere must be a sink's name.
+fn alerting(
+    raw: &Alerts,
+    sinks: &[crate::alert::Spec],
+) -> Result<fleetmesh_actors::alerting::Config, Error> {
+    use fleetmesh_actors::alerting::{self, Engine};
+    if raw.fold_ms.is_some() {
+        return Err(invalid(
+            "alerts.fold_ms",
+            "was replaced by grouping: repeats of an alert are told at most once per \
+             alerts.route.group_interval_ms (and again after repeat_interval_ms); remove it",
+        ));
+    }
+    let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
+    let route = if raw.route.routes_nothing() {
+        raw.route.clone().fan_out(&names)
+    } else {
+        raw.route.clone()
+    };
+    let config = alerting::Config {
+        route,
+        inhibit: raw.inhibit.clone(),
+        escalations: raw.escalations.clone(),
+        receivers: raw
+            .entries()
+            .iter()
+            .map(|(_, raw)| raw)
+            .zip(sinks)
+            .map(|(raw, s)| alerting::Receiver {
+                name: s.name.clone(),
+                rate_per_minute: raw.rate_per_minute,
+            })
+            .collect(),
+        rate_per_minute: raw.rate_per_minute,
+        ack_timeout_ms: raw.ack_timeout_ms,
+        ..alerting::Config::default()
+    };
+    within(
+        "alerts.rate_per_minute",
+        u64::from(raw.rate_per_minute),
+        2,
+        1_000_000,
+    )?;
+    within(
+        "alerts.ack_timeout_ms",
+        raw.ack_timeout_ms,
+        1000,
+        30 * 86_400_000,
+    )?;
+    Engine::new(config.clone()).map_err(|e| invalid(&format!("alerts.{}", e.at), e.reason))?;
+    let unknown = |at: String, r: &str| {
+        invalid(
+            &at,
+            format!(
+                "names the receiver `{r}`, but no [[alerts.receivers]] (or [[alerts.sinks]]) \
+                 entry has that name; receivers: {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )
+    };
+    fn walk(c: &alerting::route::Config, at: String, out: &mut Vec<(String, String)>) {
+        if let Some(r) = &c.receiver {
+            out.push((format!("{at}.receiver"), r.clone()));
+        }
+        for (i, child) in c.routes.iter().enumerate() {
+            walk(child, format!("{at}.routes[{i}]"), out);
+        }
+    }
+    let mut named = Vec::new();
+    if !raw.route.routes_nothing() || !names.is_empty() {
+        let root = alerting::route::DEFAULT_RECEIVER.to_string();
+        if config.route.receiver.is_none() {
+            named.push(("alerts.route.receiver".to_string(), root));
+        }
+        walk(&config.route, "alerts.route".into(), &mut named);
+    }
+    for (i, e) in config.escalations.iter().enumerate() {
+        for (j, step) in e.steps.iter().enumerate() {
+            named.push((
+                format!("alerts.escalations[{i}].steps[{j}].receiver"),
+                step.receiver.clone(),
+            ));
+        }
+    }
+    for (at, r) in named {
+        if !names.contains(&r) {
+            return Err(unknown(at, &r));
+        }
+    }
+    Ok(config)
+}
+
 /// The `[[alerts.sinks]]` entries, checked; every error names the entry's position and
 /// name.
-fn alert_sinks(list: &[AlertSink]) -> Result<Vec<crate::alert::Spec>, Error> {
+fn alert_sinks(list: &[(String, AlertSink)]) -> Result<Vec<crate::alert::Spec>, Error> {
     use crate::alert::{Spec, Target};
     use std::time::Duration;
     let mut seen: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     let mut out = Vec::with_capacity(list.len());
-    for (i, s) in list.iter().enumerate() {
-        let key = |field: &str| format!("alerts.sinks[{i}].{field}");
+    for (i, (at, s)) in list.iter().enumerate() {
+        let key = |field: &str| format!("{at}.{field}");
         let name = s.name.clone().unwrap_or_else(|| s.kind.clone());
         let bad = |field: &str, problem: String| {
             invalid(&key(field), format!("{} sink `{name}`: {problem}", s.kind))
@@ -1105,7 +1273,8 @@ fn alert_sinks(list: &[AlertSink]) -> Result<Vec<crate::alert::Spec>, Error> {
             return Err(bad(
                 "name",
                 format!(
-                    "named twice (alerts.sinks[{first}] and alerts.sinks[{i}]); give each sink of a kind its own name"
+                    "named twice ({} and {at}); give each receiver of a kind its own name",
+                    list[first].0
                 ),
             ));
         }
@@ -1120,7 +1289,7 @@ fn alert_sinks(list: &[AlertSink]) -> Result<Vec<crate::alert::Spec>, Error> {
             86_400_000,
         )?;
         out.push(Spec {
-            entry: i,
+            at: at.clone(),
             name,
             target,
             timeout: Duration::from_millis(s.timeout_ms),
@@ -1637,14 +1806,22 @@ mod tests {
             ("log", &Target::Log),
             "one log sink by default"
         );
-        assert_eq!((d.raw.alerts.ring, d.raw.alerts.fold_ms), (1000, 300_000));
+        assert_eq!(
+            (d.raw.alerts.ring, d.raw.alerts.rate_per_minute),
+            (1000, 10)
+        );
+        assert_eq!(
+            d.alerting.route.routes.len(),
+            1,
+            "every alert to the one receiver"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("node.toml");
         let with = |text: &str| {
             std::fs::write(&file, text).expect("write");
             load(&Sources {
                 file: Some(file.clone()),
-                env: env(&[("FLEETMESH__ALERTS__FOLD_MS", "0")]),
+                env: env(&[("FLEETMESH__ALERTS__RATE_PER_MINUTE", "30")]),
                 ..Sources::default()
             })
         };
@@ -1655,7 +1832,10 @@ mod tests {
              [[alerts.sinks]]\nkind = \"webhook\"\nname = \"pager\"\nurl = \"http://h/p\"\nqueue = 5\nbatch = 2\n",
         )
         .expect("loads");
-        assert_eq!(s.raw.alerts.fold_ms, 0, "the environment sets scalars");
+        assert_eq!(
+            s.alerting.rate_per_minute, 30,
+            "the environment sets scalars"
+        );
         let names: Vec<&str> = s.alert_sinks.iter().map(|x| x.name.as_str()).collect();
         assert_eq!(
             names,
@@ -1722,6 +1902,45 @@ mod tests {
             problem.contains("webhook sink `pager`") && problem.contains("needs a url"),
             "{problem}"
         );
+        // Routes name receivers, which must exist; [[alerts.receivers]] is the same list.
+        let s = with(
+            "[alerts.route]\nreceiver = \"all\"\ngroup_wait_ms = 0\n\
+             [[alerts.route.routes]]\nmatchers = [\"role = database\"]\nreceiver = \"dba\"\n\
+             [[alerts.receivers]]\nkind = \"log\"\nname = \"all\"\n\
+             [[alerts.receivers]]\nkind = \"log\"\nname = \"dba\"\nrate_per_minute = 3\n",
+        )
+        .expect("loads");
+        assert_eq!(s.alerting.route.routes.len(), 1, "as written");
+        assert_eq!(s.alerting.receivers[1].rate_per_minute, Some(3));
+        let refused_whole = |text: &str| match with(text) {
+            Err(Error::Invalid { key, problem }) => (key, problem),
+            other => panic!("expected an invalid-key error, got {other:?}"),
+        };
+        let (key, problem) = refused_whole(
+            "[[alerts.route.routes]]\nmatchers = [\"role = database\"]\nreceiver = \"dba\"\n\
+             [[alerts.receivers]]\nkind = \"log\"\nname = \"dba\"\n",
+        );
+        assert_eq!(
+            key, "alerts.route.receiver",
+            "the root's default: {problem}"
+        );
+        assert!(
+            problem.contains("`default`") && problem.contains("dba"),
+            "{problem}"
+        );
+        let (key, _) = refused_whole(
+            "[alerts.route]\nreceiver = \"log\"\n[[alerts.route.routes]]\nmatchers = [\"role = db\"]\nreceiver = \"dba\"\n\
+             [[alerts.receivers]]\nkind = \"log\"\n",
+        );
+        assert_eq!(key, "alerts.route.routes[0].receiver");
+        let (key, _) = refused_whole(
+            "[alerts.route]\nreceiver = \"log\"\n[[alerts.route.routes]]\nmatchers = [\"role ~ db\"]\n\
+             [[alerts.receivers]]\nkind = \"log\"\n",
+        );
+        assert_eq!(key, "alerts.route.routes[0].matchers[0]");
+        let (key, problem) = refused_whole("[alerts]\nfold_ms = 1000\n");
+        assert_eq!(key, "alerts.fold_ms");
+        assert!(problem.contains("group_interval_ms"), "{problem}");
         let e = with("[[alerts.sinks]]\nkind = \"log\"\ncolour = 1\n").expect_err("unknown");
         assert!(e.to_string().contains("colour"), "{e}");
         assert_eq!(

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use book::{Batch, Book, Config, Entry, Outcome, Raised, SinkConfig, SinkStatus, Status};
+pub use book::{Batch, Book, Config, Entry, Outcome, SinkConfig, SinkStatus, Status};
 
 use crate::correlate::{FleetEvent, Verdict};
 use crate::node;

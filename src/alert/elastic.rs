@@ -1,4 +1,4 @@
-//! The Elasticsearch sink: a batch is one `_bulk` request (NDJSON: an `index` action line
+//! The Elasticsearch sink: a batch of notifications is one `_bulk` request (NDJSON: an `index` action line
 //! naming the index, then the document), each alert an ECS document. The answer is read
 //! item by item: items refused for a passing reason (429, 5xx, or missing from the answer)
 //! are retried, items refused for good (other 4xx: a mapping conflict, a malformed field)
@@ -9,12 +9,14 @@
 //! `event.severity` (1 info .. 5 critical), `event.created`, `host.name`, `rule.id` (the
 //! rule reference), `rule.name`, `rule.ruleset` (the policy file), `rule.description`
 //! (the reason), `message`, and `fleetmesh.*`: `region`, `role`, `decision`, `term`, `key`,
-//! `count`, `first_seen`, `last_seen`, `severity` (its name), `subject`, `details`.
+//! `id`, `state`, `first_seen`, `ended`, `severity` (its name), `subject`, `receiver`,
+//! `group_key`, `details` (the other annotations).
 
 use std::time::Duration;
 
 use fleetmesh_actors::actor::alert::Deliver;
-use fleetmesh_actors::alert::{Entry, Outcome};
+use fleetmesh_actors::alert::Outcome;
+use fleetmesh_actors::alerting::{Notification, Notified, rfc3339};
 use fleetmesh_actors::spike::Severity;
 use serde_json::{Map, Value, json};
 
@@ -25,8 +27,14 @@ pub fn sink(
     index: String,
     timeout: Duration,
 ) -> Deliver {
-    Box::new(move |batch: Vec<Entry>| {
-        let n = batch.len();
+    Box::new(move |batch: Vec<Notification>| {
+        // Each notification's alerts are documents; a notification is retried when one
+        // of its documents is, rejected when all of them are.
+        let spans: Vec<usize> = batch.iter().map(|n| n.alerts.len()).collect();
+        let n = spans.iter().sum::<usize>();
+        if n == 0 {
+            return Box::pin(async { Outcome::Delivered });
+        }
         let request = client
             .post(url.clone())
             .timeout(timeout)
@@ -40,7 +48,7 @@ pub fn sink(
             };
             let status = answer.status().as_u16();
             match answer.text().await {
-                Ok(text) => outcome(status, &text, n),
+                Ok(text) => per_notification(outcome(status, &text, n), &spans),
                 Err(e) => Outcome::Failed(format!(
                     "POST {url}: reading the answer: {}",
                     super::chain(&e)
@@ -50,15 +58,44 @@ pub fn sink(
     })
 }
 
+/// The outcome by document, as one by notification (`spans`: documents per notification).
+pub fn per_notification(by_doc: Outcome, spans: &[usize]) -> Outcome {
+    let Outcome::Partly {
+        retry,
+        rejected,
+        error,
+    } = by_doc
+    else {
+        return by_doc;
+    };
+    let (mut again, mut refused, mut first) = (Vec::new(), Vec::new(), 0);
+    for (i, &len) in spans.iter().enumerate() {
+        let docs = first..first + len;
+        first += len;
+        if docs.clone().any(|d| retry.contains(&d)) {
+            again.push(i);
+        } else if len > 0 && docs.clone().all(|d| rejected.contains(&d)) {
+            refused.push(i);
+        }
+    }
+    Outcome::Partly {
+        retry: again,
+        rejected: refused,
+        error,
+    }
+}
+
 /// The `_bulk` request body for `batch`: two lines per alert, each ending in a newline.
-pub fn body(index: &str, batch: &[Entry]) -> String {
+pub fn body(index: &str, batch: &[Notification]) -> String {
     let action = json!({ "index": { "_index": index } }).to_string();
     let mut out = String::new();
-    for e in batch {
-        out.push_str(&action);
-        out.push('\n');
-        out.push_str(&document(e).to_string());
-        out.push('\n');
+    for n in batch {
+        for a in &n.alerts {
+            out.push_str(&action);
+            out.push('\n');
+            out.push_str(&document(n, a).to_string());
+            out.push('\n');
+        }
     }
     out
 }
@@ -74,28 +111,40 @@ pub fn severity_number(s: Severity) -> u8 {
     }
 }
 
-/// The ECS document of one alert (see the module documentation).
-pub fn document(e: &Entry) -> Value {
-    let a = &e.alert;
-    let seen = if a.at_unix_ms > 0 {
-        a.at_unix_ms
-    } else {
-        e.last_unix_ms
+/// Annotations that have their own ECS or `fleetmesh.*` field; the others are details.
+const NAMED: [&str; 5] = ["summary", "reason", "decision", "term", "category"];
+
+/// The ECS document of alert `a` as notification `n` carries it (see the module
+/// documentation).
+pub fn document(n: &Notification, a: &Notified) -> Value {
+    let label = |k: &str| a.labels.get(k).map(String::as_str).unwrap_or("");
+    let note = |k: &str| a.annotations.get(k).map(String::as_str);
+    let severity = match label("severity") {
+        "info" => 1,
+        "low" => 2,
+        "medium" => 3,
+        "high" => 4,
+        "critical" => 5,
+        _ => 0,
     };
+    let reason = note("reason").unwrap_or("");
     let mut doc = Map::new();
-    doc.insert("@timestamp".into(), rfc3339(seen).into());
+    doc.insert(
+        "@timestamp".into(),
+        rfc3339::format(a.starts_at_unix_ms).into(),
+    );
     doc.insert(
         "event".into(),
         json!({
             "kind": "alert",
-            "category": [a.category],
-            "action": a.action,
-            "severity": severity_number(a.severity),
-            "created": rfc3339(e.last_unix_ms),
+            "category": [note("category").unwrap_or("host")],
+            "action": label("alertname"),
+            "severity": severity,
+            "created": rfc3339::format(n.at_unix_ms),
         }),
     );
-    doc.insert("host".into(), json!({ "name": a.host }));
-    if let Some(rule) = &a.rule {
+    doc.insert("host".into(), json!({ "name": label("node") }));
+    if let Some(rule) = a.labels.get("rule") {
         // `file:line#name`: the name after `#`, the file before `:` (or `#`).
         let name = rule.rsplit_once('#').map_or(rule.as_str(), |(_, n)| n);
         let ruleset = rule
@@ -103,32 +152,46 @@ pub fn document(e: &Entry) -> Value {
             .map_or(rule.as_str(), |(f, _)| f);
         doc.insert(
             "rule".into(),
-            json!({ "id": rule, "name": name, "ruleset": ruleset, "description": a.reason }),
+            json!({ "id": rule, "name": name, "ruleset": ruleset, "description": reason }),
         );
     }
     let what = a
-        .subject
-        .as_deref()
+        .labels
+        .get("subject")
         .map(|s| format!(" ({s})"))
         .unwrap_or_default();
     doc.insert(
         "message".into(),
-        format!("{} on {}{what}: {}", a.action, a.host, a.reason).into(),
+        format!(
+            "{} on {}{what}: {reason}",
+            label("alertname"),
+            label("node")
+        )
+        .into(),
     );
+    let details: Map<String, Value> = a
+        .annotations
+        .iter()
+        .filter(|(k, _)| !NAMED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     doc.insert(
         "fleetmesh".into(),
         json!({
-            "region": a.region,
-            "role": a.role,
-            "decision": a.decision,
-            "term": a.term,
+            "region": label("region"),
+            "role": label("role"),
+            "decision": note("decision"),
+            "term": note("term").and_then(|t| t.parse::<u64>().ok()),
             "key": a.key,
-            "count": e.count,
-            "first_seen": rfc3339(e.first_unix_ms),
-            "last_seen": rfc3339(e.last_unix_ms),
-            "severity": fleetmesh_actors::alerting::labels::severity_name(a.severity),
-            "subject": a.subject,
-            "details": a.details,
+            "id": a.id,
+            "state": a.status.name(),
+            "first_seen": rfc3339::format(a.starts_at_unix_ms),
+            "ended": a.ends_at_unix_ms.map(rfc3339::format),
+            "severity": label("severity"),
+            "subject": a.labels.get("subject"),
+            "receiver": n.receiver,
+            "group_key": n.group_key,
+            "details": details,
         }),
     );
     Value::Object(doc)
@@ -188,79 +251,51 @@ pub fn outcome(status: u16, text: &str, n: usize) -> Outcome {
     }
 }
 
-/// `unix_ms` as RFC 3339 in UTC with milliseconds (`2023-11-14T22:13:20.123Z`).
-pub fn rfc3339(unix_ms: u64) -> String {
-    let (secs, ms) = (unix_ms / 1000, unix_ms % 1000);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (the era arithmetic of the
-/// well-known days-to-civil conversion, for non-negative days only).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use fleetmesh_actors::alert::Alert;
+    use fleetmesh_actors::alerting::{Engine, labels};
 
-    fn entry() -> Entry {
-        Entry {
-            alert: Alert {
-                key: "b1|baseline.toml:9#no-new-users|user|deploy".into(),
-                at_unix_ms: 1_700_000_000_123,
-                severity: Severity::High,
-                category: "iam".into(),
-                action: "unauthorized_access".into(),
-                host: "b1".into(),
-                region: "eu".into(),
-                role: "baseline".into(),
-                rule: Some("baseline.toml:9#no-new-users".into()),
-                reason: "no user may be added".into(),
-                decision: Some("violation".into()),
-                term: Some(3),
-                subject: Some("deploy".into()),
-                details: [("seq".to_string(), "4".to_string())].into(),
-            },
-            count: 2,
-            first_unix_ms: 951_782_400_000,
-            last_unix_ms: 1_700_000_000_500,
+    fn alert() -> Alert {
+        Alert {
+            key: "b1|baseline.toml:9#no-new-users|user|deploy".into(),
+            at_unix_ms: 1_700_000_000_123,
+            severity: Severity::High,
+            category: "iam".into(),
+            action: "unauthorized_access".into(),
+            host: "b1".into(),
+            region: "eu".into(),
+            role: "baseline".into(),
+            rule: Some("baseline.toml:9#no-new-users".into()),
+            reason: "no user may be added".into(),
+            decision: Some("violation".into()),
+            term: Some(3),
+            subject: Some("deploy".into()),
+            details: [("seq".to_string(), "4".to_string())].into(),
         }
     }
 
-    #[test]
-    fn times_are_rfc3339_utc_with_milliseconds() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    /// The notification the engine hands out for `alert()` alone.
+    fn notification() -> Notification {
+        let mut c = fleetmesh_actors::alerting::Config::default();
+        c.route.group_wait_ms = Some(0);
+        c.route.receiver = Some("es".into());
+        let mut e = Engine::new(c).expect("valid");
+        e.raise(alert(), 1_700_000_000_500).expect("raised");
+        e.poll(1_700_000_000_500).pop().expect("a notification")
     }
 
     #[test]
     fn documents_carry_the_ecs_fields() {
-        let d = document(&entry());
+        let n = notification();
+        let d = document(&n, &n.alerts[0]);
         assert_eq!(d["@timestamp"], "2023-11-14T22:13:20.123Z");
         assert_eq!(d["event"]["kind"], "alert");
         assert_eq!(d["event"]["category"], json!(["iam"]));
         assert_eq!(d["event"]["action"], "unauthorized_access");
         assert_eq!(d["event"]["severity"], 4);
+        assert_eq!(d["event"]["created"], "2023-11-14T22:13:20.500Z");
         assert_eq!(d["host"]["name"], "b1");
         assert_eq!(d["rule"]["id"], "baseline.toml:9#no-new-users");
         assert_eq!(d["rule"]["name"], "no-new-users");
@@ -280,21 +315,28 @@ mod tests {
                 &json!(3)
             )
         );
-        assert_eq!(f["count"], 2);
-        assert_eq!(f["first_seen"], "2000-02-29T00:00:00.000Z");
+        assert_eq!(f["state"], "firing");
+        assert_eq!(f["receiver"], "es");
+        assert_eq!(f["id"], n.alerts[0].id);
         assert_eq!(f["details"]["seq"], "4");
+        assert_eq!(
+            f["details"].get("reason"),
+            None,
+            "named annotations are fields"
+        );
+        assert_eq!(labels::severity_name(Severity::High), f["severity"]);
 
-        let text = body("fm-alerts", &[entry(), entry()]);
+        let text = body("fm-alerts", &[n.clone(), n.clone()]);
         let lines: Vec<&str> = text.split_terminator('\n').collect();
         assert_eq!(lines.len(), 4);
         assert!(text.ends_with('\n'));
         assert_eq!(lines[0], r#"{"index":{"_index":"fm-alerts"}}"#);
         let doc: Value = serde_json::from_str(lines[1]).expect("a document");
-        assert_eq!(doc["fleetmesh"]["key"], entry().alert.key);
+        assert_eq!(doc["fleetmesh"]["key"], alert().key);
     }
 
     #[test]
-    fn bulk_answers_are_read_item_by_item() {
+    fn bulk_answers_are_read_item_by_item_and_then_by_notification() {
         assert_eq!(
             outcome(200, r#"{"errors":false,"items":[]}"#, 2),
             Outcome::Delivered
@@ -307,14 +349,35 @@ mod tests {
             {"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"bad"}}},
             {"index":{"status":503}}
         ]}"#;
+        let by_doc = outcome(200, answer, 5);
         assert_eq!(
-            outcome(200, answer, 5),
+            by_doc,
             Outcome::Partly {
                 retry: vec![1, 3, 4],
                 rejected: vec![2],
                 error: "_bulk item 1: 429 es_rejected_execution_exception: queue full".into(),
             },
             "item 4 is missing from the answer: retried"
+        );
+        // Notifications of 1, 2, 0, 1 and 1 documents: the second holds a retried one,
+        // the fourth only a rejected one; a summary (no documents) went through.
+        let spans = [1, 2, 0, 1, 1];
+        let by_doc = Outcome::Partly {
+            retry: vec![1],
+            rejected: vec![3],
+            error: "e".into(),
+        };
+        assert_eq!(
+            per_notification(by_doc, &spans),
+            Outcome::Partly {
+                retry: vec![1],
+                rejected: vec![3],
+                error: "e".into(),
+            }
+        );
+        assert_eq!(
+            per_notification(Outcome::Delivered, &spans),
+            Outcome::Delivered
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The `alertmanager` sink against a real Prometheus Alertmanager (Debian's
 //! `prometheus-alertmanager`, started here on a loopback port, with no cluster port): a
-//! violation on a node shows in Alertmanager with fleetmesh's labels and annotations.
+//! violation on a node shows in Alertmanager with fleetmesh's labels and annotations, and
+//! leaves it (resolved, with its `endsAt`) once an operator resolves it in fleetmesh.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -80,14 +81,15 @@ impl Drop for Alertmanager {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_violation_reaches_alertmanager_with_its_labels() {
+async fn a_violation_reaches_alertmanager_with_its_labels_and_resolves_there() {
     let am = Alertmanager::start().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = tmp.path().join("node.toml");
     std::fs::write(
         &config,
         format!(
-            "[[alerts.sinks]]\nkind = \"alertmanager\"\nurl = \"{}\"\n",
+            "[alerts.route]\ngroup_wait_ms = 0\ngroup_interval_ms = 500\n\
+             [[alerts.receivers]]\nkind = \"alertmanager\"\nurl = \"{}\"\n",
             am.url
         ),
     )
@@ -139,7 +141,12 @@ async fn a_violation_reaches_alertmanager_with_its_labels() {
             .is_some_and(|r| r.contains("sudo")),
         "{alert}"
     );
-    assert_eq!(alert["annotations"]["count"], "1", "{alert}");
+    let id = alert["annotations"]["fleetmesh_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(id.len(), 32, "the fleetmesh alert's id: {alert}");
+    assert_eq!(alert["annotations"]["category"], "file", "{alert}");
     assert_eq!(alert["status"]["state"], "active", "{alert}");
     assert!(
         alert["generatorURL"]
@@ -147,4 +154,37 @@ async fn a_violation_reaches_alertmanager_with_its_labels() {
             .is_some_and(|u| u.starts_with("http://127.0.0.1:") && u.ends_with("#alerts")),
         "{alert}"
     );
+
+    // An operator resolves it in fleetmesh: Alertmanager is told (endsAt) and drops it
+    // from its active alerts.
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(node.url(&format!("/api/v1/alerts/{id}/resolve")))
+        .json(&serde_json::json!({"by": "test"}))
+        .send()
+        .await
+        .expect("resolve answered");
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    wait_for("the alert resolved in Alertmanager", CONVERGE, || {
+        let url = url.clone();
+        async move {
+            let list: Vec<Value> = reqwest::get(&url)
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            match list
+                .iter()
+                .find(|a| a["labels"]["subject"] == "/etc/sudoers")
+            {
+                Some(a) => Err(format!("still active: {a}")),
+                None => Ok(()),
+            }
+        }
+    })
+    .await;
+    let listed: Value = crate::harness::get(&node.url("/api/v1/alerts?state=resolved")).await;
+    assert_eq!(listed["alerts"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["alerts"][0]["state"], "resolved", "{listed}");
 }

@@ -1,8 +1,11 @@
 //! Alerts on a real node: a user added on a baseline server is a violation, and its alert
-//! reaches every configured sink (a webhook and an Elasticsearch `_bulk` endpoint served
-//! by a small HTTP receiver inside the test, a JSON-lines file, the log) and
-//! `GET /api/v1/alerts`. A sink that is down at first gets the queued alert once it is up;
-//! one that never comes up blocks nothing; a repeat is counted, not sent again.
+//! reaches every configured receiver (a webhook and an Elasticsearch `_bulk` endpoint
+//! served by a small HTTP receiver inside the test, a JSON-lines file, the log) and
+//! `GET /api/v1/alerts`. A receiver that is down at first gets the queued notification
+//! once it is up; one that never comes up blocks nothing; a repeat is counted, not sent
+//! again. Then the lifecycle over the API: an acknowledgement, a silence that keeps a new
+//! alert from the receivers, an operator's resolution told to them, and refusals that
+//! name what is wrong.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -162,20 +165,37 @@ fn sink<'a>(view: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no sink {name} in {view}"))
 }
 
-/// The webhook bodies' alerts, flattened.
-fn hook_alerts(r: &Receiver, path: &str) -> Vec<Value> {
+/// The webhook bodies (one notification each) taken with 200.
+fn notifications(r: &Receiver, path: &str) -> Vec<Value> {
     r.requests(path)
         .iter()
         .filter(|q| q.status == 200)
-        .flat_map(|q| {
-            let v: Value = serde_json::from_str(&q.body).expect("webhook body is JSON");
-            v["alerts"].as_array().cloned().unwrap_or_default()
-        })
+        .map(|q| serde_json::from_str(&q.body).expect("webhook body is JSON"))
         .collect()
 }
 
+/// The webhook bodies' alerts, flattened.
+fn hook_alerts(r: &Receiver, path: &str) -> Vec<Value> {
+    notifications(r, path)
+        .iter()
+        .flat_map(|v| v["alerts"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// POSTs `body` to `url`: the status and the answer.
+async fn post(url: &str, body: Value) -> (u16, Value) {
+    let answer = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("answered");
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
+async fn a_violation_reaches_every_receiver_and_lives_its_lifecycle() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let receiver = Receiver::start().await;
     // A port nothing listens on: the `dead` sink never comes up.
@@ -189,7 +209,8 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
     std::fs::write(
         &config,
         format!(
-            "[[alerts.sinks]]\nkind = \"log\"\n\
+            "[alerts.route]\ngroup_wait_ms = 0\ngroup_interval_ms = 500\n\
+             [[alerts.sinks]]\nkind = \"log\"\n\
              [[alerts.sinks]]\nkind = \"jsonl\"\npath = \"{}\"\n\
              [[alerts.sinks]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\n{fast}\n\
              [[alerts.sinks]]\nkind = \"elasticsearch\"\nurl = \"{}\"\nindex = \"fleetmesh-test\"\n{fast}\n\
@@ -245,28 +266,37 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
     })
     .await;
     let key = hooked["key"].as_str().unwrap_or_default().to_string();
-    let rule = hooked["rule"].as_str().unwrap_or_default().to_string();
+    let id = hooked["id"].as_str().unwrap_or_default().to_string();
+    let labels = &hooked["labels"];
+    let rule = labels["rule"].as_str().unwrap_or_default().to_string();
     assert!(rule.ends_with("#no-new-users"), "{hooked}");
     assert_eq!(key, format!("alerts-b1|{rule}|user|deploy"));
-    assert_eq!(hooked["action"], "unauthorized_access", "{hooked}");
-    assert_eq!(hooked["category"], "iam");
-    assert_eq!(hooked["severity"], "high");
+    assert_eq!(labels["alertname"], "unauthorized_access", "{hooked}");
+    assert_eq!(hooked["annotations"]["category"], "iam");
+    assert_eq!(labels["severity"], "high");
     assert_eq!(
-        (&hooked["host"], &hooked["region"], &hooked["role"]),
+        (&labels["node"], &labels["region"], &labels["role"]),
         (
             &Value::from("alerts-b1"),
             &Value::from("alerts"),
             &Value::from("baseline")
         )
     );
-    assert_eq!(hooked["decision"], "violation");
-    assert_eq!(hooked["subject"], "deploy");
-    assert_eq!(hooked["count"], 1);
+    assert_eq!(hooked["annotations"]["decision"], "violation");
+    assert_eq!(labels["subject"], "deploy");
+    assert_eq!(hooked["status"]["state"], "firing");
     let hook = receiver.requests("/hook");
     assert!(
         hook[0].content_type.starts_with("application/json"),
         "{hook:?}"
     );
+    let first = &notifications(&receiver, "/hook")[0];
+    assert_eq!(
+        (&first["receiver"], &first["status"]),
+        (&Value::from("hook"), &Value::from("firing")),
+        "one notification for the group: {first}"
+    );
+    assert_eq!(first["group_labels"]["alertname"], "unauthorized_access");
 
     // Elasticsearch: the first _bulk's item failed with 429 and was sent again.
     let bulks = wait_for("the alert retried into _bulk", WAIT, || async {
@@ -317,7 +347,8 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
         );
         assert_eq!(f["decision"], "violation");
         assert_eq!(f["key"], key.as_str());
-        assert_eq!(f["count"], 1);
+        assert_eq!(f["id"], id.as_str());
+        assert_eq!(f["receiver"], "elasticsearch");
         assert!(f.get("term").is_some(), "{f}");
     }
 
@@ -326,11 +357,14 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
         let text = std::fs::read_to_string(&jsonl).unwrap_or_default();
         text.lines()
             .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object a line"))
-            .find(|v| v["key"] == key.as_str())
+            .find(|v| v["alerts"][0]["key"] == key.as_str())
             .ok_or(text)
     })
     .await;
-    assert_eq!(line["action"], "unauthorized_access");
+    assert_eq!(
+        (&line["receiver"], &line["alerts"][0]["labels"]["alertname"]),
+        (&Value::from("jsonl"), &Value::from("unauthorized_access"))
+    );
     assert!(node.log().contains(&key), "the log sink names the alert");
 
     // The API: the alert, and each sink's account of it.
@@ -351,6 +385,10 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
     let first = &view["alerts"][0];
     assert_eq!(first["key"], key.as_str(), "{view}");
     assert_eq!(first["count"], 1);
+    assert_eq!(
+        (&first["id"], &first["state"]),
+        (&Value::from(id.as_str()), &Value::from("firing"))
+    );
     assert!(first["first_unix_ms"].as_u64() > Some(0));
     assert_eq!(view["raised"]["unauthorized_access"], 1);
     for name in ["log", "jsonl", "hook"] {
@@ -439,7 +477,8 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
     })
     .await;
     assert_eq!(view["alerts"].as_array().map(Vec::len), Some(1), "{view}");
-    assert_eq!(view["folded"], 1);
+    assert_eq!(view["repeats"], 1);
+    assert_eq!(view["alerts"][0]["id"], id.as_str(), "the same episode");
     assert_eq!(view["raised"]["unauthorized_access"], 2);
     let hook = sink(&view, "hook");
     assert_eq!(
@@ -450,7 +489,7 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
     assert_eq!(
         hook_alerts(&receiver, "/hook").len(),
         1,
-        "folded, not re-sent"
+        "a repeat of a firing alert is not told again"
     );
 
     // The metrics.
@@ -488,4 +527,168 @@ async fn a_violation_reaches_every_sink_and_a_sink_that_was_down_catches_up() {
         metric(&m, "fleetmesh_alert_sink_queued", "sink=\"late\""),
         0.0
     );
+
+    // The lifecycle over the API. An acknowledgement names who, and is in the history.
+    let (status, ack) = post(
+        &node.url(&format!("/api/v1/alerts/{id}/ack")),
+        serde_json::json!({"by": "ops@example", "comment": "looking"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(
+        (&ack["by"], &ack["comment"]),
+        (&Value::from("ops@example"), &Value::from("looking"))
+    );
+    assert!(
+        ack["until_unix_ms"].as_u64() > ack["at_unix_ms"].as_u64(),
+        "{ack}"
+    );
+    let one: Value = get(&node.url(&format!("/api/v1/alerts/{id}"))).await;
+    assert_eq!(one["status"]["state"], "acknowledged", "{one}");
+    let history: Vec<&str> = one["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|t| t["status"]["state"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(history, ["firing", "acknowledged"], "{one}");
+    let listed: Value = get(&node.url("/api/v1/alerts?state=acknowledged")).await;
+    assert_eq!(listed["alerts"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["alerts"].as_array().map(Vec::len), Some(1));
+
+    // Refusals name what is wrong.
+    let (status, e) = post(
+        &node.url("/api/v1/alerts/0123456789abcdef/ack"),
+        serde_json::json!({"by": "ops"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|t| t.contains("0123456789abcdef")),
+        "{e}"
+    );
+    let (status, e) = post(
+        &node.url(&format!("/api/v1/alerts/{id}/ack")),
+        serde_json::json!({"by": " "}),
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    let bad = reqwest::get(node.url("/api/v1/alerts?state=sleeping"))
+        .await
+        .expect("answered");
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap_or_default().contains("sleeping"));
+    let (status, e) = post(
+        &node.url("/api/v1/silences"),
+        serde_json::json!({"matchers": [], "startsAt": "now", "endsAt": "later", "createdBy": "t"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"].as_str().is_some_and(|t| t.contains("now")),
+        "{e}"
+    );
+
+    // A silence (Alertmanager's JSON): the user added next is silenced, and no receiver
+    // hears of it while the silence holds.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let rfc3339 = fleetmesh_actors::alerting::rfc3339::format;
+    let (status, created) = post(
+        &node.url("/api/v1/silences"),
+        serde_json::json!({
+            "matchers": [{"name": "subject", "value": "ops2", "isRegex": false, "isEqual": true}],
+            "startsAt": rfc3339(now - 1000),
+            "endsAt": rfc3339(now + 3_600_000),
+            "createdBy": "test",
+            "comment": "planned change",
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let silence = created["silenceID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!silence.is_empty(), "{created}");
+    add_users(&etc, &["deploy", "ops2"]);
+    let silenced = wait_for("the new alert silenced", WAIT, || async {
+        let v = alerts(&node).await;
+        v["alerts"]
+            .as_array()
+            .and_then(|l| l.iter().find(|a| a["subject"] == "ops2").cloned())
+            .filter(|a| a["state"] == "silenced")
+            .ok_or_else(|| v.to_string())
+    })
+    .await;
+    assert_eq!(silenced["status"]["by"][0], silence.as_str(), "{silenced}");
+
+    // An operator resolves the first alert: the receivers are told, in one notification
+    // of its group that leaves the silenced alert out.
+    let (status, done) = post(
+        &node.url(&format!("/api/v1/alerts/{id}/resolve")),
+        serde_json::json!({"by": "ops@example"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    let resolved = wait_for("the resolution at the webhook", WAIT, || async {
+        notifications(&receiver, "/hook")
+            .into_iter()
+            .find(|n| n["status"] == "resolved")
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    assert_eq!(resolved["alerts"][0]["id"], id.as_str(), "{resolved}");
+    assert_eq!(resolved["alerts"][0]["status"]["state"], "resolved");
+    assert!(
+        resolved["alerts"][0]["ends_at_unix_ms"].as_u64().is_some(),
+        "{resolved}"
+    );
+    assert!(
+        !hook_alerts(&receiver, "/hook")
+            .iter()
+            .any(|a| a["labels"]["subject"] == "ops2"),
+        "the silenced alert was told"
+    );
+    let (status, e) = post(
+        &node.url(&format!("/api/v1/alerts/{id}/resolve")),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 409, "already resolved: {e}");
+
+    // The silences in Alertmanager's shape; expired by DELETE, after which the alert it
+    // held is told.
+    let list: Value = get(&node.url("/api/v1/silences")).await;
+    assert_eq!(list[0]["id"], silence.as_str(), "{list}");
+    assert_eq!(list[0]["status"]["state"], "active", "{list}");
+    assert_eq!(list[0]["createdBy"], "test");
+    assert_eq!(list[0]["matchers"][0]["name"], "subject");
+    let expired = reqwest::Client::new()
+        .delete(node.url(&format!("/api/v1/silences/{silence}")))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(expired.status(), 200);
+    let list: Value = get(&node.url("/api/v1/silences")).await;
+    assert_eq!(list[0]["status"]["state"], "expired", "{list}");
+    let again = reqwest::Client::new()
+        .delete(node.url(&format!("/api/v1/silences/{silence}")))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(again.status(), 409, "already expired");
+    wait_for("the unsilenced alert at the webhook", WAIT, || async {
+        hook_alerts(&receiver, "/hook")
+            .into_iter()
+            .find(|a| a["labels"]["subject"] == "ops2" && a["status"]["state"] == "firing")
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
 }

@@ -1,8 +1,12 @@
-//! The alert actor: a thin shell around [`crate::alert::Book`]. It hands the book each
-//! raised alert and the time, starts every batch the book says is due through the sink's
-//! [`Deliver`] function (the node's I/O: a log line, a file append, an HTTP request) as a
-//! future on its own context, bounded by the sink's timeout, and feeds the outcome back.
-//! It never waits for a sink: a slow or dead one only grows its own queue.
+//! The alert actor: a thin shell around two cores. The alert-lifecycle engine
+//! ([`crate::alerting::Engine`]) decides: grouping, routing, inhibition, silences,
+//! acknowledgement, escalation, budgets. The book ([`crate::alert::Book`]) keeps the
+//! latest raises for the API and carries each notification the engine hands out to the
+//! sink of its receiver, with retries. The actor starts every batch the book says is due
+//! through the sink's [`Deliver`] function (the node's I/O: a log line, a file append, an
+//! HTTP request) as a future on its own context, bounded by the sink's timeout, and feeds
+//! the outcome back. It never waits for a sink: a slow or dead one only grows its own
+//! queue. Its one timer is armed from both cores' `poll_timeout`.
 
 use crate::actor::push::{Pushed, push};
 use std::future::Future;
@@ -14,39 +18,110 @@ use serde::{Deserialize, Serialize};
 
 use crate::actor::{Stop, unix_ms};
 use crate::alert::{Alert, Book, Config, Entry, Outcome, SinkConfig, Status};
+use crate::alerting::silence::am;
+use crate::alerting::{self, Ack, Counters, Engine, GroupView, Notification, Record};
 
-/// The longest the actor sleeps before asking the book again.
+/// The longest the actor sleeps before asking the cores again.
 const MAX_SLEEP_MS: u64 = 60_000;
 
-/// An alert to keep and deliver.
+/// An alert to keep, judge and notify.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Raise(pub Alert);
 
-/// Kept alerts last raised after `since` (Unix ms), newest first, at most `limit`, with
-/// the book's and the sinks' counters.
-#[derive(Debug, Clone, Copy, Message)]
+/// The condition of alert `key` cleared (a node alive again, a probe up, ...): it
+/// resolves.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Clear {
+    pub key: String,
+}
+
+/// Kept alerts last raised after `since` (Unix ms), newest first, at most `limit`, only
+/// those whose lifecycle state is `state` (`firing`, `acknowledged`, `silenced`,
+/// `inhibited`, `resolved`) if given, with the counters.
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "Alerts")]
 pub struct GetAlerts {
     pub since: u64,
     pub limit: usize,
+    pub state: Option<String>,
+}
+
+/// An alert as listed: the latest raise of its key with its count, and where its
+/// current (or last) episode stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// The episode's id (for `/api/v1/alerts/{id}`); absent if the engine refused it.
+    pub id: Option<String>,
+    /// `firing`, `acknowledged`, `silenced`, `inhibited` or `resolved`.
+    pub state: Option<String>,
+    /// The state with its detail (who acknowledged, which silence, ...).
+    pub status: Option<alerting::Status>,
 }
 
 /// The answer to [`GetAlerts`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Alerts {
-    pub alerts: Vec<Entry>,
+    pub alerts: Vec<Listed>,
     #[serde(flatten)]
     pub status: Status,
+    /// The lifecycle engine's counters.
+    pub lifecycle: Counters,
+    pub groups: Vec<GroupView>,
+    /// Notifications for a receiver with no sink (none when the settings are checked).
+    pub unrouted: u64,
 }
+
+/// One alert episode with its history.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Option<Record>")]
+pub struct GetAlert {
+    pub id: String,
+}
+
+/// An operator acknowledges alert `id`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Ack, alerting::Error>")]
+pub struct Acknowledge {
+    pub id: String,
+    pub by: String,
+    pub comment: String,
+}
+
+/// An operator marks alert `id` resolved.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), alerting::Error>")]
+pub struct ResolveAlert {
+    pub id: String,
+}
+
+/// A silence to create (no id) or change; answers its id.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<String, alerting::Error>")]
+pub struct AddSilence(pub am::Postable);
+
+/// Ends silence `id` now.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), alerting::Error>")]
+pub struct ExpireSilence {
+    pub id: String,
+}
+
+/// The silences, in Alertmanager's shape.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<am::Gettable>")]
+pub struct GetSilences;
 
 /// One delivery under way.
 pub type Delivery = Pin<Box<dyn Future<Output = Outcome>>>;
 
-/// Delivers one batch (oldest first) to a sink.
-pub type Deliver = Box<dyn Fn(Vec<Entry>) -> Delivery>;
+/// Delivers one batch of notifications (oldest first) to a sink.
+pub type Deliver = Box<dyn Fn(Vec<Notification>) -> Delivery>;
 
-/// A sink as the actor drives it.
+/// A sink as the actor drives it: the receiver of its name.
 pub struct Sink {
     pub config: SinkConfig,
     pub deliver: Deliver,
@@ -66,8 +141,10 @@ impl std::fmt::Debug for Sink {
 pub struct AlertActor {
     /// The node's live event stream, once set ([`SetPush`]).
     push: Option<crate::actor::push::Push>,
-    book: Book,
+    engine: Engine,
+    book: Book<Notification>,
     sinks: Vec<(Deliver, Duration)>,
+    unrouted: u64,
     timer: Option<SpawnHandle>,
 }
 
@@ -80,27 +157,51 @@ impl std::fmt::Debug for AlertActor {
 }
 
 impl AlertActor {
-    pub fn new(config: Config, sinks: Vec<Sink>) -> Self {
+    /// `engine` routes to receivers named as `sinks` are.
+    pub fn new(config: Config, engine: Engine, sinks: Vec<Sink>) -> Self {
         let (configs, sinks) = sinks
             .into_iter()
             .map(|s| (s.config, (s.deliver, s.timeout)))
             .unzip();
         AlertActor {
             push: None,
+            engine,
             book: Book::new(config, configs),
             sinks,
+            unrouted: 0,
             timer: None,
         }
     }
 
-    /// Starts every batch that is due, then sleeps until the next one is.
+    fn listed(&self, entry: Entry) -> Listed {
+        let record = self.engine.by_key(&entry.alert.key);
+        Listed {
+            id: record.map(|r| r.id.clone()),
+            state: record.map(|r| r.status.name().to_string()),
+            status: record.map(|r| r.status.clone()),
+            entry,
+        }
+    }
+
+    /// Queues what the engine says is due, starts every batch that is due, then sleeps
+    /// until either core has something to do.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        for batch in self.book.poll(unix_ms()) {
+        let now = unix_ms();
+        for n in self.engine.poll(now) {
+            match self.book.sink(&n.receiver) {
+                Some(i) => self.book.queue(i, n),
+                None => {
+                    self.unrouted += 1;
+                    tracing::warn!(receiver = %n.receiver, group = %n.group_key, "a notification for a receiver with no sink is dropped");
+                }
+            }
+        }
+        for batch in self.book.poll(now) {
             let Some((deliver, timeout)) = self.sinks.get(batch.sink) else {
                 continue;
             };
             let (ticket, timeout) = (batch.ticket, *timeout);
-            let running = deliver(batch.entries);
+            let running = deliver(batch.items);
             let bounded = async move {
                 tokio::time::timeout(timeout, running)
                     .await
@@ -116,7 +217,11 @@ impl AlertActor {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
-        if let Some(at) = self.book.poll_timeout() {
+        let next = [self.book.poll_timeout(), self.engine.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next {
             // Capped: the book gives up a retry time the wall clock was set back past
             // (see `Book::poll`), which it can only do when asked.
             let wait = Duration::from_millis(at.saturating_sub(unix_ms()).min(MAX_SLEEP_MS));
@@ -124,6 +229,15 @@ impl AlertActor {
                 act.timer = None;
                 act.pump(ctx);
             }));
+        }
+    }
+
+    /// Pushes the listing of `key` to the live event stream (its state changed).
+    fn announce(&self, key: &str) {
+        let kept = self.book.entry(key);
+        if let Some(entry) = kept {
+            let listed = self.listed(entry);
+            push(&self.push, || Pushed::Alert(Box::new(listed)));
         }
     }
 }
@@ -148,11 +262,25 @@ impl Handler<Raise> for AlertActor {
     type Result = ();
 
     fn handle(&mut self, msg: Raise, ctx: &mut Self::Context) {
-        self.book.raise(unix_ms(), msg.0);
-        if let Some(entry) = self.book.latest(0, 1).pop() {
-            push(&self.push, || Pushed::Alert(Box::new(entry)));
+        let now = unix_ms();
+        let key = msg.0.key.clone();
+        self.book.raise(now, msg.0.clone());
+        if let Err(e) = self.engine.raise(msg.0, now) {
+            tracing::warn!(%key, "alert not tracked: {e}");
         }
         self.pump(ctx);
+        self.announce(&key);
+    }
+}
+
+impl Handler<Clear> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Clear, ctx: &mut Self::Context) {
+        if self.engine.resolve(&msg.key, unix_ms()).is_some() {
+            self.pump(ctx);
+            self.announce(&msg.key);
+        }
     }
 }
 
@@ -160,10 +288,100 @@ impl Handler<GetAlerts> for AlertActor {
     type Result = MessageResult<GetAlerts>;
 
     fn handle(&mut self, q: GetAlerts, _: &mut Self::Context) -> Self::Result {
+        // A state filter looks through every kept key, then takes `limit`.
+        let scan = if q.state.is_some() {
+            usize::MAX
+        } else {
+            q.limit
+        };
+        let alerts = self
+            .book
+            .latest(q.since, scan)
+            .into_iter()
+            .map(|e| self.listed(e))
+            .filter(|l| q.state.is_none() || l.state == q.state)
+            .take(q.limit)
+            .collect();
+        // `limit` 0 (the metrics' scrape): counters only, no copy of every alert.
+        let groups = if q.limit == 0 {
+            Vec::new()
+        } else {
+            self.engine.snapshot(unix_ms()).groups
+        };
         MessageResult(Alerts {
-            alerts: self.book.latest(q.since, q.limit),
+            alerts,
             status: self.book.status(),
+            lifecycle: self.engine.counters().clone(),
+            groups,
+            unrouted: self.unrouted,
         })
+    }
+}
+
+impl Handler<GetAlert> for AlertActor {
+    type Result = Option<Record>;
+
+    fn handle(&mut self, q: GetAlert, _: &mut Self::Context) -> Self::Result {
+        self.engine.alert(&q.id).cloned()
+    }
+}
+
+impl Handler<Acknowledge> for AlertActor {
+    type Result = Result<Ack, alerting::Error>;
+
+    fn handle(&mut self, q: Acknowledge, ctx: &mut Self::Context) -> Self::Result {
+        let ack = self.engine.ack(&q.id, &q.by, &q.comment, unix_ms())?;
+        tracing::info!(alert = %q.id, by = %q.by, "alert acknowledged");
+        self.pump(ctx);
+        if let Some(key) = self.engine.alert(&q.id).map(|r| r.key.clone()) {
+            self.announce(&key);
+        }
+        Ok(ack)
+    }
+}
+
+impl Handler<ResolveAlert> for AlertActor {
+    type Result = Result<(), alerting::Error>;
+
+    fn handle(&mut self, q: ResolveAlert, ctx: &mut Self::Context) -> Self::Result {
+        self.engine.resolve_id(&q.id, unix_ms())?;
+        tracing::info!(alert = %q.id, "alert resolved by an operator");
+        self.pump(ctx);
+        if let Some(key) = self.engine.alert(&q.id).map(|r| r.key.clone()) {
+            self.announce(&key);
+        }
+        Ok(())
+    }
+}
+
+impl Handler<AddSilence> for AlertActor {
+    type Result = Result<String, alerting::Error>;
+
+    fn handle(&mut self, q: AddSilence, ctx: &mut Self::Context) -> Self::Result {
+        let silence = q.0.into_silence()?;
+        let id = self.engine.add_silence(silence, unix_ms())?;
+        tracing::info!(silence = %id, "silence set");
+        self.pump(ctx);
+        Ok(id)
+    }
+}
+
+impl Handler<ExpireSilence> for AlertActor {
+    type Result = Result<(), alerting::Error>;
+
+    fn handle(&mut self, q: ExpireSilence, ctx: &mut Self::Context) -> Self::Result {
+        self.engine.expire_silence(&q.id, unix_ms())?;
+        tracing::info!(silence = %q.id, "silence expired");
+        self.pump(ctx);
+        Ok(())
+    }
+}
+
+impl Handler<GetSilences> for AlertActor {
+    type Result = MessageResult<GetSilences>;
+
+    fn handle(&mut self, _: GetSilences, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.engine.silences(unix_ms()))
     }
 }
 
@@ -196,7 +414,7 @@ mod tests {
             reason: "test".into(),
             decision: None,
             term: None,
-            subject: None,
+            subject: Some(key.into()),
             details: Default::default(),
         }
     }
@@ -217,9 +435,12 @@ mod tests {
         let g = got.clone();
         let fast = Sink {
             config: config("fast"),
-            deliver: Box::new(move |batch: Vec<Entry>| {
-                g.borrow_mut()
-                    .extend(batch.into_iter().map(|e| e.alert.key));
+            deliver: Box::new(move |batch: Vec<Notification>| {
+                g.borrow_mut().extend(
+                    batch
+                        .into_iter()
+                        .flat_map(|n| n.alerts.into_iter().map(|a| a.key)),
+                );
                 Box::pin(async { Outcome::Delivered })
             }),
             timeout: Duration::from_secs(5),
@@ -229,7 +450,7 @@ mod tests {
         let c = calls.clone();
         let hanging = Sink {
             config: config("hanging"),
-            deliver: Box::new(move |_batch: Vec<Entry>| {
+            deliver: Box::new(move |_batch: Vec<Notification>| {
                 c.set(c.get() + 1);
                 let hang = c.get() <= 2;
                 Box::pin(async move {
@@ -241,15 +462,16 @@ mod tests {
             }),
             timeout: Duration::from_millis(50),
         };
-        let addr = AlertActor::new(
-            Config {
-                ring: 10,
-                fold_ms: 60_000,
-                seed: 1,
-            },
-            vec![fast, hanging],
-        )
-        .start();
+        // Each alert its own group, told at once, to both receivers.
+        let mut lifecycle = alerting::Config::default();
+        lifecycle.route.group_by = Some(vec!["...".into()]);
+        lifecycle.route.group_wait_ms = Some(0);
+        lifecycle.route = lifecycle
+            .route
+            .fan_out(&["fast".to_string(), "hanging".to_string()]);
+        let engine = Engine::new(lifecycle).expect("valid");
+        let addr =
+            AlertActor::new(Config { ring: 10, seed: 1 }, engine, vec![fast, hanging]).start();
         addr.send(Raise(alert("a"))).await.expect("delivered");
         addr.send(Raise(alert("a"))).await.expect("delivered");
         addr.send(Raise(alert("b"))).await.expect("delivered");
@@ -258,13 +480,14 @@ mod tests {
             .send(GetAlerts {
                 since: 0,
                 limit: 10,
+                state: None,
             })
             .await
             .expect("answered");
         let keys: Vec<(&str, u64)> = view
             .alerts
             .iter()
-            .map(|e| (e.alert.key.as_str(), e.count))
+            .map(|e| (e.entry.alert.key.as_str(), e.entry.count))
             .collect();
         assert_eq!(keys, [("b", 1), ("a", 2)]);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -273,6 +496,7 @@ mod tests {
                 .send(GetAlerts {
                     since: 0,
                     limit: 10,
+                    state: None,
                 })
                 .await
                 .expect("answered");
@@ -282,10 +506,16 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "{v:?}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        assert_eq!(*got.borrow(), ["a", "b"], "the repeat was folded");
+        assert_eq!(*got.borrow(), ["a", "b"], "the repeat was not told again");
+        assert!(
+            view.alerts
+                .iter()
+                .all(|l| l.state.as_deref() == Some("firing") && l.id.is_some()),
+            "{view:?}"
+        );
         let hanging = &view.status.sinks[1];
-        // The first attempt carried `a` alone (sent as soon as raised), the second `a` and
-        // `b`: three alerts failed in all.
+        // The first attempt carried `a`'s notification alone (sent as soon as raised), the
+        // second `a`'s and `b`'s: three notifications failed in all.
         assert_eq!(hanging.failed, 3);
         assert!(
             hanging

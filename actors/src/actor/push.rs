@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use actix::Message;
 
-use crate::alert::book::Entry;
 use crate::fleet::Seen;
 use crate::membership::Status;
 use crate::node;
@@ -25,8 +24,8 @@ pub enum Pushed {
     PeerSpikes(Arc<Vec<Spike>>),
     /// A decision made or settled (the record as `GET /api/v1/decisions` shows it).
     Decision(Box<Record>),
-    /// An alert raised or folded (as `GET /api/v1/alerts` shows it).
-    Alert(Box<Entry>),
+    /// An alert raised or changed state (as `GET /api/v1/alerts` lists it).
+    Alert(Box<crate::actor::alert::Listed>),
     /// A peer's status changed, as this node sees it.
     Peer {
         peer: node::Id,

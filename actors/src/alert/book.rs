@@ -1,12 +1,16 @@
-//! The alert book: the latest alerts by key, repeats folded, and one bounded delivery
-//! queue per sink with retry and exponential backoff.
+//! The alert book: the latest alerts by key with their repeats counted (what
+//! `GET /api/v1/alerts` lists), and one bounded delivery queue per sink with retry and
+//! exponential backoff.
 //!
-//! Sans-IO: the caller hands in alerts, the wall-clock time (Unix milliseconds) and the
-//! outcome of each delivery; the book says which batches are due and when to look again
-//! ([`Book::poll_timeout`]). It never waits on a sink: a sink that is down only grows its
-//! own queue, up to its bound, beyond which its oldest alerts are dropped and counted.
+//! What is delivered is decided by the alert-lifecycle engine (`crate::alerting`): the
+//! caller queues each of its notifications for the sink of its receiver
+//! ([`Book::queue`]). The book only carries them: sans-IO, it takes the wall-clock time
+//! (Unix milliseconds) and the outcome of each delivery, says which batches are due and
+//! when to look again ([`Book::poll_timeout`]). It never waits on a sink: a sink that is
+//! down only grows its own queue, up to its bound, beyond which its oldest items are
+//! dropped and counted.
 //!
-//! Accounting, per sink: every alert handed to it is, at any time, delivered, rejected
+//! Accounting, per sink: every item handed to it is, at any time, delivered, rejected
 //! (the sink refused it for good), dropped (queue full), queued or in flight. Nothing is
 //! lost without being counted.
 
@@ -21,9 +25,6 @@ use super::Alert;
 pub struct Config {
     /// Distinct keys kept for the API; the least recently raised is forgotten first.
     pub ring: usize,
-    /// A repeat of a key within this many milliseconds of the last time the key was handed
-    /// to the sinks is counted, not sent again (0: every repeat is sent).
-    pub fold_ms: u64,
     /// Seeds the retry jitter (so that nodes of a fleet do not all retry a shared sink in
     /// step after it comes back).
     pub seed: u64,
@@ -33,7 +34,6 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             ring: 1000,
-            fold_ms: 300_000,
             seed: 1,
         }
     }
@@ -43,9 +43,9 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkConfig {
     pub name: String,
-    /// Alerts waiting for this sink, in flight included (at least 1).
+    /// Items waiting for this sink, in flight included (at least 1).
     pub queue: usize,
-    /// At most this many alerts per delivery (at least 1).
+    /// At most this many items per delivery (at least 1).
     pub batch: usize,
     /// The first retry waits this long; each failure in a row doubles the wait ...
     pub retry_min_ms: u64,
@@ -53,46 +53,34 @@ pub struct SinkConfig {
     pub retry_max_ms: u64,
 }
 
-/// An alert as kept and delivered: the latest raise of its key, with the repeats folded
-/// into it.
+/// An alert as kept: the latest raise of its key, with its repeats counted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     #[serde(flatten)]
     pub alert: Alert,
-    /// Raises of this key since it was first kept (repeats folded or not).
+    /// Raises of this key since it was first kept.
     pub count: u64,
     pub first_unix_ms: u64,
     pub last_unix_ms: u64,
 }
 
-/// What became of a raise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Raised {
-    /// A key not kept before: handed to every sink.
-    New,
-    /// A repeat after the fold period: handed to every sink again, with its count.
-    Resent { count: u64 },
-    /// A repeat within the fold period: counted only.
-    Folded { count: u64 },
-}
-
-/// Alerts due for one sink. The caller delivers them and reports with [`Book::done`].
+/// Items due for one sink. The caller delivers them and reports with [`Book::done`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
+pub struct Batch<T> {
     /// The sink's position in the list the book was made with.
     pub sink: usize,
     pub ticket: u64,
-    pub entries: Vec<Entry>,
+    pub items: Vec<T>,
 }
 
 /// How a delivery went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The sink took every alert of the batch.
+    /// The sink took every item of the batch.
     Delivered,
     /// It took none (down, refused the request, timed out): all are retried.
     Failed(String),
-    /// It took some. Alerts at the `retry` positions of the batch failed and are retried;
+    /// It took some. Items at the `retry` positions of the batch failed and are retried;
     /// those at the `rejected` positions were refused for good and are counted, not
     /// retried.
     Partly {
@@ -109,13 +97,13 @@ pub struct SinkStatus {
     /// Waiting, in flight included.
     pub queued: usize,
     pub in_flight: usize,
-    /// Alerts the sink took.
+    /// Notifications the sink took.
     pub delivered: u64,
-    /// Alerts whose delivery failed (each attempt counts; they are retried).
+    /// Notifications whose delivery failed (each attempt counts; they are retried).
     pub failed: u64,
-    /// Alerts the sink refused for good.
+    /// Notifications the sink refused for good.
     pub rejected: u64,
-    /// Alerts dropped unsent because the queue was full (the oldest go first).
+    /// Notifications dropped unsent because the queue was full (the oldest go first).
     pub dropped: u64,
     /// Failed deliveries in a row (0: the sink is healthy).
     pub failures_in_a_row: u32,
@@ -131,8 +119,8 @@ pub struct SinkStatus {
 pub struct Status {
     /// Raises by action (`policy_violation`, `unauthorized_access`, ...), repeats included.
     pub raised: BTreeMap<String, u64>,
-    /// Raises that were folded into an earlier one (not sent again).
-    pub folded: u64,
+    /// Raises of a key already kept (counted in its entry).
+    pub repeats: u64,
     /// Distinct keys kept.
     pub kept: usize,
     pub sinks: Vec<SinkStatus>,
@@ -142,27 +130,25 @@ struct Kept {
     entry: Entry,
     /// Position in raise order (the ring's order).
     touched: u64,
-    /// When the key was last handed to the sinks.
-    sent_unix_ms: u64,
 }
 
 #[derive(Debug)]
-struct Sink {
+struct Sink<T> {
     config: SinkConfig,
-    queue: VecDeque<Entry>,
-    in_flight: Option<(u64, Vec<Entry>)>,
+    queue: VecDeque<T>,
+    in_flight: Option<(u64, Vec<T>)>,
     not_before: u64,
     status: SinkStatus,
 }
 
-impl Sink {
+impl<T> Sink<T> {
     fn pending(&self) -> usize {
         self.queue.len() + self.in_flight.as_ref().map_or(0, |(_, b)| b.len())
     }
 
-    /// Queues `entry`, dropping the oldest waiting alert if the queue is full (or `entry`
+    /// Queues `entry`, dropping the oldest waiting item if the queue is full (or `entry`
     /// itself if everything queued is in flight and cannot be recalled).
-    fn push(&mut self, entry: Entry) {
+    fn push(&mut self, entry: T) {
         if self.pending() >= self.config.queue {
             self.status.dropped += 1;
             if self.queue.pop_front().is_none() {
@@ -173,20 +159,21 @@ impl Sink {
     }
 }
 
-/// See the module documentation.
-pub struct Book {
+/// See the module documentation. `T` is what sinks are handed (the engine's
+/// notifications at run time).
+pub struct Book<T> {
     config: Config,
     kept: HashMap<String, Kept>,
     order: BTreeMap<u64, String>,
     next_touch: u64,
-    sinks: Vec<Sink>,
+    sinks: Vec<Sink<T>>,
     next_ticket: u64,
     raised: BTreeMap<String, u64>,
-    folded: u64,
+    repeats: u64,
     rng: u64,
 }
 
-impl std::fmt::Debug for Book {
+impl<T: std::fmt::Debug> std::fmt::Debug for Book<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Book")
             .field("config", &self.config)
@@ -196,11 +183,11 @@ impl std::fmt::Debug for Book {
     }
 }
 
-impl Book {
+impl<T: Clone> Book<T> {
     /// A book delivering to `sinks`, in this order. Zero bounds are taken as 1, a batch
     /// larger than its queue as the queue, a maximum retry wait below the minimum as the
     /// minimum.
-    pub fn new(config: Config, sinks: Vec<SinkConfig>) -> Book {
+    pub fn new(config: Config, sinks: Vec<SinkConfig>) -> Book<T> {
         let sinks = sinks
             .into_iter()
             .map(|mut c| {
@@ -232,67 +219,64 @@ impl Book {
             sinks,
             next_ticket: 0,
             raised: BTreeMap::new(),
-            folded: 0,
+            repeats: 0,
         }
     }
 
-    /// Keeps `alert`, folding it into an earlier raise of its key, and queues it for every
-    /// sink unless it is a repeat within the fold period.
-    pub fn raise(&mut self, now_unix_ms: u64, alert: Alert) -> Raised {
+    /// Keeps `alert` as the latest raise of its key; returns its entry (repeats counted).
+    pub fn raise(&mut self, now_unix_ms: u64, alert: Alert) -> Entry {
         *self.raised.entry(alert.action.clone()).or_default() += 1;
         let touch = self.next_touch;
         self.next_touch += 1;
-        let fold_ms = self.config.fold_ms;
-        let (raised, entry) = match self.kept.get_mut(&alert.key) {
-            Some(k) => {
-                self.order.remove(&k.touched);
-                self.order.insert(touch, alert.key.clone());
-                k.touched = touch;
-                let e = &mut k.entry;
-                e.count += 1;
-                e.last_unix_ms = e.last_unix_ms.max(now_unix_ms);
-                e.alert = alert;
-                if fold_ms > 0 && now_unix_ms.saturating_sub(k.sent_unix_ms) < fold_ms {
-                    self.folded += 1;
-                    return Raised::Folded { count: e.count };
-                }
-                k.sent_unix_ms = now_unix_ms;
-                (Raised::Resent { count: e.count }, e.clone())
-            }
-            None => {
-                let entry = Entry {
-                    alert,
-                    count: 1,
-                    first_unix_ms: now_unix_ms,
-                    last_unix_ms: now_unix_ms,
-                };
-                let key = entry.alert.key.clone();
-                self.order.insert(touch, key.clone());
-                self.kept.insert(
-                    key,
-                    Kept {
-                        entry: entry.clone(),
-                        touched: touch,
-                        sent_unix_ms: now_unix_ms,
-                    },
-                );
-                while self.kept.len() > self.config.ring {
-                    let Some((_, oldest)) = self.order.pop_first() else {
-                        break;
-                    };
-                    self.kept.remove(&oldest);
-                }
-                (Raised::New, entry)
-            }
-        };
-        for sink in &mut self.sinks {
-            sink.push(entry.clone());
+        if let Some(k) = self.kept.get_mut(&alert.key) {
+            self.repeats += 1;
+            self.order.remove(&k.touched);
+            self.order.insert(touch, alert.key.clone());
+            k.touched = touch;
+            let e = &mut k.entry;
+            e.count += 1;
+            e.last_unix_ms = e.last_unix_ms.max(now_unix_ms);
+            e.alert = alert;
+            return e.clone();
         }
-        raised
+        let entry = Entry {
+            alert,
+            count: 1,
+            first_unix_ms: now_unix_ms,
+            last_unix_ms: now_unix_ms,
+        };
+        let key = entry.alert.key.clone();
+        self.order.insert(touch, key.clone());
+        self.kept.insert(
+            key,
+            Kept {
+                entry: entry.clone(),
+                touched: touch,
+            },
+        );
+        while self.kept.len() > self.config.ring {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.kept.remove(&oldest);
+        }
+        entry
+    }
+
+    /// Queues `item` for sink number `sink` (ignored if there is no such sink).
+    pub fn queue(&mut self, sink: usize, item: T) {
+        if let Some(s) = self.sinks.get_mut(sink) {
+            s.push(item);
+        }
+    }
+
+    /// The position of the sink named `name`.
+    pub fn sink(&self, name: &str) -> Option<usize> {
+        self.sinks.iter().position(|s| s.config.name == name)
     }
 
     /// The batches due now: at most one in flight per sink, none before its retry time.
-    pub fn poll(&mut self, now_unix_ms: u64) -> Vec<Batch> {
+    pub fn poll(&mut self, now_unix_ms: u64) -> Vec<Batch<T>> {
         let mut out = Vec::new();
         for (i, sink) in self.sinks.iter_mut().enumerate() {
             // No wait is longer than the maximum: a retry time further ahead means the
@@ -304,14 +288,14 @@ impl Book {
                 continue;
             }
             let n = sink.config.batch.min(sink.queue.len());
-            let entries: Vec<Entry> = sink.queue.drain(..n).collect();
+            let items: Vec<T> = sink.queue.drain(..n).collect();
             let ticket = self.next_ticket;
             self.next_ticket += 1;
-            sink.in_flight = Some((ticket, entries.clone()));
+            sink.in_flight = Some((ticket, items.clone()));
             out.push(Batch {
                 sink: i,
                 ticket,
-                entries,
+                items,
             });
         }
         out
@@ -380,7 +364,7 @@ impl Book {
     }
 
     /// When [`Book::poll`] has something to hand out next (`None`: nothing waits, or every
-    /// sink with alerts waiting has a delivery in flight).
+    /// sink with items waiting has a delivery in flight).
     pub fn poll_timeout(&self) -> Option<u64> {
         self.sinks
             .iter()
@@ -401,10 +385,15 @@ impl Book {
             .collect()
     }
 
+    /// The kept entry of `key`.
+    pub fn entry(&self, key: &str) -> Option<Entry> {
+        self.kept.get(key).map(|k| k.entry.clone())
+    }
+
     pub fn status(&self) -> Status {
         Status {
             raised: self.raised.clone(),
-            folded: self.folded,
+            repeats: self.repeats,
             kept: self.kept.len(),
             sinks: self
                 .sinks

@@ -36,19 +36,22 @@ fn sink(name: &str, queue: usize, batch: usize) -> SinkConfig {
     }
 }
 
-fn book(fold_ms: u64, sinks: Vec<SinkConfig>) -> Book {
-    Book::new(
-        Config {
-            ring: 3,
-            fold_ms,
-            seed: 7,
-        },
-        sinks,
-    )
+fn book(sinks: Vec<SinkConfig>) -> Book<Entry> {
+    Book::new(Config { ring: 3, seed: 7 }, sinks)
 }
 
-fn keys(batch: &Batch) -> Vec<&str> {
-    batch.entries.iter().map(|e| e.alert.key.as_str()).collect()
+/// Keeps `a` and queues its entry for every sink (as the alert actor queues a
+/// notification for its receiver's sink).
+fn send(b: &mut Book<Entry>, now: u64, a: Alert) -> Entry {
+    let entry = b.raise(now, a);
+    for s in 0..2 {
+        b.queue(s, entry.clone());
+    }
+    entry
+}
+
+fn keys(batch: &Batch<Entry>) -> Vec<&str> {
+    batch.items.iter().map(|e| e.alert.key.as_str()).collect()
 }
 
 #[test]
@@ -132,34 +135,26 @@ fn a_violation_becomes_an_alert_keyed_by_host_rule_kind_and_subject() {
 }
 
 #[test]
-fn repeats_within_the_fold_period_are_counted_not_resent() {
-    let mut b = book(1000, vec![sink("hook", 10, 10)]);
-    assert_eq!(b.raise(0, alert("k", "a")), Raised::New);
-    assert_eq!(b.raise(500, alert("k", "a")), Raised::Folded { count: 2 });
-    assert_eq!(b.raise(999, alert("k", "a")), Raised::Folded { count: 3 });
-    let batches = b.poll(999);
-    assert_eq!(batches.len(), 1);
-    assert_eq!(keys(&batches[0]), ["k"], "sent once");
-    assert!(b.done(999, batches[0].ticket, Outcome::Delivered));
-    // The fold period runs from the last send: a repeat after it is sent with its count.
-    assert_eq!(b.raise(1000, alert("k", "a")), Raised::Resent { count: 4 });
-    let batches = b.poll(1000);
-    assert_eq!(batches[0].entries[0].count, 4);
-    assert_eq!(batches[0].entries[0].first_unix_ms, 0);
-    assert_eq!(batches[0].entries[0].last_unix_ms, 1000);
+fn repeats_are_counted_in_their_entry() {
+    let mut b = book(vec![sink("hook", 10, 10)]);
+    assert_eq!(b.raise(0, alert("k", "a")).count, 1);
+    assert_eq!(b.raise(500, alert("k", "a")).count, 2);
+    let e = b.raise(999, alert("k", "a"));
+    assert_eq!((e.count, e.first_unix_ms, e.last_unix_ms), (3, 0, 999));
+    assert_eq!(
+        b.poll(999),
+        vec![],
+        "raising queues nothing: the engine decides"
+    );
     let st = b.status();
-    assert_eq!(st.raised["a"], 4);
-    assert_eq!(st.folded, 2);
-
-    // fold_ms = 0: every repeat is sent.
-    let mut b = book(0, vec![sink("hook", 10, 10)]);
-    b.raise(0, alert("k", "a"));
-    assert_eq!(b.raise(0, alert("k", "a")), Raised::Resent { count: 2 });
+    assert_eq!((st.raised["a"], st.repeats, st.kept), (3, 2, 1));
+    assert_eq!(b.sink("hook"), Some(0));
+    assert_eq!(b.sink("nope"), None);
 }
 
 #[test]
 fn the_ring_keeps_the_latest_keys_newest_first() {
-    let mut b = book(1000, vec![]);
+    let mut b = book(vec![]);
     for (t, k) in [(1, "a"), (2, "b"), (3, "c"), (4, "a"), (5, "d")] {
         b.raise(t, alert(k, "x"));
     }
@@ -181,9 +176,9 @@ fn the_ring_keeps_the_latest_keys_newest_first() {
 
 #[test]
 fn a_sink_that_is_down_retries_with_backoff_and_blocks_no_other() {
-    let mut b = book(0, vec![sink("down", 10, 2), sink("up", 10, 2)]);
+    let mut b = book(vec![sink("down", 10, 2), sink("up", 10, 2)]);
     for k in ["a", "b", "c"] {
-        b.raise(0, alert(k, "x"));
+        send(&mut b, 0, alert(k, "x"));
     }
     let batches = b.poll(0);
     assert_eq!(batches.len(), 2, "one batch per sink");
@@ -242,8 +237,8 @@ fn a_sink_that_is_down_retries_with_backoff_and_blocks_no_other() {
 
 #[test]
 fn a_clock_set_back_does_not_stall_retries() {
-    let mut b = book(0, vec![sink("s", 10, 10)]);
-    b.raise(10_000_000, alert("a", "x"));
+    let mut b = book(vec![sink("s", 10, 10)]);
+    send(&mut b, 10_000_000, alert("a", "x"));
     let batch = b.poll(10_000_000);
     b.done(10_000_000, batch[0].ticket, Outcome::Failed("down".into()));
     assert_eq!(b.poll(10_000_001), vec![], "waiting out the backoff");
@@ -254,18 +249,18 @@ fn a_clock_set_back_does_not_stall_retries() {
 
 #[test]
 fn a_full_queue_drops_its_oldest_and_counts_them() {
-    let mut b = book(0, vec![sink("s", 3, 2)]);
-    b.raise(0, alert("a", "x"));
-    b.raise(0, alert("b", "x"));
+    let mut b = book(vec![sink("s", 3, 2)]);
+    send(&mut b, 0, alert("a", "x"));
+    send(&mut b, 0, alert("b", "x"));
     let batch = b.poll(0);
     assert_eq!(keys(&batch[0]), ["a", "b"]);
     // a and b are in flight; c fits; d pushes out c, the oldest that is only waiting.
-    b.raise(0, alert("c", "x"));
-    b.raise(0, alert("d", "x"));
+    send(&mut b, 0, alert("c", "x"));
+    send(&mut b, 0, alert("d", "x"));
     let st = &b.status().sinks[0];
     assert_eq!((st.queued, st.in_flight, st.dropped), (3, 2, 1));
     // Nothing waits besides d, so e takes d's place.
-    b.raise(0, alert("e", "x"));
+    send(&mut b, 0, alert("e", "x"));
     b.done(0, batch[0].ticket, Outcome::Failed("down".into()));
     let st = &b.status().sinks[0];
     assert_eq!(
@@ -281,10 +276,10 @@ fn a_full_queue_drops_its_oldest_and_counts_them() {
     assert_eq!(keys(&batch[0]), ["e"]);
 
     // Everything in flight and the queue full: the new alert itself is dropped.
-    let mut b = book(0, vec![sink("s", 1, 1)]);
-    b.raise(0, alert("a", "x"));
+    let mut b = book(vec![sink("s", 1, 1)]);
+    send(&mut b, 0, alert("a", "x"));
     let batch = b.poll(0);
-    b.raise(0, alert("b", "x"));
+    send(&mut b, 0, alert("b", "x"));
     assert_eq!(b.status().sinks[0].dropped, 1);
     b.done(0, batch[0].ticket, Outcome::Delivered);
     assert_eq!(b.poll_timeout(), None, "b was not queued");
@@ -292,9 +287,9 @@ fn a_full_queue_drops_its_oldest_and_counts_them() {
 
 #[test]
 fn partly_delivered_batches_retry_only_the_failed_alerts() {
-    let mut b = book(0, vec![sink("es", 10, 10)]);
+    let mut b = book(vec![sink("es", 10, 10)]);
     for k in ["a", "b", "c", "d"] {
-        b.raise(0, alert(k, "x"));
+        send(&mut b, 0, alert(k, "x"));
     }
     let batch = b.poll(0);
     b.done(
@@ -349,30 +344,27 @@ proptest! {
     fn no_alert_is_lost_silently(
         ops in proptest::collection::vec(op(), 1..300),
         bounds in (1usize..6, 1usize..4, 1usize..6, 1usize..4),
-        fold_ms in 0u64..500,
     ) {
         let sinks = vec![sink("a", bounds.0, bounds.1), sink("b", bounds.2, bounds.3)];
         let caps = [bounds.0, bounds.2];
-        let mut b = Book::new(Config { ring: 4, fold_ms, seed: 3 }, sinks);
+        let mut b = Book::new(Config { ring: 4, seed: 3 }, sinks);
         let mut now = 0u64;
         let mut handed = 0u64;
-        let mut in_flight: [Option<Batch>; 2] = [None, None];
+        let mut in_flight: [Option<Batch<Entry>>; 2] = [None, None];
         let mut delivered_seen = [0u64; 2];
         for op in ops {
             match op {
                 Op::Raise { key, dt } => {
                     now += u64::from(dt);
-                    match b.raise(now, alert(&key.to_string(), "x")) {
-                        Raised::New | Raised::Resent { .. } => handed += 1,
-                        Raised::Folded { .. } => {}
-                    }
+                    send(&mut b, now, alert(&key.to_string(), "x"));
+                    handed += 1;
                 }
                 Op::Poll { dt } => {
                     now += u64::from(dt);
                     for batch in b.poll(now) {
                         prop_assert!(in_flight[batch.sink].is_none());
-                        prop_assert!(batch.entries.len() <= [bounds.1, bounds.3][batch.sink]);
-                        prop_assert!(!batch.entries.is_empty());
+                        prop_assert!(batch.items.len() <= [bounds.1, bounds.3][batch.sink]);
+                        prop_assert!(!batch.items.is_empty());
                         let s = batch.sink;
                         in_flight[s] = Some(batch);
                     }
@@ -380,7 +372,7 @@ proptest! {
                 Op::Done { sink, how, mask } => {
                     let s = usize::from(sink);
                     if let Some(batch) = in_flight[s].take() {
-                        let n = batch.entries.len();
+                        let n = batch.items.len();
                         let outcome = match how {
                             0 => Outcome::Delivered,
                             1 => Outcome::Failed("down".into()),
@@ -411,7 +403,7 @@ proptest! {
                     "sink {}: {:?}", i, s
                 );
                 prop_assert_eq!(s.delivered, delivered_seen[i]);
-                prop_assert_eq!(s.in_flight, in_flight[i].as_ref().map_or(0, |b| b.entries.len()));
+                prop_assert_eq!(s.in_flight, in_flight[i].as_ref().map_or(0, |b| b.items.len()));
             }
             // Something waits and nothing is in flight: the book names a time to look again.
             for (i, s) in st.sinks.iter().enumerate() {

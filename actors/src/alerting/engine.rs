@@ -290,6 +290,15 @@ impl Engine {
         }
     }
 
+    /// The alert of `key`: its current episode, or its latest one still remembered after
+    /// it resolved.
+    pub fn by_key(&self, key: &str) -> Option<&Record> {
+        match self.alerts.get(key) {
+            Some(t) => Some(&t.record),
+            None => self.retired.iter().rev().find(|r| r.key == key),
+        }
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

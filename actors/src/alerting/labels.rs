@@ -54,9 +54,29 @@ pub fn of_alert(a: &alert::Alert) -> Labels {
         .collect()
 }
 
-/// The annotations of `a`: `summary`, `reason`, `decision`, `term` (those it has).
+/// The annotations of `a`: `summary`, `reason`, `decision`, `term` (those it has),
+/// `category` (its ECS category) and each of its details (`servers`, `policy`, ...) under
+/// its name made a valid label name (other characters become `_`); a detail never
+/// replaces one of the former.
 pub fn annotations_of(a: &alert::Alert) -> Annotations {
     let mut out = Annotations::new();
+    for (k, v) in &a.details {
+        let name: String = k
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let name = if name.starts_with(|c: char| c.is_ascii_digit()) || name.is_empty() {
+            format!("_{name}")
+        } else {
+            name
+        };
+        if !v.is_empty() {
+            out.insert(name, v.clone());
+        }
+    }
+    if !a.category.is_empty() {
+        out.insert("category".into(), a.category.clone());
+    }
     let summary = match &a.subject {
         Some(s) => format!("{} on {}: {s}", a.action, a.host),
         None => format!("{} on {}", a.action, a.host),

@@ -197,7 +197,9 @@ pub struct Notification {
     /// Alerts left out of `alerts` by the bound.
     pub omitted: usize,
     pub at_unix_ms: u64,
-    /// Notification-log records to commit once it is handed to the sink.
+    /// Notification-log records to commit once it is handed to the sink (not shown to
+    /// receivers).
+    #[serde(default)]
     pub records: Vec<nlog::Record>,
 }
 

@@ -11,10 +11,7 @@ impl Engine {
     /// (the policy's `ack_timeout_ms`, else the engine's), when it fires again. Returns
     /// the acknowledgement, to commit.
     pub fn ack(&mut self, id: &str, by: &str, comment: &str, now: u64) -> Result<Ack, Error> {
-        let key = self
-            .ids
-            .get(id)
-            .ok_or_else(|| Error::UnknownAlert(id.to_string()))?;
+        let key = self.ids.get(id).ok_or_else(|| self.unknown(id))?;
         let t = self
             .alerts
             .get_mut(key)
@@ -47,14 +44,20 @@ impl Engine {
 
     /// An operator marks alert `id` resolved (a violation dealt with): as [`Engine::resolve`].
     pub fn resolve_id(&mut self, id: &str, now: u64) -> Result<(), Error> {
-        let key = self
-            .ids
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::UnknownAlert(id.to_string()))?;
+        let key = self.ids.get(id).cloned().ok_or_else(|| self.unknown(id))?;
         self.resolve(&key, now)
             .map(|_| ())
             .ok_or_else(|| Error::Resolved(id.to_string()))
+    }
+
+    /// The error for an id that is not tracked: resolved if it is a resolved episode still
+    /// remembered, else unknown.
+    fn unknown(&self, id: &str) -> Error {
+        if self.retired.iter().any(|r| r.id == id) {
+            Error::Resolved(id.to_string())
+        } else {
+            Error::UnknownAlert(id.to_string())
+        }
     }
 
     /// Replays a committed acknowledgement (from the region log): applied to alert `id`

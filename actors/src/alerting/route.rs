@@ -40,6 +40,34 @@ pub struct Config {
     pub routes: Vec<Config>,
 }
 
+impl Config {
+    /// Nothing routes yet: no receiver and no child route written.
+    pub fn routes_nothing(&self) -> bool {
+        self.receiver.is_none() && self.routes.is_empty()
+    }
+
+    /// This root with one child per receiver, each matching every alert and going on to
+    /// the next: every alert reaches every receiver (what an `[alerts]` table with sinks
+    /// and no route means). The root's receiver is the first (`default` if none).
+    pub fn fan_out(mut self, receivers: &[String]) -> Config {
+        self.receiver = Some(
+            receivers
+                .first()
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_RECEIVER.into()),
+        );
+        self.routes = receivers
+            .iter()
+            .map(|r| Config {
+                receiver: Some(r.clone()),
+                continue_: true,
+                ..Config::default()
+            })
+            .collect();
+        self
+    }
+}
+
 /// A configuration error; `at` names the setting (`route.routes[0].matchers[1]`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{at}: {reason}")]

@@ -381,3 +381,24 @@ fn raises_beyond_the_bound_are_refused_and_counted_and_the_snapshot_travels() {
         rmp_serde::from_slice(&rmp_serde::to_vec(&snap).expect("rmp")).expect("rmp");
     assert_eq!(back, snap);
 }
+
+#[test]
+fn a_route_left_unwritten_fans_every_alert_out_to_every_receiver() {
+    let mut c = config("[route]\ngroup_wait_ms = 0\n");
+    assert!(c.route.routes_nothing());
+    c.route = c.route.fan_out(&["hook".to_string(), "mail".to_string()]);
+    assert!(!c.route.routes_nothing());
+    let mut e = Engine::new(c).expect("valid");
+    e.raise(alert("w1", "policy_violation", "/etc/x", Severity::Low), 0)
+        .expect("raised");
+    let mut got: Vec<(String, usize)> = e
+        .poll(0)
+        .iter()
+        .map(|n| (n.receiver.clone(), n.alerts.len()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("hook".to_string(), 1), ("mail".to_string(), 1)]);
+    let none = config("").route.fan_out(&[]);
+    assert_eq!(none.receiver.as_deref(), Some("default"));
+    assert!(none.routes.is_empty());
+}

@@ -27,6 +27,16 @@ fn an_operator_resolves_an_alert_by_id() {
         .map(|t| t.status.name())
         .collect();
     assert_eq!(history, ["firing", "resolved"]);
+    // Told and retired: still known as resolved, not as unknown.
+    assert_eq!(e.resolve_id(&id, 1001), Err(Error::Resolved(id.clone())));
+    assert!(matches!(
+        e.ack(&id, "ops", "", 1001),
+        Err(Error::Resolved(_))
+    ));
+    assert_eq!(
+        e.by_key("w1|policy_violation|/etc/x").map(|r| r.id.clone()),
+        Some(id)
+    );
 }
 
 #[test]

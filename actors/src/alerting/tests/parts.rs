@@ -36,6 +36,12 @@ fn an_alert_has_the_labels_of_its_action_severity_place_rule_kind_and_subject() 
     let notes = labels::annotations_of(&a);
     assert_eq!(notes["summary"], "policy_violation on b1: /etc/passwd");
     assert_eq!(notes["decision"], "violation");
+    assert_eq!(notes["kind"], "user", "details are annotations too");
+    a.details.insert("summary".into(), "not this".into());
+    a.details.insert("9 lives".into(), "x".into());
+    let notes = labels::annotations_of(&a);
+    assert_eq!(notes["summary"], "policy_violation on b1: /etc/passwd");
+    assert_eq!(notes["_9_lives"], "x", "a valid label name");
 }
 
 #[test]
