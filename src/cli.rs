@@ -1,4 +1,5 @@
-//! The `fleetmesh` command line: `node`, `init`, `keygen`, `psk`, `status`, `region`.
+//! The `fleetmesh` command line: `node`, `init`, `keygen`, `psk`, `status`, `region`,
+//! `alerts`, `silence`.
 //!
 //! Exit codes: 0 success, 1 a runtime failure, 2 a usage or settings error (the message
 //! names the key or flag at fault).
@@ -62,6 +63,12 @@ pub enum Command {
     /// Operate on the region's consensus.
     #[command(subcommand)]
     Region(RegionCommand),
+    /// List, acknowledge and resolve alerts on a running node.
+    #[command(subcommand)]
+    Alerts(crate::alertctl::AlertsCommand),
+    /// Add, list and expire alert silences on a running node.
+    #[command(subcommand)]
+    Silence(crate::alertctl::SilenceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +249,8 @@ pub fn main() -> ExitCode {
                 format,
             ))
         }
+        Command::Alerts(cmd) => operate("alerts", crate::alertctl::alerts(cmd)),
+        Command::Silence(cmd) => operate("silence", crate::alertctl::silence(cmd)),
         Command::Region(RegionCommand::Recover {
             data_dir,
             peers,
@@ -275,6 +284,24 @@ pub fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Prints what an operator command did, or says why it failed (exit 2 for a bad flag).
+fn operate(what: &str, r: Result<String, crate::alertctl::Error>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ crate::alertctl::Error::Usage(_)) => {
+            eprintln!("fleetmesh {what}: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("fleetmesh {what}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

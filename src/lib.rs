@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod alert;
+pub mod alertctl;
 pub mod api;
 pub mod audit;
 pub mod cli;

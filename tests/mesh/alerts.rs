@@ -691,4 +691,82 @@ async fn a_violation_reaches_every_receiver_and_lives_its_lifecycle() {
             .ok_or_else(|| "not yet".to_string())
     })
     .await;
+
+    // The same from the command line.
+    let api = node.url("");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(args)
+            .args(["--api", api.as_str()])
+            .output()
+            .expect("fleetmesh runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = cli(&["alerts", "list", "--state", "resolved"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with("ID") && out.contains(&id) && out.contains("resolved"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["alerts", "ack", "0123456789abcdef", "--by", "ops"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("404") && err.contains("no alert 0123456789abcdef"),
+        "{err}"
+    );
+    let (code, out, err) = cli(&[
+        "silence",
+        "add",
+        "--matcher",
+        "subject=~\"ops.*\"",
+        "--duration",
+        "2h",
+        "--by",
+        "ops",
+        "--comment",
+        "CHG-42",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let cli_silence = out.lines().next().unwrap_or_default().to_string();
+    assert_eq!(cli_silence.len(), 32, "{out}");
+    let (code, out, _) = cli(&["silence", "list"]);
+    assert_eq!(code, Some(0));
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&cli_silence))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains("active") && row.contains("subject=~\"ops.*\"") && row.contains("CHG-42"),
+        "{row}"
+    );
+    let (code, _, err) = cli(&[
+        "silence",
+        "add",
+        "--matcher",
+        "subject",
+        "--duration",
+        "2h",
+        "--by",
+        "o",
+        "--comment",
+        "x",
+    ]);
+    assert_eq!(code, Some(2), "a bad matcher is a usage error");
+    assert!(err.contains("--matcher \"subject\""), "{err}");
+    let (code, out, err) = cli(&["silence", "expire", &cli_silence]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), format!("expired {cli_silence}").as_str()),
+        "{err}"
+    );
+    let list: Value = get(&node.url("/api/v1/silences")).await;
+    assert!(
+        list.as_array()
+            .is_some_and(|l| l.iter().all(|s| s["status"]["state"] == "expired")),
+        "{list}"
+    );
 }
