@@ -446,6 +446,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             facts: Some(heartbeat.clone().recipient()),
             master_known: Some(spikes.clone().recipient()),
             alerts: Some(alerts.clone().recipient()),
+            replicated: Some(alerts.clone().recipient()),
             reincarnate: Some((
                 Box::new(move || next_incarnation(&reincarnate_dir).map_err(std::io::Error::other)),
                 vec![heartbeat.clone().recipient()],
@@ -487,6 +488,10 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     heartbeat.do_send(SetDrops(metrics.drop_counter()));
     region.do_send(SetDrops(metrics.drop_counter()));
     spikes.do_send(SetIntake(region.clone().recipient()));
+    // Silences and acknowledgements go through the region's log.
+    alerts.do_send(fleetmesh_actors::actor::alert::SetReplicate(
+        region.clone().recipient(),
+    ));
     region.do_send(ConnectFleet {
         intake: Some(fleet.clone().recipient()),
         learners: vec![policy.clone().recipient(), fleet.clone().recipient()],
@@ -631,6 +636,7 @@ async fn serve(
                 spikes: actors.region.clone().recipient(),
                 acks: actors.region.clone().recipient(),
                 replay: actors.region.clone().recipient(),
+                operator: actors.region.clone().recipient(),
             }),
             audit: Some(net::driver::AuditLinks {
                 digest: actors.files.clone().recipient(),

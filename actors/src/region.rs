@@ -126,7 +126,45 @@ pub enum Command {
         by: String,
         at_unix_ms: u64,
     },
+    /// An alert silence set or changed (an expiry is a change of its end), by an
+    /// operator on any member: replayed into every member's alert lifecycle.
+    Silence(Box<crate::alerting::Silence>),
+    /// An operator acknowledged alert `id` (an episode id, the same on every member).
+    Ack {
+        id: String,
+        ack: crate::alerting::Ack,
+    },
 }
+
+/// An operator's alert-lifecycle action, which any member hands to the master to
+/// commit ([`crate::wire::Request::Operator`]): only these commands may come from a member
+/// that is not the master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operator {
+    Silence(Box<crate::alerting::Silence>),
+    Ack {
+        id: String,
+        ack: crate::alerting::Ack,
+    },
+}
+
+impl Operator {
+    /// The command that commits it.
+    pub fn command(self) -> Command {
+        match self {
+            Operator::Silence(s) => Command::Silence(s),
+            Operator::Ack { id, ack } => Command::Ack { id, ack },
+        }
+    }
+}
+
+/// Silences and acknowledgements the region state keeps at most (the state travels in
+/// one snapshot); beyond, or beyond [`MAX_ALERTING_BYTES`], those that end first are
+/// forgotten: expired silences and timed-out acknowledgements go before any in force.
+pub const MAX_SILENCES: usize = 64;
+pub const MAX_ACKS: usize = 64;
+/// Bytes the silences and acknowledgements take in a snapshot, together, at most.
+pub const MAX_ALERTING_BYTES: usize = 16 * 1024;
 
 /// A command the region committed, with its log position and the master's term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +199,12 @@ pub struct RegionState {
     /// The last operator recovery the log applied.
     #[serde(default)]
     pub recovered: Option<Recovered>,
+    /// Alert silences by id, as last set (at most [`MAX_SILENCES`]).
+    #[serde(default)]
+    pub silences: BTreeMap<String, crate::alerting::Silence>,
+    /// Alert acknowledgements by alert id, the latest of each (at most [`MAX_ACKS`]).
+    #[serde(default)]
+    pub acks: BTreeMap<String, crate::alerting::Ack>,
 }
 
 /// An operator's recovery ([`Command::Recover`]) as the log applied it.
@@ -225,6 +269,76 @@ impl RegionState {
                     at_unix_ms: *at_unix_ms,
                 });
             }
+            Command::Silence(silence) => {
+                let newer = self
+                    .silences
+                    .get(&silence.id)
+                    .is_none_or(|s| s.updated_at_unix_ms <= silence.updated_at_unix_ms);
+                if newer {
+                    self.silences
+                        .insert(silence.id.clone(), (**silence).clone());
+                }
+                while self.silences.len() > MAX_SILENCES {
+                    let first = self
+                        .silences
+                        .values()
+                        .min_by_key(|s| (s.ends_at_unix_ms, s.id.clone()))
+                        .map(|s| s.id.clone());
+                    match first {
+                        Some(id) => self.silences.remove(&id),
+                        None => break,
+                    };
+                }
+            }
+            Command::Ack { id, ack } => {
+                let newer = self
+                    .acks
+                    .get(id)
+                    .is_none_or(|a| a.at_unix_ms <= ack.at_unix_ms);
+                if newer {
+                    self.acks.insert(id.clone(), ack.clone());
+                }
+                while self.acks.len() > MAX_ACKS {
+                    let first = self
+                        .acks
+                        .iter()
+                        .min_by_key(|(id, a)| (a.until_unix_ms, (*id).clone()))
+                        .map(|(id, _)| id.clone());
+                    match first {
+                        Some(id) => self.acks.remove(&id),
+                        None => break,
+                    };
+                }
+            }
+        }
+        if matches!(cmd, Command::Silence(_) | Command::Ack { .. }) {
+            self.fit_alerting();
+        }
+    }
+
+    /// Forgets what ends first (a silence or an acknowledgement) until both fit
+    /// [`MAX_ALERTING_BYTES`].
+    fn fit_alerting(&mut self) {
+        let size = |st: &RegionState| {
+            rmp_serde::to_vec(&(&st.silences, &st.acks)).map_or(usize::MAX, |b| b.len())
+        };
+        while size(self) > MAX_ALERTING_BYTES {
+            let silence = self
+                .silences
+                .values()
+                .map(|s| (s.ends_at_unix_ms, s.id.clone()))
+                .min();
+            let ack = self
+                .acks
+                .iter()
+                .map(|(id, a)| (a.until_unix_ms, id.clone()))
+                .min();
+            match (silence, ack) {
+                (Some(s), Some(a)) if a < s => self.acks.remove(&a.1).map(|_| ()),
+                (Some(s), _) => self.silences.remove(&s.1).map(|_| ()),
+                (None, Some(a)) => self.acks.remove(&a.1).map(|_| ()),
+                (None, None) => break,
+            };
         }
     }
 }

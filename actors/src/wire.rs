@@ -112,6 +112,13 @@ pub enum Request {
         #[serde(default)]
         recheck: bool,
     },
+    /// An operator's silence or acknowledgement, made on the sender, for the region's
+    /// master to commit to the region's log. Answered `Accepted` when taken in; the
+    /// sender sends it again until it sees it committed.
+    Operator {
+        region: String,
+        action: crate::region::Operator,
+    },
 }
 
 /// The answer to a [`Request`].

@@ -91,6 +91,13 @@ pub async fn ack(
     if body.by.trim().is_empty() {
         return bad_request("`by` must name who acknowledges".into());
     }
+    if body.by.len() > 128 || body.comment.len() > 1024 {
+        return bad_request(
+            "`by` may have at most 128 bytes and `comment` 1024: every member keeps the \
+             acknowledgement in the region's log"
+                .into(),
+        );
+    }
     let msg = Acknowledge {
         id: id.into_inner(),
         by: body.by,

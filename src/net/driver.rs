@@ -119,6 +119,8 @@ pub struct RegionLinks {
     pub spikes: Recipient<SpikesIn>,
     pub acks: Recipient<AcksIn>,
     pub replay: Recipient<ReplayIn>,
+    /// Operators' silences and acknowledgements sent by members to the master.
+    pub operator: Recipient<fleetmesh_actors::actor::region::OperatorIn>,
 }
 
 /// A response an actor is still working out, with the channel it goes back on and the
@@ -594,6 +596,28 @@ impl Driver {
         }
     }
 
+    /// An operator's action a member sent for the master to commit: taken in (the region
+    /// actor proposes it if this node is the master), or refused when the queue is full.
+    fn on_operator(
+        &mut self,
+        peer: PeerId,
+        region: String,
+        action: fleetmesh_actors::region::Operator,
+    ) -> wire::Response {
+        if let Some(refused) = self.foreign("operator action", &region) {
+            return refused;
+        }
+        let msg = fleetmesh_actors::actor::region::OperatorIn {
+            from: id(&peer),
+            action,
+        };
+        match self.region_links.as_ref().map(|l| &l.operator) {
+            Some(r) if r.try_send(msg).is_ok() => wire::Response::Accepted,
+            Some(_) => wire::Response::Refused("operator queue full".into()),
+            None => absent("region consensus"),
+        }
+    }
+
     fn to_region_acks(&self, acks: AcksIn) {
         if let Some(l) = &self.region_links
             && l.acks.try_send(acks).is_err()
@@ -820,6 +844,9 @@ impl Driver {
                         }
                         wire::Request::Raft { region, message } => {
                             self.on_raft(peer, region, message)
+                        }
+                        wire::Request::Operator { region, action } => {
+                            self.on_operator(peer, region, action)
                         }
                         wire::Request::Digest { region } => {
                             self.on_digest(peer, channel, region);

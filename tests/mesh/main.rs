@@ -20,3 +20,4 @@ mod journal;
 mod metrics;
 mod package;
 mod policy;
+mod silences;

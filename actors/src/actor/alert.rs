@@ -9,6 +9,7 @@
 //! queue. Its one timer is armed from both cores' `poll_timeout`.
 
 use crate::actor::push::{Pushed, push};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -115,6 +116,27 @@ pub struct ExpireSilence {
 #[rtype(result = "Vec<am::Gettable>")]
 pub struct GetSilences;
 
+/// What the region's log committed of the alert lifecycle: silences (as last set) and
+/// acknowledgements (by alert id). Every member applies them, so that a silence or an
+/// acknowledgement made on any member holds on all, and survives a change of master.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "()")]
+pub struct Replicated {
+    pub silences: Vec<alerting::Silence>,
+    pub acks: Vec<(String, Ack)>,
+}
+
+/// Where operator actions go to be committed (the region actor).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetReplicate(pub Recipient<crate::actor::region::Replicate>);
+
+/// How often actions not yet seen committed are handed to the region's log again.
+const REPLICATE_RETRY: Duration = Duration::from_secs(3);
+
+/// Actions waiting to be seen committed, at most; beyond, the oldest stay local only.
+const MAX_UNCOMMITTED: usize = 1000;
+
 /// One delivery under way.
 pub type Delivery = Pin<Box<dyn Future<Output = Outcome>>>;
 
@@ -146,6 +168,12 @@ pub struct AlertActor {
     sinks: Vec<(Deliver, Duration)>,
     unrouted: u64,
     timer: Option<SpawnHandle>,
+    /// The region's log, once linked.
+    replicate: Option<Recipient<crate::actor::region::Replicate>>,
+    /// Operator actions applied here and not yet seen committed, by what they set
+    /// (`silence:<id>`, `ack:<id>`), with the time they carry: handed to the log again
+    /// until the log gives them (or something newer) back.
+    uncommitted: BTreeMap<String, (u64, crate::region::Operator)>,
 }
 
 impl std::fmt::Debug for AlertActor {
@@ -170,6 +198,29 @@ impl AlertActor {
             sinks,
             unrouted: 0,
             timer: None,
+            replicate: None,
+            uncommitted: BTreeMap::new(),
+        }
+    }
+
+    /// Hands `cmd` (setting `what` as of `at`) to the region's log, and keeps it until the
+    /// log gives it back.
+    fn replicate(&mut self, what: String, at: u64, cmd: crate::region::Operator) {
+        if self.uncommitted.len() >= MAX_UNCOMMITTED && !self.uncommitted.contains_key(&what) {
+            tracing::warn!(%what, "too many operator actions wait for the region's log: this one stays on this node");
+            return;
+        }
+        if let Some(r) = &self.replicate {
+            let _ = r.try_send(crate::actor::region::Replicate(cmd.clone()));
+        }
+        self.uncommitted.insert(what, (at, cmd));
+    }
+
+    /// Hands every action not yet seen committed to the log again.
+    fn replicate_again(&mut self) {
+        let Some(r) = &self.replicate else { return };
+        for (_, cmd) in self.uncommitted.values() {
+            let _ = r.try_send(crate::actor::region::Replicate(cmd.clone()));
         }
     }
 
@@ -255,6 +306,62 @@ impl Actor for AlertActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(REPLICATE_RETRY, |act, _| act.replicate_again());
+    }
+}
+
+impl Handler<SetReplicate> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetReplicate, _: &mut Self::Context) {
+        self.replicate = Some(msg.0);
+        self.replicate_again();
+    }
+}
+
+impl Handler<Replicated> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Replicated, ctx: &mut Self::Context) {
+        for s in msg.silences {
+            let what = format!("silence:{}", s.id);
+            if self
+                .uncommitted
+                .get(&what)
+                .is_some_and(|(at, _)| *at <= s.updated_at_unix_ms)
+            {
+                self.uncommitted.remove(&what);
+            }
+            let newer = self
+                .engine
+                .silence(&s.id)
+                .is_none_or(|mine| mine.updated_at_unix_ms <= s.updated_at_unix_ms);
+            if newer {
+                self.engine.restore_silence(s);
+            }
+        }
+        for (id, ack) in msg.acks {
+            let what = format!("ack:{id}");
+            if self
+                .uncommitted
+                .get(&what)
+                .is_some_and(|(at, _)| *at <= ack.at_unix_ms)
+            {
+                self.uncommitted.remove(&what);
+            }
+            let newer = self
+                .engine
+                .alert(&id)
+                .and_then(|r| r.ack.as_ref())
+                .is_none_or(|mine| mine.at_unix_ms <= ack.at_unix_ms);
+            if newer {
+                self.engine.apply_ack(&id, ack);
+                if let Some(key) = self.engine.alert(&id).map(|r| r.key.clone()) {
+                    self.announce(&key);
+                }
+            }
+        }
+        self.pump(ctx);
     }
 }
 
@@ -332,6 +439,14 @@ impl Handler<Acknowledge> for AlertActor {
     fn handle(&mut self, q: Acknowledge, ctx: &mut Self::Context) -> Self::Result {
         let ack = self.engine.ack(&q.id, &q.by, &q.comment, unix_ms())?;
         tracing::info!(alert = %q.id, by = %q.by, "alert acknowledged");
+        self.replicate(
+            format!("ack:{}", q.id),
+            ack.at_unix_ms,
+            crate::region::Operator::Ack {
+                id: q.id.clone(),
+                ack: ack.clone(),
+            },
+        );
         self.pump(ctx);
         if let Some(key) = self.engine.alert(&q.id).map(|r| r.key.clone()) {
             self.announce(&key);
@@ -361,6 +476,13 @@ impl Handler<AddSilence> for AlertActor {
         let silence = q.0.into_silence()?;
         let id = self.engine.add_silence(silence, unix_ms())?;
         tracing::info!(silence = %id, "silence set");
+        if let Some(s) = self.engine.silence(&id).cloned() {
+            self.replicate(
+                format!("silence:{id}"),
+                s.updated_at_unix_ms,
+                crate::region::Operator::Silence(Box::new(s)),
+            );
+        }
         self.pump(ctx);
         Ok(id)
     }
@@ -370,8 +492,13 @@ impl Handler<ExpireSilence> for AlertActor {
     type Result = Result<(), alerting::Error>;
 
     fn handle(&mut self, q: ExpireSilence, ctx: &mut Self::Context) -> Self::Result {
-        self.engine.expire_silence(&q.id, unix_ms())?;
+        let s = self.engine.expire_silence(&q.id, unix_ms())?;
         tracing::info!(silence = %q.id, "silence expired");
+        self.replicate(
+            format!("silence:{}", q.id),
+            s.updated_at_unix_ms,
+            crate::region::Operator::Silence(Box::new(s)),
+        );
         self.pump(ctx);
         Ok(())
     }

@@ -169,6 +169,8 @@ pub struct Connect {
     pub master_known: Option<Recipient<MasterKnown>>,
     /// Duplicate names, raised by the master.
     pub alerts: Option<Recipient<Raise>>,
+    /// The alert lifecycle's silences and acknowledgements as the log commits them.
+    pub replicated: Option<Recipient<crate::actor::alert::Replicated>>,
     /// How to start a new incarnation, and who must learn it.
     pub reincarnate: Option<(NextIncarnation, Vec<Recipient<Reincarnate>>)>,
 }
@@ -500,6 +502,7 @@ impl RegionActor {
     /// The region's state arrived whole: the approvals it holds that this node has not
     /// seen go to the learners as committed ones do.
     fn installed(&mut self, image: Image) {
+        self.replicate_all(image.state.clone());
         tracing::info!(
             index = image.state.applied,
             approvals = image.approvals.len(),
@@ -515,8 +518,40 @@ impl RegionActor {
         self.approvals.extend(fresh);
     }
 
+    /// Tells the alert lifecycle every silence and acknowledgement of `state` (the state
+    /// was installed whole, or the alert actor connected).
+    fn replicate_all(&self, state: RegionState) {
+        if let Some(r) = &self.links.replicated {
+            let msg = crate::actor::alert::Replicated {
+                silences: state.silences.into_values().collect(),
+                acks: state.acks.into_iter().collect(),
+            };
+            if r.try_send(msg).is_err() {
+                count_drops(&self.drops, "alert_replicated", 1);
+            }
+        }
+    }
+
     fn committed(&mut self, c: Committed) {
         let leading = self.leading().is_some();
+        let replicated = match &c.command {
+            Command::Silence(s) => Some(crate::actor::alert::Replicated {
+                silences: vec![(**s).clone()],
+                acks: Vec::new(),
+            }),
+            Command::Ack { id, ack } => Some(crate::actor::alert::Replicated {
+                silences: Vec::new(),
+                acks: vec![(id.clone(), ack.clone())],
+            }),
+            _ => None,
+        };
+        if let (Some(msg), Some(r)) = (replicated, &self.links.replicated)
+            && r.try_send(msg).is_err()
+        {
+            // The member's lifecycle misses it until the next install or restart; the
+            // log holds it.
+            count_drops(&self.drops, "alert_replicated", 1);
+        }
         if let Command::Approve(a) = &c.command {
             tracing::info!(index = c.index, term = c.term, id = %a.id(), subject = %a.pattern.subject, "approval committed");
             self.approvals.push((**a).clone());
@@ -609,7 +644,70 @@ impl Handler<Connect> for RegionActor {
         if let Some(r) = &self.links.facts {
             let _ = r.try_send(SetRegion(self.gov.facts().clone()));
         }
+        if let Some(state) = self.gov.state() {
+            self.replicate_all(state.clone());
+        }
         self.push_view();
+        self.drain(ctx);
+    }
+}
+
+/// An operator's alert-lifecycle action (a silence, an acknowledgement) made on this node,
+/// for the region's log: the master proposes it, a member sends it to the master
+/// ([`wire::Request::Operator`]). Answers whether it was handed on, not whether it
+/// committed (see [`crate::actor::alert::Replicated`]).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Replicate(pub crate::region::Operator);
+
+/// An operator's action a member sent to this node (as the region's master).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct OperatorIn {
+    pub from: node::Id,
+    pub action: crate::region::Operator,
+}
+
+impl Handler<Replicate> for RegionActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: Replicate, ctx: &mut Self::Context) -> Self::Result {
+        if self.leading().is_some() {
+            let r = self
+                .gov
+                .propose(Instant::now(), &msg.0.command())
+                .map_err(|e| format!("not taken by the region's log: {e}"));
+            self.drain(ctx);
+            return r;
+        }
+        let Some((master, _)) = self.gov.master() else {
+            return Err("no master known: kept on this node until one is".into());
+        };
+        let request = wire::Request::Operator {
+            region: self.region.clone(),
+            action: msg.0,
+        };
+        self.direct
+            .try_send(Direct {
+                to: master,
+                request,
+            })
+            .map_err(|_| "the network's queue is full".to_string())
+    }
+}
+
+impl Handler<OperatorIn> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: OperatorIn, ctx: &mut Self::Context) {
+        if self.leading().is_none() {
+            // The sender asks again, of the master it learns of.
+            tracing::debug!(from = %msg.from, "an operator action for the master, which this node is not");
+            return;
+        }
+        if let Err(e) = self.gov.propose(Instant::now(), &msg.action.command()) {
+            tracing::warn!(from = %msg.from, error = %e, "an operator action not taken by the region's log");
+        }
         self.drain(ctx);
     }
 }

@@ -20,6 +20,11 @@ pub enum State {
     Expired,
 }
 
+/// Matchers one silence may have.
+pub const MAX_MATCHERS: usize = 16;
+/// Bytes of text one silence may carry: matchers, creator and comment together.
+pub const MAX_TEXT: usize = 2048;
+
 /// One silence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Silence {
@@ -51,6 +56,10 @@ pub enum Error {
     NotFound(String),
     #[error("silence {0} has already expired")]
     AlreadyExpired(String),
+    #[error(
+        "a silence may have at most {MAX_MATCHERS} matchers and {MAX_TEXT} bytes of text (matchers, createdBy and comment together): every member keeps it in the region's log"
+    )]
+    TooLarge,
     #[error("bad time {0:?}: expected an RFC 3339 date-time")]
     BadTime(String),
     #[error(transparent)]
@@ -86,6 +95,16 @@ impl Silence {
         }
         if self.ends_at_unix_ms <= now_unix_ms {
             return Err(Error::AlreadyEnded);
+        }
+        let text = self.created_by.len()
+            + self.comment.len()
+            + self
+                .matchers
+                .iter()
+                .map(|m| m.name.len() + m.value.len())
+                .sum::<usize>();
+        if self.matchers.len() > MAX_MATCHERS || text > MAX_TEXT {
+            return Err(Error::TooLarge);
         }
         Ok(())
     }

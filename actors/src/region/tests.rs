@@ -961,3 +961,88 @@ fn region_refuses_a_vote_forged_in_another_members_name() {
     );
     assert_eq!(sim.status(id), before, "nothing changed");
 }
+
+#[test]
+fn silences_and_acks_keep_the_latest_and_stay_bounded_ended_first() {
+    use crate::alerting::{Ack, Silence, labels::Matcher};
+    let silence = |id: &str, ends: u64, updated: u64| Silence {
+        id: id.into(),
+        matchers: vec![Matcher::parse("role=web").expect("matcher")],
+        starts_at_unix_ms: 0,
+        ends_at_unix_ms: ends,
+        created_by: "ops".into(),
+        comment: String::new(),
+        updated_at_unix_ms: updated,
+    };
+    let mut st = RegionState::default();
+    st.apply(1, &Command::Silence(Box::new(silence("a", 100, 5))));
+    // An older version (a late re-send) does not undo a newer one.
+    st.apply(2, &Command::Silence(Box::new(silence("a", 50, 9))));
+    st.apply(3, &Command::Silence(Box::new(silence("a", 100, 7))));
+    assert_eq!(st.silences["a"].ends_at_unix_ms, 50);
+    for i in 0..MAX_SILENCES as u64 {
+        st.apply(
+            10 + i,
+            &Command::Silence(Box::new(silence(&format!("s{i}"), 1000 + i, 1))),
+        );
+    }
+    assert_eq!(st.silences.len(), MAX_SILENCES);
+    assert!(
+        !st.silences.contains_key("a"),
+        "the one that ended first went"
+    );
+    let ack = |at: u64, until: u64| Ack {
+        by: "ops".into(),
+        at_unix_ms: at,
+        comment: String::new(),
+        until_unix_ms: until,
+    };
+    st.apply(
+        100,
+        &Command::Ack {
+            id: "x".into(),
+            ack: ack(10, 20),
+        },
+    );
+    st.apply(
+        101,
+        &Command::Ack {
+            id: "x".into(),
+            ack: ack(5, 99),
+        },
+    );
+    assert_eq!(st.acks["x"].at_unix_ms, 10, "the latest holds");
+    for i in 0..MAX_ACKS as u64 {
+        st.apply(
+            200 + i,
+            &Command::Ack {
+                id: format!("y{i}"),
+                ack: ack(11, 1000 + i),
+            },
+        );
+    }
+    assert_eq!(st.acks.len(), MAX_ACKS);
+    assert!(
+        !st.acks.contains_key("x"),
+        "the one that timed out first went"
+    );
+    // Long comments: the byte bound forgets what ends first, whatever the counts.
+    let mut big = silence("big", 5000, 1);
+    big.comment = "x".repeat(8 * 1024);
+    st.apply(400, &Command::Silence(Box::new(big.clone())));
+    big.id = "big2".into();
+    big.ends_at_unix_ms = 6000;
+    st.apply(401, &Command::Silence(Box::new(big)));
+    let bytes = rmp_serde::to_vec(&(&st.silences, &st.acks)).expect("encodes");
+    assert!(bytes.len() <= MAX_ALERTING_BYTES, "{}", bytes.len());
+    assert!(st.silences.contains_key("big2"), "the latest to end stays");
+    // The state travels in a snapshot: both bounds together fit one.
+    let image = Image {
+        state: st,
+        approvals: Vec::new(),
+    };
+    assert!(
+        image.encode().is_some(),
+        "the bounded state fits a snapshot"
+    );
+}

@@ -359,6 +359,17 @@ fn a_silence_must_select_something_and_end_after_it_starts() {
         err(e.add_silence(s(&["role=db"], 0, 10), 10)),
         silence::Error::AlreadyEnded
     );
+    let mut long = s(&["role=db"], 0, 10);
+    long.comment = "x".repeat(silence::MAX_TEXT);
+    assert_eq!(err(e.add_silence(long, 0)), silence::Error::TooLarge);
+    let many: Vec<String> = (0..=silence::MAX_MATCHERS)
+        .map(|i| format!("l{i}=v"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        err(e.add_silence(s(&many, 0, 10), 0)),
+        silence::Error::TooLarge
+    );
     let mut unknown = s(&["role=db"], 0, 10);
     unknown.id = "nope".into();
     assert!(matches!(
