@@ -378,6 +378,66 @@ pub(crate) mod tests {
         notification_of("audit-file", vec![raised(key, Severity::Medium, "s")])
     }
 
+    #[test]
+    fn a_ca_file_that_cannot_be_used_names_the_receiver_and_the_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let hook = |ca_file: PathBuf| Spec {
+            at: "alerts.receivers[4]".into(),
+            name: "pager".into(),
+            target: Target::Webhook {
+                url: reqwest::Url::parse("https://127.0.0.1:9/hook").expect("url"),
+            },
+            ca_file: Some(ca_file),
+            ..spec(PathBuf::new())
+        };
+        let missing = tmp.path().join("missing.pem");
+        let garbage = tmp.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").expect("write");
+        for path in [missing, garbage.clone()] {
+            let e = sinks(&[hook(path.clone())], "http://127.0.0.1:7480/")
+                .map(|_| ())
+                .expect_err("refused at start");
+            let text = format!("{e:#}");
+            assert!(
+                text.contains("alerts.receivers[4] `pager`")
+                    && text.contains("alerts.receivers[4].ca_file")
+                    && text.contains(&path.display().to_string()),
+                "{text}"
+            );
+        }
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
+        let good = tmp.path().join("ca.pem");
+        std::fs::write(&good, certified.cert.pem()).expect("write");
+        let built =
+            sinks(&[hook(good.clone())], "http://127.0.0.1:7480/").expect("a usable CA file");
+        assert_eq!(built.len(), 1);
+        // The same for an email receiver.
+        let mail = |ca_file: PathBuf| Spec {
+            target: Target::Email(email::Config {
+                host: "127.0.0.1".into(),
+                port: 25,
+                from: "a@example.org".parse().expect("mailbox"),
+                to: vec!["b@example.org".parse().expect("mailbox")],
+                starttls: email::Starttls::Required,
+                username: None,
+                password_file: None,
+            }),
+            ..hook(ca_file)
+        };
+        let e = sinks(&[mail(garbage.clone())], "http://127.0.0.1:7480/")
+            .map(|_| ())
+            .expect_err("refused at start");
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("alerts.receivers[4] `pager`")
+                && text.contains("alerts.receivers[4].ca_file")
+                && text.contains(&garbage.display().to_string()),
+            "{text}"
+        );
+        assert!(sinks(&[mail(good)], "http://127.0.0.1:7480/").is_ok());
+    }
+
     #[tokio::test]
     async fn jsonl_appends_a_line_per_notification_and_names_a_bad_path() {
         let tmp = tempfile::tempdir().expect("tempdir");

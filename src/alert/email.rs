@@ -97,6 +97,11 @@ pub fn sink(
 ) -> anyhow::Result<Deliver> {
     let mut tls = TlsParameters::builder(c.host.clone());
     if let Some((path, pem)) = &ca {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        if CertificateDer::pem_slice_iter(pem).next().is_none() {
+            anyhow::bail!("{at}.ca_file: {} holds no PEM certificate", path.display());
+        }
         let cert = Certificate::from_pem(pem).with_context(|| {
             format!(
                 "{at}.ca_file: {} holds no usable PEM certificate",
