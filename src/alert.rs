@@ -12,10 +12,18 @@
 //!   failure;
 //! - `elasticsearch`: POSTs the batch to `_bulk` as ECS documents ([`elastic`]);
 //! - `alertmanager`: pushes the batch to a Prometheus Alertmanager's v2 API
-//!   ([`alertmanager`]).
+//!   ([`alertmanager`]);
+//! - `slack`: POSTs each notification as a Slack incoming-webhook message ([`slack`]);
+//! - `email`: sends each notification as one email over SMTP ([`email`]).
+//!
+//! HTTP receivers take `http://` and `https://` URLs; one with a `ca_file` gets its own
+//! client that also trusts the certificates of that file (a private CA).
 
 pub mod alertmanager;
 pub mod elastic;
+pub mod email;
+pub mod slack;
+pub mod text;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -45,6 +53,11 @@ pub enum Target {
     Alertmanager {
         url: reqwest::Url,
     },
+    /// `url` is the incoming webhook.
+    Slack {
+        url: reqwest::Url,
+    },
+    Email(email::Config),
 }
 
 impl Target {
@@ -55,6 +68,8 @@ impl Target {
             Target::Webhook { .. } => "webhook",
             Target::Elasticsearch { .. } => "elasticsearch",
             Target::Alertmanager { .. } => "alertmanager",
+            Target::Slack { .. } => "slack",
+            Target::Email(_) => "email",
         }
     }
 }
@@ -72,20 +87,46 @@ pub struct Spec {
     pub batch: usize,
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
+    /// PEM certificates to trust besides the system's (HTTP receivers and email).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The alert actor's sinks for `specs`; `console` is this node's console URL, where an
 /// alert pushed to Alertmanager says it came from. Fails, naming the entry and the path,
 /// when a `jsonl` file cannot be opened for appending (its directory is created if
-/// missing).
+/// missing), or a `ca_file` or `password_file` cannot be read or used.
 pub fn sinks(specs: &[Spec], console: &str) -> anyhow::Result<Vec<Sink>> {
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("fleetmesh/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the HTTP client of the alert sinks")?;
+    let shared = http_client(None).context("cannot build the HTTP client of the alert sinks")?;
     specs
         .iter()
         .map(|s| {
+            let ca = match &s.ca_file {
+                Some(path) => Some((
+                    path.clone(),
+                    std::fs::read(path).with_context(|| {
+                        format!(
+                            "alert receiver {at} `{name}`: {at}.ca_file: cannot read {}",
+                            path.display(),
+                            at = s.at,
+                            name = s.name
+                        )
+                    })?,
+                )),
+                None => None,
+            };
+            let client = match &ca {
+                Some((path, pem)) if !matches!(s.target, Target::Email(_)) => {
+                    http_client(Some(pem)).with_context(|| {
+                        format!(
+                            "alert receiver {at} `{name}`: {at}.ca_file: {}",
+                            path.display(),
+                            at = s.at,
+                            name = s.name
+                        )
+                    })?
+                }
+                _ => shared.clone(),
+            };
             let deliver = match &s.target {
                 Target::Log => log(),
                 Target::Jsonl { path } => {
@@ -93,16 +134,16 @@ pub fn sinks(specs: &[Spec], console: &str) -> anyhow::Result<Vec<Sink>> {
                         .with_context(|| format!("alert receiver {} `{}`", s.at, s.name))?;
                     jsonl(path.clone())
                 }
-                Target::Webhook { url } => webhook(client.clone(), url.clone(), s.timeout),
+                Target::Webhook { url } => post_each(client, url.clone(), s.timeout, payload),
+                Target::Slack { url } => post_each(client, url.clone(), s.timeout, slack::body),
+                Target::Email(c) => email::sink(&s.at, c.clone(), ca, s.timeout)
+                    .with_context(|| format!("alert receiver {} `{}`", s.at, s.name))?,
                 Target::Elasticsearch { url, index } => {
-                    elastic::sink(client.clone(), url.clone(), index.clone(), s.timeout)
+                    elastic::sink(client, url.clone(), index.clone(), s.timeout)
                 }
-                Target::Alertmanager { url } => alertmanager::sink(
-                    client.clone(),
-                    url.clone(),
-                    format!("{console}#alerts"),
-                    s.timeout,
-                ),
+                Target::Alertmanager { url } => {
+                    alertmanager::sink(client, url.clone(), format!("{console}#alerts"), s.timeout)
+                }
             };
             Ok(Sink {
                 config: SinkConfig {
@@ -118,6 +159,26 @@ pub fn sinks(specs: &[Spec], console: &str) -> anyhow::Result<Vec<Sink>> {
             })
         })
         .collect()
+}
+
+/// The HTTP client of the alert receivers; with `pem`, one that also trusts the
+/// certificates it holds (refused if it holds none).
+fn http_client(pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
+    let mut builder =
+        reqwest::Client::builder().user_agent(concat!("fleetmesh/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| anyhow::anyhow!("not PEM certificates ({})", chain(&e)))?;
+        if certs.is_empty() {
+            anyhow::bail!("holds no PEM certificate");
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {}", chain(&e)))
 }
 
 /// What a webhook receives and a jsonl line holds for notification `n`: the
@@ -206,13 +267,18 @@ fn append(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot append to {}", path.display()))
 }
 
-/// POSTs each notification of the batch in turn (one request per notification); the
-/// first that fails is retried with those after it.
-fn webhook(client: reqwest::Client, url: reqwest::Url, timeout: Duration) -> Deliver {
+/// POSTs each notification of the batch in turn as the JSON `body` makes of it (one
+/// request per notification); the first that fails is retried with those after it.
+fn post_each(
+    client: reqwest::Client,
+    url: reqwest::Url,
+    timeout: Duration,
+    body: fn(&Notification) -> serde_json::Value,
+) -> Deliver {
     Box::new(move |batch: Vec<Notification>| {
         let requests: Vec<_> = batch
             .iter()
-            .map(|n| client.post(url.clone()).timeout(timeout).json(&payload(n)))
+            .map(|n| client.post(url.clone()).timeout(timeout).json(&body(n)))
             .collect();
         let url = url.clone();
         Box::pin(async move {
@@ -254,9 +320,10 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use fleetmesh_actors::alert::Alert;
+    use fleetmesh_actors::spike::Severity;
 
     fn spec(path: PathBuf) -> Spec {
         Spec {
@@ -268,37 +335,107 @@ mod tests {
             batch: 10,
             retry_min_ms: 10,
             retry_max_ms: 10,
+            ca_file: None,
         }
+    }
+
+    /// An alert of key `key` and severity `severity` about `subject`, on host `h` of
+    /// region `r`.
+    pub(crate) fn raised(key: &str, severity: Severity, subject: &str) -> Alert {
+        Alert {
+            key: key.into(),
+            at_unix_ms: 5,
+            severity,
+            category: "file".into(),
+            action: "policy_violation".into(),
+            host: "h".into(),
+            region: "r".into(),
+            role: "baseline".into(),
+            rule: None,
+            reason: "why".into(),
+            decision: None,
+            term: None,
+            subject: Some(subject.into()),
+            details: Default::default(),
+        }
+    }
+
+    /// The notification for `receiver` of `alerts` raised at once (one group).
+    pub(crate) fn notification_of(receiver: &str, alerts: Vec<Alert>) -> Notification {
+        use fleetmesh_actors::alerting::{Config, Engine};
+        let mut c = Config::default();
+        c.route.group_wait_ms = Some(0);
+        c.route.receiver = Some(receiver.into());
+        let mut e = Engine::new(c).expect("valid");
+        for a in alerts {
+            e.raise(a, 5).expect("raised");
+        }
+        e.poll(5).pop().expect("due")
     }
 
     /// A notification (for receiver `audit-file`) of one alert of key `key`.
     fn notification(key: &str) -> Notification {
-        use fleetmesh_actors::alerting::{Config, Engine};
-        let mut c = Config::default();
-        c.route.group_wait_ms = Some(0);
-        c.route.receiver = Some("audit-file".into());
-        let mut e = Engine::new(c).expect("valid");
-        e.raise(
-            Alert {
-                key: key.into(),
-                at_unix_ms: 5,
-                severity: fleetmesh_actors::spike::Severity::Medium,
-                category: "file".into(),
-                action: "policy_violation".into(),
-                host: "h".into(),
-                region: "r".into(),
-                role: "baseline".into(),
-                rule: None,
-                reason: "why".into(),
-                decision: None,
-                term: None,
-                subject: None,
-                details: Default::default(),
+        notification_of("audit-file", vec![raised(key, Severity::Medium, "s")])
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_used_names_the_receiver_and_the_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let hook = |ca_file: PathBuf| Spec {
+            at: "alerts.receivers[4]".into(),
+            name: "pager".into(),
+            target: Target::Webhook {
+                url: reqwest::Url::parse("https://127.0.0.1:9/hook").expect("url"),
             },
-            5,
-        )
-        .expect("raised");
-        e.poll(5).pop().expect("due")
+            ca_file: Some(ca_file),
+            ..spec(PathBuf::new())
+        };
+        let missing = tmp.path().join("missing.pem");
+        let garbage = tmp.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").expect("write");
+        for path in [missing, garbage.clone()] {
+            let e = sinks(&[hook(path.clone())], "http://127.0.0.1:7480/")
+                .map(|_| ())
+                .expect_err("refused at start");
+            let text = format!("{e:#}");
+            assert!(
+                text.contains("alerts.receivers[4] `pager`")
+                    && text.contains("alerts.receivers[4].ca_file")
+                    && text.contains(&path.display().to_string()),
+                "{text}"
+            );
+        }
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
+        let good = tmp.path().join("ca.pem");
+        std::fs::write(&good, certified.cert.pem()).expect("write");
+        let built =
+            sinks(&[hook(good.clone())], "http://127.0.0.1:7480/").expect("a usable CA file");
+        assert_eq!(built.len(), 1);
+        // The same for an email receiver.
+        let mail = |ca_file: PathBuf| Spec {
+            target: Target::Email(email::Config {
+                host: "127.0.0.1".into(),
+                port: 25,
+                from: "a@example.org".parse().expect("mailbox"),
+                to: vec!["b@example.org".parse().expect("mailbox")],
+                starttls: email::Starttls::Required,
+                username: None,
+                password_file: None,
+            }),
+            ..hook(ca_file)
+        };
+        let e = sinks(&[mail(garbage.clone())], "http://127.0.0.1:7480/")
+            .map(|_| ())
+            .expect_err("refused at start");
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("alerts.receivers[4] `pager`")
+                && text.contains("alerts.receivers[4].ca_file")
+                && text.contains(&garbage.display().to_string()),
+            "{text}"
+        );
+        assert!(sinks(&[mail(good)], "http://127.0.0.1:7480/").is_ok());
     }
 
     #[tokio::test]

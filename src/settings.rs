@@ -300,6 +300,13 @@ impl Alerts {
                 retry_min_ms: sink_retry_min_ms(),
                 retry_max_ms: sink_retry_max_ms(),
                 rate_per_minute: None,
+                ca_file: None,
+                smtp: None,
+                from: None,
+                to: None,
+                starttls: None,
+                username: None,
+                password_file: None,
             };
             out.push(("alerts.receivers (default)".into(), log));
         }
@@ -319,7 +326,7 @@ fn alerts_ack_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSink {
-    /// `log`, `jsonl`, `webhook`, `elasticsearch` or `alertmanager`.
+    /// `log`, `jsonl`, `webhook`, `elasticsearch`, `alertmanager`, `slack` or `email`.
     pub kind: String,
     /// Shown in the API and the metrics; default: the kind.
     #[serde(default)]
@@ -328,7 +335,8 @@ pub struct AlertSink {
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// webhook: where to POST; elasticsearch: the base URL (or its `_bulk` URL);
-    /// alertmanager: the Alertmanager's base URL (`/api/v2/alerts` is added).
+    /// alertmanager: the Alertmanager's base URL (`/api/v2/alerts` is added); slack: the
+    /// incoming webhook. `http://` or `https://`.
     #[serde(default)]
     pub url: Option<String>,
     /// elasticsearch: the index (default `fleetmesh-alerts`).
@@ -347,6 +355,28 @@ pub struct AlertSink {
     /// Notifications to this receiver in any minute (default: `alerts.rate_per_minute`).
     #[serde(default)]
     pub rate_per_minute: Option<u32>,
+    /// HTTP receivers and email: PEM certificates (a private CA) trusted besides the
+    /// system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// email: the SMTP server, `host:port`.
+    #[serde(default)]
+    pub smtp: Option<String>,
+    /// email: the sender (`fleetmesh <alerts@example.org>` or a bare address).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// email: the recipients (at least one).
+    #[serde(default)]
+    pub to: Option<Vec<String>>,
+    /// email: `required` (default), `opportunistic` or `off`.
+    #[serde(default)]
+    pub starttls: Option<String>,
+    /// email: log in to the SMTP server as this user, with the password read from
+    /// `password_file` (both or neither).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 fn sink_timeout_ms() -> u64 {
@@ -1246,10 +1276,14 @@ fn alert_sinks(list: &[(String, AlertSink)]) -> Result<Vec<crate::alert::Spec>, 
             "alertmanager" => Target::Alertmanager {
                 url: url("alertmanager")?,
             },
+            "slack" => Target::Slack { url: url("slack")? },
+            "email" => Target::Email(email_config(s).map_err(|(field, p)| bad(field, p))?),
             other => {
                 return Err(bad(
                     "kind",
-                    format!("`{other}` must be log, jsonl, webhook, elasticsearch or alertmanager"),
+                    format!(
+                        "`{other}` must be log, jsonl, webhook, elasticsearch, alertmanager, slack or email"
+                    ),
                 ));
             }
         };
@@ -1259,10 +1293,34 @@ fn alert_sinks(list: &[(String, AlertSink)]) -> Result<Vec<crate::alert::Spec>, 
             s.url.is_some()
                 && !matches!(
                     s.kind.as_str(),
-                    "webhook" | "elasticsearch" | "alertmanager"
+                    "webhook" | "elasticsearch" | "alertmanager" | "slack"
                 ),
-            "webhook, elasticsearch and alertmanager",
+            "webhook, elasticsearch, alertmanager and slack",
         )?;
+        only(
+            "ca_file",
+            s.ca_file.is_some()
+                && !matches!(
+                    s.kind.as_str(),
+                    "webhook" | "elasticsearch" | "alertmanager" | "slack" | "email"
+                ),
+            "webhook, elasticsearch, alertmanager, slack and email",
+        )?;
+        if let Some(f) = &s.ca_file
+            && f.as_os_str().is_empty()
+        {
+            return Err(bad("ca_file", "an empty path".into()));
+        }
+        for (field, set) in [
+            ("smtp", s.smtp.is_some()),
+            ("from", s.from.is_some()),
+            ("to", s.to.is_some()),
+            ("starttls", s.starttls.is_some()),
+            ("username", s.username.is_some()),
+            ("password_file", s.password_file.is_some()),
+        ] {
+            only(field, set && s.kind != "email", "email")?;
+        }
         only(
             "index",
             s.index.is_some() && s.kind != "elasticsearch",
@@ -1297,17 +1355,99 @@ fn alert_sinks(list: &[(String, AlertSink)]) -> Result<Vec<crate::alert::Spec>, 
             batch: s.batch,
             retry_min_ms: s.retry_min_ms,
             retry_max_ms: s.retry_max_ms,
+            ca_file: s.ca_file.clone(),
         });
     }
     Ok(out)
 }
 
-/// An `http://` URL with a host (this build has no TLS).
+/// An `email` receiver's keys, checked; an error is the key and what is wrong with it.
+fn email_config(s: &AlertSink) -> Result<crate::alert::email::Config, (&'static str, String)> {
+    use crate::alert::email::{Config, Starttls};
+    let smtp = s.smtp.as_deref().ok_or((
+        "smtp",
+        "an email receiver needs an smtp server (host:port)".to_string(),
+    ))?;
+    let (host, port) = smtp
+        .rsplit_once(':')
+        .ok_or(("smtp", format!("`{smtp}` is not host:port")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ("smtp", format!("`{smtp}`: `{port}` is not a port")))?;
+    if port == 0 {
+        return Err(("smtp", format!("`{smtp}`: port 0 cannot be used")));
+    }
+    tcp_target(smtp).map_err(|p| ("smtp", p))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let mailbox = |field: &'static str, text: &str| {
+        text.parse::<lettre::message::Mailbox>()
+            .map_err(|e| (field, format!("`{text}` is not an email address ({e})")))
+    };
+    let from = mailbox(
+        "from",
+        s.from
+            .as_deref()
+            .ok_or(("from", "an email receiver needs a from address".to_string()))?,
+    )?;
+    let to =
+        s.to.as_deref()
+            .filter(|l| !l.is_empty())
+            .ok_or((
+                "to",
+                "an email receiver needs at least one address to send to".to_string(),
+            ))?
+            .iter()
+            .map(|t| mailbox("to", t))
+            .collect::<Result<Vec<_>, _>>()?;
+    let starttls = match s.starttls.as_deref() {
+        None => Starttls::Required,
+        Some(t) => Starttls::parse(t).ok_or((
+            "starttls",
+            format!("`{t}` must be required, opportunistic or off"),
+        ))?,
+    };
+    if starttls == Starttls::Off && s.ca_file.is_some() {
+        return Err((
+            "ca_file",
+            "no TLS is used with starttls = \"off\": drop ca_file or use STARTTLS".into(),
+        ));
+    }
+    match (&s.username, &s.password_file) {
+        (Some(u), _) if u.is_empty() => return Err(("username", "an empty user name".into())),
+        (Some(_), None) => {
+            return Err((
+                "password_file",
+                "a username needs a password_file (the file holding its password)".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(("username", "a password_file needs a username".into()));
+        }
+        (_, Some(f)) if f.as_os_str().is_empty() => {
+            return Err(("password_file", "an empty path".into()));
+        }
+        _ => {}
+    }
+    Ok(Config {
+        host: host.to_string(),
+        port,
+        from,
+        to,
+        starttls,
+        username: s.username.clone(),
+        password_file: s.password_file.clone(),
+    })
+}
+
+/// An `http://` or `https://` URL with a host.
 fn http_url(text: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "`{text}`: only http:// URLs can be used (this build has no TLS; not {}://)",
+            "`{text}`: only http:// and https:// URLs can be used (not {}://)",
             url.scheme()
         ));
     }
@@ -1797,6 +1937,173 @@ mod tests {
     }
 
     #[test]
+    fn alert_channels_take_https_email_and_slack_and_name_a_bad_key() {
+        use crate::alert::Target;
+        use crate::alert::email::Starttls;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        let with = |text: &str| {
+            std::fs::write(&file, text).expect("write");
+            load(&Sources {
+                file: Some(file.clone()),
+                ..Sources::default()
+            })
+        };
+        let s = with(
+            "[[alerts.receivers]]\nkind = \"webhook\"\nurl = \"https://hooks.example.org/a\"\nca_file = \"/etc/ca.pem\"\n\
+             [[alerts.receivers]]\nkind = \"slack\"\nurl = \"https://chat.example.org/hook/1\"\n\
+             [[alerts.receivers]]\nkind = \"email\"\nname = \"ops-mail\"\nsmtp = \"mail.example.org:587\"\n\
+             from = \"fleetmesh <fm@example.org>\"\nto = [\"ops@example.org\", \"b@example.org\"]\n\
+             username = \"fm\"\npassword_file = \"/etc/fleetmesh/smtp\"\nca_file = \"/etc/ca.pem\"\n\
+             [[alerts.receivers]]\nkind = \"email\"\nname = \"relay\"\nsmtp = \"127.0.0.1:25\"\n\
+             from = \"fm@localhost\"\nto = [\"root@localhost\"]\nstarttls = \"off\"\n\
+             [[alerts.receivers]]\nkind = \"elasticsearch\"\nurl = \"https://es:9200\"\n\
+             [[alerts.receivers]]\nkind = \"alertmanager\"\nurl = \"https://am:9093\"\n",
+        )
+        .expect("loads");
+        let r = &s.alert_sinks;
+        assert_eq!(
+            (&r[0].target, r[0].ca_file.as_deref()),
+            (
+                &Target::Webhook {
+                    url: reqwest::Url::parse("https://hooks.example.org/a").expect("url")
+                },
+                Some(std::path::Path::new("/etc/ca.pem"))
+            )
+        );
+        assert_eq!((r[1].name.as_str(), r[1].target.kind()), ("slack", "slack"));
+        match &r[2].target {
+            Target::Email(c) => {
+                assert_eq!(
+                    (c.host.as_str(), c.port, c.starttls),
+                    ("mail.example.org", 587, Starttls::Required),
+                    "STARTTLS is required by default"
+                );
+                assert_eq!(c.from.email.to_string(), "fm@example.org");
+                assert_eq!(c.to.len(), 2);
+                assert_eq!(c.username.as_deref(), Some("fm"));
+            }
+            other => panic!("an email target, not {other:?}"),
+        }
+        match &r[3].target {
+            Target::Email(c) => assert_eq!(c.starttls, Starttls::Off),
+            other => panic!("an email target, not {other:?}"),
+        }
+        assert_eq!(r[4].target.kind(), "elasticsearch");
+        assert_eq!(r[5].target.kind(), "alertmanager");
+
+        let refused = |entry: &str| {
+            let text =
+                format!("[[alerts.receivers]]\nkind = \"log\"\n[[alerts.receivers]]\n{entry}\n");
+            match with(&text) {
+                Err(Error::Invalid { key, problem }) => (key, problem),
+                other => panic!("expected an invalid-key error, got {other:?}"),
+            }
+        };
+        let mail = "kind = \"email\"\nsmtp = \"m:25\"\nfrom = \"a@b\"\nto = [\"c@d\"]";
+        let cases: Vec<(String, &str, &str)> = vec![
+            ("kind = \"slack\"".to_string(), "url", "needs a url"),
+            (
+                "kind = \"slack\"\nurl = \"ftp://h/\"".to_string(),
+                "url",
+                "https://",
+            ),
+            (
+                "kind = \"email\"\nfrom = \"a@b\"\nto = [\"c@d\"]".to_string(),
+                "smtp",
+                "smtp server",
+            ),
+            (
+                "kind = \"email\"\nsmtp = \"m\"\nfrom = \"a@b\"\nto = [\"c@d\"]".to_string(),
+                "smtp",
+                "host:port",
+            ),
+            (
+                "kind = \"email\"\nsmtp = \"m:0\"\nfrom = \"a@b\"\nto = [\"c@d\"]".to_string(),
+                "smtp",
+                "port 0",
+            ),
+            (
+                "kind = \"email\"\nsmtp = \"m:25\"\nto = [\"c@d\"]".to_string(),
+                "from",
+                "from address",
+            ),
+            (
+                "kind = \"email\"\nsmtp = \"m:25\"\nfrom = \"not an address\"\nto = [\"c@d\"]"
+                    .to_string(),
+                "from",
+                "not an email address",
+            ),
+            (
+                "kind = \"email\"\nsmtp = \"m:25\"\nfrom = \"a@b\"".to_string(),
+                "to",
+                "at least one",
+            ),
+            (
+                "kind = \"email\"\nsmtp = \"m:25\"\nfrom = \"a@b\"\nto = []".to_string(),
+                "to",
+                "at least one",
+            ),
+            (
+                "kind = \"email\"\nsmtp = \"m:25\"\nfrom = \"a@b\"\nto = [\"c@d\", \"nope\"]"
+                    .to_string(),
+                "to",
+                "`nope`",
+            ),
+            (
+                format!("{mail}\nstarttls = \"always\""),
+                "starttls",
+                "required, opportunistic or off",
+            ),
+            (
+                format!("{mail}\nstarttls = \"off\"\nca_file = \"/ca.pem\""),
+                "ca_file",
+                "starttls",
+            ),
+            (
+                format!("{mail}\nusername = \"u\""),
+                "password_file",
+                "needs a password_file",
+            ),
+            (
+                format!("{mail}\npassword_file = \"/p\""),
+                "username",
+                "needs a username",
+            ),
+            (format!("{mail}\nurl = \"http://h/\""), "url", "applies to"),
+            (
+                "kind = \"webhook\"\nurl = \"http://h/\"\nsmtp = \"m:25\"".to_string(),
+                "smtp",
+                "email sinks only",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"http://h/\"\nto = [\"a@b\"]".to_string(),
+                "to",
+                "email sinks only",
+            ),
+            (
+                "kind = \"jsonl\"\npath = \"/tmp/x\"\nca_file = \"/ca.pem\"".to_string(),
+                "ca_file",
+                "applies to",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"http://h/\"\nca_file = \"\"".to_string(),
+                "ca_file",
+                "empty",
+            ),
+        ];
+        for (entry, field, says) in cases {
+            let (key, problem) = refused(&entry);
+            assert_eq!(
+                key,
+                format!("alerts.receivers[1].{field}"),
+                "{entry}: {problem}"
+            );
+            assert!(problem.contains(says), "{entry}: {problem}");
+        }
+    }
+
+    #[test]
     fn alert_sinks_are_checked_and_bad_ones_name_their_entry() {
         use crate::alert::Target;
         let d = load(&Sources::default()).expect("defaults");
@@ -1868,7 +2175,7 @@ mod tests {
                 "alerts.sinks[1].url",
             ),
             (
-                "kind = \"webhook\"\nurl = \"https://h/\"",
+                "kind = \"webhook\"\nurl = \"ftp://h/\"",
                 "alerts.sinks[1].url",
             ),
             ("kind = \"elasticsearch\"", "alerts.sinks[1].url"),

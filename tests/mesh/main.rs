@@ -7,6 +7,7 @@ mod alertmanager;
 mod alerts;
 mod anomaly;
 mod census;
+mod channels;
 mod cli;
 mod cluster;
 mod consult;
