@@ -182,6 +182,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let (append, compact, read) = (journal.clone(), journal.clone(), journal.clone());
     let (direct_tx, direct_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
     let replay_direct = direct_tx.clone();
+    let alerts_direct = direct_tx.clone();
     let spike_outbox = outbox_tx.clone();
     let last_seq = recovered.last_seq.unwrap_or(0);
     // The encoder fsyncs (journal, sequence reservations): it gets a thread of its own, so
@@ -442,6 +443,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
                 policy.clone().recipient(),
                 fleet.clone().recipient(),
                 heartbeat.clone().recipient(),
+                alerts.clone().recipient(),
             ],
             facts: Some(heartbeat.clone().recipient()),
             master_known: Some(spikes.clone().recipient()),
@@ -488,10 +490,15 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     heartbeat.do_send(SetDrops(metrics.drop_counter()));
     region.do_send(SetDrops(metrics.drop_counter()));
     spikes.do_send(SetIntake(region.clone().recipient()));
-    // Silences and acknowledgements go through the region's log.
+    // Silences and acknowledgements go through the region's log; alerts to the master,
+    // which notifies for the region.
     alerts.do_send(fleetmesh_actors::actor::alert::SetReplicate(
         region.clone().recipient(),
     ));
+    alerts.do_send(fleetmesh_actors::actor::alert::SetDirect {
+        direct: alerts_direct,
+        region: info.region.clone(),
+    });
     region.do_send(ConnectFleet {
         intake: Some(fleet.clone().recipient()),
         learners: vec![policy.clone().recipient(), fleet.clone().recipient()],
@@ -637,6 +644,7 @@ async fn serve(
                 acks: actors.region.clone().recipient(),
                 replay: actors.region.clone().recipient(),
                 operator: actors.region.clone().recipient(),
+                alerts: actors.alerts.clone().recipient(),
             }),
             audit: Some(net::driver::AuditLinks {
                 digest: actors.files.clone().recipient(),

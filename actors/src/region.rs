@@ -134,6 +134,9 @@ pub enum Command {
         id: String,
         ack: crate::alerting::Ack,
     },
+    /// An operator marked alert `id` resolved (applied by the members' alert lifecycles,
+    /// not kept in the state).
+    Resolve { id: String, at_unix_ms: u64 },
 }
 
 /// An operator's alert-lifecycle action, which any member hands to the master to
@@ -146,6 +149,10 @@ pub enum Operator {
         id: String,
         ack: crate::alerting::Ack,
     },
+    Resolve {
+        id: String,
+        at_unix_ms: u64,
+    },
 }
 
 impl Operator {
@@ -154,6 +161,7 @@ impl Operator {
         match self {
             Operator::Silence(s) => Command::Silence(s),
             Operator::Ack { id, ack } => Command::Ack { id, ack },
+            Operator::Resolve { id, at_unix_ms } => Command::Resolve { id, at_unix_ms },
         }
     }
 }
@@ -290,6 +298,7 @@ impl RegionState {
                     };
                 }
             }
+            Command::Resolve { .. } => {}
             Command::Ack { id, ack } => {
                 let newer = self
                     .acks

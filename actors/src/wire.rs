@@ -119,6 +119,14 @@ pub enum Request {
         region: String,
         action: crate::region::Operator,
     },
+    /// A member's alerts for the region's master, which notifies for the region: those
+    /// raised (or still open, sent again when the master changes and every half minute),
+    /// and the keys of those whose condition cleared. Answered `Accepted` when taken in.
+    Alerts {
+        region: String,
+        raised: Vec<crate::alert::Alert>,
+        cleared: Vec<String>,
+    },
 }
 
 /// The answer to a [`Request`].

@@ -121,6 +121,8 @@ pub struct RegionLinks {
     pub replay: Recipient<ReplayIn>,
     /// Operators' silences and acknowledgements sent by members to the master.
     pub operator: Recipient<fleetmesh_actors::actor::region::OperatorIn>,
+    /// Members' alerts, for the alert actor (which takes them while this node leads).
+    pub alerts: Recipient<fleetmesh_actors::actor::alert::MemberAlerts>,
 }
 
 /// A response an actor is still working out, with the channel it goes back on and the
@@ -618,6 +620,29 @@ impl Driver {
         }
     }
 
+    /// A member's alerts for the master: handed to the alert actor.
+    fn on_alerts(
+        &mut self,
+        peer: PeerId,
+        region: String,
+        raised: Vec<fleetmesh_actors::alert::Alert>,
+        cleared: Vec<String>,
+    ) -> wire::Response {
+        if let Some(refused) = self.foreign("alerts", &region) {
+            return refused;
+        }
+        let msg = fleetmesh_actors::actor::alert::MemberAlerts {
+            from: id(&peer),
+            raised,
+            cleared,
+        };
+        match self.region_links.as_ref().map(|l| &l.alerts) {
+            Some(r) if r.try_send(msg).is_ok() => wire::Response::Accepted,
+            Some(_) => wire::Response::Refused("alert queue full".into()),
+            None => absent("region consensus"),
+        }
+    }
+
     fn to_region_acks(&self, acks: AcksIn) {
         if let Some(l) = &self.region_links
             && l.acks.try_send(acks).is_err()
@@ -848,6 +873,11 @@ impl Driver {
                         wire::Request::Operator { region, action } => {
                             self.on_operator(peer, region, action)
                         }
+                        wire::Request::Alerts {
+                            region,
+                            raised,
+                            cleared,
+                        } => self.on_alerts(peer, region, raised, cleared),
                         wire::Request::Digest { region } => {
                             self.on_digest(peer, channel, region);
                             return;

@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// One request as the receiver saw it, and the status it answered.
 #[derive(Debug, Clone)]
-struct Request {
+pub(crate) struct Request {
     path: String,
     content_type: String,
     body: String,
@@ -33,14 +33,14 @@ struct Request {
 /// A small HTTP/1.1 server on 127.0.0.1: `/hook` answers 200; `/late` answers 503 while
 /// `late_down` is set; `/_bulk` answers like Elasticsearch, failing the first item of
 /// its first request with 429 (to be retried) and taking everything after.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: std::net::SocketAddr,
     seen: Arc<Mutex<Vec<Request>>>,
     late_down: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -62,11 +62,11 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    fn requests(&self, path: &str) -> Vec<Request> {
+    pub(crate) fn requests(&self, path: &str) -> Vec<Request> {
         self.seen
             .lock()
             .expect("lock")
@@ -166,7 +166,7 @@ fn sink<'a>(view: &'a Value, name: &str) -> &'a Value {
 }
 
 /// The webhook bodies (one notification each) taken with 200.
-fn notifications(r: &Receiver, path: &str) -> Vec<Value> {
+pub(crate) fn notifications(r: &Receiver, path: &str) -> Vec<Value> {
     r.requests(path)
         .iter()
         .filter(|q| q.status == 200)

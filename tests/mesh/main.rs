@@ -21,4 +21,5 @@ mod journal;
 mod metrics;
 mod package;
 mod policy;
+mod region_alerts;
 mod silences;

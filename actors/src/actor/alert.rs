@@ -74,6 +74,11 @@ pub struct Alerts {
     pub groups: Vec<GroupView>,
     /// Notifications for a receiver with no sink (none when the settings are checked).
     pub unrouted: u64,
+    /// Notifications this node left to the region's master (which notifies for the
+    /// region while this node knows it).
+    pub left_to_master: u64,
+    /// Whether this node notifies now (the master, or a node with no master).
+    pub notifier: bool,
 }
 
 /// One alert episode with its history.
@@ -124,7 +129,38 @@ pub struct GetSilences;
 pub struct Replicated {
     pub silences: Vec<alerting::Silence>,
     pub acks: Vec<(String, Ack)>,
+    /// Alerts an operator resolved: id and when.
+    pub resolved: Vec<(String, u64)>,
 }
+
+/// How to reach the region's master: the network's direct requests, and the region's
+/// name. Without it the node notifies on its own.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetDirect {
+    pub direct: crate::outbox::DirectSender,
+    pub region: String,
+}
+
+/// A member's alerts, for this node as the region's master
+/// ([`crate::wire::Request::Alerts`]).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct MemberAlerts {
+    pub from: crate::node::Id,
+    pub raised: Vec<Alert>,
+    pub cleared: Vec<String>,
+}
+
+/// How long a node knows no master before it notifies on its own.
+pub const AUTONOMOUS_AFTER: Duration = Duration::from_secs(10);
+
+/// How often a member sends its open alerts to the master again (besides when the
+/// master changes).
+const RESEND_OPEN: Duration = Duration::from_secs(30);
+
+/// Bytes of alerts in one request to the master, at most (a frame is 64 KiB).
+const FORWARD_BYTES: usize = 48 * 1024;
 
 /// Where operator actions go to be committed (the region actor).
 #[derive(Debug, Clone, Message)]
@@ -174,6 +210,18 @@ pub struct AlertActor {
     /// (`silence:<id>`, `ack:<id>`), with the time they carry: handed to the log again
     /// until the log gives them (or something newer) back.
     uncommitted: BTreeMap<String, (u64, crate::region::Operator)>,
+    /// The region's master and whether it is this node (from the region actor).
+    master: Option<crate::node::Id>,
+    leading: bool,
+    direct: Option<SetDirect>,
+    /// This node's own open alerts, as last raised: what it sends the master.
+    open: BTreeMap<String, Alert>,
+    /// Notifications this node did not send because the master notifies.
+    left_to_master: u64,
+    /// Since when no master is known (Unix ms), if none is.
+    masterless_since: Option<u64>,
+    /// Whether this node notified at the last look (see [`AlertActor::refresh_role`]).
+    notifying: bool,
 }
 
 impl std::fmt::Debug for AlertActor {
@@ -200,6 +248,84 @@ impl AlertActor {
             timer: None,
             replicate: None,
             uncommitted: BTreeMap::new(),
+            master: None,
+            leading: false,
+            direct: None,
+            open: BTreeMap::new(),
+            left_to_master: 0,
+            masterless_since: Some(unix_ms()),
+            notifying: true,
+        }
+    }
+
+    /// Whether this node notifies: it is the region's master, or it has no way to reach
+    /// one, or it has known no master for [`AUTONOMOUS_AFTER`] (autonomous: it notifies on
+    /// its own, fail-open). While a master is being elected nobody notifies; what is
+    /// raised meanwhile is told by whoever notifies next.
+    fn notifier(&self) -> bool {
+        self.leading
+            || self.direct.is_none()
+            || self
+                .masterless_since
+                .is_some_and(|t| unix_ms().saturating_sub(t) >= AUTONOMOUS_AFTER.as_millis() as u64)
+    }
+
+    /// Takes note of a change of role: a node that starts to notify tells every open
+    /// group again (see [`Engine::renotify`]).
+    fn refresh_role(&mut self, ctx: &mut Context<Self>) {
+        let now = self.notifier();
+        if now && !self.notifying {
+            tracing::info!(
+                leading = self.leading,
+                "this node notifies the alerts it holds"
+            );
+            self.engine.renotify(unix_ms());
+        }
+        self.notifying = now;
+        self.pump(ctx);
+    }
+
+    /// Sends `raised` and `cleared` to the master, in requests that fit a frame.
+    fn forward(&self, raised: Vec<Alert>, cleared: Vec<String>) {
+        let (Some(d), Some(master)) = (&self.direct, &self.master) else {
+            return;
+        };
+        if self.leading || (raised.is_empty() && cleared.is_empty()) {
+            return;
+        }
+        let send = |raised: Vec<Alert>, cleared: Vec<String>| {
+            let request = crate::wire::Request::Alerts {
+                region: d.region.clone(),
+                raised,
+                cleared,
+            };
+            let direct = crate::outbox::Direct {
+                to: master.clone(),
+                request,
+            };
+            if d.direct.try_send(direct).is_err() {
+                // Sent again with the next resend of the open alerts.
+                tracing::debug!("the network's queue is full: alerts for the master wait");
+            }
+        };
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for a in raised {
+            let len = rmp_serde::to_vec(&a).map_or(FORWARD_BYTES, |b| b.len());
+            if !batch.is_empty() && size + len > FORWARD_BYTES {
+                send(std::mem::take(&mut batch), Vec::new());
+                size = 0;
+            }
+            size += len;
+            batch.push(a);
+        }
+        send(batch, cleared);
+    }
+
+    /// Sends every open alert of this node to the master again.
+    fn forward_open(&self) {
+        if !self.notifier() {
+            self.forward(self.open.values().cloned().collect(), Vec::new());
         }
     }
 
@@ -238,7 +364,14 @@ impl AlertActor {
     /// until either core has something to do.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = unix_ms();
+        let notifier = self.notifier();
         for n in self.engine.poll(now) {
+            if !notifier {
+                // The master tells the receivers, with this node's alerts among the
+                // region's; this node's engine only keeps their states.
+                self.left_to_master += 1;
+                continue;
+            }
             match self.book.sink(&n.receiver) {
                 Some(i) => self.book.queue(i, n),
                 None => {
@@ -307,6 +440,77 @@ impl Actor for AlertActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(REPLICATE_RETRY, |act, _| act.replicate_again());
+        ctx.run_interval(RESEND_OPEN, |act, _| act.forward_open());
+    }
+}
+
+impl Handler<SetDirect> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetDirect, ctx: &mut Self::Context) {
+        self.direct = Some(msg);
+        if self.master.is_none() {
+            self.masterless_since = Some(unix_ms());
+            ctx.run_later(AUTONOMOUS_AFTER, |act, ctx| act.refresh_role(ctx));
+        }
+        self.refresh_role(ctx);
+    }
+}
+
+impl Handler<crate::actor::fleet::SetView> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::fleet::SetView, ctx: &mut Self::Context) {
+        let master = msg.view.master.map(|(peer, _)| peer);
+        let changed = master != self.master;
+        self.master = master;
+        self.leading = msg.leading.is_some();
+        match (&self.master, self.masterless_since) {
+            (Some(_), _) => self.masterless_since = None,
+            (None, None) => {
+                self.masterless_since = Some(unix_ms());
+                // Autonomous if no master comes within the bound.
+                ctx.run_later(AUTONOMOUS_AFTER, |act, ctx| act.refresh_role(ctx));
+            }
+            (None, Some(_)) => {}
+        }
+        if changed {
+            self.forward_open();
+        }
+        self.refresh_role(ctx);
+    }
+}
+
+impl Handler<MemberAlerts> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: MemberAlerts, ctx: &mut Self::Context) {
+        if !self.leading {
+            // The member sends them again to the master it learns of.
+            tracing::debug!(from = %msg.from, "alerts for the master, which this node is not");
+            return;
+        }
+        let now = unix_ms();
+        let mut keys = Vec::with_capacity(msg.raised.len());
+        for alert in msg.raised {
+            keys.push(alert.key.clone());
+            let before = self.engine.by_key(&alert.key).map(|r| r.id.clone());
+            match self.engine.raise(alert.clone(), now) {
+                // A new episode is listed; a member's copy sent again is not a raise.
+                Ok(id) if before.as_ref() != Some(&id) => {
+                    self.book.raise(now, alert);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(from = %msg.from, "a member's alert not tracked: {e}"),
+            }
+        }
+        for key in &msg.cleared {
+            self.engine.resolve(key, now);
+        }
+        self.pump(ctx);
+        for key in keys.iter().chain(&msg.cleared) {
+            self.announce(key);
+        }
     }
 }
 
@@ -338,6 +542,24 @@ impl Handler<Replicated> for AlertActor {
                 .is_none_or(|mine| mine.updated_at_unix_ms <= s.updated_at_unix_ms);
             if newer {
                 self.engine.restore_silence(s);
+            }
+        }
+        let now = unix_ms();
+        for (id, at) in msg.resolved {
+            let what = format!("resolve:{id}");
+            if self
+                .uncommitted
+                .get(&what)
+                .is_some_and(|(mine, _)| *mine <= at)
+            {
+                self.uncommitted.remove(&what);
+            }
+            // Known and open here: resolved as on the member that took the action.
+            if self.engine.resolve_id(&id, now).is_ok()
+                && let Some(key) = self.engine.alert(&id).map(|r| r.key.clone())
+            {
+                self.open.remove(&key);
+                self.announce(&key);
             }
         }
         for (id, ack) in msg.acks {
@@ -372,9 +594,11 @@ impl Handler<Raise> for AlertActor {
         let now = unix_ms();
         let key = msg.0.key.clone();
         self.book.raise(now, msg.0.clone());
-        if let Err(e) = self.engine.raise(msg.0, now) {
+        if let Err(e) = self.engine.raise(msg.0.clone(), now) {
             tracing::warn!(%key, "alert not tracked: {e}");
         }
+        self.open.insert(key.clone(), msg.0.clone());
+        self.forward(vec![msg.0], Vec::new());
         self.pump(ctx);
         self.announce(&key);
     }
@@ -385,6 +609,8 @@ impl Handler<Clear> for AlertActor {
 
     fn handle(&mut self, msg: Clear, ctx: &mut Self::Context) {
         if self.engine.resolve(&msg.key, unix_ms()).is_some() {
+            self.open.remove(&msg.key);
+            self.forward(Vec::new(), vec![msg.key.clone()]);
             self.pump(ctx);
             self.announce(&msg.key);
         }
@@ -421,6 +647,8 @@ impl Handler<GetAlerts> for AlertActor {
             lifecycle: self.engine.counters().clone(),
             groups,
             unrouted: self.unrouted,
+            left_to_master: self.left_to_master,
+            notifier: self.notifier(),
         })
     }
 }
@@ -459,8 +687,20 @@ impl Handler<ResolveAlert> for AlertActor {
     type Result = Result<(), alerting::Error>;
 
     fn handle(&mut self, q: ResolveAlert, ctx: &mut Self::Context) -> Self::Result {
-        self.engine.resolve_id(&q.id, unix_ms())?;
+        let now = unix_ms();
+        self.engine.resolve_id(&q.id, now)?;
         tracing::info!(alert = %q.id, "alert resolved by an operator");
+        if let Some(key) = self.engine.alert(&q.id).map(|r| r.key.clone()) {
+            self.open.remove(&key);
+        }
+        self.replicate(
+            format!("resolve:{}", q.id),
+            now,
+            crate::region::Operator::Resolve {
+                id: q.id.clone(),
+                at_unix_ms: now,
+            },
+        );
         self.pump(ctx);
         if let Some(key) = self.engine.alert(&q.id).map(|r| r.key.clone()) {
             self.announce(&key);

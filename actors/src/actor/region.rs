@@ -525,6 +525,7 @@ impl RegionActor {
             let msg = crate::actor::alert::Replicated {
                 silences: state.silences.into_values().collect(),
                 acks: state.acks.into_iter().collect(),
+                resolved: Vec::new(),
             };
             if r.try_send(msg).is_err() {
                 count_drops(&self.drops, "alert_replicated", 1);
@@ -537,11 +538,15 @@ impl RegionActor {
         let replicated = match &c.command {
             Command::Silence(s) => Some(crate::actor::alert::Replicated {
                 silences: vec![(**s).clone()],
-                acks: Vec::new(),
+                ..Default::default()
             }),
             Command::Ack { id, ack } => Some(crate::actor::alert::Replicated {
-                silences: Vec::new(),
                 acks: vec![(id.clone(), ack.clone())],
+                ..Default::default()
+            }),
+            Command::Resolve { id, at_unix_ms } => Some(crate::actor::alert::Replicated {
+                resolved: vec![(id.clone(), *at_unix_ms)],
+                ..Default::default()
             }),
             _ => None,
         };

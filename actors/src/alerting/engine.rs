@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::escalation::{self, Policy, Progress};
 use super::inhibit::Rule;
 use super::labels::{self, Labels};
-use super::lifecycle::{Ack, Record, Status};
+use super::lifecycle::{self, Ack, Record, Status};
 use super::nlog::{self, Log};
 use super::ratelimit::Limiter;
 use super::route::{Error as ConfigError, Route};
@@ -192,6 +192,19 @@ impl Engine {
             }
             return Ok(id);
         }
+        let start = if alert.at_unix_ms > 0 {
+            alert.at_unix_ms
+        } else {
+            now
+        };
+        if self
+            .by_key(&alert.key)
+            .is_some_and(|r| r.is_resolved() && r.id == lifecycle::alert_id(&alert.key, start))
+        {
+            // A late copy of an episode that resolved (a member sending its open alerts
+            // again): not a new episode.
+            return Ok(lifecycle::alert_id(&alert.key, start));
+        }
         if !self.alerts.contains_key(&alert.key) && self.alerts.len() >= self.config.max_alerts {
             self.counters.refused += 1;
             return Err(Error::Full {
@@ -208,11 +221,6 @@ impl Engine {
             }
             self.retire(old.record);
         }
-        let start = if alert.at_unix_ms > 0 {
-            alert.at_unix_ms
-        } else {
-            now
-        };
         let mut record = Record::new(alert.key.clone(), labels, annotations, start, now);
         let id = record.id.clone();
         let escalation = escalation::select(&self.policies, &record.labels).map(|policy| {
@@ -287,6 +295,17 @@ impl Engine {
         match self.ids.get(id) {
             Some(k) => self.alerts.get(k).map(|t| &t.record),
             None => self.retired.iter().find(|r| r.id == id),
+        }
+    }
+
+    /// This engine starts to notify (its node became the region's master, or lost its
+    /// master and notifies on its own): every group is told again at the next poll, as
+    /// if never told, so that nothing another notifier may not have told is lost. At most
+    /// one repeated notification per group per change.
+    pub fn renotify(&mut self, now: u64) {
+        for (gk, g) in self.groups.iter_mut() {
+            self.log.entries.remove(&nlog::group_key(gk));
+            g.next_flush = g.next_flush.min(now);
         }
     }
 

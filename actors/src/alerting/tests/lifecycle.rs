@@ -189,3 +189,29 @@ fn an_alert_never_inhibits_itself_but_a_twin_source_does() {
         "another region"
     );
 }
+
+#[test]
+fn a_new_notifier_tells_every_group_once_and_a_late_copy_does_not_reopen() {
+    let mut e = engine("[route]\ngroup_wait_ms = 0\ngroup_interval_ms = 1000");
+    let mut a = alert("w1", "policy_violation", "/etc/x", Severity::High);
+    a.at_unix_ms = 5;
+    let id = e.raise(a.clone(), 5).expect("raised");
+    assert_eq!(e.poll(5).len(), 1);
+    assert_eq!(e.poll(2000), vec![], "told already");
+    e.renotify(2000);
+    let again = e.poll(2000);
+    assert_eq!(again.len(), 1, "told once more");
+    assert_eq!(ids(&again[0]), [id.as_str()]);
+    assert_eq!(e.poll(4000), vec![], "and only once");
+    // Resolved, then a member sends its copy of the same episode again: still resolved.
+    e.resolve_id(&id, 4000).expect("resolved");
+    e.poll(5000);
+    assert_eq!(e.raise(a.clone(), 6000), Ok(id.clone()));
+    assert!(e.by_key(&a.key).is_some_and(|r| r.is_resolved()));
+    assert_eq!(e.poll(7000), vec![]);
+    // A later change of the same key is a new episode.
+    a.at_unix_ms = 8000;
+    let new = e.raise(a, 8000).expect("raised");
+    assert_ne!(new, id);
+    assert_eq!(e.poll(9000).len(), 1);
+}

@@ -1,0 +1,184 @@
+//! The region's master notifies for the region: 50 violations on 5 nodes within about two
+//! seconds become at most 2 notifications of their group at a webhook every node names,
+//! carrying the alerts of all five. After a kill -9 of the master, the new master tells
+//! the group again at most once and loses nothing: a violation raised afterwards arrives.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::alerts::{Receiver, notifications};
+use crate::harness::{CONVERGE, Node, Spec, get, settled, wait_for};
+use crate::policy::{add_users, policies};
+
+/// The `unauthorized_access` notifications the webhook took.
+fn access(r: &Receiver) -> Vec<Value> {
+    notifications(r, "/hook")
+        .into_iter()
+        .filter(|n| n["group_labels"]["alertname"] == "unauthorized_access")
+        .collect()
+}
+
+/// The distinct alert keys in `list`.
+fn keys(list: &[Value]) -> BTreeSet<String> {
+    list.iter()
+        .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["key"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn master(node: &Node) -> Option<String> {
+    let r: Value = get(&node.url("/api/v1/region")).await;
+    r["master"]["name"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_notifies_for_the_region_once_per_group_and_a_new_master_loses_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let config = tmp.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts.route]\ngroup_wait_ms = 3000\ngroup_interval_ms = 4000\n\
+             [[alerts.receivers]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\n\
+             retry_min_ms = 200\nretry_max_ms = 1000\n",
+            receiver.url("/hook")
+        ),
+    )
+    .expect("node config");
+    let policy = policies(tmp.path());
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut etcs = Vec::new();
+    for i in 0..5 {
+        let name = format!("ra{i}");
+        let data = tmp.path().join(&name);
+        let etc = data.join("root/etc");
+        std::fs::create_dir_all(&etc).expect("etc");
+        add_users(&etc, &[]);
+        let mut spec = Spec::new(&name, "ra");
+        spec.role = "baseline".into();
+        spec.dir = Some(data);
+        spec.extra_args = vec!["--config".into(), config.display().to_string()];
+        spec.env = vec![
+            (
+                "FLEETMESH__POLICY__DIR".into(),
+                policy.display().to_string(),
+            ),
+            ("FLEETMESH__REGION__BOOTSTRAP_EXPECT".into(), "3".into()),
+        ];
+        // Only the watch root's changes: this machine's own processes and listeners would
+        // be violations of a baseline server too.
+        for k in [
+            "FLEETMESH__PROBES__PROCESS_POLL_MS",
+            "FLEETMESH__PROBES__NETWORK_POLL_MS",
+            "FLEETMESH__METRICS__INTERVAL_MS",
+        ] {
+            spec.env.push((k.into(), "3600000".into()));
+        }
+        if let Some(first) = nodes.first() {
+            spec.bootstrap = vec![first.addr(true)];
+        }
+        nodes.push(Node::start(spec));
+        etcs.push(etc);
+    }
+    settled(&nodes[0], 1, 5).await;
+    let lead = wait_for("a master", CONVERGE, || async {
+        master(&nodes[0])
+            .await
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    let m = nodes.iter().position(|n| n.name == lead).expect("a member");
+    // Every member knows the master before the storm.
+    for n in &nodes {
+        wait_for(
+            &format!("{} knows the master", n.name),
+            CONVERGE,
+            || async {
+                match master(n).await {
+                    Some(name) if name == lead => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+
+    // Ten users added on each of the five nodes (names differ: no fleet event).
+    for (i, etc) in etcs.iter().enumerate() {
+        let names: Vec<String> = (0..10).map(|j| format!("n{i}u{j}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        add_users(etc, &names);
+    }
+    let told = wait_for("all 50 alerts at the webhook", CONVERGE, || async {
+        let got = access(&receiver);
+        let k = keys(&got);
+        if k.len() >= 50 {
+            Ok(got)
+        } else {
+            Err(format!("{} alerts in {} notifications", k.len(), got.len()))
+        }
+    })
+    .await;
+    assert!(
+        told.len() <= 2,
+        "50 violations in about 2 s: {} notifications",
+        told.len()
+    );
+    let hosts: BTreeSet<String> = told
+        .iter()
+        .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["labels"]["node"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(hosts.len(), 5, "alerts of every node: {hosts:?}");
+    // Members left the telling to the master.
+    for (i, n) in nodes.iter().enumerate() {
+        let v: Value = get(&n.url("/api/v1/alerts?limit=1")).await;
+        assert_eq!(v["notifier"], i == m, "{}: {v}", n.name);
+        if i != m {
+            assert!(v["left_to_master"].as_u64() > Some(0), "{}: {v}", n.name);
+        }
+    }
+
+    // kill -9 the master: another takes over and tells the group again at most once.
+    let before = access(&receiver).len();
+    nodes[m].kill9();
+    let survivor = (m + 1) % 5;
+    let new = wait_for("a new master", CONVERGE, || async {
+        match master(&nodes[survivor]).await {
+            Some(name) if name != lead => Ok(name),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let n = nodes.iter().position(|x| x.name == new).expect("a member");
+    // A violation after the failover, on a node that is not the new master: it arrives.
+    let other = (0..5).find(|&i| i != m && i != n).expect("a third node");
+    let names: Vec<String> = (0..10)
+        .map(|j| format!("n{other}u{j}"))
+        .chain(["late".to_string()])
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    add_users(&etcs[other], &names);
+    let late_key = "|user|late".to_string();
+    let after = wait_for("the late violation at the webhook", CONVERGE, || async {
+        let got = access(&receiver);
+        if keys(&got[before..]).iter().any(|k| k.ends_with(&late_key)) {
+            Ok(got[before..].to_vec())
+        } else {
+            Err(format!(
+                "{} notifications since the kill",
+                got.len() - before
+            ))
+        }
+    })
+    .await;
+    assert!(
+        after.len() <= 2,
+        "after the failover: one repeat of the group at most, then the update: {} notifications",
+        after.len()
+    );
+    let v: Value = get(&nodes[n].url("/api/v1/alerts?limit=1")).await;
+    assert_eq!(v["notifier"], true, "the new master notifies: {v}");
+}
