@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{Node, Spec, get, metric, wait_for};
+use crate::harness::{Node, Spec, get, metric, now_ms, post, wait_for};
 use crate::policy::{add_users, policies};
 
 /// Bound on every wait of this test.
@@ -183,16 +183,6 @@ fn hook_alerts(r: &Receiver, path: &str) -> Vec<Value> {
 }
 
 /// POSTs `body` to `url`: the status and the answer.
-async fn post(url: &str, body: Value) -> (u16, Value) {
-    let answer = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("answered");
-    let status = answer.status().as_u16();
-    (status, answer.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_violation_reaches_every_receiver_and_lives_its_lifecycle() {
@@ -595,10 +585,7 @@ async fn a_violation_reaches_every_receiver_and_lives_its_lifecycle() {
 
     // A silence (Alertmanager's JSON): the user added next is silenced, and no receiver
     // hears of it while the silence holds.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
+    let now = now_ms();
     let rfc3339 = fleetmesh_actors::alerting::rfc3339::format;
     let (status, created) = post(
         &node.url("/api/v1/silences"),

@@ -246,6 +246,35 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// POSTs `body` as JSON to `url`: the status and the answer (null if not JSON).
+pub async fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let answer = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = answer.status().as_u16();
+    (
+        status,
+        answer.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The name of the region's master as `node` knows it.
+pub async fn master_name(node: &Node) -> Option<String> {
+    let r: serde_json::Value = get(&node.url("/api/v1/region")).await;
+    r["master"]["name"].as_str().map(str::to_string)
+}
+
+/// The wall clock in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
 pub async fn get<T: serde::de::DeserializeOwned>(url: &str) -> T {
     let resp = reqwest::get(url)
         .await

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::alerts::{Receiver, notifications};
-use crate::harness::{CONVERGE, Node, Spec, get, settled, wait_for};
+use crate::harness::{CONVERGE, Node, Spec, get, master_name as master, settled, wait_for};
 use crate::policy::{add_users, policies};
 
 /// The `unauthorized_access` notifications the webhook took.
@@ -25,11 +25,6 @@ fn keys(list: &[Value]) -> BTreeSet<String> {
         .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
         .filter_map(|a| a["key"].as_str().map(str::to_string))
         .collect()
-}
-
-async fn master(node: &Node) -> Option<String> {
-    let r: Value = get(&node.url("/api/v1/region")).await;
-    r["master"]["name"].as_str().map(str::to_string)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 
-use crate::harness::{CONVERGE, Node, Spec, get, settled, wait_for};
+use crate::harness::{
+    CONVERGE, Node, Spec, get, master_name as master, now_ms, post, settled, wait_for,
+};
 
 /// The silences `node` lists, by id: their state.
 async fn silences(node: &Node) -> Vec<(String, String)> {
@@ -44,28 +46,6 @@ async fn holds(node: &Node, id: &str, state: &str) {
 }
 
 /// The name of the region's master as `node` knows it.
-async fn master(node: &Node) -> Option<String> {
-    let r: Value = get(&node.url("/api/v1/region")).await;
-    r["master"]["name"].as_str().map(str::to_string)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
-async fn post(url: &str, body: Value) -> (u16, Value) {
-    let answer = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("answered");
-    let status = answer.status().as_u16();
-    (status, answer.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silence_set_anywhere_holds_on_every_member_and_outlives_the_master() {
