@@ -449,6 +449,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             master_known: Some(spikes.clone().recipient()),
             alerts: Some(alerts.clone().recipient()),
             replicated: Some(alerts.clone().recipient()),
+            cleared: Some(alerts.clone().recipient()),
             reincarnate: Some((
                 Box::new(move || next_incarnation(&reincarnate_dir).map_err(std::io::Error::other)),
                 vec![heartbeat.clone().recipient()],

@@ -154,6 +154,47 @@ pub fn of_duplicate_name(
     }
 }
 
+/// The key of the `node_dead` alert about `peer` in `region`.
+pub fn node_dead_key(region: &str, peer: &node::Id) -> String {
+    format!("{region}|node_dead|{peer}")
+}
+
+/// A member of the region is dead: raised by the master that committed the death, about
+/// the dead node (`name`, `role`: as the region knew it). It resolves when the node is
+/// alive again.
+pub fn of_node_dead(
+    region: &str,
+    master: &str,
+    peer: &node::Id,
+    name: &str,
+    role: &str,
+    incarnation: u64,
+    now: u64,
+) -> Alert {
+    let mut details = BTreeMap::new();
+    details.insert("peer".into(), peer.0.clone());
+    details.insert("incarnation".into(), incarnation.to_string());
+    details.insert("declared_by".into(), master.to_string());
+    Alert {
+        key: node_dead_key(region, peer),
+        at_unix_ms: now,
+        severity: Severity::High,
+        category: "host".into(),
+        action: "node_dead".into(),
+        host: name.to_string(),
+        region: region.to_string(),
+        role: role.to_string(),
+        rule: None,
+        reason: format!(
+            "{name} stopped answering its region's heartbeats: declared dead in incarnation {incarnation}; its work goes to the other members"
+        ),
+        decision: None,
+        term: None,
+        subject: Some(name.to_string()),
+        details,
+    }
+}
+
 /// The alert of a fleet event the region's master raised: one for all its servers.
 /// `servers` are their names; `master` is the raising node's name.
 pub fn of_fleet_event(

@@ -1,10 +1,33 @@
 //! The fleet census on real nodes: any node shows every region with its master and its
 //! members' status (`GET /api/v1/census`), another region's as that region's master
 //! published it; a member killed -9 in one region turns dead in the other region's view.
+//! Its region's master raises a `node_dead` alert about it, which resolves when the member
+//! is back.
 
 use serde_json::Value;
 
-use crate::harness::{CONVERGE, get, settled, two_regions, wait_for};
+use crate::harness::{CONVERGE, Node, Spec, get, settled, two_regions, wait_for};
+
+/// The `node_dead` alert about `name` that `node` lists, in `state`.
+async fn node_dead(node: &Node, name: &str, state: &str) -> Value {
+    wait_for(
+        &format!("{}: node_dead about {name}, {state}", node.name),
+        CONVERGE,
+        || async {
+            let v: Value = get(&node.url("/api/v1/alerts?limit=1000")).await;
+            v["alerts"]
+                .as_array()
+                .and_then(|l| {
+                    l.iter()
+                        .find(|a| a["action"] == "node_dead" && a["host"] == name)
+                        .cloned()
+                })
+                .filter(|a| a["state"] == state)
+                .ok_or_else(|| v["alerts"].to_string())
+        },
+    )
+    .await
+}
 
 fn region<'a>(census: &'a Value, name: &str) -> &'a Value {
     census["regions"]
@@ -65,4 +88,18 @@ async fn any_node_shows_every_region_and_a_death_in_another_region() {
         },
     )
     .await;
+
+    // The eu master raised node_dead about it; the member back, it resolves.
+    let m = (0..3)
+        .find(|&i| nodes[i].peer_id() == master)
+        .expect("the master");
+    let name = nodes[victim].name.clone();
+    let a = node_dead(&nodes[m], &name, "firing").await;
+    assert_eq!(a["severity"], "high", "{a}");
+    assert_eq!(a["details"]["peer"], victim_id.as_str(), "{a}");
+    let mut spec = Spec::new(&name, "eu");
+    spec.dir = Some(nodes[victim].dir.clone());
+    spec.bootstrap = vec![nodes[m].addr(true)];
+    let _back = Node::start(spec);
+    node_dead(&nodes[m], &name, "resolved").await;
 }

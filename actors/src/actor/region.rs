@@ -167,8 +167,10 @@ pub struct Connect {
     pub facts: Option<Recipient<SetRegion>>,
     /// Whether a master is known, for the spike encoder.
     pub master_known: Option<Recipient<MasterKnown>>,
-    /// Duplicate names, raised by the master.
+    /// Duplicate names and deaths, raised by the master.
     pub alerts: Option<Recipient<Raise>>,
+    /// A dead member back alive: its `node_dead` alert clears.
+    pub cleared: Option<Recipient<crate::actor::alert::Clear>>,
     /// The alert lifecycle's silences and acknowledgements as the log commits them.
     pub replicated: Option<Recipient<crate::actor::alert::Replicated>>,
     /// How to start a new incarnation, and who must learn it.
@@ -460,6 +462,41 @@ impl RegionActor {
         }
     }
 
+    /// As the master that committed them: a death raises `node_dead` about the member, a
+    /// return clears it.
+    fn death_alerts(&self, cmd: &Command) {
+        match cmd {
+            Command::DeclareDead { peer, incarnation } => {
+                let Some(a) = &self.links.alerts else { return };
+                let member = self.gov.members().iter().find(|m| &m.peer == peer);
+                let (name, role) = member.map_or((peer.0.as_str(), ""), |m| {
+                    (m.name.as_str(), m.role.as_str())
+                });
+                let alert = crate::alert::of_node_dead(
+                    &self.region,
+                    &self.own_name,
+                    peer,
+                    name,
+                    role,
+                    *incarnation,
+                    unix_ms(),
+                );
+                if a.try_send(Raise(alert)).is_err() {
+                    count_drops(&self.drops, "node_dead_alert", 1);
+                }
+            }
+            Command::Alive { peer, .. } => {
+                if let Some(r) = &self.links.cleared {
+                    let key = crate::alert::node_dead_key(&self.region, peer);
+                    if r.try_send(crate::actor::alert::Clear { key }).is_err() {
+                        count_drops(&self.drops, "node_dead_alert", 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn duplicate(&self, name: String, holder: node::Id, claimant: node::Id, by_master: bool) {
         if by_master {
             if let Some(a) = &self.links.alerts {
@@ -550,6 +587,9 @@ impl RegionActor {
             }),
             _ => None,
         };
+        if leading && self.leading() == Some(c.term) {
+            self.death_alerts(&c.command);
+        }
         if let (Some(msg), Some(r)) = (replicated, &self.links.replicated)
             && r.try_send(msg).is_err()
         {
