@@ -15,7 +15,8 @@ const COLLAPSE_AT = 300;
 const S = {
   me: null,            // GET /api/v1/node
   regions: new Map(),  // region -> census summary, with seenAt (page clock)
-  alerts: new Map(),   // key -> alert entry
+  alerts: new Map(),   // key -> alert entry (with its episode's id and state)
+  silences: [],        // GET /api/v1/silences
   events: [],          // newest first
   timeline: [],        // this node's spikes and decisions, newest first
   peers: new Map(),    // peer -> its spikes heard since the page opened, newest first
@@ -141,9 +142,7 @@ async function load() {
   const census = await api('/api/v1/census');
   S.regions.clear();
   for (const r of census.regions) takeCensus(r);
-  const alerts = await api('/api/v1/alerts?limit=1000');
-  S.alerts.clear();
-  for (const a of list(alerts, 'alerts')) S.alerts.set(a.key, a);
+  await loadAlerts();
   S.timeline = [];
   S.metrics.clear();
   const [spikes, decisions, metrics] = await Promise.all([
@@ -158,6 +157,75 @@ async function load() {
   if (!S.selected) S.selected = S.me.peer_id;
   render();
 }
+
+async function loadAlerts() {
+  const [alerts, silences] = await Promise.all([
+    api('/api/v1/alerts?limit=1000'),
+    api('/api/v1/silences'),
+  ]);
+  S.alerts.clear();
+  for (const a of list(alerts, 'alerts')) S.alerts.set(a.key, a);
+  S.silences = Array.isArray(silences) ? silences : [];
+}
+
+// ---- operator actions (the token or session is needed beyond loopback) ----
+
+function operator() {
+  const name = $('#operator').value.trim();
+  if (name) localStorage.setItem('fleetmesh.operator', name);
+  return name || 'console';
+}
+
+async function act(what, path, method, body) {
+  const out = $('#action-result');
+  try {
+    const r = await fetch(path, {
+      method, credentials: 'same-origin', cache: 'no-store',
+      headers: { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (r.status === 401) { showLogin(); return; }
+    const answer = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(answer.error || `${r.status}`);
+    out.dataset.outcome = 'ok';
+    out.textContent = `${what}: done`;
+    // A silence or an ack changes states the stream may not carry: read them again.
+    await loadAlerts();
+    schedule();
+  } catch (e) {
+    out.dataset.outcome = 'error';
+    out.textContent = `${what}: ${e.message}`;
+  }
+}
+
+function silenceFor(a) {
+  const now = Date.now();
+  const matchers = [['alertname', a.action], ['node', a.host]];
+  if (a.subject) matchers.push(['subject', a.subject]);
+  return {
+    matchers: matchers.map(([name, value]) => ({ name, value, isRegex: false, isEqual: true })),
+    startsAt: new Date(now).toISOString(),
+    endsAt: new Date(now + Number($('#silence-for').value)).toISOString(),
+    createdBy: operator(),
+    comment: `from the console of ${S.me ? S.me.name : 'a node'}`,
+  };
+}
+
+$('#alerts').addEventListener('click', (e) => {
+  const b = e.target.closest('button[data-act]');
+  if (!b) return;
+  const a = S.alerts.get(b.closest('tr').dataset.alert);
+  if (!a || !a.id) return;
+  const id = encodeURIComponent(a.id);
+  if (b.dataset.act === 'ack') act('acknowledge', `/api/v1/alerts/${id}/ack`, 'POST', { by: operator(), comment: '' });
+  if (b.dataset.act === 'resolve') act('resolve', `/api/v1/alerts/${id}/resolve`, 'POST', { by: operator() });
+  if (b.dataset.act === 'silence') act('silence', '/api/v1/silences', 'POST', silenceFor(a));
+});
+
+$('#silences').addEventListener('click', (e) => {
+  const b = e.target.closest('button[data-expire]');
+  if (b) act('expire', `/api/v1/silences/${encodeURIComponent(b.dataset.expire)}`, 'DELETE');
+});
 
 function connect() {
   if (S.stream) S.stream.close();
@@ -443,16 +511,41 @@ function renderAlerts() {
   const rows = [];
   for (const [k, alerts] of [...groups.entries()].sort()) {
     alerts.sort((a, b) => (SEVERITY[a.severity] - SEVERITY[b.severity]) || b.last_unix_ms - a.last_unix_ms);
-    rows.push(el('tr', { class: 'group' }, el('th', { colspan: 9, text: `${k} — ${alerts.length} alert${alerts.length > 1 ? 's' : ''}` })));
+    rows.push(el('tr', { class: 'group' }, el('th', { colspan: 11, text: `${k} — ${alerts.length} alert${alerts.length > 1 ? 's' : ''}` })));
     for (const a of alerts) {
-      rows.push(el('tr', { 'data-alert': a.key, 'data-host': a.host },
-        el('td', { class: `sev-${a.severity}`, text: a.severity }), el('td', { text: a.action }),
+      const state = a.state || 'firing';
+      const open = state === 'firing' || state === 'acknowledged';
+      const actions = el('td', { class: 'actions' });
+      if (a.id && state === 'firing') actions.append(el('button', { 'data-act': 'ack', text: 'ack' }));
+      if (a.id && open) actions.append(el('button', { 'data-act': 'silence', text: 'silence' }));
+      if (a.id && state !== 'resolved') actions.append(el('button', { 'data-act': 'resolve', text: 'resolve' }));
+      rows.push(el('tr', { 'data-alert': a.key, 'data-host': a.host, 'data-state': state },
+        el('td', { class: `sev-${a.severity}`, text: a.severity }),
+        el('td', { class: `state-${state}`, text: stateText(a) }), el('td', { text: a.action }),
         el('td', { text: a.region }), el('td', { text: a.host }), el('td', { text: a.subject || '' }),
         el('td', { text: a.count }), el('td', { text: clock(a.first_unix_ms) }),
-        el('td', { text: clock(a.last_unix_ms) }), el('td', { class: 'reason', text: a.reason })));
+        el('td', { text: clock(a.last_unix_ms) }), el('td', { class: 'reason', text: a.reason }),
+        actions));
     }
   }
   $('#alerts tbody').replaceChildren(...rows);
+  const now = Date.now();
+  $('#silences tbody').replaceChildren(...(S.silences || [])
+    .slice().sort((x, y) => (x.status.state === 'expired') - (y.status.state === 'expired') || Date.parse(y.endsAt) - Date.parse(x.endsAt))
+    .map((x) => el('tr', { 'data-silence': x.id, 'data-state': x.status.state },
+      el('td', { text: x.status.state }),
+      el('td', { text: x.matchers.map((m) => `${m.name}${m.isEqual ? '' : '!'}${m.isRegex ? '~' : '='}"${m.value}"`).join(', ') }),
+      el('td', { text: x.status.state === 'expired' ? clock(Date.parse(x.endsAt)) : `${ago(Date.parse(x.endsAt) - now)} left` }),
+      el('td', { text: x.createdBy }), el('td', { text: x.comment }),
+      el('td', {}, x.status.state === 'expired' ? '' : el('button', { 'data-expire': x.id, text: 'expire' })))));
+}
+
+function stateText(a) {
+  const s = a.status || {};
+  if (a.state === 'acknowledged') return `acknowledged by ${s.by}`;
+  if (a.state === 'silenced') return 'silenced';
+  if (a.state === 'inhibited') return 'inhibited';
+  return a.state || 'firing';
 }
 
 function renderEvents() {
@@ -532,6 +625,7 @@ function start() {
   load().then(connect).catch(report);
 }
 
+$('#operator').value = localStorage.getItem('fleetmesh.operator') || '';
 window.addEventListener('hashchange', render);
 $('#collapse').addEventListener('change', (e) => { S.collapsed = e.target.checked; render(); });
 $('#metric').addEventListener('change', render);

@@ -95,6 +95,56 @@ async fn the_console_shows_the_fleet_and_follows_it_live() {
         .await;
     browser.screenshot("alerts").await;
 
+    // Acknowledge, silence and expire from the page.
+    const ROW: &str = "[...document.querySelectorAll('#alerts tr[data-host=\"e0\"]')].find(r => r.textContent.includes('/etc/sudoers'))";
+    browser
+        .js(&format!(
+            "document.querySelector('#operator').value = 'ana'; {ROW}.querySelector('button[data-act=ack]').click(); return true"
+        ))
+        .await;
+    browser
+        .until(
+            "the alert acknowledged by ana",
+            CONVERGE,
+            &format!("const r = {ROW}; return r && r.dataset.state === 'acknowledged' && r.textContent.includes('acknowledged by ana')"),
+        )
+        .await;
+    browser
+        .js(&format!(
+            "{ROW}.querySelector('button[data-act=silence]').click(); return true"
+        ))
+        .await;
+    let silence = browser
+        .until(
+            "the silence listed and the alert silenced",
+            CONVERGE,
+            &format!(
+                "const s = [...document.querySelectorAll('#silences tr[data-state=active]')].find(r => r.textContent.includes('subject=\"/etc/sudoers\"') && r.textContent.includes('ana')); \
+                 const r = {ROW}; return s && r && r.dataset.state === 'silenced' && s.dataset.silence"
+            ),
+        )
+        .await;
+    browser.screenshot("alerts-silenced").await;
+    browser
+        .js(&format!(
+            "document.querySelector('#silences tr[data-silence=\"{}\"] button[data-expire]').click(); return true",
+            silence.as_str().unwrap_or_default()
+        ))
+        .await;
+    browser
+        .until(
+            "the silence expired, the alert acknowledged again",
+            CONVERGE,
+            &format!(
+                "const s = document.querySelector('#silences tr[data-silence=\"{}\"]'); const r = {ROW}; \
+                 return s && s.dataset.state === 'expired' && r && r.dataset.state === 'acknowledged'",
+                silence.as_str().unwrap_or_default()
+            ),
+        )
+        .await;
+    let api: Value = get(&nodes[0].url("/api/v1/silences")).await;
+    assert_eq!(api[0]["createdBy"], "ana", "{api}");
+
     // A change on e1, seen from e0's page: in e1's timeline, as gossip brought it.
     std::fs::write(nodes[1].dir.join("root/etc/motd"), "welcome\n").expect("write");
     browser
