@@ -313,6 +313,8 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         runs: crate::policy::package_runs(&s.watch.root, &package_logs),
         changed_at: crate::policy::changed_at(s.watch.root.clone()),
     }));
+    // Notifications not yet delivered when the node last stopped: delivered now.
+    let (saved_alerts, save_alerts) = alert_queue(&data_dir);
     let alerts = AlertActor::new(
         fleetmesh_actors::alert::Config {
             ring: s.alerts.ring,
@@ -322,6 +324,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("alerts.{e}"))?,
         alert_sinks,
     )
+    .with_saved(saved_alerts, save_alerts)
     .start();
     // Before any spike can reach the policy actor: the probes start later, in serve().
     policy.do_send(SetAlerts {
@@ -989,6 +992,46 @@ fn load1(proc_root: &Path) -> Option<f32> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The receivers' undelivered notifications a previous run saved
+/// (`<data_dir>/alerts/queue.rmp`), and how to save them. A file that cannot be read is
+/// set aside (`queue.rmp.bad`) and said, never silently dropped.
+fn alert_queue(
+    data_dir: &Path,
+) -> (
+    Vec<(String, fleetmesh_actors::alerting::Notification)>,
+    fleetmesh_actors::actor::alert::SaveQueue,
+) {
+    let dir = data_dir.join("alerts");
+    let path = dir.join("queue.rmp");
+    let restored = match std::fs::read(&path) {
+        Ok(bytes) => match rmp_serde::from_slice(&bytes) {
+            Ok(list) => {
+                let list: Vec<(String, fleetmesh_actors::alerting::Notification)> = list;
+                if !list.is_empty() {
+                    tracing::info!(notifications = list.len(), path = %path.display(), "undelivered notifications of the last run are delivered now");
+                }
+                list
+            }
+            Err(e) => {
+                let bad = path.with_extension("rmp.bad");
+                let _ = std::fs::rename(&path, &bad);
+                tracing::error!(error = %e, path = %bad.display(), "the saved notifications cannot be read: set aside, not delivered");
+                Vec::new()
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "the saved notifications cannot be read");
+            Vec::new()
+        }
+    };
+    let save: fleetmesh_actors::actor::alert::SaveQueue = Box::new(move |bytes: &[u8]| {
+        std::fs::create_dir_all(&dir)?;
+        write_durable(&path, bytes)
+    });
+    (restored, save)
 }
 
 /// Where this node's console is, as alerts pushed elsewhere name it: the API's address,

@@ -757,3 +757,101 @@ async fn a_violation_reaches_every_receiver_and_lives_its_lifecycle() {
         "{list}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_queued_for_a_down_webhook_is_delivered_after_a_restart_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let config = tmp.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts.route]\ngroup_wait_ms = 0\n\
+             [[alerts.receivers]]\nkind = \"webhook\"\nname = \"late\"\nurl = \"{}\"\n\
+             retry_min_ms = 200\nretry_max_ms = 500\ntimeout_ms = 2000\n",
+            receiver.url("/late")
+        ),
+    )
+    .expect("node config");
+    let policy = policies(tmp.path());
+    let data = tmp.path().join("b1");
+    let etc = data.join("root/etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    add_users(&etc, &[]);
+    let mut spec = Spec::new("restart-b1", "restart");
+    spec.role = "baseline".into();
+    spec.dir = Some(data.clone());
+    spec.extra_args = vec!["--config".into(), config.display().to_string()];
+    spec.env = vec![(
+        "FLEETMESH__POLICY__DIR".into(),
+        policy.display().to_string(),
+    )];
+    for k in [
+        "FLEETMESH__PROBES__PROCESS_POLL_MS",
+        "FLEETMESH__PROBES__NETWORK_POLL_MS",
+        "FLEETMESH__METRICS__INTERVAL_MS",
+    ] {
+        spec.env.push((k.into(), "3600000".into()));
+    }
+    let mut node = Node::start(spec.clone());
+    add_users(&etc, &["deploy"]);
+    // The webhook answers 503: the notification waits in the queue.
+    let id = wait_for("the notification queued and failing", WAIT, || async {
+        let v = alerts(&node).await;
+        let late = sink(&v, "late");
+        let id = v["alerts"][0]["id"].as_str().map(str::to_string);
+        match id {
+            Some(id) if late["queued"] == 1 && late["failed"].as_u64() >= Some(1) => Ok(id),
+            _ => Err(v.to_string()),
+        }
+    })
+    .await;
+    let status = node.stop();
+    assert!(status.success(), "a clean stop: {status}");
+    let saved = std::fs::metadata(data.join("alerts/queue.rmp")).map(|m| m.len());
+    assert!(saved.as_ref().is_ok_and(|n| *n > 10), "saved: {saved:?}");
+    assert!(
+        notifications(&receiver, "/late").is_empty(),
+        "nothing taken before the restart"
+    );
+
+    // Up again, and the node restarted: delivered once.
+    receiver.late_down.store(false, Ordering::SeqCst);
+    let node = Node::start(spec);
+    let got = wait_for("the saved notification delivered", WAIT, || async {
+        let got = notifications(&receiver, "/late");
+        if got.is_empty() {
+            Err("nothing yet".to_string())
+        } else {
+            Ok(got)
+        }
+    })
+    .await;
+    assert_eq!(
+        got[0]["alerts"][0]["id"],
+        id.as_str(),
+        "the same alert: {got:?}"
+    );
+    // Its account: delivered, nothing left to send again.
+    wait_for("the queue empty and saved so", WAIT, || async {
+        let v = alerts(&node).await;
+        let late = sink(&v, "late");
+        let file = std::fs::read(data.join("alerts/queue.rmp")).unwrap_or_default();
+        let left: Vec<(String, Value)> = rmp_serde::from_slice(&file).unwrap_or_default();
+        if late["delivered"] == 1 && late["queued"] == 0 && left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{late}; {} saved", left.len()))
+        }
+    })
+    .await;
+    let with_id = notifications(&receiver, "/late")
+        .iter()
+        .filter(|n| {
+            n["alerts"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|a| a["id"] == id.as_str()))
+        })
+        .count();
+    assert_eq!(with_id, 1, "delivered once");
+}

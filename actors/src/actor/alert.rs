@@ -152,6 +152,14 @@ pub struct MemberAlerts {
     pub cleared: Vec<String>,
 }
 
+/// Writes the receivers' undelivered notifications (rmp-serde of `Vec<(receiver,
+/// Notification)>`, see [`AlertActor::with_saved`]) so that a restart delivers them; the
+/// node's I/O (a durable file).
+pub type SaveQueue = Box<dyn Fn(&[u8]) -> std::io::Result<()>>;
+
+/// How long after a change of the queues they are saved (at most one save per period).
+const SAVE_AFTER: Duration = Duration::from_millis(500);
+
 /// How long a node knows no master before it notifies on its own.
 pub const AUTONOMOUS_AFTER: Duration = Duration::from_secs(10);
 
@@ -220,6 +228,9 @@ pub struct AlertActor {
     left_to_master: u64,
     /// Since when no master is known (Unix ms), if none is.
     masterless_since: Option<u64>,
+    /// Where undelivered notifications are saved, and whether a save is due.
+    save: Option<SaveQueue>,
+    save_due: Option<SpawnHandle>,
     /// Whether this node notified at the last look (see [`AlertActor::refresh_role`]).
     notifying: bool,
 }
@@ -255,6 +266,53 @@ impl AlertActor {
             left_to_master: 0,
             masterless_since: Some(unix_ms()),
             notifying: true,
+            save: None,
+            save_due: None,
+        }
+    }
+
+    /// Saves undelivered notifications with `save` after each change, and queues the
+    /// ones a previous run saved (`restored`: receiver name and notification; those of a
+    /// receiver that no longer exists are dropped, and said).
+    pub fn with_saved(mut self, restored: Vec<(String, Notification)>, save: SaveQueue) -> Self {
+        let mut unknown = 0usize;
+        for (receiver, n) in restored {
+            match self.book.sink(&receiver) {
+                Some(i) => self.book.queue(i, n),
+                None => unknown += 1,
+            }
+        }
+        if unknown > 0 {
+            tracing::warn!(
+                unknown,
+                "saved notifications for receivers no longer configured are dropped"
+            );
+        }
+        self.save = Some(save);
+        self
+    }
+
+    /// Saves the undelivered notifications soon (once per [`SAVE_AFTER`]).
+    fn changed(&mut self, ctx: &mut Context<Self>) {
+        if self.save.is_none() || self.save_due.is_some() {
+            return;
+        }
+        self.save_due = Some(ctx.run_later(SAVE_AFTER, |act, _| {
+            act.save_due = None;
+            act.save_now();
+        }));
+    }
+
+    fn save_now(&mut self) {
+        let Some(save) = &self.save else { return };
+        let pending = self.book.pending();
+        match rmp_serde::to_vec(&pending) {
+            Ok(bytes) => {
+                if let Err(e) = save(&bytes) {
+                    tracing::error!(error = %e, queued = pending.len(), "cannot save the undelivered notifications: a restart now would lose them");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode the undelivered notifications"),
         }
     }
 
@@ -365,6 +423,7 @@ impl AlertActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = unix_ms();
         let notifier = self.notifier();
+        let mut queued = false;
         for n in self.engine.poll(now) {
             if !notifier {
                 // The master tells the receivers, with this node's alerts among the
@@ -373,7 +432,10 @@ impl AlertActor {
                 continue;
             }
             match self.book.sink(&n.receiver) {
-                Some(i) => self.book.queue(i, n),
+                Some(i) => {
+                    self.book.queue(i, n);
+                    queued = true;
+                }
                 None => {
                     self.unrouted += 1;
                     tracing::warn!(receiver = %n.receiver, group = %n.group_key, "a notification for a receiver with no sink is dropped");
@@ -395,8 +457,12 @@ impl AlertActor {
             };
             ctx.spawn(bounded.into_actor(self).map(move |outcome, act, ctx| {
                 act.book.done(unix_ms(), ticket, outcome);
+                act.changed(ctx);
                 act.pump(ctx);
             }));
+        }
+        if queued {
+            self.changed(ctx);
         }
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
@@ -441,6 +507,8 @@ impl Actor for AlertActor {
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(REPLICATE_RETRY, |act, _| act.replicate_again());
         ctx.run_interval(RESEND_OPEN, |act, _| act.forward_open());
+        // Notifications a previous run saved go out now.
+        self.pump(ctx);
     }
 }
 
@@ -756,6 +824,7 @@ impl Handler<Stop> for AlertActor {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        self.save_now();
         ctx.stop();
     }
 }

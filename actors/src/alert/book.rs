@@ -385,6 +385,19 @@ impl<T: Clone> Book<T> {
             .collect()
     }
 
+    /// Everything not yet delivered, per sink (by name), oldest first: what a restart must
+    /// deliver (a batch in flight counts: its outcome is not known yet).
+    pub fn pending(&self) -> Vec<(String, T)> {
+        let mut out = Vec::new();
+        for s in &self.sinks {
+            let flying = s.in_flight.iter().flat_map(|(_, b)| b.iter());
+            for item in flying.chain(s.queue.iter()) {
+                out.push((s.config.name.clone(), item.clone()));
+            }
+        }
+        out
+    }
+
     /// The kept entry of `key`.
     pub fn entry(&self, key: &str) -> Option<Entry> {
         self.kept.get(key).map(|k| k.entry.clone())

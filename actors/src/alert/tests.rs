@@ -236,6 +236,28 @@ fn a_sink_that_is_down_retries_with_backoff_and_blocks_no_other() {
 }
 
 #[test]
+fn pending_lists_what_is_in_flight_then_what_waits_per_sink() {
+    let mut b = book(vec![sink("a", 10, 1), sink("b", 10, 5)]);
+    for k in ["x", "y"] {
+        send(&mut b, 0, alert(k, "z"));
+    }
+    let flying = b.poll(0);
+    assert_eq!(flying.len(), 2);
+    let names: Vec<(String, String)> = b
+        .pending()
+        .into_iter()
+        .map(|(s, e)| (s, e.alert.key))
+        .collect();
+    let row = |s: &str, k: &str| (s.to_string(), k.to_string());
+    assert_eq!(
+        names,
+        [row("a", "x"), row("a", "y"), row("b", "x"), row("b", "y")]
+    );
+    b.done(0, flying[1].ticket, Outcome::Delivered);
+    assert_eq!(b.pending().len(), 2, "b's are delivered");
+}
+
+#[test]
 fn a_clock_set_back_does_not_stall_retries() {
     let mut b = book(vec![sink("s", 10, 10)]);
     send(&mut b, 10_000_000, alert("a", "x"));
