@@ -32,6 +32,10 @@
 #                                on one, until shown in a page another serves, in Chromium)
 #   scripts/bench.sh console-scale [--nodes N] [--regions R] [--every-ms E] [--seconds S]
 #                                (the page with N nodes fed by a stand-in API, in Chromium)
+#   scripts/bench.sh alert-latency [--changes N] [--gap-ms G]  (one node; a violation,
+#                                until its notification reaches a webhook)
+#   scripts/bench.sh alert-storm [--alerts N] [--seconds S]  (10,000 alerts in 60 s through
+#                                the alert actor: notifications, queue, RSS, CPU)
 #   scripts/bench.sh sim         [--nodes N] [--regions R] [--seconds S] [--seed X]
 #                                [--scenario FILE]  (fleetmesh-sim: the real cores of N
 #                                members on a simulated network; default the 10,000-member
@@ -45,7 +49,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -63,6 +67,11 @@ case "$scenario" in
   console-latency)
     cd "$root"
     cargo bench --bench console -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
+    ;;
+
+  alert-latency|alert-storm)
+    cd "$root"
+    cargo bench --bench "${scenario//-/_}" -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;
 
   console-scale)
