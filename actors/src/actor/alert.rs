@@ -157,6 +157,10 @@ pub struct MemberAlerts {
 /// node's I/O (a durable file).
 pub type SaveQueue = Box<dyn Fn(&[u8]) -> std::io::Result<()>>;
 
+/// Raises within this long are judged together: one poll of the engine (which looks at
+/// every tracked alert) for a burst, not one per raise.
+const COALESCE: Duration = Duration::from_millis(20);
+
 /// How long after a change of the queues they are saved (at most one save per period).
 const SAVE_AFTER: Duration = Duration::from_millis(500);
 
@@ -212,6 +216,9 @@ pub struct AlertActor {
     sinks: Vec<(Deliver, Duration)>,
     unrouted: u64,
     timer: Option<SpawnHandle>,
+    /// A poll due within [`COALESCE`] (raises since are judged then), and the last poll.
+    soon: Option<SpawnHandle>,
+    polled_at: std::time::Instant,
     /// The region's log, once linked.
     replicate: Option<Recipient<crate::actor::region::Replicate>>,
     /// Operator actions applied here and not yet seen committed, by what they set
@@ -257,6 +264,8 @@ impl AlertActor {
             sinks,
             unrouted: 0,
             timer: None,
+            soon: None,
+            polled_at: std::time::Instant::now(),
             replicate: None,
             uncommitted: BTreeMap::new(),
             master: None,
@@ -290,6 +299,23 @@ impl AlertActor {
         }
         self.save = Some(save);
         self
+    }
+
+    /// Polls the engine now if it was not polled within [`COALESCE`] (a lone raise is
+    /// told at once), else when that window ends (once for every raise until then).
+    fn soon(&mut self, ctx: &mut Context<Self>) {
+        if self.soon.is_some() {
+            return;
+        }
+        let since = self.polled_at.elapsed();
+        if since >= COALESCE {
+            self.pump(ctx);
+        } else {
+            self.soon = Some(ctx.run_later(COALESCE - since, |act, ctx| {
+                act.soon = None;
+                act.pump(ctx);
+            }));
+        }
     }
 
     /// Saves the undelivered notifications soon (once per [`SAVE_AFTER`]).
@@ -422,6 +448,7 @@ impl AlertActor {
     /// until either core has something to do.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = unix_ms();
+        self.polled_at = std::time::Instant::now();
         let notifier = self.notifier();
         let mut queued = false;
         for n in self.engine.poll(now) {
@@ -575,7 +602,7 @@ impl Handler<MemberAlerts> for AlertActor {
         for key in &msg.cleared {
             self.engine.resolve(key, now);
         }
-        self.pump(ctx);
+        self.soon(ctx);
         for key in keys.iter().chain(&msg.cleared) {
             self.announce(key);
         }
@@ -667,7 +694,7 @@ impl Handler<Raise> for AlertActor {
         }
         self.open.insert(key.clone(), msg.0.clone());
         self.forward(vec![msg.0], Vec::new());
-        self.pump(ctx);
+        self.soon(ctx);
         self.announce(&key);
     }
 }
@@ -950,9 +977,10 @@ mod tests {
             "{view:?}"
         );
         let hanging = &view.status.sinks[1];
-        // The first attempt carried `a`'s notification alone (sent as soon as raised), the
-        // second `a`'s and `b`'s: three notifications failed in all.
-        assert_eq!(hanging.failed, 3);
+        // Two attempts failed: the first carried `a`'s notification, and `b`'s too when
+        // both were raised within one coalescing window (the usual case); the second
+        // carried both.
+        assert!(matches!(hanging.failed, 3 | 4), "{hanging:?}");
         assert!(
             hanging
                 .last_error
