@@ -174,10 +174,18 @@ const RESEND_OPEN: Duration = Duration::from_secs(30);
 /// Bytes of alerts in one request to the master, at most (a frame is 64 KiB).
 const FORWARD_BYTES: usize = 48 * 1024;
 
+/// An operator's alert-lifecycle action (a silence, an acknowledgement, a resolution)
+/// made on this node, for the region's log (the region actor): the master proposes it, a
+/// member sends it to the master ([`crate::wire::Request::Operator`]). Answers whether it
+/// was handed on, not whether it committed (see [`Replicated`]).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Replicate(pub crate::region::Operator);
+
 /// Where operator actions go to be committed (the region actor).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct SetReplicate(pub Recipient<crate::actor::region::Replicate>);
+pub struct SetReplicate(pub Recipient<Replicate>);
 
 /// How often actions not yet seen committed are handed to the region's log again.
 const REPLICATE_RETRY: Duration = Duration::from_secs(3);
@@ -220,7 +228,7 @@ pub struct AlertActor {
     soon: Option<SpawnHandle>,
     polled_at: std::time::Instant,
     /// The region's log, once linked.
-    replicate: Option<Recipient<crate::actor::region::Replicate>>,
+    replicate: Option<Recipient<Replicate>>,
     /// Operator actions applied here and not yet seen committed, by what they set
     /// (`silence:<id>`, `ack:<id>`), with the time they carry: handed to the log again
     /// until the log gives them (or something newer) back.
@@ -421,7 +429,7 @@ impl AlertActor {
             return;
         }
         if let Some(r) = &self.replicate {
-            let _ = r.try_send(crate::actor::region::Replicate(cmd.clone()));
+            let _ = r.try_send(Replicate(cmd.clone()));
         }
         self.uncommitted.insert(what, (at, cmd));
     }
@@ -430,7 +438,7 @@ impl AlertActor {
     fn replicate_again(&mut self) {
         let Some(r) = &self.replicate else { return };
         for (_, cmd) in self.uncommitted.values() {
-            let _ = r.try_send(crate::actor::region::Replicate(cmd.clone()));
+            let _ = r.try_send(Replicate(cmd.clone()));
         }
     }
 

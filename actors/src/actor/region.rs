@@ -697,14 +697,6 @@ impl Handler<Connect> for RegionActor {
     }
 }
 
-/// An operator's alert-lifecycle action (a silence, an acknowledgement) made on this node,
-/// for the region's log: the master proposes it, a member sends it to the master
-/// ([`wire::Request::Operator`]). Answers whether it was handed on, not whether it
-/// committed (see [`crate::actor::alert::Replicated`]).
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), String>")]
-pub struct Replicate(pub crate::region::Operator);
-
 /// An operator's action a member sent to this node (as the region's master).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
@@ -713,10 +705,14 @@ pub struct OperatorIn {
     pub action: crate::region::Operator,
 }
 
-impl Handler<Replicate> for RegionActor {
+impl Handler<crate::actor::alert::Replicate> for RegionActor {
     type Result = Result<(), String>;
 
-    fn handle(&mut self, msg: Replicate, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        msg: crate::actor::alert::Replicate,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
         if self.leading().is_some() {
             let r = self
                 .gov
