@@ -18,7 +18,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::actor::{Stop, unix_ms};
-use crate::alert::{Alert, Book, Config, Entry, Outcome, SinkConfig, Status};
+use crate::alert::{Alert, Book, Config, Entry, Listed, Outcome, SinkConfig, Status};
 use crate::alerting::silence::am;
 use crate::alerting::{self, Ack, Counters, Engine, GroupView, Notification, Record};
 
@@ -47,20 +47,6 @@ pub struct GetAlerts {
     pub since: u64,
     pub limit: usize,
     pub state: Option<String>,
-}
-
-/// An alert as listed: the latest raise of its key with its count, and where its
-/// current (or last) episode stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Listed {
-    #[serde(flatten)]
-    pub entry: Entry,
-    /// The episode's id (for `/api/v1/alerts/{id}`); absent if the engine refused it.
-    pub id: Option<String>,
-    /// `firing`, `acknowledged`, `silenced`, `inhibited` or `resolved`.
-    pub state: Option<String>,
-    /// The state with its detail (who acknowledged, which silence, ...).
-    pub status: Option<alerting::Status>,
 }
 
 /// The answer to [`GetAlerts`].
