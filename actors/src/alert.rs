@@ -55,20 +55,6 @@ pub struct Alert {
     pub details: BTreeMap<String, String>,
 }
 
-/// An alert as listed: the latest raise of its key with its count, and where its
-/// current (or last) episode stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Listed {
-    #[serde(flatten)]
-    pub entry: Entry,
-    /// The episode's id (for `/api/v1/alerts/{id}`); absent if the engine refused it.
-    pub id: Option<String>,
-    /// `firing`, `acknowledged`, `silenced`, `inhibited` or `resolved`.
-    pub state: Option<String>,
-    /// The state with its detail (who acknowledged, which silence, ...).
-    pub status: Option<crate::alerting::Status>,
-}
-
 /// The ECS `event.category` of a change of `kind`.
 pub fn category(kind: Kind) -> &'static str {
     match kind {

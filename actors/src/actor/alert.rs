@@ -18,9 +18,9 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::actor::{Stop, unix_ms};
-use crate::alert::{Alert, Book, Config, Entry, Listed, Outcome, SinkConfig, Status};
+use crate::alert::{Alert, Book, Config, Entry, Outcome, SinkConfig, Status};
 use crate::alerting::silence::am;
-use crate::alerting::{self, Ack, Counters, Engine, GroupView, Notification, Record};
+use crate::alerting::{self, Ack, Counters, Engine, GroupView, Listed, Notification, Record};
 
 /// The longest the actor sleeps before asking the cores again.
 const MAX_SLEEP_MS: u64 = 60_000;

@@ -25,7 +25,7 @@ pub enum Pushed {
     /// A decision made or settled (the record as `GET /api/v1/decisions` shows it).
     Decision(Box<Record>),
     /// An alert raised or changed state (as `GET /api/v1/alerts` lists it).
-    Alert(Box<crate::alert::Listed>),
+    Alert(Box<crate::alerting::Listed>),
     /// A peer's status changed, as this node sees it.
     Peer {
         peer: node::Id,

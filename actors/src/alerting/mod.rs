@@ -213,6 +213,20 @@ impl Notification {
     }
 }
 
+/// An alert as listed: the latest raise of its key with its count, and where its
+/// current (or last) episode stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub entry: crate::alert::Entry,
+    /// The episode's id (for `/api/v1/alerts/{id}`); absent if the engine refused it.
+    pub id: Option<String>,
+    /// `firing`, `acknowledged`, `silenced`, `inhibited` or `resolved`.
+    pub state: Option<String>,
+    /// The state with its detail (who acknowledged, which silence, ...).
+    pub status: Option<Status>,
+}
+
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
