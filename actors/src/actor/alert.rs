@@ -146,6 +146,8 @@ pub type SaveQueue = Box<dyn Fn(&[u8]) -> std::io::Result<()>>;
 /// Raises within this long are judged together: one poll of the engine (which looks at
 /// every tracked alert) for a burst, not one per raise.
 const COALESCE: Duration = Duration::from_millis(20);
+/// ... and this much longer for each alert tracked (a poll costs about 1 µs per alert).
+const COALESCE_PER_ALERT: Duration = Duration::from_micros(10);
 
 /// How long after a change of the queues they are saved (at most one save per period).
 const SAVE_AFTER: Duration = Duration::from_millis(500);
@@ -223,8 +225,6 @@ pub struct AlertActor {
     master: Option<crate::node::Id>,
     leading: bool,
     direct: Option<SetDirect>,
-    /// This node's own open alerts, as last raised: what it sends the master.
-    open: BTreeMap<String, Alert>,
     /// Notifications this node did not send because the master notifies.
     left_to_master: u64,
     /// Since when no master is known (Unix ms), if none is.
@@ -265,7 +265,6 @@ impl AlertActor {
             master: None,
             leading: false,
             direct: None,
-            open: BTreeMap::new(),
             left_to_master: 0,
             masterless_since: Some(unix_ms()),
             notifying: true,
@@ -295,17 +294,22 @@ impl AlertActor {
         self
     }
 
-    /// Polls the engine now if it was not polled within [`COALESCE`] (a lone raise is
-    /// told at once), else when that window ends (once for every raise until then).
+    /// Polls the engine now if it was not polled within the coalescing window (a lone
+    /// raise is told at once), else when that window ends (once for every raise until
+    /// then). A poll looks through every tracked alert, so the window grows with them
+    /// ([`COALESCE`], plus [`COALESCE_PER_ALERT`] for each): under a storm of alerts the
+    /// engine costs a bounded share of the node's time, whatever it tracks.
     fn soon(&mut self, ctx: &mut Context<Self>) {
         if self.soon.is_some() {
             return;
         }
+        let tracked = u32::try_from(self.engine.tracked()).unwrap_or(u32::MAX);
+        let window = COALESCE + COALESCE_PER_ALERT * tracked;
         let since = self.polled_at.elapsed();
-        if since >= COALESCE {
+        if since >= window {
             self.pump(ctx);
         } else {
-            self.soon = Some(ctx.run_later(COALESCE - since, |act, ctx| {
+            self.soon = Some(ctx.run_later(window - since, |act, ctx| {
                 act.soon = None;
                 act.pump(ctx);
             }));
@@ -403,7 +407,7 @@ impl AlertActor {
     /// Sends every open alert of this node to the master again.
     fn forward_open(&self) {
         if !self.notifier() {
-            self.forward(self.open.values().cloned().collect(), Vec::new());
+            self.forward(self.engine.open_alerts(), Vec::new());
         }
     }
 
@@ -647,7 +651,6 @@ impl Handler<Replicated> for AlertActor {
             if self.engine.resolve_id(&id, now).is_ok()
                 && let Some(key) = self.engine.alert(&id).map(|r| r.key.clone())
             {
-                self.open.remove(&key);
                 self.announce(&key);
             }
         }
@@ -684,9 +687,11 @@ impl Handler<Raise> for AlertActor {
         let key = msg.0.key.clone();
         self.book.raise(now, msg.0.clone());
         if let Err(e) = self.engine.raise(msg.0.clone(), now) {
-            tracing::warn!(%key, "alert not tracked: {e}");
+            // Said once per thousand: a storm must not become a storm of log lines.
+            if self.engine.counters().refused % 1000 == 1 {
+                tracing::warn!(%key, refused = self.engine.counters().refused, "alert not tracked: {e}");
+            }
         }
-        self.open.insert(key.clone(), msg.0.clone());
         self.forward(vec![msg.0], Vec::new());
         self.soon(ctx);
         self.announce(&key);
@@ -698,7 +703,6 @@ impl Handler<Clear> for AlertActor {
 
     fn handle(&mut self, msg: Clear, ctx: &mut Self::Context) {
         if self.engine.resolve(&msg.key, unix_ms()).is_some() {
-            self.open.remove(&msg.key);
             self.forward(Vec::new(), vec![msg.key.clone()]);
             self.pump(ctx);
             self.announce(&msg.key);
@@ -779,9 +783,6 @@ impl Handler<ResolveAlert> for AlertActor {
         let now = unix_ms();
         self.engine.resolve_id(&q.id, now)?;
         tracing::info!(alert = %q.id, "alert resolved by an operator");
-        if let Some(key) = self.engine.alert(&q.id).map(|r| r.key.clone()) {
-            self.open.remove(&key);
-        }
         self.replicate(
             format!("resolve:{}", q.id),
             now,

@@ -318,6 +318,21 @@ impl Engine {
         }
     }
 
+    /// Every unresolved alert, rebuilt from its record (see [`labels::alert_of`]).
+    pub fn open_alerts(&self) -> Vec<Alert> {
+        self.alerts
+            .values()
+            .filter(|t| !t.record.is_resolved())
+            .map(|t| labels::alert_of(&t.record))
+            .collect()
+    }
+
+    /// Alerts tracked now (open, muted, or resolved and not yet notified): what a poll
+    /// looks through.
+    pub fn tracked(&self) -> usize {
+        self.alerts.len()
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

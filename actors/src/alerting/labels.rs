@@ -94,6 +94,45 @@ pub fn annotations_of(a: &alert::Alert) -> Annotations {
     out
 }
 
+/// Annotations that have their own field in [`alert::Alert`]; the others are its details.
+const NAMED: [&str; 5] = ["summary", "reason", "decision", "term", "category"];
+
+/// The alert a record was made from, as far as its labels and annotations tell: what a
+/// member sends its master again for an alert it tracks (the same key and first firing,
+/// so the same id there).
+pub fn alert_of(r: &super::Record) -> alert::Alert {
+    let label = |k: &str| r.labels.get(k).cloned().unwrap_or_default();
+    let note = |k: &str| r.annotations.get(k).cloned();
+    let severity = match r.labels.get("severity").map(String::as_str) {
+        Some("critical") => Severity::Critical,
+        Some("high") => Severity::High,
+        Some("medium") => Severity::Medium,
+        Some("low") => Severity::Low,
+        _ => Severity::Info,
+    };
+    alert::Alert {
+        key: r.key.clone(),
+        at_unix_ms: r.starts_at_unix_ms,
+        severity,
+        category: note("category").unwrap_or_else(|| label("kind")),
+        action: label("alertname"),
+        host: label("node"),
+        region: label("region"),
+        role: label("role"),
+        rule: r.labels.get("rule").cloned(),
+        reason: note("reason").unwrap_or_default(),
+        decision: note("decision"),
+        term: note("term").and_then(|t| t.parse().ok()),
+        subject: r.labels.get("subject").cloned(),
+        details: r
+            .annotations
+            .iter()
+            .filter(|(k, _)| !NAMED.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
 /// How a matcher compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {

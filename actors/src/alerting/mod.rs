@@ -110,7 +110,7 @@ impl Default for Config {
             rate_per_minute: ratelimit::DEFAULT_PER_MINUTE,
             ack_timeout_ms: escalation::DEFAULT_ACK_TIMEOUT_MS,
             history_len: 20,
-            max_alerts: 100_000,
+            max_alerts: 5_000,
             max_alerts_per_notification: 1000,
             resolved_kept: 1000,
             retention_ms: 5 * 86_400_000,

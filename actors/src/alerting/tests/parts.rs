@@ -42,6 +42,19 @@ fn an_alert_has_the_labels_of_its_action_severity_place_rule_kind_and_subject() 
     let notes = labels::annotations_of(&a);
     assert_eq!(notes["summary"], "policy_violation on b1: /etc/passwd");
     assert_eq!(notes["_9_lives"], "x", "a valid label name");
+    // Rebuilt from a record: the same key, first firing (so the same id), labels and
+    // annotations.
+    let r = Record::new(
+        a.key.clone(),
+        of_alert(&a),
+        labels::annotations_of(&a),
+        77,
+        80,
+    );
+    let back = labels::alert_of(&r);
+    assert_eq!((back.key.as_str(), back.at_unix_ms), (a.key.as_str(), 77));
+    assert_eq!(of_alert(&back), of_alert(&a));
+    assert_eq!(labels::annotations_of(&back), labels::annotations_of(&a));
 }
 
 #[test]
