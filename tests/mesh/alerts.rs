@@ -15,8 +15,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{Node, Spec, get, metric, now_ms, post, wait_for};
-use crate::policy::{add_users, policies};
+use crate::harness::{Node, get, metric, now_ms, post, wait_for};
+use crate::policy::{add_users, baseline, policies};
 
 /// Bound on every wait of this test.
 const WAIT: Duration = Duration::from_secs(30);
@@ -216,32 +216,18 @@ async fn a_violation_reaches_every_receiver_and_lives_its_lifecycle() {
     let policy = policies(tmp.path());
     // User removals are approved here: the test counts exactly the alerts of additions
     // (with no rule, a removal would be a consultation and end in an alert of its own).
-    let mut baseline = std::fs::read_to_string(policy.join("baseline.toml")).expect("policy");
-    baseline.push_str(
+    let mut rules = std::fs::read_to_string(policy.join("baseline.toml")).expect("policy");
+    rules.push_str(
         "\n[[rules]]\nname = \"removals\"\ndecision = \"approved\"\nkinds = [\"user\"]\nchanges = [\"removed\"]\n",
     );
-    std::fs::write(policy.join("baseline.toml"), baseline).expect("policy");
-    let data = tmp.path().join("b1");
-    let etc = data.join("root/etc");
-    std::fs::create_dir_all(&etc).expect("etc");
-    add_users(&etc, &[]);
-    let mut spec = Spec::new("alerts-b1", "alerts");
-    spec.role = "baseline".into();
-    spec.dir = Some(data);
-    spec.extra_args = vec!["--config".into(), config.display().to_string()];
-    spec.env = vec![(
-        "FLEETMESH__POLICY__DIR".into(),
-        policy.display().to_string(),
-    )];
-    // Only the watch root's changes: other tests' listeners and processes on this
-    // machine would be violations of a baseline server too.
-    for k in [
-        "FLEETMESH__PROBES__PROCESS_POLL_MS",
-        "FLEETMESH__PROBES__NETWORK_POLL_MS",
-        "FLEETMESH__METRICS__INTERVAL_MS",
-    ] {
-        spec.env.push((k.into(), "3600000".into()));
-    }
+    std::fs::write(policy.join("baseline.toml"), rules).expect("policy");
+    let (spec, etc) = baseline(
+        "alerts-b1",
+        "alerts",
+        &tmp.path().join("b1"),
+        &config,
+        &policy,
+    );
     let node = Node::start(spec);
     assert!(jsonl.is_file(), "the jsonl sink's file is created at start");
 
@@ -775,24 +761,7 @@ async fn a_notification_queued_for_a_down_webhook_is_delivered_after_a_restart_o
     .expect("node config");
     let policy = policies(tmp.path());
     let data = tmp.path().join("b1");
-    let etc = data.join("root/etc");
-    std::fs::create_dir_all(&etc).expect("etc");
-    add_users(&etc, &[]);
-    let mut spec = Spec::new("restart-b1", "restart");
-    spec.role = "baseline".into();
-    spec.dir = Some(data.clone());
-    spec.extra_args = vec!["--config".into(), config.display().to_string()];
-    spec.env = vec![(
-        "FLEETMESH__POLICY__DIR".into(),
-        policy.display().to_string(),
-    )];
-    for k in [
-        "FLEETMESH__PROBES__PROCESS_POLL_MS",
-        "FLEETMESH__PROBES__NETWORK_POLL_MS",
-        "FLEETMESH__METRICS__INTERVAL_MS",
-    ] {
-        spec.env.push((k.into(), "3600000".into()));
-    }
+    let (spec, etc) = baseline("restart-b1", "restart", &data, &config, &policy);
     let mut node = Node::start(spec.clone());
     add_users(&etc, &["deploy"]);
     // The webhook answers 503: the notification waits in the queue.

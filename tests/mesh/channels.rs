@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-use crate::harness::{Node, Spec, get, wait_for};
-use crate::policy::{add_users, policies};
+use crate::harness::{Node, get, wait_for};
+use crate::policy::{add_users, baseline, policies};
 
 /// Bound on every wait of these tests.
 const WAIT: Duration = Duration::from_secs(45);
@@ -59,27 +59,7 @@ fn baseline_node(tmp: &std::path::Path, name: &str, receivers: &str) -> (Node, s
     )
     .expect("node config");
     let policy = policies(tmp);
-    let data = tmp.join(name);
-    let etc = data.join("root/etc");
-    std::fs::create_dir_all(&etc).expect("etc");
-    add_users(&etc, &[]);
-    let mut spec = Spec::new(name, "channels");
-    spec.role = "baseline".into();
-    spec.dir = Some(data);
-    spec.extra_args = vec!["--config".into(), config.display().to_string()];
-    spec.env = vec![(
-        "FLEETMESH__POLICY__DIR".into(),
-        policy.display().to_string(),
-    )];
-    // Only the watch root's changes: this machine's listeners and processes would be
-    // violations of a baseline server too.
-    for k in [
-        "FLEETMESH__PROBES__PROCESS_POLL_MS",
-        "FLEETMESH__PROBES__NETWORK_POLL_MS",
-        "FLEETMESH__METRICS__INTERVAL_MS",
-    ] {
-        spec.env.push((k.into(), "3600000".into()));
-    }
+    let (spec, etc) = baseline(name, "channels", &tmp.join(name), &config, &policy);
     (Node::start(spec), etc)
 }
 

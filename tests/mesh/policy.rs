@@ -12,6 +12,39 @@ pub const PASSWD: &str =
     "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/bash\n";
 pub const GROUP: &str = "root:x:0:\nalice:x:1000:\n";
 
+/// A `baseline` node named `name` in `region`, its data in `data` (its watched `/etc`
+/// created, with a `passwd` of no extra user), its settings file `config` and its
+/// policies `policy`. Only the watch root's changes count: the host's listeners and
+/// processes (other tests', this machine's) would be violations of a baseline server too,
+/// so the process, network and metrics probes wait an hour. Returns the spec and `/etc`.
+pub fn baseline(
+    name: &str,
+    region: &str,
+    data: &Path,
+    config: &Path,
+    policy: &Path,
+) -> (Spec, PathBuf) {
+    let etc = data.join("root/etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    add_users(&etc, &[]);
+    let mut spec = Spec::new(name, region);
+    spec.role = "baseline".into();
+    spec.dir = Some(data.to_path_buf());
+    spec.extra_args = vec!["--config".into(), config.display().to_string()];
+    spec.env = vec![(
+        "FLEETMESH__POLICY__DIR".into(),
+        policy.display().to_string(),
+    )];
+    for k in [
+        "FLEETMESH__PROBES__PROCESS_POLL_MS",
+        "FLEETMESH__PROBES__NETWORK_POLL_MS",
+        "FLEETMESH__METRICS__INTERVAL_MS",
+    ] {
+        spec.env.push((k.into(), "3600000".into()));
+    }
+    (spec, etc)
+}
+
 /// A copy of the shipped policies, so that a test may break one.
 pub fn policies(tmp: &Path) -> PathBuf {
     let dir = tmp.join("policy");

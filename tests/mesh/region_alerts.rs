@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::alerts::{Receiver, notifications};
-use crate::harness::{CONVERGE, Node, Spec, get, master_name as master, settled, wait_for};
-use crate::policy::{add_users, policies};
+use crate::harness::{CONVERGE, Node, get, master_name as master, settled, wait_for};
+use crate::policy::{add_users, baseline, policies};
 
 /// The `unauthorized_access` notifications the webhook took.
 fn access(r: &Receiver) -> Vec<Value> {
@@ -47,30 +47,9 @@ async fn the_master_notifies_for_the_region_once_per_group_and_a_new_master_lose
     let mut etcs = Vec::new();
     for i in 0..5 {
         let name = format!("ra{i}");
-        let data = tmp.path().join(&name);
-        let etc = data.join("root/etc");
-        std::fs::create_dir_all(&etc).expect("etc");
-        add_users(&etc, &[]);
-        let mut spec = Spec::new(&name, "ra");
-        spec.role = "baseline".into();
-        spec.dir = Some(data);
-        spec.extra_args = vec!["--config".into(), config.display().to_string()];
-        spec.env = vec![
-            (
-                "FLEETMESH__POLICY__DIR".into(),
-                policy.display().to_string(),
-            ),
-            ("FLEETMESH__REGION__BOOTSTRAP_EXPECT".into(), "3".into()),
-        ];
-        // Only the watch root's changes: this machine's own processes and listeners would
-        // be violations of a baseline server too.
-        for k in [
-            "FLEETMESH__PROBES__PROCESS_POLL_MS",
-            "FLEETMESH__PROBES__NETWORK_POLL_MS",
-            "FLEETMESH__METRICS__INTERVAL_MS",
-        ] {
-            spec.env.push((k.into(), "3600000".into()));
-        }
+        let (mut spec, etc) = baseline(&name, "ra", &tmp.path().join(&name), &config, &policy);
+        spec.env
+            .push(("FLEETMESH__REGION__BOOTSTRAP_EXPECT".into(), "3".into()));
         if let Some(first) = nodes.first() {
             spec.bootstrap = vec![first.addr(true)];
         }
