@@ -507,6 +507,25 @@ impl AlertActor {
         }
     }
 
+    /// An action of `what` as of `at` came back committed: it need not be sent again
+    /// (unless this node made a later one since).
+    fn committed(&mut self, what: &str, at: u64) {
+        if self
+            .uncommitted
+            .get(what)
+            .is_some_and(|(mine, _)| *mine <= at)
+        {
+            self.uncommitted.remove(what);
+        }
+    }
+
+    /// Pushes the listing of alert `id` to the live event stream (its state changed).
+    fn announce_id(&self, id: &str) {
+        if let Some(key) = self.engine.alert(id).map(|r| r.key.clone()) {
+            self.announce(&key);
+        }
+    }
+
     /// Pushes the listing of `key` to the live event stream (its state changed).
     fn announce(&self, key: &str) {
         let kept = self.book.entry(key);
@@ -621,14 +640,7 @@ impl Handler<Replicated> for AlertActor {
 
     fn handle(&mut self, msg: Replicated, ctx: &mut Self::Context) {
         for s in msg.silences {
-            let what = format!("silence:{}", s.id);
-            if self
-                .uncommitted
-                .get(&what)
-                .is_some_and(|(at, _)| *at <= s.updated_at_unix_ms)
-            {
-                self.uncommitted.remove(&what);
-            }
+            self.committed(&format!("silence:{}", s.id), s.updated_at_unix_ms);
             let newer = self
                 .engine
                 .silence(&s.id)
@@ -639,30 +651,14 @@ impl Handler<Replicated> for AlertActor {
         }
         let now = unix_ms();
         for (id, at) in msg.resolved {
-            let what = format!("resolve:{id}");
-            if self
-                .uncommitted
-                .get(&what)
-                .is_some_and(|(mine, _)| *mine <= at)
-            {
-                self.uncommitted.remove(&what);
-            }
+            self.committed(&format!("resolve:{id}"), at);
             // Known and open here: resolved as on the member that took the action.
-            if self.engine.resolve_id(&id, now).is_ok()
-                && let Some(key) = self.engine.alert(&id).map(|r| r.key.clone())
-            {
-                self.announce(&key);
+            if self.engine.resolve_id(&id, now).is_ok() {
+                self.announce_id(&id);
             }
         }
         for (id, ack) in msg.acks {
-            let what = format!("ack:{id}");
-            if self
-                .uncommitted
-                .get(&what)
-                .is_some_and(|(at, _)| *at <= ack.at_unix_ms)
-            {
-                self.uncommitted.remove(&what);
-            }
+            self.committed(&format!("ack:{id}"), ack.at_unix_ms);
             let newer = self
                 .engine
                 .alert(&id)
@@ -670,9 +666,7 @@ impl Handler<Replicated> for AlertActor {
                 .is_none_or(|mine| mine.at_unix_ms <= ack.at_unix_ms);
             if newer {
                 self.engine.apply_ack(&id, ack);
-                if let Some(key) = self.engine.alert(&id).map(|r| r.key.clone()) {
-                    self.announce(&key);
-                }
+                self.announce_id(&id);
             }
         }
         self.pump(ctx);
@@ -769,9 +763,7 @@ impl Handler<Acknowledge> for AlertActor {
             },
         );
         self.pump(ctx);
-        if let Some(key) = self.engine.alert(&q.id).map(|r| r.key.clone()) {
-            self.announce(&key);
-        }
+        self.announce_id(&q.id);
         Ok(ack)
     }
 }
@@ -792,9 +784,7 @@ impl Handler<ResolveAlert> for AlertActor {
             },
         );
         self.pump(ctx);
-        if let Some(key) = self.engine.alert(&q.id).map(|r| r.key.clone()) {
-            self.announce(&key);
-        }
+        self.announce_id(&q.id);
         Ok(())
     }
 }
