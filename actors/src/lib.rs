@@ -42,4 +42,5 @@ pub mod region;
 pub mod service;
 pub mod spike;
 pub mod sync;
+pub mod twin;
 pub mod wire;
