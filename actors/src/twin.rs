@@ -391,5 +391,9 @@ pub fn peer(twin: &Twin) -> node::Id {
     node::Id(twin.identity.value.peer.clone())
 }
 
+pub mod keep;
+
+pub use keep::Keeper;
+
 #[cfg(test)]
 mod tests;

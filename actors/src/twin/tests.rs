@@ -146,7 +146,7 @@ fn packages_are_summarized_and_named_ones_carried() {
 
 #[test]
 fn a_new_master_gets_the_twin_at_once() {
-    let (mut l, now) = local();
+    let (mut l, _) = local();
     let first = l.poll_timeout().expect("armed");
     l.handle_timeout(first);
     let later = first + Duration::from_millis(500);
