@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::node::Shared;
 
 mod alerts;
+mod twins;
 
 /// `GET /api/v1/node`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -642,6 +643,9 @@ pub fn start(
             .route("/api/v1/silences", web::get().to(alerts::silences))
             .route("/api/v1/silences", web::post().to(alerts::silence))
             .route("/api/v1/silences/{id}", web::delete().to(alerts::expire))
+            .route("/api/v1/twins", web::get().to(twins::list))
+            .route("/api/v1/twins/{node}", web::get().to(twins::one))
+            .route("/api/v1/drift", web::get().to(twins::drift))
             .route("/api/v1/region", web::get().to(region))
             .route("/api/v1/assignments", web::get().to(assignments))
             .route("/api/v1/audits", web::get().to(audits))

@@ -527,6 +527,10 @@ fn seed_frames() -> Vec<Vec<u8>> {
             spike: Box::new(spikes[1].clone()),
             recheck: true,
         },
+        wire::Request::Twin(Box::new(fleetmesh_actors::twin::Report {
+            region: "eu-1".into(),
+            twin: fleetmesh_actors::twin::Twin::default(),
+        })),
     ];
     let responses = [
         wire::Response::Hello(info),

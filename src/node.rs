@@ -28,6 +28,7 @@ use fleetmesh_actors::actor::service::ServiceActor;
 use fleetmesh_actors::actor::spikes::{
     Baseline, LinkChanged, ReportSync, SetAnomaly, SetIntake, SetPolicy, SpikeActor, Storage,
 };
+use fleetmesh_actors::actor::twin::TwinActor;
 use fleetmesh_actors::actor::{SetDrops, Stop};
 use fleetmesh_actors::service::{Hysteresis, Probes};
 use fleetmesh_actors::{
@@ -78,6 +79,7 @@ pub struct Shared {
     pub alerts: Addr<AlertActor>,
     /// `None` when `anomaly.enabled` is false.
     pub anomaly: Option<Addr<AnomalyActor>>,
+    pub twin: Addr<TwinActor>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
     /// The live event stream (`GET /api/v1/events`).
@@ -183,6 +185,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let (direct_tx, direct_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
     let replay_direct = direct_tx.clone();
     let alerts_direct = direct_tx.clone();
+    let twin_direct = direct_tx.clone();
     let spike_outbox = outbox_tx.clone();
     let last_seq = recovered.last_seq.unwrap_or(0);
     // The encoder fsyncs (journal, sequence reservations): it gets a thread of its own, so
@@ -436,6 +439,26 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             Some(acked),
         )
     });
+    let twin = TwinActor::new(
+        fleetmesh_actors::twin::Config::default(),
+        fleetmesh_actors::twin::Identity {
+            peer: peer_id.to_base58(),
+            name: info.name.clone(),
+            region: info.region.clone(),
+            role: info.role.clone(),
+            incarnation: info.incarnation,
+        },
+    )
+    .start();
+    twin.do_send(fleetmesh_actors::actor::twin::Connect {
+        direct: Some(twin_direct),
+        alerts: Some(alerts.clone().recipient()),
+        cleared: Some(alerts.clone().recipient()),
+        census: Some(heartbeat.clone().recipient()),
+    });
+    spikes.do_send(fleetmesh_actors::actor::spikes::SetTwin(
+        twin.clone().recipient(),
+    ));
     // Events, pushed: the region's members from the membership view to the region (and
     // the anomaly detector); the master of record from the region to the judges, the
     // encoder and the heartbeats; the encoder's sync report to the heartbeats and gauges.
@@ -447,6 +470,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
                 fleet.clone().recipient(),
                 heartbeat.clone().recipient(),
                 alerts.clone().recipient(),
+                twin.clone().recipient(),
             ],
             facts: Some(heartbeat.clone().recipient()),
             master_known: Some(spikes.clone().recipient()),
@@ -538,6 +562,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         fleet: fleet.clone(),
         alerts: alerts.clone(),
         anomaly: anomaly.clone(),
+        twin: twin.clone(),
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -572,6 +597,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     stop(&policy).await;
     stop(&fleet).await;
     judge_thread.stop();
+    stop(&twin).await;
     stop(&alerts).await;
     stop(&heartbeat).await;
     if outcome.is_ok() {
@@ -601,6 +627,7 @@ struct Actors {
     fleet: Addr<FleetActor>,
     alerts: Addr<AlertActor>,
     anomaly: Option<Addr<AnomalyActor>>,
+    twin: Addr<TwinActor>,
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -649,6 +676,7 @@ async fn serve(
                 replay: actors.region.clone().recipient(),
                 operator: actors.region.clone().recipient(),
                 alerts: actors.alerts.clone().recipient(),
+                twins: actors.twin.clone().recipient(),
             }),
             audit: Some(net::driver::AuditLinks {
                 digest: actors.files.clone().recipient(),
@@ -709,6 +737,7 @@ async fn serve(
         fleet: actors.fleet.clone(),
         alerts: actors.alerts.clone(),
         anomaly: actors.anomaly.clone(),
+        twin: actors.twin.clone(),
         net: net_state.clone(),
         metrics,
         events: actors.events.clone(),
@@ -749,7 +778,17 @@ async fn serve(
         Duration::from_millis(p.network_poll_ms),
         {
             let mut reader = probe::netconf::Reader::default();
-            move || reader.read()
+            // The twin's listening ports follow each reading (unchanged ones cost nothing
+            // downstream: the twin keeps a section only when it differs).
+            let twin = actors.twin.clone().recipient();
+            move || {
+                let snap = reader.read();
+                let ports = snap.listeners.iter().map(|l| l.port).collect();
+                let _ = twin.try_send(fleetmesh_actors::actor::twin::Observe(
+                    fleetmesh_actors::twin::Input::Ports(ports),
+                ));
+                snap
+            }
         },
         actors.netconf.clone().recipient(),
     )?;

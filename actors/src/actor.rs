@@ -14,6 +14,7 @@ pub mod push;
 pub mod region;
 pub mod service;
 pub mod spikes;
+pub mod twin;
 
 use actix::prelude::*;
 

@@ -98,6 +98,39 @@ pub struct Summary {
     pub omitted: u32,
     /// Members per status, all of them.
     pub counts: BTreeMap<Status, u32>,
+    /// The region's drift as its master judges it (absent from a node that does not
+    /// lead, or from an older build).
+    #[serde(default)]
+    pub drift: Option<Drift>,
+}
+
+/// A region's drift, as its summary carries it: the counts, and the most severe records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    pub counts: crate::drift::Counts,
+    /// The most severe open records, at most [`DRIFT_RECORDS`].
+    pub worst: Vec<crate::drift::Record>,
+    /// Open records left out of `worst`.
+    pub omitted: u32,
+}
+
+/// Drift records a summary carries at most.
+pub const DRIFT_RECORDS: usize = 32;
+
+/// The time a master waits at least between two summaries published on change.
+pub const CHANGE_SPACING_MS: u64 = 250;
+
+impl Drift {
+    /// The brief of `drift` a summary carries.
+    pub fn of(drift: &crate::drift::Drift) -> Drift {
+        let worst = drift.worst(DRIFT_RECORDS);
+        let total = drift.records().count();
+        Drift {
+            counts: drift.counts(),
+            omitted: (total - worst.len()) as u32,
+            worst,
+        }
+    }
 }
 
 impl Summary {
@@ -140,6 +173,7 @@ impl Summary {
             members,
             omitted,
             counts,
+            drift: None,
         }
     }
 }
@@ -195,6 +229,12 @@ pub struct Census {
     /// Per foreign region, the highest term seen and its master.
     masters: BTreeMap<String, (u64, node::Id)>,
     refused: u64,
+    /// The master of this node's own region, as its consensus view knows it.
+    home_master: Option<node::Id>,
+    /// The latest summary of this node's own region from that master (for what only the
+    /// master knows, such as drift).
+    home: Option<Kept>,
+    last_published: Option<u64>,
 }
 
 impl Census {
@@ -207,6 +247,9 @@ impl Census {
             foreign: BTreeMap::new(),
             masters: BTreeMap::new(),
             refused: 0,
+            home_master: None,
+            home: None,
+            last_published: None,
         }
     }
 
@@ -236,7 +279,34 @@ impl Census {
             return None;
         }
         self.next_due = Some(now + self.config.every_ms);
+        self.last_published = Some(now);
         self.leading
+    }
+
+    /// Something a summary carries changed: while this node leads, the next summary goes
+    /// out now, or [`CHANGE_SPACING_MS`] after the last one.
+    pub fn changed(&mut self, now: u64) {
+        if self.leading.is_none() || self.config.every_ms == 0 {
+            return;
+        }
+        let soon = self
+            .last_published
+            .map_or(now, |t| now.max(t + CHANGE_SPACING_MS));
+        self.next_due = Some(self.next_due.map_or(soon, |d| d.min(soon)));
+    }
+
+    /// The master of this node's own region, as its consensus view knows it: the only
+    /// author whose summaries of this region are kept (see [`Census::home`]).
+    pub fn set_home_master(&mut self, master: Option<node::Id>) {
+        if self.home_master != master {
+            self.home = None;
+        }
+        self.home_master = master;
+    }
+
+    /// The latest summary of this node's own region from its master of record.
+    pub fn home(&self) -> Option<&Kept> {
+        self.home.as_ref()
     }
 
     /// Takes a summary heard from `author`. True when it replaced what was kept.
@@ -246,6 +316,22 @@ impl Census {
         summary: Summary,
         now: u64,
     ) -> Result<bool, Rejection> {
+        if summary.region == self.region
+            && self.home_master.as_ref() == Some(author)
+            && summary.master.as_ref() == Some(author)
+        {
+            let newer = self
+                .home
+                .as_ref()
+                .is_none_or(|k| k.summary.sent_unix_ms < summary.sent_unix_ms);
+            if newer {
+                self.home = Some(Kept {
+                    summary,
+                    received_unix_ms: now,
+                });
+            }
+            return Ok(newer);
+        }
         let checked = self.check(author, &summary);
         if let Err(e) = checked {
             self.refused += 1;

@@ -28,6 +28,9 @@ use crate::spike::{self, Digest, Kind, Spike};
 /// The last changes a twin keeps.
 pub const CHANGES: usize = 50;
 
+/// After the master changed, the twin is sent at once and again this much later.
+pub const MASTER_RESEND_MS: u64 = 2_000;
+
 /// A section with the wall-clock time (Unix ms) it last changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Section<T> {
@@ -209,6 +212,8 @@ pub struct Local {
     /// When the pending report is due.
     due: Option<Instant>,
     next_resend: Option<Instant>,
+    /// A second send after the master changed.
+    again: Option<Instant>,
 }
 
 impl Local {
@@ -220,6 +225,7 @@ impl Local {
             packages: BTreeMap::new(),
             due: None,
             next_resend: None,
+            again: None,
         }
     }
 
@@ -282,9 +288,22 @@ impl Local {
                 observed.services = services;
                 set(&mut self.twin.observed, observed, now_ms)
             }
-            Input::Spikes(spikes) => self.spikes(spikes, now_ms),
+            Input::Spikes(spikes) => {
+                let (observed, changes) = self.spikes(spikes, now_ms);
+                if changes && !observed {
+                    // The last changes alone do not make a report due: they change with
+                    // every short-lived process, and the master judges no drift on
+                    // them. They travel with the next report.
+                    self.twin.version += 1;
+                    return;
+                }
+                observed
+            }
             Input::MasterChanged => {
+                // Sent at once, and again soon: a master that has just been elected may
+                // not know yet that it leads, and refuse the first report.
                 self.due = Some(now);
+                self.again = Some(now + Duration::from_millis(MASTER_RESEND_MS));
                 return;
             }
         };
@@ -295,7 +314,9 @@ impl Local {
         }
     }
 
-    fn spikes(&mut self, spikes: Vec<Spike>, now_ms: u64) -> bool {
+    /// Applies the node's own spikes; says whether the observed facts and the last
+    /// changes changed.
+    fn spikes(&mut self, spikes: Vec<Spike>, now_ms: u64) -> (bool, bool) {
         let mut observed = self.twin.observed.value.clone();
         let mut changes = self.twin.changes.value.clone();
         for s in &spikes {
@@ -306,6 +327,16 @@ impl Local {
                     (_, None) => FileFact::Other,
                 };
                 observed.files.insert(s.subject.clone(), fact);
+            }
+            if s.kind == Kind::Service {
+                // A probe's transition: up when added, down when removed.
+                let state = match s.change {
+                    spike::Change::Removed => "down",
+                    _ => "up",
+                };
+                observed
+                    .services
+                    .insert(s.subject.clone(), state.to_string());
             }
             if s.kind != Kind::Metric {
                 changes.push_back(Change {
@@ -322,21 +353,25 @@ impl Local {
             }
         }
         let o = set(&mut self.twin.observed, observed, now_ms);
-        set(&mut self.twin.changes, changes, now_ms) || o
+        (o, set(&mut self.twin.changes, changes, now_ms))
     }
 
     /// When [`Local::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.due, self.next_resend) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.due, self.next_resend, self.again]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The report to send now, if one is due.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Report> {
         let resend = self.config.resend_ms > 0 && self.next_resend.is_some_and(|t| t <= now);
-        let due = self.due.is_some_and(|t| t <= now);
+        let mut due = self.due.is_some_and(|t| t <= now);
+        if self.again.is_some_and(|t| t <= now) {
+            self.again = None;
+            due = true;
+        }
         if self.config.resend_ms > 0 && (self.next_resend.is_none() || resend || due) {
             self.next_resend = Some(now + Duration::from_millis(self.config.resend_ms));
         }
@@ -383,6 +418,30 @@ pub fn summarize(
             .iter()
             .filter_map(|n| all.get(n).map(|v| (n.clone(), v.clone())))
             .collect(),
+    }
+}
+
+/// What the baseline says of the file of interest `path`: its entry if it has one; else
+/// absent when `path` lies under a watched path (the node would know it), else unknown.
+pub fn file_fact(entry: Option<&crate::files::State>, path: &str, watched: &[String]) -> FileFact {
+    match entry {
+        Some(st) => match (&st.kind, st.digest) {
+            (crate::files::EntryKind::File, Some(d)) => FileFact::Present(d),
+            _ => FileFact::Other,
+        },
+        None => {
+            let under = watched.iter().any(|w| {
+                let w = w.trim_end_matches('/');
+                path == w
+                    || path.strip_prefix(w).is_some_and(|r| r.starts_with('/'))
+                    || w.is_empty()
+            });
+            if under {
+                FileFact::Absent
+            } else {
+                FileFact::Unknown
+            }
+        }
     }
 }
 

@@ -127,6 +127,9 @@ pub enum Request {
         raised: Vec<crate::alert::Alert>,
         cleared: Vec<String>,
     },
+    /// The sender's digital twin, for the region's master, which judges its drift: sent
+    /// when it changes and again as a repair. Answered `Accepted` when taken in.
+    Twin(Box<crate::twin::Report>),
 }
 
 /// The answer to a [`Request`].

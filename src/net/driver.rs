@@ -123,6 +123,8 @@ pub struct RegionLinks {
     pub operator: Recipient<fleetmesh_actors::actor::region::OperatorIn>,
     /// Members' alerts, for the alert actor (which takes them while this node leads).
     pub alerts: Recipient<fleetmesh_actors::actor::alert::MemberAlerts>,
+    /// Members' twins, for the twin actor (which takes them while this node leads).
+    pub twins: Recipient<fleetmesh_actors::actor::twin::TwinIn>,
 }
 
 /// A response an actor is still working out, with the channel it goes back on and the
@@ -643,6 +645,23 @@ impl Driver {
         }
     }
 
+    /// A member's twin: taken in by the twin actor if this node leads (a refusal is seen
+    /// there; the member sends its twin again on its own schedule).
+    fn on_twin(&mut self, peer: PeerId, report: fleetmesh_actors::twin::Report) -> wire::Response {
+        if let Some(refused) = self.foreign("twin", &report.region) {
+            return refused;
+        }
+        let msg = fleetmesh_actors::actor::twin::TwinIn {
+            from: id(&peer),
+            report,
+        };
+        match self.region_links.as_ref().map(|l| &l.twins) {
+            Some(r) if r.try_send(msg).is_ok() => wire::Response::Accepted,
+            Some(_) => wire::Response::Refused("twin queue full".into()),
+            None => absent("region consensus"),
+        }
+    }
+
     fn to_region_acks(&self, acks: AcksIn) {
         if let Some(l) = &self.region_links
             && l.acks.try_send(acks).is_err()
@@ -878,6 +897,7 @@ impl Driver {
                             raised,
                             cleared,
                         } => self.on_alerts(peer, region, raised, cleared),
+                        wire::Request::Twin(report) => self.on_twin(peer, *report),
                         wire::Request::Digest { region } => {
                             self.on_digest(peer, channel, region);
                             return;

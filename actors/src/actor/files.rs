@@ -331,6 +331,32 @@ impl Handler<Flush> for FileActor {
     }
 }
 
+/// The state of the files of interest to the node's twin, as the baseline holds them
+/// (`watched`: the watched host paths, to tell an absent file from an unknown one).
+#[derive(Debug, Message)]
+#[rtype(result = "std::collections::BTreeMap<String, crate::twin::FileFact>")]
+pub struct FileFacts {
+    pub paths: std::collections::BTreeSet<String>,
+    pub watched: Vec<String>,
+}
+
+impl Handler<FileFacts> for FileActor {
+    type Result = MessageResult<FileFacts>;
+
+    fn handle(&mut self, msg: FileFacts, _: &mut Self::Context) -> Self::Result {
+        let baseline = self.detector.baseline();
+        MessageResult(
+            msg.paths
+                .into_iter()
+                .map(|p| {
+                    let fact = crate::twin::file_fact(baseline.get(&p), &p, &msg.watched);
+                    (p, fact)
+                })
+                .collect(),
+        )
+    }
+}
+
 /// A peer audits this node: the digest of the baseline as it stands, and the encoder's
 /// numbering right after every observation made from it. Observations are handed over
 /// in the same handler that applies their change, and the numbering request queues

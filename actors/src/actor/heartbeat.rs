@@ -93,9 +93,32 @@ impl Handler<crate::actor::fleet::SetView> for HeartbeatActor {
     type Result = ();
 
     fn handle(&mut self, msg: crate::actor::fleet::SetView, ctx: &mut Self::Context) {
+        self.census
+            .set_home_master(msg.view.master.as_ref().map(|(m, _)| m.clone()));
         self.master = msg.view.master;
         self.census.set_leading(msg.leading, unix_ms());
+        if msg.leading.is_none() {
+            self.drift = None;
+        }
         self.schedule(ctx);
+    }
+}
+
+/// The region's drift as this node, its master, judges it: published with the next
+/// summary, early.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetDrift(pub Option<census::Drift>);
+
+impl Handler<SetDrift> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetDrift, ctx: &mut Self::Context) {
+        if self.drift != msg.0 {
+            self.drift = msg.0;
+            self.census.changed(unix_ms());
+            self.schedule(ctx);
+        }
     }
 }
 
@@ -153,6 +176,9 @@ pub struct CensusView {
     pub region: census::Summary,
     /// Other regions, as their masters last published them.
     pub foreign: Vec<census::Kept>,
+    /// This node's own region as its master last published it (for what only the master
+    /// knows, such as drift), if this node does not lead.
+    pub home: Option<census::Kept>,
     /// Summaries refused (not from the master they name, or superseded).
     pub refused: u64,
 }
@@ -164,6 +190,7 @@ impl Handler<GetCensus> for HeartbeatActor {
         MessageResult(CensusView {
             region: self.summary(Instant::now(), unix_ms()),
             foreign: self.census.foreign().cloned().collect(),
+            home: self.census.home().cloned(),
             refused: self.census.refused(),
         })
     }
@@ -228,6 +255,8 @@ pub struct HeartbeatActor {
     census: Census,
     /// The master of record and its term.
     master: Option<(node::Id, u64)>,
+    /// The region's drift, while this node leads (set by the twin keeper).
+    drift: Option<census::Drift>,
 }
 
 impl std::fmt::Debug for HeartbeatActor {
@@ -255,6 +284,7 @@ impl HeartbeatActor {
             view: membership::View::new(config.membership, own.clone(), region.clone()),
             census: Census::new(config.census, region.clone()),
             master: None,
+            drift: None,
             emitter: heartbeat::Emitter::new(config.emitter, info, now),
             own,
             region,
@@ -300,14 +330,20 @@ impl HeartbeatActor {
             Some((m, t)) => (Some(m.clone()), *t),
             None => (None, 0),
         };
-        census::Summary::new(
+        let drift_bytes = self
+            .drift
+            .as_ref()
+            .map_or(0, |d| rmp_serde::to_vec(d).map_or(0, |b| b.len()));
+        let mut summary = census::Summary::new(
             &self.region,
             term,
             master,
             unix,
             lines,
-            wire::MAX_FRAME - 1024,
-        )
+            (wire::MAX_FRAME - 1024).saturating_sub(drift_bytes),
+        );
+        summary.drift = self.drift.clone();
+        summary
     }
 
     /// Publishes this region's summary on the fleet topic when this node leads and one is

@@ -114,6 +114,12 @@ pub struct SetPolicy(pub Recipient<Decide>);
 #[rtype(result = "()")]
 pub struct SetAnomaly(pub Recipient<Samples>);
 
+/// Where the node's twin is: this node's own spikes other than metric samples are handed
+/// to it (a full mailbox is a counted drop; the twin re-reads the baseline as a repair).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetTwin(pub Recipient<crate::actor::twin::Observe>);
+
 /// Asks for the highest sequence number assigned so far and the numbers this run skipped
 /// at its start (see [`crate::audit::Answer`]). Sent with `do_send` and answered on the
 /// channel inside, so that it always queues behind the observations its sender handed
@@ -178,6 +184,7 @@ pub struct SpikeActor {
     read: ReadJournal,
     sync: Origin,
     intake: Option<Recipient<SpikesIn>>,
+    twin: Option<Recipient<crate::actor::twin::Observe>>,
     policy: Option<Recipient<Decide>>,
     /// Spikes not decided because the policy actor was gone.
     pub policy_full: u64,
@@ -308,6 +315,7 @@ impl SpikeActor {
             read: storage.read,
             sync: origin,
             intake: None,
+            twin: None,
             policy: None,
             policy_full: 0,
             anomaly: None,
@@ -449,6 +457,20 @@ impl Handler<Observe> for SpikeActor {
                 // The journal keeps them: the intake gets them again by replay.
                 crate::actor::count_drops(&self.drops, "region_intake", encoded.len() as u64);
             }
+            if let Some(twin) = &self.twin {
+                let changes: Vec<Spike> = encoded
+                    .iter()
+                    .filter(|s| s.kind != Kind::Metric)
+                    .cloned()
+                    .collect();
+                if !changes.is_empty() {
+                    let n = changes.len() as u64;
+                    let msg = crate::actor::twin::Observe(crate::twin::Input::Spikes(changes));
+                    if twin.try_send(msg).is_err() {
+                        crate::actor::count_drops(&self.drops, "twin", n);
+                    }
+                }
+            }
             // Every spike is judged: a full policy mailbox makes the encoder wait (and so
             // the detectors behind it), it never drops a judgement.
             if let Some(policy) = &self.policy
@@ -507,6 +529,14 @@ impl Handler<SetIntake> for SpikeActor {
 
     fn handle(&mut self, msg: SetIntake, _: &mut Self::Context) {
         self.intake = Some(msg.0);
+    }
+}
+
+impl Handler<SetTwin> for SpikeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetTwin, _: &mut Self::Context) {
+        self.twin = Some(msg.0);
     }
 }
 

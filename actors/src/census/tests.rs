@@ -133,3 +133,67 @@ fn a_summary_puts_trouble_first_counts_everyone_and_fits_its_budget() {
     let frame = crate::wire::encode(&crate::wire::Body::Census(Box::new(s))).expect("kept");
     assert!(frame.len() < crate::wire::MAX_FRAME);
 }
+
+#[test]
+fn the_own_region_is_kept_only_from_its_master_of_record() {
+    let mut c = Census::new(Config::default(), "eu".into());
+    // Unknown master: refused as before.
+    assert!(matches!(
+        c.offer(&id("m"), summary("eu", 2, "m", 5), 6),
+        Err(Rejection::OwnRegion(_))
+    ));
+    c.set_home_master(Some(id("m")));
+    // Another node claiming the region: refused.
+    assert!(matches!(
+        c.offer(&id("x"), summary("eu", 2, "x", 5), 6),
+        Err(Rejection::OwnRegion(_))
+    ));
+    assert_eq!(c.offer(&id("m"), summary("eu", 2, "m", 5), 6), Ok(true));
+    assert_eq!(c.offer(&id("m"), summary("eu", 2, "m", 4), 7), Ok(false));
+    assert_eq!(c.home().map(|k| k.received_unix_ms), Some(6));
+    assert_eq!(c.foreign().count(), 0, "not a foreign region");
+    // A new master of record: what the old one said is dropped.
+    c.set_home_master(Some(id("n")));
+    assert_eq!(c.home(), None);
+}
+
+#[test]
+fn a_change_publishes_early_but_spaced() {
+    let mut c = Census::new(Config::default(), "eu".into());
+    c.changed(10);
+    assert_eq!(c.poll_timeout(), None, "not leading: nothing to publish");
+    c.set_leading(Some(1), 1_000);
+    assert_eq!(c.handle_timeout(1_000), Some(1));
+    assert_eq!(c.poll_timeout(), Some(3_000));
+    c.changed(1_100);
+    assert_eq!(c.poll_timeout(), Some(1_000 + CHANGE_SPACING_MS));
+    assert_eq!(c.handle_timeout(1_250), Some(1));
+    c.changed(2_000);
+    assert_eq!(c.poll_timeout(), Some(2_000));
+}
+
+#[test]
+fn a_summary_with_drift_still_fits_a_frame() {
+    let mut d = crate::drift::Drift::new(0);
+    for i in 0..100 {
+        d.judge(
+            1,
+            &id(&format!("p{i}")),
+            &format!("node-{i}"),
+            "web",
+            vec![crate::drift::Finding {
+                rule: "web.toml:files[/etc/ssh/sshd_config]".into(),
+                subject: "file:/etc/ssh/sshd_config".into(),
+                desired: format!("sha256:{}", "a".repeat(64)),
+                actual: format!("sha256:{}", "b".repeat(64)),
+                severity: crate::spike::Severity::High,
+            }],
+        );
+    }
+    let brief = Drift::of(&d);
+    assert_eq!(brief.worst.len(), DRIFT_RECORDS);
+    assert_eq!(brief.omitted, 100 - DRIFT_RECORDS as u32);
+    assert_eq!(brief.counts.high, 100);
+    let bytes = rmp_serde::to_vec(&brief).expect("encodes").len();
+    assert!(bytes < 16 * 1024, "{bytes} bytes");
+}

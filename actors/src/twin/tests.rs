@@ -153,4 +153,63 @@ fn a_new_master_gets_the_twin_at_once() {
     l.handle(later, 9, Input::MasterChanged);
     assert_eq!(l.poll_timeout(), Some(later));
     assert!(l.handle_timeout(later).is_some());
+    let again = later + Duration::from_millis(MASTER_RESEND_MS);
+    assert_eq!(l.poll_timeout(), Some(again));
+    assert!(l.handle_timeout(again).is_some(), "sent again");
+    assert!(l.poll_timeout() > Some(again));
+}
+
+#[test]
+fn service_spikes_give_the_probe_state() {
+    let (mut l, now) = local();
+    let up = Spike::bare("me", 1, Kind::Service, spike::Change::Added, "nginx-http");
+    l.handle(now, 2, Input::Spikes(vec![up]));
+    assert_eq!(l.twin().observed.value.services["nginx-http"], "up");
+    let down = Spike::bare("me", 2, Kind::Service, spike::Change::Removed, "nginx-http");
+    l.handle(now, 3, Input::Spikes(vec![down]));
+    assert_eq!(l.twin().observed.value.services["nginx-http"], "down");
+}
+
+#[test]
+fn a_file_outside_the_watched_paths_is_unknown() {
+    let watched = vec!["/etc".to_string(), "/srv/app/".to_string()];
+    let st = crate::files::State {
+        kind: crate::files::EntryKind::File,
+        size: 1,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        digest: Some(Digest([3; 32])),
+    };
+    assert_eq!(
+        file_fact(Some(&st), "/etc/a", &watched),
+        FileFact::Present(Digest([3; 32]))
+    );
+    let dir = crate::files::State {
+        kind: crate::files::EntryKind::Dir,
+        digest: None,
+        ..st.clone()
+    };
+    assert_eq!(file_fact(Some(&dir), "/etc", &watched), FileFact::Other);
+    assert_eq!(file_fact(None, "/etc/gone", &watched), FileFact::Absent);
+    assert_eq!(file_fact(None, "/srv/app/x", &watched), FileFact::Absent);
+    assert_eq!(file_fact(None, "/etcetera", &watched), FileFact::Unknown);
+    assert_eq!(file_fact(None, "/opt/x", &watched), FileFact::Unknown);
+}
+
+#[test]
+fn the_last_changes_alone_make_no_report_due() {
+    let (mut l, _) = local();
+    let first = l.poll_timeout().expect("armed");
+    l.handle_timeout(first);
+    let v = l.twin().version;
+    let p = Spike::bare("me", 1, Kind::Process, spike::Change::Added, "42:/bin/sh");
+    l.handle(first, 2, Input::Spikes(vec![p]));
+    assert_eq!(l.twin().version, v + 1);
+    assert_eq!(l.twin().changes.value.len(), 1);
+    assert_eq!(
+        l.poll_timeout(),
+        Some(first + Duration::from_millis(30_000)),
+        "only the repair resend is due"
+    );
 }

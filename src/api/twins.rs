@@ -1,0 +1,297 @@
+//! The fleet as state over HTTP:
+//!
+//! - `GET /api/v1/twins?region=&limit=&after=`: every node this node knows of, fleet-wide,
+//!   as compact rows (its own region from its own view, the others from their masters'
+//!   summaries), ordered by region then name, paged (`after` is the last row's
+//!   `region/name`);
+//! - `GET /api/v1/twins/{node}`: one node's twin (`{node}` is a peer id, a name or
+//!   `region/name`; an ambiguous name answers 409 with the candidates). This node answers
+//!   for itself, and for its members while it leads its region; for any other node it
+//!   answers 409 naming the master that holds the twin;
+//! - `GET /api/v1/twins/{node}/sbom`: the CycloneDX SBOM of this node's binary;
+//! - `GET /api/v1/drift?region=&role=&severity=`: drift records, fleet-wide: all of them
+//!   for the region this node leads, and each other region's most severe ones as its
+//!   master published them.
+
+use actix_web::{HttpResponse, web};
+use fleetmesh_actors::actor::heartbeat::{CensusView, GetCensus};
+use fleetmesh_actors::actor::twin::{GetDrift, GetTwin, GetTwins};
+use fleetmesh_actors::drift::Record;
+use fleetmesh_actors::node;
+use serde::{Deserialize, Serialize};
+
+use super::{Problem, ask, bad_request, unavailable};
+use crate::node::Shared;
+
+/// Query of `GET /api/v1/twins`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub region: Option<String>,
+    /// At most this many rows (default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// Rows after this `region/name`.
+    pub after: Option<String>,
+}
+
+/// One node, as the fleet-wide list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub peer: String,
+    pub name: String,
+    pub region: String,
+    pub role: String,
+    pub status: String,
+    pub connectivity: Option<String>,
+    pub backlog: u64,
+    pub last_seen_ms: u64,
+    /// `local` (this node's own view) or `master` (its region's published summary).
+    pub source: &'static str,
+    /// The twin's version and drift score, where this node holds the twin.
+    pub version: Option<u64>,
+    pub drift_score: Option<u32>,
+}
+
+fn rows(view: &CensusView, held: &fleetmesh_actors::actor::twin::Twins) -> Vec<Row> {
+    let mut out = Vec::new();
+    let regions = std::iter::once((&view.region, "local"))
+        .chain(view.foreign.iter().map(|k| (&k.summary, "master")));
+    for (summary, source) in regions {
+        for l in &summary.members {
+            let twin = held
+                .twins
+                .iter()
+                .find(|h| h.twin.identity.value.peer == l.peer.0);
+            out.push(Row {
+                peer: l.peer.0.clone(),
+                name: l.name.clone(),
+                region: summary.region.clone(),
+                role: l.role.clone(),
+                status: l.status.as_str().to_string(),
+                connectivity: l
+                    .connectivity
+                    .and_then(|c| serde_json::to_value(c).ok())
+                    .and_then(|v| v.as_str().map(str::to_string)),
+                backlog: l.backlog,
+                last_seen_ms: l.last_seen_ms,
+                source,
+                version: twin.map(|h| h.twin.version),
+                drift_score: twin.filter(|h| h.desired).map(|h| h.drift_score),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.region, &a.name, &a.peer).cmp(&(&b.region, &b.name, &b.peer)));
+    out
+}
+
+async fn gather(
+    shared: &Shared,
+) -> Result<(CensusView, fleetmesh_actors::actor::twin::Twins), HttpResponse> {
+    let Some(view) = ask(&shared.heartbeat, GetCensus).await else {
+        return Err(unavailable("the heartbeat actor"));
+    };
+    let Some(held) = ask(&shared.twin, GetTwins).await else {
+        return Err(unavailable("the twin actor"));
+    };
+    Ok((view, held))
+}
+
+pub async fn list(shared: web::Data<Shared>, q: web::Query<ListQuery>) -> HttpResponse {
+    let (view, held) = match gather(&shared).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let all: Vec<Row> = rows(&view, &held)
+        .into_iter()
+        .filter(|r| q.region.as_ref().is_none_or(|want| &r.region == want))
+        .collect();
+    let total = all.len();
+    let page: Vec<Row> = all
+        .into_iter()
+        .filter(|r| {
+            q.after
+                .as_ref()
+                .is_none_or(|after| format!("{}/{}", r.region, r.name).as_str() > after.as_str())
+        })
+        .take(limit + 1)
+        .collect();
+    let more = page.len() > limit;
+    let page: Vec<Row> = page.into_iter().take(limit).collect();
+    let next = more
+        .then(|| page.last().map(|r| format!("{}/{}", r.region, r.name)))
+        .flatten();
+    HttpResponse::Ok().json(serde_json::json!({
+        "node": {"peer_id": shared.peer_id, "name": shared.info.name, "region": shared.info.region},
+        "total": total,
+        "rows": page,
+        "next": next,
+    }))
+}
+
+/// The rows `wanted` names: a peer id, `region/name`, or a name.
+fn resolve<'a>(all: &'a [Row], wanted: &str) -> Vec<&'a Row> {
+    if let Some(r) = all.iter().find(|r| r.peer == wanted) {
+        return vec![r];
+    }
+    if let Some((region, name)) = wanted.split_once('/') {
+        return all
+            .iter()
+            .filter(|r| r.region == region && r.name == name)
+            .collect();
+    }
+    all.iter().filter(|r| r.name == wanted).collect()
+}
+
+/// Finds the one node `wanted` names, or the answer saying why not.
+async fn one_node(shared: &Shared, wanted: &str) -> Result<Row, HttpResponse> {
+    let (view, held) = gather(shared).await?;
+    let all = rows(&view, &held);
+    let found = resolve(&all, wanted);
+    match found.as_slice() {
+        [] => Err(HttpResponse::NotFound().json(Problem {
+            error: format!("no node `{wanted}` is known here (a peer id, a name, or region/name)"),
+        })),
+        [one] => Ok((*one).clone()),
+        many => Err(HttpResponse::Conflict().json(serde_json::json!({
+            "error": format!("`{wanted}` names {} nodes: use a peer id or region/name", many.len()),
+            "candidates": many.iter().map(|r| serde_json::json!({
+                "peer": r.peer, "name": r.name, "region": r.region,
+            })).collect::<Vec<_>>(),
+        }))),
+    }
+}
+
+pub async fn one(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpResponse {
+    let row = match one_node(&shared, &wanted).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    match ask(&shared.twin, GetTwin(node::Id(row.peer.clone()))).await {
+        Some(Some(held)) => {
+            let mut v = serde_json::to_value(&held).unwrap_or_default();
+            v["status"] = row.status.into();
+            v["connectivity"] = row.connectivity.into();
+            v["backlog"] = row.backlog.into();
+            v["last_seen_ms"] = row.last_seen_ms.into();
+            HttpResponse::Ok().json(v)
+        }
+        Some(None) => {
+            let (view, _) = match gather(&shared).await {
+                Ok(v) => v,
+                Err(answer) => return answer,
+            };
+            let master = if row.region == view.region.region {
+                view.region.master.clone()
+            } else {
+                view.foreign
+                    .iter()
+                    .find(|k| k.summary.region == row.region)
+                    .and_then(|k| k.summary.master.clone())
+            };
+            HttpResponse::Conflict().json(serde_json::json!({
+                "error": format!(
+                    "the twin of {} is held by the master of region {}: ask it",
+                    row.name, row.region
+                ),
+                "region": row.region,
+                "master": master.map(|m| m.0),
+            }))
+        }
+        None => unavailable("the twin actor"),
+    }
+}
+
+/// Query of `GET /api/v1/drift`.
+#[derive(Debug, Deserialize)]
+pub struct DriftQuery {
+    pub region: Option<String>,
+    pub role: Option<String>,
+    /// Only records of this severity (`low`, `medium`, `high`).
+    pub severity: Option<String>,
+}
+
+pub async fn drift(shared: web::Data<Shared>, q: web::Query<DriftQuery>) -> HttpResponse {
+    let severity = match q.severity.as_deref() {
+        None => None,
+        Some(s) => match serde_json::from_value::<fleetmesh_actors::spike::Severity>(s.into()) {
+            Ok(s) => Some(s),
+            Err(_) => return bad_request(format!("unknown severity `{s}`: low, medium or high")),
+        },
+    };
+    let Some(view) = ask(&shared.heartbeat, GetCensus).await else {
+        return unavailable("the heartbeat actor");
+    };
+    let Some(own) = ask(&shared.twin, GetDrift).await else {
+        return unavailable("the twin actor");
+    };
+    let now = fleetmesh_actors::actor::unix_ms();
+    let keep = |r: &Record| {
+        q.role.as_ref().is_none_or(|role| &r.role == role)
+            && severity.is_none_or(|s| r.severity == s)
+    };
+    let mut regions = Vec::new();
+    let mut records = Vec::new();
+    let mut resolved = Vec::new();
+    let mut add = |region: &str,
+                   source: &str,
+                   age_ms: u64,
+                   brief: Option<(&fleetmesh_actors::drift::Counts, u32)>,
+                   open: Vec<Record>| {
+        if q.region.as_ref().is_some_and(|want| want != region) {
+            return;
+        }
+        regions.push(serde_json::json!({
+            "region": region,
+            "source": source,
+            "age_ms": age_ms,
+            "counts": brief.map(|(c, _)| c),
+            "omitted": brief.map_or(0, |(_, o)| o),
+        }));
+        for r in open.into_iter().filter(|r| keep(r)) {
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["region"] = region.into();
+            records.push(v);
+        }
+    };
+    let own_region = view.region.region.clone();
+    match own {
+        Some(d) => {
+            add(&own_region, "local", 0, Some((&d.counts, 0)), d.open);
+            resolved = d
+                .resolved
+                .into_iter()
+                .filter(|r| keep(r))
+                .collect::<Vec<_>>();
+        }
+        None => match &view.home {
+            Some(k) => {
+                let d = k.summary.drift.clone();
+                add(
+                    &own_region,
+                    "master",
+                    now.saturating_sub(k.received_unix_ms),
+                    d.as_ref().map(|d| (&d.counts, d.omitted)),
+                    d.clone().map_or_else(Vec::new, |d| d.worst),
+                );
+            }
+            None => add(&own_region, "none", 0, None, Vec::new()),
+        },
+    }
+    for k in &view.foreign {
+        let d = k.summary.drift.clone();
+        add(
+            &k.summary.region,
+            "master",
+            now.saturating_sub(k.received_unix_ms),
+            d.as_ref().map(|d| (&d.counts, d.omitted)),
+            d.clone().map_or_else(Vec::new, |d| d.worst),
+        );
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "node": {"peer_id": shared.peer_id, "name": shared.info.name, "region": shared.info.region},
+        "at_unix_ms": now,
+        "regions": regions,
+        "records": records,
+        "resolved": resolved,
+    }))
+}
