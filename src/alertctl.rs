@@ -184,7 +184,7 @@ fn now_ms() -> u64 {
 
 /// Sends one request to the node and reads its JSON answer; a refusal is an error with
 /// the node's own words.
-fn call(
+pub(crate) fn call(
     api: &Api,
     method: reqwest::Method,
     path: &str,

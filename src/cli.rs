@@ -69,6 +69,12 @@ pub enum Command {
     /// Add, list and expire alert silences on a running node.
     #[command(subcommand)]
     Silence(crate::alertctl::SilenceCommand),
+    /// The whole fleet: regions, masters, terms, members by state, drift counts.
+    Fleet(crate::fleetctl::FleetArgs),
+    /// One node's digital twin.
+    Twin(crate::fleetctl::TwinArgs),
+    /// Drift from the desired state, fleet-wide.
+    Drift(crate::fleetctl::DriftArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +257,9 @@ pub fn main() -> ExitCode {
         }
         Command::Alerts(cmd) => operate("alerts", crate::alertctl::alerts(cmd)),
         Command::Silence(cmd) => operate("silence", crate::alertctl::silence(cmd)),
+        Command::Fleet(args) => operate("fleet", crate::fleetctl::fleet(args)),
+        Command::Twin(args) => operate("twin", crate::fleetctl::twin(args)),
+        Command::Drift(args) => operate("drift", crate::fleetctl::drift(args)),
         Command::Region(RegionCommand::Recover {
             data_dir,
             peers,

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod console;
 pub mod durable;
 pub mod events;
+pub mod fleetctl;
 #[doc(hidden)]
 pub mod fuzzcheck;
 pub mod identity;
