@@ -36,6 +36,9 @@
 #                                until its notification reaches a webhook)
 #   scripts/bench.sh alert-storm [--alerts N] [--seconds S]  (10,000 alerts in 60 s through
 #                                the alert actor: notifications, queue, RSS, CPU)
+#   scripts/bench.sh drift       [--changes N] [--gap-ms G]  (3 nodes; a file under desired
+#                                state written on a member, until the drift record appears
+#                                or goes at the master)
 #   scripts/bench.sh sim         [--nodes N] [--regions R] [--seconds S] [--seed X]
 #                                [--scenario FILE]  (fleetmesh-sim: the real cores of N
 #                                members on a simulated network; default the 10,000-member
@@ -49,7 +52,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -69,7 +72,7 @@ case "$scenario" in
     cargo bench --bench console -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;
 
-  alert-latency|alert-storm)
+  alert-latency|alert-storm|drift)
     cd "$root"
     cargo bench --bench "${scenario//-/_}" -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;

@@ -532,6 +532,11 @@ pub fn others(nodes: &[Node], but: usize) -> Vec<&Node> {
 /// Five nodes in two regions: `eu` (e0, e1, e2) and `us` (u0, u1), all bootstrapping
 /// from e0.
 pub fn two_regions() -> Vec<Node> {
+    two_regions_with(&[])
+}
+
+/// [`two_regions`], each node started with `env` as well.
+pub fn two_regions_with(env: &[(String, String)]) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
     for (name, region) in [
         ("e0", "eu"),
@@ -541,6 +546,7 @@ pub fn two_regions() -> Vec<Node> {
         ("u1", "us"),
     ] {
         let mut spec = Spec::new(name, region);
+        spec.env = env.to_vec();
         if let Some(first) = nodes.first() {
             spec.bootstrap = vec![first.addr(true)];
         }

@@ -11,6 +11,7 @@ mod channels;
 mod cli;
 mod cluster;
 mod consult;
+mod drift;
 mod events;
 mod files;
 mod fleet;

@@ -1,0 +1,178 @@
+//! Desired state and drift on real nodes in two regions: a file under desired state
+//! changed on a node of `eu` shows as drift at eu's master and in `GET /api/v1/drift` of
+//! a node in `us`, then clears when restored; a package outside its constraint (a fake
+//! dpkg status file under the node's root) and a binary whose digest is not allowed are
+//! drift too, the latter high. The node's twin carries what was judged.
+
+use std::path::Path;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::harness::{CONVERGE, Node, get, master_name, settled, two_regions_with, wait_for};
+
+fn sha(text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const GOOD: &str = "listen 80\n";
+const BAD: &str = "listen 8080\n";
+
+/// The desired state of every node (role `web`), and an override for `e2` that allows
+/// only an executable digest no binary has.
+fn desired_dir(dir: &Path) {
+    std::fs::create_dir_all(dir.join("nodes")).expect("desired dir");
+    std::fs::write(
+        dir.join("web.toml"),
+        format!(
+            "[[files]]\npath = \"/etc/app.conf\"\nsha256 = \"{}\"\n\n\
+             [[packages]]\nname = \"openssl\"\nversion = \">= 3.0.11\"\n",
+            sha(GOOD)
+        ),
+    )
+    .expect("web.toml");
+    std::fs::write(
+        dir.join("nodes/e2.toml"),
+        format!("[fleetmesh]\ndigests = [\"sha256:{}\"]\n", "0".repeat(64)),
+    )
+    .expect("e2.toml");
+}
+
+fn put(node: &Node, rel: &str, text: &str) {
+    let path = node.dir.join("root").join(rel);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("dirs");
+    std::fs::write(path, text).expect("written");
+}
+
+/// The drift records `node` lists about `name`'s `subject`.
+async fn record(node: &Node, name: &str, subject: &str) -> Option<Value> {
+    let d: Value = get(&node.url("/api/v1/drift")).await;
+    d["records"].as_array().and_then(|l| {
+        l.iter()
+            .find(|r| r["name"] == name && r["subject"] == subject)
+            .cloned()
+    })
+}
+
+/// Waits until `node` lists a drift of `name`'s `subject` whose actual is `actual`
+/// (`None`: until it lists none).
+async fn drift_is(node: &Node, name: &str, subject: &str, actual: Option<&str>) -> Value {
+    wait_for(
+        &format!("{}: drift of {name} {subject} = {actual:?}", node.name),
+        CONVERGE,
+        || async {
+            let r = record(node, name, subject).await;
+            match (&r, actual) {
+                (None, None) => Ok(Value::Null),
+                (Some(r), Some(a)) if r["actual"] == a => Ok(r.clone()),
+                _ => Err(format!("{r:?}")),
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_shows_at_the_master_and_in_another_region_and_clears_when_fixed() {
+    let desired = tempfile::tempdir().expect("tempdir");
+    desired_dir(desired.path());
+    let env = [(
+        "FLEETMESH__DESIRED__DIR".to_string(),
+        desired.path().display().to_string(),
+    )];
+    let nodes = two_regions_with(&env);
+    // The files as desired on every node of eu, and an allowed openssl, before judging.
+    for n in &nodes[..3] {
+        put(n, "etc/app.conf", GOOD);
+    }
+    settled(&nodes[3], 2, 5).await;
+    let master_of_eu = wait_for("a master in eu", CONVERGE, || async {
+        master_name(&nodes[0]).await.ok_or("none yet")
+    })
+    .await;
+    let master = nodes
+        .iter()
+        .find(|n| n.name == master_of_eu)
+        .expect("the master among the nodes");
+    let (e1, u0) = (&nodes[1], &nodes[3]);
+
+    // No package database: openssl is absent, on every node of eu.
+    drift_is(master, "e1", "package:openssl", Some("absent")).await;
+    // A fake dpkg status with an old openssl: drift with the version; an upgrade clears it.
+    let status = |v: &str| {
+        format!(
+            "Package: openssl\nStatus: install ok installed\nVersion: {v}\nArchitecture: amd64\n\n\
+             Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13\n"
+        )
+    };
+    put(e1, "var/lib/dpkg/status", &status("1.1.1w-0"));
+    drift_is(master, "e1", "package:openssl", Some("1.1.1w-0")).await;
+    put(e1, "var/lib/dpkg/status", &status("3.0.13-1"));
+    drift_is(master, "e1", "package:openssl", None).await;
+
+    // The file as desired: no drift. Changed: drift at eu's master, and seen from us.
+    drift_is(master, "e1", "file:/etc/app.conf", None).await;
+    put(e1, "etc/app.conf", BAD);
+    let actual = format!("sha256:{}", sha(BAD));
+    let r = drift_is(master, "e1", "file:/etc/app.conf", Some(&actual)).await;
+    assert_eq!(r["desired"], format!("sha256:{}", sha(GOOD)), "{r}");
+    assert_eq!(r["severity"], "medium", "{r}");
+    assert!(r["first_seen_ms"].as_u64().is_some(), "{r}");
+    assert!(r["rule"].as_str().is_some_and(|s| s.contains("web.toml")), "{r}");
+    let seen = drift_is(u0, "e1", "file:/etc/app.conf", Some(&actual)).await;
+    assert_eq!(seen["region"], "eu", "{seen}");
+    // A drift alert at the master.
+    wait_for("a drift alert at eu's master", CONVERGE, || async {
+        let v: Value = get(&master.url("/api/v1/alerts?limit=1000")).await;
+        v["alerts"]
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|a| {
+                        a["action"] == "drift"
+                            && a["host"] == "e1"
+                            && a["subject"] == "file:/etc/app.conf"
+                            && a["state"] == "firing"
+                    })
+                    .cloned()
+            })
+            .ok_or_else(|| v["alerts"].to_string())
+    })
+    .await;
+    // The twin the master holds carries the file's digest and a drift score.
+    let t: Value = get(&master.url("/api/v1/twins/eu/e1")).await;
+    assert_eq!(
+        t["observed"]["value"]["files"]["/etc/app.conf"]["present"],
+        sha(BAD),
+        "{t}"
+    );
+    assert!(t["drift_score"].as_u64().unwrap_or(0) >= 3, "{t}");
+    // Restored: the drift clears at the master and in us, resolved.
+    put(e1, "etc/app.conf", GOOD);
+    drift_is(master, "e1", "file:/etc/app.conf", None).await;
+    drift_is(u0, "e1", "file:/etc/app.conf", None).await;
+    let d: Value = get(&master.url("/api/v1/drift")).await;
+    assert!(
+        d["resolved"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|r| r["name"] == "e1"
+                && r["subject"] == "file:/etc/app.conf"
+                && r["resolved_ms"].as_u64().is_some())),
+        "{d}"
+    );
+
+    // e2 runs a binary whose digest its desired state does not allow: high.
+    let own = Sha256::digest(std::fs::read(crate::harness::BIN).expect("the binary"));
+    let own: String = own.iter().map(|b| format!("{b:02x}")).collect();
+    let r = drift_is(
+        master,
+        "e2",
+        "fleetmesh:digest",
+        Some(&format!("sha256:{own}")),
+    )
+    .await;
+    assert_eq!(r["severity"], "high", "{r}");
+    assert!(record(master, "e1", "fleetmesh:digest").await.is_none());
+}
