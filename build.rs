@@ -380,12 +380,14 @@ fn bom(root: &Component, components: &[Component]) -> String {
         "dependencies": dependencies,
     });
     // The serial number is a hash of the content: the same sources, the same number.
+    // It is marked as a name-based UUID (version 5), though hashed with sha256 rather
+    // than SHA-1, because the CycloneDX schema accepts only versions 1 to 5.
     let body = serde_json::to_vec(&doc).unwrap_or_default();
     let h = Sha256::digest(&body);
     let mut u = [0u8; 16];
     u.copy_from_slice(&h[..16]);
-    u[6] = (u[6] & 0x0f) | 0x80; // version 8: custom
-    u[8] = (u[8] & 0x3f) | 0x80; // RFC 9562 variant
+    u[6] = (u[6] & 0x0f) | 0x50;
+    u[8] = (u[8] & 0x3f) | 0x80; // the RFC 4122 variant
     let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
     doc["serialNumber"] = json!(format!(
         "urn:uuid:{}-{}-{}-{}-{}",

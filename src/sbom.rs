@@ -74,7 +74,14 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         let serial = doc["serialNumber"].as_str().expect("a serial number");
-        assert!(serial.starts_with("urn:uuid:"), "{serial}");
+        // The schema's pattern: a UUID of version 1 to 5, RFC 4122 variant.
+        let uuid = serial.strip_prefix("urn:uuid:").expect("a UUID URN");
+        let groups: Vec<&str> = uuid.split('-').collect();
+        let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+        assert_eq!(lens, [8, 4, 4, 4, 12], "{serial}");
+        assert!(uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert!(groups[2].starts_with(['1', '2', '3', '4', '5']), "{serial}");
+        assert!(groups[3].starts_with(['8', '9', 'a', 'b']), "{serial}");
         assert!(
             doc.get("metadata")
                 .and_then(|m| m.get("timestamp"))
