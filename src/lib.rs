@@ -24,5 +24,6 @@ pub mod node;
 pub mod policy;
 pub mod probe;
 pub mod recover;
+pub mod sbom;
 pub mod settings;
 pub mod status;

@@ -2,6 +2,7 @@
 //! and hand plain data to the detector actors; they decide nothing.
 
 pub mod files;
+pub mod host;
 pub mod hostmetrics;
 pub mod netconf;
 pub mod poll;

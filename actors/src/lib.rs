@@ -26,6 +26,7 @@ pub mod files;
 pub mod fleet;
 pub mod governor;
 pub mod heartbeat;
+pub mod hostfacts;
 pub mod hostmetrics;
 pub mod intake;
 pub mod journal;
