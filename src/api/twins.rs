@@ -201,6 +201,24 @@ pub async fn one(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpRe
     }
 }
 
+pub async fn sbom(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpResponse {
+    let row = match one_node(&shared, &wanted).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    if row.peer != shared.peer_id {
+        return HttpResponse::Conflict().json(Problem {
+            error: format!(
+                "the SBOM of {} is served by that node itself (this is {})",
+                row.name, shared.info.name
+            ),
+        });
+    }
+    HttpResponse::Ok()
+        .content_type("application/vnd.cyclonedx+json")
+        .body(crate::sbom::document())
+}
+
 /// Query of `GET /api/v1/drift`.
 #[derive(Debug, Deserialize)]
 pub struct DriftQuery {
