@@ -10,6 +10,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod console;
+pub mod desired;
 pub mod durable;
 pub mod events;
 #[doc(hidden)]
