@@ -41,7 +41,10 @@ async fn main() {
     std::fs::create_dir_all(&desired).expect("desired dir");
     std::fs::write(
         desired.join("web.toml"),
-        format!("[[files]]\npath = \"/etc/app.conf\"\nsha256 = \"{}\"\n", sha(good)),
+        format!(
+            "[[files]]\npath = \"/etc/app.conf\"\nsha256 = \"{}\"\n",
+            sha(good)
+        ),
     )
     .expect("web.toml");
     let mut nodes: Vec<Node> = Vec::new();
@@ -91,7 +94,11 @@ async fn main() {
     for i in 0..changes {
         // Odd changes restore the desired content: the record must go.
         let want = i % 2 == 0;
-        let text = if want { format!("changed {i}\n") } else { good.to_string() };
+        let text = if want {
+            format!("changed {i}\n")
+        } else {
+            good.to_string()
+        };
         let t0 = Instant::now();
         std::fs::write(member.dir.join("root/etc/app.conf"), text).expect("write");
         let deadline = t0 + Duration::from_secs(10);

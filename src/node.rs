@@ -811,6 +811,18 @@ async fn serve(
         move || probe::hostmetrics::read(tmpfs, &proc_root),
         actors.host.clone().recipient(),
     )?;
+    // The twin: what the probes read and the desired state, handed to the twin actor.
+    let twin_feed = tokio::spawn(crate::twin::run(crate::twin::Feed {
+        root: w.root.clone(),
+        watched: w.paths.clone(),
+        role: info.role.clone(),
+        name: info.name.clone(),
+        desired: crate::desired::Loader::new(settings.raw.desired.dir.clone()),
+        reload: Duration::from_millis(settings.raw.desired.reload_ms),
+        twin: actors.twin.clone(),
+        files: actors.files.clone(),
+        policy: actors.policy.clone(),
+    }));
     // Ready means the start-up verification and the first network and process readings
     // have been handed over: changes made while the node was down are reported before
     // anything new is, and nothing new is mistaken for the baseline.
@@ -864,6 +876,7 @@ async fn serve(
     drop(net_probe);
     drop(proc_probe);
     drop(host_probe);
+    twin_feed.abort();
     links.abort();
     let _ = stop_tx.send(true);
     server_handle.stop(true).await;

@@ -49,6 +49,7 @@ pub struct Settings {
     pub audit: Audit,
     pub anomaly: Anomaly,
     pub policy: Policy,
+    pub desired: Desired,
     pub fleet: Fleet,
     pub alerts: Alerts,
     pub labels: Vec<fleetmesh_actors::label::Rule>,
@@ -214,6 +215,16 @@ pub struct Policy {
     pub dir: PathBuf,
     pub reload_ms: u64,
     pub ring: usize,
+}
+
+/// `[desired]`: where the desired-state files are and how they are reloaded (see
+/// `crate::desired`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Desired {
+    /// Holds `<role>.toml` and `nodes/<name>.toml`; relative to the working directory.
+    pub dir: PathBuf,
+    pub reload_ms: u64,
 }
 
 /// `[fleet]`: consultation of the region's master, coordinated-change detection and
@@ -888,6 +899,7 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         1000,
     )?;
     within("policy.reload_ms", raw.policy.reload_ms, 100, 3_600_000)?;
+    within("desired.reload_ms", raw.desired.reload_ms, 100, 3_600_000)?;
     within("fleet.window_s", raw.fleet.window_s, 1, 3600)?;
     within("fleet.threshold", raw.fleet.threshold as u64, 1, 100_000)?;
     for (role, n) in &raw.fleet.thresholds {
@@ -921,6 +933,9 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     within("policy.ring", raw.policy.ring as u64, 1, 1_000_000)?;
     if raw.policy.dir.as_os_str().is_empty() {
         return Err(invalid("policy.dir", "must name a directory"));
+    }
+    if raw.desired.dir.as_os_str().is_empty() {
+        return Err(invalid("desired.dir", "must name a directory"));
     }
     if raw.spikes.ring == 0 {
         return Err(invalid("spikes.ring", "must be at least 1"));
@@ -1642,6 +1657,33 @@ mod tests {
         let s = load(&src).expect("loads");
         assert!(s.raw.region.voters.is_empty(), "{:?}", s.raw.region.voters);
         assert!(s.bootstrap.is_empty());
+    }
+
+    #[test]
+    fn desired_state_settings_default_and_bad_ones_name_their_key() {
+        let s = load(&Sources::default()).expect("defaults load");
+        assert_eq!(s.raw.desired.dir, PathBuf::from("config/desired"));
+        assert_eq!(s.raw.desired.reload_ms, 2000);
+        let bad = |key: &str, v: OverrideValue| {
+            err_key(load(&Sources {
+                overrides: vec![(key.to_string(), v)],
+                ..Sources::default()
+            }))
+        };
+        assert_eq!(
+            bad("desired.reload_ms", OverrideValue::Int(50)),
+            "desired.reload_ms"
+        );
+        assert_eq!(
+            bad("desired.dir", OverrideValue::Str(String::new())),
+            "desired.dir"
+        );
+        let s = load(&Sources {
+            env: env(&[("FLEETMESH__DESIRED__DIR", "/etc/fleetmesh/desired")]),
+            ..Sources::default()
+        })
+        .expect("loads");
+        assert_eq!(s.raw.desired.dir, PathBuf::from("/etc/fleetmesh/desired"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::probe;
 pub const REFRESH: Duration = Duration::from_secs(30);
 
 /// What the feed needs.
+#[derive(Debug)]
 pub struct Feed {
     /// The node's `watch.root` and `watch.paths`.
     pub root: PathBuf,
@@ -55,6 +56,7 @@ pub async fn run(mut feed: Feed) {
     };
     send(&feed.twin, Input::Software(software));
     let mut stamp = None;
+    let mut first = true;
     let mut last_refresh: Option<Instant> = None;
     let mut ticker = tokio::time::interval(feed.reload);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -64,7 +66,7 @@ pub async fn run(mut feed: Feed) {
             return;
         }
         let mut interest_changed = false;
-        if let Some(set) = desired_step(&mut feed) {
+        if let Some(set) = desired_step(&mut feed, &mut first) {
             interest_changed = true;
             if feed.twin.send(set).await.is_err() {
                 return;
@@ -119,23 +121,27 @@ pub async fn run(mut feed: Feed) {
 
 /// Re-reads the desired-state files; when anything changed (or at the first call), the
 /// judge and this node's interest to hand to the twin actor.
-fn desired_step(feed: &mut Feed) -> Option<SetDesired> {
-    let (changed, errors) = feed.desired.refresh();
-    for e in &errors {
+fn desired_step(feed: &mut Feed, first: &mut bool) -> Option<SetDesired> {
+    let before = feed.desired.generation();
+    for e in feed.desired.refresh() {
         tracing::error!(error = %e, "desired state refused; its last good version stays");
     }
-    if !changed {
+    if feed.desired.generation() == before && !*first {
         return None;
     }
-    let catalog = Arc::new(feed.desired.clone());
+    *first = false;
+    let catalog = Arc::new(feed.desired.catalog());
     let judge = {
         let catalog = catalog.clone();
-        Arc::new(move |twin: &fleetmesh_actors::twin::Twin, ctx: &fleetmesh_actors::twin::keep::Context| {
-            let id = &twin.identity.value;
-            catalog
-                .spec(&id.role, &id.name)
-                .map(|spec| fleetmesh_actors::desired::compare(&spec, twin, ctx))
-        }) as fleetmesh_actors::actor::twin::JudgeFn
+        Arc::new(
+            move |twin: &fleetmesh_actors::twin::Twin,
+                  ctx: &fleetmesh_actors::twin::keep::Context| {
+                let id = &twin.identity.value;
+                catalog
+                    .spec(&id.role, &id.name)
+                    .map(|spec| fleetmesh_actors::desired::compare(&spec, twin, ctx))
+            },
+        ) as fleetmesh_actors::actor::twin::JudgeFn
     };
     let interest = catalog
         .spec(&feed.role, &feed.name)

@@ -20,6 +20,7 @@ pub mod census;
 pub mod consult;
 pub mod correlate;
 pub mod delta;
+pub mod desired;
 pub mod drift;
 pub mod encoder;
 pub mod files;

@@ -22,13 +22,7 @@ use crate::drift::{self, Drift, Event, Finding};
 use crate::node;
 
 /// What a comparison needs beside the twin: facts of the region.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Context {
-    /// The policy version the master runs.
-    pub region_policy: Option<String>,
-    /// Service probe states across the region, by service name.
-    pub services: BTreeMap<String, String>,
-}
+pub use crate::desired::Context;
 
 /// Compares a twin with its node's desired state: `None` when the node has none (it
 /// reports no drift), else the findings.
