@@ -644,8 +644,9 @@ pub fn start(
             .route("/api/v1/silences", web::post().to(alerts::silence))
             .route("/api/v1/silences/{id}", web::delete().to(alerts::expire))
             .route("/api/v1/twins", web::get().to(twins::list))
-            .route("/api/v1/twins/{node}", web::get().to(twins::one))
-            .route("/api/v1/twins/{node}/sbom", web::get().to(twins::sbom))
+            // `{node}` may be `region/name`: the SBOM's route goes first.
+            .route("/api/v1/twins/{node:.+}/sbom", web::get().to(twins::sbom))
+            .route("/api/v1/twins/{node:.+}", web::get().to(twins::one))
             .route("/api/v1/drift", web::get().to(twins::drift))
             .route("/api/v1/region", web::get().to(region))
             .route("/api/v1/assignments", web::get().to(assignments))

@@ -89,7 +89,9 @@ async fn drift_shows_at_the_master_and_in_another_region_and_clears_when_fixed()
     }
     settled(&nodes[3], 2, 5).await;
     let master_of_eu = wait_for("a master in eu", CONVERGE, || async {
-        master_name(&nodes[0]).await.ok_or_else(|| "none yet".to_string())
+        master_name(&nodes[0])
+            .await
+            .ok_or_else(|| "none yet".to_string())
     })
     .await;
     let master = nodes
