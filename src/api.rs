@@ -469,6 +469,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "founders": r.founders.iter().map(|f| r.names.get(f).map_or_else(|| f.to_string(), |(n, _)| n.clone())).collect::<Vec<_>>(),
         "members": members,
         "dead": r.state.dead.keys().map(|k| &k.0).collect::<Vec<_>>(),
+        "phases": r.state.phases.values().collect::<Vec<_>>(),
         "names_bound": r.state.names.iter().map(|(n, p)| (n.clone(), p.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "assignments": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "recent_commands": recent,
@@ -646,6 +647,10 @@ pub fn start(
             .route("/api/v1/twins", web::get().to(twins::list))
             // `{node}` may be `region/name`: the SBOM's route goes first.
             .route("/api/v1/twins/{node:.+}/sbom", web::get().to(twins::sbom))
+            .route(
+                "/api/v1/twins/{node:.+}/phase",
+                web::post().to(twins::phase),
+            )
             .route("/api/v1/twins/{node:.+}", web::get().to(twins::one))
             .route("/api/v1/drift", web::get().to(twins::drift))
             .route("/api/v1/region", web::get().to(region))

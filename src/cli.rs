@@ -75,6 +75,9 @@ pub enum Command {
     Twin(crate::fleetctl::TwinArgs),
     /// Drift from the desired state, fleet-wide.
     Drift(crate::fleetctl::DriftArgs),
+    /// Move a node of this region to a lifecycle phase (maintenance downgrades its
+    /// alerts to info; decommissioning takes it out of assignments and consensus).
+    Phase(crate::fleetctl::PhaseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +263,7 @@ pub fn main() -> ExitCode {
         Command::Fleet(args) => operate("fleet", crate::fleetctl::fleet(args)),
         Command::Twin(args) => operate("twin", crate::fleetctl::twin(args)),
         Command::Drift(args) => operate("drift", crate::fleetctl::drift(args)),
+        Command::Phase(args) => operate("phase", crate::fleetctl::phase(args)),
         Command::Region(RegionCommand::Recover {
             data_dir,
             peers,

@@ -274,3 +274,30 @@ pub fn drift_table(d: &Value) -> String {
     out += "\n";
     out
 }
+
+#[derive(Debug, Args)]
+pub struct PhaseArgs {
+    /// A peer id, a name, or region/name, of the node's own region.
+    pub node: String,
+    /// provisioning, active, maintenance or decommissioning.
+    pub phase: String,
+    #[command(flatten)]
+    pub api: Api,
+    /// Who sets it.
+    #[arg(long, default_value = "cli")]
+    pub by: String,
+}
+
+/// Moves a node to a lifecycle phase through its region's log.
+pub fn phase(args: PhaseArgs) -> Result<String, Error> {
+    let path = format!("/api/v1/twins/{}/phase", args.node);
+    let body = serde_json::json!({"phase": args.phase, "by": args.by});
+    let v = call(&args.api, reqwest::Method::POST, &path, Some(body))?;
+    Ok(format!(
+        "{}: {} -> {} (handed to the region's log; `fleetmesh twin {}` shows it once committed)\n",
+        text(&v["node"]),
+        text(&v["from"]),
+        text(&v["phase"]),
+        args.node
+    ))
+}

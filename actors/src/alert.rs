@@ -55,6 +55,19 @@ pub struct Alert {
     pub details: BTreeMap<String, String>,
 }
 
+/// Downgrades `alert`, about a member in maintenance, to info, and says why in its
+/// details: the operator announced the work that causes it.
+pub fn in_maintenance(alert: &mut Alert) {
+    if alert.severity > Severity::Info {
+        alert.details.insert(
+            "severity_before_maintenance".into(),
+            format!("{:?}", alert.severity).to_lowercase(),
+        );
+    }
+    alert.severity = Severity::Info;
+    alert.details.insert("phase".into(), "maintenance".into());
+}
+
 /// The ECS `event.category` of a change of `kind`.
 pub fn category(kind: Kind) -> &'static str {
     match kind {

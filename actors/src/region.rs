@@ -137,6 +137,86 @@ pub enum Command {
     /// An operator marked alert `id` resolved (applied by the members' alert lifecycles,
     /// not kept in the state).
     Resolve { id: String, at_unix_ms: u64 },
+    /// An operator moved member `peer` (named `name`) to lifecycle `phase`.
+    Phase(Box<PhaseRecord>),
+}
+
+/// A member's lifecycle phase. Transitions: provisioning → active ↔ maintenance →
+/// decommissioning, the last final ([`Phase::check`]). A member with no phase recorded
+/// is active.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Provisioning,
+    #[default]
+    Active,
+    /// Its alerts are downgraded to info.
+    Maintenance,
+    /// Out of assignments and voter candidacy; its death raises no alert.
+    Decommissioning,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [
+        Phase::Provisioning,
+        Phase::Active,
+        Phase::Maintenance,
+        Phase::Decommissioning,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Provisioning => "provisioning",
+            Phase::Active => "active",
+            Phase::Maintenance => "maintenance",
+            Phase::Decommissioning => "decommissioning",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// Whether a member whose recorded phase is `from` (`None`: never set, so active and
+    /// still free to be marked provisioning) may move to `to`; the error says why not.
+    pub fn check(from: Option<Phase>, to: Phase) -> Result<(), String> {
+        use Phase::*;
+        let ok = matches!(
+            (from, to),
+            (None, Provisioning | Maintenance)
+                | (Some(Provisioning), Active)
+                | (Some(Active), Maintenance)
+                | (Some(Maintenance), Active | Decommissioning)
+        );
+        if ok {
+            return Ok(());
+        }
+        let current = from.unwrap_or_default();
+        Err(if current == Decommissioning {
+            "decommissioning is final".to_string()
+        } else if current == to {
+            format!("already {}", to.as_str())
+        } else {
+            format!(
+                "{} cannot go to {}: phases go provisioning -> active <-> maintenance -> decommissioning",
+                current.as_str(),
+                to.as_str()
+            )
+        })
+    }
+}
+
+/// A lifecycle phase as the log recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    pub peer: node::Id,
+    pub name: String,
+    pub phase: Phase,
+    /// The operator who set it.
+    pub by: String,
+    pub at_unix_ms: u64,
 }
 
 /// An operator's alert-lifecycle action, which any member hands to the master to
@@ -153,6 +233,7 @@ pub enum Operator {
         id: String,
         at_unix_ms: u64,
     },
+    Phase(Box<PhaseRecord>),
 }
 
 impl Operator {
@@ -162,6 +243,7 @@ impl Operator {
             Operator::Silence(s) => Command::Silence(s),
             Operator::Ack { id, ack } => Command::Ack { id, ack },
             Operator::Resolve { id, at_unix_ms } => Command::Resolve { id, at_unix_ms },
+            Operator::Phase(p) => Command::Phase(p),
         }
     }
 }
@@ -213,6 +295,9 @@ pub struct RegionState {
     /// Alert acknowledgements by alert id, the latest of each (at most [`MAX_ACKS`]).
     #[serde(default)]
     pub acks: BTreeMap<String, crate::alerting::Ack>,
+    /// Members' lifecycle phases as operators set them (absent: active).
+    #[serde(default)]
+    pub phases: BTreeMap<node::Id, PhaseRecord>,
 }
 
 /// An operator's recovery ([`Command::Recover`]) as the log applied it.
@@ -228,6 +313,11 @@ pub struct Recovered {
 }
 
 impl RegionState {
+    /// Member `peer`'s lifecycle phase.
+    pub fn phase(&self, peer: &node::Id) -> Phase {
+        self.phases.get(peer).map_or(Phase::Active, |r| r.phase)
+    }
+
     /// Applies the command at `index`. Incarnations only move forward: a death of an
     /// incarnation older than the live one is stale, and a dead incarnation cannot come
     /// back alive.
@@ -299,6 +389,13 @@ impl RegionState {
                 }
             }
             Command::Resolve { .. } => {}
+            Command::Phase(p) => {
+                // A transition the phases do not allow (two operators racing) is void.
+                let from = self.phases.get(&p.peer).map(|r| r.phase);
+                if Phase::check(from, p.phase).is_ok() {
+                    self.phases.insert(p.peer.clone(), (**p).clone());
+                }
+            }
             Command::Ack { id, ack } => {
                 let newer = self
                     .acks

@@ -9,15 +9,20 @@
 //!   for itself, and for its members while it leads its region; for any other node it
 //!   answers 409 naming the master that holds the twin;
 //! - `GET /api/v1/twins/{node}/sbom`: the CycloneDX SBOM of this node's binary;
+//! - `POST /api/v1/twins/{node}/phase` (`{"phase": "maintenance", "by": ...}`): moves a
+//!   member of this node's region to a lifecycle phase, through the region's log (sent to
+//!   the master when this node is not it); answered 202 once handed on;
 //! - `GET /api/v1/drift?region=&role=&severity=`: drift records, fleet-wide: all of them
 //!   for the region this node leads, and each other region's most severe ones as its
 //!   master published them.
 
 use actix_web::{HttpResponse, web};
 use fleetmesh_actors::actor::heartbeat::{CensusView, GetCensus};
+use fleetmesh_actors::actor::region::GetRegion;
 use fleetmesh_actors::actor::twin::{GetDrift, GetTwin, GetTwins};
 use fleetmesh_actors::drift::Record;
 use fleetmesh_actors::node;
+use fleetmesh_actors::region::{Operator, Phase, PhaseRecord};
 use serde::{Deserialize, Serialize};
 
 use super::{Problem, ask, bad_request, unavailable};
@@ -169,6 +174,12 @@ pub async fn one(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpRe
     match ask(&shared.twin, GetTwin(node::Id(row.peer.clone()))).await {
         Some(Some(held)) => {
             let mut v = serde_json::to_value(&held).unwrap_or_default();
+            if let Some(region) = ask(&shared.region, GetRegion).await {
+                let record = region.state.phases.get(&node::Id(row.peer.clone()));
+                v["phase"] = serde_json::to_value(record.map_or(Phase::Active, |r| r.phase))
+                    .unwrap_or_default();
+                v["phase_set"] = serde_json::to_value(record).unwrap_or_default();
+            }
             v["status"] = row.status.into();
             v["connectivity"] = row.connectivity.into();
             v["backlog"] = row.backlog.into();
@@ -217,6 +228,71 @@ pub async fn sbom(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpR
     HttpResponse::Ok()
         .content_type("application/vnd.cyclonedx+json")
         .body(crate::sbom::document())
+}
+
+/// Body of `POST /api/v1/twins/{node}/phase`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseBody {
+    pub phase: String,
+    /// Who sets it (default `api`).
+    pub by: Option<String>,
+}
+
+pub async fn phase(
+    shared: web::Data<Shared>,
+    wanted: web::Path<String>,
+    body: web::Json<PhaseBody>,
+) -> HttpResponse {
+    let Some(to) = Phase::parse(&body.phase) else {
+        let all: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        return bad_request(format!(
+            "unknown phase `{}`: one of {}",
+            body.phase,
+            all.join(", ")
+        ));
+    };
+    let row = match one_node(&shared, &wanted).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    if row.region != shared.info.region {
+        return HttpResponse::Conflict().json(Problem {
+            error: format!(
+                "{} is in region {}: set its phase through a node of that region",
+                row.name, row.region
+            ),
+        });
+    }
+    let Some(region) = ask(&shared.region, GetRegion).await else {
+        return unavailable("the region actor");
+    };
+    let peer = node::Id(row.peer.clone());
+    let from = region.state.phases.get(&peer).map(|r| r.phase);
+    if let Err(why) = Phase::check(from, to) {
+        return HttpResponse::Conflict().json(Problem {
+            error: format!("{}: {why}", row.name),
+        });
+    }
+    let record = PhaseRecord {
+        peer,
+        name: row.name.clone(),
+        phase: to,
+        by: body.by.clone().unwrap_or_else(|| "api".into()),
+        at_unix_ms: fleetmesh_actors::actor::unix_ms(),
+    };
+    let msg = fleetmesh_actors::actor::alert::Replicate(Operator::Phase(Box::new(record)));
+    match ask(&shared.region, msg).await {
+        Some(Ok(())) => HttpResponse::Accepted().json(serde_json::json!({
+            "node": row.name,
+            "peer": row.peer,
+            "from": from.unwrap_or_default(),
+            "phase": to,
+            "committed": false,
+        })),
+        Some(Err(why)) => HttpResponse::Conflict().json(Problem { error: why }),
+        None => unavailable("the region actor"),
+    }
 }
 
 /// Query of `GET /api/v1/drift`.

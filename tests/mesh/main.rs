@@ -19,6 +19,7 @@ mod garbage;
 #[allow(dead_code)]
 mod harness;
 mod journal;
+mod lifecycle;
 mod metrics;
 mod package;
 mod policy;

@@ -117,6 +117,8 @@ pub struct Replicated {
     pub acks: Vec<(String, Ack)>,
     /// Alerts an operator resolved: id and when.
     pub resolved: Vec<(String, u64)>,
+    /// Members' lifecycle phases, by name: a member in maintenance raises at info.
+    pub phases: Vec<(String, crate::region::Phase)>,
 }
 
 /// How to reach the region's master: the network's direct requests, and the region's
@@ -234,6 +236,8 @@ pub struct AlertActor {
     save_due: Option<SpawnHandle>,
     /// Whether this node notified at the last look (see [`AlertActor::refresh_role`]).
     notifying: bool,
+    /// Members in maintenance, by name (the region's log says so).
+    maintenance: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for AlertActor {
@@ -268,6 +272,7 @@ impl AlertActor {
             left_to_master: 0,
             masterless_since: Some(unix_ms()),
             notifying: true,
+            maintenance: std::collections::BTreeSet::new(),
             save: None,
             save_due: None,
         }
@@ -639,6 +644,13 @@ impl Handler<Replicated> for AlertActor {
     type Result = ();
 
     fn handle(&mut self, msg: Replicated, ctx: &mut Self::Context) {
+        for (name, phase) in msg.phases {
+            if phase == crate::region::Phase::Maintenance {
+                self.maintenance.insert(name);
+            } else {
+                self.maintenance.remove(&name);
+            }
+        }
         for s in msg.silences {
             self.committed(&format!("silence:{}", s.id), s.updated_at_unix_ms);
             let newer = self
@@ -676,8 +688,11 @@ impl Handler<Replicated> for AlertActor {
 impl Handler<Raise> for AlertActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Raise, ctx: &mut Self::Context) {
+    fn handle(&mut self, mut msg: Raise, ctx: &mut Self::Context) {
         let now = unix_ms();
+        if self.maintenance.contains(&msg.0.host) {
+            crate::alert::in_maintenance(&mut msg.0);
+        }
         let key = msg.0.key.clone();
         self.book.raise(now, msg.0.clone());
         if let Err(e) = self.engine.raise(msg.0.clone(), now) {

@@ -468,6 +468,15 @@ impl RegionActor {
         match cmd {
             Command::DeclareDead { peer, incarnation } => {
                 let Some(a) = &self.links.alerts else { return };
+                if self
+                    .gov
+                    .state()
+                    .is_some_and(|st| st.phase(peer) == crate::region::Phase::Decommissioning)
+                {
+                    // Its departure is the plan, not an incident.
+                    tracing::info!(%peer, "a decommissioned member is gone");
+                    return;
+                }
                 let member = self.gov.members().iter().find(|m| &m.peer == peer);
                 let (name, role) = member.map_or((peer.0.as_str(), ""), |m| {
                     (m.name.as_str(), m.role.as_str())
@@ -563,6 +572,11 @@ impl RegionActor {
                 silences: state.silences.into_values().collect(),
                 acks: state.acks.into_iter().collect(),
                 resolved: Vec::new(),
+                phases: state
+                    .phases
+                    .into_values()
+                    .map(|r| (r.name, r.phase))
+                    .collect(),
             };
             if r.try_send(msg).is_err() {
                 count_drops(&self.drops, "alert_replicated", 1);
@@ -585,6 +599,15 @@ impl RegionActor {
                 resolved: vec![(id.clone(), *at_unix_ms)],
                 ..Default::default()
             }),
+            // As the state recorded it (a transition the phases refuse is void).
+            Command::Phase(p) => self
+                .gov
+                .state()
+                .and_then(|st| st.phases.get(&p.peer))
+                .map(|r| crate::actor::alert::Replicated {
+                    phases: vec![(r.name.clone(), r.phase)],
+                    ..Default::default()
+                }),
             _ => None,
         };
         if leading && self.leading() == Some(c.term) {

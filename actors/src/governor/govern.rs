@@ -133,7 +133,14 @@ impl Governor {
                 Liveness::Joining | Liveness::Remote => {}
             }
         }
-        let target = assign::assign(&assign::items(&live, &self.config.probes), &live);
+        // A decommissioning member is still watched (its audit stays an item) but owns
+        // nothing: its work moves to the others.
+        let workers: BTreeSet<node::Id> = live
+            .iter()
+            .filter(|p| state.phase(p) != region::Phase::Decommissioning)
+            .cloned()
+            .collect();
+        let target = assign::assign(&assign::items(&live, &self.config.probes), &workers);
         for (item, owner) in assign::moves(&state.assignments, &target) {
             commands.push(Command::Assign { item, owner });
         }
@@ -148,6 +155,22 @@ impl Governor {
     /// One membership change toward: no refused or long-dead voter, every live member a
     /// learner, `max_voters` voters.
     pub(super) fn reconfigure(&mut self, now: Instant, refused: &BTreeSet<u64>) {
+        let own = region::raft_id(&self.config.own);
+        // Decommissioning members leave the configuration like refused ones (the master
+        // itself excepted: it would have to hand over first).
+        let leaving: BTreeSet<u64> = self
+            .state()
+            .map(|st| {
+                st.phases
+                    .values()
+                    .filter(|r| r.phase == region::Phase::Decommissioning)
+                    .map(|r| region::raft_id(&r.peer))
+                    .filter(|id| *id != own)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let refused: BTreeSet<u64> = refused.union(&leaving).copied().collect();
+        let refused = &refused;
         let Some(core) = &mut self.core else {
             return;
         };

@@ -766,3 +766,52 @@ fn split_votes_at_three_of_five_voters_stay_within_the_bound() {
         times[times.len() - 1]
     );
 }
+
+#[test]
+fn a_decommissioning_member_owns_no_work_and_leaves_the_voters() {
+    let mut tpl = template(3);
+    tpl.max_voters = 5;
+    tpl.probes = (0..6).map(|i| format!("probe-{i}")).collect();
+    let mut sim = Sim::new(7, 4, tpl);
+    assert!(sim.run_until(BOUND_MS, |s| s.master().is_some()));
+    sim.run_ms(10_000);
+    let (master, _) = sim.master().expect("a master");
+    let m = sim.index_of(&master).expect("a member");
+    let victim = (0..4)
+        .find(|&i| i != m)
+        .expect("a member that is not the master");
+    let peer = sim.nodes[victim].peer.clone();
+    let id = sim.raft_id(victim);
+    assert!(voters_of(&sim, m).contains(&id), "a voter to begin with");
+    let owns = |s: &Sim| {
+        s.gov(m).and_then(Governor::state).map_or(0, |st| {
+            st.assignments.values().filter(|o| **o == peer).count()
+        })
+    };
+    assert!(owns(&sim) > 0, "it owns work to begin with");
+    for (phase, by) in [
+        (region::Phase::Maintenance, "ops"),
+        (region::Phase::Decommissioning, "ops"),
+    ] {
+        let record = region::PhaseRecord {
+            peer: peer.clone(),
+            name: sim.nodes[victim].name.clone(),
+            phase,
+            by: by.into(),
+            at_unix_ms: 1,
+        };
+        sim.propose(m, &Command::Phase(Box::new(record)))
+            .expect("the master takes it");
+        sim.run_ms(1_000);
+    }
+    assert!(
+        sim.run_until(BOUND_MS, |s| owns(s) == 0 && !voters_of(s, m).contains(&id)),
+        "its work moved and it left the voters: owns {}, voters {:?}",
+        owns(&sim),
+        voters_of(&sim, m)
+    );
+    let st = sim.gov(m).and_then(Governor::state).expect("state");
+    assert_eq!(st.phase(&peer), region::Phase::Decommissioning);
+    // Every item still has a live owner.
+    assert!(st.assignments.len() >= 6, "{:?}", st.assignments);
+}

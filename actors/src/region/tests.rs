@@ -1046,3 +1046,43 @@ fn silences_and_acks_keep_the_latest_and_stay_bounded_ended_first() {
         "the bounded state fits a snapshot"
     );
 }
+
+#[test]
+fn phases_follow_their_transitions_and_decommissioning_is_final() {
+    use crate::region::{Phase, PhaseRecord};
+    let peer = node::Id("p".into());
+    let set = |st: &mut RegionState, index: u64, phase: Phase| {
+        st.apply(
+            index,
+            &Command::Phase(Box::new(PhaseRecord {
+                peer: peer.clone(),
+                name: "n".into(),
+                phase,
+                by: "ops".into(),
+                at_unix_ms: index,
+            })),
+        );
+    };
+    let mut st = RegionState::default();
+    assert_eq!(st.phase(&peer), Phase::Active);
+    // Active cannot go straight to decommissioning: void.
+    set(&mut st, 1, Phase::Decommissioning);
+    assert_eq!(st.phase(&peer), Phase::Active);
+    set(&mut st, 2, Phase::Maintenance);
+    assert_eq!(st.phase(&peer), Phase::Maintenance);
+    set(&mut st, 3, Phase::Active);
+    assert_eq!(st.phase(&peer), Phase::Active);
+    set(&mut st, 4, Phase::Maintenance);
+    set(&mut st, 5, Phase::Decommissioning);
+    assert_eq!(st.phase(&peer), Phase::Decommissioning);
+    set(&mut st, 6, Phase::Active);
+    assert_eq!(st.phase(&peer), Phase::Decommissioning, "final");
+    assert_eq!(st.phases[&peer].at_unix_ms, 5);
+    assert!(
+        Phase::check(Some(Phase::Decommissioning), Phase::Active)
+            .is_err_and(|e| e.contains("final"))
+    );
+    assert!(Phase::check(None, Phase::Provisioning).is_ok());
+    assert!(Phase::check(Some(Phase::Provisioning), Phase::Active).is_ok());
+    assert!(Phase::check(Some(Phase::Active), Phase::Provisioning).is_err());
+}
