@@ -21,6 +21,8 @@ struct Entry {
     seen: Option<Result<String, String>>,
     /// The last version that parsed.
     good: Option<Layer>,
+    /// Why the file as last read is refused, if it is.
+    refused: Option<Error>,
 }
 
 /// The desired-state files of one directory, as last read. Call [`Loader::refresh`] to
@@ -67,6 +69,15 @@ impl Loader {
     /// Grows whenever a refresh changed what [`Loader::spec`] answers.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The files refused as they stand now (each keeps its last good version, if any).
+    pub fn refused(&self) -> Vec<Error> {
+        self.roles
+            .values()
+            .chain(self.nodes.values())
+            .filter_map(|e| e.refused.clone())
+            .collect()
     }
 
     /// The good versions of every file now.
@@ -148,23 +159,26 @@ fn refresh(
         let entry = entries.entry(stem).or_insert(Entry {
             seen: None,
             good: None,
+            refused: None,
         });
         if entry.seen.as_ref() == Some(&seen) {
             continue;
         }
-        match &seen {
+        entry.refused = match &seen {
             Ok(text) => match desired::parse(&name, text) {
                 Ok(layer) => {
                     entry.good = Some(layer);
                     changed = true;
+                    None
                 }
-                Err(e) => errors.push(e),
+                Err(e) => Some(e),
             },
-            Err(e) => errors.push(Error::file(
+            Err(e) => Some(Error::file(
                 &name,
                 format!("cannot read {}: {e}", path.display()),
             )),
-        }
+        };
+        errors.extend(entry.refused.clone());
         entry.seen = Some(seen);
     }
     changed

@@ -80,6 +80,8 @@ pub struct Shared {
     /// `None` when `anomaly.enabled` is false.
     pub anomaly: Option<Addr<AnomalyActor>>,
     pub twin: Addr<TwinActor>,
+    /// The desired-state files refused as they stand (each keeps its last good version).
+    pub desired_refused: watch::Receiver<Vec<String>>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
     /// The live event stream (`GET /api/v1/events`).
@@ -720,6 +722,8 @@ async fn serve(
     let driver = tokio::spawn(driver.run(stop_rx));
 
     let verification = Arc::new(probe::files::Progress::default());
+    // The desired-state files refused as they stand, for `GET /api/v1/drift`.
+    let (desired_refused, refused_rx) = watch::channel(Vec::new());
     let ready_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = Shared {
         peer_id: peer_id.to_base58(),
@@ -738,6 +742,7 @@ async fn serve(
         alerts: actors.alerts.clone(),
         anomaly: actors.anomaly.clone(),
         twin: actors.twin.clone(),
+        desired_refused: refused_rx,
         net: net_state.clone(),
         metrics,
         events: actors.events.clone(),
@@ -822,6 +827,7 @@ async fn serve(
         twin: actors.twin.clone(),
         files: actors.files.clone(),
         policy: actors.policy.clone(),
+        refused: desired_refused,
     }));
     // Ready means the start-up verification and the first network and process readings
     // have been handed over: changes made while the node was down are reported before

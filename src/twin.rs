@@ -37,6 +37,8 @@ pub struct Feed {
     pub twin: Addr<TwinActor>,
     pub files: Addr<FileActor>,
     pub policy: Addr<PolicyActor>,
+    /// Where the files refused as they stand are shown (`GET /api/v1/drift`).
+    pub refused: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 /// The package database's identity on disk: a change of it means a new reading.
@@ -126,6 +128,17 @@ fn desired_step(feed: &mut Feed, first: &mut bool) -> Option<SetDesired> {
     for e in feed.desired.refresh() {
         tracing::error!(error = %e, "desired state refused; its last good version stays");
     }
+    let refused: Vec<String> = feed
+        .desired
+        .refused()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    feed.refused.send_if_modified(|now| {
+        let changed = *now != refused;
+        *now = refused;
+        changed
+    });
     if feed.desired.generation() == before && !*first {
         return None;
     }

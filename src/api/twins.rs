@@ -387,5 +387,6 @@ pub async fn drift(shared: web::Data<Shared>, q: web::Query<DriftQuery>) -> Http
         "regions": regions,
         "records": records,
         "resolved": resolved,
+        "desired_refused": *shared.desired_refused.borrow(),
     }))
 }

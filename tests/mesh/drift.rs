@@ -180,4 +180,26 @@ async fn drift_shows_at_the_master_and_in_another_region_and_clears_when_fixed()
     .await;
     assert_eq!(r["severity"], "high", "{r}");
     assert!(record(master, "e1", "fleetmesh:digest").await.is_none());
+
+    // A bad edit of the role's file is refused with file, line and key; the last good
+    // version stays in force (e1's file is still judged as desired, and e2 still drifts).
+    std::fs::write(
+        desired.path().join("web.toml"),
+        "[[files]]\npath = \"/etc/app.conf\"\nsha256 = \"not-hex\"\n",
+    )
+    .expect("a bad edit");
+    let why = wait_for("the bad edit refused", CONVERGE, || async {
+        let d: Value = get(&master.url("/api/v1/drift")).await;
+        d["desired_refused"]
+            .as_array()
+            .and_then(|l| l.first())
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| d.to_string())
+    })
+    .await;
+    assert!(why.starts_with("web.toml:3: files[0].sha256"), "{why}");
+    put(e1, "etc/app.conf", BAD);
+    drift_is(master, "e1", "file:/etc/app.conf", Some(&actual)).await;
+    assert!(record(master, "e2", "fleetmesh:digest").await.is_some());
 }
