@@ -96,6 +96,8 @@ fn the_package_installs_what_a_node_needs() {
         "etc/fleetmesh/policy/baseline.toml",
         "etc/fleetmesh/policy/database.toml",
         "etc/fleetmesh/policy/web.toml",
+        "etc/fleetmesh/desired/README",
+        "usr/share/doc/fleetmesh/examples/desired/web.toml",
     ] {
         assert!(root.join(file).is_file(), "{file} missing from the package");
     }
@@ -119,6 +121,7 @@ fn the_package_installs_what_a_node_needs() {
         std::fs::read_to_string(root.join("etc/fleetmesh/fleetmesh.toml")).expect("settings");
     let loaded = fleetmesh::settings::load_text(&settings).expect("the shipped settings load");
     assert_eq!(loaded.raw.node.data_dir, Path::new("/var/lib/fleetmesh"));
+    assert_eq!(loaded.raw.desired.dir, Path::new("/etc/fleetmesh/desired"));
     // Control files: the maintainer scripts create the service's user.
     let control = Command::new("dpkg-deb")
         .arg("-I")
