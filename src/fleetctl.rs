@@ -66,8 +66,8 @@ pub fn fleet(args: FleetArgs) -> Result<String, Error> {
 
 pub fn fleet_table(census: &Value, drift: &Value) -> String {
     let mut out = format!(
-        "{:<16}  {:<24}  {:>5}  {:>7}  {:<32}  {:>9}  {:>8}\n",
-        "REGION", "MASTER", "TERM", "MEMBERS", "BY STATE", "DRIFT", "AGE"
+        "{:<16}  {:<24}  {:>5}  {:>7}  {:<32}  {:>9}  {:<20}  {:>8}\n",
+        "REGION", "MASTER", "TERM", "MEMBERS", "BY STATE", "DRIFT", "OPEN ALERTS", "AGE"
     );
     let empty = Vec::new();
     for r in census["regions"].as_array().unwrap_or(&empty) {
@@ -100,14 +100,25 @@ pub fn fleet_table(census: &Value, drift: &Value) -> String {
                 )
             },
         );
+        let alerts = r["alerts"].as_object().map_or_else(String::new, |c| {
+            c.iter()
+                .map(|(k, v)| format!("{k} {}", text(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         out += &format!(
-            "{:<16}  {:<24}  {:>5}  {:>7}  {:<32}  {:>9}  {:>7}s\n",
+            "{:<16}  {:<24}  {:>5}  {:>7}  {:<32}  {:>9}  {:<20}  {:>7}s\n",
             region,
             master_name,
             text(&r["term"]),
             members,
             by_state,
             drift_text,
+            if alerts.is_empty() {
+                "-".into()
+            } else {
+                alerts
+            },
             r["age_ms"].as_u64().unwrap_or(0) / 1000
         );
     }

@@ -525,6 +525,9 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     alerts.do_send(fleetmesh_actors::actor::alert::SetReplicate(
         region.clone().recipient(),
     ));
+    alerts.do_send(fleetmesh_actors::actor::alert::SetCensus(
+        heartbeat.clone().recipient(),
+    ));
     alerts.do_send(fleetmesh_actors::actor::alert::SetDirect {
         direct: alerts_direct,
         region: info.region.clone(),

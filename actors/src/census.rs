@@ -102,6 +102,12 @@ pub struct Summary {
     /// lead, or from an older build).
     #[serde(default)]
     pub drift: Option<Drift>,
+    /// Open alerts by severity, as the master that notifies for the region holds them.
+    #[serde(default)]
+    pub alerts: BTreeMap<String, u32>,
+    /// Members per lifecycle phase other than active (as the region's log has them).
+    #[serde(default)]
+    pub phases: BTreeMap<crate::region::Phase, u32>,
 }
 
 /// A region's drift, as its summary carries it: the counts, and the most severe records.
@@ -174,6 +180,8 @@ impl Summary {
             omitted,
             counts,
             drift: None,
+            alerts: BTreeMap::new(),
+            phases: BTreeMap::new(),
         }
     }
 }

@@ -146,6 +146,24 @@ async fn drift_shows_at_the_master_and_in_another_region_and_clears_when_fixed()
             .ok_or_else(|| v["alerts"].to_string())
     })
     .await;
+    // The summary eu's master publishes counts its open alerts: seen from us.
+    wait_for(
+        "eu's open alerts counted in us's census",
+        CONVERGE,
+        || async {
+            let c: Value = get(&u0.url("/api/v1/census")).await;
+            let eu = c["regions"]
+                .as_array()
+                .and_then(|l| l.iter().find(|r| r["region"] == "eu").cloned())
+                .unwrap_or_default();
+            if eu["alerts"]["medium"].as_u64().unwrap_or(0) >= 1 {
+                Ok(())
+            } else {
+                Err(eu["alerts"].to_string())
+            }
+        },
+    )
+    .await;
     // The twin the master holds carries the file's digest and a drift score.
     let t: Value = get(&master.url("/api/v1/twins/eu/e1")).await;
     assert_eq!(

@@ -102,6 +102,15 @@ async fn maintenance_downgrades_and_decommissioning_leaves_quietly() {
     let out = phase(&nodes[other], &name, "maintenance");
     assert!(out.status.success(), "{out:?}");
     phase_is(&nodes[v], &name, "maintenance").await;
+    wait_for("the phase counted in the census", CONVERGE, || async {
+        let c: Value = get(&nodes[m].url("/api/v1/census")).await;
+        if c["regions"][0]["phases"]["maintenance"] == 1 {
+            Ok(())
+        } else {
+            Err(c["regions"][0]["phases"].to_string())
+        }
+    })
+    .await;
     add_users(&etcs[v], &["maint"]);
     let a = access_alert(&nodes[v], &name, "maint").await;
     assert_eq!(a["severity"], "info", "{a}");

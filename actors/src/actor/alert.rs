@@ -177,6 +177,15 @@ pub struct Replicate(pub crate::region::Operator);
 #[rtype(result = "()")]
 pub struct SetReplicate(pub Recipient<Replicate>);
 
+/// Where the open alerts' counts go, for the region's census summary (the heartbeat
+/// actor); sent at most every [`COUNTS_EVERY`].
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetCensus(pub Recipient<crate::actor::heartbeat::SetAlertCounts>);
+
+/// The open alerts' counts are told at most this often.
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
+
 /// How often actions not yet seen committed are handed to the region's log again.
 const REPLICATE_RETRY: Duration = Duration::from_secs(3);
 
@@ -238,6 +247,9 @@ pub struct AlertActor {
     notifying: bool,
     /// Members in maintenance, by name (the region's log says so).
     maintenance: std::collections::BTreeSet<String>,
+    /// Where the open alerts' counts go, and whether a count is due.
+    census: Option<Recipient<crate::actor::heartbeat::SetAlertCounts>>,
+    counts_due: bool,
 }
 
 impl std::fmt::Debug for AlertActor {
@@ -273,6 +285,8 @@ impl AlertActor {
             masterless_since: Some(unix_ms()),
             notifying: true,
             maintenance: std::collections::BTreeSet::new(),
+            census: None,
+            counts_due: false,
             save: None,
             save_due: None,
         }
@@ -450,6 +464,17 @@ impl AlertActor {
     /// Queues what the engine says is due, starts every batch that is due, then sleeps
     /// until either core has something to do.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.census.is_some() && !self.counts_due {
+            self.counts_due = true;
+            ctx.run_later(COUNTS_EVERY, |act, _| {
+                act.counts_due = false;
+                if let Some(c) = &act.census {
+                    let _ = c.try_send(crate::actor::heartbeat::SetAlertCounts(
+                        act.engine.open_by_severity(),
+                    ));
+                }
+            });
+        }
         let now = unix_ms();
         self.polled_at = std::time::Instant::now();
         let notifier = self.notifier();
@@ -558,6 +583,14 @@ impl Actor for AlertActor {
         ctx.run_interval(RESEND_OPEN, |act, _| act.forward_open());
         // Notifications a previous run saved go out now.
         self.pump(ctx);
+    }
+}
+
+impl Handler<SetCensus> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetCensus, _: &mut Self::Context) {
+        self.census = Some(msg.0);
     }
 }
 

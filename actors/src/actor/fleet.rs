@@ -57,6 +57,8 @@ pub struct SetView {
     pub leading: Option<u64>,
     /// Peer → (name, role) of every member known, this node included.
     pub members: BTreeMap<node::Id, (String, String)>,
+    /// Members whose lifecycle phase is not active, as the region's log has them.
+    pub phases: BTreeMap<node::Id, crate::region::Phase>,
 }
 
 /// Spikes the region's intake applied, while this node leads.

@@ -7,6 +7,7 @@
 //! [`Inbound`] messages.
 
 use crate::actor::push::{Pushed, push};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,14 @@ impl Handler<crate::actor::fleet::SetView> for HeartbeatActor {
         self.census
             .set_home_master(msg.view.master.as_ref().map(|(m, _)| m.clone()));
         self.master = msg.view.master;
+        let mut phases = BTreeMap::new();
+        for p in msg.phases.values() {
+            *phases.entry(*p).or_insert(0u32) += 1;
+        }
+        if phases != self.phases {
+            self.phases = phases;
+            self.census.changed(unix_ms());
+        }
         self.census.set_leading(msg.leading, unix_ms());
         if msg.leading.is_none() {
             self.drift = None;
@@ -116,6 +125,24 @@ impl Handler<SetDrift> for HeartbeatActor {
     fn handle(&mut self, msg: SetDrift, ctx: &mut Self::Context) {
         if self.drift != msg.0 {
             self.drift = msg.0;
+            self.census.changed(unix_ms());
+            self.schedule(ctx);
+        }
+    }
+}
+
+/// Open alerts by severity, as this node's alert lifecycle holds them (what a master's
+/// summary carries).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetAlertCounts(pub BTreeMap<String, u32>);
+
+impl Handler<SetAlertCounts> for HeartbeatActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAlertCounts, ctx: &mut Self::Context) {
+        if self.alerts != msg.0 {
+            self.alerts = msg.0;
             self.census.changed(unix_ms());
             self.schedule(ctx);
         }
@@ -257,6 +284,10 @@ pub struct HeartbeatActor {
     master: Option<(node::Id, u64)>,
     /// The region's drift, while this node leads (set by the twin keeper).
     drift: Option<census::Drift>,
+    /// Open alerts by severity, as this node's alert lifecycle holds them.
+    alerts: BTreeMap<String, u32>,
+    /// Members per lifecycle phase other than active.
+    phases: BTreeMap<crate::region::Phase, u32>,
 }
 
 impl std::fmt::Debug for HeartbeatActor {
@@ -285,6 +316,8 @@ impl HeartbeatActor {
             census: Census::new(config.census, region.clone()),
             master: None,
             drift: None,
+            alerts: BTreeMap::new(),
+            phases: BTreeMap::new(),
             emitter: heartbeat::Emitter::new(config.emitter, info, now),
             own,
             region,
@@ -343,6 +376,8 @@ impl HeartbeatActor {
             (wire::MAX_FRAME - 1024).saturating_sub(drift_bytes),
         );
         summary.drift = self.drift.clone();
+        summary.alerts = self.alerts.clone();
+        summary.phases = self.phases.clone();
         summary
     }
 

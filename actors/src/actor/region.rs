@@ -456,6 +456,17 @@ impl RegionActor {
             },
             leading: self.gov.leading(),
             members,
+            phases: self
+                .gov
+                .state()
+                .map(|st| {
+                    st.phases
+                        .iter()
+                        .filter(|(_, r)| r.phase != crate::region::Phase::Active)
+                        .map(|(p, r)| (p.clone(), r.phase))
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         for r in &self.links.view {
             let _ = r.try_send(view.clone());
@@ -585,6 +596,9 @@ impl RegionActor {
     }
 
     fn committed(&mut self, c: Committed) {
+        if matches!(c.command, Command::Phase(_)) {
+            self.push_view();
+        }
         let leading = self.leading().is_some();
         let replicated = match &c.command {
             Command::Silence(s) => Some(crate::actor::alert::Replicated {

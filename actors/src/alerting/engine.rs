@@ -329,6 +329,16 @@ impl Engine {
 
     /// Alerts tracked now (open, muted, or resolved and not yet notified): what a poll
     /// looks through.
+    /// Open (not resolved) alerts by their `severity` label.
+    pub fn open_by_severity(&self) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for t in self.alerts.values().filter(|t| !t.record.is_resolved()) {
+            let s = t.record.labels.get("severity").cloned().unwrap_or_default();
+            *out.entry(s).or_insert(0) += 1;
+        }
+        out
+    }
+
     pub fn tracked(&self) -> usize {
         self.alerts.len()
     }
