@@ -637,6 +637,7 @@ mod tests {
             },
             leading: Some(4),
             members: Default::default(),
+            phases: Default::default(),
         };
         fleet.send(view.clone()).await.expect("delivered");
         addr.send(view).await.expect("delivered");
@@ -672,6 +673,7 @@ mod tests {
             },
             leading: None,
             members: Default::default(),
+            phases: Default::default(),
         };
         addr.send(other).await.expect("delivered");
         addr.send(Decide(vec![user(3, "eve")]))
