@@ -118,6 +118,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
             net::driver::Links {
                 outbox: rx,
                 direct: mpsc::channel(1).1,
+                asks: mpsc::channel(1).1,
                 inbound: rec.recipient(),
                 census: None,
                 region: None,

@@ -82,6 +82,8 @@ pub struct Shared {
     pub twin: Addr<TwinActor>,
     /// The desired-state files refused as they stand (each keeps its last good version).
     pub desired_refused: watch::Receiver<Vec<String>>,
+    /// Requests to other nodes whose answers the API waits for.
+    pub asks: tokio::sync::mpsc::Sender<net::driver::Ask>,
     pub net: watch::Receiver<net::driver::State>,
     pub metrics: Arc<Metrics>,
     /// The live event stream (`GET /api/v1/events`).
@@ -657,6 +659,7 @@ async fn serve(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let peer_id = *swarm.local_peer_id();
+    let (asks, asks_rx) = tokio::sync::mpsc::channel(64);
     let (driver, mut net_state) = net::driver::Driver::new(
         swarm,
         info.clone(),
@@ -672,6 +675,7 @@ async fn serve(
             },
             outbox: outbox_rx,
             direct: direct_rx,
+            asks: asks_rx,
             inbound: actors.heartbeat.clone().recipient(),
             census: Some(actors.heartbeat.clone().recipient()),
             region: Some(net::driver::RegionLinks {
@@ -682,6 +686,7 @@ async fn serve(
                 operator: actors.region.clone().recipient(),
                 alerts: actors.alerts.clone().recipient(),
                 twins: actors.twin.clone().recipient(),
+                twin: actors.twin.clone().recipient(),
             }),
             audit: Some(net::driver::AuditLinks {
                 digest: actors.files.clone().recipient(),
@@ -746,6 +751,7 @@ async fn serve(
         anomaly: actors.anomaly.clone(),
         twin: actors.twin.clone(),
         desired_refused: refused_rx,
+        asks,
         net: net_state.clone(),
         metrics,
         events: actors.events.clone(),

@@ -130,6 +130,9 @@ pub enum Request {
     /// The sender's digital twin, for the region's master, which judges its drift: sent
     /// when it changes and again as a repair. Answered `Accepted` when taken in.
     Twin(Box<crate::twin::Report>),
+    /// "Which twin do you hold of `node`?" Asked of a region's master (from any region),
+    /// answered [`Response::Twin`].
+    GetTwin { region: String, node: node::Id },
 }
 
 /// The answer to a [`Request`].
@@ -148,6 +151,8 @@ pub enum Response {
     Digest(crate::audit::Answer),
     /// The master's answer to [`Request::Consult`].
     Verdict(fleet::Answer),
+    /// The answer to [`Request::GetTwin`] (`None`: not held here).
+    Twin(Option<Box<crate::twin::keep::Held>>),
     /// The request was understood but refused; the text says why.
     Refused(String),
     /// The request was not taken: its sender is over its budget on this node (too many

@@ -7,7 +7,7 @@
 //! - `GET /api/v1/twins/{node}`: one node's twin (`{node}` is a peer id, a name or
 //!   `region/name`; an ambiguous name answers 409 with the candidates). This node answers
 //!   for itself, and for its members while it leads its region; for any other node it
-//!   answers 409 naming the master that holds the twin;
+//!   asks the master of that node's region over the network (`source: master`);
 //! - `GET /api/v1/twins/{node}/sbom`: the CycloneDX SBOM of this node's binary;
 //! - `POST /api/v1/twins/{node}/phase` (`{"phase": "maintenance", "by": ...}`): moves a
 //!   member of this node's region to a lifecycle phase, through the region's log (sent to
@@ -23,6 +23,7 @@ use fleetmesh_actors::actor::twin::{GetDrift, GetTwin, GetTwins};
 use fleetmesh_actors::drift::Record;
 use fleetmesh_actors::node;
 use fleetmesh_actors::region::{Operator, Phase, PhaseRecord};
+use fleetmesh_actors::twin::keep::Held;
 use serde::{Deserialize, Serialize};
 
 use super::{Problem, ask, bad_request, unavailable};
@@ -171,44 +172,102 @@ pub async fn one(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpRe
         Ok(r) => r,
         Err(answer) => return answer,
     };
-    match ask(&shared.twin, GetTwin(node::Id(row.peer.clone()))).await {
-        Some(Some(held)) => {
-            let mut v = serde_json::to_value(&held).unwrap_or_default();
-            if let Some(region) = ask(&shared.region, GetRegion).await {
-                let record = region.state.phases.get(&node::Id(row.peer.clone()));
-                v["phase"] = serde_json::to_value(record.map_or(Phase::Active, |r| r.phase))
-                    .unwrap_or_default();
-                v["phase_set"] = serde_json::to_value(record).unwrap_or_default();
-            }
-            v["status"] = row.status.into();
-            v["connectivity"] = row.connectivity.into();
-            v["backlog"] = row.backlog.into();
-            v["last_seen_ms"] = row.last_seen_ms.into();
-            HttpResponse::Ok().json(v)
-        }
-        Some(None) => {
-            let (view, _) = match gather(&shared).await {
-                Ok(v) => v,
-                Err(answer) => return answer,
-            };
-            let master = if row.region == view.region.region {
-                view.region.master.clone()
-            } else {
-                view.foreign
-                    .iter()
-                    .find(|k| k.summary.region == row.region)
-                    .and_then(|k| k.summary.master.clone())
-            };
-            HttpResponse::Conflict().json(serde_json::json!({
-                "error": format!(
-                    "the twin of {} is held by the master of region {}: ask it",
-                    row.name, row.region
-                ),
-                "region": row.region,
-                "master": master.map(|m| m.0),
-            }))
-        }
-        None => unavailable("the twin actor"),
+    let (held, source) = match ask(&shared.twin, GetTwin(node::Id(row.peer.clone()))).await {
+        Some(Some(held)) => (held, "local"),
+        Some(None) => match from_master(&shared, &row).await {
+            Ok(held) => (held, "master"),
+            Err(answer) => return answer,
+        },
+        None => return unavailable("the twin actor"),
+    };
+    let mut v = serde_json::to_value(&held.twin).unwrap_or_default();
+    v["received_ms"] = held.received_ms.into();
+    v["desired"] = held.desired.into();
+    v["drift_score"] = held.drift_score.into();
+    v["stale_by_s"] = held.stale_by_s.into();
+    v["source"] = source.into();
+    if row.region == shared.info.region
+        && let Some(region) = ask(&shared.region, GetRegion).await
+    {
+        let record = region.state.phases.get(&node::Id(row.peer.clone()));
+        v["phase"] =
+            serde_json::to_value(record.map_or(Phase::Active, |r| r.phase)).unwrap_or_default();
+        v["phase_set"] = serde_json::to_value(record).unwrap_or_default();
+    }
+    v["status"] = row.status.into();
+    v["connectivity"] = row.connectivity.into();
+    v["backlog"] = row.backlog.into();
+    v["last_seen_ms"] = row.last_seen_ms.into();
+    HttpResponse::Ok().json(v)
+}
+
+/// The twin of `row` as the master of its region holds it, asked over the network.
+async fn from_master(shared: &Shared, row: &Row) -> Result<Held, HttpResponse> {
+    let (view, _) = gather(shared).await?;
+    let master = if row.region == view.region.region {
+        view.region.master.clone()
+    } else {
+        view.foreign
+            .iter()
+            .find(|k| k.summary.region == row.region)
+            .and_then(|k| k.summary.master.clone())
+    };
+    let gone = |status: actix_web::http::StatusCode, why: String| {
+        HttpResponse::build(status).json(serde_json::json!({
+            "error": why,
+            "region": row.region,
+            "master": view.region.master.as_ref().filter(|_| row.region == view.region.region).map(|m| m.0.clone()),
+        }))
+    };
+    let Some(master) = master.filter(|m| m.0 != shared.peer_id) else {
+        return Err(gone(
+            actix_web::http::StatusCode::CONFLICT,
+            format!(
+                "no master of region {} holds the twin of {} now",
+                row.region, row.name
+            ),
+        ));
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ask = crate::net::driver::Ask {
+        to: master.clone(),
+        request: fleetmesh_actors::wire::Request::GetTwin {
+            region: row.region.clone(),
+            node: node::Id(row.peer.clone()),
+        },
+        reply: tx,
+    };
+    if shared.asks.try_send(ask).is_err() {
+        return Err(unavailable("the network's request queue"));
+    }
+    let bad_gateway = actix_web::http::StatusCode::BAD_GATEWAY;
+    match tokio::time::timeout(std::time::Duration::from_secs(3), rx).await {
+        Ok(Ok(Ok(fleetmesh_actors::wire::Response::Twin(Some(held))))) => Ok(*held),
+        Ok(Ok(Ok(fleetmesh_actors::wire::Response::Twin(None)))) => Err(gone(
+            actix_web::http::StatusCode::NOT_FOUND,
+            format!(
+                "the master of region {} ({master}) holds no twin of {} yet",
+                row.region, row.name
+            ),
+        )),
+        Ok(Ok(Ok(other))) => Err(gone(
+            bad_gateway,
+            format!(
+                "the master of region {} ({master}) answered {other:?}",
+                row.region
+            ),
+        )),
+        Ok(Ok(Err(why))) => Err(gone(
+            bad_gateway,
+            format!("the master of region {} ({master}): {why}", row.region),
+        )),
+        Ok(Err(_)) | Err(_) => Err(gone(
+            actix_web::http::StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the master of region {} ({master}) did not answer within 3 s",
+                row.region
+            ),
+        )),
     }
 }
 

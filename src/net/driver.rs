@@ -32,7 +32,7 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError, Topic
 use libp2p::request_response::{self, Message};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::budget::{self, Budget};
 use super::{
@@ -64,6 +64,8 @@ pub struct Links {
     pub outbox: mpsc::Receiver<Publish>,
     /// Requests to send to one peer.
     pub direct: mpsc::Receiver<Direct>,
+    /// Requests whose answer goes back to the asker (the API asking another node).
+    pub asks: mpsc::Receiver<Ask>,
     /// Membership news for the heartbeat actor.
     pub inbound: Recipient<Inbound>,
     /// Regions' summaries heard on the fleet topic (heartbeat actor), if it runs.
@@ -125,6 +127,16 @@ pub struct RegionLinks {
     pub alerts: Recipient<fleetmesh_actors::actor::alert::MemberAlerts>,
     /// Members' twins, for the twin actor (which takes them while this node leads).
     pub twins: Recipient<fleetmesh_actors::actor::twin::TwinIn>,
+    /// The twins this node holds, asked by nodes of any region.
+    pub twin: Recipient<fleetmesh_actors::actor::twin::GetTwin>,
+}
+
+/// A request whose answer goes back to the asker: the answer, or why none came.
+#[derive(Debug)]
+pub struct Ask {
+    pub to: node::Id,
+    pub request: wire::Request,
+    pub reply: oneshot::Sender<Result<wire::Response, String>>,
 }
 
 /// A response an actor is still working out, with the channel it goes back on and the
@@ -144,6 +156,12 @@ pub struct Driver {
     info: node::Info,
     outbox: mpsc::Receiver<Publish>,
     direct: mpsc::Receiver<Direct>,
+    asks: mpsc::Receiver<Ask>,
+    /// The askers of requests in flight, by request.
+    asked: HashMap<
+        request_response::OutboundRequestId,
+        oneshot::Sender<Result<wire::Response, String>>,
+    >,
     inbound: Recipient<Inbound>,
     census: Option<Recipient<CensusIn>>,
     region_links: Option<RegionLinks>,
@@ -195,6 +213,7 @@ impl Driver {
         let Links {
             outbox,
             direct,
+            asks,
             inbound,
             census,
             region: region_links,
@@ -218,6 +237,8 @@ impl Driver {
                 info,
                 outbox,
                 direct,
+                asks,
+                asked: HashMap::new(),
                 inbound,
                 census,
                 region_links,
@@ -266,6 +287,7 @@ impl Driver {
                     }
                 }
                 Some(d) = self.direct.recv() => self.send_direct(d),
+                Some(a) = self.asks.recv() => self.send_ask(a),
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some((channel, reply, peer)) = self.replies.next() => {
                     self.budget.release(&peer);
@@ -806,6 +828,46 @@ impl Driver {
         }
     }
 
+    fn send_ask(&mut self, a: Ask) {
+        match a.to.0.parse::<PeerId>() {
+            Ok(peer) => {
+                let request_id = self
+                    .swarm
+                    .behaviour_mut()
+                    .hello
+                    .send_request(&peer, a.request);
+                self.asked.insert(request_id, a.reply);
+            }
+            Err(e) => {
+                let _ = a.reply.send(Err(format!("{} is not a peer id: {e}", a.to)));
+            }
+        }
+    }
+
+    /// A node of any region asks this node, as its region's master, for a twin it holds.
+    fn on_get_twin(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<wire::Response>,
+        region: String,
+        node: node::Id,
+    ) {
+        let links = self.region_links.clone();
+        let Some((links, channel)) = self.serving(peer, links, "twin", "twins", &region, channel)
+        else {
+            return;
+        };
+        let request = links
+            .twin
+            .send(fleetmesh_actors::actor::twin::GetTwin(node));
+        self.respond_later(peer, channel, async move {
+            match request.await {
+                Ok(held) => wire::Response::Twin(held.map(Box::new)),
+                Err(e) => wire::Response::Refused(format!("twin actor unavailable: {e}")),
+            }
+        });
+    }
+
     fn send_direct(&mut self, d: Direct) {
         match d.to.0.parse::<PeerId>() {
             Ok(peer) => {
@@ -898,6 +960,10 @@ impl Driver {
                             cleared,
                         } => self.on_alerts(peer, region, raised, cleared),
                         wire::Request::Twin(report) => self.on_twin(peer, *report),
+                        wire::Request::GetTwin { region, node } => {
+                            self.on_get_twin(peer, channel, region, node);
+                            return;
+                        }
                         wire::Request::Digest { region } => {
                             self.on_digest(peer, channel, region);
                             return;
@@ -913,6 +979,14 @@ impl Driver {
                         }
                     };
                     self.respond(channel, reply);
+                }
+                Message::Response {
+                    request_id,
+                    response,
+                } if self.asked.contains_key(&request_id) => {
+                    if let Some(tx) = self.asked.remove(&request_id) {
+                        let _ = tx.send(Ok(response));
+                    }
                 }
                 Message::Response {
                     request_id,
@@ -971,7 +1045,9 @@ impl Driver {
                     wire::Response::Busy { why, .. } => {
                         tracing::debug!(%peer, why, "request refused: busy");
                     }
-                    wire::Response::Digest(_) | wire::Response::Verdict(_) => {}
+                    wire::Response::Digest(_)
+                    | wire::Response::Verdict(_)
+                    | wire::Response::Twin(_) => {}
                 },
             },
             request_response::Event::OutboundFailure {
@@ -981,6 +1057,9 @@ impl Driver {
                 ..
             } => {
                 tracing::debug!(%peer, %error, "hello failed");
+                if let Some(tx) = self.asked.remove(&request_id) {
+                    let _ = tx.send(Err(error.to_string()));
+                }
                 if self.audits_out.remove(&request_id).is_some() {
                     self.to_audit(id(&peer), Err(error.to_string()));
                 }

@@ -172,6 +172,15 @@ async fn drift_shows_at_the_master_and_in_another_region_and_clears_when_fixed()
         "{t}"
     );
     assert!(t["drift_score"].as_u64().unwrap_or(0) >= 3, "{t}");
+    // Asked of a node of us, the twin comes from eu's master over the network.
+    let far: Value = get(&u0.url("/api/v1/twins/eu/e1")).await;
+    assert_eq!(far["source"], "master", "{far}");
+    assert_eq!(
+        far["observed"]["value"]["files"]["/etc/app.conf"]["present"],
+        sha(BAD),
+        "{far}"
+    );
+    assert_eq!(far["identity"]["value"]["region"], "eu", "{far}");
     // Restored: the drift clears at the master and in us, resolved.
     put(e1, "etc/app.conf", GOOD);
     drift_is(master, "e1", "file:/etc/app.conf", None).await;

@@ -314,19 +314,38 @@ impl Handler<Connect> for TwinActor {
     }
 }
 
+impl TwinActor {
+    /// This node's own twin, as held (while it leads) or as it stands.
+    fn own(&self) -> Held {
+        self.keeper.twin(&self.me).cloned().unwrap_or_else(|| Held {
+            twin: self.local.twin().clone(),
+            received_ms: unix_ms(),
+            desired: false,
+            drift_score: 0,
+            stale_by_s: None,
+        })
+    }
+
+    /// `held` with how long its policy has differed from this node's (the master's).
+    fn with_staleness(&self, mut held: Held) -> Held {
+        let mine = &self.local.twin().policy;
+        let theirs = &held.twin.policy.value.version;
+        held.stale_by_s = (!mine.value.version.is_empty() && *theirs != mine.value.version)
+            .then(|| unix_ms().saturating_sub(mine.updated_ms) / 1000);
+        held
+    }
+}
+
 impl Handler<GetTwin> for TwinActor {
     type Result = Option<Held>;
 
     fn handle(&mut self, msg: GetTwin, _: &mut Self::Context) -> Self::Result {
-        if msg.0 == self.me {
-            return Some(self.keeper.twin(&self.me).cloned().unwrap_or_else(|| Held {
-                twin: self.local.twin().clone(),
-                received_ms: unix_ms(),
-                desired: false,
-                drift_score: 0,
-            }));
-        }
-        self.keeper.twin(&msg.0).cloned()
+        let held = if msg.0 == self.me {
+            Some(self.own())
+        } else {
+            self.keeper.twin(&msg.0).cloned()
+        };
+        held.map(|h| self.with_staleness(h))
     }
 }
 
@@ -336,13 +355,9 @@ impl Handler<GetTwins> for TwinActor {
     fn handle(&mut self, _: GetTwins, _: &mut Self::Context) -> Self::Result {
         let mut twins: Vec<Held> = self.keeper.twins().cloned().collect();
         if !twins.iter().any(|h| twin::peer(&h.twin) == self.me) {
-            twins.push(Held {
-                twin: self.local.twin().clone(),
-                received_ms: unix_ms(),
-                desired: false,
-                drift_score: 0,
-            });
+            twins.push(self.own());
         }
+        let twins = twins.into_iter().map(|h| self.with_staleness(h)).collect();
         MessageResult(Twins {
             leading: self.keeper.leading(),
             twins,

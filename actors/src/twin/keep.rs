@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Report, Twin};
 use crate::drift::{self, Drift, Event, Finding};
@@ -29,14 +29,17 @@ pub use crate::desired::Context;
 pub type Judge<'a> = &'a dyn Fn(&Twin, &Context) -> Option<Vec<Finding>>;
 
 /// A member's twin as the master holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Held {
-    #[serde(flatten)]
     pub twin: Twin,
     pub received_ms: u64,
     /// Whether a desired state applies to it.
     pub desired: bool,
     pub drift_score: u32,
+    /// Seconds the twin's policy version has differed from the master's (`None`: the
+    /// same, or not known).
+    #[serde(default)]
+    pub stale_by_s: Option<u64>,
 }
 
 /// Why a report was not taken.
@@ -151,6 +154,7 @@ impl Keeper {
             received_ms: now_ms,
             desired: false,
             drift_score: 0,
+            stale_by_s: None,
         };
         let events = self.judge_one(now_ms, from, &mut held, ctx, judge);
         self.twins.insert(from.clone(), held);
