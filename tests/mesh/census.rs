@@ -6,26 +6,13 @@
 
 use serde_json::Value;
 
-use crate::harness::{CONVERGE, Node, Spec, get, settled, two_regions, wait_for};
+use crate::harness::{CONVERGE, Node, Spec, alert_where, get, settled, two_regions, wait_for};
 
 /// The `node_dead` alert about `name` that `node` lists, in `state`.
 async fn node_dead(node: &Node, name: &str, state: &str) -> Value {
-    wait_for(
-        &format!("{}: node_dead about {name}, {state}", node.name),
-        CONVERGE,
-        || async {
-            let v: Value = get(&node.url("/api/v1/alerts?limit=1000")).await;
-            v["alerts"]
-                .as_array()
-                .and_then(|l| {
-                    l.iter()
-                        .find(|a| a["action"] == "node_dead" && a["host"] == name)
-                        .cloned()
-                })
-                .filter(|a| a["state"] == state)
-                .ok_or_else(|| v["alerts"].to_string())
-        },
-    )
+    alert_where(node, &format!("node_dead about {name}, {state}"), |a| {
+        a["action"] == "node_dead" && a["host"] == name && a["state"] == state
+    })
     .await
 }
 

@@ -9,7 +9,9 @@ use std::path::Path;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{CONVERGE, Node, get, master_name, settled, two_regions_with, wait_for};
+use crate::harness::{
+    CONVERGE, Node, alert_where, get, master_name, settled, two_regions_with, wait_for,
+};
 
 fn sha(text: &str) -> String {
     let mut h = Sha256::new();
@@ -129,21 +131,11 @@ async fn drift_shows_at_the_master_and_in_another_region_and_clears_when_fixed()
     let seen = drift_is(u0, "e1", "file:/etc/app.conf", Some(&actual)).await;
     assert_eq!(seen["region"], "eu", "{seen}");
     // A drift alert at the master.
-    wait_for("a drift alert at eu's master", CONVERGE, || async {
-        let v: Value = get(&master.url("/api/v1/alerts?limit=1000")).await;
-        v["alerts"]
-            .as_array()
-            .and_then(|l| {
-                l.iter()
-                    .find(|a| {
-                        a["action"] == "drift"
-                            && a["host"] == "e1"
-                            && a["subject"] == "file:/etc/app.conf"
-                            && a["state"] == "firing"
-                    })
-                    .cloned()
-            })
-            .ok_or_else(|| v["alerts"].to_string())
+    alert_where(master, "a drift alert about e1's file", |a| {
+        a["action"] == "drift"
+            && a["host"] == "e1"
+            && a["subject"] == "file:/etc/app.conf"
+            && a["state"] == "firing"
     })
     .await;
     // The summary eu's master publishes counts its open alerts: seen from us.

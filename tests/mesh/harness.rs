@@ -555,6 +555,23 @@ pub fn two_regions_with(env: &[(String, String)]) -> Vec<Node> {
     nodes
 }
 
+/// The first alert `node` lists (`GET /api/v1/alerts`) that `pick` selects, once it
+/// does; `what` names it in the failure.
+pub async fn alert_where(
+    node: &Node,
+    what: &str,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for(&format!("{}: {what}", node.name), CONVERGE, || async {
+        let v: serde_json::Value = get(&node.url("/api/v1/alerts?limit=1000")).await;
+        v["alerts"]
+            .as_array()
+            .and_then(|l| l.iter().find(|a| pick(a)).cloned())
+            .ok_or_else(|| v["alerts"].to_string())
+    })
+    .await
+}
+
 /// The census `node` serves, once it shows `regions` with a master each and `members`
 /// members in all, every one alive.
 pub async fn settled(node: &Node, regions: usize, members: usize) -> serde_json::Value {

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{BIN, CONVERGE, Node, get, master_name, settled, string_map, wait_for};
-use crate::policy::{add_users, baseline, policies};
+use crate::harness::{BIN, CONVERGE, Node, alert_where, get, string_map, wait_for};
+use crate::policy::{add_users, baseline_region, policies};
 
 /// `fleetmesh phase NODE PHASE` against `via`'s API.
 fn phase(via: &Node, node: &str, phase: &str) -> std::process::Output {
@@ -42,25 +42,9 @@ async fn phase_is(node: &Node, name: &str, want: &str) {
 
 /// The `unauthorized_access` alert `node` lists about user `user` on `host`.
 async fn access_alert(node: &Node, host: &str, user: &str) -> Value {
-    wait_for(
-        &format!("{}: an alert about {user} on {host}", node.name),
-        CONVERGE,
-        || async {
-            let v: Value = get(&node.url("/api/v1/alerts?limit=1000")).await;
-            v["alerts"]
-                .as_array()
-                .and_then(|l| {
-                    l.iter()
-                        .find(|a| {
-                            a["action"] == "unauthorized_access"
-                                && a["host"] == host
-                                && a["subject"] == user
-                        })
-                        .cloned()
-                })
-                .ok_or_else(|| v["alerts"].to_string())
-        },
-    )
+    alert_where(node, &format!("an alert about {user} on {host}"), |a| {
+        a["action"] == "unauthorized_access" && a["host"] == host && a["subject"] == user
+    })
     .await
 }
 
@@ -70,30 +54,7 @@ async fn maintenance_downgrades_and_decommissioning_leaves_quietly() {
     let config = tmp.path().join("node.toml");
     std::fs::write(&config, "").expect("node config");
     let policy = policies(tmp.path());
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut etcs = Vec::new();
-    for i in 0..4 {
-        let name = format!("lc{i}");
-        let (mut spec, etc) = baseline(&name, "lc", &tmp.path().join(&name), &config, &policy);
-        spec.env
-            .push(("FLEETMESH__REGION__BOOTSTRAP_EXPECT".into(), "3".into()));
-        if let Some(first) = nodes.first() {
-            spec.bootstrap = vec![first.addr(true)];
-        }
-        nodes.push(Node::start(spec));
-        etcs.push(etc);
-    }
-    settled(&nodes[0], 1, 4).await;
-    let lead = wait_for("a master", CONVERGE, || async {
-        master_name(&nodes[0])
-            .await
-            .ok_or_else(|| "none".to_string())
-    })
-    .await;
-    let m = nodes
-        .iter()
-        .position(|n| n.name == lead)
-        .expect("the master");
+    let (mut nodes, etcs, m) = baseline_region(tmp.path(), "lc", 4, &config, &policy).await;
     let v = (0..4).find(|&i| i != m).expect("a member");
     let other = (0..4).find(|&i| i != m && i != v).expect("another member");
     let name = nodes[v].name.clone();

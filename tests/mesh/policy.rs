@@ -45,6 +45,40 @@ pub fn baseline(
     (spec, etc)
 }
 
+/// `n` baseline nodes (see [`baseline`]) named `<region>0`, `<region>1`... of region
+/// `region`, founding with `bootstrap_expect` 3, once their census shows every one alive:
+/// the nodes, their watched `/etc`s and the index of their master.
+pub async fn baseline_region(
+    tmp: &Path,
+    region: &str,
+    n: usize,
+    config: &Path,
+    policy: &Path,
+) -> (Vec<Node>, Vec<PathBuf>, usize) {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut etcs = Vec::new();
+    for i in 0..n {
+        let name = format!("{region}{i}");
+        let (mut spec, etc) = baseline(&name, region, &tmp.join(&name), config, policy);
+        spec.env
+            .push(("FLEETMESH__REGION__BOOTSTRAP_EXPECT".into(), "3".into()));
+        if let Some(first) = nodes.first() {
+            spec.bootstrap = vec![first.addr(true)];
+        }
+        nodes.push(Node::start(spec));
+        etcs.push(etc);
+    }
+    crate::harness::settled(&nodes[0], 1, n).await;
+    let lead = wait_for("a master", CONVERGE, || async {
+        crate::harness::master_name(&nodes[0])
+            .await
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    let m = nodes.iter().position(|n| n.name == lead).expect("a member");
+    (nodes, etcs, m)
+}
+
 /// A copy of the shipped policies, so that a test may break one.
 pub fn policies(tmp: &Path) -> PathBuf {
     let dir = tmp.join("policy");

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::alerts::{Receiver, notifications};
-use crate::harness::{CONVERGE, Node, get, master_name as master, settled, wait_for};
-use crate::policy::{add_users, baseline, policies};
+use crate::harness::{CONVERGE, get, master_name as master, wait_for};
+use crate::policy::{add_users, baseline_region, policies};
 
 /// The `unauthorized_access` notifications the webhook took.
 fn access(r: &Receiver) -> Vec<Value> {
@@ -43,27 +43,8 @@ async fn the_master_notifies_for_the_region_once_per_group_and_a_new_master_lose
     )
     .expect("node config");
     let policy = policies(tmp.path());
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut etcs = Vec::new();
-    for i in 0..5 {
-        let name = format!("ra{i}");
-        let (mut spec, etc) = baseline(&name, "ra", &tmp.path().join(&name), &config, &policy);
-        spec.env
-            .push(("FLEETMESH__REGION__BOOTSTRAP_EXPECT".into(), "3".into()));
-        if let Some(first) = nodes.first() {
-            spec.bootstrap = vec![first.addr(true)];
-        }
-        nodes.push(Node::start(spec));
-        etcs.push(etc);
-    }
-    settled(&nodes[0], 1, 5).await;
-    let lead = wait_for("a master", CONVERGE, || async {
-        master(&nodes[0])
-            .await
-            .ok_or_else(|| "none yet".to_string())
-    })
-    .await;
-    let m = nodes.iter().position(|n| n.name == lead).expect("a member");
+    let (mut nodes, etcs, m) = baseline_region(tmp.path(), "ra", 5, &config, &policy).await;
+    let lead = nodes[m].name.clone();
     // Every member knows the master before the storm.
     for n in &nodes {
         wait_for(
