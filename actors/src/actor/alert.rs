@@ -177,11 +177,17 @@ pub struct Replicate(pub crate::region::Operator);
 #[rtype(result = "()")]
 pub struct SetReplicate(pub Recipient<Replicate>);
 
+/// Open alerts by severity, as this node's alert lifecycle holds them (what a master's
+/// census summary carries).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetAlertCounts(pub BTreeMap<String, u32>);
+
 /// Where the open alerts' counts go, for the region's census summary (the heartbeat
 /// actor); sent at most every [`COUNTS_EVERY`].
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct SetCensus(pub Recipient<crate::actor::heartbeat::SetAlertCounts>);
+pub struct SetCensus(pub Recipient<SetAlertCounts>);
 
 /// The open alerts' counts are told at most this often.
 const COUNTS_EVERY: Duration = Duration::from_secs(1);
@@ -248,7 +254,7 @@ pub struct AlertActor {
     /// Members in maintenance, by name (the region's log says so).
     maintenance: std::collections::BTreeSet<String>,
     /// Where the open alerts' counts go, and whether a count is due.
-    census: Option<Recipient<crate::actor::heartbeat::SetAlertCounts>>,
+    census: Option<Recipient<SetAlertCounts>>,
     counts_due: bool,
 }
 
@@ -469,9 +475,7 @@ impl AlertActor {
             ctx.run_later(COUNTS_EVERY, |act, _| {
                 act.counts_due = false;
                 if let Some(c) = &act.census {
-                    let _ = c.try_send(crate::actor::heartbeat::SetAlertCounts(
-                        act.engine.open_by_severity(),
-                    ));
+                    let _ = c.try_send(SetAlertCounts(act.engine.open_by_severity()));
                 }
             });
         }

@@ -131,16 +131,10 @@ impl Handler<SetDrift> for HeartbeatActor {
     }
 }
 
-/// Open alerts by severity, as this node's alert lifecycle holds them (what a master's
-/// summary carries).
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct SetAlertCounts(pub BTreeMap<String, u32>);
-
-impl Handler<SetAlertCounts> for HeartbeatActor {
+impl Handler<crate::actor::alert::SetAlertCounts> for HeartbeatActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SetAlertCounts, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: crate::actor::alert::SetAlertCounts, ctx: &mut Self::Context) {
         if self.alerts != msg.0 {
             self.alerts = msg.0;
             self.census.changed(unix_ms());
