@@ -236,7 +236,13 @@ function drawDrift(data) {
   if (D.rowsNote) notes.push(`${D.rowsNote}.`);
   $('#drift-omitted').textContent = notes.join(' ');
 
+  // Resolved records are kept by the master that judged them: those of a region this
+  // node leads.
   const resolved = (data.resolved || []).slice().sort((a, b) => (b.resolved_ms || 0) - (a.resolved_ms || 0));
+  if (!resolved.length) {
+    $('#drift-resolved tbody').replaceChildren(el('tr', {}, el('td', { colspan: 4, class: 'note', text: 'none known here' })));
+    return;
+  }
   $('#drift-resolved tbody').replaceChildren(...resolved.slice(0, DRIFT_RESOLVED_SHOWN).map((r) =>
     el('tr', { 'data-node': r.name, 'data-subject': r.subject },
       el('td', { text: r.name }), el('td', { text: r.subject }), digestCell(r.actual),

@@ -88,7 +88,8 @@ function renderTwin(peer) {
     `Read from ${S.me.name}${local ? ' (this node)' : ', its region\'s master'} `,
     since('span', T.readAt, '{} ago'),
     ...(body.received_ms ? ['; received from the node ', since('span', body.received_ms, '{} ago')] : []),
-    body.desired ? ` · drift score ${body.drift_score}` : ' · no desired state applies to it',
+    // Drift is judged by the region's master: elsewhere the score is not known.
+    body.desired ? ` · drift score ${body.drift_score}` : ' · no drift score here (judged by its region\'s master, where a desired state applies)',
     ` · ${body.status || 'unknown'}${body.connectivity ? `, ${body.connectivity}` : ''}`);
   $('#twin-version').textContent = `version ${body.version}`;
   sections.replaceChildren(
