@@ -151,7 +151,8 @@ async fn the_drift_view_follows_a_file_changed_and_restored_and_a_twin_shows_its
         .js("const s = document.querySelector('#twin-sections [data-section=host]'); return s && s.textContent")
         .await;
     assert!(
-        host.as_str().is_some_and(|h| h.contains("hostname") && h.contains("kernel")),
+        host.as_str()
+            .is_some_and(|h| h.contains("hostname") && h.contains("kernel")),
         "{host}"
     );
     let sbom = browser
@@ -161,6 +162,9 @@ async fn the_drift_view_follows_a_file_changed_and_restored_and_a_twin_shows_its
         sbom,
         Value::from(format!("/api/v1/twins/{}/sbom", nodes[0].peer_id()))
     );
+    browser
+        .js("document.querySelector('#twin').scrollIntoView(); return true")
+        .await;
     browser.screenshot("twin").await;
 
     // A node of the other region: its master holds the twin.
@@ -178,12 +182,7 @@ async fn the_drift_view_follows_a_file_changed_and_restored_and_a_twin_shows_its
         )
         .await;
 
-    let errors: Vec<(String, String)> = browser
-        .console()
-        .await
-        .into_iter()
-        .filter(|(level, _)| level == "SEVERE")
-        .collect();
+    let errors = browser.errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
 }
