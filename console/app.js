@@ -1,6 +1,8 @@
 // fleetmesh console: reads the node's REST API once, then follows its event stream
 // (GET /api/v1/events). No request leaves the node that serves the page, and nothing is
-// polled: a one-second clock only re-renders relative times ("12 s ago").
+// polled: a one-second clock only re-renders relative times ("12 s ago"). The Drift view
+// (drift.js) and the twin panel of the Node view (twin.js) read their endpoints again
+// when the stream says what they show changed.
 'use strict';
 
 const STATES = ['live', 'delayed', 'edge_cached', 'autonomous', 'disconnected', 'returning', 'replaying'];
@@ -141,7 +143,7 @@ async function load() {
   S.me = await api('/api/v1/node');
   const census = await api('/api/v1/census');
   S.regions.clear();
-  for (const r of census.regions) takeCensus(r);
+  for (const r of census.regions) { takeCensus(r); driftFromCensus(r); }
   await loadAlerts();
   S.timeline = [];
   S.metrics.clear();
@@ -155,6 +157,9 @@ async function load() {
   for (const s of list(metrics, 'spikes')) takeSpike(s);
   S.timeline.sort((a, b) => b.at - a.at);
   if (!S.selected) S.selected = S.me.peer_id;
+  // What the stream may have missed: read again when shown.
+  driftWanted();
+  if (T.peer) readTwin().catch(report);
   render();
 }
 
@@ -246,6 +251,7 @@ function connect() {
   on('census', (d) => {
     const before = S.regions.get(d.region);
     takeCensus(d, d.received_unix_ms);
+    driftFromCensus(d);
     if (before && before.master !== d.master) {
       pushEvent('failover', `region ${d.region}: master ${d.master ? nameOf(d.master) : 'none'} (term ${d.term})`, d.at_unix_ms);
     }
@@ -261,16 +267,27 @@ function connect() {
     pushEvent('node', `${nameOf(d.peer)}: ${d.from} → ${d.to}`, d.at_unix_ms);
   });
   on('region', (d) => {
+    // Another master: the region's drift is judged elsewhere now.
+    driftWanted();
     pushEvent('region', d.master ? `master of ${S.me ? S.me.region : 'the region'}: ${nameOf(d.master)} (term ${d.term})${d.leading ? ', this node' : ''}` : 'no master known for this region', d.at_unix_ms);
   });
-  on('alert', (d) => { S.alerts.set(d.key, d); });
+  on('alert', (d) => {
+    S.alerts.set(d.key, d);
+    if (d.action === 'drift') driftWanted();
+  });
   on('fleet', (d) => {
     const e = d.event || {};
     const fp = e.fingerprint || {};
     pushEvent('fleet', `${d.source === 'emergency' ? 'EMERGENCY' : 'fleet event'} ${e.verdict || ''} in ${d.region}: ${fp.kind || ''} ${fp.subject || ''} on ${Object.keys(e.origins || {}).length} servers`, d.at_unix_ms);
   });
-  on('spike', (d) => takeSpike(d));
-  on('peer_spike', (d) => takePeerSpike(d));
+  on('spike', (d) => {
+    takeSpike(d);
+    if (d.kind !== 'metric') { driftAfterChange(d); twinAfterChange(S.me.peer_id); }
+  });
+  on('peer_spike', (d) => {
+    takePeerSpike(d);
+    if (d.kind !== 'metric') { driftAfterChange(d); twinAfterChange(d.origin); }
+  });
   on('decision', (d) => takeDecision(d));
   on('resync', () => { load().catch(report); });
 }
@@ -333,8 +350,22 @@ function render() {
   if (v.name === 'fleet') renderGraph();
   else if (v.name === 'spectrum') renderSpectrum();
   else if (v.name === 'alerts') renderAlerts();
+  else if (v.name === 'drift') renderDrift();
   else if (v.name === 'events') renderEvents();
   else if (v.name === 'node') renderNode(v.arg ? decodeURIComponent(v.arg) : S.selected);
+  refreshAgo();
+}
+
+// Relative times drawn once with `data-at` (Unix ms) and `data-fmt` move with the clock;
+// each is written only when its text changes.
+function refreshAgo() {
+  const shown = document.querySelector('.view:not([hidden])');
+  if (!shown) return;
+  const now = Date.now();
+  for (const e of shown.querySelectorAll('[data-at]')) {
+    const text = e.dataset.fmt.replace('{}', ago(now - Number(e.dataset.at)));
+    if (e.textContent !== text) e.textContent = text;
+  }
 }
 
 function ownLine() {
@@ -578,6 +609,7 @@ function renderNode(peer) {
   $('#node-chart').hidden = !local;
   $('#node-remote').hidden = local;
   if (local) renderChart();
+  renderTwin(peer);
   const lines = local ? S.timeline : (S.peers.get(peer) || []);
   $('#timeline').replaceChildren(...lines.slice(0, 200).map((t) =>
     el('li', { 'data-kind': t.kind }, el('time', { text: clock(t.at) }), t.text)));

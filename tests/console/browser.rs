@@ -155,6 +155,20 @@ impl Browser {
             .collect()
     }
 
+    /// The browser's errors so far, but for the 409s of `GET /api/v1/twins/{node}`:
+    /// Chromium logs every answer other than 2xx as an error, and the twin panel expects a
+    /// 409 for a node whose twin another master holds (it says so in the page).
+    pub async fn errors(&self) -> Vec<(String, String)> {
+        self.console()
+            .await
+            .into_iter()
+            .filter(|(level, text)| {
+                level == "SEVERE"
+                    && !(text.contains("/api/v1/twins/") && text.contains("status of 409"))
+            })
+            .collect()
+    }
+
     /// Writes a screenshot of the page to `target/console/<name>.png`, for review.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("a screenshot");

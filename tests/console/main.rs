@@ -1,6 +1,7 @@
 //! The operator console in a real headless Chromium, against real nodes.
 
 mod browser;
+mod drift;
 #[allow(dead_code)]
 #[path = "../mesh/harness.rs"]
 mod harness;

@@ -204,12 +204,7 @@ async fn the_console_shows_the_fleet_and_follows_it_live() {
         .await;
     browser.screenshot("events").await;
 
-    let errors: Vec<(String, String)> = browser
-        .console()
-        .await
-        .into_iter()
-        .filter(|(level, _)| level == "SEVERE")
-        .collect();
+    let errors = browser.errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
 }
