@@ -1,8 +1,9 @@
 // fleetmesh console, a node's twin in the Node view: GET /api/v1/twins/{peer}.
 //
 // The serving node answers for itself, and for its region's members while it leads the
-// region; for any other node it answers 409 naming the region (its master holds the
-// twin), which the panel says plainly. The twin is read when the node is picked and again
+// region; for any other node it asks that node's region master over the network
+// (`source: master`). A 409 (no master known) names the region, which the panel says
+// plainly. The twin is read when the node is picked and again
 // shortly after the stream carries one of that node's changes; nothing is polled.
 // Uses the helpers of app.js and drift.js (loaded around this file, before anything runs).
 'use strict';
@@ -84,8 +85,13 @@ function renderTwin(peer) {
   }
   note.dataset.state = 'ok';
   const local = peer === S.me.peer_id;
+  const from = local
+    ? `Read from ${S.me.name} (this node) `
+    : body.source === 'master'
+      ? `Read from the master of region ${body.identity && body.identity.value ? body.identity.value.region : '?'}, through ${S.me.name} `
+      : `Read from ${S.me.name}, its region's master `;
   note.replaceChildren(
-    `Read from ${S.me.name}${local ? ' (this node)' : ', its region\'s master'} `,
+    from,
     since('span', T.readAt, '{} ago'),
     ...(body.received_ms ? ['; received from the node ', since('span', body.received_ms, '{} ago')] : []),
     // Drift is judged by the region's master: elsewhere the score is not known.

@@ -167,7 +167,7 @@ async fn the_drift_view_follows_a_file_changed_and_restored_and_a_twin_shows_its
         .await;
     browser.screenshot("twin").await;
 
-    // A node of the other region: its master holds the twin.
+    // A node of the other region: its twin comes from its region's master.
     browser
         .js(&format!(
             "location.hash = '#node/{}'; return true",
@@ -176,9 +176,9 @@ async fn the_drift_view_follows_a_file_changed_and_restored_and_a_twin_shows_its
         .await;
     browser
         .until(
-            "u0's twin said to be held by us's master",
+            "u0's twin read from us's master",
             CONVERGE,
-            "const s = document.querySelector('#twin-status'); return s.dataset.state === 'held' && s.textContent.toLowerCase().includes('held by the master of region us')",
+            "const s = document.querySelector('#twin-status'); return s.dataset.state === 'ok' && s.textContent.includes('master of region us') && document.querySelector('#twin-sections').textContent.includes('u0')",
         )
         .await;
 
