@@ -79,7 +79,12 @@ function takeCensus(region, receivedUnix) {
     if (m.name) S.names.set(m.peer, m.name);
     const state = stateOf(m);
     const prev = S.since.get(m.peer);
-    if (!prev || prev[0] !== state) S.since.set(m.peer, [state, Date.now()]);
+    // "For how long" comes from the node's own account of its connectivity where the
+    // state shown is that connectivity; else from when this page saw the state change.
+    const reported = m.connectivity === state ? m.connectivity_since_unix_ms : null;
+    if (!prev || prev[0] !== state || (reported && prev[1] !== reported)) {
+      S.since.set(m.peer, [state, reported || Date.now()]);
+    }
   }
 }
 

@@ -56,6 +56,9 @@ pub struct Line {
     pub replay: Option<(u64, u64)>,
     /// Milliseconds since the master heard from it (0 for the master itself).
     pub last_seen_ms: u64,
+    /// Since when its connectivity has been what it is (Unix ms, as the member reports).
+    #[serde(default)]
+    pub connectivity_since_unix_ms: Option<u64>,
 }
 
 impl Line {
@@ -79,6 +82,7 @@ impl Line {
                 .and_then(|s| s.replay)
                 .map(|r| (r.done.saturating_sub(r.from), r.to.saturating_sub(r.from))),
             last_seen_ms,
+            connectivity_since_unix_ms: sync.and_then(|s| s.since_unix_ms),
         }
     }
 }

@@ -112,6 +112,10 @@ pub struct Report {
     pub oldest_unacked_ms: Option<u64>,
     /// While replaying: where the replay started and how far the master has taken it.
     pub replay: Option<Replay>,
+    /// Since when (Unix ms, the node's clock) `connectivity` has been what it is, so that
+    /// a viewer says "autonomous for 17 min" from the node's own account.
+    #[serde(default)]
+    pub since_unix_ms: Option<u64>,
 }
 
 /// Progress of a replay.
@@ -183,6 +187,8 @@ pub struct Origin {
     replay: Option<Replay>,
     links: Links,
     state: Connectivity,
+    /// When `state` last changed (the first classification counts as a change).
+    since: Option<u64>,
     returned_at: Option<u64>,
 }
 
@@ -211,6 +217,7 @@ impl Origin {
             replay: None,
             links: Links::default(),
             state: Connectivity::Disconnected,
+            since: None,
             returned_at: None,
         }
     }
@@ -396,6 +403,9 @@ impl Origin {
                 Connectivity::Live
             }
         };
+        if state != was || self.since.is_none() {
+            self.since = Some(now);
+        }
         self.state = state;
     }
 
@@ -408,6 +418,7 @@ impl Origin {
             backlog: self.last - self.mark.min(self.last),
             oldest_unacked_ms: self.oldest_unacked_age(now),
             replay: self.replay,
+            since_unix_ms: self.since,
         }
     }
 
@@ -500,10 +511,22 @@ mod tests {
         o.sent(20, 10, 3_200);
         assert_eq!(o.poll(3_300), None, "one batch in flight");
         assert_eq!(o.report(3_300).connectivity, Some(Connectivity::Replaying));
+        let replaying_since = o.report(3_300).since_unix_ms;
+        assert!(
+            replaying_since.is_some_and(|t| t <= 3_300),
+            "{replaying_since:?}"
+        );
         assert_eq!(o.acked(20, master(1), 3_400), Some(20));
         assert_eq!(o.report(3_400).backlog, 0);
         assert_eq!(o.poll(3_500), None);
         assert_eq!(o.report(3_500).connectivity, Some(Connectivity::Live));
+        // The change of state is dated; an unchanged state keeps its date.
+        let live_since = o.report(3_500).since_unix_ms;
+        assert!(
+            live_since.is_some_and(|t| (3_300..=3_500).contains(&t)),
+            "{live_since:?}"
+        );
+        assert_eq!(o.report(9_000).since_unix_ms, live_since);
     }
 
     #[test]
@@ -694,6 +717,7 @@ mod tests {
             backlog: 90,
             oldest_unacked_ms: Some(30_000),
             replay: None,
+            since_unix_ms: None,
         };
         assert_eq!(as_master_sees(L::Dead, None, 0), Connectivity::Disconnected);
         assert_eq!(as_master_sees(L::Suspect, None, 0), Connectivity::Delayed);

@@ -48,6 +48,8 @@ pub struct Row {
     pub role: String,
     pub status: String,
     pub connectivity: Option<String>,
+    /// Since when (Unix ms, as the node reports it) its connectivity has been what it is.
+    pub connectivity_since_unix_ms: Option<u64>,
     pub backlog: u64,
     pub last_seen_ms: u64,
     /// `local` (this node's own view) or `master` (its region's published summary).
@@ -77,6 +79,7 @@ fn rows(view: &CensusView, held: &fleetmesh_actors::actor::twin::Twins) -> Vec<R
                     .connectivity
                     .and_then(|c| serde_json::to_value(c).ok())
                     .and_then(|v| v.as_str().map(str::to_string)),
+                connectivity_since_unix_ms: l.connectivity_since_unix_ms,
                 backlog: l.backlog,
                 last_seen_ms: l.last_seen_ms,
                 source,
@@ -196,6 +199,7 @@ pub async fn one(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpRe
     }
     v["status"] = row.status.into();
     v["connectivity"] = row.connectivity.into();
+    v["connectivity_since_unix_ms"] = row.connectivity_since_unix_ms.into();
     v["backlog"] = row.backlog.into();
     v["last_seen_ms"] = row.last_seen_ms.into();
     HttpResponse::Ok().json(v)

@@ -45,6 +45,12 @@ async fn any_node_shows_every_region_and_a_death_in_another_region() {
         .filter_map(|m| m["name"].as_str())
         .collect();
     assert_eq!(names.len(), 3, "{names:?}");
+    // Each member says since when its connectivity has been what it is.
+    let now = crate::harness::now_ms();
+    for m in eu["members"].as_array().expect("members") {
+        let since = m["connectivity_since_unix_ms"].as_u64();
+        assert!(since.is_some_and(|t| t > 0 && t <= now + 1_000), "{m}");
+    }
 
     // Kill a member of eu that is not its master (eu keeps its quorum, so its master
     // goes on publishing): u0 sees it dead.

@@ -14,6 +14,7 @@ fn line(name: &str, status: Status, connectivity: Option<Connectivity>) -> Line 
         backlog: 0,
         replay: None,
         last_seen_ms: 100,
+        connectivity_since_unix_ms: None,
     }
 }
 
