@@ -39,6 +39,8 @@
 #   scripts/bench.sh drift       [--changes N] [--gap-ms G]  (3 nodes; a file under desired
 #                                state written on a member, until the drift record appears
 #                                or goes at the master)
+#   scripts/bench.sh fleet-view  [--trials N]  (5 nodes, 2 regions; kill -9 in one, until a
+#                                node of the other shows it dead; summary sizes and bytes/s)
 #   scripts/bench.sh sim         [--nodes N] [--regions R] [--seconds S] [--seed X]
 #                                [--scenario FILE]  (fleetmesh-sim: the real cores of N
 #                                members on a simulated network; default the 10,000-member
@@ -52,7 +54,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 scenario=${1:-}
-[ -n "$scenario" ] || { sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ -n "$scenario" ] || { sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 
 opt() { # opt NAME DEFAULT "$@": the value after --NAME, or DEFAULT
@@ -72,7 +74,7 @@ case "$scenario" in
     cargo bench --bench console -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;
 
-  alert-latency|alert-storm|drift)
+  alert-latency|alert-storm|drift|fleet-view)
     cd "$root"
     cargo bench --bench "${scenario//-/_}" -- "$@" 2>&1 | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;
