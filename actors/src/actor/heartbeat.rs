@@ -491,6 +491,9 @@ impl HeartbeatActor {
             }
             match o {
                 Output::StatusChanged { peer, from, to } => {
+                    // The region's summary says it early (while this node leads): other
+                    // regions see a death within one spacing, not one period.
+                    self.census.changed(unix_ms());
                     push(&self.push, || Pushed::Peer {
                         peer: peer.clone(),
                         from,
