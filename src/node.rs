@@ -521,6 +521,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     }
     heartbeat.do_send(SetDrops(metrics.drop_counter()));
     region.do_send(SetDrops(metrics.drop_counter()));
+    twin.do_send(SetDrops(metrics.drop_counter()));
     spikes.do_send(SetIntake(region.clone().recipient()));
     // Silences and acknowledgements go through the region's log; alerts to the master,
     // which notifies for the region.

@@ -61,7 +61,7 @@ pub fn in_maintenance(alert: &mut Alert) {
     if alert.severity > Severity::Info {
         alert.details.insert(
             "severity_before_maintenance".into(),
-            format!("{:?}", alert.severity).to_lowercase(),
+            crate::alerting::labels::severity_name(alert.severity).to_string(),
         );
     }
     alert.severity = Severity::Info;

@@ -184,11 +184,6 @@ impl Drift {
         self.resolved.iter()
     }
 
-    /// The nodes with open records.
-    pub fn nodes(&self) -> impl Iterator<Item = &node::Id> {
-        self.open.keys()
-    }
-
     /// A node's drift score: the sum of its records' severity weights.
     pub fn score(&self, node: &node::Id) -> u32 {
         self.open

@@ -108,6 +108,7 @@ impl Handler<crate::actor::fleet::SetView> for HeartbeatActor {
         self.census.set_leading(msg.leading, unix_ms());
         if msg.leading.is_none() {
             self.drift = None;
+            self.drift_bytes = 0;
         }
         self.schedule(ctx);
     }
@@ -124,6 +125,10 @@ impl Handler<SetDrift> for HeartbeatActor {
 
     fn handle(&mut self, msg: SetDrift, ctx: &mut Self::Context) {
         if self.drift != msg.0 {
+            self.drift_bytes = msg
+                .0
+                .as_ref()
+                .map_or(0, |d| rmp_serde::to_vec(d).map_or(0, |b| b.len()));
             self.drift = msg.0;
             self.census.changed(unix_ms());
             self.schedule(ctx);
@@ -276,8 +281,10 @@ pub struct HeartbeatActor {
     census: Census,
     /// The master of record and its term.
     master: Option<(node::Id, u64)>,
-    /// The region's drift, while this node leads (set by the twin keeper).
+    /// The region's drift, while this node leads (set by the twin keeper), with its
+    /// encoded size (the members' budget in a summary leaves room for it).
     drift: Option<census::Drift>,
+    drift_bytes: usize,
     /// Open alerts by severity, as this node's alert lifecycle holds them.
     alerts: BTreeMap<String, u32>,
     /// Members per lifecycle phase other than active.
@@ -310,6 +317,7 @@ impl HeartbeatActor {
             census: Census::new(config.census, region.clone()),
             master: None,
             drift: None,
+            drift_bytes: 0,
             alerts: BTreeMap::new(),
             phases: BTreeMap::new(),
             emitter: heartbeat::Emitter::new(config.emitter, info, now),
@@ -357,17 +365,13 @@ impl HeartbeatActor {
             Some((m, t)) => (Some(m.clone()), *t),
             None => (None, 0),
         };
-        let drift_bytes = self
-            .drift
-            .as_ref()
-            .map_or(0, |d| rmp_serde::to_vec(d).map_or(0, |b| b.len()));
         let mut summary = census::Summary::new(
             &self.region,
             term,
             master,
             unix,
             lines,
-            (wire::MAX_FRAME - 1024).saturating_sub(drift_bytes),
+            (wire::MAX_FRAME - 1024).saturating_sub(self.drift_bytes),
         );
         summary.drift = self.drift.clone();
         summary.alerts = self.alerts.clone();

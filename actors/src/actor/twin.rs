@@ -7,7 +7,6 @@
 //! the census's drift brief. The comparison with the desired state is handed in by the
 //! runtime ([`SetDesired`]), which reads the desired-state files.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -87,8 +86,6 @@ pub struct DriftView {
     pub open: Vec<Record>,
     pub resolved: Vec<Record>,
     pub counts: crate::drift::Counts,
-    /// Drift score per node with open records.
-    pub scores: BTreeMap<node::Id, u32>,
 }
 
 pub struct TwinActor {
@@ -100,8 +97,8 @@ pub struct TwinActor {
     judge: Option<JudgeFn>,
     links: Connect,
     timer: Option<SpawnHandle>,
-    /// Reports that could not be handed to the network (its queue was full).
-    unsent: u64,
+    /// Where dropped reports are counted (`/metrics`).
+    drops: Option<crate::actor::CountDrops>,
 }
 
 impl std::fmt::Debug for TwinActor {
@@ -136,7 +133,7 @@ impl TwinActor {
             judge: None,
             links: Connect::default(),
             timer: None,
-            unsent: 0,
+            drops: None,
         }
     }
 
@@ -211,7 +208,7 @@ impl TwinActor {
         };
         if direct.try_send(msg).is_err() {
             // The repair resend carries it later.
-            self.unsent += 1;
+            crate::actor::count_drops(&self.drops, "twin_report", 1);
         }
     }
 
@@ -306,6 +303,14 @@ impl Handler<SetDesired> for TwinActor {
     }
 }
 
+impl Handler<crate::actor::SetDrops> for TwinActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::SetDrops, _: &mut Self::Context) {
+        self.drops = Some(msg.0);
+    }
+}
+
 impl Handler<Connect> for TwinActor {
     type Result = ();
 
@@ -377,7 +382,6 @@ impl Handler<GetDrift> for TwinActor {
             open: d.records().cloned().collect(),
             resolved: d.resolved().cloned().collect(),
             counts: d.counts(),
-            scores: d.nodes().map(|n| (n.clone(), d.score(n))).collect(),
         })
     }
 }

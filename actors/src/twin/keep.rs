@@ -65,6 +65,8 @@ pub struct Keeper {
     leading: bool,
     twins: BTreeMap<node::Id, Held>,
     drift: Drift,
+    /// Resolved drift records kept (see [`Drift::new`]).
+    keep_resolved: usize,
 }
 
 impl Keeper {
@@ -74,6 +76,7 @@ impl Keeper {
             leading: false,
             twins: BTreeMap::new(),
             drift: Drift::new(keep_resolved),
+            keep_resolved,
         }
     }
 
@@ -90,13 +93,8 @@ impl Keeper {
         self.leading = leading;
         if !leading {
             self.twins.clear();
-            self.drift = Drift::new(self.drift_keep());
+            self.drift = Drift::new(self.keep_resolved);
         }
-    }
-
-    fn drift_keep(&self) -> usize {
-        // Resolved records kept: the same bound for every master.
-        256
     }
 
     /// The region's members now: twins of nodes that left are dropped and their drift
