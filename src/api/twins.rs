@@ -61,24 +61,23 @@ pub struct Row {
 
 fn rows(view: &CensusView, held: &fleetmesh_actors::actor::twin::Twins) -> Vec<Row> {
     let mut out = Vec::new();
+    let by_peer: std::collections::BTreeMap<&str, &Held> = held
+        .twins
+        .iter()
+        .map(|h| (h.twin.identity.value.peer.as_str(), h))
+        .collect();
     let regions = std::iter::once((&view.region, "local"))
         .chain(view.foreign.iter().map(|k| (&k.summary, "master")));
     for (summary, source) in regions {
         for l in &summary.members {
-            let twin = held
-                .twins
-                .iter()
-                .find(|h| h.twin.identity.value.peer == l.peer.0);
+            let twin = by_peer.get(l.peer.0.as_str());
             out.push(Row {
                 peer: l.peer.0.clone(),
                 name: l.name.clone(),
                 region: summary.region.clone(),
                 role: l.role.clone(),
                 status: l.status.as_str().to_string(),
-                connectivity: l
-                    .connectivity
-                    .and_then(|c| serde_json::to_value(c).ok())
-                    .and_then(|v| v.as_str().map(str::to_string)),
+                connectivity: l.connectivity.map(|c| c.as_str().to_string()),
                 connectivity_since_unix_ms: l.connectivity_since_unix_ms,
                 backlog: l.backlog,
                 last_seen_ms: l.last_seen_ms,
@@ -151,8 +150,9 @@ fn resolve<'a>(all: &'a [Row], wanted: &str) -> Vec<&'a Row> {
     all.iter().filter(|r| r.name == wanted).collect()
 }
 
-/// Finds the one node `wanted` names, or the answer saying why not.
-async fn one_node(shared: &Shared, wanted: &str) -> Result<Row, HttpResponse> {
+/// Finds the one node `wanted` names (with the census it was found in), or the answer
+/// saying why not.
+async fn one_node(shared: &Shared, wanted: &str) -> Result<(Row, CensusView), HttpResponse> {
     let (view, held) = gather(shared).await?;
     let all = rows(&view, &held);
     let found = resolve(&all, wanted);
@@ -160,7 +160,7 @@ async fn one_node(shared: &Shared, wanted: &str) -> Result<Row, HttpResponse> {
         [] => Err(HttpResponse::NotFound().json(Problem {
             error: format!("no node `{wanted}` is known here (a peer id, a name, or region/name)"),
         })),
-        [one] => Ok((*one).clone()),
+        [one] => Ok(((*one).clone(), view)),
         many => Err(HttpResponse::Conflict().json(serde_json::json!({
             "error": format!("`{wanted}` names {} nodes: use a peer id or region/name", many.len()),
             "candidates": many.iter().map(|r| serde_json::json!({
@@ -171,13 +171,13 @@ async fn one_node(shared: &Shared, wanted: &str) -> Result<Row, HttpResponse> {
 }
 
 pub async fn one(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpResponse {
-    let row = match one_node(&shared, &wanted).await {
+    let (row, view) = match one_node(&shared, &wanted).await {
         Ok(r) => r,
         Err(answer) => return answer,
     };
     let (held, source) = match ask(&shared.twin, GetTwin(node::Id(row.peer.clone()))).await {
         Some(Some(held)) => (held, "local"),
-        Some(None) => match from_master(&shared, &row).await {
+        Some(None) => match from_master(&shared, &view, &row).await {
             Ok(held) => (held, "master"),
             Err(answer) => return answer,
         },
@@ -205,9 +205,9 @@ pub async fn one(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpRe
     HttpResponse::Ok().json(v)
 }
 
-/// The twin of `row` as the master of its region holds it, asked over the network.
-async fn from_master(shared: &Shared, row: &Row) -> Result<Held, HttpResponse> {
-    let (view, _) = gather(shared).await?;
+/// The twin of `row` as the master of its region (as `view` knows it) holds it, asked
+/// over the network.
+async fn from_master(shared: &Shared, view: &CensusView, row: &Row) -> Result<Held, HttpResponse> {
     let master = if row.region == view.region.region {
         view.region.master.clone()
     } else {
@@ -277,7 +277,7 @@ async fn from_master(shared: &Shared, row: &Row) -> Result<Held, HttpResponse> {
 
 pub async fn sbom(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpResponse {
     let row = match one_node(&shared, &wanted).await {
-        Ok(r) => r,
+        Ok((r, _)) => r,
         Err(answer) => return answer,
     };
     if row.peer != shared.peer_id {
@@ -316,7 +316,7 @@ pub async fn phase(
         ));
     };
     let row = match one_node(&shared, &wanted).await {
-        Ok(r) => r,
+        Ok((r, _)) => r,
         Err(answer) => return answer,
     };
     if row.region != shared.info.region {
@@ -410,38 +410,32 @@ pub async fn drift(shared: web::Data<Shared>, q: web::Query<DriftQuery>) -> Http
             records.push(v);
         }
     };
-    let own_region = view.region.region.clone();
+    // This node's region first: all of it while this node leads; else, like every other
+    // region, what its master last published.
+    let leading = own.is_some();
     match own {
         Some(d) => {
-            add(&own_region, "local", 0, Some((&d.counts, 0)), d.open);
-            resolved = d
-                .resolved
-                .into_iter()
-                .filter(|r| keep(r))
-                .collect::<Vec<_>>();
+            add(
+                &view.region.region,
+                "local",
+                0,
+                Some((&d.counts, 0)),
+                d.open,
+            );
+            resolved = d.resolved.into_iter().filter(|r| keep(r)).collect();
         }
-        None => match &view.home {
-            Some(k) => {
-                let d = k.summary.drift.clone();
-                add(
-                    &own_region,
-                    "master",
-                    now.saturating_sub(k.received_unix_ms),
-                    d.as_ref().map(|d| (&d.counts, d.omitted)),
-                    d.clone().map_or_else(Vec::new, |d| d.worst),
-                );
-            }
-            None => add(&own_region, "none", 0, None, Vec::new()),
-        },
+        None if view.home.is_none() => add(&view.region.region, "none", 0, None, Vec::new()),
+        None => {}
     }
-    for k in &view.foreign {
-        let d = k.summary.drift.clone();
+    let heard = view.home.iter().filter(|_| !leading).chain(&view.foreign);
+    for k in heard {
+        let d = k.summary.drift.as_ref();
         add(
             &k.summary.region,
             "master",
             now.saturating_sub(k.received_unix_ms),
-            d.as_ref().map(|d| (&d.counts, d.omitted)),
-            d.clone().map_or_else(Vec::new, |d| d.worst),
+            d.map(|d| (&d.counts, d.omitted)),
+            d.map_or_else(Vec::new, |d| d.worst.clone()),
         );
     }
     HttpResponse::Ok().json(serde_json::json!({
