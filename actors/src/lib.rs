@@ -45,5 +45,6 @@ pub mod region;
 pub mod service;
 pub mod spike;
 pub mod sync;
+pub mod trust;
 pub mod twin;
 pub mod wire;
