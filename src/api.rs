@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::node::Shared;
 
 mod alerts;
+mod trust;
 mod twins;
 
 /// `GET /api/v1/node`.
@@ -654,6 +655,8 @@ pub fn start(
             .route("/api/v1/twins/{node:.+}", web::get().to(twins::one))
             .route("/api/v1/drift", web::get().to(twins::drift))
             .route("/api/v1/region", web::get().to(region))
+            .route("/api/v1/region/charter", web::post().to(trust::charter))
+            .route("/api/v1/fleet/trust", web::get().to(trust::trust))
             .route("/api/v1/assignments", web::get().to(assignments))
             .route("/api/v1/audits", web::get().to(audits))
             .route("/api/v1/anomalies", web::get().to(anomalies))

@@ -100,6 +100,15 @@ pub enum RegionCommand {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
+    /// Write a new fleet admin key (ed25519) to a file and print the public half to put
+    /// in every node's settings (`fleet.admin_key`). Keep the file offline.
+    AdminKeygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign the voters of a region with the fleet admin key and commit the charter to
+    /// the region's log: other regions then believe its masters only under it.
+    Charter(crate::trustctl::CharterArgs),
 }
 
 /// Flags for the common settings; each overrides the file and the environment.
@@ -264,6 +273,12 @@ pub fn main() -> ExitCode {
         Command::Twin(args) => operate("twin", crate::fleetctl::twin(args)),
         Command::Drift(args) => operate("drift", crate::fleetctl::drift(args)),
         Command::Phase(args) => operate("phase", crate::fleetctl::phase(args)),
+        Command::Region(RegionCommand::AdminKeygen { out }) => {
+            operate("region admin-keygen", crate::trustctl::admin_keygen(&out))
+        }
+        Command::Region(RegionCommand::Charter(args)) => {
+            operate("region charter", crate::trustctl::charter(args))
+        }
         Command::Region(RegionCommand::Recover {
             data_dir,
             peers,

@@ -84,7 +84,7 @@ pub fn read_psk(path: &Path) -> Result<PreSharedKey, Error> {
     })
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let werr = |source| Error::Write {
         path: path.display().to_string(),
         source,

@@ -28,4 +28,5 @@ pub mod recover;
 pub mod sbom;
 pub mod settings;
 pub mod status;
+pub mod trustctl;
 pub mod twin;

@@ -66,6 +66,9 @@ pub struct Metrics {
     pub messages_in: Family<TopicLabels, Counter>,
     pub messages_out: Family<TopicLabels, Counter>,
     pub decode_errors: Family<ReasonLabels, Counter>,
+    /// Other regions' summaries, approvals and emergencies refused because their proof
+    /// of authority does not verify, by kind.
+    pub trust_refused: Family<ReasonLabels, Counter>,
     pub publish_dropped: Family<ReasonLabels, Counter>,
     /// Bulk requests (consultations, replays, audits) answered busy: their sender was
     /// over its budget here, by which (`in_flight`, `rate`).
@@ -105,6 +108,7 @@ impl Metrics {
             messages_in: Family::default(),
             messages_out: Family::default(),
             decode_errors: Family::default(),
+            trust_refused: Family::default(),
             publish_dropped: Family::default(),
             bulk_refused: Family::default(),
             connection_errors: Family::default(),
@@ -150,6 +154,11 @@ impl Metrics {
             "decode_errors",
             "Frames refused as undecodable (the sender is penalized), by reason",
             m.decode_errors.clone(),
+        );
+        registry.register(
+            "trust_refused",
+            "Other regions' summaries, approvals and emergencies refused: their proof of authority does not verify, by kind",
+            m.trust_refused.clone(),
         );
         registry.register(
             "publish_dropped",

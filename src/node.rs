@@ -80,6 +80,8 @@ pub struct Shared {
     /// `None` when `anomaly.enabled` is false.
     pub anomaly: Option<Addr<AnomalyActor>>,
     pub twin: Addr<TwinActor>,
+    /// Trust across regions: the admin key and what this node verified.
+    pub trust: Trust,
     /// The desired-state files refused as they stand (each keeps its last good version).
     pub desired_refused: watch::Receiver<Vec<String>>,
     /// Requests to other nodes whose answers the API waits for.
@@ -443,6 +445,22 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             Some(acked),
         )
     });
+    // Trust across regions: this node's voters endorse its master, the master's proof
+    // goes out with its region's fleet messages, and other regions' are checked.
+    let trust = Trust {
+        keys: net::trust::Keys::new(&s.fleet.admin_key)
+            .map_err(|e| anyhow::anyhow!("fleet.admin_key: {e}"))?,
+        registry: Arc::default(),
+        proof: watch::channel(None),
+    };
+    {
+        let signing = keypair.clone();
+        region.do_send(fleetmesh_actors::actor::region::Trusting {
+            verify: Arc::new(trust.keys.clone()),
+            sign: Arc::new(move |bytes| signing.sign(bytes).unwrap_or_default()),
+            proof: trust.proof.0.clone(),
+        });
+    }
     let twin = TwinActor::new(
         fleetmesh_actors::twin::Config::default(),
         fleetmesh_actors::twin::Identity {
@@ -571,6 +589,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         alerts: alerts.clone(),
         anomaly: anomaly.clone(),
         twin: twin.clone(),
+        trust,
     };
     let outcome = match swarm {
         Ok(swarm) => {
@@ -636,6 +655,19 @@ struct Actors {
     alerts: Addr<AlertActor>,
     anomaly: Option<Addr<AnomalyActor>>,
     twin: Addr<TwinActor>,
+    trust: Trust,
+}
+
+/// Trust across regions, as the network and the API need it.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    pub keys: net::trust::Keys,
+    pub registry: Arc<std::sync::Mutex<fleetmesh_actors::trust::Registry>>,
+    /// This node's proof as master (the region actor sends, the network reads).
+    pub proof: (
+        watch::Sender<Option<Arc<fleetmesh_actors::trust::Proof>>>,
+        watch::Receiver<Option<Arc<fleetmesh_actors::trust::Proof>>>,
+    ),
 }
 
 async fn stop<A>(addr: &Addr<A>)
@@ -688,6 +720,7 @@ async fn serve(
                 alerts: actors.alerts.clone().recipient(),
                 twins: actors.twin.clone().recipient(),
                 twin: actors.twin.clone().recipient(),
+                endorse: actors.region.clone().recipient(),
             }),
             audit: Some(net::driver::AuditLinks {
                 digest: actors.files.clone().recipient(),
@@ -701,6 +734,12 @@ async fn serve(
                 emergency: actors.fleet.clone().recipient(),
             }),
             anomaly: actors.anomaly.clone().map(Addr::recipient),
+            trust: net::trust::Gate::new(
+                &info.region,
+                actors.trust.keys.clone(),
+                actors.trust.registry.clone(),
+                actors.trust.proof.1.clone(),
+            ),
         },
         metrics.clone(),
     )?;
@@ -751,6 +790,7 @@ async fn serve(
         alerts: actors.alerts.clone(),
         anomaly: actors.anomaly.clone(),
         twin: actors.twin.clone(),
+        trust: actors.trust.clone(),
         desired_refused: refused_rx,
         asks,
         net: net_state.clone(),

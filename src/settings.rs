@@ -250,6 +250,10 @@ pub struct Fleet {
     pub upgrade_s: u64,
     /// At most this many patterns learned from policy approvals per minute.
     pub learn_per_minute: usize,
+    /// The fleet admin key's public half (64 hex digits; `fleetmesh fleet keygen`), or
+    /// empty. When set, another region is believed only under a charter it signed.
+    #[serde(default)]
+    pub admin_key: String,
 }
 
 /// `[alerts]`: what the alert book keeps, how alerts are routed, grouped, muted and

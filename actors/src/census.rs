@@ -112,6 +112,9 @@ pub struct Summary {
     /// Members per lifecycle phase other than active (as the region's log has them).
     #[serde(default)]
     pub phases: BTreeMap<crate::region::Phase, u32>,
+    /// That `master` leads `region` in `term` ([`crate::trust`]), attached when published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Box<crate::trust::Proof>>,
 }
 
 /// A region's drift, as its summary carries it: the counts, and the most severe records.
@@ -186,6 +189,7 @@ impl Summary {
             drift: None,
             alerts: BTreeMap::new(),
             phases: BTreeMap::new(),
+            proof: None,
         }
     }
 }

@@ -84,6 +84,10 @@ pub struct Approval {
     pub public_key: Vec<u8>,
     #[serde(with = "bytes")]
     pub signature: Vec<u8>,
+    /// That `master` led `region` in `term` ([`crate::trust`]): attached when published
+    /// on the fleet topic, not signed (it is its own proof), not kept in the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Box<crate::trust::Proof>>,
 }
 
 /// Byte strings as msgpack binaries (not arrays of integers); JSON reads them back too.
@@ -118,6 +122,7 @@ impl Approval {
             approved_at_unix_ms: now,
             public_key: Vec::new(),
             signature: Vec::new(),
+            proof: None,
         }
     }
 
@@ -162,6 +167,9 @@ pub struct Emergency {
     pub master: node::Id,
     pub raised_at_unix_ms: u64,
     pub event: FleetEvent,
+    /// That `master` led `region` in `term` ([`crate::trust`]), attached when published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Box<crate::trust::Proof>>,
 }
 
 impl Emergency {

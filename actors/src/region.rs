@@ -139,6 +139,10 @@ pub enum Command {
     Resolve { id: String, at_unix_ms: u64 },
     /// An operator moved member `peer` (named `name`) to lifecycle `phase`.
     Phase(Box<PhaseRecord>),
+    /// The next link of the region's voters of record ([`crate::trust`]): a founding or
+    /// a change, proposed by the master, or an operator's charter (checked against the
+    /// admin key by the node that took it). Applied only if it follows the chain.
+    Link(Box<crate::trust::Link>),
 }
 
 /// A member's lifecycle phase. Transitions: provisioning → active ↔ maintenance →
@@ -234,6 +238,8 @@ pub enum Operator {
         at_unix_ms: u64,
     },
     Phase(Box<PhaseRecord>),
+    /// A charter signed with the fleet admin key: the region's voters of record.
+    Charter(Box<crate::trust::Charter>),
 }
 
 impl Operator {
@@ -244,6 +250,7 @@ impl Operator {
             Operator::Ack { id, ack } => Command::Ack { id, ack },
             Operator::Resolve { id, at_unix_ms } => Command::Resolve { id, at_unix_ms },
             Operator::Phase(p) => Command::Phase(p),
+            Operator::Charter(c) => Command::Link(Box::new(crate::trust::Link::chartered(*c))),
         }
     }
 }
@@ -298,6 +305,9 @@ pub struct RegionState {
     /// Members' lifecycle phases as operators set them (absent: active).
     #[serde(default)]
     pub phases: BTreeMap<node::Id, PhaseRecord>,
+    /// The region's voters of record, as other regions verify them ([`crate::trust`]).
+    #[serde(default)]
+    pub chain: Vec<crate::trust::Link>,
 }
 
 /// An operator's recovery ([`Command::Recover`]) as the log applied it.
@@ -389,6 +399,9 @@ impl RegionState {
                 }
             }
             Command::Resolve { .. } => {}
+            Command::Link(link) => {
+                crate::trust::append(&mut self.chain, (**link).clone());
+            }
             Command::Phase(p) => {
                 // A transition the phases do not allow (two operators racing) is void.
                 let from = self.phases.get(&p.peer).map(|r| r.phase);

@@ -133,6 +133,14 @@ pub enum Request {
     /// "Which twin do you hold of `node`?" Asked of a region's master (from any region),
     /// answered [`Response::Twin`].
     GetTwin { region: String, node: node::Id },
+    /// A voter's endorsement of the master its consensus follows in `term`
+    /// ([`crate::trust`]), sent to that master when it is elected and again now and then.
+    /// Answered `Accepted`.
+    Endorse {
+        region: String,
+        term: u64,
+        endorsement: crate::trust::Endorsement,
+    },
 }
 
 /// The answer to a [`Request`].

@@ -80,6 +80,9 @@ pub struct Links {
     pub fleet: Option<FleetLinks>,
     /// What each peer may have in flight here on the bulk protocol.
     pub budget: budget::Config,
+    /// Proofs of authority: attached to this region's fleet messages, checked on other
+    /// regions' ones.
+    pub trust: super::trust::Gate,
 }
 
 /// What the driver hands the fleet and policy actors.
@@ -129,6 +132,8 @@ pub struct RegionLinks {
     pub twins: Recipient<fleetmesh_actors::actor::twin::TwinIn>,
     /// The twins this node holds, asked by nodes of any region.
     pub twin: Recipient<fleetmesh_actors::actor::twin::GetTwin>,
+    /// Voters' endorsements of this node as master.
+    pub endorse: Recipient<fleetmesh_actors::actor::region::EndorseIn>,
 }
 
 /// A request whose answer goes back to the asker: the answer, or why none came.
@@ -187,6 +192,9 @@ pub struct Driver {
     connected: HashSet<PeerId>,
     state: watch::Sender<State>,
     last_kad_refresh: Option<Instant>,
+    trust: super::trust::Gate,
+    /// This region's summary, held until this node has a proof to attach.
+    held_census: Option<Publish>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -221,6 +229,7 @@ impl Driver {
             fleet: fleet_links,
             anomaly,
             budget,
+            trust,
         } = links;
         for addr in listen {
             super::check_port_free(addr)?;
@@ -259,6 +268,8 @@ impl Driver {
                 connected: HashSet::new(),
                 state,
                 last_kad_refresh: None,
+                trust,
+                held_census: None,
             },
             rx,
         ))
@@ -288,6 +299,11 @@ impl Driver {
                 }
                 Some(d) = self.direct.recv() => self.send_direct(d),
                 Some(a) = self.asks.recv() => self.send_ask(a),
+                Ok(()) = self.trust.proof_changed().changed() => {
+                    if let Some(p) = self.held_census.take() {
+                        self.publish(p);
+                    }
+                }
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some((channel, reply, peer)) = self.replies.next() => {
                     self.budget.release(&peer);
@@ -359,7 +375,19 @@ impl Driver {
 
     /// Publishes `p`; one that finds no subscriber yet is queued (Retry delivery) with
     /// `queued_at`, the time it first waited, so that its TTL counts from then.
-    fn publish_queued_at(&mut self, p: Publish, queued_at: Instant) {
+    fn publish_queued_at(&mut self, mut p: Publish, queued_at: Instant) {
+        if !self.trust.attach(&mut p.body) {
+            // Other regions refuse it without a proof: a summary waits for the proof
+            // (the next one replaces it), anything else for the next retry.
+            if matches!(p.body, wire::Body::Census(_)) {
+                self.held_census = Some(p);
+            } else if p.delivery == Delivery::Retry && self.pending.len() < PENDING_MAX {
+                self.pending.push_back((queued_at, p, 0));
+            } else {
+                self.drop_count("no_proof");
+            }
+            return;
+        }
         let topic = self.topic_of(&p.topic);
         let kind = p.body.kind();
         let bytes = match wire::encode(&p.body) {
@@ -684,6 +712,32 @@ impl Driver {
         }
     }
 
+    /// A voter's endorsement: only of the voter that sends it, for the region actor.
+    fn on_endorse(
+        &mut self,
+        peer: PeerId,
+        region: String,
+        term: u64,
+        endorsement: fleetmesh_actors::trust::Endorsement,
+    ) -> wire::Response {
+        if let Some(refused) = self.foreign("endorsement", &region) {
+            return refused;
+        }
+        if endorsement.voter != id(&peer) {
+            return wire::Response::Refused("an endorsement is sent by its voter".into());
+        }
+        let msg = fleetmesh_actors::actor::region::EndorseIn {
+            from: id(&peer),
+            term,
+            endorsement,
+        };
+        match self.region_links.as_ref().map(|l| &l.endorse) {
+            Some(r) if r.try_send(msg).is_ok() => wire::Response::Accepted,
+            Some(_) => wire::Response::Refused("endorsement queue full".into()),
+            None => absent("region consensus"),
+        }
+    }
+
     fn to_region_acks(&self, acks: AcksIn) {
         if let Some(l) = &self.region_links
             && l.acks.try_send(acks).is_err()
@@ -960,6 +1014,11 @@ impl Driver {
                             cleared,
                         } => self.on_alerts(peer, region, raised, cleared),
                         wire::Request::Twin(report) => self.on_twin(peer, *report),
+                        wire::Request::Endorse {
+                            region,
+                            term,
+                            endorsement,
+                        } => self.on_endorse(peer, region, term, endorsement),
                         wire::Request::GetTwin { region, node } => {
                             self.on_get_twin(peer, channel, region, node);
                             return;
@@ -1090,8 +1149,21 @@ impl Driver {
                 message,
             } => {
                 let label = self.label_of(&message.topic);
-                let decoded = wire::decode::<wire::Body>(&message.data);
+                let mut decoded = wire::decode::<wire::Body>(&message.data);
+                let mut untrusted = false;
+                if let (Ok(body), Some(author)) = (&mut decoded, message.source)
+                    && let Err((kind, _)) = self.trust.admit(&id(&author), body, fleetmesh_actors::actor::unix_ms())
+                {
+                    self.metrics
+                        .trust_refused
+                        .get_or_create(&Metrics::reason(kind))
+                        .inc();
+                    untrusted = true;
+                }
                 let acceptance = match (&decoded, message.source) {
+                    // Not forwarded, and not held against the relay (which may not have
+                    // known better).
+                    (Ok(_), Some(_)) if untrusted => MessageAcceptance::Ignore,
                     (Ok(_), Some(_)) => MessageAcceptance::Accept,
                     (Ok(_), None) => MessageAcceptance::Reject,
                     (Err(e), _) => {
@@ -1107,7 +1179,7 @@ impl Driver {
                     .behaviour_mut()
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
-                let (Ok(body), Some(author)) = (decoded, message.source) else {
+                let (Ok(body), Some(author), false) = (decoded, message.source, untrusted) else {
                     return;
                 };
                 self.metrics

@@ -11,6 +11,7 @@
 pub mod budget;
 pub mod codec;
 pub mod driver;
+pub mod trust;
 
 use std::collections::HashMap;
 use std::time::Duration;

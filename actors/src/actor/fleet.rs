@@ -283,6 +283,7 @@ impl FleetActor {
                 master: self.own.clone(),
                 raised_at_unix_ms: now,
                 event,
+                proof: None,
             };
             let _ = self.gossip.try_send(outbox::Publish {
                 topic: outbox::Topic::Fleet,

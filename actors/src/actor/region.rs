@@ -43,6 +43,9 @@ use crate::spike::Spike;
 use crate::sync::Master;
 use crate::{node, wire};
 
+mod trust;
+pub use trust::{EndorseIn, Trusting};
+
 /// How often the master gossips its acknowledgements.
 const ACK_EVERY: Duration = Duration::from_secs(1);
 
@@ -230,6 +233,8 @@ pub struct RegionActor {
     assigned_to: Vec<(Recipient<Assigned>, bool)>,
     assigned_dropped: u64,
     drops: Option<CountDrops>,
+    /// Trust across regions, once set ([`Trusting`]).
+    trust: Option<trust::TrustState>,
 }
 
 impl std::fmt::Debug for RegionActor {
@@ -290,6 +295,7 @@ impl RegionActor {
             assigned_to: Vec::new(),
             assigned_dropped: 0,
             drops: None,
+            trust: None,
         }
     }
 
@@ -344,6 +350,7 @@ impl RegionActor {
                         let _ = r.try_send(MasterKnown(known));
                     }
                     self.push_view();
+                    self.trust_step();
                 }
                 Output::Facts(f) => {
                     if let Some(r) = &self.links.facts {
@@ -598,6 +605,9 @@ impl RegionActor {
     fn committed(&mut self, c: Committed) {
         if matches!(c.command, Command::Phase(_)) {
             self.push_view();
+        }
+        if matches!(c.command, Command::Link(_)) {
+            self.advance(Instant::now());
         }
         let leading = self.leading().is_some();
         let replicated = match &c.command {
