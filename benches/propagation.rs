@@ -126,6 +126,12 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
                 fleet: None,
                 anomaly: None,
                 budget: net::budget::Config::default(),
+                trust: net::trust::Gate::new(
+                    "bench",
+                    net::trust::Keys::default(),
+                    Arc::default(),
+                    watch::channel(None).1,
+                ),
             },
             m,
         )

@@ -373,6 +373,12 @@ fn describe(c: &fleetmesh_actors::region::Command) -> String {
             a.pattern.roles,
             a.by
         ),
+        fleetmesh_actors::region::Command::Link(l) => format!(
+            "Link {{ seq: {}, voters: {:?}, digest: {} }}",
+            l.seq,
+            l.voters.iter().map(|v| v.0.as_str()).collect::<Vec<_>>(),
+            l.digest()
+        ),
         other => format!("{other:?}"),
     }
 }

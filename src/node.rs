@@ -664,11 +664,11 @@ pub struct Trust {
     pub keys: net::trust::Keys,
     pub registry: Arc<std::sync::Mutex<fleetmesh_actors::trust::Registry>>,
     /// This node's proof as master (the region actor sends, the network reads).
-    pub proof: (
-        watch::Sender<Option<Arc<fleetmesh_actors::trust::Proof>>>,
-        watch::Receiver<Option<Arc<fleetmesh_actors::trust::Proof>>>,
-    ),
+    pub proof: (watch::Sender<ProofCell>, watch::Receiver<ProofCell>),
 }
+
+/// This node's proof as master, while it has one.
+pub type ProofCell = Option<Arc<fleetmesh_actors::trust::Proof>>;
 
 async fn stop<A>(addr: &Addr<A>)
 where

@@ -46,8 +46,12 @@ fn read_admin(path: &Path) -> Result<ed25519::Keypair, Error> {
         .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
     let mut bytes = hex::decode(text.trim())
         .map_err(|e| Error::Usage(format!("{}: not a hex admin key ({e})", path.display())))?;
-    let secret = ed25519::SecretKey::try_from_bytes(&mut bytes)
-        .map_err(|e| Error::Usage(format!("{}: not an ed25519 secret key ({e})", path.display())))?;
+    let secret = ed25519::SecretKey::try_from_bytes(&mut bytes).map_err(|e| {
+        Error::Usage(format!(
+            "{}: not an ed25519 secret key ({e})",
+            path.display()
+        ))
+    })?;
     Ok(ed25519::Keypair::from(secret))
 }
 
@@ -61,7 +65,10 @@ pub fn charter(args: CharterArgs) -> Result<String, Error> {
     let voters: Vec<node::Id> = if args.voters.is_empty() {
         voters_of(&region)
     } else {
-        args.voters.iter().map(|v| node::Id(v.trim().into())).collect()
+        args.voters
+            .iter()
+            .map(|v| node::Id(v.trim().into()))
+            .collect()
     };
     if voters.is_empty() {
         return Err(Error::Runtime(format!(
@@ -72,20 +79,29 @@ pub fn charter(args: CharterArgs) -> Result<String, Error> {
     let mut c = Charter::new(name, voters, &args.by, now);
     c.sig = key.sign(&c.signed_bytes());
     let body = serde_json::to_value(&c).map_err(|e| Error::Runtime(e.to_string()))?;
-    let v = call(&args.api, reqwest::Method::POST, "/api/v1/region/charter", Some(body))?;
+    let v = call(
+        &args.api,
+        reqwest::Method::POST,
+        "/api/v1/region/charter",
+        Some(body),
+    )?;
     Ok(format!(
         "chartered region {} with voters {} (handed to the region's log; `GET /api/v1/fleet/trust` shows it once committed)\n",
         name,
         v["voters"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+            .map(|a| a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
             .unwrap_or_default()
     ))
 }
 
 /// The peer ids of the voters `GET /api/v1/region` lists.
 fn voters_of(region: &Value) -> Vec<node::Id> {
-    region["voters"]
+    region["consensus_members"]
         .as_array()
         .into_iter()
         .flatten()

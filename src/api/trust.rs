@@ -82,8 +82,7 @@ pub async fn charter(shared: web::Data<Shared>, body: web::Json<Charter>) -> Htt
     }
     if shared.trust.keys.admin(&c.signed_bytes(), &c.sig) != Some(true) {
         return HttpResponse::Forbidden().json(Problem {
-            error: "the charter's signature is not the fleet admin key's (fleet.admin_key)"
-                .into(),
+            error: "the charter's signature is not the fleet admin key's (fleet.admin_key)".into(),
         });
     }
     let answer = json!({"region": c.region, "voters": c.voters, "issued_unix_ms": c.issued_unix_ms, "committed": false});

@@ -1152,7 +1152,9 @@ impl Driver {
                 let mut decoded = wire::decode::<wire::Body>(&message.data);
                 let mut untrusted = false;
                 if let (Ok(body), Some(author)) = (&mut decoded, message.source)
-                    && let Err((kind, _)) = self.trust.admit(&id(&author), body, fleetmesh_actors::actor::unix_ms())
+                    && let Err((kind, _)) =
+                        self.trust
+                            .admit(&id(&author), body, fleetmesh_actors::actor::unix_ms())
                 {
                     self.metrics
                         .trust_refused

@@ -25,3 +25,4 @@ mod package;
 mod policy;
 mod region_alerts;
 mod silences;
+mod trust;

@@ -92,11 +92,7 @@ fn changed(chain: &mut Vec<Link>, term: u64, own: &str, endorsers: &[&str], to: 
         region: cert.region.clone(),
         seq,
         voters,
-        anchor: Anchor::Change {
-            prev,
-            cert,
-            sig: s,
-        },
+        anchor: Anchor::Change { prev, cert, sig: s },
     };
     assert!(append(chain, link));
 }
@@ -129,10 +125,7 @@ fn the_master_gathers_endorsements_and_founds_then_proves() {
     // Wrong term, wrong master, bad signature: refused.
     assert!(!c.endorsed(2, endorse("r", 2, "a", "b"), &TOFU));
     assert!(!c.endorsed(1, endorse("r", 1, "b", "b"), &TOFU));
-    assert_eq!(
-        c.due(&[], &ids(&["a", "b", "c"]), &TOFU),
-        Due::Endorsements
-    );
+    assert_eq!(c.due(&[], &ids(&["a", "b", "c"]), &TOFU), Due::Endorsements);
     assert!(c.endorsed(1, endorse("r", 1, "a", "b"), &TOFU));
     let Due::Found(root) = c.due(&[], &ids(&["c", "b", "a"]), &TOFU) else {
         panic!("founding due");
@@ -153,8 +146,15 @@ fn the_master_gathers_endorsements_and_founds_then_proves() {
 fn a_rogue_cannot_prove_itself_master() {
     let chain = founded("b", &["a", "b", "c"]);
     let mut reg = Registry::default();
-    reg.check("b", 1, &id("a"), Some(&proof(&chain, 1, "a", &["a", "b"])), &TOFU, 1)
-        .expect("the real master");
+    reg.check(
+        "b",
+        1,
+        &id("a"),
+        Some(&proof(&chain, 1, "a", &["a", "b"])),
+        &TOFU,
+        1,
+    )
+    .expect("the real master");
     // The rogue endorses itself in a higher term: one signature, not a majority.
     let forged = Proof {
         chain: chain.clone(),
@@ -173,7 +173,10 @@ fn a_rogue_cannot_prove_itself_master() {
     ));
     // Its own change link, signed by itself, certified by a minority.
     let mut grown = chain.clone();
-    let s = sig("rogue", &Link::change_bytes("b", 1, &ids(&["rogue"]), &chain[0].digest()));
+    let s = sig(
+        "rogue",
+        &Link::change_bytes("b", 1, &ids(&["rogue"]), &chain[0].digest()),
+    );
     grown.push(Link {
         region: "b".into(),
         seq: 1,
@@ -211,8 +214,15 @@ fn a_rogue_cannot_prove_itself_master() {
 fn voters_change_only_with_a_majority_of_the_voters_before() {
     let mut chain = founded("b", &["a", "b", "c"]);
     let mut reg = Registry::default();
-    reg.check("b", 1, &id("a"), Some(&proof(&chain, 1, "a", &["a", "b"])), &TOFU, 1)
-        .expect("founding");
+    reg.check(
+        "b",
+        1,
+        &id("a"),
+        Some(&proof(&chain, 1, "a", &["a", "b"])),
+        &TOFU,
+        1,
+    )
+    .expect("founding");
     // c died; d replaces it, committed by b in term 2 with a and b endorsing.
     changed(&mut chain, 2, "b", &["a", "b"], &["a", "b", "d"]);
     assert_eq!(chain.len(), 2);

@@ -69,9 +69,7 @@ impl RegionActor {
         let leading = self.gov.leading();
         t.certifier
             .lead(leading.map(|term| (term, self.own_peer.clone())));
-        let voter = status
-            .as_ref()
-            .is_some_and(|s| s.voters.contains(&s.id));
+        let voter = status.as_ref().is_some_and(|s| s.voters.contains(&s.id));
         let mut own_endorsement = None;
         if let (true, Some((m, term))) = (voter, &master) {
             let due = match &t.endorsed {
@@ -161,7 +159,10 @@ impl RegionActor {
         let changed = *t.kit.proof.borrow() != proof;
         if changed {
             if proof.is_some() {
-                tracing::info!(links = chain.len(), "this master's authority is proven to other regions");
+                tracing::info!(
+                    links = chain.len(),
+                    "this master's authority is proven to other regions"
+                );
             }
             t.kit.proof.send_replace(proof);
         }
