@@ -112,10 +112,46 @@ pub struct Summary {
     /// Members per lifecycle phase other than active (as the region's log has them).
     #[serde(default)]
     pub phases: BTreeMap<crate::region::Phase, u32>,
+    /// The version of the region's roster (every member's peer, name and role) this
+    /// summary goes with; 0 in a summary that lists every member itself. A published
+    /// summary lists only the members in trouble: a member of the roster it does not list
+    /// is alive and live ([`Census::compact`]).
+    #[serde(default)]
+    pub roster_version: u64,
+    /// One page of the roster, when one is due ([`Census::compact`]).
+    #[serde(default)]
+    pub roster: Option<RosterPage>,
     /// That `master` leads `region` in `term` ([`crate::trust`]), attached when published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<Box<crate::trust::Proof>>,
 }
+
+/// A member as the roster names it: peer, name, role.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Entry(pub node::Id, pub String, pub String);
+
+/// One page of a region's roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterPage {
+    pub version: u64,
+    pub page: u32,
+    pub pages: u32,
+    pub entries: Vec<Entry>,
+}
+
+/// Bytes a summary leaves for the proof of authority the network attaches
+/// ([`crate::trust::Proof`]: the chain of voters of record and the master's certificate,
+/// about 0.7 KiB per link of three voters).
+pub const PROOF_ROOM: usize = 8 * 1024;
+/// Members a published summary lists at most (those in trouble; the rest are counted).
+pub const LISTED: usize = 256;
+/// Members per roster page (about 18 KiB).
+pub const PAGE: usize = 256;
+/// After the roster changes, a page goes with every summary for this long.
+pub const ROSTER_FRESH_MS: u64 = 10_000;
+/// Otherwise each page goes again at least this often (for nodes that missed it or
+/// started since).
+pub const ROSTER_REPAIR_MS: u64 = 30_000;
 
 /// A region's drift, as its summary carries it: the counts, and the most severe records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,9 +225,16 @@ impl Summary {
             drift: None,
             alerts: BTreeMap::new(),
             phases: BTreeMap::new(),
+            roster_version: 0,
+            roster: None,
             proof: None,
         }
     }
+}
+
+/// Whether a member is in trouble: not alive, or not live.
+fn in_trouble(l: &Line) -> bool {
+    trouble(l) > 0
 }
 
 /// How much attention a member needs: dead and suspect first, then unhealthy sync.
@@ -199,6 +242,7 @@ fn trouble(l: &Line) -> u8 {
     match l.status {
         Status::Dead => 4,
         Status::Suspect => 3,
+        Status::Joining | Status::Remote => 1,
         _ => match l.connectivity {
             Some(Connectivity::Live) | None => 0,
             Some(_) => 2,
@@ -251,7 +295,27 @@ pub struct Census {
     /// master knows, such as drift).
     home: Option<Kept>,
     last_published: Option<u64>,
+    /// As master: the roster published, its version, when it changed, when each page
+    /// last went, and the page that goes next while it is fresh.
+    roster: Vec<Entry>,
+    roster_version: u64,
+    roster_changed: u64,
+    pages_sent: Vec<u64>,
+    next_page: usize,
+    /// Per region heard from (this node's own included), its roster as assembled.
+    rosters: BTreeMap<String, Assembly>,
 }
+
+/// A region's roster as heard, page by page.
+#[derive(Debug, Default)]
+struct Assembly {
+    version: u64,
+    pages: Vec<Option<Vec<Entry>>>,
+    complete: Vec<Entry>,
+}
+
+/// Roster pages a region may have at most (16,384 members).
+const MAX_PAGES: u32 = 64;
 
 impl Census {
     pub fn new(config: Config, region: String) -> Self {
@@ -266,7 +330,119 @@ impl Census {
             home_master: None,
             home: None,
             last_published: None,
+            roster: Vec::new(),
+            roster_version: 0,
+            roster_changed: 0,
+            pages_sent: Vec::new(),
+            next_page: 0,
+            rosters: BTreeMap::new(),
         }
+    }
+
+    /// The summary to publish of `full` (every member listed): only the members in
+    /// trouble (at most [`LISTED`], the rest counted in `omitted`), the roster's version,
+    /// and a page of the roster when one is due: every summary for [`ROSTER_FRESH_MS`]
+    /// after the roster changed, then each page every [`ROSTER_REPAIR_MS`]. So what a
+    /// region costs every node grows with its members in trouble, not with its size.
+    pub fn compact(&mut self, mut full: Summary, now: u64, budget: usize) -> Summary {
+        let mut roster: Vec<Entry> = full
+            .members
+            .iter()
+            .map(|l| Entry(l.peer.clone(), l.name.clone(), l.role.clone()))
+            .collect();
+        roster.sort();
+        if roster != self.roster || self.roster_version == 0 {
+            self.roster = roster;
+            self.roster_version = now.max(self.roster_version + 1);
+            self.roster_changed = now;
+            self.pages_sent = vec![0; self.roster.len().div_ceil(PAGE).max(1)];
+            self.next_page = 0;
+        }
+        full.roster_version = self.roster_version;
+        let pages = self.pages_sent.len();
+        let page = if now < self.roster_changed + ROSTER_FRESH_MS {
+            let p = self.next_page % pages;
+            self.next_page += 1;
+            Some(p)
+        } else {
+            (0..pages)
+                .min_by_key(|p| self.pages_sent[*p])
+                .filter(|p| self.pages_sent[*p] + ROSTER_REPAIR_MS <= now)
+        };
+        full.roster = page.map(|p| {
+            self.pages_sent[p] = now;
+            RosterPage {
+                version: self.roster_version,
+                page: p as u32,
+                pages: pages as u32,
+                entries: self
+                    .roster
+                    .iter()
+                    .skip(p * PAGE)
+                    .take(PAGE)
+                    .cloned()
+                    .collect(),
+            }
+        });
+        let mut room = budget.saturating_sub(
+            full.roster
+                .as_ref()
+                .map_or(0, |r| rmp_serde::to_vec(r).map_or(budget, |b| b.len())),
+        );
+        // Those in trouble first (as `Summary::new` sorted them), as many as fit.
+        let trouble: Vec<Line> = full.members.drain(..).filter(in_trouble).collect();
+        let all = trouble.len();
+        for l in trouble {
+            let size = rmp_serde::to_vec(&l).map_or(room, |b| b.len());
+            if full.members.len() == LISTED || size > room {
+                break;
+            }
+            room -= size;
+            full.members.push(l);
+        }
+        full.omitted = (all - full.members.len()) as u32;
+        full
+    }
+
+    /// A compact summary made whole again: its roster page taken in, and every member
+    /// of the region's roster it does not list added as alive and live.
+    fn expand(&mut self, mut s: Summary) -> Summary {
+        if s.roster_version == 0 {
+            return s;
+        }
+        let a = self.rosters.entry(s.region.clone()).or_default();
+        if let Some(page) = s.roster.take()
+            && page.pages > 0
+            && page.pages <= MAX_PAGES
+            && page.page < page.pages
+        {
+            if page.version != a.version || a.pages.len() != page.pages as usize {
+                a.version = page.version;
+                a.pages = vec![None; page.pages as usize];
+            }
+            a.pages[page.page as usize] = Some(page.entries);
+            if a.pages.iter().all(Option::is_some) {
+                a.complete = a.pages.iter().flatten().flatten().cloned().collect();
+            }
+        }
+        let listed: std::collections::HashSet<node::Id> =
+            s.members.iter().map(|l| l.peer.clone()).collect();
+        for Entry(peer, name, role) in &a.complete {
+            if !listed.contains(peer) {
+                s.members.push(Line {
+                    peer: peer.clone(),
+                    name: name.clone(),
+                    role: role.clone(),
+                    status: Status::Alive,
+                    connectivity: Some(Connectivity::Live),
+                    backlog: 0,
+                    replay: None,
+                    last_seen_ms: 0,
+                    connectivity_since_unix_ms: None,
+                });
+            }
+        }
+        s
     }
 
     /// This node leads its region in `term` (or no longer leads: `None`). A new master
@@ -336,6 +512,7 @@ impl Census {
             && self.home_master.as_ref() == Some(author)
             && summary.master.as_ref() == Some(author)
         {
+            let summary = self.expand(summary);
             let newer = self
                 .home
                 .as_ref()
@@ -355,6 +532,7 @@ impl Census {
         }
         self.masters
             .insert(summary.region.clone(), (summary.term, author.clone()));
+        let summary = self.expand(summary);
         if let Some(k) = self.foreign.get(&summary.region)
             && (k.summary.term, k.summary.sent_unix_ms) >= (summary.term, summary.sent_unix_ms)
         {
@@ -370,6 +548,7 @@ impl Census {
             if let Some(r) = oldest {
                 self.foreign.remove(&r);
                 self.masters.remove(&r);
+                self.rosters.remove(&r);
             }
         }
         self.foreign.insert(

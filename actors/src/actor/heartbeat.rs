@@ -339,6 +339,16 @@ impl HeartbeatActor {
     /// This node's region as it sees it: the master of record, and every member (this
     /// node included) with its status and sync debt.
     pub fn summary(&self, now: Instant, unix: u64) -> census::Summary {
+        self.summary_within(now, unix, self.budget())
+    }
+
+    /// Bytes a summary's member lines may take in one frame.
+    fn budget(&self) -> usize {
+        (wire::MAX_FRAME - 1024 - census::PROOF_ROOM).saturating_sub(self.drift_bytes)
+    }
+
+    /// The summary with at most `budget` bytes of member lines.
+    fn summary_within(&self, now: Instant, unix: u64, budget: usize) -> census::Summary {
         let mut lines: Vec<census::Line> = self
             .view
             .members()
@@ -371,7 +381,7 @@ impl HeartbeatActor {
             master,
             unix,
             lines,
-            (wire::MAX_FRAME - 1024).saturating_sub(self.drift_bytes),
+            budget,
         );
         summary.drift = self.drift.clone();
         summary.alerts = self.alerts.clone();
@@ -395,9 +405,12 @@ impl HeartbeatActor {
             });
         }
         if publish {
+            // Every member in the roster; only those in trouble listed.
+            let whole = self.summary_within(now, unix, usize::MAX);
+            let compact = self.census.compact(whole, unix, self.budget());
             let msg = outbox::Publish {
                 topic: outbox::Topic::Fleet,
-                body: wire::Body::Census(Box::new((*summary).clone())),
+                body: wire::Body::Census(Box::new(compact)),
                 delivery: outbox::Delivery::BestEffort,
             };
             if self.outbox.try_send(msg).is_err() {

@@ -198,3 +198,84 @@ fn a_summary_with_drift_still_fits_a_frame() {
     let bytes = rmp_serde::to_vec(&brief).expect("encodes").len();
     assert!(bytes < 16 * 1024, "{bytes} bytes");
 }
+
+fn roster_of(n: usize) -> Vec<Line> {
+    let mut lines: Vec<Line> = (0..n)
+        .map(|i| {
+            let mut l = line(&format!("n{i:04}"), Status::Alive, Some(Connectivity::Live));
+            // Peer ids as long as real ones.
+            l.peer = id(&format!("12D3KooW{i:044}"));
+            l
+        })
+        .collect();
+    lines[7].status = Status::Dead;
+    lines[9].connectivity = Some(Connectivity::Autonomous);
+    lines
+}
+
+#[test]
+fn a_published_summary_lists_those_in_trouble_and_its_roster_names_the_rest() {
+    let mut master = Census::new(Config::default(), "us".into());
+    let full = |sent| Summary::new("us", 2, Some(id("m")), sent, roster_of(600), usize::MAX);
+    let mut eu = Census::new(Config::default(), "eu".into());
+    let kept = |eu: &Census| eu.get("us").map_or(0, |k| k.summary.members.len());
+    for (i, t) in [1_000u64, 1_250, 1_500].into_iter().enumerate() {
+        let c = master.compact(full(t), t, 60_000);
+        assert_eq!(c.members.len(), 2, "only the dead and the autonomous are listed");
+        assert_eq!(c.omitted, 0);
+        let page = c.roster.as_ref().expect("a page while the roster is fresh");
+        assert_eq!((page.page, page.pages), (i as u32, 3));
+        let frame = crate::wire::encode(&crate::wire::Body::Census(Box::new(c.clone())));
+        assert!(frame.is_ok_and(|f| f.len() < 30_000), "a page and the trouble fit a frame");
+        assert_eq!(eu.offer(&id("m"), c, t + 1), Ok(true));
+        // Until every page is in, only the listed members show.
+        if i < 2 {
+            assert_eq!(kept(&eu), 2);
+        }
+    }
+    assert_eq!(kept(&eu), 600);
+    let k = eu.get("us").expect("kept");
+    let dead = k.summary.members.iter().find(|l| l.name == "n0007");
+    assert_eq!(dead.map(|l| l.status), Some(Status::Dead));
+    let alive = k.summary.members.iter().find(|l| l.name == "n0100");
+    assert_eq!(alive.map(|l| l.status), Some(Status::Alive));
+    assert_eq!(k.summary.counts.get(&Status::Alive), Some(&599));
+
+    // Once sent, the roster stays out of summaries until its repair is due.
+    let c = master.compact(full(12_000), 12_000, 60_000);
+    assert!(c.roster.is_none());
+    assert_eq!(eu.offer(&id("m"), c, 12_001), Ok(true));
+    assert_eq!(kept(&eu), 600, "members not listed are alive");
+    let c = master.compact(full(31_000), 31_000, 60_000);
+    assert_eq!(c.roster.map(|p| p.page), Some(0), "the oldest page is repaired");
+
+    // A member leaves: a new roster version, sent page by page again; the old one shows
+    // until the new one is whole.
+    let mut fewer = full(40_000);
+    fewer.members.retain(|l| l.name != "n0100");
+    let c = master.compact(fewer.clone(), 40_000, 60_000);
+    let version = c.roster_version;
+    assert!(c.roster.is_some());
+    eu.offer(&id("m"), c, 40_001).expect("offer");
+    assert_eq!(kept(&eu), 600);
+    for t in [40_250, 40_500] {
+        let c = master.compact(fewer.clone(), t, 60_000);
+        assert_eq!(c.roster_version, version);
+        eu.offer(&id("m"), c, t + 1).expect("offer");
+    }
+    assert_eq!(kept(&eu), 599);
+}
+
+#[test]
+fn a_region_of_a_thousand_members_in_trouble_still_fits_one_frame() {
+    let mut master = Census::new(Config::default(), "us".into());
+    let mut lines = roster_of(1000);
+    for l in &mut lines {
+        l.status = Status::Suspect;
+    }
+    let full = Summary::new("us", 2, Some(id("m")), 1, lines, usize::MAX);
+    let c = master.compact(full, 1, crate::wire::MAX_FRAME - 1024 - PROOF_ROOM);
+    assert!(c.members.len() <= LISTED);
+    assert_eq!(c.members.len() + c.omitted as usize, 1000);
+    assert!(crate::wire::encode(&crate::wire::Body::Census(Box::new(c))).is_ok());
+}
