@@ -375,14 +375,7 @@ impl HeartbeatActor {
             Some((m, t)) => (Some(m.clone()), *t),
             None => (None, 0),
         };
-        let mut summary = census::Summary::new(
-            &self.region,
-            term,
-            master,
-            unix,
-            lines,
-            budget,
-        );
+        let mut summary = census::Summary::new(&self.region, term, master, unix, lines, budget);
         summary.drift = self.drift.clone();
         summary.alerts = self.alerts.clone();
         summary.phases = self.phases.clone();

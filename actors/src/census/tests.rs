@@ -221,12 +221,19 @@ fn a_published_summary_lists_those_in_trouble_and_its_roster_names_the_rest() {
     let kept = |eu: &Census| eu.get("us").map_or(0, |k| k.summary.members.len());
     for (i, t) in [1_000u64, 1_250, 1_500].into_iter().enumerate() {
         let c = master.compact(full(t), t, 60_000);
-        assert_eq!(c.members.len(), 2, "only the dead and the autonomous are listed");
+        assert_eq!(
+            c.members.len(),
+            2,
+            "only the dead and the autonomous are listed"
+        );
         assert_eq!(c.omitted, 0);
         let page = c.roster.as_ref().expect("a page while the roster is fresh");
         assert_eq!((page.page, page.pages), (i as u32, 3));
         let frame = crate::wire::encode(&crate::wire::Body::Census(Box::new(c.clone())));
-        assert!(frame.is_ok_and(|f| f.len() < 30_000), "a page and the trouble fit a frame");
+        assert!(
+            frame.is_ok_and(|f| f.len() < 30_000),
+            "a page and the trouble fit a frame"
+        );
         assert_eq!(eu.offer(&id("m"), c, t + 1), Ok(true));
         // Until every page is in, only the listed members show.
         if i < 2 {
@@ -247,7 +254,11 @@ fn a_published_summary_lists_those_in_trouble_and_its_roster_names_the_rest() {
     assert_eq!(eu.offer(&id("m"), c, 12_001), Ok(true));
     assert_eq!(kept(&eu), 600, "members not listed are alive");
     let c = master.compact(full(31_000), 31_000, 60_000);
-    assert_eq!(c.roster.map(|p| p.page), Some(0), "the oldest page is repaired");
+    assert_eq!(
+        c.roster.map(|p| p.page),
+        Some(0),
+        "the oldest page is repaired"
+    );
 
     // A member leaves: a new roster version, sent page by page again; the old one shows
     // until the new one is whole.
@@ -259,6 +270,7 @@ fn a_published_summary_lists_those_in_trouble_and_its_roster_names_the_rest() {
     eu.offer(&id("m"), c, 40_001).expect("offer");
     assert_eq!(kept(&eu), 600);
     for t in [40_250, 40_500] {
+        fewer.sent_unix_ms = t;
         let c = master.compact(fewer.clone(), t, 60_000);
         assert_eq!(c.roster_version, version);
         eu.offer(&id("m"), c, t + 1).expect("offer");
