@@ -8,11 +8,12 @@
 //! death committed by eu's master, and the next summary it publishes (early on change,
 //! else every `heartbeat.census_ms`), plus up to 10 ms of polling.
 //!
-//! Summary cost: the rmp-encoded size of the summary u0 last received from eu, and of
-//! summaries built with 100 and 1,000 members (every one alive, the lines as a real
-//! member writes them), with the bytes per second a node receives for 2, 10 and 100
-//! regions at one summary per region every 2 s (one copy each; gossip duplicates not
-//! counted).
+//! Summary cost: what a master publishes (the census core's compact summary with a real
+//! proof of authority attached, as a wire frame) for regions of 3, 100 and 1,000 members
+//! with 0, 10 or 256 of them dead: the first summary (a roster page in it), and the mean
+//! per summary over ten minutes at one every 2 s once the roster is out (repair pages
+//! included), with the bytes per second a node receives for 2, 10 and 100 regions (one
+//! copy each; gossip duplicates not counted).
 //!
 //!     cargo bench --bench fleet_view -- [--trials N]
 //!
@@ -27,10 +28,11 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use fleetmesh_actors::census::{Line, Summary};
+use fleetmesh_actors::census::{Census, Config, Line, PROOF_ROOM, Summary};
 use fleetmesh_actors::membership::Status;
 use fleetmesh_actors::node;
 use fleetmesh_actors::sync::{Connectivity, Report};
+use fleetmesh_actors::trust::{Charter, Endorsement, Link, Proof, TermCert, endorse_bytes};
 use harness::{Node, Spec, get, settled, two_regions};
 use serde_json::Value;
 
@@ -45,8 +47,9 @@ async fn status_in_us(u0: &Node, peer: &str) -> Option<String> {
     })
 }
 
-/// The rmp size of a summary of `n` alive members, lines as a member writes them.
-fn synthetic(n: usize) -> usize {
+/// A summary of `n` members (the first `trouble` of them dead), lines as a member
+/// writes them.
+fn full(n: usize, trouble: usize, sent: u64) -> Summary {
     let report = Report {
         connectivity: Some(Connectivity::Live),
         last_seq: 1_000_000,
@@ -64,24 +67,89 @@ fn synthetic(n: usize) -> usize {
                 role: "web".into(),
                 incarnation: 1_796_000_000_000,
             };
+            let status = if i < trouble {
+                Status::Dead
+            } else {
+                Status::Alive
+            };
             Line::new(
                 node::Id(format!("12D3KooW{:0>44}", i)),
                 Some(&info),
-                Status::Alive,
+                status,
                 Some(&report),
                 200,
             )
         })
         .collect();
-    let s = Summary::new(
+    Summary::new(
         "eu-west",
         7,
         Some(node::Id(format!("12D3KooW{:0>44}", 0))),
-        1_796_000_000_000,
+        sent,
         lines,
-        fleetmesh_actors::wire::MAX_FRAME - 1024,
-    );
-    rmp_serde::to_vec(&s).map_or(0, |b| b.len())
+        usize::MAX,
+    )
+}
+
+/// A proof as a chartered region of three voters attaches it (real ed25519 signatures).
+fn proof() -> Proof {
+    let admin = libp2p::identity::ed25519::Keypair::generate();
+    let voters: Vec<libp2p::identity::Keypair> = (0..3)
+        .map(|_| libp2p::identity::Keypair::generate_ed25519())
+        .collect();
+    let ids: Vec<node::Id> = voters
+        .iter()
+        .map(|k| node::Id(k.public().to_peer_id().to_base58()))
+        .collect();
+    let mut charter = Charter::new("eu-west", ids.clone(), "operator", 1_796_000_000_000);
+    charter.sig = admin.sign(&charter.signed_bytes());
+    let msg = endorse_bytes("eu-west", 7, &ids[0]);
+    Proof {
+        chain: vec![Link::chartered(charter)],
+        cert: TermCert {
+            region: "eu-west".into(),
+            term: 7,
+            master: ids[0].clone(),
+            endorsements: voters
+                .iter()
+                .zip(&ids)
+                .map(|(k, id)| Endorsement {
+                    voter: id.clone(),
+                    sig: k.sign(&msg).expect("sign"),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// What a master publishes of a region of `n` members (`trouble` dead), proof attached:
+/// the bytes of its first summary (with a roster page), and the mean bytes per summary
+/// over ten minutes of summaries every 2 s once the roster is out (the repair pages
+/// included).
+fn published(n: usize, trouble: usize, proof: &Proof) -> (usize, f64) {
+    let mut census = Census::new(Config::default(), "eu-west".into());
+    let budget = fleetmesh_actors::wire::MAX_FRAME - 1024 - PROOF_ROOM;
+    let size = |census: &mut Census, t: u64| {
+        let mut s = census.compact(full(n, trouble, t), t, budget);
+        s.proof = Some(Box::new(proof.clone()));
+        fleetmesh_actors::wire::encode(&fleetmesh_actors::wire::Body::Census(Box::new(s)))
+            .map_or(0, |b| b.len())
+    };
+    let first = size(&mut census, 0);
+    // Past the fresh window, then ten minutes at one summary every 2 s.
+    let (from, to) = (20_000u64, 620_000u64);
+    let mut t = 2_000;
+    while t < from {
+        size(&mut census, t);
+        t += 2_000;
+    }
+    let (mut total, mut count) = (0usize, 0usize);
+    while t < to {
+        total += size(&mut census, t);
+        count += 1;
+        t += 2_000;
+    }
+    (first, total as f64 / count as f64)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -126,19 +194,18 @@ async fn main() {
         }
         eprintln!("{} of {trials} trials", t + 1);
     }
-    // The summary of eu as u0 received it, re-encoded as it travels.
-    let c: Value = get(&nodes[3].url("/api/v1/census")).await;
-    let eu = c["regions"]
-        .as_array()
-        .and_then(|l| l.iter().find(|r| r["region"] == "eu").cloned())
-        .unwrap_or_default();
-    let real = serde_json::from_value::<Summary>(eu)
-        .ok()
-        .and_then(|s| rmp_serde::to_vec(&s).ok())
-        .map_or(0, |b| b.len());
     drop(nodes);
-    let (s100, s1000) = (synthetic(100), synthetic(1000));
-    let per_s = |size: usize, regions: usize| (size * (regions - 1)) as f64 / 2.0;
+    let proof = proof();
+    let proof_bytes = rmp_serde::to_vec(&proof).map_or(0, |b| b.len());
+    let sizes: Vec<(usize, usize, usize, f64)> =
+        [(3, 0), (100, 0), (1000, 0), (1000, 10), (1000, 256)]
+            .into_iter()
+            .map(|(n, trouble)| {
+                let (first, mean) = published(n, trouble, &proof);
+                (n, trouble, first, mean)
+            })
+            .collect();
+    let per_node = |mean: f64, regions: usize| mean * (regions - 1) as f64 / 2.0;
     lat_us.sort_unstable();
     println!(
         "RESULT {}",
@@ -150,15 +217,18 @@ async fn main() {
             "p50_us": percentile(&lat_us, 50.0),
             "p99_us": percentile(&lat_us, 99.0),
             "max_us": lat_us.last().copied().unwrap_or(0),
-            "summary_bytes_3_members": real,
-            "summary_bytes_100_members": s100,
-            "summary_bytes_1000_members": s1000,
-            "per_node_bytes_per_s": {
-                "2_regions_of_100": per_s(s100, 2),
-                "10_regions_of_100": per_s(s100, 10),
-                "100_regions_of_100": per_s(s100, 100),
-                "100_regions_of_1000": per_s(s1000, 100),
-            },
+            "proof_bytes": proof_bytes,
+            "summaries": sizes.iter().map(|(n, trouble, first, mean)| serde_json::json!({
+                "members": n,
+                "dead": trouble,
+                "first_bytes": first,
+                "mean_bytes": mean.round(),
+                "per_node_bytes_per_s": {
+                    "2_regions": per_node(*mean, 2).round(),
+                    "10_regions": per_node(*mean, 10).round(),
+                    "100_regions": per_node(*mean, 100).round(),
+                },
+            })).collect::<Vec<_>>(),
         })
     );
 }
