@@ -101,7 +101,7 @@ function renderTwin(peer) {
   sections.replaceChildren(
     identitySection(body.identity), hostSection(body.host), softwareSection(body.software, local, peer),
     packagesSection(body.packages), observedSection(body.observed), policySection(body.policy),
-    changesSection(body.changes));
+    healthSection(body.health), changesSection(body.changes));
 }
 
 const unknown = (v) => (v === null || v === undefined || v === '' ? 'unknown' : String(v));
@@ -202,6 +202,12 @@ function observedSection(s) {
 function policySection(s) {
   const v = (s && s.value) || {};
   return section('policy', s, facts([['version', v.version]]));
+}
+
+function healthSection(s) {
+  const v = (s && s.value) || {};
+  return section('health', s, facts([['state', v.state], ['why', (v.reasons || []).join('; ') || 'nothing wrong'],
+    ['connectivity', v.connectivity], ['backlog', v.backlog]]));
 }
 
 function changesSection(s) {

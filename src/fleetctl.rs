@@ -163,6 +163,20 @@ pub fn twin_text(t: &Value) -> String {
             "- (no desired state)".into()
         }
     );
+    let health = &t["health"]["value"];
+    let reasons: Vec<String> = health["reasons"]
+        .as_array()
+        .map(|r| r.iter().map(text).collect())
+        .unwrap_or_default();
+    out += &format!(
+        "health    {}{}\n",
+        text(&health["state"]),
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", reasons.join("; "))
+        }
+    );
     out += &format!(
         "host      {}  kernel {}  os {}  cpus {}  memory {}  {} {} serial {}\n",
         text(&host["hostname"]),

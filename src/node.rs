@@ -878,6 +878,7 @@ async fn serve(
         files: actors.files.clone(),
         policy: actors.policy.clone(),
         refused: desired_refused,
+        sync: actors.sync.clone(),
     }));
     // Ready means the start-up verification and the first network and process readings
     // have been handed over: changes made while the node was down are reported before

@@ -39,6 +39,32 @@ pub struct Feed {
     pub policy: Addr<PolicyActor>,
     /// Where the files refused as they stand are shown (`GET /api/v1/drift`).
     pub refused: tokio::sync::watch::Sender<Vec<String>>,
+    /// The node's connectivity and backlog as the encoder reports them (pushed), for
+    /// the twin's health.
+    pub sync: tokio::sync::watch::Receiver<Option<fleetmesh_actors::sync::Report>>,
+}
+
+/// Hands the twin actor the node's connectivity and backlog each time they change.
+async fn vitals(
+    twin: Addr<TwinActor>,
+    mut sync: tokio::sync::watch::Receiver<Option<fleetmesh_actors::sync::Report>>,
+) {
+    loop {
+        let v = sync
+            .borrow_and_update()
+            .as_ref()
+            .map(|r| fleetmesh_actors::twin::health::Vitals {
+                connectivity: r.connectivity,
+                backlog: r.backlog,
+            });
+        // A full mailbox loses one reading; the next change brings a newer one.
+        if let Some(v) = v {
+            let _ = twin.try_send(Observe(Input::Vitals(v)));
+        }
+        if sync.changed().await.is_err() || !twin.connected() {
+            return;
+        }
+    }
 }
 
 /// The package database's identity on disk: a change of it means a new reading.
@@ -51,6 +77,7 @@ fn packages_stamp(root: &Path) -> Option<(SystemTime, u64)> {
 
 /// Runs until the twin actor is gone.
 pub async fn run(mut feed: Feed) {
+    tokio::spawn(vitals(feed.twin.clone(), feed.sync.clone()));
     let send = |twin: &Addr<TwinActor>, input: Input| twin.try_send(Observe(input)).is_ok();
     let software = {
         let s = tokio::task::spawn_blocking(probe::host::software).await;

@@ -140,6 +140,9 @@ pub struct Twin {
     pub observed: Section<Observed>,
     pub policy: Section<Policy>,
     pub changes: Section<VecDeque<Change>>,
+    /// How the node is doing ([`health`]).
+    #[serde(default)]
+    pub health: Section<health::Health>,
 }
 
 /// A twin on its way to the region's master.
@@ -196,6 +199,8 @@ pub enum Input {
     Spikes(Vec<Spike>),
     /// The region's master changed: send the whole twin to the new one.
     MasterChanged,
+    /// The node's connectivity and backlog, for its health.
+    Vitals(health::Vitals),
 }
 
 /// The node's own twin.
@@ -214,6 +219,7 @@ pub struct Local {
     next_resend: Option<Instant>,
     /// A second send after the master changed.
     again: Option<Instant>,
+    vitals: Option<health::Vitals>,
 }
 
 impl Local {
@@ -226,6 +232,7 @@ impl Local {
             due: None,
             next_resend: None,
             again: None,
+            vitals: None,
         }
     }
 
@@ -244,7 +251,30 @@ impl Local {
 
     /// Takes one input in; `now_ms` stamps the sections it changes.
     pub fn handle(&mut self, now: Instant, now_ms: u64, input: Input) {
+        self.apply(now, now_ms, input);
+        // Health follows the vitals and the service probes. A new state or reason makes
+        // a report due; a new backlog count alone travels with the next one.
+        let h = health::assess(self.vitals, &self.twin.observed.value.services);
+        let news = h.differs(&self.twin.health.value);
+        if set(&mut self.twin.health, h, now_ms) {
+            self.twin.version += 1;
+            if news {
+                self.report_soon(now);
+            }
+        }
+    }
+
+    fn report_soon(&mut self, now: Instant) {
+        let due = now + Duration::from_millis(self.config.coalesce_ms);
+        self.due = Some(self.due.map_or(due, |d| d.min(due)));
+    }
+
+    fn apply(&mut self, now: Instant, now_ms: u64, input: Input) {
         let changed = match input {
+            Input::Vitals(v) => {
+                self.vitals = Some(v);
+                return;
+            }
             Input::Identity(v) => set(&mut self.twin.identity, v, now_ms),
             Input::Host(v) => set(&mut self.twin.host, v, now_ms),
             Input::Software(v) => set(&mut self.twin.software, v, now_ms),
@@ -309,8 +339,7 @@ impl Local {
         };
         if changed {
             self.twin.version += 1;
-            let due = now + Duration::from_millis(self.config.coalesce_ms);
-            self.due = Some(self.due.map_or(due, |d| d.min(due)));
+            self.report_soon(now);
         }
     }
 
@@ -450,6 +479,7 @@ pub fn peer(twin: &Twin) -> node::Id {
     node::Id(twin.identity.value.peer.clone())
 }
 
+pub mod health;
 pub mod keep;
 
 pub use keep::Keeper;

@@ -155,6 +155,15 @@ async fn the_drift_view_follows_a_file_changed_and_restored_and_a_twin_shows_its
             .is_some_and(|h| h.contains("hostname") && h.contains("kernel")),
         "{host}"
     );
+    let health = browser
+        .js("const s = document.querySelector('#twin-sections [data-section=health]'); return s && s.textContent")
+        .await;
+    assert!(
+        health
+            .as_str()
+            .is_some_and(|h| h.contains("state") && h.contains("connectivity")),
+        "{health}"
+    );
     let sbom = browser
         .js("const a = document.querySelector('[data-testid=sbom]'); return a && a.getAttribute('href')")
         .await;

@@ -173,6 +173,13 @@ async fn drift_shows_at_the_master_and_in_another_region_and_clears_when_fixed()
         "{far}"
     );
     assert_eq!(far["identity"]["value"]["region"], "eu", "{far}");
+    // Its health, judged on e1 from its connectivity, backlog and probes (it runs none).
+    let health = &far["health"]["value"];
+    assert!(
+        ["ok", "degraded"].contains(&health["state"].as_str().unwrap_or_default()),
+        "{far}"
+    );
+    assert!(health["connectivity"].is_string(), "{far}");
     // Restored: the drift clears at the master and in us, resolved.
     put(e1, "etc/app.conf", GOOD);
     drift_is(master, "e1", "file:/etc/app.conf", None).await;

@@ -213,3 +213,45 @@ fn the_last_changes_alone_make_no_report_due() {
         "only the repair resend is due"
     );
 }
+
+#[test]
+fn health_follows_the_vitals_and_the_probes_and_only_news_make_a_report() {
+    use crate::sync::Connectivity;
+    let (mut l, now) = local();
+    let due = l.poll_timeout().expect("armed");
+    l.handle_timeout(due).expect("the first report");
+    assert_eq!(l.twin().health.value.state, health::State::Unknown);
+    let vitals = |c, backlog| {
+        Input::Vitals(health::Vitals {
+            connectivity: Some(c),
+            backlog,
+        })
+    };
+    let t = due + Duration::from_millis(10);
+    l.handle(t, 5, vitals(Connectivity::Live, 0));
+    assert_eq!(l.twin().health.value.state, health::State::Ok);
+    assert_eq!(l.twin().health.updated_ms, 5);
+    let report = l
+        .handle_timeout(t + Duration::from_millis(100))
+        .expect("news");
+    assert_eq!(report.twin.health.value.state, health::State::Ok);
+    // A new backlog count is kept but is no news.
+    let v = l.twin().version;
+    let t = t + Duration::from_millis(200);
+    l.handle(t, 6, vitals(Connectivity::Live, 12));
+    assert_eq!(l.twin().version, v + 1);
+    assert_eq!(l.twin().health.value.backlog, 12);
+    assert_eq!(l.handle_timeout(t + Duration::from_millis(100)), None);
+    // A probe down: failing, reported.
+    l.handle(
+        t,
+        7,
+        Input::Services([("http".to_string(), "down".to_string())].into()),
+    );
+    let report = l
+        .handle_timeout(t + Duration::from_millis(100))
+        .expect("news");
+    assert_eq!(report.twin.health.value.state, health::State::Failing);
+    assert_eq!(report.twin.health.value.reasons, ["service http is down"]);
+    let _ = now;
+}
