@@ -210,6 +210,9 @@ pub struct View {
     own: node::Id,
     region: String,
     members: BTreeMap<node::Id, Member>,
+    /// Members retired ([`View::retire`]): not listed again unless a heartbeat of theirs
+    /// arrives.
+    retired: BTreeSet<node::Id>,
 }
 
 impl View {
@@ -221,7 +224,34 @@ impl View {
             own,
             region,
             members: BTreeMap::new(),
+            retired: BTreeSet::new(),
         }
+    }
+
+    /// Forgets the members of `peers` (decommissioned ones) that have been dead and
+    /// silent for `after`: they leave the view for good, unless they send a heartbeat
+    /// again. Returns those forgotten.
+    pub fn retire(
+        &mut self,
+        now: Instant,
+        peers: &BTreeSet<node::Id>,
+        after: Duration,
+    ) -> Vec<node::Id> {
+        let gone: Vec<node::Id> = self
+            .members
+            .values()
+            .filter(|m| {
+                m.status == Status::Dead
+                    && peers.contains(&m.id)
+                    && now.saturating_duration_since(m.last_seen) >= after
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &gone {
+            self.members.remove(id);
+            self.retired.insert(id.clone());
+        }
+        gone
     }
 
     pub fn members(&self) -> impl Iterator<Item = &Member> {
@@ -257,6 +287,13 @@ impl View {
         };
         if peer == self.own {
             return out;
+        }
+        if self.retired.contains(&peer) {
+            // Only a heartbeat brings a retired member back (it runs again).
+            if !matches!(input, Input::Heartbeat { .. }) {
+                return out;
+            }
+            self.retired.remove(&peer);
         }
         let m = self.members.entry(peer.clone()).or_insert_with(|| Member {
             id: peer.clone(),
@@ -601,6 +638,35 @@ mod tests {
 
     fn status(v: &View, peer: &str) -> Option<Status> {
         v.get(&id(peer)).map(|m| m.status)
+    }
+
+    #[test]
+    fn a_retired_member_leaves_the_view_until_it_beats_again() {
+        let t0 = Instant::now();
+        let mut v = view();
+        for seq in 1..=5 {
+            v.handle(t0 + SEC * (seq as u32 - 1), beat("eu", 1, seq));
+        }
+        let mut t = t0 + 5 * SEC;
+        while status(&v, "p") != Some(Status::Dead) {
+            t = v.poll_timeout().expect("a deadline");
+            v.handle_timeout(t);
+        }
+        let peers: BTreeSet<node::Id> = [id("p")].into();
+        // Not before it has been silent for `after`, and only members named.
+        assert!(v.retire(t, &peers, 30 * SEC).is_empty());
+        assert!(
+            v.retire(t + 60 * SEC, &BTreeSet::new(), 30 * SEC)
+                .is_empty()
+        );
+        assert_eq!(v.retire(t + 60 * SEC, &peers, 30 * SEC), [id("p")]);
+        assert_eq!(status(&v, "p"), None);
+        assert_eq!(v.counts().dead, 0);
+        // A disconnection or an address of it does not bring it back; a heartbeat does.
+        v.handle(t + 61 * SEC, Input::Disconnected { peer: id("p") });
+        assert_eq!(status(&v, "p"), None);
+        v.handle(t + 62 * SEC, beat("eu", 2, 1));
+        assert_eq!(status(&v, "p"), Some(Status::Alive));
     }
 
     #[test]

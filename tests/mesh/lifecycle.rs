@@ -138,7 +138,24 @@ async fn maintenance_downgrades_and_decommissioning_leaves_quietly() {
         },
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Then it leaves the membership: no longer listed, not counted dead.
+    wait_for(
+        "the decommissioned member out of the membership",
+        CONVERGE,
+        || async {
+            let c: Value = get(&nodes[m].url("/api/v1/census")).await;
+            let eu = &c["regions"][0];
+            let listed = eu["members"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|x| x["peer"] == peer.as_str()));
+            if !listed && eu["counts"]["dead"].is_null() {
+                Ok(())
+            } else {
+                Err(eu.to_string())
+            }
+        },
+    )
+    .await;
     let v: Value = get(&nodes[m].url("/api/v1/alerts?limit=1000")).await;
     let dead_alerts: Vec<&Value> = v["alerts"]
         .as_array()

@@ -105,6 +105,12 @@ impl Handler<crate::actor::fleet::SetView> for HeartbeatActor {
             self.phases = phases;
             self.census.changed(unix_ms());
         }
+        self.decommissioned = msg
+            .phases
+            .iter()
+            .filter(|(_, p)| **p == crate::region::Phase::Decommissioning)
+            .map(|(peer, _)| peer.clone())
+            .collect();
         self.census.set_leading(msg.leading, unix_ms());
         if msg.leading.is_none() {
             self.drift = None;
@@ -184,6 +190,10 @@ impl Handler<Subscribe> for HeartbeatActor {
 }
 
 pub use crate::membership::HELD_DEAD_BEATS;
+
+/// A decommissioned member leaves the membership view once dead and silent this long
+/// (its death is committed to the region's log well before).
+pub const RETIRE_AFTER: Duration = Duration::from_secs(10);
 
 /// Asks for a copy of the view.
 #[derive(Debug, Message)]
@@ -289,6 +299,9 @@ pub struct HeartbeatActor {
     alerts: BTreeMap<String, u32>,
     /// Members per lifecycle phase other than active.
     phases: BTreeMap<crate::region::Phase, u32>,
+    /// Members being decommissioned (the region's log): once dead for
+    /// [`RETIRE_AFTER`], they leave the membership view.
+    decommissioned: std::collections::BTreeSet<node::Id>,
 }
 
 impl std::fmt::Debug for HeartbeatActor {
@@ -320,6 +333,7 @@ impl HeartbeatActor {
             drift_bytes: 0,
             alerts: BTreeMap::new(),
             phases: BTreeMap::new(),
+            decommissioned: std::collections::BTreeSet::new(),
             emitter: heartbeat::Emitter::new(config.emitter, info, now),
             own,
             region,
@@ -447,6 +461,16 @@ impl HeartbeatActor {
         }
         let out = self.view.handle_timeout(now);
         self.report(out);
+        if !self.decommissioned.is_empty() {
+            let gone = self.view.retire(now, &self.decommissioned, RETIRE_AFTER);
+            for peer in gone {
+                // Its death is committed by now; the region's view lets it go.
+                tracing::info!(%peer, "a decommissioned member is gone: it leaves the membership");
+                self.census.changed(unix);
+                let held_dead_by = self.held_dead_by;
+                self.push_members(held_dead_by);
+            }
+        }
         self.census_step(now, unix, beating);
         self.schedule(ctx);
     }
