@@ -530,11 +530,13 @@ fn seed_frames() -> Vec<Vec<u8>> {
         wire::Request::Twin(Box::new(fleetmesh_actors::twin::Report {
             region: "eu-1".into(),
             twin: fleetmesh_actors::twin::Twin::default(),
+            drift_since: [("file:/etc/a".to_string(), 5)].into(),
         })),
     ];
     let responses = [
         wire::Response::Hello(info),
         wire::Response::Accepted,
+        wire::Response::TwinTaken([("file:/etc/a".to_string(), 5)].into()),
         wire::Response::Acked {
             region: "eu-1".into(),
             term: 5,

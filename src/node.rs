@@ -721,6 +721,7 @@ async fn serve(
                 twins: actors.twin.clone().recipient(),
                 twin: actors.twin.clone().recipient(),
                 endorse: actors.region.clone().recipient(),
+                twin_taken: actors.twin.clone().recipient(),
             }),
             audit: Some(net::driver::AuditLinks {
                 digest: actors.files.clone().recipient(),

@@ -97,7 +97,9 @@ impl Drift {
         }
     }
 
-    /// Replaces `node`'s records with what `findings` say, at `now_ms`.
+    /// Replaces `node`'s records with what `findings` say, at `now_ms`. A record new here
+    /// takes its first-seen time from `since` (what an earlier master told the node, by
+    /// subject), so that a failover does not make old drift look new.
     pub fn judge(
         &mut self,
         now_ms: u64,
@@ -105,6 +107,7 @@ impl Drift {
         name: &str,
         role: &str,
         findings: Vec<Finding>,
+        since: &BTreeMap<String, u64>,
     ) -> Vec<Event> {
         let mut events = Vec::new();
         let mut before = self.open.remove(node).unwrap_or_default();
@@ -127,6 +130,11 @@ impl Drift {
                     r
                 }
                 None => {
+                    let first = since
+                        .get(&f.subject)
+                        .copied()
+                        .filter(|t| *t <= now_ms)
+                        .unwrap_or(now_ms);
                     let r = Record {
                         node: node.clone(),
                         name: name.to_string(),
@@ -136,7 +144,7 @@ impl Drift {
                         desired: f.desired,
                         actual: f.actual,
                         severity: f.severity,
-                        first_seen_ms: now_ms,
+                        first_seen_ms: first,
                         last_seen_ms: now_ms,
                         resolved_ms: None,
                     };
@@ -288,6 +296,7 @@ mod tests {
             "web-1",
             "web",
             vec![finding("file:/a", "sha256:bb", Severity::Medium)],
+            &BTreeMap::new(),
         );
         assert_eq!(raised(&e), ["file:/a"]);
         // Seen again unchanged: no event, last seen moves, first seen stays.
@@ -297,6 +306,7 @@ mod tests {
             "web-1",
             "web",
             vec![finding("file:/a", "sha256:bb", Severity::Medium)],
+            &BTreeMap::new(),
         );
         assert!(e.is_empty());
         let r = d.records().next().expect("open");
@@ -309,10 +319,11 @@ mod tests {
             "web-1",
             "web",
             vec![finding("file:/a", "absent", Severity::Medium)],
+            &BTreeMap::new(),
         );
         assert_eq!(raised(&e), ["file:/a"]);
         // Fixed.
-        let e = d.judge(40, &n, "web-1", "web", Vec::new());
+        let e = d.judge(40, &n, "web-1", "web", Vec::new(), &BTreeMap::new());
         assert!(matches!(&e[..], [Event::Resolved(r)] if r.resolved_ms == Some(40)));
         assert_eq!(d.records().count(), 0);
         assert_eq!(d.score(&n), 0);
@@ -333,6 +344,7 @@ mod tests {
                 finding("file:/x", "absent", Severity::Low),
                 finding("port:23", "listening", Severity::High),
             ],
+            &BTreeMap::new(),
         );
         d.judge(
             2,
@@ -340,6 +352,7 @@ mod tests {
             "b",
             "db",
             vec![finding("package:openssl", "1.0", Severity::Medium)],
+            &BTreeMap::new(),
         );
         assert_eq!(
             d.counts(),
@@ -370,6 +383,7 @@ mod tests {
             "db-1",
             "database",
             vec![finding("file:/etc/x", "absent", Severity::Medium)],
+            &BTreeMap::new(),
         );
         let r = d.records().next().expect("open").clone();
         let a = alert(&r, "eu", 6);

@@ -150,6 +150,10 @@ pub struct Twin {
 pub struct Report {
     pub region: String,
     pub twin: Twin,
+    /// The drift records open about this node, by subject, with their first-seen time,
+    /// as the master last answered ([`Input::DriftSince`]): a new master keeps them.
+    #[serde(default)]
+    pub drift_since: BTreeMap<String, u64>,
 }
 
 /// What the desired state names, so that the twin carries it.
@@ -201,6 +205,9 @@ pub enum Input {
     MasterChanged,
     /// The node's connectivity and backlog, for its health.
     Vitals(health::Vitals),
+    /// The master's answer to a report: the drift records open about this node, by
+    /// subject, with their first-seen time.
+    DriftSince(BTreeMap<String, u64>),
 }
 
 /// The node's own twin.
@@ -220,6 +227,7 @@ pub struct Local {
     /// A second send after the master changed.
     again: Option<Instant>,
     vitals: Option<health::Vitals>,
+    drift_since: BTreeMap<String, u64>,
 }
 
 impl Local {
@@ -233,6 +241,7 @@ impl Local {
             next_resend: None,
             again: None,
             vitals: None,
+            drift_since: BTreeMap::new(),
         }
     }
 
@@ -273,6 +282,10 @@ impl Local {
         let changed = match input {
             Input::Vitals(v) => {
                 self.vitals = Some(v);
+                return;
+            }
+            Input::DriftSince(since) => {
+                self.drift_since = since;
                 return;
             }
             Input::Identity(v) => set(&mut self.twin.identity, v, now_ms),
@@ -411,6 +424,7 @@ impl Local {
         Some(Report {
             region: self.twin.identity.value.region.clone(),
             twin: self.twin.clone(),
+            drift_since: self.drift_since.clone(),
         })
     }
 }

@@ -161,6 +161,9 @@ pub enum Response {
     Verdict(fleet::Answer),
     /// The answer to [`Request::GetTwin`] (`None`: not held here).
     Twin(Option<Box<crate::twin::keep::Held>>),
+    /// The answer to [`Request::Twin`]: taken, and the drift records open about the
+    /// sender by subject with their first-seen time (sent back to the next master).
+    TwinTaken(std::collections::BTreeMap<String, u64>),
     /// The request was understood but refused; the text says why.
     Refused(String),
     /// The request was not taken: its sender is over its budget on this node (too many

@@ -134,6 +134,8 @@ pub struct RegionLinks {
     pub twin: Recipient<fleetmesh_actors::actor::twin::GetTwin>,
     /// Voters' endorsements of this node as master.
     pub endorse: Recipient<fleetmesh_actors::actor::region::EndorseIn>,
+    /// The master's answers to this node's twin reports (its drift's first-seen times).
+    pub twin_taken: Recipient<fleetmesh_actors::actor::twin::Observe>,
 }
 
 /// A request whose answer goes back to the asker: the answer, or why none came.
@@ -697,19 +699,31 @@ impl Driver {
 
     /// A member's twin: taken in by the twin actor if this node leads (a refusal is seen
     /// there; the member sends its twin again on its own schedule).
-    fn on_twin(&mut self, peer: PeerId, report: fleetmesh_actors::twin::Report) -> wire::Response {
-        if let Some(refused) = self.foreign("twin", &report.region) {
-            return refused;
-        }
-        let msg = fleetmesh_actors::actor::twin::TwinIn {
+    /// A member's twin: judged by the twin actor, answered with the drift open about it.
+    fn on_twin(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<wire::Response>,
+        report: fleetmesh_actors::twin::Report,
+    ) {
+        let links = self.region_links.clone();
+        let region = report.region.clone();
+        let Some((links, channel)) =
+            self.serving(peer, links, "twin", "region consensus", &region, channel)
+        else {
+            return;
+        };
+        let request = links.twins.send(fleetmesh_actors::actor::twin::TwinIn {
             from: id(&peer),
             report,
-        };
-        match self.region_links.as_ref().map(|l| &l.twins) {
-            Some(r) if r.try_send(msg).is_ok() => wire::Response::Accepted,
-            Some(_) => wire::Response::Refused("twin queue full".into()),
-            None => absent("region consensus"),
-        }
+        });
+        self.respond_later(peer, channel, async move {
+            match request.await {
+                Ok(Ok(since)) => wire::Response::TwinTaken(since),
+                Ok(Err(why)) => wire::Response::Refused(why.to_string()),
+                Err(e) => wire::Response::Refused(format!("twin actor unavailable: {e}")),
+            }
+        });
     }
 
     /// A voter's endorsement: only of the voter that sends it, for the region actor.
@@ -1013,7 +1027,10 @@ impl Driver {
                             raised,
                             cleared,
                         } => self.on_alerts(peer, region, raised, cleared),
-                        wire::Request::Twin(report) => self.on_twin(peer, *report),
+                        wire::Request::Twin(report) => {
+                            self.on_twin(peer, channel, *report);
+                            return;
+                        }
                         wire::Request::Endorse {
                             region,
                             term,
@@ -1085,6 +1102,15 @@ impl Driver {
                         info,
                     }),
                     wire::Response::Accepted => {}
+                    wire::Response::TwinTaken(since) => {
+                        if let Some(l) = &self.region_links {
+                            let input = fleetmesh_actors::twin::Input::DriftSince(since);
+                            // Lost: the next answer (every report) brings it again.
+                            let _ = l
+                                .twin_taken
+                                .try_send(fleetmesh_actors::actor::twin::Observe(input));
+                        }
+                    }
                     wire::Response::Acked { region, term, mark } => {
                         let own = id(self.swarm.local_peer_id());
                         self.to_region_acks(AcksIn {

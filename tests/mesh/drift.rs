@@ -228,4 +228,46 @@ async fn drift_shows_at_the_master_and_in_another_region_and_clears_when_fixed()
     put(e1, "etc/app.conf", BAD);
     drift_is(master, "e1", "file:/etc/app.conf", Some(&actual)).await;
     assert!(record(master, "e2", "fleetmesh:digest").await.is_some());
+
+    // The master fails over: the next one keeps each record's first-seen time (the node
+    // reports it as the first master answered it).
+    let (name, subject) = [("e1", "file:/etc/app.conf"), ("e2", "fleetmesh:digest")]
+        .into_iter()
+        .find(|(n, _)| *n != master_of_eu)
+        .expect("a drifting node that is not the master");
+    let before = record(master, name, subject).await.expect("the record");
+    let first_seen = before["first_seen_ms"].as_u64().expect("first seen");
+    let mut nodes = nodes;
+    let m = nodes
+        .iter()
+        .position(|n| n.name == master_of_eu)
+        .expect("the master");
+    nodes[m].kill9();
+    let survivor = &nodes[(m + 1) % 3];
+    let next = wait_for("a new master in eu", CONVERGE, || async {
+        match master_name(survivor).await {
+            Some(n) if n != master_of_eu => Ok(n),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let next = nodes
+        .iter()
+        .find(|n| n.name == next)
+        .expect("the new master");
+    let after = wait_for("the record at the new master", CONVERGE, || async {
+        record(next, name, subject)
+            .await
+            .ok_or_else(|| format!("no {subject} of {name} yet"))
+    })
+    .await;
+    assert_eq!(
+        after["first_seen_ms"].as_u64(),
+        Some(first_seen),
+        "{before} then {after}"
+    );
+    assert!(
+        after["last_seen_ms"].as_u64() > before["last_seen_ms"].as_u64(),
+        "{before} then {after}"
+    );
 }

@@ -7,6 +7,7 @@
 //! the census's drift brief. The comparison with the desired state is handed in by the
 //! runtime ([`SetDesired`]), which reads the desired-state files.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,7 +34,7 @@ pub struct Observe(pub twin::Input);
 
 /// A member's twin, from the network.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), keep::Refusal>")]
+#[rtype(result = "Result<BTreeMap<String, u64>, keep::Refusal>")]
 pub struct TwinIn {
     pub from: node::Id,
     pub report: twin::Report,
@@ -283,13 +284,13 @@ impl Handler<SetView> for TwinActor {
 }
 
 impl Handler<TwinIn> for TwinActor {
-    type Result = Result<(), keep::Refusal>;
+    type Result = Result<BTreeMap<String, u64>, keep::Refusal>;
 
     fn handle(&mut self, msg: TwinIn, _: &mut Self::Context) -> Self::Result {
         let TwinIn { from, report } = msg;
         let events = self.judged(|k, facts, j| k.report(unix_ms(), &from, report, facts, j))?;
         self.publish(events);
-        Ok(())
+        Ok(self.keeper.since_of(&from))
     }
 }
 

@@ -189,6 +189,7 @@ fn a_summary_with_drift_still_fits_a_frame() {
                 actual: format!("sha256:{}", "b".repeat(64)),
                 severity: crate::spike::Severity::High,
             }],
+            &BTreeMap::new(),
         );
     }
     let brief = Drift::of(&d);

@@ -64,6 +64,8 @@ pub struct Keeper {
     region: String,
     leading: bool,
     twins: BTreeMap<node::Id, Held>,
+    /// Per member, its drift records' first-seen times as an earlier master told it.
+    since: BTreeMap<node::Id, BTreeMap<String, u64>>,
     drift: Drift,
     /// Resolved drift records kept (see [`Drift::new`]).
     keep_resolved: usize,
@@ -75,6 +77,7 @@ impl Keeper {
             region,
             leading: false,
             twins: BTreeMap::new(),
+            since: BTreeMap::new(),
             drift: Drift::new(keep_resolved),
             keep_resolved,
         }
@@ -93,6 +96,7 @@ impl Keeper {
         self.leading = leading;
         if !leading {
             self.twins.clear();
+            self.since.clear();
             self.drift = Drift::new(self.keep_resolved);
         }
     }
@@ -109,6 +113,7 @@ impl Keeper {
         let mut events = Vec::new();
         for p in gone {
             self.twins.remove(&p);
+            self.since.remove(&p);
             events.extend(self.drift.forget(now_ms, &p));
         }
         events
@@ -147,6 +152,7 @@ impl Keeper {
                 held: h.twin.version,
             });
         }
+        self.since.insert(from.clone(), report.drift_since);
         let mut held = Held {
             twin: report.twin,
             received_ms: now_ms,
@@ -181,12 +187,14 @@ impl Keeper {
         let findings = judge(&held.twin, ctx);
         held.desired = findings.is_some();
         let id = &held.twin.identity.value;
+        let empty = BTreeMap::new();
         let events = self.drift.judge(
             now_ms,
             peer,
             &id.name,
             &id.role,
             findings.unwrap_or_default(),
+            self.since.get(peer).unwrap_or(&empty),
         );
         held.drift_score = self.drift.score(peer);
         events
@@ -213,6 +221,16 @@ impl Keeper {
 
     pub fn drift(&self) -> &Drift {
         &self.drift
+    }
+
+    /// The drift records open about `peer`, by subject, with their first-seen time: the
+    /// answer to its report, which it sends back to the next master.
+    pub fn since_of(&self, peer: &node::Id) -> BTreeMap<String, u64> {
+        self.drift
+            .records()
+            .filter(|r| &r.node == peer)
+            .map(|r| (r.subject.clone(), r.first_seen_ms))
+            .collect()
     }
 }
 
@@ -261,6 +279,7 @@ mod tests {
         Report {
             region: "eu".into(),
             twin: twin(peer, "eu", version, file),
+            drift_since: BTreeMap::new(),
         }
     }
 
@@ -304,6 +323,37 @@ mod tests {
         let (raise, clear) = alerts(e, "eu", 2);
         assert!(raise.is_empty());
         assert_eq!(clear, ["n-p|drift|file:/etc/a"]);
+    }
+
+    #[test]
+    fn a_new_master_keeps_the_first_seen_time_the_node_was_told() {
+        let ctx = Context::default();
+        let p = node::Id("p".into());
+        let mut first = Keeper::new("eu".into(), 8);
+        first.lead(true);
+        first
+            .report(100, &p, report("p", 1, FileFact::Absent), &ctx, &judge)
+            .expect("taken");
+        let since = first.since_of(&p);
+        assert_eq!(since.get("file:/etc/a"), Some(&100));
+        // The master fails over; the node reports to the next one with what it was told.
+        let mut next = Keeper::new("eu".into(), 8);
+        next.lead(true);
+        let mut r = report("p", 2, FileFact::Absent);
+        r.drift_since = since;
+        next.report(5_000, &p, r, &ctx, &judge).expect("taken");
+        let rec = next.drift().records().next().expect("a record");
+        assert_eq!((rec.first_seen_ms, rec.last_seen_ms), (100, 5_000));
+        // A time from the future is not believed.
+        let mut other = Keeper::new("eu".into(), 8);
+        other.lead(true);
+        let mut r = report("p", 3, FileFact::Absent);
+        r.drift_since = [("file:/etc/a".to_string(), 9_999)].into();
+        other.report(6_000, &p, r, &ctx, &judge).expect("taken");
+        assert_eq!(
+            other.drift().records().next().map(|r| r.first_seen_ms),
+            Some(6_000)
+        );
     }
 
     #[test]
