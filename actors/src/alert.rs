@@ -68,6 +68,19 @@ pub fn in_maintenance(alert: &mut Alert) {
     alert.details.insert("phase".into(), "maintenance".into());
 }
 
+/// Restores an alert [`in_maintenance`] downgraded (its member is active again): its
+/// severity as it was, without the maintenance details. False when it was not.
+pub fn out_of_maintenance(alert: &mut Alert) -> bool {
+    if alert.details.get("phase").map(String::as_str) != Some("maintenance") {
+        return false;
+    }
+    alert.details.remove("phase");
+    if let Some(before) = alert.details.remove("severity_before_maintenance") {
+        alert.severity = crate::alerting::labels::severity_of(&before);
+    }
+    true
+}
+
 /// The ECS `event.category` of a change of `kind`.
 pub fn category(kind: Kind) -> &'static str {
     match kind {

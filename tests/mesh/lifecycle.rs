@@ -59,6 +59,11 @@ async fn maintenance_downgrades_and_decommissioning_leaves_quietly() {
     let other = (0..4).find(|&i| i != m && i != v).expect("another member");
     let name = nodes[v].name.clone();
 
+    // An alert open before the maintenance.
+    add_users(&etcs[v], &["early"]);
+    let a = access_alert(&nodes[v], &name, "early").await;
+    assert_eq!(a["severity"], "high", "{a}");
+
     // Set through a member that is neither the master nor the node itself.
     let out = phase(&nodes[other], &name, "maintenance");
     assert!(out.status.success(), "{out:?}");
@@ -72,7 +77,16 @@ async fn maintenance_downgrades_and_decommissioning_leaves_quietly() {
         }
     })
     .await;
-    add_users(&etcs[v], &["maint"]);
+    // The alert already open goes to info too, at the member and at the master.
+    for n in [v, m] {
+        alert_where(&nodes[n], "the early alert downgraded", |a| {
+            a["subject"] == "early"
+                && a["severity"] == "info"
+                && a["details"]["phase"] == "maintenance"
+        })
+        .await;
+    }
+    add_users(&etcs[v], &["early", "maint"]);
     let a = access_alert(&nodes[v], &name, "maint").await;
     assert_eq!(a["severity"], "info", "{a}");
     assert_eq!(a["details"]["phase"], "maintenance", "{a}");
@@ -88,7 +102,11 @@ async fn maintenance_downgrades_and_decommissioning_leaves_quietly() {
     let out = phase(&nodes[m], &name, "active");
     assert!(out.status.success(), "{out:?}");
     phase_is(&nodes[v], &name, "active").await;
-    add_users(&etcs[v], &["maint", "later"]);
+    alert_where(&nodes[m], "the early alert high again", |a| {
+        a["subject"] == "early" && a["severity"] == "high" && a["details"]["phase"].is_null()
+    })
+    .await;
+    add_users(&etcs[v], &["early", "maint", "later"]);
     let a = access_alert(&nodes[v], &name, "later").await;
     assert_eq!(a["severity"], "high", "{a}");
 

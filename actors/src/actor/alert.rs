@@ -681,13 +681,17 @@ impl Handler<Replicated> for AlertActor {
     type Result = ();
 
     fn handle(&mut self, msg: Replicated, ctx: &mut Self::Context) {
+        let (mut entered, mut left) = (Vec::new(), Vec::new());
         for (name, phase) in msg.phases {
             if phase == crate::region::Phase::Maintenance {
-                self.maintenance.insert(name);
-            } else {
-                self.maintenance.remove(&name);
+                if self.maintenance.insert(name.clone()) {
+                    entered.push(name);
+                }
+            } else if self.maintenance.remove(&name) {
+                left.push(name);
             }
         }
+        self.rephase(&entered, &left);
         for s in msg.silences {
             self.committed(&format!("silence:{}", s.id), s.updated_at_unix_ms);
             let newer = self
@@ -719,6 +723,38 @@ impl Handler<Replicated> for AlertActor {
             }
         }
         self.pump(ctx);
+    }
+}
+
+impl AlertActor {
+    /// The open alerts of members that entered maintenance go to info; those of members
+    /// back from it get their severity back.
+    fn rephase(&mut self, entered: &[String], left: &[String]) {
+        if entered.is_empty() && left.is_empty() {
+            return;
+        }
+        let now = unix_ms();
+        for mut a in self.engine.open_alerts() {
+            let changed = if entered.contains(&a.host) {
+                let already = a.details.get("phase").map(String::as_str) == Some("maintenance");
+                !already && {
+                    crate::alert::in_maintenance(&mut a);
+                    true
+                }
+            } else if left.contains(&a.host) {
+                crate::alert::out_of_maintenance(&mut a)
+            } else {
+                false
+            };
+            if changed {
+                let key = a.key.clone();
+                self.book.raise(now, a.clone());
+                if let Err(e) = self.engine.raise(a, now) {
+                    tracing::debug!(%key, "alert not moved with its member's phase: {e}");
+                }
+                self.announce(&key);
+            }
+        }
     }
 }
 

@@ -474,3 +474,16 @@ fn a_fleet_event_is_one_alert_keyed_by_the_event() {
     let r = of_fleet_event("eu", 3, "m", &rollout, &servers, 30);
     assert_eq!((r.action.as_str(), r.severity), ("rollout", Severity::Info));
 }
+
+#[test]
+fn maintenance_downgrades_an_alert_and_active_again_restores_it() {
+    let mut a = alert("k", "unauthorized_access");
+    a.severity = Severity::High;
+    let original = a.clone();
+    assert!(!out_of_maintenance(&mut a), "not downgraded: nothing to restore");
+    in_maintenance(&mut a);
+    assert_eq!(a.severity, Severity::Info);
+    assert_eq!(a.details["severity_before_maintenance"], "high");
+    assert!(out_of_maintenance(&mut a));
+    assert_eq!(a, original);
+}

@@ -22,6 +22,17 @@ pub type Labels = BTreeMap<String, String>;
 pub type Annotations = BTreeMap<String, String>;
 
 /// The lowercase name of a severity, as labels and notifications carry it.
+/// The severity a label names (unknown names are info).
+pub fn severity_of(name: &str) -> Severity {
+    match name {
+        "critical" => Severity::Critical,
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        "low" => Severity::Low,
+        _ => Severity::Info,
+    }
+}
+
 pub fn severity_name(s: Severity) -> &'static str {
     match s {
         Severity::Info => "info",
@@ -103,13 +114,7 @@ const NAMED: [&str; 5] = ["summary", "reason", "decision", "term", "category"];
 pub fn alert_of(r: &super::Record) -> alert::Alert {
     let label = |k: &str| r.labels.get(k).cloned().unwrap_or_default();
     let note = |k: &str| r.annotations.get(k).cloned();
-    let severity = match r.labels.get("severity").map(String::as_str) {
-        Some("critical") => Severity::Critical,
-        Some("high") => Severity::High,
-        Some("medium") => Severity::Medium,
-        Some("low") => Severity::Low,
-        _ => Severity::Info,
-    };
+    let severity = severity_of(r.labels.get("severity").map_or("", String::as_str));
     alert::Alert {
         key: r.key.clone(),
         at_unix_ms: r.starts_at_unix_ms,
