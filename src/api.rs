@@ -362,6 +362,86 @@ async fn census(shared: web::Data<Shared>) -> HttpResponse {
     }))
 }
 
+/// `GET /api/v1/fleet/regions`: one row per region from the census, its own first: its
+/// master and term, members by status and by connectivity, the members not alive (at most
+/// 256), drift and alert counts, lifecycle phases, how old it is, and (another region)
+/// how its authority was verified.
+async fn fleet_regions(shared: web::Data<Shared>) -> HttpResponse {
+    use fleetmesh_actors::actor::heartbeat::GetCensus;
+    use fleetmesh_actors::membership::Status;
+    let Some(view) = ask(&shared.heartbeat, GetCensus).await else {
+        return unavailable("the heartbeat actor");
+    };
+    let now = fleetmesh_actors::actor::unix_ms();
+    let trusted = shared
+        .trust
+        .registry
+        .lock()
+        .map(|r| r.regions().clone())
+        .unwrap_or_default();
+    let row = |s: &fleetmesh_actors::census::Summary, source: &str, age_ms: u64| {
+        let mut connectivity = std::collections::BTreeMap::new();
+        for m in &s.members {
+            let c = m.connectivity.map_or("unknown", |c| c.as_str());
+            *connectivity.entry(c).or_insert(0u32) += 1;
+        }
+        let not_alive: Vec<serde_json::Value> = s
+            .members
+            .iter()
+            .filter(|m| m.status != Status::Alive)
+            .take(256)
+            .map(|m| serde_json::json!({"peer": m.peer, "name": m.name, "role": m.role, "status": m.status}))
+            .collect();
+        let master_name = s.master.as_ref().and_then(|p| {
+            s.members
+                .iter()
+                .find(|m| &m.peer == p)
+                .map(|m| m.name.clone())
+        });
+        let authority = trusted.get(&s.region).map(|k| {
+            serde_json::json!({"root": k.root_kind, "voters": k.voters.len(), "verified_term": k.term})
+        });
+        serde_json::json!({
+            "region": s.region,
+            "term": s.term,
+            "master": s.master,
+            "master_name": master_name,
+            "members": s.counts.values().sum::<u32>(),
+            "counts": s.counts,
+            "connectivity": connectivity,
+            "not_alive": not_alive,
+            "drift": s.drift.as_ref().map(|d| &d.counts),
+            "alerts": s.alerts,
+            "phases": s.phases,
+            "source": source,
+            "age_ms": age_ms,
+            "authority": authority,
+        })
+    };
+    // This node's own region: its own view, with what only its master knows (drift,
+    // alerts) from the master's summary when this node does not lead.
+    let mut own = view.region.clone();
+    if let Some(home) = &view.home
+        && own.drift.is_none()
+    {
+        own.drift = home.summary.drift.clone();
+        own.alerts = home.summary.alerts.clone();
+    }
+    let mut regions = vec![row(&own, "local", 0)];
+    for k in &view.foreign {
+        regions.push(row(
+            &k.summary,
+            "master",
+            now.saturating_sub(k.received_unix_ms),
+        ));
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "node": {"peer_id": shared.peer_id, "name": shared.info.name, "region": shared.info.region},
+        "at_unix_ms": now,
+        "regions": regions,
+    }))
+}
+
 /// A committed command in one line (an approval without its key and signature bytes).
 fn describe(c: &fleetmesh_actors::region::Command) -> String {
     match c {
@@ -641,6 +721,7 @@ pub fn start(
             .route("/api/v1/patterns/approve", web::post().to(approve))
             .route("/api/v1/fleet", web::get().to(fleet))
             .route("/api/v1/census", web::get().to(census))
+            .route("/api/v1/fleet/regions", web::get().to(fleet_regions))
             .route("/api/v1/alerts", web::get().to(alerts::list))
             .route("/api/v1/alerts/{id}", web::get().to(alerts::one))
             .route("/api/v1/alerts/{id}/ack", web::post().to(alerts::ack))

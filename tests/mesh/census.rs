@@ -45,12 +45,30 @@ async fn any_node_shows_every_region_and_a_death_in_another_region() {
         .filter_map(|m| m["name"].as_str())
         .collect();
     assert_eq!(names.len(), 3, "{names:?}");
-    // Each member says since when its connectivity has been what it is.
+    // Each member says since when its connectivity has been what it is: all of them in
+    // the node's own region; in another, those its summary lists (the others, alive and
+    // live, are named by the roster only).
     let now = crate::harness::now_ms();
-    for m in eu["members"].as_array().expect("members") {
+    for m in c["regions"][0]["members"].as_array().expect("members") {
         let since = m["connectivity_since_unix_ms"].as_u64();
         assert!(since.is_some_and(|t| t > 0 && t <= now + 1_000), "{m}");
     }
+    for m in eu["members"].as_array().expect("members") {
+        let since = m["connectivity_since_unix_ms"].as_u64();
+        assert!(since.is_none_or(|t| t > 0 && t <= now + 1_000), "{m}");
+    }
+    // The same from the fleet's regions, compact, with how eu's authority was verified.
+    let f: Value = get(&nodes[3].url("/api/v1/fleet/regions")).await;
+    let row = f["regions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["region"] == "eu"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["master"], eu["master"], "{f}");
+    assert_eq!(row["members"], 3, "{f}");
+    assert_eq!(row["counts"]["alive"], 3, "{f}");
+    assert_eq!(row["authority"]["root"], "founding", "{f}");
+    assert_eq!(f["regions"][0]["region"], "us", "{f}");
 
     // Kill a member of eu that is not its master (eu keeps its quorum, so its master
     // goes on publishing): u0 sees it dead.
@@ -81,6 +99,19 @@ async fn any_node_shows_every_region_and_a_death_in_another_region() {
         },
     )
     .await;
+
+    let f: Value = get(&nodes[3].url("/api/v1/fleet/regions")).await;
+    let eu_row = f["regions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["region"] == "eu"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        eu_row["not_alive"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|m| m["peer"] == victim_id.as_str() && m["status"] == "dead")),
+        "{eu_row}"
+    );
 
     // The eu master raised node_dead about it; the member back, it resolves.
     let m = (0..3)

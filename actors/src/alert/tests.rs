@@ -480,7 +480,10 @@ fn maintenance_downgrades_an_alert_and_active_again_restores_it() {
     let mut a = alert("k", "unauthorized_access");
     a.severity = Severity::High;
     let original = a.clone();
-    assert!(!out_of_maintenance(&mut a), "not downgraded: nothing to restore");
+    assert!(
+        !out_of_maintenance(&mut a),
+        "not downgraded: nothing to restore"
+    );
     in_maintenance(&mut a);
     assert_eq!(a.severity, Severity::Info);
     assert_eq!(a.details["severity_before_maintenance"], "high");
