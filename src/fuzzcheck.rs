@@ -527,6 +527,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
             spike: Box::new(spikes[1].clone()),
             recheck: true,
         },
+        wire::Request::GetSbom { offset: 49_152 },
         wire::Request::Twin(Box::new(fleetmesh_actors::twin::Report {
             region: "eu-1".into(),
             twin: fleetmesh_actors::twin::Twin::default(),
@@ -537,6 +538,10 @@ fn seed_frames() -> Vec<Vec<u8>> {
         wire::Response::Hello(info),
         wire::Response::Accepted,
         wire::Response::TwinTaken([("file:/etc/a".to_string(), 5)].into()),
+        wire::Response::Sbom {
+            total: 3,
+            chunk: b"{}\n".to_vec(),
+        },
         wire::Response::Acked {
             region: "eu-1".into(),
             term: 5,

@@ -133,6 +133,8 @@ pub enum Request {
     /// "Which twin do you hold of `node`?" Asked of a region's master (from any region),
     /// answered [`Response::Twin`].
     GetTwin { region: String, node: node::Id },
+    /// "Your SBOM from byte `offset`": answered [`Response::Sbom`], one chunk.
+    GetSbom { offset: u64 },
     /// A voter's endorsement of the master its consensus follows in `term`
     /// ([`crate::trust`]), sent to that master when it is elected and again now and then.
     /// Answered `Accepted`.
@@ -164,6 +166,12 @@ pub enum Response {
     /// The answer to [`Request::Twin`]: taken, and the drift records open about the
     /// sender by subject with their first-seen time (sent back to the next master).
     TwinTaken(std::collections::BTreeMap<String, u64>),
+    /// A chunk of the answering node's SBOM (CycloneDX JSON, `total` bytes in all).
+    Sbom {
+        total: u64,
+        #[serde(with = "serde_bytes")]
+        chunk: Vec<u8>,
+    },
     /// The request was understood but refused; the text says why.
     Refused(String),
     /// The request was not taken: its sender is over its budget on this node (too many

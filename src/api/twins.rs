@@ -280,17 +280,67 @@ pub async fn sbom(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpR
         Ok((r, _)) => r,
         Err(answer) => return answer,
     };
-    if row.peer != shared.peer_id {
-        return HttpResponse::Conflict().json(Problem {
-            error: format!(
-                "the SBOM of {} is served by that node itself (this is {})",
-                row.name, shared.info.name
-            ),
-        });
+    if row.peer == shared.peer_id {
+        return HttpResponse::Ok()
+            .content_type("application/vnd.cyclonedx+json")
+            .insert_header(("x-fleetmesh-source", "local"))
+            .body(crate::sbom::document());
     }
-    HttpResponse::Ok()
-        .content_type("application/vnd.cyclonedx+json")
-        .body(crate::sbom::document())
+    match sbom_of(&shared, &row).await {
+        Ok(doc) => HttpResponse::Ok()
+            .content_type("application/vnd.cyclonedx+json")
+            .insert_header(("x-fleetmesh-source", "peer"))
+            .body(doc),
+        Err(why) => HttpResponse::BadGateway().json(Problem {
+            error: format!(
+                "the SBOM of {} could not be fetched from it: {why}",
+                row.name
+            ),
+        }),
+    }
+}
+
+/// The SBOM of another node, asked of that node chunk by chunk.
+async fn sbom_of(shared: &Shared, row: &Row) -> Result<Vec<u8>, String> {
+    use fleetmesh_actors::wire::{Request, Response};
+    let mut doc: Vec<u8> = Vec::new();
+    loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ask = crate::net::driver::Ask {
+            to: node::Id(row.peer.clone()),
+            request: Request::GetSbom {
+                offset: doc.len() as u64,
+            },
+            reply: tx,
+        };
+        shared
+            .asks
+            .try_send(ask)
+            .map_err(|_| "the network's request queue is full".to_string())?;
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), rx)
+            .await
+            .map_err(|_| "no answer within 5 s".to_string())?
+            .map_err(|_| "the network stopped".to_string())??;
+        match answer {
+            Response::Sbom { total, chunk } => {
+                if total > 16 << 20 {
+                    return Err(format!("an SBOM of {total} bytes is too large"));
+                }
+                let done = chunk.is_empty();
+                doc.extend(chunk);
+                if doc.len() as u64 >= total {
+                    doc.truncate(total as usize);
+                    return Ok(doc);
+                }
+                if done {
+                    return Err(format!("it stopped at {} of {total} bytes", doc.len()));
+                }
+            }
+            Response::Refused(why) => return Err(format!("refused: {why}")),
+            Response::Busy { why, .. } => return Err(format!("busy: {why}")),
+            other => return Err(format!("unexpected answer {other:?}")),
+        }
+    }
 }
 
 /// Body of `POST /api/v1/twins/{node}/phase`.

@@ -49,6 +49,8 @@ const PENDING_TTL: Duration = Duration::from_secs(30);
 /// How often the driver redials bootstrap peers when alone and refreshes discovery.
 const MAINTENANCE: Duration = Duration::from_secs(2);
 const KAD_REFRESH: Duration = Duration::from_secs(30);
+/// Bytes of the SBOM per answer (a frame holds 64 KiB).
+pub const SBOM_CHUNK: usize = 48 * 1024;
 
 /// What the rest of the node can see of the network.
 #[derive(Debug, Clone, Default)]
@@ -726,6 +728,29 @@ impl Driver {
         });
     }
 
+    /// A chunk of this node's SBOM (the embedded document), within the peer's budget.
+    fn on_sbom(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<wire::Response>,
+        offset: u64,
+    ) {
+        let region = self.info.region.clone();
+        let Some(((), channel)) = self.serving(peer, Some(()), "sbom", "sbom", &region, channel)
+        else {
+            return;
+        };
+        let doc = crate::sbom::document().as_bytes();
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(doc.len());
+        let to = (from + SBOM_CHUNK).min(doc.len());
+        let reply = wire::Response::Sbom {
+            total: doc.len() as u64,
+            chunk: doc[from..to].to_vec(),
+        };
+        self.budget.release(&peer);
+        self.respond(channel, reply);
+    }
+
     /// A voter's endorsement: only of the voter that sends it, for the region actor.
     fn on_endorse(
         &mut self,
@@ -1031,6 +1056,10 @@ impl Driver {
                             self.on_twin(peer, channel, *report);
                             return;
                         }
+                        wire::Request::GetSbom { offset } => {
+                            self.on_sbom(peer, channel, offset);
+                            return;
+                        }
                         wire::Request::Endorse {
                             region,
                             term,
@@ -1132,7 +1161,8 @@ impl Driver {
                     }
                     wire::Response::Digest(_)
                     | wire::Response::Verdict(_)
-                    | wire::Response::Twin(_) => {}
+                    | wire::Response::Twin(_)
+                    | wire::Response::Sbom { .. } => {}
                 },
             },
             request_response::Event::OutboundFailure {

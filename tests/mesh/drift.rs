@@ -19,6 +19,12 @@ fn sha(text: &str) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn sha_bytes(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(bytes);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 const GOOD: &str = "listen 80\n";
 const BAD: &str = "listen 8080\n";
 
@@ -173,6 +179,36 @@ async fn drift_shows_at_the_master_and_in_another_region_and_clears_when_fixed()
         "{far}"
     );
     assert_eq!(far["identity"]["value"]["region"], "eu", "{far}");
+    // Its SBOM, asked of u0: fetched from e1 itself, chunk by chunk, whole.
+    let sbom = |n: &Node| {
+        let url = n.url("/api/v1/twins/eu/e1/sbom");
+        async move {
+            let r = reqwest::get(url).await.expect("sbom");
+            let source = r
+                .headers()
+                .get("x-fleetmesh-source")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (r.status().as_u16(), source, r.bytes().await.expect("body"))
+        }
+    };
+    let (status, source, far_sbom) = sbom(u0).await;
+    assert_eq!((status, source.as_deref()), (200, Some("peer")));
+    let (status, source, own_sbom) = sbom(e1).await;
+    assert_eq!((status, source.as_deref()), (200, Some("local")));
+    assert!(
+        far_sbom.len() > 48 * 1024,
+        "more than one chunk: {}",
+        far_sbom.len()
+    );
+    assert_eq!(far_sbom, own_sbom);
+    let doc: Value = serde_json::from_slice(&far_sbom).expect("CycloneDX JSON");
+    assert_eq!(doc["bomFormat"], "CycloneDX");
+    assert_eq!(
+        far["software"]["value"]["sbom_sha256"],
+        sha_bytes(&far_sbom),
+        "the SBOM's digest is the one its twin reports"
+    );
     // Its health, judged on e1 from its connectivity, backlog and probes (it runs none).
     let health = &far["health"]["value"];
     assert!(
