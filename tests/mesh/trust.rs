@@ -3,7 +3,8 @@
 //! - Before a charter, a region's founding is not enough: the other region refuses its
 //!   summaries (`needs_charter`) and does not show it.
 //! - `fleetmesh region charter` (the real command) signs each region's voters with the
-//!   admin key; the other region then shows it with its master.
+//!   admin key; the other region then shows it with its master, and learns an approval
+//!   of its master (carrying the master's proof).
 //! - A rogue of region `us` (a real libp2p peer in the mesh, with its own key) listens to
 //!   the fleet topic until it holds `us`'s real proof, then forges a summary, an approval
 //!   and an emergency for `us` in a higher term with itself as master, carrying the real
@@ -140,6 +141,33 @@ async fn a_rogue_of_another_region_cannot_speak_for_it() {
     }
 
     let (master, term, voters) = master_us;
+    // A real approval of us's master, with its proof, is learned in eu.
+    let us_master = us
+        .iter()
+        .find(|n| n.peer_id() == master)
+        .expect("us's master among the nodes");
+    let resp = reqwest::Client::new()
+        .post(us_master.url("/api/v1/patterns/approve"))
+        .json(&serde_json::json!({"roles": ["web"], "kind": "user", "change": "added", "subject": "release-bot", "by": "alice"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 200);
+    for n in eu {
+        eventually(
+            &format!("{} learns us's approval", n.name),
+            CONVERGE,
+            || async {
+                let p: Value = get(&n.url("/api/v1/patterns")).await;
+                if p.to_string().contains("release-bot") {
+                    Ok(())
+                } else {
+                    Err(format!("{p}"))
+                }
+            },
+        )
+        .await;
+    }
     let before: Vec<u64> = {
         let mut v = Vec::new();
         for n in eu {
