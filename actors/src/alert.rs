@@ -61,7 +61,7 @@ pub fn in_maintenance(alert: &mut Alert) {
     if alert.severity > Severity::Info {
         alert.details.insert(
             "severity_before_maintenance".into(),
-            crate::alerting::labels::severity_name(alert.severity).to_string(),
+            alert.severity.name().to_string(),
         );
     }
     alert.severity = Severity::Info;
@@ -76,7 +76,7 @@ pub fn out_of_maintenance(alert: &mut Alert) -> bool {
     }
     alert.details.remove("phase");
     if let Some(before) = alert.details.remove("severity_before_maintenance") {
-        alert.severity = crate::alerting::labels::severity_of(&before);
+        alert.severity = Severity::from_name(&before);
     }
     true
 }

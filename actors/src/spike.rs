@@ -185,6 +185,30 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// Its name, as labels and settings write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The severity a name names (unknown names are info).
+    pub fn from_name(name: &str) -> Severity {
+        match name {
+            "critical" => Severity::Critical,
+            "high" => Severity::High,
+            "medium" => Severity::Medium,
+            "low" => Severity::Low,
+            _ => Severity::Info,
+        }
+    }
+}
+
 /// A value in a change's details (before/after fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -255,7 +255,7 @@ pub fn outcome(status: u16, text: &str, n: usize) -> Outcome {
 mod tests {
     use super::*;
     use fleetmesh_actors::alert::Alert;
-    use fleetmesh_actors::alerting::{Engine, labels};
+    use fleetmesh_actors::alerting::Engine;
 
     fn alert() -> Alert {
         Alert {
@@ -324,7 +324,7 @@ mod tests {
             None,
             "named annotations are fields"
         );
-        assert_eq!(labels::severity_name(Severity::High), f["severity"]);
+        assert_eq!(Severity::High.name(), f["severity"]);
 
         let text = body("fm-alerts", &[n.clone(), n.clone()]);
         let lines: Vec<&str> = text.split_terminator('\n').collect();

@@ -15,16 +15,13 @@
 //!   master) are refused by every node.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use fleetmesh::net;
 use fleetmesh_actors::fleet::{Approval, Pattern};
 use fleetmesh_actors::spike::{Change, Kind};
 use fleetmesh_actors::{node, wire};
-use futures::StreamExt;
 use serde_json::Value;
 
-use crate::harness::{CONVERGE, Node, Spec, eventually, get, wait_for};
+use crate::harness::{CONVERGE, Node, Spec, eventually, get, rogue_publish, rogue_swarm, wait_for};
 use crate::policy::{GROUP, PASSWD, add_users, decision_where, policies};
 
 const VOTERS: [&str; 3] = ["w0", "w1", "w2"];
@@ -391,17 +388,7 @@ async fn reference_scenario() {
 async fn forge(via: &Node, master: &str, all: &[&Node]) {
     let keypair = libp2p::identity::Keypair::generate_ed25519();
     let rogue = node::Id(keypair.public().to_peer_id().to_base58());
-    let mut swarm = net::build_swarm(&net::Config {
-        keypair: keypair.clone(),
-        psk: None,
-        region: "ref".into(),
-        mdns: false,
-        idle_timeout: Duration::from_secs(60),
-    })
-    .expect("rogue swarm");
-    swarm
-        .dial(via.addr(true).parse::<libp2p::Multiaddr>().expect("addr"))
-        .expect("dial");
+    let swarm = rogue_swarm(&keypair, "ref", &[via]);
     let region: Value = get(&via.url("/api/v1/region")).await;
     let term = region["term"].as_u64().unwrap_or(1);
     let pattern = |subject: &str| Pattern {
@@ -436,29 +423,7 @@ async fn forge(via: &Node, master: &str, all: &[&Node]) {
         .map(|a| wire::encode(&wire::Body::Approval(Box::new(a))).expect("encode"))
         .collect();
 
-    let fleet = net::fleet_topic();
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    let mut published = 0;
-    while published < frames.len() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the rogue peer could not publish"
-        );
-        tokio::select! {
-            _ = swarm.select_next_some() => {}
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if swarm.behaviour_mut().gossipsub.publish(fleet.clone(), frames[published].clone()).is_ok() {
-                    published += 1;
-                }
-            }
-        }
-    }
-    // Keep the rogue's connection serviced while the nodes decide.
-    let pump = tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
+    let pump = rogue_publish(swarm, frames).await;
     for n in all {
         eventually(
             &format!("{} refuses both forged approvals", n.name),

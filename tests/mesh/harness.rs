@@ -595,3 +595,59 @@ pub async fn settled(node: &Node, regions: usize, members: usize) -> serde_json:
     })
     .await
 }
+
+/// A rogue libp2p peer built from the node's own network code (same transport and
+/// gossipsub settings, no fleet key), with its own `keypair`, claiming `region`, dialing
+/// each of `dial`.
+pub fn rogue_swarm(
+    keypair: &libp2p::identity::Keypair,
+    region: &str,
+    dial: &[&Node],
+) -> libp2p::Swarm<fleetmesh::net::Behaviour> {
+    let mut swarm = fleetmesh::net::build_swarm(&fleetmesh::net::Config {
+        keypair: keypair.clone(),
+        psk: None,
+        region: region.into(),
+        mdns: false,
+        idle_timeout: Duration::from_secs(60),
+    })
+    .expect("rogue swarm");
+    for n in dial {
+        swarm
+            .dial(n.addr(true).parse::<libp2p::Multiaddr>().expect("addr"))
+            .expect("dial");
+    }
+    swarm
+}
+
+/// Publishes `frames` on the fleet topic from `swarm`, each once some peer takes it
+/// (bounded by [`CONVERGE`]), then keeps the swarm's connections serviced in the
+/// background while the nodes decide (abort the handle to drop it).
+pub async fn rogue_publish(
+    mut swarm: libp2p::Swarm<fleetmesh::net::Behaviour>,
+    frames: Vec<Vec<u8>>,
+) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    let fleet = fleetmesh::net::fleet_topic();
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let mut published = 0;
+    while published < frames.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rogue peer could not publish"
+        );
+        tokio::select! {
+            _ = swarm.select_next_some() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if swarm.behaviour_mut().gossipsub.publish(fleet.clone(), frames[published].clone()).is_ok() {
+                    published += 1;
+                }
+            }
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    })
+}

@@ -24,7 +24,9 @@ use libp2p::gossipsub;
 use libp2p::swarm::SwarmEvent;
 use serde_json::Value;
 
-use crate::harness::{BIN, CONVERGE, Node, eventually, get, two_regions_with, wait_for};
+use crate::harness::{
+    BIN, CONVERGE, Node, eventually, get, rogue_publish, rogue_swarm, two_regions_with, wait_for,
+};
 
 fn charter(admin_key: &std::path::Path, via: &Node) {
     let out = std::process::Command::new(BIN)
@@ -242,19 +244,7 @@ async fn a_rogue_of_another_region_cannot_speak_for_it() {
 async fn forge(dial: &[&Node], master: &str, term: u64, voters: &Value) {
     let keypair = libp2p::identity::Keypair::generate_ed25519();
     let rogue = node::Id(keypair.public().to_peer_id().to_base58());
-    let mut swarm = net::build_swarm(&net::Config {
-        keypair: keypair.clone(),
-        psk: None,
-        region: "us".into(),
-        mdns: false,
-        idle_timeout: Duration::from_secs(60),
-    })
-    .expect("rogue swarm");
-    for n in dial {
-        swarm
-            .dial(n.addr(true).parse::<libp2p::Multiaddr>().expect("addr"))
-            .expect("dial");
-    }
+    let mut swarm = rogue_swarm(&keypair, "us", dial);
     let fleet = net::fleet_topic();
     swarm
         .behaviour_mut()
@@ -361,26 +351,5 @@ async fn forge(dial: &[&Node], master: &str, term: u64, voters: &Value) {
     .iter()
     .map(|b| wire::encode(b).expect("encode"))
     .collect();
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    let mut published = 0;
-    while published < frames.len() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the rogue peer could not publish"
-        );
-        tokio::select! {
-            _ = swarm.select_next_some() => {}
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if swarm.behaviour_mut().gossipsub.publish(fleet.clone(), frames[published].clone()).is_ok() {
-                    published += 1;
-                }
-            }
-        }
-    }
-    // Keep the rogue's connection serviced while the nodes decide.
-    tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
+    rogue_publish(swarm, frames).await;
 }

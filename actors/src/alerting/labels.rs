@@ -22,27 +22,6 @@ pub type Labels = BTreeMap<String, String>;
 pub type Annotations = BTreeMap<String, String>;
 
 /// The lowercase name of a severity, as labels and notifications carry it.
-/// The severity a label names (unknown names are info).
-pub fn severity_of(name: &str) -> Severity {
-    match name {
-        "critical" => Severity::Critical,
-        "high" => Severity::High,
-        "medium" => Severity::Medium,
-        "low" => Severity::Low,
-        _ => Severity::Info,
-    }
-}
-
-pub fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
-    }
-}
-
 /// The labels of `a`: `alertname` (its action), `severity`, `region`, `role`, `node` (its
 /// host), `rule`, `kind` (`details.kind` if given, else the ECS category) and `subject`.
 /// Empty values are left out.
@@ -50,7 +29,7 @@ pub fn of_alert(a: &alert::Alert) -> Labels {
     let kind = a.details.get("kind").unwrap_or(&a.category);
     let pairs = [
         ("alertname", a.action.as_str()),
-        ("severity", severity_name(a.severity)),
+        ("severity", a.severity.name()),
         ("region", a.region.as_str()),
         ("role", a.role.as_str()),
         ("node", a.host.as_str()),
@@ -114,7 +93,7 @@ const NAMED: [&str; 5] = ["summary", "reason", "decision", "term", "category"];
 pub fn alert_of(r: &super::Record) -> alert::Alert {
     let label = |k: &str| r.labels.get(k).cloned().unwrap_or_default();
     let note = |k: &str| r.annotations.get(k).cloned();
-    let severity = severity_of(r.labels.get("severity").map_or("", String::as_str));
+    let severity = Severity::from_name(r.labels.get("severity").map_or("", String::as_str));
     alert::Alert {
         key: r.key.clone(),
         at_unix_ms: r.starts_at_unix_ms,
