@@ -733,6 +733,7 @@ async fn serve(
                 answered: actors.policy.clone().recipient(),
                 approvals: actors.policy.clone().recipient(),
                 emergency: actors.fleet.clone().recipient(),
+                silences: actors.alerts.clone().recipient(),
             }),
             anomaly: actors.anomaly.clone().map(Addr::recipient),
             trust: net::trust::Gate::new(

@@ -38,6 +38,9 @@ pub enum Body {
     Emergency(Box<fleet::Emergency>),
     /// A region's members and master, published by that master (fleet topic).
     Census(Box<census::Summary>),
+    /// A region's silences, published by its master when one changes and every
+    /// half minute (fleet topic).
+    Silences(Box<crate::alerting::silence::Published>),
 }
 
 /// A master's acknowledgements.
@@ -58,6 +61,7 @@ impl Body {
             Body::Approval(_) => "approval",
             Body::Emergency(_) => "emergency",
             Body::Census(_) => "census",
+            Body::Silences(_) => "silences",
         }
     }
 }

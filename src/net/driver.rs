@@ -98,6 +98,8 @@ pub struct FleetLinks {
     pub approvals: Recipient<LearnedIn>,
     /// Emergencies heard on the fleet topic (fleet actor).
     pub emergency: Recipient<EmergencyIn>,
+    /// Other regions' silences heard on the fleet topic (alert actor).
+    pub silences: Recipient<fleetmesh_actors::actor::alert::ForeignSilences>,
 }
 
 /// Whether `a` carries a valid signature by the key of the peer it names as master.
@@ -1315,6 +1317,22 @@ impl Driver {
                             .is_err()
                         {
                             self.metrics.inbound_dropped.inc();
+                        }
+                    }
+                    wire::Body::Silences(p) => {
+                        // Another region's, from its master (its proof checked above);
+                        // this region's own come through its log.
+                        if p.region != self.info.region
+                            && id(&author) == p.master
+                            && let Some(l) = &self.fleet_links
+                        {
+                            let msg = fleetmesh_actors::actor::alert::ForeignSilences {
+                                region: p.region,
+                                silences: p.silences,
+                            };
+                            if l.silences.try_send(msg).is_err() {
+                                self.metrics.inbound_dropped.inc();
+                            }
                         }
                     }
                     wire::Body::Emergency(emergency) => {

@@ -76,6 +76,7 @@ fn claim(body: &wire::Body) -> Option<(&'static str, &str, u64, &node::Id)> {
         wire::Body::Census(s) => Some(("summary", &s.region, s.term, s.master.as_ref()?)),
         wire::Body::Approval(a) => Some(("approval", &a.region, a.term, &a.master)),
         wire::Body::Emergency(e) => Some(("emergency", &e.region, e.term, &e.master)),
+        wire::Body::Silences(s) => Some(("silences", &s.region, s.term, &s.master)),
         _ => None,
     }
 }
@@ -85,6 +86,7 @@ fn proof_of(body: &mut wire::Body) -> Option<&mut Option<Box<Proof>>> {
         wire::Body::Census(s) => Some(&mut s.proof),
         wire::Body::Approval(a) => Some(&mut a.proof),
         wire::Body::Emergency(e) => Some(&mut e.proof),
+        wire::Body::Silences(s) => Some(&mut s.proof),
         _ => None,
     }
 }

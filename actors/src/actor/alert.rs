@@ -726,6 +726,43 @@ impl Handler<Replicated> for AlertActor {
     }
 }
 
+/// Another region's silences, as its master published them (its authority checked by the
+/// network): they hold here too.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ForeignSilences {
+    pub region: String,
+    pub silences: Vec<alerting::Silence>,
+}
+
+impl Handler<ForeignSilences> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForeignSilences, ctx: &mut Self::Context) {
+        let mut taken = 0;
+        let now = unix_ms();
+        for s in msg.silences.into_iter().take(crate::region::MAX_SILENCES) {
+            let newer = self
+                .engine
+                .silence(&s.id)
+                .is_none_or(|mine| mine.updated_at_unix_ms < s.updated_at_unix_ms);
+            // An expired one is taken too: its expiry is news.
+            let sound = matches!(
+                s.check(now),
+                Ok(()) | Err(alerting::silence::Error::AlreadyEnded)
+            );
+            if newer && sound {
+                self.engine.restore_silence(s);
+                taken += 1;
+            }
+        }
+        if taken > 0 {
+            tracing::info!(region = %msg.region, taken, "silences of another region hold here");
+            self.pump(ctx);
+        }
+    }
+}
+
 impl AlertActor {
     /// The open alerts of members that entered maintenance go to info; those of members
     /// back from it get their severity back.

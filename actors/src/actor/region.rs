@@ -609,6 +609,9 @@ impl RegionActor {
         if matches!(c.command, Command::Link(_)) {
             self.advance(Instant::now());
         }
+        if matches!(c.command, Command::Silence(_)) && self.leading() == Some(c.term) {
+            self.publish_silences();
+        }
         let leading = self.leading().is_some();
         let replicated = match &c.command {
             Command::Silence(s) => Some(crate::actor::alert::Replicated {
@@ -667,6 +670,33 @@ impl RegionActor {
             self.recent.remove(0);
         }
         self.recent.push(c);
+    }
+
+    /// As master: the region's silences to every region (a silence made anywhere holds
+    /// everywhere), when one is committed and every half minute.
+    fn publish_silences(&mut self) {
+        let (Some(term), Some(state)) = (self.leading(), self.gov.state()) else {
+            return;
+        };
+        if state.silences.is_empty() {
+            return;
+        }
+        let body = crate::alerting::silence::Published {
+            region: self.region.clone(),
+            term,
+            master: self.own_peer.clone(),
+            silences: state.silences.values().cloned().collect(),
+            proof: None,
+        };
+        let publish = outbox::Publish {
+            topic: outbox::Topic::Fleet,
+            body: wire::Body::Silences(Box::new(body)),
+            delivery: outbox::Delivery::Retry,
+        };
+        if self.gossip.try_send(publish).is_err() {
+            // Sent again within half a minute.
+            count_drops(&self.drops, "silences_outbox", 1);
+        }
     }
 
     /// Acts on the intake's outputs.

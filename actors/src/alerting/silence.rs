@@ -39,6 +39,20 @@ pub struct Silence {
     pub updated_at_unix_ms: u64,
 }
 
+/// A region's silences as its master publishes them on the fleet topic, so that a silence
+/// made anywhere holds everywhere. Other regions admit it only with the master's proof of
+/// authority ([`crate::trust`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    pub region: String,
+    pub term: u64,
+    pub master: crate::node::Id,
+    /// Every silence of the region's log (at most [`crate::region::MAX_SILENCES`]).
+    pub silences: Vec<Silence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Box<crate::trust::Proof>>,
+}
+
 /// Why a silence was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

@@ -18,6 +18,8 @@ use crate::{node, wire};
 const ENDORSE_AGAIN: Duration = Duration::from_secs(5);
 /// The master checks its chain and proof this often.
 const TICK: Duration = Duration::from_secs(1);
+/// The master publishes its region's silences to the fleet again this often.
+const SILENCES_AGAIN: Duration = Duration::from_secs(30);
 /// A link proposed and not committed is proposed again after this long.
 const PROPOSE_AGAIN: Duration = Duration::from_secs(3);
 
@@ -183,6 +185,7 @@ impl Handler<Trusting> for RegionActor {
             act.trust_step();
             act.drain(ctx);
         });
+        ctx.run_interval(SILENCES_AGAIN, |act, _| act.publish_silences());
         self.trust_step();
         self.drain(ctx);
     }
