@@ -4,7 +4,8 @@
 //!   summaries (`needs_charter`) and does not show it.
 //! - `fleetmesh region charter` (the real command) signs each region's voters with the
 //!   admin key; the other region then shows it with its master, and learns an approval
-//!   of its master (carrying the master's proof).
+//!   of its master (carrying the master's proof), and a silence made in the other region
+//!   mutes a matching alert.
 //! - A rogue of region `us` (a real libp2p peer in the mesh, with its own key) listens to
 //!   the fleet topic until it holds `us`'s real proof, then forges a summary, an approval
 //!   and an emergency for `us` in a higher term with itself as master, carrying the real
