@@ -338,6 +338,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     // Before any spike can reach the policy actor: the probes start later, in serve().
     policy.do_send(SetAlerts {
         to: alerts.clone().recipient(),
+        cleared: alerts.clone().recipient(),
         node: info.clone(),
     });
     // This node's metrics against its role peers: its own samples come from the encoder,

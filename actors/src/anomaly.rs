@@ -144,6 +144,8 @@ struct Track {
     deviating_since: Option<Instant>,
     last_raised: Option<Instant>,
     raised: u64,
+    /// An anomaly was raised and the metric has not been back within bounds since.
+    open: bool,
 }
 
 /// One of this node's metrics, as `GET /api/v1/anomalies` shows it.
@@ -319,9 +321,16 @@ impl Detector {
                     if persisted && quiet {
                         track.last_raised = Some(now);
                         track.raised += 1;
+                        track.open = true;
                         self.raised += 1;
                         out.push(observation(&metric, &s, threshold, &self.role));
                     }
+                }
+                // Back within bounds after an anomaly: its end, so that its alert resolves.
+                Some(s) if track.open => {
+                    track.open = false;
+                    track.deviating_since = None;
+                    out.push(ended(&metric, &s, threshold, &self.role));
                 }
                 // Back within the threshold, or too few peers to tell: start over.
                 _ => track.deviating_since = None,
@@ -395,6 +404,14 @@ impl Detector {
                 .collect(),
         }
     }
+}
+
+/// The end of the anomaly of `metric`: back within bounds (its alert resolves).
+fn ended(metric: &str, s: &Score, threshold: f64, role: &str) -> Observation {
+    let mut o = observation(metric, s, threshold, role);
+    o.change = Change::Removed;
+    o.severity = Severity::Info;
+    o
 }
 
 /// The anomaly observation for `metric`.

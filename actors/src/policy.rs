@@ -256,6 +256,9 @@ pub struct Policy {
     /// Per kind, the indices of the rules that can match it, in file order.
     by_kind: [Vec<u16>; KINDS],
     defaults: [Fallback; KINDS],
+    /// The end of an anomaly (the metric back within its peers' bounds): the end of a
+    /// condition, not a change of the host, so no rule judges it.
+    ended: Fallback,
 }
 
 impl Policy {
@@ -280,6 +283,13 @@ impl Policy {
 
     /// The decision for a spike's facts: the first matching rule, else the kind's default.
     pub fn evaluate_facts(&self, facts: &Facts<'_>) -> Verdict<'_> {
+        if facts.kind == Kind::Anomaly && facts.change == Change::Removed {
+            return Verdict {
+                decision: self.ended.decision,
+                rule: &self.ended.id,
+                reason: &self.ended.reason,
+            };
+        }
         let k = kind_index(facts.kind);
         for &i in &self.by_kind[k] {
             let rule = &self.rules[usize::from(i)];
@@ -336,6 +346,15 @@ impl Policy {
             rules,
             by_kind,
             defaults,
+            ended: Fallback {
+                id: RuleId {
+                    file: Arc::from("builtin"),
+                    name: "anomaly.ended".into(),
+                    line: 0,
+                },
+                decision: Decision::Approved,
+                reason: "the metric is back within its role peers' bounds".into(),
+            },
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Service probes on real nodes: a region of three voters with a TCP and an HTTP probe of
 //! services the test runs on 127.0.0.1. Each probe is owned by exactly one node, which
-//! reports the service up; when the TCP service closes its owner reports it down; when
+//! reports the service up; when the TCP service closes its owner reports it down (an
+//! alert under the test's policy, resolved when the service is back up); when
 //! the owner is killed with SIGKILL another node takes the probe over and reports the
 //! state it finds.
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{CONVERGE, Node, Spec, get};
+use crate::harness::{CONVERGE, Node, Spec, alert_where, get};
 
 const NAMES: [&str; 3] = ["s0", "s1", "s2"];
 
@@ -23,13 +24,23 @@ const NAMES: [&str; 3] = ["s0", "s1", "s2"];
 /// `200 OK` when `http`) until it is closed; closing drops the listener.
 struct Service {
     addr: SocketAddr,
+    http: bool,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Service {
     fn start(http: bool) -> Service {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Service::at("127.0.0.1:0".parse().expect("addr"), http)
+    }
+
+    /// The service again at the address it had.
+    fn reopen(&mut self) {
+        *self = Service::at(self.addr, self.http);
+    }
+
+    fn at(addr: SocketAddr, http: bool) -> Service {
+        let listener = TcpListener::bind(addr).expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -54,6 +65,7 @@ impl Service {
         });
         Service {
             addr,
+            http,
             stop,
             thread: Some(thread),
         }
@@ -76,6 +88,23 @@ impl Drop for Service {
 
 fn spec(i: usize, dir: PathBuf, config: &Path, bootstrap: Option<String>) -> Spec {
     let mut s = Spec::new(NAMES[i], "probes");
+    // The shipped web policy, with a service down made a violation.
+    let policy = config.with_file_name("policy");
+    std::fs::create_dir_all(&policy).expect("policy dir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy/web.toml");
+    let web = std::fs::read_to_string(shipped).expect("shipped policy");
+    std::fs::write(
+        policy.join("web.toml"),
+        format!(
+            "[[rules]]\nname = \"services-down\"\ndecision = \"violation\"\n\
+             reason = \"a probed service is down\"\nkinds = [\"service\"]\nchanges = [\"removed\"]\n\n{web}"
+        ),
+    )
+    .expect("policy");
+    s.env.push((
+        "FLEETMESH__POLICY__DIR".into(),
+        policy.display().to_string(),
+    ));
     s.dir = Some(dir);
     s.env
         .push(("FLEETMESH__REGION__VOTERS".into(), NAMES.join(",")));
@@ -263,6 +292,33 @@ async fn each_probe_has_one_owner_that_reports_it_and_a_survivor_takes_it_over()
     assert_eq!(down["label"], "service_down");
     assert_eq!(down["severity"], "high");
     assert_eq!(down["fields"]["state"]["before"], "up");
+    // The policy makes a service down a violation: its alert fires, and resolves when the
+    // service is back up (whichever rule judges the return).
+    let name = NAMES[db_owner];
+    let firing = alert_where(&nodes[db_owner], "db down alerted", |a| {
+        a["subject"] == "db" && a["host"] == name && a["state"] == "firing"
+    })
+    .await;
+    db.reopen();
+    let back = reported(&nodes[db_owner], "db", marks[db_owner], "up", None).await;
+    assert_eq!(back["fields"]["state"]["before"], "down");
+    alert_where(&nodes[db_owner], "db's alert resolved", |a| {
+        a["key"] == firing["key"] && a["state"] == "resolved"
+    })
+    .await;
+    db.close();
+    let mut marks = Vec::new();
+    for n in &nodes {
+        marks.push(last_seq(n).await);
+    }
+    reported(
+        &nodes[db_owner],
+        "db",
+        marks[db_owner],
+        "down",
+        Some("refused"),
+    )
+    .await;
     for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != db_owner) {
         let extra: Vec<Value> = reports(n, "db")
             .await

@@ -726,6 +726,44 @@ impl Handler<Replicated> for AlertActor {
     }
 }
 
+/// A condition of `host` cleared (a service probe up again, an anomaly ended): every open
+/// alert its start raised about `subject`, by any rule, resolves.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ClearCondition {
+    pub host: String,
+    pub kind: crate::spike::Kind,
+    pub subject: String,
+}
+
+impl Handler<ClearCondition> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClearCondition, ctx: &mut Self::Context) {
+        // Violation keys are `host|rule|kind|subject` (crate::alert::of_violation).
+        let (head, tail) = (
+            format!("{}|", msg.host),
+            format!("|{}|{}", msg.kind.as_str(), msg.subject),
+        );
+        let keys: Vec<String> = self
+            .engine
+            .open_alerts()
+            .into_iter()
+            .map(|a| a.key)
+            .filter(|k| k.starts_with(&head) && k.ends_with(&tail))
+            .collect();
+        let now = unix_ms();
+        for key in keys {
+            if self.engine.resolve(&key, now).is_some() {
+                tracing::info!(%key, "its condition cleared: resolved");
+                self.forward(Vec::new(), vec![key.clone()]);
+                self.announce(&key);
+            }
+        }
+        self.pump(ctx);
+    }
+}
+
 /// Another region's silences, as its master published them (its authority checked by the
 /// network): they hold here too.
 #[derive(Debug, Message)]

@@ -55,6 +55,8 @@ pub struct GetDecisions {
 #[rtype(result = "()")]
 pub struct SetAlerts {
     pub to: Recipient<Raise>,
+    /// Where conditions that cleared go (a service probe up, an anomaly ended).
+    pub cleared: Recipient<crate::actor::alert::ClearCondition>,
     pub node: node::Info,
 }
 
@@ -289,6 +291,26 @@ impl PolicyActor {
         }
     }
 
+    /// A spike that says a condition cleared (a service probe up again, an anomaly back
+    /// within bounds) resolves the alerts its start raised, whichever rule raised them.
+    fn cleared(&self, spike: &Spike) {
+        let clears = matches!(
+            (spike.kind, spike.change),
+            (Kind::Service, crate::spike::Change::Added)
+                | (Kind::Anomaly, crate::spike::Change::Removed)
+        );
+        if let (true, Some(a)) = (clears, &self.alerts) {
+            let msg = crate::actor::alert::ClearCondition {
+                host: a.node.name.clone(),
+                kind: spike.kind,
+                subject: spike.subject.clone(),
+            };
+            if a.cleared.try_send(msg).is_err() {
+                tracing::warn!(subject = %spike.subject, "a cleared condition not told: the alert actor is full or gone");
+            }
+        }
+    }
+
     /// Raises the alert of a violation.
     fn alert(&self, record: &Record, spike: &Spike, term: Option<u64>, kind: consult::Alert) {
         let Some(a) = &self.alerts else {
@@ -367,6 +389,7 @@ impl Handler<Decide> for PolicyActor {
     fn handle(&mut self, msg: Decide, ctx: &mut Self::Context) {
         let now = unix_ms();
         for spike in &msg.0 {
+            self.cleared(spike);
             let learned = self.knowledge.matching(self.role(), spike).map(|l| {
                 (
                     Rule::Learned(l.id.clone()),

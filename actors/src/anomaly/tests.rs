@@ -110,6 +110,26 @@ fn a_deviation_is_raised_once_it_persisted_and_not_again_within_the_cooldown() {
 }
 
 #[test]
+fn a_raised_anomaly_ends_once_back_within_bounds() {
+    let t0 = Instant::now();
+    let mut d = detector(config(), 4);
+    let peers = [0.5, 0.6, 0.55, 0.45];
+    feed(&mut d, t0, "load.1m", 8.0, &peers);
+    d.tick(t0);
+    assert_eq!(d.tick(t0 + 30 * SEC).len(), 1, "raised");
+    // Back at the median: its end, once.
+    feed(&mut d, t0 + 31 * SEC, "load.1m", 0.52, &peers);
+    let out = d.tick(t0 + 31 * SEC);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].kind, out[0].change, out[0].severity),
+        (Kind::Anomaly, Change::Removed, Severity::Info)
+    );
+    feed(&mut d, t0 + 32 * SEC, "load.1m", 0.52, &peers);
+    assert!(d.tick(t0 + 32 * SEC).is_empty(), "ended once");
+}
+
+#[test]
 fn a_deviation_that_clears_starts_over() {
     let t0 = Instant::now();
     let mut d = detector(config(), 3);
@@ -246,7 +266,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 proptest! {
     /// Over any run: with fewer than min_peers peers nothing is raised; a value equal to
     /// the peers' median never raises; every raise comes after a deviation that lasted
-    /// `persist` at every tick; two raises of one metric are at least `cooldown` apart.
+    /// `persist` at every tick; two raises of one metric are at least `cooldown` apart; an
+    /// end comes only after a raise, once the value is back within bounds, and once.
     #[test]
     fn raises_need_peers_persistence_and_respect_the_cooldown(
         peers in proptest::collection::vec(0.0f64..2.0, 0..6),
@@ -264,6 +285,7 @@ proptest! {
         let mut now = Instant::now();
         let mut streak: Option<Instant> = None;
         let mut last_raise: Option<Instant> = None;
+        let mut open = false;
         let median = score(0.0, &peers, 0.0).map(|s| s.median);
         for step in run {
             now += Duration::from_secs(step.after_s);
@@ -277,9 +299,16 @@ proptest! {
             } else {
                 streak = None;
             }
-            let out = d.tick(now);
+            let mut out = d.tick(now);
             prop_assert!(out.len() <= 1);
+            if out.first().is_some_and(|o| o.change == Change::Removed) {
+                prop_assert!(open, "an end without a raise");
+                prop_assert!(!deviating, "an end while deviating");
+                open = false;
+                out.clear();
+            }
             if !out.is_empty() {
+                open = true;
                 prop_assert!(peers.len() >= min_peers, "raised with {} peers", peers.len());
                 prop_assert!(Some(own) != median, "raised at the median");
                 let since = streak.expect("raised while not deviating");
