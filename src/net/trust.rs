@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use fleetmesh_actors::node;
-use fleetmesh_actors::trust::{Proof, Refused, Registry, Verify};
+use fleetmesh_actors::trust::{Proof, Refusal, Refused, Registry, Verify};
 use fleetmesh_actors::wire;
 use libp2p::PeerId;
 use libp2p::identity::{PublicKey, ed25519};
@@ -68,7 +68,14 @@ pub struct Gate {
     keys: Keys,
     registry: Arc<Mutex<Registry>>,
     proof: watch::Receiver<Option<Arc<Proof>>>,
+    /// The proof last sent whole with a summary, and summaries sent brief since.
+    full_sent: Option<(Arc<Proof>, u32)>,
 }
+
+/// A summary carries the whole proof at least once in this many (the others a brief one,
+/// enough for the nodes that verified the whole one): a node that starts believes a
+/// region within this many summaries.
+pub const FULL_PROOF_EVERY: u32 = 5;
 
 /// What a foreign message claims: its region, term and master.
 fn claim(body: &wire::Body) -> Option<(&'static str, &str, u64, &node::Id)> {
@@ -103,6 +110,7 @@ impl Gate {
             keys,
             registry,
             proof,
+            full_sent: None,
         }
     }
 
@@ -113,7 +121,9 @@ impl Gate {
 
     /// Attaches this node's proof to a fleet message of its own region that needs one.
     /// False when it needs one and this node has none (yet): the caller holds it.
-    pub fn attach(&self, body: &mut wire::Body) -> bool {
+    /// A summary carries the whole proof when it changed and every
+    /// [`FULL_PROOF_EVERY`] summaries, a brief one otherwise; anything else the whole one.
+    pub fn attach(&mut self, body: &mut wire::Body) -> bool {
         let own = claim(body).is_some_and(|(_, region, ..)| region == self.region);
         let Some(slot) = proof_of(body) else {
             return true;
@@ -121,13 +131,27 @@ impl Gate {
         if !own || slot.is_some() {
             return true;
         }
-        match &*self.proof.borrow() {
-            Some(p) if claim_matches(p, body) => {
-                *proof_of(body).expect("checked") = Some(Box::new((**p).clone()));
-                true
+        let current = self.proof.borrow().clone();
+        let p = match current {
+            Some(p) if claim_matches(&p, body) => p,
+            _ => return false,
+        };
+        let proof = if matches!(body, wire::Body::Census(_)) {
+            match &mut self.full_sent {
+                Some((sent, n)) if Arc::ptr_eq(sent, &p) && *n + 1 < FULL_PROOF_EVERY => {
+                    *n += 1;
+                    p.brief()
+                }
+                _ => {
+                    self.full_sent = Some((p.clone(), 0));
+                    (*p).clone()
+                }
             }
-            _ => false,
-        }
+        } else {
+            (*p).clone()
+        };
+        *proof_of(body).expect("checked") = Some(Box::new(proof));
+        true
     }
 
     /// Admits a message heard on the fleet topic: one of another region only with a
@@ -150,6 +174,11 @@ impl Gate {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         match registry.check(&region, term, &master, proof.as_deref(), &self.keys, now) {
             Ok(()) => Ok(()),
+            // A brief proof before the whole one: expected of a node that just started.
+            Err(why @ Refusal::Unverified) => {
+                tracing::debug!(kind, %region, term, %master, "a brief proof not verifiable yet");
+                Err(("unverified", why.to_string()))
+            }
             Err(why) => {
                 let text = why.to_string();
                 tracing::warn!(kind, %region, term, %master, %author, why = %text, "refused a message of another region: its authority does not verify");

@@ -363,6 +363,7 @@ async fn forge(dial: &[&Node], master: &str, term: u64, voters: &Value) {
                 },
             ],
         },
+        head: None,
     };
     let mut summary = fleetmesh_actors::census::Summary::new(
         "us",

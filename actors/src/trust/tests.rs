@@ -159,6 +159,7 @@ fn a_rogue_cannot_prove_itself_master() {
     let forged = Proof {
         chain: chain.clone(),
         cert: cert("b", 9, "rogue", &["rogue", "c"]),
+        head: None,
     };
     assert_eq!(
         reg.check("b", 9, &id("rogue"), Some(&forged), &TOFU, 2),
@@ -190,6 +191,7 @@ fn a_rogue_cannot_prove_itself_master() {
     let p = Proof {
         chain: grown,
         cert: cert("b", 9, "rogue", &["rogue"]),
+        head: None,
     };
     assert_eq!(
         reg.check("b", 9, &id("rogue"), Some(&p), &TOFU, 4),
@@ -254,6 +256,7 @@ fn voters_change_only_with_a_majority_of_the_voters_before() {
     let p = Proof {
         chain: broken,
         cert: cert("b", 3, "d", &["b", "d"]),
+        head: None,
     };
     assert_eq!(
         Registry::default().check("b", 3, &id("d"), Some(&p), &TOFU, 6),
@@ -335,4 +338,39 @@ fn a_committed_chain_only_grows_by_links_that_follow_it() {
     charter.sig = sig("admin", &charter.signed_bytes());
     assert!(append(&mut chain, Link::chartered(charter)));
     assert_eq!(chain.len(), 1);
+}
+
+#[test]
+fn a_brief_proof_holds_only_for_a_master_verified_already() {
+    let chain = founded("b", &["a", "b", "c"]);
+    let full = proof(&chain, 1, "a", &["a", "b"]);
+    let brief = full.brief();
+    assert!(brief.chain.is_empty() && brief.cert.endorsements.is_empty());
+    let mut reg = Registry::default();
+    assert_eq!(
+        reg.check("b", 1, &id("a"), Some(&brief), &TOFU, 1),
+        Err(Refusal::Unverified)
+    );
+    reg.check("b", 1, &id("a"), Some(&full), &TOFU, 2)
+        .expect("full");
+    assert_eq!(reg.check("b", 1, &id("a"), Some(&brief), &TOFU, 3), Ok(()));
+    // Another master, term or head: not covered by what was verified.
+    let mut other = brief.clone();
+    other.cert.master = id("rogue");
+    assert_eq!(
+        reg.check("b", 1, &id("rogue"), Some(&other), &TOFU, 4),
+        Err(Refusal::Unverified)
+    );
+    let mut other = brief.clone();
+    other.cert.term = 2;
+    assert_eq!(
+        reg.check("b", 2, &id("a"), Some(&other), &TOFU, 5),
+        Err(Refusal::Unverified)
+    );
+    let mut other = brief;
+    other.head = Some("00".repeat(32));
+    assert_eq!(
+        reg.check("b", 1, &id("a"), Some(&other), &TOFU, 6),
+        Err(Refusal::Unverified)
+    );
 }
