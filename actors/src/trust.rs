@@ -39,6 +39,9 @@ use crate::node;
 pub const MAX_CHAIN: usize = 64;
 /// Refusals kept for the API.
 const REFUSALS_KEPT: usize = 64;
+/// Regions whose authority a node keeps at most; the one verified least recently goes
+/// first (a peer inventing regions cannot grow it without bound).
+pub const MAX_REGIONS: usize = 4096;
 
 /// Checks signatures (the runtime's crypto).
 pub trait Verify {
@@ -365,6 +368,16 @@ impl Registry {
         }
         if !cert.quorum_of(&head.voters, v) {
             return Err(Refusal::NoQuorum);
+        }
+        if !self.regions.contains_key(region) && self.regions.len() >= MAX_REGIONS {
+            let oldest = self
+                .regions
+                .iter()
+                .min_by_key(|(_, k)| k.verified_unix_ms)
+                .map(|(r, _)| r.clone());
+            if let Some(r) = oldest {
+                self.regions.remove(&r);
+            }
         }
         self.regions.insert(
             region.to_string(),

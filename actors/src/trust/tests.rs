@@ -374,3 +374,18 @@ fn a_brief_proof_holds_only_for_a_master_verified_already() {
         Err(Refusal::Unverified)
     );
 }
+
+#[test]
+fn the_regions_kept_are_bounded() {
+    let mut reg = Registry::default();
+    for i in 0..MAX_REGIONS + 3 {
+        let region = format!("r{i}");
+        let chain = founded(&region, &["a"]);
+        let p = proof(&chain, 1, "a", &["a"]);
+        reg.check(&region, 1, &id("a"), Some(&p), &TOFU, i as u64)
+            .expect("verified");
+    }
+    assert_eq!(reg.regions().len(), MAX_REGIONS);
+    assert!(!reg.regions().contains_key("r0"), "the oldest went first");
+    assert!(reg.regions().contains_key(&format!("r{}", MAX_REGIONS + 2)));
+}
