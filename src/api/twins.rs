@@ -232,40 +232,34 @@ async fn from_master(shared: &Shared, view: &CensusView, row: &Row) -> Result<He
             ),
         ));
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let ask = crate::net::driver::Ask {
-        to: master.clone(),
-        request: fleetmesh_actors::wire::Request::GetTwin {
-            region: row.region.clone(),
-            node: node::Id(row.peer.clone()),
-        },
-        reply: tx,
+    let request = fleetmesh_actors::wire::Request::GetTwin {
+        region: row.region.clone(),
+        node: node::Id(row.peer.clone()),
     };
-    if shared.asks.try_send(ask).is_err() {
-        return Err(unavailable("the network's request queue"));
-    }
     let bad_gateway = actix_web::http::StatusCode::BAD_GATEWAY;
-    match tokio::time::timeout(std::time::Duration::from_secs(3), rx).await {
-        Ok(Ok(Ok(fleetmesh_actors::wire::Response::Twin(Some(held))))) => Ok(*held),
-        Ok(Ok(Ok(fleetmesh_actors::wire::Response::Twin(None)))) => Err(gone(
+    let wait = std::time::Duration::from_secs(3);
+    match ask_peer(shared, master.clone(), request, wait).await {
+        Err(Asked::QueueFull) => Err(unavailable("the network's request queue")),
+        Ok(fleetmesh_actors::wire::Response::Twin(Some(held))) => Ok(*held),
+        Ok(fleetmesh_actors::wire::Response::Twin(None)) => Err(gone(
             actix_web::http::StatusCode::NOT_FOUND,
             format!(
                 "the master of region {} ({master}) holds no twin of {} yet",
                 row.region, row.name
             ),
         )),
-        Ok(Ok(Ok(other))) => Err(gone(
+        Ok(other) => Err(gone(
             bad_gateway,
             format!(
                 "the master of region {} ({master}) answered {other:?}",
                 row.region
             ),
         )),
-        Ok(Ok(Err(why))) => Err(gone(
+        Err(Asked::Failed(why)) => Err(gone(
             bad_gateway,
             format!("the master of region {} ({master}): {why}", row.region),
         )),
-        Ok(Err(_)) | Err(_) => Err(gone(
+        Err(Asked::Stopped | Asked::TimedOut) => Err(gone(
             actix_web::http::StatusCode::GATEWAY_TIMEOUT,
             format!(
                 "the master of region {} ({master}) did not answer within 3 s",
@@ -300,27 +294,54 @@ pub async fn sbom(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpR
     }
 }
 
+/// Why asking a peer over the network brought no answer.
+enum Asked {
+    /// The network's request queue is full.
+    QueueFull,
+    /// The request failed (unreachable, refused by the transport).
+    Failed(String),
+    /// The network stopped before the answer came.
+    Stopped,
+    TimedOut,
+}
+
+/// Asks peer `to` and waits at most `wait` for its answer.
+async fn ask_peer(
+    shared: &Shared,
+    to: node::Id,
+    request: fleetmesh_actors::wire::Request,
+    wait: std::time::Duration,
+) -> Result<fleetmesh_actors::wire::Response, Asked> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ask = crate::net::driver::Ask {
+        to,
+        request,
+        reply: tx,
+    };
+    shared.asks.try_send(ask).map_err(|_| Asked::QueueFull)?;
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(answer)) => answer.map_err(Asked::Failed),
+        Ok(Err(_)) => Err(Asked::Stopped),
+        Err(_) => Err(Asked::TimedOut),
+    }
+}
+
 /// The SBOM of another node, asked of that node chunk by chunk.
 async fn sbom_of(shared: &Shared, row: &Row) -> Result<Vec<u8>, String> {
     use fleetmesh_actors::wire::{Request, Response};
     let mut doc: Vec<u8> = Vec::new();
     loop {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let ask = crate::net::driver::Ask {
-            to: node::Id(row.peer.clone()),
-            request: Request::GetSbom {
-                offset: doc.len() as u64,
-            },
-            reply: tx,
+        let request = Request::GetSbom {
+            offset: doc.len() as u64,
         };
-        shared
-            .asks
-            .try_send(ask)
-            .map_err(|_| "the network's request queue is full".to_string())?;
-        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), rx)
-            .await
-            .map_err(|_| "no answer within 5 s".to_string())?
-            .map_err(|_| "the network stopped".to_string())??;
+        let wait = std::time::Duration::from_secs(5);
+        let answer = match ask_peer(shared, node::Id(row.peer.clone()), request, wait).await {
+            Ok(a) => a,
+            Err(Asked::QueueFull) => return Err("the network's request queue is full".into()),
+            Err(Asked::Failed(why)) => return Err(why),
+            Err(Asked::Stopped) => return Err("the network stopped".into()),
+            Err(Asked::TimedOut) => return Err("no answer within 5 s".into()),
+        };
         match answer {
             Response::Sbom { total, chunk } => {
                 if total > 16 << 20 {
