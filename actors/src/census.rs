@@ -203,17 +203,7 @@ impl Summary {
                 .reverse()
                 .then_with(|| a.name.cmp(&b.name))
         });
-        let mut size = 0;
-        let mut kept = 0;
-        for m in &members {
-            size += rmp_serde::to_vec(m).map_or(budget, |b| b.len());
-            if size > budget {
-                break;
-            }
-            kept += 1;
-        }
-        let omitted = (members.len() - kept) as u32;
-        members.truncate(kept);
+        let omitted = fit(&mut members, budget, usize::MAX);
         Summary {
             region: region.to_string(),
             term,
@@ -230,6 +220,23 @@ impl Summary {
             proof: None,
         }
     }
+}
+
+/// Keeps the first of `lines` whose encodings fit in `budget` bytes together, at most
+/// `most` of them; returns how many went.
+fn fit(lines: &mut Vec<Line>, budget: usize, most: usize) -> u32 {
+    let mut size = 0usize;
+    let mut kept = 0;
+    for l in lines.iter().take(most) {
+        size = size.saturating_add(rmp_serde::to_vec(l).map_or(budget, |b| b.len()));
+        if size > budget {
+            break;
+        }
+        kept += 1;
+    }
+    let gone = lines.len() - kept;
+    lines.truncate(kept);
+    gone as u32
 }
 
 /// Whether a member is in trouble: not alive, or not live.
@@ -384,23 +391,14 @@ impl Census {
                     .collect(),
             }
         });
-        let mut room = budget.saturating_sub(
+        let room = budget.saturating_sub(
             full.roster
                 .as_ref()
                 .map_or(0, |r| rmp_serde::to_vec(r).map_or(budget, |b| b.len())),
         );
         // Those in trouble first (as `Summary::new` sorted them), as many as fit.
-        let trouble: Vec<Line> = full.members.drain(..).filter(in_trouble).collect();
-        let all = trouble.len();
-        for l in trouble {
-            let size = rmp_serde::to_vec(&l).map_or(room, |b| b.len());
-            if full.members.len() == LISTED || size > room {
-                break;
-            }
-            room -= size;
-            full.members.push(l);
-        }
-        full.omitted = (all - full.members.len()) as u32;
+        full.members.retain(in_trouble);
+        full.omitted = fit(&mut full.members, room, LISTED);
         full
     }
 

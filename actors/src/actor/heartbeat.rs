@@ -404,10 +404,10 @@ impl HeartbeatActor {
         if !(publish || beat && live) {
             return;
         }
-        let summary = Arc::new(self.summary(now, unix));
         if beat {
+            // Built only for listeners: what is published is the compact one below.
             push(&self.push, || Pushed::Census {
-                summary: summary.clone(),
+                summary: Arc::new(self.summary(now, unix)),
                 received_unix_ms: None,
             });
         }
