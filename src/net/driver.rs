@@ -701,9 +701,9 @@ impl Driver {
         }
     }
 
-    /// A member's twin: taken in by the twin actor if this node leads (a refusal is seen
-    /// there; the member sends its twin again on its own schedule).
-    /// A member's twin: judged by the twin actor, answered with the drift open about it.
+    /// A member's twin: judged by the twin actor if this node leads, answered with the
+    /// drift open about it (or the refusal; the member sends its twin again on its own
+    /// schedule).
     fn on_twin(
         &mut self,
         peer: PeerId,
