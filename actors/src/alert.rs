@@ -97,6 +97,22 @@ pub fn category(kind: Kind) -> &'static str {
     }
 }
 
+/// The key of a violation's alert: `host|rule|kind|subject`.
+pub fn violation_key(host: &str, rule: &str, kind: Kind, subject: &str) -> String {
+    format!("{host}|{rule}|{}|{subject}", kind.as_str())
+}
+
+/// Whether `key` is the alert of a violation on `host` about `kind` `subject`, by any rule
+/// (see [`violation_key`]).
+pub fn is_violation_about(key: &str, host: &str, kind: Kind, subject: &str) -> bool {
+    key.strip_prefix(host)
+        .and_then(|k| k.strip_prefix('|'))
+        .and_then(|k| k.strip_suffix(subject))
+        .and_then(|k| k.strip_suffix('|'))
+        .and_then(|k| k.strip_suffix(kind.as_str()))
+        .is_some_and(|rule| rule.ends_with('|') && rule.len() > 1)
+}
+
 /// The alert for a local policy violation: `record` is the decision about `spike`, made on
 /// the node `node`.
 ///
@@ -119,13 +135,7 @@ pub fn of_violation(node: &node::Info, record: &Record, spike: &Spike) -> Alert 
     details.insert("policy".to_string(), record.policy.clone());
     details.insert("seq".to_string(), record.seq.to_string());
     Alert {
-        key: format!(
-            "{}|{}|{}|{}",
-            node.name,
-            record.rule,
-            record.kind.as_str(),
-            record.subject
-        ),
+        key: violation_key(&node.name, &record.rule, record.kind, &record.subject),
         at_unix_ms: if spike.at_unix_ms > 0 {
             spike.at_unix_ms
         } else {

@@ -740,27 +740,19 @@ impl Handler<ClearCondition> for AlertActor {
     type Result = ();
 
     fn handle(&mut self, msg: ClearCondition, ctx: &mut Self::Context) {
-        // Violation keys are `host|rule|kind|subject` (crate::alert::of_violation).
-        let (head, tail) = (
-            format!("{}|", msg.host),
-            format!("|{}|{}", msg.kind.as_str(), msg.subject),
-        );
         let keys: Vec<String> = self
             .engine
             .open_alerts()
             .into_iter()
             .map(|a| a.key)
-            .filter(|k| k.starts_with(&head) && k.ends_with(&tail))
+            .filter(|k| crate::alert::is_violation_about(k, &msg.host, msg.kind, &msg.subject))
             .collect();
-        let now = unix_ms();
-        for key in keys {
-            if self.engine.resolve(&key, now).is_some() {
-                tracing::info!(%key, "its condition cleared: resolved");
-                self.forward(Vec::new(), vec![key.clone()]);
-                self.announce(&key);
-            }
-        }
+        let cleared: Vec<String> = keys.into_iter().filter(|k| self.clear(k)).collect();
         self.pump(ctx);
+        for key in &cleared {
+            tracing::info!(%key, "its condition cleared: resolved");
+            self.announce(key);
+        }
     }
 }
 
@@ -802,6 +794,16 @@ impl Handler<ForeignSilences> for AlertActor {
 }
 
 impl AlertActor {
+    /// Resolves the open alert `key` (its condition cleared) and tells the master; false
+    /// when none was open. The caller pumps, then announces it.
+    fn clear(&mut self, key: &str) -> bool {
+        if self.engine.resolve(key, unix_ms()).is_none() {
+            return false;
+        }
+        self.forward(Vec::new(), vec![key.to_string()]);
+        true
+    }
+
     /// The open alerts of members that entered maintenance go to info; those of members
     /// back from it get their severity back.
     fn rephase(&mut self, entered: &[String], left: &[String]) {
@@ -859,8 +861,7 @@ impl Handler<Clear> for AlertActor {
     type Result = ();
 
     fn handle(&mut self, msg: Clear, ctx: &mut Self::Context) {
-        if self.engine.resolve(&msg.key, unix_ms()).is_some() {
-            self.forward(Vec::new(), vec![msg.key.clone()]);
+        if self.clear(&msg.key) {
             self.pump(ctx);
             self.announce(&msg.key);
         }

@@ -490,3 +490,18 @@ fn maintenance_downgrades_an_alert_and_active_again_restores_it() {
     assert!(out_of_maintenance(&mut a));
     assert_eq!(a, original);
 }
+
+#[test]
+fn a_violation_key_is_found_by_host_kind_and_subject_whatever_the_rule() {
+    let key = violation_key("web-1", "web.toml:3#down", Kind::Service, "db");
+    assert!(is_violation_about(&key, "web-1", Kind::Service, "db"));
+    assert!(!is_violation_about(&key, "web-2", Kind::Service, "db"));
+    assert!(!is_violation_about(&key, "web-1", Kind::Anomaly, "db"));
+    assert!(!is_violation_about(&key, "web-1", Kind::Service, "b"));
+    assert!(!is_violation_about(
+        "web-1|service|db",
+        "web-1",
+        Kind::Service,
+        "db"
+    ));
+}
