@@ -534,6 +534,16 @@ impl Certifier {
         true
     }
 
+    /// Whether a majority of `voters` endorsed this node (the endorsements were checked
+    /// when they came: [`Certifier::endorsed`]).
+    fn majority_of(&self, voters: &[node::Id]) -> bool {
+        let n = voters
+            .iter()
+            .filter(|v| self.endorsements.contains_key(*v))
+            .count();
+        n > voters.len() / 2
+    }
+
     /// The certificate as gathered so far.
     pub fn cert(&self) -> Option<TermCert> {
         let (term, master) = self.leading.clone()?;
@@ -554,10 +564,10 @@ impl Certifier {
 
     /// The proof to attach to this node's messages: the committed `chain` and the
     /// certificate, when that has a majority of the chain's last voters.
-    pub fn proof(&self, chain: &[Link], v: &dyn Verify) -> Option<Proof> {
+    pub fn proof(&self, chain: &[Link]) -> Option<Proof> {
         let cert = self.cert()?;
         let head = chain.last()?;
-        cert.quorum_of(&head.voters, v).then(|| Proof {
+        self.majority_of(&head.voters).then(|| Proof {
             chain: chain.to_vec(),
             cert,
             head: None,
@@ -565,7 +575,7 @@ impl Certifier {
     }
 
     /// What `chain` needs for `voters` (the voters in force, peer ids) to be of record.
-    pub fn due(&self, chain: &[Link], voters: &[node::Id], v: &dyn Verify) -> Due {
+    pub fn due(&self, chain: &[Link], voters: &[node::Id]) -> Due {
         let Some(cert) = self.cert() else {
             return Due::Nothing;
         };
@@ -574,7 +584,7 @@ impl Certifier {
         voters.dedup();
         match chain.last() {
             None if voters.is_empty() => Due::Nothing,
-            None if cert.quorum_of(&voters, v) => Due::Found(Link {
+            None if self.majority_of(&voters) => Due::Found(Link {
                 region: self.region.clone(),
                 seq: 0,
                 voters,
@@ -582,14 +592,14 @@ impl Certifier {
             }),
             None => Due::Endorsements,
             Some(head) if head.voters == voters || voters.is_empty() => {
-                if cert.quorum_of(&head.voters, v) {
+                if self.majority_of(&head.voters) {
                     Due::Nothing
                 } else {
                     Due::Endorsements
                 }
             }
             Some(_) if chain.len() >= MAX_CHAIN => Due::Nothing,
-            Some(head) if cert.quorum_of(&head.voters, v) => Due::Change {
+            Some(head) if self.majority_of(&head.voters) => Due::Change {
                 seq: head.seq + 1,
                 voters,
                 prev: head.digest(),

@@ -68,7 +68,7 @@ fn master(region: &str, term: u64, own: &str, voters: &[&str]) -> Certifier {
 
 fn founded(region: &str, voters: &[&str]) -> Vec<Link> {
     let c = master(region, 1, voters[0], voters);
-    let Due::Found(root) = c.due(&[], &ids(voters), &TOFU) else {
+    let Due::Found(root) = c.due(&[], &ids(voters)) else {
         panic!("a region with a majority of endorsements founds its chain");
     };
     let mut chain = Vec::new();
@@ -83,7 +83,7 @@ fn changed(chain: &mut Vec<Link>, term: u64, own: &str, endorsers: &[&str], to: 
         voters,
         prev,
         cert,
-    } = c.due(chain, &ids(to), &TOFU)
+    } = c.due(chain, &ids(to))
     else {
         panic!("a change is due");
     };
@@ -99,7 +99,7 @@ fn changed(chain: &mut Vec<Link>, term: u64, own: &str, endorsers: &[&str], to: 
 
 fn proof(chain: &[Link], term: u64, own: &str, endorsers: &[&str]) -> Proof {
     master(&chain[0].region, term, own, endorsers)
-        .proof(chain, &TOFU)
+        .proof(chain)
         .expect("a majority endorsed")
 }
 
@@ -125,21 +125,21 @@ fn the_master_gathers_endorsements_and_founds_then_proves() {
     // Wrong term, wrong master, bad signature: refused.
     assert!(!c.endorsed(2, endorse("r", 2, "a", "b"), &TOFU));
     assert!(!c.endorsed(1, endorse("r", 1, "b", "b"), &TOFU));
-    assert_eq!(c.due(&[], &ids(&["a", "b", "c"]), &TOFU), Due::Endorsements);
+    assert_eq!(c.due(&[], &ids(&["a", "b", "c"])), Due::Endorsements);
     assert!(c.endorsed(1, endorse("r", 1, "a", "b"), &TOFU));
-    let Due::Found(root) = c.due(&[], &ids(&["c", "b", "a"]), &TOFU) else {
+    let Due::Found(root) = c.due(&[], &ids(&["c", "b", "a"])) else {
         panic!("founding due");
     };
     assert_eq!(root.voters, ids(&["a", "b", "c"]));
     let chain = vec![root];
-    assert_eq!(c.due(&chain, &ids(&["a", "b", "c"]), &TOFU), Due::Nothing);
-    let p = c.proof(&chain, &TOFU).expect("proof");
+    assert_eq!(c.due(&chain, &ids(&["a", "b", "c"])), Due::Nothing);
+    let p = c.proof(&chain).expect("proof");
     let mut reg = Registry::default();
     assert_eq!(reg.check("r", 1, &id("a"), Some(&p), &TOFU, 5), Ok(()));
     assert_eq!(reg.regions()["r"].root_kind, "founding");
     // Losing the lead forgets the endorsements.
     c.lead(None);
-    assert!(c.proof(&chain, &TOFU).is_none());
+    assert!(c.proof(&chain).is_none());
 }
 
 #[test]

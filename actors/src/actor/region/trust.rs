@@ -117,7 +117,6 @@ impl RegionActor {
             .state()
             .map(|s| s.chain.clone())
             .unwrap_or_default();
-        let verify = t.kit.verify.clone();
         if self.gov.leading().is_some() {
             let names = self.gov.names();
             let voters: Option<Vec<node::Id>> = self.gov.status().map_or(Some(Vec::new()), |s| {
@@ -126,7 +125,7 @@ impl RegionActor {
                     .map(|v| names.get(v).map(|(_, p)| p.clone()))
                     .collect()
             });
-            let link = match voters.map(|v| t.certifier.due(&chain, &v, &*verify)) {
+            let link = match voters.map(|v| t.certifier.due(&chain, &v)) {
                 Some(Due::Found(link)) => Some(link),
                 Some(Due::Change {
                     seq,
@@ -157,7 +156,7 @@ impl RegionActor {
                 }
             }
         }
-        let proof = t.certifier.proof(&chain, &*verify).map(Arc::new);
+        let proof = t.certifier.proof(&chain).map(Arc::new);
         let changed = *t.kit.proof.borrow() != proof;
         if changed {
             if proof.is_some() {
