@@ -205,6 +205,15 @@ async fn last_seq(node: &Node) -> u64 {
 
 /// Waits until `node`'s latest report about `name` after `since` says `state` (and
 /// `reason`, if given); returns that spike.
+/// Each node's last spike sequence number, in order.
+async fn last_seqs(nodes: &[Node]) -> Vec<u64> {
+    let mut marks = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        marks.push(last_seq(n).await);
+    }
+    marks
+}
+
 async fn reported(node: &Node, name: &str, since: u64, state: &str, reason: Option<&str>) -> Value {
     let deadline = Instant::now() + CONVERGE;
     loop {
@@ -274,10 +283,7 @@ async fn each_probe_has_one_owner_that_reports_it_and_a_survivor_takes_it_over()
     assert_eq!(up["fields"]["check"]["after"], "tcp");
     let up = reported(&nodes[web_owner], "web", 0, "up", None).await;
     assert_eq!(up["fields"]["check"]["after"], "http");
-    let mut marks = Vec::new();
-    for n in &nodes {
-        marks.push(last_seq(n).await);
-    }
+    let marks = last_seqs(&nodes).await;
 
     // The TCP service closes: its owner, and only its owner, reports it down.
     db.close();
@@ -307,10 +313,7 @@ async fn each_probe_has_one_owner_that_reports_it_and_a_survivor_takes_it_over()
     })
     .await;
     db.close();
-    let mut marks = Vec::new();
-    for n in &nodes {
-        marks.push(last_seq(n).await);
-    }
+    let marks = last_seqs(&nodes).await;
     reported(
         &nodes[db_owner],
         "db",
@@ -333,10 +336,7 @@ async fn each_probe_has_one_owner_that_reports_it_and_a_survivor_takes_it_over()
     }
 
     // The owner dies: a survivor takes the probe over and reports what it finds.
-    let mut marks = Vec::new();
-    for n in &nodes {
-        marks.push(last_seq(n).await);
-    }
+    let marks = last_seqs(&nodes).await;
     let killed = Instant::now();
     nodes[db_owner].kill9();
     let survivors = crate::harness::others(&nodes, db_owner);
