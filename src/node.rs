@@ -284,6 +284,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             window_ms: f.window_s * 1000,
             thresholds: f.thresholds.clone(),
             default_threshold: f.threshold,
+            min_share: f.min_share,
         },
         upgrade_ms: f.upgrade_s * 1000,
         package_managers: s.probes.process_always.clone(),

@@ -227,6 +227,10 @@ pub struct Desired {
     pub reload_ms: u64,
 }
 
+fn default_min_share() -> f64 {
+    0.5
+}
+
 /// `[fleet]`: consultation of the region's master, coordinated-change detection and
 /// learning (see `fleetmesh_actors::fleet`).
 #[derive(Debug, Clone, Deserialize)]
@@ -234,8 +238,14 @@ pub struct Desired {
 pub struct Fleet {
     /// Identical changes are grouped within this window (seconds).
     pub window_s: u64,
-    /// More servers of one role than this showing the same change make a fleet event.
-    pub threshold: usize,
+    /// More servers of one role than this showing the same change make a fleet event
+    /// (at least 2); unset: the share rule (`min_share`).
+    #[serde(default)]
+    pub threshold: Option<usize>,
+    /// Without a threshold, the share of a role's live members (at least 2 servers) that
+    /// must show the same change for it to be a fleet event.
+    #[serde(default = "default_min_share")]
+    pub min_share: f64,
     /// Per-role thresholds (role = servers).
     #[serde(default)]
     pub thresholds: std::collections::BTreeMap<String, usize>,
@@ -905,7 +915,16 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
     within("policy.reload_ms", raw.policy.reload_ms, 100, 3_600_000)?;
     within("desired.reload_ms", raw.desired.reload_ms, 100, 3_600_000)?;
     within("fleet.window_s", raw.fleet.window_s, 1, 3600)?;
-    within("fleet.threshold", raw.fleet.threshold as u64, 1, 100_000)?;
+    if let Some(t) = raw.fleet.threshold {
+        within("fleet.threshold", t as u64, 1, 100_000)?;
+    }
+    let share = raw.fleet.min_share;
+    if !(share.is_finite() && share > 0.0 && share <= 1.0) {
+        return Err(invalid(
+            "fleet.min_share",
+            "must be a share of a role's live members, above 0 and at most 1 (e.g. 0.5)",
+        ));
+    }
     for (role, n) in &raw.fleet.thresholds {
         within(&format!("fleet.thresholds.{role}"), *n as u64, 1, 100_000)?;
     }

@@ -231,6 +231,10 @@ pub fn of_node_dead(
     }
 }
 
+/// Subjects of a fleet event named in its alert's details at most (the event in
+/// `GET /api/v1/fleet` lists more).
+pub const SUBJECTS_IN_DETAILS: usize = 20;
+
 /// The alert of a fleet event the region's master raised: one for all its servers.
 /// `servers` are their names; `master` is the raising node's name.
 pub fn of_fleet_event(
@@ -241,11 +245,23 @@ pub fn of_fleet_event(
     servers: &[String],
     now: u64,
 ) -> Alert {
+    // An approved rollout or upgrade is told, not alarmed about.
     let (action, severity) = match event.verdict {
         Verdict::Rollout => ("rollout", Severity::Info),
-        Verdict::Upgrade => ("upgrade", Severity::Low),
+        Verdict::Upgrade => ("upgrade", Severity::Info),
         Verdict::SuspectedCoordinatedChange => ("suspected_coordinated_change", Severity::Critical),
     };
+    let mut details = BTreeMap::from([("servers".to_string(), servers.join(","))]);
+    if event.subjects_total > 1 {
+        let listed: Vec<&str> = event
+            .subjects
+            .iter()
+            .take(SUBJECTS_IN_DETAILS)
+            .map(String::as_str)
+            .collect();
+        details.insert("subjects".into(), listed.join(","));
+        details.insert("subjects_total".into(), event.subjects_total.to_string());
+    }
     Alert {
         key: crate::fleet::fleet_key(region, event),
         at_unix_ms: now,
@@ -259,14 +275,14 @@ pub fn of_fleet_event(
         reason: format!(
             "the same {} change of {} on {} {} servers within the window",
             event.fingerprint.kind.as_str(),
-            event.fingerprint.subject,
+            event.subjects_brief(),
             servers.len(),
             event.role
         ),
         decision: None,
         term: Some(term),
         subject: Some(event.fingerprint.subject.clone()),
-        details: BTreeMap::from([("servers".to_string(), servers.join(","))]),
+        details,
     }
 }
 

@@ -539,8 +539,13 @@ impl Default for Config {
 pub enum Effect {
     /// Commit an approval of this pattern (policy approved it on a server of its role).
     Learn { pattern: Pattern, by: String },
-    /// A fleet event was raised (`new`) or grew by a server.
-    Event { event: FleetEvent, new: bool },
+    /// A fleet event was raised (`new`) or grew by a server or a subject; `worse`: its
+    /// verdict got worse (at most once a suspected coordinated change).
+    Event {
+        event: FleetEvent,
+        new: bool,
+        worse: bool,
+    },
 }
 
 /// The master's view of its region.
@@ -552,9 +557,15 @@ pub struct Brain {
     window: correlate::Window,
     /// Origin → upgrading until.
     upgrading: HashMap<node::Id, u64>,
-    /// Fingerprint → raised event's verdict, kept two windows (a server asking again at
-    /// the end of its window still learns the event covered it).
-    raised: HashMap<Fingerprint, (EventVerdict, u64)>,
+    /// Fingerprint → the raised event it is part of (named by its first fingerprint),
+    /// kept two windows (a server asking again at the end of its window still learns the
+    /// event covered it).
+    raised: HashMap<Fingerprint, (Fingerprint, u64)>,
+    /// A raised event's first fingerprint → its verdict, kept as long.
+    verdicts: HashMap<Fingerprint, (EventVerdict, u64)>,
+    /// File path → the raised event its change is part of: a reconciler's discrepancy
+    /// about the file (the watch missed it in the storm) is covered by the same event.
+    raised_files: HashMap<String, (Fingerprint, u64)>,
     /// Patterns asked to be learned (not asked twice).
     asked: BTreeSet<String>,
     learned_this_minute: (u64, usize),
@@ -569,6 +580,8 @@ impl Brain {
             knowledge: Knowledge::default(),
             upgrading: HashMap::new(),
             raised: HashMap::new(),
+            verdicts: HashMap::new(),
+            raised_files: HashMap::new(),
             asked: BTreeSet::new(),
             learned_this_minute: (0, 0),
         }
@@ -676,16 +689,36 @@ impl Brain {
             let outcome = self
                 .window
                 .offer(spike, role, approved.is_some(), upgrading, now);
+            let until = now + 2 * self.config.correlation.window_ms;
             match outcome {
                 Outcome::Counted => {}
                 Outcome::Raised(event) => {
-                    self.raised.insert(
-                        event.fingerprint.clone(),
-                        (event.verdict, now + 2 * self.config.correlation.window_ms),
-                    );
-                    out.push(Effect::Event { event, new: true });
+                    let head = event.fingerprint.clone();
+                    self.cover(&head, &head, until);
+                    self.verdicts.insert(head, (event.verdict, until));
+                    out.push(Effect::Event {
+                        event,
+                        new: true,
+                        worse: false,
+                    });
                 }
-                Outcome::Folded(event) => out.push(Effect::Event { event, new: false }),
+                Outcome::Folded {
+                    event,
+                    subject,
+                    worse,
+                } => {
+                    let head = event.fingerprint.clone();
+                    if let Some(fp) = subject {
+                        self.cover(&fp, &head, until);
+                    }
+                    // Every subject of the event is kept as long as the event grows.
+                    self.verdicts.insert(head, (event.verdict, until));
+                    out.push(Effect::Event {
+                        event,
+                        new: false,
+                        worse,
+                    });
+                }
             }
         }
         out
@@ -727,9 +760,16 @@ impl Brain {
             );
         }
         let fp = Fingerprint::of(spike);
-        if let Some((verdict, until)) = self.raised.get(&fp)
-            && *until > now
-        {
+        let head = if spike.kind == Kind::Reconcile {
+            self.raised_files.get(&spike.subject)
+        } else {
+            self.raised.get(&fp)
+        };
+        let verdict = head
+            .and_then(|(head, _)| self.verdicts.get(head))
+            .filter(|(_, until)| *until > now)
+            .map(|(v, _)| v);
+        if let Some(verdict) = verdict {
             return match verdict {
                 EventVerdict::Rollout => answer(
                     Decision::Approved,
@@ -794,11 +834,34 @@ impl Brain {
     pub fn expire(&mut self, now: u64) {
         self.window.expire(now);
         self.upgrading.retain(|_, until| *until > now);
-        self.raised.retain(|_, (_, until)| *until > now);
+        self.verdicts.retain(|_, (_, until)| *until > now);
+        let verdicts = &self.verdicts;
+        self.raised
+            .retain(|_, (head, until)| *until > now || verdicts.contains_key(head));
+        self.raised_files
+            .retain(|_, (head, until)| *until > now || verdicts.contains_key(head));
+    }
+
+    /// Notes that changes of `fp` are covered by the event named `head`.
+    fn cover(&mut self, fp: &Fingerprint, head: &Fingerprint, until: u64) {
+        self.raised.insert(fp.clone(), (head.clone(), until));
+        if fp.kind == Kind::File {
+            self.raised_files
+                .insert(fp.subject.clone(), (head.clone(), until));
+        }
+    }
+
+    /// The live members of each role of the region, for the share rule of fleet events.
+    pub fn set_live(&mut self, live: BTreeMap<String, usize>) {
+        self.window.set_live(live);
     }
 
     pub fn open_groups(&self) -> usize {
         self.window.open()
+    }
+
+    pub fn open_events(&self) -> usize {
+        self.window.open_events()
     }
 }
 

@@ -25,4 +25,5 @@ mod package;
 mod policy;
 mod region_alerts;
 mod silences;
+mod storm;
 mod trust;

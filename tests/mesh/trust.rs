@@ -408,6 +408,8 @@ async fn forge(dial: &[&Node], master: &str, term: u64, voters: &Value) {
             first_unix_ms: now,
             last_unix_ms: now,
             verdict: Verdict::SuspectedCoordinatedChange,
+            subjects: vec!["/tmp/forged".into()],
+            subjects_total: 1,
         },
         proof: Some(Box::new(proof)),
     };

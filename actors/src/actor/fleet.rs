@@ -11,7 +11,7 @@
 
 use crate::actor::push::{Pushed, push};
 pub use crate::fleet::Seen;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -59,6 +59,25 @@ pub struct SetView {
     pub members: BTreeMap<node::Id, (String, String)>,
     /// Members whose lifecycle phase is not active, as the region's log has them.
     pub phases: BTreeMap<node::Id, crate::region::Phase>,
+    /// Members this node holds dead.
+    pub dead: BTreeSet<node::Id>,
+}
+
+impl SetView {
+    /// Live members per role (not dead, not being decommissioned), this node included.
+    pub fn live_by_role(&self) -> BTreeMap<String, usize> {
+        let mut live = BTreeMap::new();
+        for (peer, (_, role)) in &self.members {
+            let leaving = self
+                .phases
+                .get(peer)
+                .is_some_and(|p| *p == crate::region::Phase::Decommissioning);
+            if !self.dead.contains(peer) && !leaving {
+                *live.entry(role.clone()).or_insert(0) += 1;
+            }
+        }
+        live
+    }
 }
 
 /// Spikes the region's intake applied, while this node leads.
@@ -114,6 +133,8 @@ pub struct EmergencyIn {
 pub struct Snapshot {
     pub leading: Option<u64>,
     pub open_groups: usize,
+    /// Fleet events still growing (a window after their last change).
+    pub open_events: usize,
     pub events: Vec<Seen>,
     pub emergencies_rejected: u64,
     pub consultations: u64,
@@ -139,9 +160,17 @@ pub struct FleetActor {
     alerts: Option<Recipient<Raise>>,
     gossip: outbox::Sender,
     events: VecDeque<Seen>,
+    /// Raised events that grew since their alert was last raised, by key: raised again
+    /// once a second ([`GROWN_EVERY`]) so that a storm of subjects is one alert, updated.
+    grown: BTreeMap<String, FleetEvent>,
+    /// Keys of the events whose emergency went out (at most one per event).
+    emergencies_sent: VecDeque<String>,
     emergencies_rejected: u64,
     consultations: u64,
 }
+
+/// How often the alerts of fleet events that grew are raised again (updated).
+const GROWN_EVERY: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for FleetActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,6 +209,8 @@ impl FleetActor {
             alerts: None,
             gossip,
             events: VecDeque::new(),
+            grown: BTreeMap::new(),
+            emergencies_sent: VecDeque::new(),
             emergencies_rejected: 0,
             consultations: 0,
         }
@@ -220,7 +251,7 @@ impl FleetActor {
                         let _ = r.try_send(ProposeApproval(a));
                     }
                 }
-                Effect::Event { event, new } => self.event(event, new, now),
+                Effect::Event { event, new, worse } => self.event(event, new, worse, now),
             }
         }
     }
@@ -243,7 +274,10 @@ impl FleetActor {
         self.events.push_back(seen);
     }
 
-    fn event(&mut self, event: FleetEvent, new: bool, now: u64) {
+    /// A fleet event raised or grown: kept for the API; a new one raises its alert, a
+    /// grown one has it raised again (at once if its verdict got worse, else within
+    /// [`GROWN_EVERY`]); a suspected coordinated change sends one emergency.
+    fn event(&mut self, event: FleetEvent, new: bool, worse: bool, now: u64) {
         let region = self.setview.view.region.clone();
         let term = self.setview.leading.unwrap_or_default();
         let key = fleet::fleet_key(&region, &event);
@@ -262,21 +296,19 @@ impl FleetActor {
             received_at_unix_ms: now,
             source: "raised",
         });
-        if !new {
+        if !new && !worse {
+            self.grown.insert(key, event);
             return;
         }
-        let names: Vec<String> = event.origins.keys().map(|p| self.member(p).0).collect();
-        let a = alert::of_fleet_event(
-            &region,
-            term,
-            &self.member(&self.own).0,
-            &event,
-            &names,
-            now,
-        );
-        tracing::warn!(verdict = %a.action, subject = %event.fingerprint.subject, servers = names.len(), "fleet event");
-        self.raise(a);
-        if event.verdict == Verdict::SuspectedCoordinatedChange {
+        self.grown.remove(&key);
+        self.raise_event(&event, raised_at);
+        if event.verdict == Verdict::SuspectedCoordinatedChange
+            && !self.emergencies_sent.contains(&key)
+        {
+            if self.emergencies_sent.len() == EVENTS_KEPT {
+                self.emergencies_sent.pop_front();
+            }
+            self.emergencies_sent.push_back(key);
             let e = Emergency {
                 region,
                 term,
@@ -290,6 +322,35 @@ impl FleetActor {
                 body: wire::Body::Emergency(Box::new(e)),
                 delivery: outbox::Delivery::Retry,
             });
+        }
+    }
+
+    /// Raises (or raises again, updated) the alert of a fleet event.
+    fn raise_event(&self, event: &FleetEvent, raised_at: u64) {
+        let region = &self.setview.view.region;
+        let term = self.setview.leading.unwrap_or_default();
+        let names: Vec<String> = event.origins.keys().map(|p| self.member(p).0).collect();
+        let a = alert::of_fleet_event(
+            region,
+            term,
+            &self.member(&self.own).0,
+            event,
+            &names,
+            raised_at,
+        );
+        tracing::warn!(verdict = %a.action, subject = %event.fingerprint.subject, subjects = event.subjects_total, servers = names.len(), "fleet event");
+        self.raise(a);
+    }
+
+    /// Raises again the alerts of the events that grew.
+    fn raise_grown(&mut self) {
+        for (key, event) in std::mem::take(&mut self.grown) {
+            let raised_at = self
+                .events
+                .iter()
+                .find(|s| s.key == key)
+                .map_or(event.first_unix_ms, |s| s.raised_at_unix_ms);
+            self.raise_event(&event, raised_at);
         }
     }
 
@@ -315,6 +376,7 @@ impl Actor for FleetActor {
         self.reload();
         ctx.run_interval(self.reload, |act, _| act.reload());
         ctx.run_interval(Duration::from_secs(1), |act, _| act.brain.expire(unix_ms()));
+        ctx.run_interval(GROWN_EVERY, |act, _| act.raise_grown());
     }
 }
 
@@ -331,6 +393,7 @@ impl Handler<SetView> for FleetActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetView, _: &mut Self::Context) {
+        self.brain.set_live(msg.live_by_role());
         self.setview = msg;
     }
 }
@@ -479,6 +542,7 @@ impl Handler<GetFleet> for FleetActor {
         MessageResult(Snapshot {
             leading: self.setview.leading,
             open_groups: self.brain.open_groups(),
+            open_events: self.brain.open_events(),
             events: self.events.iter().cloned().collect(),
             emergencies_rejected: self.emergencies_rejected,
             consultations: self.consultations,

@@ -661,6 +661,7 @@ mod tests {
             leading: Some(4),
             members: Default::default(),
             phases: Default::default(),
+            dead: Default::default(),
         };
         fleet.send(view.clone()).await.expect("delivered");
         addr.send(view).await.expect("delivered");
@@ -697,6 +698,7 @@ mod tests {
             leading: None,
             members: Default::default(),
             phases: Default::default(),
+            dead: Default::default(),
         };
         addr.send(other).await.expect("delivered");
         addr.send(Decide(vec![user(3, "eve")]))

@@ -474,6 +474,13 @@ impl RegionActor {
                         .collect()
                 })
                 .unwrap_or_default(),
+            dead: self
+                .gov
+                .members()
+                .iter()
+                .filter(|m| m.status == crate::membership::Status::Dead)
+                .map(|m| m.peer.clone())
+                .collect(),
         };
         for r in &self.links.view {
             let _ = r.try_send(view.clone());

@@ -454,6 +454,8 @@ fn a_fleet_event_is_one_alert_keyed_by_the_event() {
         first_unix_ms: 10,
         last_unix_ms: 20,
         verdict: Verdict::SuspectedCoordinatedChange,
+        subjects: vec!["/etc/app.conf".into()],
+        subjects_total: 1,
     };
     let servers = ["w1".to_string(), "w2".to_string()];
     let a = of_fleet_event("eu", 3, "m", &event, &servers, 30);
@@ -473,6 +475,26 @@ fn a_fleet_event_is_one_alert_keyed_by_the_event() {
     };
     let r = of_fleet_event("eu", 3, "m", &rollout, &servers, 30);
     assert_eq!((r.action.as_str(), r.severity), ("rollout", Severity::Info));
+    assert!(!r.details.contains_key("subjects"));
+    // An upgrade of many subjects: told at info, naming them.
+    let storm = FleetEvent {
+        verdict: Verdict::Upgrade,
+        subjects: (0..30).map(|i| format!("/usr/lib/f{i}")).collect(),
+        subjects_total: 200,
+        ..rollout
+    };
+    let u = of_fleet_event("eu", 3, "m", &storm, &servers, 30);
+    assert_eq!((u.action.as_str(), u.severity), ("upgrade", Severity::Info));
+    assert_eq!(u.details["subjects_total"], "200");
+    assert_eq!(
+        u.details["subjects"].split(',').count(),
+        SUBJECTS_IN_DETAILS
+    );
+    assert!(
+        u.reason.contains("/etc/app.conf and 199 more"),
+        "{}",
+        u.reason
+    );
 }
 
 #[test]

@@ -135,6 +135,8 @@ fn web_policy() -> Policy {
 fn brain() -> Brain {
     let mut b = Brain::new(Config::default());
     b.set_policies(BTreeMap::from([("web".to_string(), web_policy())]));
+    // Eight web servers: half of them (4) make a fleet event.
+    b.set_live(BTreeMap::from([("web".to_string(), 8)]));
     b
 }
 
@@ -178,7 +180,9 @@ fn a_change_on_many_servers_is_one_event_and_held_changes_are_covered() {
     let raised: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            Effect::Event { event, new: true } => Some(event),
+            Effect::Event {
+                event, new: true, ..
+            } => Some(event),
             _ => None,
         })
         .collect();
@@ -259,16 +263,23 @@ fn approved_rollouts_and_package_upgrades_are_not_suspected() {
     let mut verdicts = Vec::new();
     for w in ["w1", "w2", "w3", "w4"] {
         for e in b.intake(&file(w, "/var/www/index.html", 1), "web", 1_000) {
-            if let Effect::Event { event, new: true } = e {
+            if let Effect::Event {
+                event, new: true, ..
+            } = e
+            {
                 verdicts.push(event.verdict);
             }
         }
     }
+    // A window later (the same servers' changes in the same window would be one event).
     for w in ["w1", "w2", "w3", "w4"] {
         let dpkg = spike(w, Kind::Process, Change::Added, "42:/usr/bin/dpkg", 0);
-        b.intake(&dpkg, "web", 1_000);
-        for e in b.intake(&file(w, "/usr/lib/libssl.so", 2), "web", 1_100) {
-            if let Effect::Event { event, new: true } = e {
+        b.intake(&dpkg, "web", 100_000);
+        for e in b.intake(&file(w, "/usr/lib/libssl.so", 2), "web", 100_100) {
+            if let Effect::Event {
+                event, new: true, ..
+            } = e
+            {
                 verdicts.push(event.verdict);
             }
         }
@@ -280,11 +291,85 @@ fn approved_rollouts_and_package_upgrades_are_not_suspected() {
         "web",
         "eu",
         2,
-        2_000,
+        101_000,
         false,
     );
     assert_eq!(
         (a.decision, a.rule.as_str()),
         (Decision::Approved, "fleet:upgrade")
     );
+}
+
+/// A package upgrade without its package manager seen: the same 200 files on three web
+/// servers. One event lists every subject, and every server's consultation about any of
+/// them, asked again at the end of its window, is covered by it.
+#[test]
+fn a_storm_is_one_event_that_covers_every_subject() {
+    let mut b = brain();
+    b.set_live(BTreeMap::from([("web".to_string(), 3)]));
+    let mut raised = 0;
+    let mut last = None;
+    let mut t = 1_000;
+    for w in ["w1", "w2", "w3"] {
+        for i in 0..200 {
+            t += 1;
+            for e in b.intake(&file(w, &format!("/usr/share/pkg/f{i}"), 5), "web", t) {
+                if let Effect::Event { event, new, .. } = e {
+                    raised += usize::from(new);
+                    last = Some(event);
+                }
+            }
+        }
+    }
+    assert_eq!(raised, 1);
+    let event = last.expect("the event grew");
+    assert_eq!((event.subjects_total, event.origins.len()), (200, 3));
+    for i in [0, 57, 199] {
+        let a = b.consult(
+            &file("w1", &format!("/usr/share/pkg/f{i}"), 5),
+            "web",
+            "eu",
+            2,
+            31_500,
+            true,
+        );
+        assert_eq!(
+            (a.decision, a.rule.as_str()),
+            (Decision::Violation, "fleet:suspected_coordinated_change"),
+            "subject {i}"
+        );
+    }
+}
+
+/// A storm can overflow a node's watch: the reconciler then reports each file it finds
+/// changed as a discrepancy too. The fleet event that holds the file covers that as well.
+#[test]
+fn a_discrepancy_about_a_file_of_a_fleet_event_is_covered_by_it() {
+    let mut b = brain();
+    b.set_live(BTreeMap::from([("web".to_string(), 3)]));
+    for w in ["w1", "w2"] {
+        b.intake(&file(w, "/etc/pkg/a.conf", 4), "web", 1_000);
+    }
+    let mut discrepancy = spike(
+        "w3",
+        Kind::Reconcile,
+        Change::Modified,
+        "/etc/pkg/a.conf",
+        0,
+    );
+    discrepancy.after = None;
+    let a = b.consult(&discrepancy, "web", "eu", 2, 20_000, true);
+    assert_eq!(
+        (a.decision, a.rule.as_str()),
+        (Decision::Violation, "fleet:suspected_coordinated_change")
+    );
+    let other = spike(
+        "w3",
+        Kind::Reconcile,
+        Change::Modified,
+        "/etc/pkg/b.conf",
+        0,
+    );
+    let a = b.consult(&other, "web", "eu", 2, 20_000, true);
+    assert_eq!(a.rule, UNRESOLVED, "no event holds b.conf");
 }
