@@ -74,6 +74,14 @@ pub struct GetAlert {
     pub id: String,
 }
 
+/// The engine's records of these ids, each `None` if it knows none (for the API, which
+/// merges them with the history on disk: the newer copy of an alert wins).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<Option<Record>>")]
+pub struct GetRecords {
+    pub ids: Vec<String>,
+}
+
 /// An operator acknowledges alert `id`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Ack, alerting::Error>")]
@@ -144,6 +152,22 @@ pub struct MemberAlerts {
 /// Notification)>`, see [`AlertActor::with_saved`]) so that a restart delivers them; the
 /// node's I/O (a durable file).
 pub type SaveQueue = Box<dyn Fn(&[u8]) -> std::io::Result<()>>;
+
+/// Keeps changed alert records in the node's history on disk (see
+/// [`AlertActor::with_history`]); the node's I/O.
+pub struct SaveHistory {
+    /// Writes a batch off the actor's thread; the future ends when it is written (or
+    /// failed, which the node says). At most one runs at a time.
+    pub write: Box<dyn Fn(Vec<Record>) -> Pin<Box<dyn Future<Output = ()>>>>,
+    /// Writes a batch at once, blocking: only when the actor stops.
+    pub write_now: Box<dyn Fn(Vec<Record>)>,
+}
+
+impl std::fmt::Debug for SaveHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaveHistory").finish_non_exhaustive()
+    }
+}
 
 /// Raises within this long are judged together: one poll of the engine (which looks at
 /// every tracked alert) for a burst, not one per raise.
@@ -249,6 +273,10 @@ pub struct AlertActor {
     /// Where undelivered notifications are saved, and whether a save is due.
     save: Option<SaveQueue>,
     save_due: Option<SpawnHandle>,
+    /// Where changed records go, whether a write is due, and whether one runs.
+    history: Option<SaveHistory>,
+    history_due: Option<SpawnHandle>,
+    history_writing: bool,
     /// Whether this node notified at the last look (see [`AlertActor::refresh_role`]).
     notifying: bool,
     /// Members in maintenance, by name (the region's log says so).
@@ -295,6 +323,9 @@ impl AlertActor {
             counts_due: false,
             save: None,
             save_due: None,
+            history: None,
+            history_due: None,
+            history_writing: false,
         }
     }
 
@@ -317,6 +348,40 @@ impl AlertActor {
         }
         self.save = Some(save);
         self
+    }
+
+    /// Hands every changed alert record (a new episode, a raise, a status change, a
+    /// resolution) to `save`, in batches: at most one per [`SAVE_AFTER`] and one at a
+    /// time; changes meanwhile wait in the engine, one per alert.
+    pub fn with_history(mut self, save: SaveHistory) -> Self {
+        self.engine.keep_history();
+        self.history = Some(save);
+        self
+    }
+
+    /// Writes the changed records soon (once per [`SAVE_AFTER`], one write at a time).
+    fn history_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.history.is_none()
+            || self.history_due.is_some()
+            || self.history_writing
+            || !self.engine.has_changed()
+        {
+            return;
+        }
+        self.history_due = Some(ctx.run_later(SAVE_AFTER, |act, ctx| {
+            act.history_due = None;
+            let Some(save) = &act.history else { return };
+            let batch = act.engine.take_changed();
+            if batch.is_empty() {
+                return;
+            }
+            act.history_writing = true;
+            let writing = (save.write)(batch);
+            ctx.spawn(writing.into_actor(act).map(|(), act, ctx| {
+                act.history_writing = false;
+                act.history_soon(ctx);
+            }));
+        }));
     }
 
     /// Polls the engine now if it was not polled within the coalescing window (a lone
@@ -523,6 +588,7 @@ impl AlertActor {
         if queued {
             self.changed(ctx);
         }
+        self.history_soon(ctx);
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
@@ -912,6 +978,19 @@ impl Handler<GetAlert> for AlertActor {
     }
 }
 
+impl Handler<GetRecords> for AlertActor {
+    type Result = MessageResult<GetRecords>;
+
+    fn handle(&mut self, q: GetRecords, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            q.ids
+                .iter()
+                .map(|id| self.engine.alert(id).cloned())
+                .collect(),
+        )
+    }
+}
+
 impl Handler<Acknowledge> for AlertActor {
     type Result = Result<Ack, alerting::Error>;
 
@@ -1001,6 +1080,12 @@ impl Handler<Stop> for AlertActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         self.save_now();
+        if let Some(save) = &self.history {
+            let batch = self.engine.take_changed();
+            if !batch.is_empty() {
+                (save.write_now)(batch);
+            }
+        }
         ctx.stop();
     }
 }
