@@ -77,6 +77,8 @@ pub struct Shared {
     pub policy: Addr<PolicyActor>,
     pub fleet: Addr<FleetActor>,
     pub alerts: Addr<AlertActor>,
+    /// The alert history on disk; `None` when it could not be opened (said at start).
+    pub alert_history: Option<Arc<crate::alert::history::Store>>,
     /// `None` when `anomaly.enabled` is false.
     pub anomaly: Option<Addr<AnomalyActor>>,
     pub twin: Addr<TwinActor>,
@@ -333,7 +335,24 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("alerts.{e}"))?,
         alert_sinks,
     )
-    .with_saved(saved_alerts, save_alerts)
+    .with_saved(saved_alerts, save_alerts);
+    // Every alert record as it last changed, resolved ones included, kept on disk.
+    let alert_history = crate::alert::history::Store::open(
+        &data_dir.join("alerts").join("history.redb"),
+        fleetmesh_actors::alerting::history::Bounds::new(
+            s.alerts.history_days,
+            s.alerts.history_bytes,
+        ),
+        fleetmesh_actors::actor::unix_ms(),
+    )
+    .map(Arc::new);
+    let alerts = match &alert_history {
+        Some(store) => {
+            crate::alert::history::spawn_gc(store.clone());
+            alerts.with_history(crate::alert::history::saver(store.clone()))
+        }
+        None => alerts,
+    }
     .start();
     // Before any spike can reach the policy actor: the probes start later, in serve().
     policy.do_send(SetAlerts {
@@ -588,6 +607,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         policy: policy.clone(),
         fleet: fleet.clone(),
         alerts: alerts.clone(),
+        alert_history,
         anomaly: anomaly.clone(),
         twin: twin.clone(),
         trust,
@@ -654,6 +674,7 @@ struct Actors {
     policy: Addr<PolicyActor>,
     fleet: Addr<FleetActor>,
     alerts: Addr<AlertActor>,
+    alert_history: Option<Arc<crate::alert::history::Store>>,
     anomaly: Option<Addr<AnomalyActor>>,
     twin: Addr<TwinActor>,
     trust: Trust,
@@ -791,6 +812,7 @@ async fn serve(
         policy: actors.policy.clone(),
         fleet: actors.fleet.clone(),
         alerts: actors.alerts.clone(),
+        alert_history: actors.alert_history.clone(),
         anomaly: actors.anomaly.clone(),
         twin: actors.twin.clone(),
         trust: actors.trust.clone(),
