@@ -390,7 +390,7 @@ pub fn saver(store: std::sync::Arc<Store>) -> SaveHistory {
 
 fn failed(failures: &AtomicU64, records: usize, e: &Error) {
     let n = failures.fetch_add(1, Ordering::Relaxed);
-    if n % 100 == 0 {
+    if n.is_multiple_of(100) {
         tracing::error!(error = %e, records, failures = n + 1, "alert records not written to the history");
     }
 }
@@ -493,7 +493,7 @@ mod tests {
         let all = store.since(0, None, 10).expect("listed");
         assert_eq!(all, [b.clone(), a.clone()]);
         let resolved = store.since(0, Some("resolved"), 10).expect("listed");
-        assert_eq!(resolved, [a.clone()]);
+        assert_eq!(resolved, std::slice::from_ref(&a));
         assert_eq!(
             resolved[0]
                 .history
@@ -504,7 +504,7 @@ mod tests {
         );
         assert_eq!(
             store.since(now - 1500, None, 10).expect("listed"),
-            [b.clone()]
+            std::slice::from_ref(&b)
         );
         assert_eq!(store.since(0, None, 1).expect("listed"), [b]);
         assert_eq!(store.get("nope").expect("read"), None);
@@ -520,7 +520,7 @@ mod tests {
         let list: Vec<Record> = (0..10)
             .map(|i| record(&format!("k{i}"), now - 100 + i, now - 50 + i, true))
             .collect();
-        store.upsert(&[old.clone()]).expect("written");
+        store.upsert(std::slice::from_ref(&old)).expect("written");
         store.upsert(&list).expect("written");
         let (n, bytes) = store.usage().expect("usage");
         assert_eq!(n, 11);
@@ -579,7 +579,10 @@ mod tests {
             }
             w.commit().expect("committed");
             // Read around while open.
-            assert_eq!(store.since(0, None, 10).expect("listed"), [good.clone()]);
+            assert_eq!(
+                store.since(0, None, 10).expect("listed"),
+                std::slice::from_ref(&good)
+            );
         }
         let store = Store::open(&path, Bounds::new(7, 1 << 20), now).expect("reopened");
         assert_eq!(store.usage().expect("usage").0, 1);

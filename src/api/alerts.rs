@@ -18,7 +18,8 @@
 //!
 //! Changes need the operator's token when the API is not on loopback (see
 //! `crate::access`). Errors name the problem: 404 for an unknown alert or silence, 409
-//! for a resolved alert or an expired silence, 400 for a malformed request.
+//! for a resolved alert (one only the history on disk keeps too) or an expired silence,
+//! 400 for a malformed request.
 
 use std::collections::HashMap;
 
@@ -246,7 +247,7 @@ pub async fn ack(
     };
     match ask(&shared.alerts, msg).await {
         Some(Ok(ack)) => HttpResponse::Ok().json(ack),
-        Some(Err(e)) => refused(e),
+        Some(Err(e)) => refused(on_disk(&shared, e).await),
         None => unavailable("the alert actor"),
     }
 }
@@ -271,8 +272,21 @@ pub async fn resolve(
             tracing::info!(alert = %id, by = by.as_deref().unwrap_or("api"), "alert resolved");
             HttpResponse::Ok().json(serde_json::json!({ "id": id, "state": "resolved" }))
         }
-        Some(Err(e)) => refused(e),
+        Some(Err(e)) => refused(on_disk(&shared, e).await),
         None => unavailable("the alert actor"),
+    }
+}
+
+/// `e`, unless it says the lifecycle does not know an alert that the history on disk
+/// keeps resolved: then that it is resolved (409, not 404).
+async fn on_disk(shared: &Shared, e: Error) -> Error {
+    let (Error::UnknownAlert(id), Some(store)) = (&e, shared.alert_history.clone()) else {
+        return e;
+    };
+    let wanted = id.clone();
+    match web::block(move || store.get(&wanted)).await {
+        Ok(Ok(Some(r))) if r.is_resolved() => Error::Resolved(r.id),
+        _ => e,
     }
 }
 

@@ -93,6 +93,13 @@ async fn a_resolved_alert_and_its_history_are_listed_after_a_restart() {
             .is_some_and(|l| l.iter().all(|a| a["id"] != id.as_str())),
         "{later}"
     );
+    // Resolved, if only on disk: resolving it again is refused as such.
+    let (code, answer) = post(
+        &node.url(&format!("/api/v1/alerts/{id}/resolve")),
+        serde_json::json!({ "by": "ops" }),
+    )
+    .await;
+    assert_eq!(code, 409, "{answer}");
     // An unknown id is still unknown.
     let (code, _) = post(
         &node.url(&format!("/api/v1/alerts/{}/resolve", "0".repeat(32))),

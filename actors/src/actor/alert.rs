@@ -153,12 +153,15 @@ pub struct MemberAlerts {
 /// node's I/O (a durable file).
 pub type SaveQueue = Box<dyn Fn(&[u8]) -> std::io::Result<()>>;
 
+/// A write of records to the history under way.
+pub type Writing = Pin<Box<dyn Future<Output = ()>>>;
+
 /// Keeps changed alert records in the node's history on disk (see
 /// [`AlertActor::with_history`]); the node's I/O.
 pub struct SaveHistory {
     /// Writes a batch off the actor's thread; the future ends when it is written (or
     /// failed, which the node says). At most one runs at a time.
-    pub write: Box<dyn Fn(Vec<Record>) -> Pin<Box<dyn Future<Output = ()>>>>,
+    pub write: Box<dyn Fn(Vec<Record>) -> Writing>,
     /// Writes a batch at once, blocking: only when the actor stops.
     pub write_now: Box<dyn Fn(Vec<Record>)>,
 }
@@ -1124,6 +1127,73 @@ mod tests {
             retry_min_ms: 20,
             retry_max_ms: 50,
         }
+    }
+
+    #[actix::test]
+    async fn changed_records_go_to_the_history_in_batches_one_write_at_a_time() {
+        let batches = Rc::new(RefCell::new(Vec::<Vec<Record>>::new()));
+        let at_stop = Rc::new(RefCell::new(Vec::<Record>::new()));
+        let writing = Rc::new(Cell::new(0u32));
+        let overlapped = Rc::new(Cell::new(false));
+        let (b, w, o) = (batches.clone(), writing.clone(), overlapped.clone());
+        let s = at_stop.clone();
+        let history = SaveHistory {
+            write: Box::new(move |batch: Vec<Record>| {
+                b.borrow_mut().push(batch);
+                o.set(o.get() || w.get() > 0);
+                w.set(w.get() + 1);
+                let w = w.clone();
+                // A slow disk: changes meanwhile wait for the next batch.
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    w.set(w.get() - 1);
+                })
+            }),
+            write_now: Box::new(move |batch: Vec<Record>| s.borrow_mut().extend(batch)),
+        };
+        let mut lifecycle = alerting::Config::default();
+        lifecycle.route.group_wait_ms = Some(0);
+        let engine = Engine::new(lifecycle).expect("valid");
+        let sink = Sink {
+            config: config("default"),
+            deliver: Box::new(|_| Box::pin(async { Outcome::Delivered })),
+            timeout: Duration::from_secs(5),
+        };
+        let addr = AlertActor::new(Config { ring: 10, seed: 1 }, engine, vec![sink])
+            .with_history(history)
+            .start();
+        addr.send(Raise(alert("a"))).await.expect("delivered");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while batches.borrow().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no batch");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // While the first write runs: a resolution and a new alert.
+        addr.send(Clear { key: "a".into() })
+            .await
+            .expect("delivered");
+        addr.send(Raise(alert("b"))).await.expect("delivered");
+        while batches.borrow().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no second batch");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        addr.send(Raise(alert("c"))).await.expect("delivered");
+        addr.send(Stop).await.expect("delivered");
+        assert!(!overlapped.get(), "one write at a time");
+        let batches = batches.borrow();
+        let first: Vec<(&str, &str)> = batches[0]
+            .iter()
+            .map(|r| (r.key.as_str(), r.status.name()))
+            .collect();
+        assert_eq!(first, [("a", "firing")]);
+        let mut second: Vec<(&str, &str)> = batches[1]
+            .iter()
+            .map(|r| (r.key.as_str(), r.status.name()))
+            .collect();
+        second.sort();
+        assert_eq!(second, [("a", "resolved"), ("b", "firing")]);
+        let rest: Vec<String> = at_stop.borrow().iter().map(|r| r.key.clone()).collect();
+        assert_eq!(rest, ["c"], "what waited is written at the stop");
     }
 
     #[actix::test]
