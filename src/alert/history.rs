@@ -164,13 +164,23 @@ impl Store {
     }
 
     /// Makes both tables, reads every record, and removes those that do not decode or
-    /// whose index entry is missing (answers how many). An error: the file does not read.
+    /// whose index entry is missing, and index entries of no record (answers how many
+    /// records). An error: the file does not read.
     fn check(&self) -> Result<usize, Error> {
         let w = self.db.begin_write().map_err(|e| self.db_error(e))?;
         let mut dropped = Vec::new();
+        let mut stray = Vec::new();
         {
             let records = w.open_table(RECORDS).map_err(|e| self.db_error(e))?;
             let index = w.open_table(BY_CHANGE).map_err(|e| self.db_error(e))?;
+            for item in index.iter().map_err(|e| self.db_error(e))? {
+                let (key, _) = item.map_err(|e| self.db_error(e))?;
+                let (at, id) = key.value();
+                let held = records.get(id).map_err(|e| self.db_error(e))?;
+                if held.is_none_or(|v| v.value().0 != at) {
+                    stray.push((at, id.to_string()));
+                }
+            }
             for item in records.iter().map_err(|e| self.db_error(e))? {
                 let (id, value) = item.map_err(|e| self.db_error(e))?;
                 let (at, bytes) = value.value();
@@ -190,6 +200,11 @@ impl Store {
             let mut index = w.open_table(BY_CHANGE).map_err(|e| self.db_error(e))?;
             for (at, id) in &dropped {
                 records.remove(id.as_str()).map_err(|e| self.db_error(e))?;
+                index
+                    .remove((*at, id.as_str()))
+                    .map_err(|e| self.db_error(e))?;
+            }
+            for (at, id) in &stray {
                 index
                     .remove((*at, id.as_str()))
                     .map_err(|e| self.db_error(e))?;
@@ -310,12 +325,19 @@ impl Store {
             let mut index = w.open_table(BY_CHANGE).map_err(|e| self.db_error(e))?;
             // `over_bounds` answers the oldest first, a prefix of `kept`.
             for k in kept.iter().take(gone.len()) {
-                table.remove(k.id.as_str()).map_err(|e| self.db_error(e))?;
                 index
                     .remove((k.last_change_unix_ms, k.id.as_str()))
                     .map_err(|e| self.db_error(e))?;
-                removed.records += 1;
-                removed.bytes += k.bytes;
+                // A record written again since the index was read stays, as it is now.
+                let now_at = table
+                    .get(k.id.as_str())
+                    .map_err(|e| self.db_error(e))?
+                    .map(|v| v.value().0);
+                if now_at == Some(k.last_change_unix_ms) {
+                    table.remove(k.id.as_str()).map_err(|e| self.db_error(e))?;
+                    removed.records += 1;
+                    removed.bytes += k.bytes;
+                }
             }
         }
         w.commit().map_err(|e| self.db_error(e))?;
@@ -584,8 +606,23 @@ mod tests {
                 std::slice::from_ref(&good)
             );
         }
+        {
+            // An index entry of no record (a crash cannot leave one; a bug could).
+            let store = Store::open(&path, Bounds::new(7, 1 << 20), now).expect("reopened");
+            let w = store.db.begin_write().expect("write");
+            {
+                let mut i = w.open_table(BY_CHANGE).expect("table");
+                i.insert((now - 2, "gone"), 100).expect("inserted");
+            }
+            w.commit().expect("committed");
+        }
         let store = Store::open(&path, Bounds::new(7, 1 << 20), now).expect("reopened");
-        assert_eq!(store.usage().expect("usage").0, 1);
+        let size = rmp_serde::to_vec_named(&good).expect("encoded").len() as u64;
+        assert_eq!(
+            store.usage().expect("usage"),
+            (1, size),
+            "the stray entry is gone"
+        );
         assert!(
             !bad_path(&path).exists(),
             "one bad record does not set the file aside"

@@ -1,6 +1,7 @@
 //! The alert history on disk, on a real node: a violation raised and resolved by an
 //! operator is listed, with its state history, after the node stops cleanly and starts
-//! again on the same data dir; a history file that does not read is set aside, said at
+//! again on the same data dir, and is removed at start when the bounds leave no room
+//! for it; a history file that does not read is set aside, said at
 //! ERROR, and the node runs on with a new one.
 
 use std::time::Duration;
@@ -107,6 +108,29 @@ async fn a_resolved_alert_and_its_history_are_listed_after_a_restart() {
     )
     .await;
     assert_eq!(code, 404);
+    let mut node = node;
+    let status = node.stop();
+    assert!(status.success(), "a clean stop: {status}\n{}", node.log());
+
+    // Started again with room for no record: the bounds pass at start removes it.
+    let mut small = spec;
+    small
+        .env
+        .push(("FLEETMESH__ALERTS__HISTORY_BYTES".into(), "1".into()));
+    let node = Node::start(small);
+    let v: Value = get(&node.url("/api/v1/alerts?state=resolved&limit=100")).await;
+    assert!(
+        v["alerts"]
+            .as_array()
+            .is_some_and(|l| l.iter().all(|a| a["id"] != id.as_str())),
+        "{v}"
+    );
+    let (code, _) = post(
+        &node.url(&format!("/api/v1/alerts/{id}/resolve")),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(code, 404, "gone from the history too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
