@@ -336,16 +336,25 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         alert_sinks,
     )
     .with_saved(saved_alerts, save_alerts);
-    // Every alert record as it last changed, resolved ones included, kept on disk.
-    let alert_history = crate::alert::history::Store::open(
-        &data_dir.join("alerts").join("history.redb"),
-        fleetmesh_actors::alerting::history::Bounds::new(
+    // Every alert record as it last changed, resolved ones included, kept on disk;
+    // opened (checked, brought within its bounds) on a blocking thread.
+    let alert_history = {
+        let path = data_dir.join("alerts").join("history.redb");
+        let bounds = fleetmesh_actors::alerting::history::Bounds::new(
             s.alerts.history_days,
             s.alerts.history_bytes,
-        ),
-        fleetmesh_actors::actor::unix_ms(),
-    )
-    .map(Arc::new);
+        );
+        let now = fleetmesh_actors::actor::unix_ms();
+        tokio::task::spawn_blocking(move || {
+            crate::alert::history::Store::open(&path, bounds, now)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the alert history was not opened: no history this run");
+            None
+        })
+        .map(Arc::new)
+    };
     let alerts = match &alert_history {
         Some(store) => {
             crate::alert::history::spawn_gc(store.clone());
