@@ -22,6 +22,7 @@
 pub mod alertmanager;
 pub mod elastic;
 pub mod email;
+pub mod history;
 pub mod slack;
 pub mod text;
 

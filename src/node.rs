@@ -77,6 +77,8 @@ pub struct Shared {
     pub policy: Addr<PolicyActor>,
     pub fleet: Addr<FleetActor>,
     pub alerts: Addr<AlertActor>,
+    /// The alert history on disk; `None` when it could not be opened (said at start).
+    pub alert_history: Option<Arc<crate::alert::history::Store>>,
     /// `None` when `anomaly.enabled` is false.
     pub anomaly: Option<Addr<AnomalyActor>>,
     pub twin: Addr<TwinActor>,
@@ -334,7 +336,33 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("alerts.{e}"))?,
         alert_sinks,
     )
-    .with_saved(saved_alerts, save_alerts)
+    .with_saved(saved_alerts, save_alerts);
+    // Every alert record as it last changed, resolved ones included, kept on disk;
+    // opened (checked, brought within its bounds) on a blocking thread.
+    let alert_history = {
+        let path = data_dir.join("alerts").join("history.redb");
+        let bounds = fleetmesh_actors::alerting::history::Bounds::new(
+            s.alerts.history_days,
+            s.alerts.history_bytes,
+        );
+        let now = fleetmesh_actors::actor::unix_ms();
+        tokio::task::spawn_blocking(move || {
+            crate::alert::history::Store::open(&path, bounds, now)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the alert history was not opened: no history this run");
+            None
+        })
+        .map(Arc::new)
+    };
+    let alerts = match &alert_history {
+        Some(store) => {
+            crate::alert::history::spawn_gc(store.clone());
+            alerts.with_history(crate::alert::history::saver(store.clone()))
+        }
+        None => alerts,
+    }
     .start();
     // Before any spike can reach the policy actor: the probes start later, in serve().
     policy.do_send(SetAlerts {
@@ -589,6 +617,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         policy: policy.clone(),
         fleet: fleet.clone(),
         alerts: alerts.clone(),
+        alert_history,
         anomaly: anomaly.clone(),
         twin: twin.clone(),
         trust,
@@ -655,6 +684,7 @@ struct Actors {
     policy: Addr<PolicyActor>,
     fleet: Addr<FleetActor>,
     alerts: Addr<AlertActor>,
+    alert_history: Option<Arc<crate::alert::history::Store>>,
     anomaly: Option<Addr<AnomalyActor>>,
     twin: Addr<TwinActor>,
     trust: Trust,
@@ -792,6 +822,7 @@ async fn serve(
         policy: actors.policy.clone(),
         fleet: actors.fleet.clone(),
         alerts: actors.alerts.clone(),
+        alert_history: actors.alert_history.clone(),
         anomaly: actors.anomaly.clone(),
         twin: actors.twin.clone(),
         trust: actors.trust.clone(),

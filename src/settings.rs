@@ -294,6 +294,13 @@ pub struct Alerts {
     /// How long an acknowledgement holds when no escalation policy sets it.
     #[serde(default = "alerts_ack_timeout_ms")]
     pub ack_timeout_ms: u64,
+    /// The alert history on disk (`<data_dir>/alerts/history.redb`) keeps records that
+    /// changed within this many days ...
+    #[serde(default = "alerts_history_days")]
+    pub history_days: u32,
+    /// ... and of those at most this many bytes (the records' encoded size), the newest.
+    #[serde(default = "alerts_history_bytes")]
+    pub history_bytes: u64,
 }
 
 impl Alerts {
@@ -341,6 +348,14 @@ impl Alerts {
 
 fn alerts_rate_per_minute() -> u32 {
     fleetmesh_actors::alerting::ratelimit::DEFAULT_PER_MINUTE
+}
+
+fn alerts_history_days() -> u32 {
+    7
+}
+
+fn alerts_history_bytes() -> u64 {
+    64 << 20
 }
 
 fn alerts_ack_timeout_ms() -> u64 {
@@ -967,6 +982,13 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         .map_err(|e| invalid(&format!("labels[{}]", e.index), e.to_string()))?;
     let services = services(&raw.services)?;
     within("alerts.ring", raw.alerts.ring as u64, 1, 1_000_000)?;
+    within(
+        "alerts.history_days",
+        u64::from(raw.alerts.history_days),
+        1,
+        3650,
+    )?;
+    within("alerts.history_bytes", raw.alerts.history_bytes, 1, 1 << 40)?;
     let alert_sinks = alert_sinks(&raw.alerts.entries())?;
     let alerting = alerting(&raw.alerts, &alert_sinks)?;
     let anomaly = anomaly(&raw.anomaly, &raw.metrics)?;
@@ -2321,6 +2343,17 @@ mod tests {
                 ..Sources::default()
             })),
             "alerts.ring"
+        );
+        // The history's bounds: 0 keeps nothing, refused by name.
+        let (key, problem) = refused_whole("[alerts]\nhistory_days = 0\n");
+        assert_eq!(key, "alerts.history_days");
+        assert!(problem.contains("outside 1..="), "{problem}");
+        let (key, _) = refused_whole("[alerts]\nhistory_bytes = 0\n");
+        assert_eq!(key, "alerts.history_bytes");
+        let d = with("[alerts]\nhistory_days = 30\n").expect("valid");
+        assert_eq!(
+            (d.raw.alerts.history_days, d.raw.alerts.history_bytes),
+            (30, 64 << 20)
         );
     }
 

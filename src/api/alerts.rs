@@ -4,7 +4,11 @@
 //!   its count, first and last raise, its episode's `id` and `state` (`firing`,
 //!   `acknowledged`, `silenced`, `inhibited`, `resolved`); the raises by action, each
 //!   receiver's queue and counters, the lifecycle's counters and the open groups;
-//! - `GET /api/v1/alerts/{id}`: one episode with its labels, annotations and history;
+//!   alerts this node's history on disk keeps (resolved ones of up to
+//!   `alerts.history_days` ago, after a restart too) are merged in, each once (the newer
+//!   copy wins) and marked `"history_source": "disk"`;
+//! - `GET /api/v1/alerts/{id}`: one episode with its labels, annotations and history,
+//!   from the history on disk when the lifecycle no longer holds it;
 //! - `POST /api/v1/alerts/{id}/ack` (`{"by": ..., "comment": ...}`): acknowledges it,
 //!   which stops its escalation until the acknowledgement times out;
 //! - `POST /api/v1/alerts/{id}/resolve` (`{"by": ...}`): an operator marks it resolved;
@@ -14,14 +18,20 @@
 //!
 //! Changes need the operator's token when the API is not on loopback (see
 //! `crate::access`). Errors name the problem: 404 for an unknown alert or silence, 409
-//! for a resolved alert or an expired silence, 400 for a malformed request.
+//! for a resolved alert (one only the history on disk keeps too) or an expired silence,
+//! 400 for a malformed request.
+
+use std::collections::HashMap;
 
 use actix_web::{HttpResponse, web};
 use fleetmesh_actors::actor::alert::{
-    Acknowledge, AddSilence, ExpireSilence, GetAlert, GetAlerts, GetSilences, ResolveAlert,
+    Acknowledge, AddSilence, Alerts, ExpireSilence, GetAlert, GetAlerts, GetRecords, GetSilences,
+    ResolveAlert,
 };
-use fleetmesh_actors::alerting::Error;
+use fleetmesh_actors::alert::Entry;
+use fleetmesh_actors::alerting::history::last_change;
 use fleetmesh_actors::alerting::silence::{self, am};
+use fleetmesh_actors::alerting::{Error, Listed, Record, labels};
 use serde::Deserialize;
 
 use super::{Problem, ask, bad_request, unavailable};
@@ -58,19 +68,151 @@ pub async fn list(shared: web::Data<Shared>, q: web::Query<Query>) -> HttpRespon
         limit: q.limit.unwrap_or(100).min(10_000),
         state: q.state.clone(),
     };
-    match ask(&shared.alerts, query).await {
-        Some(view) => HttpResponse::Ok().json(view),
-        None => unavailable("the alert actor"),
+    let (since, limit, state) = (query.since, query.limit, query.state.clone());
+    let Some(view) = ask(&shared.alerts, query).await else {
+        return unavailable("the alert actor");
+    };
+    // `limit` 0 (the metrics' scrape) asks for counters only.
+    let Some(store) = shared.alert_history.clone().filter(|_| limit > 0) else {
+        return HttpResponse::Ok().json(view);
+    };
+    let kept = web::block(move || store.since(since, state.as_deref(), limit)).await;
+    let kept = match kept {
+        Ok(Ok(kept)) => kept,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the alert history is not listed");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the alert history is not listed");
+            Vec::new()
+        }
+    };
+    if kept.is_empty() {
+        return HttpResponse::Ok().json(view);
+    }
+    let ids = kept.iter().map(|r| r.id.clone()).collect();
+    let Some(held) = ask(&shared.alerts, GetRecords { ids }).await else {
+        return unavailable("the alert actor");
+    };
+    HttpResponse::Ok().json(merged(view, kept, held, since, q.state.as_deref(), limit))
+}
+
+/// `view` with the records of the history on disk (`kept`, newest first) merged in:
+/// `held` is the lifecycle's own copy of each kept record, if it has one. Each alert is
+/// listed once, as its newer copy (the lifecycle's on a tie); a copy taken from the disk
+/// is marked `"history_source": "disk"`. A kept record that the view does not list is
+/// listed when its newer copy last changed after `since` and is in `state`.
+fn merged(
+    mut view: Alerts,
+    kept: Vec<Record>,
+    held: Vec<Option<Record>>,
+    since: u64,
+    state: Option<&str>,
+    limit: usize,
+) -> serde_json::Value {
+    let mut list: Vec<(Listed, bool)> = Vec::with_capacity(view.alerts.len() + kept.len());
+    let mut listed: HashMap<String, usize> = HashMap::new();
+    let mut added = false;
+    for (i, l) in std::mem::take(&mut view.alerts).into_iter().enumerate() {
+        if let Some(id) = &l.id {
+            listed.insert(id.clone(), i);
+        }
+        list.push((l, false));
+    }
+    for (disk, mine) in kept.into_iter().zip(held) {
+        let disk_newer = mine
+            .as_ref()
+            .is_none_or(|m| last_change(&disk) > last_change(m));
+        match listed.get(&disk.id) {
+            Some(&i) if disk_newer => list[i] = (listed_of(&disk), true),
+            Some(_) => {}
+            None => {
+                let (record, from_disk) = match mine {
+                    Some(m) if !disk_newer => (m, false),
+                    _ => (disk, true),
+                };
+                if last_change(&record) > since && state.is_none_or(|s| record.status.name() == s) {
+                    list.push((listed_of(&record), from_disk));
+                    added = true;
+                }
+            }
+        }
+    }
+    if added {
+        // Newest first, as the view is (a stable sort keeps its order among equals).
+        list.sort_by_key(|(l, _)| std::cmp::Reverse(l.entry.last_unix_ms));
+    }
+    list.truncate(limit);
+    let alerts: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|(l, from_disk)| {
+            let mut v = serde_json::to_value(l).unwrap_or_default();
+            if from_disk && let Some(o) = v.as_object_mut() {
+                o.insert("history_source".into(), "disk".into());
+            }
+            v
+        })
+        .collect();
+    let mut out = serde_json::to_value(view).unwrap_or_default();
+    if let Some(o) = out.as_object_mut() {
+        o.insert("alerts".into(), alerts.into());
+    }
+    out
+}
+
+/// A record as `GET /api/v1/alerts` lists an alert.
+fn listed_of(r: &Record) -> Listed {
+    Listed {
+        entry: Entry {
+            alert: labels::alert_of(r),
+            count: r.raised,
+            first_unix_ms: r.starts_at_unix_ms,
+            last_unix_ms: r.updated_at_unix_ms,
+        },
+        id: Some(r.id.clone()),
+        state: Some(r.status.name().to_string()),
+        status: Some(r.status.clone()),
     }
 }
 
 pub async fn one(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    match ask(&shared.alerts, GetAlert { id: id.clone() }).await {
-        Some(Some(record)) => HttpResponse::Ok().json(record),
-        Some(None) => refused(Error::UnknownAlert(id)),
-        None => unavailable("the alert actor"),
+    let Some(mine) = ask(&shared.alerts, GetAlert { id: id.clone() }).await else {
+        return unavailable("the alert actor");
+    };
+    let disk = match shared.alert_history.clone() {
+        Some(store) => {
+            let wanted = id.clone();
+            match web::block(move || store.get(&wanted)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the alert history is not read");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the alert history is not read");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    match (mine, disk) {
+        (Some(m), Some(d)) if last_change(&d) > last_change(&m) => from_disk(&d),
+        (Some(m), _) => HttpResponse::Ok().json(m),
+        (None, Some(d)) => from_disk(&d),
+        (None, None) => refused(Error::UnknownAlert(id)),
     }
+}
+
+/// A record from the history on disk, marked so.
+fn from_disk(r: &Record) -> HttpResponse {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("history_source".into(), "disk".into());
+    }
+    HttpResponse::Ok().json(v)
 }
 
 /// Body of `POST /api/v1/alerts/{id}/ack`.
@@ -105,7 +247,7 @@ pub async fn ack(
     };
     match ask(&shared.alerts, msg).await {
         Some(Ok(ack)) => HttpResponse::Ok().json(ack),
-        Some(Err(e)) => refused(e),
+        Some(Err(e)) => refused(on_disk(&shared, e).await),
         None => unavailable("the alert actor"),
     }
 }
@@ -130,8 +272,21 @@ pub async fn resolve(
             tracing::info!(alert = %id, by = by.as_deref().unwrap_or("api"), "alert resolved");
             HttpResponse::Ok().json(serde_json::json!({ "id": id, "state": "resolved" }))
         }
-        Some(Err(e)) => refused(e),
+        Some(Err(e)) => refused(on_disk(&shared, e).await),
         None => unavailable("the alert actor"),
+    }
+}
+
+/// `e`, unless it says the lifecycle does not know an alert that the history on disk
+/// keeps resolved: then that it is resolved (409, not 404).
+async fn on_disk(shared: &Shared, e: Error) -> Error {
+    let (Error::UnknownAlert(id), Some(store)) = (&e, shared.alert_history.clone()) else {
+        return e;
+    };
+    let wanted = id.clone();
+    match web::block(move || store.get(&wanted)).await {
+        Ok(Ok(Some(r))) if r.is_resolved() => Error::Resolved(r.id),
+        _ => e,
     }
 }
 
@@ -183,5 +338,97 @@ fn refused(e: Error) -> HttpResponse {
         }
         Error::Full { .. } => HttpResponse::ServiceUnavailable().json(Problem { error }),
         Error::Silence(_) => bad_request(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmesh_actors::alerting::Status;
+
+    fn record(key: &str, start: u64, resolved_at: Option<u64>) -> Record {
+        let labels = [("alertname".to_string(), "anomaly".to_string())]
+            .into_iter()
+            .collect();
+        let mut r = Record::new(key.into(), labels, Default::default(), start, start);
+        if let Some(at) = resolved_at {
+            r.ends_at_unix_ms = Some(at);
+            r.set_status(Status::Resolved { at_unix_ms: at }, at, 20);
+        }
+        r
+    }
+
+    fn listed(v: &serde_json::Value) -> Vec<(String, String, bool)> {
+        v["alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .map(|a| {
+                (
+                    a["key"].as_str().unwrap_or_default().to_string(),
+                    a["state"].as_str().unwrap_or_default().to_string(),
+                    a["history_source"] == "disk",
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_alert_is_listed_once_as_its_newer_copy() {
+        // In memory: `a` firing (listed), `b` resolved later than the disk says.
+        let a = record("a", 100, None);
+        let b_mem = record("b", 50, Some(300));
+        let b_disk = record("b", 50, None);
+        // On disk only: `c` resolved; `d` resolved on disk, but firing again in memory
+        // (newer), so not resolved.
+        let c = record("c", 10, Some(20));
+        let d_disk = record("d", 5, Some(6));
+        let mut d_mem = record("d", 5, None);
+        d_mem.updated_at_unix_ms = 400;
+        let view = Alerts {
+            alerts: vec![listed_of(&a), listed_of(&b_mem)],
+            ..Alerts::default()
+        };
+        let kept = vec![b_disk, c.clone(), d_disk];
+        let held = vec![Some(b_mem), None, Some(d_mem)];
+        let v = merged(view.clone(), kept.clone(), held.clone(), 0, None, 100);
+        assert_eq!(
+            listed(&v),
+            [
+                ("d".into(), "firing".into(), false),
+                ("a".into(), "firing".into(), false),
+                ("b".into(), "resolved".into(), false),
+                ("c".into(), "resolved".into(), true),
+            ]
+        );
+        // Only resolved ones: `d` is firing now, so not listed from its older disk copy.
+        let resolved_view = Alerts {
+            alerts: vec![listed_of(&record("b", 50, Some(300)))],
+            ..Alerts::default()
+        };
+        let v = merged(
+            resolved_view,
+            kept.clone(),
+            held.clone(),
+            0,
+            Some("resolved"),
+            100,
+        );
+        assert_eq!(
+            listed(&v),
+            [
+                ("b".into(), "resolved".into(), false),
+                ("c".into(), "resolved".into(), true),
+            ]
+        );
+        // A disk copy newer than memory's wins; the limit holds.
+        let old_a = record("a", 100, None);
+        let new_a = record("a", 100, Some(500));
+        let view = Alerts {
+            alerts: vec![listed_of(&old_a)],
+            ..Alerts::default()
+        };
+        let v = merged(view, vec![new_a, c], vec![Some(old_a), None], 0, None, 1);
+        assert_eq!(listed(&v), [("a".into(), "resolved".into(), true)]);
     }
 }

@@ -3,6 +3,7 @@
 mod access;
 mod accounts;
 mod admission;
+mod alert_history;
 mod alertmanager;
 mod alerts;
 mod anomaly;

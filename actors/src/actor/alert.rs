@@ -74,6 +74,14 @@ pub struct GetAlert {
     pub id: String,
 }
 
+/// The engine's records of these ids, each `None` if it knows none (for the API, which
+/// merges them with the history on disk: the newer copy of an alert wins).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<Option<Record>>")]
+pub struct GetRecords {
+    pub ids: Vec<String>,
+}
+
 /// An operator acknowledges alert `id`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Ack, alerting::Error>")]
@@ -144,6 +152,25 @@ pub struct MemberAlerts {
 /// Notification)>`, see [`AlertActor::with_saved`]) so that a restart delivers them; the
 /// node's I/O (a durable file).
 pub type SaveQueue = Box<dyn Fn(&[u8]) -> std::io::Result<()>>;
+
+/// A write of records to the history under way.
+pub type Writing = Pin<Box<dyn Future<Output = ()>>>;
+
+/// Keeps changed alert records in the node's history on disk (see
+/// [`AlertActor::with_history`]); the node's I/O.
+pub struct SaveHistory {
+    /// Writes a batch off the actor's thread; the future ends when it is written (or
+    /// failed, which the node says). At most one runs at a time.
+    pub write: Box<dyn Fn(Vec<Record>) -> Writing>,
+    /// Writes a batch at once, blocking: only when the actor stops.
+    pub write_now: Box<dyn Fn(Vec<Record>)>,
+}
+
+impl std::fmt::Debug for SaveHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaveHistory").finish_non_exhaustive()
+    }
+}
 
 /// Raises within this long are judged together: one poll of the engine (which looks at
 /// every tracked alert) for a burst, not one per raise.
@@ -249,6 +276,10 @@ pub struct AlertActor {
     /// Where undelivered notifications are saved, and whether a save is due.
     save: Option<SaveQueue>,
     save_due: Option<SpawnHandle>,
+    /// Where changed records go, whether a write is due, and whether one runs.
+    history: Option<SaveHistory>,
+    history_due: Option<SpawnHandle>,
+    history_writing: bool,
     /// Whether this node notified at the last look (see [`AlertActor::refresh_role`]).
     notifying: bool,
     /// Members in maintenance, by name (the region's log says so).
@@ -295,6 +326,9 @@ impl AlertActor {
             counts_due: false,
             save: None,
             save_due: None,
+            history: None,
+            history_due: None,
+            history_writing: false,
         }
     }
 
@@ -317,6 +351,40 @@ impl AlertActor {
         }
         self.save = Some(save);
         self
+    }
+
+    /// Hands every changed alert record (a new episode, a raise, a status change, a
+    /// resolution) to `save`, in batches: at most one per [`SAVE_AFTER`] and one at a
+    /// time; changes meanwhile wait in the engine, one per alert.
+    pub fn with_history(mut self, save: SaveHistory) -> Self {
+        self.engine.keep_history();
+        self.history = Some(save);
+        self
+    }
+
+    /// Writes the changed records soon (once per [`SAVE_AFTER`], one write at a time).
+    fn history_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.history.is_none()
+            || self.history_due.is_some()
+            || self.history_writing
+            || !self.engine.has_changed()
+        {
+            return;
+        }
+        self.history_due = Some(ctx.run_later(SAVE_AFTER, |act, ctx| {
+            act.history_due = None;
+            let Some(save) = &act.history else { return };
+            let batch = act.engine.take_changed();
+            if batch.is_empty() {
+                return;
+            }
+            act.history_writing = true;
+            let writing = (save.write)(batch);
+            ctx.spawn(writing.into_actor(act).map(|(), act, ctx| {
+                act.history_writing = false;
+                act.history_soon(ctx);
+            }));
+        }));
     }
 
     /// Polls the engine now if it was not polled within the coalescing window (a lone
@@ -523,6 +591,7 @@ impl AlertActor {
         if queued {
             self.changed(ctx);
         }
+        self.history_soon(ctx);
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
@@ -912,6 +981,19 @@ impl Handler<GetAlert> for AlertActor {
     }
 }
 
+impl Handler<GetRecords> for AlertActor {
+    type Result = MessageResult<GetRecords>;
+
+    fn handle(&mut self, q: GetRecords, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            q.ids
+                .iter()
+                .map(|id| self.engine.alert(id).cloned())
+                .collect(),
+        )
+    }
+}
+
 impl Handler<Acknowledge> for AlertActor {
     type Result = Result<Ack, alerting::Error>;
 
@@ -1001,6 +1083,12 @@ impl Handler<Stop> for AlertActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         self.save_now();
+        if let Some(save) = &self.history {
+            let batch = self.engine.take_changed();
+            if !batch.is_empty() {
+                (save.write_now)(batch);
+            }
+        }
         ctx.stop();
     }
 }
@@ -1039,6 +1127,73 @@ mod tests {
             retry_min_ms: 20,
             retry_max_ms: 50,
         }
+    }
+
+    #[actix::test]
+    async fn changed_records_go_to_the_history_in_batches_one_write_at_a_time() {
+        let batches = Rc::new(RefCell::new(Vec::<Vec<Record>>::new()));
+        let at_stop = Rc::new(RefCell::new(Vec::<Record>::new()));
+        let writing = Rc::new(Cell::new(0u32));
+        let overlapped = Rc::new(Cell::new(false));
+        let (b, w, o) = (batches.clone(), writing.clone(), overlapped.clone());
+        let s = at_stop.clone();
+        let history = SaveHistory {
+            write: Box::new(move |batch: Vec<Record>| {
+                b.borrow_mut().push(batch);
+                o.set(o.get() || w.get() > 0);
+                w.set(w.get() + 1);
+                let w = w.clone();
+                // A slow disk: changes meanwhile wait for the next batch.
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    w.set(w.get() - 1);
+                })
+            }),
+            write_now: Box::new(move |batch: Vec<Record>| s.borrow_mut().extend(batch)),
+        };
+        let mut lifecycle = alerting::Config::default();
+        lifecycle.route.group_wait_ms = Some(0);
+        let engine = Engine::new(lifecycle).expect("valid");
+        let sink = Sink {
+            config: config("default"),
+            deliver: Box::new(|_| Box::pin(async { Outcome::Delivered })),
+            timeout: Duration::from_secs(5),
+        };
+        let addr = AlertActor::new(Config { ring: 10, seed: 1 }, engine, vec![sink])
+            .with_history(history)
+            .start();
+        addr.send(Raise(alert("a"))).await.expect("delivered");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while batches.borrow().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no batch");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // While the first write runs: a resolution and a new alert.
+        addr.send(Clear { key: "a".into() })
+            .await
+            .expect("delivered");
+        addr.send(Raise(alert("b"))).await.expect("delivered");
+        while batches.borrow().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no second batch");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        addr.send(Raise(alert("c"))).await.expect("delivered");
+        addr.send(Stop).await.expect("delivered");
+        assert!(!overlapped.get(), "one write at a time");
+        let batches = batches.borrow();
+        let first: Vec<(&str, &str)> = batches[0]
+            .iter()
+            .map(|r| (r.key.as_str(), r.status.name()))
+            .collect();
+        assert_eq!(first, [("a", "firing")]);
+        let mut second: Vec<(&str, &str)> = batches[1]
+            .iter()
+            .map(|r| (r.key.as_str(), r.status.name()))
+            .collect();
+        second.sort();
+        assert_eq!(second, [("a", "resolved"), ("b", "firing")]);
+        let rest: Vec<String> = at_stop.borrow().iter().map(|r| r.key.clone()).collect();
+        assert_eq!(rest, ["c"], "what waited is written at the stop");
     }
 
     #[actix::test]

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::escalation::{self, Policy, Progress};
+use super::history::Changes;
 use super::inhibit::Rule;
 use super::labels::{self, Labels};
 use super::lifecycle::{self, Ack, Record, Status};
@@ -29,6 +30,9 @@ pub struct Counters {
     pub summaries: u64,
     /// Notifications held back by a receiver's budget (each retry counts).
     pub held: u64,
+    /// Record changes not kept for the history on disk: too many waited for the runtime.
+    #[serde(default)]
+    pub history_dropped: u64,
 }
 
 /// A group as the API shows it.
@@ -104,6 +108,8 @@ pub struct Engine {
     pub(super) counters: Counters,
     /// The latest `now` given to `poll`.
     pub(super) last_poll: u64,
+    /// Records changed since the runtime last took them for the history on disk.
+    pub(super) changes: Changes,
 }
 
 impl Engine {
@@ -143,6 +149,8 @@ impl Engine {
                 r.rate_per_minute.unwrap_or(config.rate_per_minute),
             );
         }
+        // Every tracked alert and every resolved one still remembered may wait at once.
+        let config_cap = config.max_alerts.saturating_add(config.resolved_kept);
         Ok(Engine {
             limiter: Limiter::new(config.rate_per_minute, budgets),
             config,
@@ -158,6 +166,7 @@ impl Engine {
             retired: VecDeque::new(),
             counters: Counters::default(),
             last_poll: 0,
+            changes: Changes::new(config_cap),
         })
     }
 
@@ -175,6 +184,7 @@ impl Engine {
             t.record.updated_at_unix_ms = t.record.updated_at_unix_ms.max(now);
             t.record.annotations = annotations;
             let id = t.record.id.clone();
+            self.changes.mark(&id);
             if t.record.labels != labels {
                 // A change of labels (a severity raised) may change the policy: a new
                 // one starts now, the same one goes on.
@@ -239,6 +249,7 @@ impl Engine {
             record.ack = Some(ack);
         }
         self.ids.insert(id.clone(), alert.key.clone());
+        self.changes.mark(&id);
         self.alerts.insert(
             alert.key.clone(),
             Tracked {
@@ -266,8 +277,34 @@ impl Engine {
         t.record
             .set_status(Status::Resolved { at_unix_ms: now }, now, cap);
         t.escalation = None;
+        self.changes.mark(&t.record.id);
         self.counters.resolved += 1;
         Some(t.record.id.clone())
+    }
+
+    /// From now on, every change of a record (a new episode, a raise, a status change, an
+    /// acknowledgement, a resolution) is noted for [`Engine::take_changed`]. Off by
+    /// default: an engine whose records nobody takes notes nothing.
+    pub fn keep_history(&mut self) {
+        self.changes.enable();
+    }
+
+    /// The records changed since the last take (each once, as it is now, or as it was
+    /// when the engine stopped keeping it), for the history on disk. At most
+    /// `max_alerts + resolved_kept` wait between takes; changes to others are dropped and
+    /// counted ([`Counters::history_dropped`]).
+    pub fn take_changed(&mut self) -> Vec<Record> {
+        let (ids, alerts) = (&self.ids, &self.alerts);
+        let out = self
+            .changes
+            .take(|id| ids.get(id).and_then(|k| alerts.get(k)).map(|t| &t.record));
+        self.counters.history_dropped = self.changes.dropped();
+        out
+    }
+
+    /// Whether a change waits for [`Engine::take_changed`].
+    pub fn has_changed(&self) -> bool {
+        !self.changes.is_empty()
     }
 
     /// The notification log, to persist or hand to a new owner.
@@ -406,6 +443,7 @@ impl Engine {
     }
 
     pub(super) fn retire(&mut self, record: Record) {
+        self.changes.leaving(&record);
         self.retired.push_back(record);
         while self.retired.len() > self.config.resolved_kept {
             self.retired.pop_front();

@@ -85,6 +85,7 @@ impl Engine {
             if !t.record.status.is_muted() {
                 t.record.set_status(Status::Firing, until, cap);
             }
+            self.changes.mark(&t.record.id);
             // The escalation starts over from its first step.
             if let Some(p) = &mut t.escalation {
                 *p = Progress {
@@ -120,7 +121,9 @@ impl Engine {
                 .collect();
             let inhibitor = sources.inhibitor(&self.rules, &t.record.id, &t.record.labels);
             let status = t.record.derive(silenced, inhibitor);
-            t.record.set_status(status, now, cap);
+            if t.record.set_status(status, now, cap) {
+                self.changes.mark(&t.record.id);
+            }
         }
     }
 

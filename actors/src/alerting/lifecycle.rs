@@ -136,9 +136,10 @@ impl Record {
     }
 
     /// Sets the status, noting a change in the history (bounded to `cap` entries).
-    pub fn set_status(&mut self, status: Status, now: u64, cap: usize) {
+    /// Returns whether it changed.
+    pub fn set_status(&mut self, status: Status, now: u64, cap: usize) -> bool {
         if self.status == status {
-            return;
+            return false;
         }
         self.status = status.clone();
         self.history.push_back(Transition {
@@ -148,6 +149,7 @@ impl Record {
         while self.history.len() > cap.max(1) {
             self.history.pop_front();
         }
+        true
     }
 
     /// The status from the ack and what mutes the alert now (`silences`: ids of the active

@@ -49,9 +49,11 @@
 //!
 //! Modules: [`labels`] (labels, matchers), [`route`] (the routing tree), [`silence`],
 //! [`inhibit`], [`escalation`], [`ratelimit`], [`nlog`] (notification log),
-//! [`lifecycle`] (an alert's status, ack and history), [`rfc3339`] (Alertmanager's dates).
+//! [`lifecycle`] (an alert's status, ack and history), [`rfc3339`] (Alertmanager's dates),
+//! [`history`] (what the history on disk keeps).
 
 pub mod escalation;
+pub mod history;
 pub mod inhibit;
 pub mod labels;
 pub mod lifecycle;

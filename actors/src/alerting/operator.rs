@@ -38,6 +38,7 @@ impl Engine {
             let status = t.record.derive(Vec::new(), None);
             t.record.set_status(status, now, self.config.history_len);
         }
+        self.changes.mark(&t.record.id);
         self.counters.acknowledged += 1;
         Ok(ack)
     }
@@ -64,7 +65,10 @@ impl Engine {
     /// now, or when it is raised here.
     pub fn apply_ack(&mut self, id: &str, ack: Ack) {
         match self.ids.get(id).and_then(|k| self.alerts.get_mut(k)) {
-            Some(t) if !t.record.is_resolved() => t.record.ack = Some(ack),
+            Some(t) if !t.record.is_resolved() => {
+                t.record.ack = Some(ack);
+                self.changes.mark(id);
+            }
             Some(_) => {}
             None => {
                 self.pending_acks.insert(id.to_string(), ack);

@@ -2,6 +2,7 @@
 
 mod engine;
 mod escalate;
+mod history;
 mod lifecycle;
 mod parts;
 mod props;
