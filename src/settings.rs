@@ -332,6 +332,7 @@ impl Alerts {
                 retry_min_ms: sink_retry_min_ms(),
                 retry_max_ms: sink_retry_max_ms(),
                 rate_per_minute: None,
+                repush_ms: None,
                 ca_file: None,
                 smtp: None,
                 from: None,
@@ -395,6 +396,11 @@ pub struct AlertSink {
     /// Notifications to this receiver in any minute (default: `alerts.rate_per_minute`).
     #[serde(default)]
     pub rate_per_minute: Option<u32>,
+    /// Tell the open alerts of each group again at least this often while any is open
+    /// (default: 60000 for `alertmanager`, which resolves an alert it is not told about
+    /// within its `resolve_timeout`, 5 min by default; none for the others).
+    #[serde(default)]
+    pub repush_ms: Option<u64>,
     /// HTTP receivers and email: PEM certificates (a private CA) trusted besides the
     /// system's.
     #[serde(default)]
@@ -1183,6 +1189,10 @@ fn services(list: &[Service]) -> Result<Vec<fleetmesh_actors::service::Spec>, Er
     Ok(out)
 }
 
+/// How often an `alertmanager` receiver is told a group's open alerts again by default:
+/// well within Alertmanager's default `resolve_timeout` (5 min).
+const ALERTMANAGER_REPUSH_MS: u64 = 60_000;
+
 /// The alert lifecycle's settings (`[alerts]`): a route left unwritten sends every alert
 /// to every receiver; a receiver named anywhere must be a sink's name.
 fn alerting(
@@ -1215,6 +1225,9 @@ fn alerting(
             .map(|(raw, s)| alerting::Receiver {
                 name: s.name.clone(),
                 rate_per_minute: raw.rate_per_minute,
+                repush_ms: raw
+                    .repush_ms
+                    .or((raw.kind == "alertmanager").then_some(ALERTMANAGER_REPUSH_MS)),
             })
             .collect(),
         rate_per_minute: raw.rate_per_minute,
@@ -1227,6 +1240,11 @@ fn alerting(
         2,
         1_000_000,
     )?;
+    for (at, r) in raw.entries() {
+        if let Some(ms) = r.repush_ms {
+            within(&format!("{at}.repush_ms"), ms, 1000, 86_400_000)?;
+        }
+    }
     within(
         "alerts.ack_timeout_ms",
         raw.ack_timeout_ms,
@@ -2285,6 +2303,10 @@ mod tests {
             (
                 "kind = \"log\"\nname = \"x\"\nretry_min_ms = 500\nretry_max_ms = 100",
                 "alerts.sinks[1].retry_max_ms",
+            ),
+            (
+                "kind = \"log\"\nname = \"x\"\nrepush_ms = 10",
+                "alerts.sinks[1].repush_ms",
             ),
         ];
         for (entry, want) in cases {

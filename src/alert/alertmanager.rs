@@ -7,9 +7,9 @@
 //! `fleetmesh_actors::alerting::labels`), its annotations (`summary`, `reason`,
 //! `decision`, `term`, `category`, the alert's details, and `fleetmesh_id`, its id),
 //! `startsAt` (its episode's first firing), `generatorURL` (the raising node's console)
-//! and, once it resolved, `endsAt`: Alertmanager then shows it resolved. A firing alert is
-//! pushed again with each notification of its group (at least every
-//! `repeat_interval_ms`); without a push, Alertmanager holds it firing for its
+//! and, once it resolved, `endsAt`: Alertmanager then shows it resolved. An open alert's
+//! group is pushed again every `repush_ms` (60 s by default for this kind; the lifecycle
+//! engine schedules it): without a push, Alertmanager holds it firing only for its
 //! `resolve_timeout`.
 use std::time::Duration;
 

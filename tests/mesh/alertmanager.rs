@@ -1,7 +1,9 @@
 //! The `alertmanager` sink against a real Prometheus Alertmanager (Debian's
 //! `prometheus-alertmanager`, started here on a loopback port, with no cluster port): a
-//! violation on a node shows in Alertmanager with fleetmesh's labels and annotations, and
-//! leaves it (resolved, with its `endsAt`) once an operator resolves it in fleetmesh.
+//! violation on a node shows in Alertmanager with fleetmesh's labels and annotations,
+//! stays there past Alertmanager's `resolve_timeout` because the node pushes it again while
+//! it is open, and leaves it (resolved, with its `endsAt`) once an operator resolves it in
+//! fleetmesh.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,6 +13,8 @@ use serde_json::Value;
 use crate::harness::{CONVERGE, Node, Spec, wait_for};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+/// Alertmanager's `resolve_timeout` here (5m by default).
+const RESOLVE_TIMEOUT: &str = "3s";
 
 /// An Alertmanager on 127.0.0.1, stopped when dropped.
 struct Alertmanager {
@@ -27,10 +31,14 @@ impl Alertmanager {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("alertmanager.yml");
-        // Every alert to a receiver that sends nothing: the test reads the API.
+        // Every alert to a receiver that sends nothing: the test reads the API. An alert
+        // nobody repeats resolves after RESOLVE_TIMEOUT.
         std::fs::write(
             &config,
-            "route:\n  receiver: keep\nreceivers:\n  - name: keep\n",
+            format!(
+                "global:\n  resolve_timeout: {RESOLVE_TIMEOUT}\n\
+                 route:\n  receiver: keep\nreceivers:\n  - name: keep\n"
+            ),
         )
         .expect("config");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -89,7 +97,7 @@ async fn a_violation_reaches_alertmanager_with_its_labels_and_resolves_there() {
         &config,
         format!(
             "[alerts.route]\ngroup_wait_ms = 0\ngroup_interval_ms = 500\n\
-             [[alerts.receivers]]\nkind = \"alertmanager\"\nurl = \"{}\"\n",
+             [[alerts.receivers]]\nkind = \"alertmanager\"\nurl = \"{}\"\nrepush_ms = 1000\n",
             am.url
         ),
     )
@@ -153,6 +161,27 @@ async fn a_violation_reaches_alertmanager_with_its_labels_and_resolves_there() {
             .as_str()
             .is_some_and(|u| u.starts_with("http://127.0.0.1:") && u.ends_with("#alerts")),
         "{alert}"
+    );
+
+    // Open in fleetmesh, pushed again every second: still active in Alertmanager well
+    // past its resolve_timeout, and updated meanwhile.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let list: Vec<Value> = reqwest::get(&url)
+        .await
+        .expect("alerts listed")
+        .json()
+        .await
+        .expect("json");
+    let later = list
+        .iter()
+        .find(|a| a["labels"]["subject"] == "/etc/sudoers")
+        .unwrap_or_else(|| panic!("resolved by Alertmanager's timeout: {list:?}"));
+    assert_eq!(later["status"]["state"], "active", "{later}");
+    assert!(
+        later["updatedAt"].as_str() > alert["updatedAt"].as_str(),
+        "pushed again: {} then {}",
+        alert["updatedAt"],
+        later["updatedAt"]
     );
 
     // An operator resolves it in fleetmesh: Alertmanager is told (endsAt) and drops it

@@ -76,6 +76,8 @@ pub(super) struct Group {
     pub(super) wait: u64,
     pub(super) interval: u64,
     pub(super) repeat: u64,
+    /// Its receiver's re-push period, if it has one.
+    pub(super) repush: Option<u64>,
 }
 
 /// The alert-lifecycle core.
@@ -414,8 +416,14 @@ impl Engine {
             return;
         };
         let mut wanted = BTreeSet::new();
+        let receivers = &self.config.receivers;
         for route in self.root.matching(&t.record.labels) {
             let (gk, glabels) = route.group_key(&t.record.labels);
+            let repush = receivers
+                .iter()
+                .find(|r| r.name == route.receiver)
+                .and_then(|r| r.repush_ms)
+                .filter(|ms| *ms > 0);
             let g = self.groups.entry(gk.clone()).or_insert_with(|| Group {
                 receiver: route.receiver.clone(),
                 labels: glabels,
@@ -424,6 +432,7 @@ impl Engine {
                 wait: route.group_wait_ms,
                 interval: route.group_interval_ms,
                 repeat: route.repeat_interval_ms,
+                repush,
             });
             g.members.insert(key.to_string());
             wanted.insert(gk);

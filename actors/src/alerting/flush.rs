@@ -259,9 +259,19 @@ impl Engine {
                 Some(e) if e.hash != hash => {
                     !open.is_empty() || (e.open > 0 && !resolved.is_empty())
                 }
-                Some(e) => unacked > 0 && now >= e.sent_unix_ms.saturating_add(g.repeat),
+                Some(e) => {
+                    (unacked > 0 && now >= e.sent_unix_ms.saturating_add(g.repeat))
+                        || g.repush.is_some_and(|every| {
+                            !open.is_empty() && now >= e.sent_unix_ms.saturating_add(every)
+                        })
+                }
             };
             let (receiver, interval) = (g.receiver.clone(), g.interval);
+            // A group with open alerts is looked at again by its re-push period at most.
+            let interval = match g.repush {
+                Some(every) if !open.is_empty() => interval.min(every),
+                _ => interval,
+            };
             if send {
                 if !self.limiter.take(&receiver, now) {
                     let free = self.limiter.free_at(&receiver, now).max(now + 1);

@@ -120,13 +120,18 @@ impl Default for Config {
     }
 }
 
-/// One `[[alerts.receivers]]` entry: only its name and budget are read here (the sink's
-/// own keys are the runtime's).
+/// One `[[alerts.receivers]]` entry: only its name, budget and re-push period are read
+/// here (the sink's own keys are the runtime's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receiver {
     pub name: String,
     #[serde(default)]
     pub rate_per_minute: Option<u32>,
+    /// Tell a group's open alerts again at least this often while any is open, even
+    /// acknowledged and unchanged: a receiver that forgets an alert it is not told about
+    /// (Prometheus Alertmanager resolves it after its `resolve_timeout`) keeps it firing.
+    #[serde(default)]
+    pub repush_ms: Option<u64>,
 }
 
 /// Why an input was refused.

@@ -403,3 +403,43 @@ fn a_route_left_unwritten_fans_every_alert_out_to_every_receiver() {
     assert_eq!(none.receiver.as_deref(), Some("default"));
     assert!(none.routes.is_empty());
 }
+
+/// A receiver that forgets what it is not told (Alertmanager and its `resolve_timeout`)
+/// hears an open group again every `repush_ms`, acknowledged or not; once the group's
+/// alert resolved and that was told, nothing more.
+#[test]
+fn an_open_group_is_pushed_again_every_repush_period_until_it_resolves() {
+    let mut e = engine(
+        "[route]\ngroup_interval_ms = 300000\nrepeat_interval_ms = 14400000\n\
+         [[receivers]]\nname = \"default\"\nrepush_ms = 60000",
+    );
+    let a = alert("w1", "anomaly", "cpu", Severity::High);
+    let id = e.raise(a.clone(), 0).expect("raised");
+    let first = run_timeouts(&mut e, 10_000);
+    assert_eq!(first.len(), 1);
+    e.ack(&id, "ana", "looking", 20_000).expect("acked");
+    let again = run_timeouts(&mut e, 200_000);
+    let at: Vec<u64> = again.iter().map(|(t, _)| *t).collect();
+    assert_eq!(at, [70_000, 130_000, 190_000], "every 60 s after the last");
+    assert!(
+        again
+            .iter()
+            .all(|(_, n)| n.alerts.len() == 1 && n.alerts[0].status.name() == "acknowledged")
+    );
+    e.resolve(&a.key, 200_000).expect("resolved");
+    let end = run_timeouts(&mut e, 2_000_000);
+    assert_eq!(end.len(), 1, "the resolution, then nothing: {end:?}");
+    assert_eq!(end[0].0, 250_000, "told at the group's next look");
+    assert_eq!(end[0].1.alerts[0].status.name(), "resolved");
+    // Without a re-push period the same group is told only the acknowledgement, at its
+    // next look.
+    let mut quiet = engine("[route]\ngroup_interval_ms = 300000\nrepeat_interval_ms = 14400000");
+    let id = quiet.raise(a, 0).expect("raised");
+    run_timeouts(&mut quiet, 10_000);
+    quiet.ack(&id, "ana", "looking", 20_000).expect("acked");
+    let told: Vec<u64> = run_timeouts(&mut quiet, 1_000_000)
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(told, [310_000]);
+}
