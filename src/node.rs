@@ -576,6 +576,11 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     alerts.do_send(fleetmesh_actors::actor::alert::SetReplicate(
         region.clone().recipient(),
     ));
+    // What the master notified, and its alerts about the region, too: a new master holds
+    // them and tells nothing again.
+    alerts.do_send(fleetmesh_actors::actor::alert::SetToLog(
+        region.clone().recipient(),
+    ));
     alerts.do_send(fleetmesh_actors::actor::alert::SetCensus(
         heartbeat.clone().recipient(),
     ));

@@ -22,7 +22,7 @@ use crate::policy::judge::Record;
 use crate::spike::{Change, Kind, Severity, Spike};
 
 /// One alert, as raised by the node's policy actor or the region's fleet view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     /// Stable across repeats of the same condition (same host, rule, subject; or the same
     /// fleet event): sinks and `GET /api/v1/alerts` fold repeats under it.
@@ -53,6 +53,23 @@ pub struct Alert {
     pub subject: Option<String>,
     /// More detail (origins of a fleet event, z-score of an anomaly, ...).
     pub details: BTreeMap<String, String>,
+}
+
+/// Actions the region's master raises about the region itself (fleet events, a member's
+/// death, a name claimed twice): kept in the region's log, so that the next master holds
+/// them, tells no one again what was told, and can resolve them.
+pub const REGION_ACTIONS: [&str; 5] = [
+    "node_dead",
+    "duplicate_name",
+    "rollout",
+    "upgrade",
+    "suspected_coordinated_change",
+];
+
+/// Whether `alert` is one the region's master raises about the region
+/// ([`REGION_ACTIONS`]).
+pub fn is_region_alert(alert: &Alert) -> bool {
+    REGION_ACTIONS.contains(&alert.action.as_str())
 }
 
 /// Downgrades `alert`, about a member in maintenance, to info, and says why in its

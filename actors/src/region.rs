@@ -143,6 +143,14 @@ pub enum Command {
     /// a change, proposed by the master, or an operator's charter (checked against the
     /// admin key by the node that took it). Applied only if it follows the chain.
     Link(Box<crate::trust::Link>),
+    /// What the master's alert lifecycle notified (its notification log's changes): a
+    /// new master tells no group again that was told as it stands.
+    Notified(Vec<crate::alerting::nlog::Record>),
+    /// An alert the master raised about the region itself ([`crate::alert::REGION_ACTIONS`]),
+    /// as raised (again): every member keeps it, so the next master holds it.
+    RegionAlert(Box<crate::alert::Alert>),
+    /// The master resolved the region alert of `key` (its condition cleared).
+    RegionAlertCleared { key: String },
 }
 
 /// A member's lifecycle phase. Transitions: provisioning → active ↔ maintenance →
@@ -262,6 +270,13 @@ pub const MAX_SILENCES: usize = 64;
 pub const MAX_ACKS: usize = 64;
 /// Bytes the silences and acknowledgements take in a snapshot, together, at most.
 pub const MAX_ALERTING_BYTES: usize = 16 * 1024;
+/// Notification log entries and region alerts the state keeps at most, and the bytes
+/// they take together: beyond, the oldest are forgotten (a group whose entry is
+/// forgotten may be told once more by a new master; a region alert forgotten is not
+/// held by the next one).
+pub const MAX_NOTIFIED: usize = 64;
+pub const MAX_REGION_ALERTS: usize = 32;
+pub const MAX_NOTIFIED_BYTES: usize = 16 * 1024;
 
 /// A command the region committed, with its log position and the master's term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +323,13 @@ pub struct RegionState {
     /// The region's voters of record, as other regions verify them ([`crate::trust`]).
     #[serde(default)]
     pub chain: Vec<crate::trust::Link>,
+    /// What the masters notified (at most [`MAX_NOTIFIED`] entries).
+    #[serde(default)]
+    pub notified: crate::alerting::nlog::Log,
+    /// Open alerts the masters raised about the region, by key (at most
+    /// [`MAX_REGION_ALERTS`]).
+    #[serde(default)]
+    pub region_alerts: BTreeMap<String, crate::alert::Alert>,
 }
 
 /// An operator's recovery ([`Command::Recover`]) as the log applied it.
@@ -409,6 +431,20 @@ impl RegionState {
                     self.phases.insert(p.peer.clone(), (**p).clone());
                 }
             }
+            Command::Notified(records) => {
+                for r in records {
+                    self.notified.apply(r.clone());
+                }
+                self.fit_notified();
+            }
+            Command::RegionAlert(alert) => {
+                self.region_alerts
+                    .insert(alert.key.clone(), (**alert).clone());
+                self.fit_notified();
+            }
+            Command::RegionAlertCleared { key } => {
+                self.region_alerts.remove(key);
+            }
             Command::Ack { id, ack } => {
                 let newer = self
                     .acks
@@ -432,6 +468,41 @@ impl RegionState {
         }
         if matches!(cmd, Command::Silence(_) | Command::Ack { .. }) {
             self.fit_alerting();
+        }
+    }
+
+    /// Forgets the oldest notification log entries and region alerts until each is
+    /// within its count and both within [`MAX_NOTIFIED_BYTES`].
+    fn fit_notified(&mut self) {
+        let size = |st: &RegionState| {
+            rmp_serde::to_vec(&(&st.notified, &st.region_alerts)).map_or(usize::MAX, |b| b.len())
+        };
+        loop {
+            let over_count = self.notified.entries.len() > MAX_NOTIFIED
+                || self.region_alerts.len() > MAX_REGION_ALERTS;
+            if !over_count && size(self) <= MAX_NOTIFIED_BYTES {
+                break;
+            }
+            let entry = self
+                .notified
+                .entries
+                .iter()
+                .map(|(k, e)| (e.sent_unix_ms, k.clone()))
+                .min();
+            let alert = self
+                .region_alerts
+                .values()
+                .map(|a| (a.at_unix_ms, a.key.clone()))
+                .min();
+            let alerts_first = self.region_alerts.len() > MAX_REGION_ALERTS
+                || (self.notified.entries.len() <= MAX_NOTIFIED
+                    && matches!((&entry, &alert), (Some(e), Some(a)) if a < e));
+            match (entry, alert) {
+                (_, Some(a)) if alerts_first => self.region_alerts.remove(&a.1).map(|_| ()),
+                (Some(e), _) => self.notified.entries.remove(&e.1).map(|_| ()),
+                (None, Some(a)) => self.region_alerts.remove(&a.1).map(|_| ()),
+                (None, None) => break,
+            };
         }
     }
 

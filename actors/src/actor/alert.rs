@@ -127,6 +127,11 @@ pub struct Replicated {
     pub resolved: Vec<(String, u64)>,
     /// Members' lifecycle phases, by name: a member in maintenance raises at info.
     pub phases: Vec<(String, crate::region::Phase)>,
+    /// What the region's masters notified.
+    pub notified: Vec<alerting::nlog::Record>,
+    /// Alerts a master raised about the region, and the keys of those it resolved.
+    pub region_alerts: Vec<Alert>,
+    pub region_cleared: Vec<String>,
 }
 
 /// How to reach the region's master: the network's direct requests, and the region's
@@ -184,6 +189,11 @@ const SAVE_AFTER: Duration = Duration::from_millis(500);
 /// How long a node knows no master before it notifies on its own.
 pub const AUTONOMOUS_AFTER: Duration = Duration::from_secs(10);
 
+/// How long a node that starts to notify waits before it tells any group: the members
+/// send it their open alerts when the master changes, so that it compares whole groups
+/// with what the region's log says was told (and tells none again that stands as told).
+pub const TAKEOVER_SETTLE: Duration = Duration::from_secs(3);
+
 /// How often a member sends its open alerts to the master again (besides when the
 /// master changes).
 const RESEND_OPEN: Duration = Duration::from_secs(30);
@@ -203,6 +213,23 @@ pub struct Replicate(pub crate::region::Operator);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct SetReplicate(pub Recipient<Replicate>);
+
+/// What this node's alert lifecycle, as the region's master, puts in the region's log:
+/// what it notified, and the alerts it raised (or resolved) about the region itself
+/// ([`crate::alert::REGION_ACTIONS`]). The region actor proposes it while this node
+/// leads, and drops it otherwise.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum ToLog {
+    Notified(Vec<alerting::nlog::Record>),
+    RegionAlert(Box<Alert>),
+    RegionAlertCleared(String),
+}
+
+/// Where [`ToLog`] goes (the region actor).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SetToLog(pub Recipient<ToLog>);
 
 /// Open alerts by severity, as this node's alert lifecycle holds them (what a master's
 /// census summary carries).
@@ -261,6 +288,8 @@ pub struct AlertActor {
     polled_at: std::time::Instant,
     /// The region's log, once linked.
     replicate: Option<Recipient<Replicate>>,
+    /// Where what this node notifies and raises about the region goes, as master.
+    to_log: Option<Recipient<ToLog>>,
     /// Operator actions applied here and not yet seen committed, by what they set
     /// (`silence:<id>`, `ack:<id>`), with the time they carry: handed to the log again
     /// until the log gives them (or something newer) back.
@@ -314,6 +343,7 @@ impl AlertActor {
             soon: None,
             polled_at: std::time::Instant::now(),
             replicate: None,
+            to_log: None,
             uncommitted: BTreeMap::new(),
             master: None,
             leading: false,
@@ -445,8 +475,9 @@ impl AlertActor {
                 .is_some_and(|t| unix_ms().saturating_sub(t) >= AUTONOMOUS_AFTER.as_millis() as u64)
     }
 
-    /// Takes note of a change of role: a node that starts to notify tells every open
-    /// group again (see [`Engine::renotify`]).
+    /// Takes note of a change of role: a node that starts to notify looks at every group
+    /// after [`TAKEOVER_SETTLE`] and tells those the region's log does not show told as
+    /// they stand (see [`Engine::renotify`]).
     fn refresh_role(&mut self, ctx: &mut Context<Self>) {
         let now = self.notifier();
         if now && !self.notifying {
@@ -454,8 +485,10 @@ impl AlertActor {
                 leading = self.leading,
                 "this node notifies the alerts it holds"
             );
-            self.engine.renotify(unix_ms());
+            self.engine
+                .renotify(unix_ms(), TAKEOVER_SETTLE.as_millis() as u64);
         }
+        self.engine.set_notifying(now);
         self.notifying = now;
         self.pump(ctx);
     }
@@ -551,7 +584,11 @@ impl AlertActor {
         self.polled_at = std::time::Instant::now();
         let notifier = self.notifier();
         let mut queued = false;
+        let mut records = Vec::new();
         for n in self.engine.poll(now) {
+            if notifier && self.leading {
+                records.extend(n.records.iter().cloned());
+            }
             if !notifier {
                 // The master tells the receivers, with this node's alerts among the
                 // region's; this node's engine only keeps their states.
@@ -568,6 +605,9 @@ impl AlertActor {
                     tracing::warn!(receiver = %n.receiver, group = %n.group_key, "a notification for a receiver with no sink is dropped");
                 }
             }
+        }
+        if !records.is_empty() {
+            self.to_log(ToLog::Notified(records));
         }
         for batch in self.book.poll(now) {
             let Some((deliver, timeout)) = self.sinks.get(batch.sink) else {
@@ -746,6 +786,14 @@ impl Handler<SetReplicate> for AlertActor {
     }
 }
 
+impl Handler<SetToLog> for AlertActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetToLog, _: &mut Self::Context) {
+        self.to_log = Some(msg.0);
+    }
+}
+
 impl Handler<Replicated> for AlertActor {
     type Result = ();
 
@@ -772,6 +820,28 @@ impl Handler<Replicated> for AlertActor {
             }
         }
         let now = unix_ms();
+        if !msg.notified.is_empty() {
+            let mut log = alerting::nlog::Log::default();
+            for r in msg.notified {
+                log.apply(r);
+            }
+            self.engine.merge_log(&log);
+        }
+        // The master raised these itself; a member holds them too, so that it has them
+        // (with the same ids) should it become master.
+        if !self.leading {
+            for a in msg.region_alerts {
+                let key = a.key.clone();
+                if self.engine.raise(a, now).is_ok() {
+                    self.announce(&key);
+                }
+            }
+            for key in msg.region_cleared {
+                if self.engine.resolve(&key, now).is_some() {
+                    self.announce(&key);
+                }
+            }
+        }
         for (id, at) in msg.resolved {
             self.committed(&format!("resolve:{id}"), at);
             // Known and open here: resolved as on the member that took the action.
@@ -866,11 +936,29 @@ impl AlertActor {
     /// Resolves the open alert `key` (its condition cleared) and tells the master; false
     /// when none was open. The caller pumps, then announces it.
     fn clear(&mut self, key: &str) -> bool {
+        let region = self
+            .engine
+            .by_key(key)
+            .and_then(|r| r.labels.get("alertname"))
+            .is_some_and(|a| crate::alert::REGION_ACTIONS.contains(&a.as_str()));
         if self.engine.resolve(key, unix_ms()).is_none() {
             return false;
         }
+        if region && self.leading {
+            self.to_log(ToLog::RegionAlertCleared(key.to_string()));
+        }
         self.forward(Vec::new(), vec![key.to_string()]);
         true
+    }
+
+    /// Hands `entry` to the region's log, as its master (dropped while not leading).
+    fn to_log(&self, entry: ToLog) {
+        if let (true, Some(r)) = (self.leading, &self.to_log)
+            && r.try_send(entry).is_err()
+        {
+            // The next notification's records or the next raise carry it again.
+            tracing::debug!("the region actor's mailbox is full: a log entry waits");
+        }
     }
 
     /// The open alerts of members that entered maintenance go to info; those of members
@@ -913,6 +1001,9 @@ impl Handler<Raise> for AlertActor {
             crate::alert::in_maintenance(&mut msg.0);
         }
         let key = msg.0.key.clone();
+        if crate::alert::is_region_alert(&msg.0) {
+            self.to_log(ToLog::RegionAlert(Box::new(msg.0.clone())));
+        }
         self.book.raise(now, msg.0.clone());
         if let Err(e) = self.engine.raise(msg.0.clone(), now) {
             // Said once per thousand: a storm must not become a storm of log lines.

@@ -602,6 +602,14 @@ impl RegionActor {
                     .into_values()
                     .map(|r| (r.name, r.phase))
                     .collect(),
+                notified: state
+                    .notified
+                    .entries
+                    .into_iter()
+                    .map(|(key, entry)| crate::alerting::nlog::Record { key, entry })
+                    .collect(),
+                region_alerts: state.region_alerts.into_values().collect(),
+                region_cleared: Vec::new(),
             };
             if r.try_send(msg).is_err() {
                 count_drops(&self.drops, "alert_replicated", 1);
@@ -631,6 +639,18 @@ impl RegionActor {
             }),
             Command::Resolve { id, at_unix_ms } => Some(crate::actor::alert::Replicated {
                 resolved: vec![(id.clone(), *at_unix_ms)],
+                ..Default::default()
+            }),
+            Command::Notified(records) => Some(crate::actor::alert::Replicated {
+                notified: records.clone(),
+                ..Default::default()
+            }),
+            Command::RegionAlert(a) => Some(crate::actor::alert::Replicated {
+                region_alerts: vec![(**a).clone()],
+                ..Default::default()
+            }),
+            Command::RegionAlertCleared { key } => Some(crate::actor::alert::Replicated {
+                region_cleared: vec![key.clone()],
                 ..Default::default()
             }),
             // As the state recorded it (a transition the phases refuse is void).
@@ -818,6 +838,26 @@ impl Handler<crate::actor::alert::Replicate> for RegionActor {
                 request,
             })
             .map_err(|_| "the network's queue is full".to_string())
+    }
+}
+
+impl Handler<crate::actor::alert::ToLog> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::actor::alert::ToLog, ctx: &mut Self::Context) {
+        use crate::actor::alert::ToLog;
+        if self.leading().is_none() {
+            return;
+        }
+        let command = match msg {
+            ToLog::Notified(records) => Command::Notified(records),
+            ToLog::RegionAlert(a) => Command::RegionAlert(a),
+            ToLog::RegionAlertCleared(key) => Command::RegionAlertCleared { key },
+        };
+        if let Err(e) = self.gov.propose(Instant::now(), &command) {
+            tracing::debug!(error = %e, "an alert log entry not taken by the region's log");
+        }
+        self.drain(ctx);
     }
 }
 

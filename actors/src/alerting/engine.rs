@@ -112,6 +112,8 @@ pub struct Engine {
     pub(super) last_poll: u64,
     /// Records changed since the runtime last took them for the history on disk.
     pub(super) changes: Changes,
+    /// Whether what a poll hands out is sent ([`Engine::set_notifying`]).
+    pub(super) notifying: bool,
 }
 
 impl Engine {
@@ -169,6 +171,7 @@ impl Engine {
             counters: Counters::default(),
             last_poll: 0,
             changes: Changes::new(config_cap),
+            notifying: true,
         })
     }
 
@@ -338,14 +341,22 @@ impl Engine {
     }
 
     /// This engine starts to notify (its node became the region's master, or lost its
-    /// master and notifies on its own): every group is told again at the next poll, as
-    /// if never told, so that nothing another notifier may not have told is lost. At most
-    /// one repeated notification per group per change.
-    pub fn renotify(&mut self, now: u64) {
-        for (gk, g) in self.groups.iter_mut() {
-            self.log.entries.remove(&nlog::group_key(gk));
-            g.next_flush = g.next_flush.min(now);
+    /// master and notifies on its own): every group is looked at `settle` ms from now,
+    /// once the members' open alerts came, and told unless the notification log (the
+    /// region's, merged with [`Engine::merge_log`]) says it was told as it stands. A
+    /// group another notifier told without the log saying so is told again: at least
+    /// once, at most one repeat per group per change.
+    pub fn renotify(&mut self, now: u64, settle: u64) {
+        for g in self.groups.values_mut() {
+            g.next_flush = now.saturating_add(settle);
         }
+    }
+
+    /// Whether this engine's notifications are sent (its node notifies). While not,
+    /// what a poll hands out is not noted in its notification log (nothing was told),
+    /// and takes nothing from the receivers' budgets.
+    pub fn set_notifying(&mut self, notifying: bool) {
+        self.notifying = notifying;
     }
 
     /// The alert of `key`: its current episode, or its latest one still remembered after

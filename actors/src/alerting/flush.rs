@@ -273,7 +273,7 @@ impl Engine {
                 _ => interval,
             };
             if send {
-                if !self.limiter.take(&receiver, now) {
+                if self.notifying && !self.limiter.take(&receiver, now) {
                     let free = self.limiter.free_at(&receiver, now).max(now + 1);
                     if let Some(g) = self.groups.get_mut(&gk) {
                         g.next_flush = free;
@@ -297,7 +297,9 @@ impl Engine {
                     .map(|r| Notified::of(r))
                     .collect();
                 let labels = g.labels.clone();
-                self.log.apply(record.clone());
+                if self.notifying {
+                    self.log.apply(record.clone());
+                }
                 self.counters.notifications += 1;
                 let n = self.notification(
                     receiver,

@@ -1086,3 +1086,62 @@ fn phases_follow_their_transitions_and_decommissioning_is_final() {
     assert!(Phase::check(Some(Phase::Provisioning), Phase::Active).is_ok());
     assert!(Phase::check(Some(Phase::Active), Phase::Provisioning).is_err());
 }
+
+#[test]
+fn the_notification_log_and_region_alerts_stay_bounded_oldest_first() {
+    use crate::alerting::nlog::{Entry, Record};
+    let mut st = RegionState::default();
+    let record = |key: &str, sent: u64| Record {
+        key: key.into(),
+        entry: Entry {
+            hash: "h".repeat(32),
+            sent_unix_ms: sent,
+            open: 1,
+            escalation: None,
+        },
+    };
+    // A later send wins, an earlier one does not undo it.
+    st.apply(1, &Command::Notified(vec![record("group:a", 10)]));
+    st.apply(2, &Command::Notified(vec![record("group:a", 5)]));
+    assert_eq!(st.notified.get("group:a").map(|e| e.sent_unix_ms), Some(10));
+    for i in 0..200u64 {
+        st.apply(
+            3 + i,
+            &Command::Notified(vec![record(&format!("group:g{i:03}"), 100 + i)]),
+        );
+    }
+    assert_eq!(st.notified.entries.len(), MAX_NOTIFIED);
+    assert!(st.notified.get("group:g199").is_some(), "the latest kept");
+    assert!(st.notified.get("group:a").is_none(), "the oldest forgotten");
+
+    let alert = |key: &str, at: u64| crate::alert::Alert {
+        key: key.into(),
+        at_unix_ms: at,
+        severity: crate::spike::Severity::High,
+        category: "host".into(),
+        action: "node_dead".into(),
+        host: "m".into(),
+        region: "eu".into(),
+        role: "web".into(),
+        rule: None,
+        reason: "x".repeat(200),
+        decision: None,
+        term: Some(1),
+        subject: Some(key.into()),
+        details: BTreeMap::new(),
+    };
+    for i in 0..100u64 {
+        st.apply(
+            300 + i,
+            &Command::RegionAlert(Box::new(alert(&format!("k{i:03}"), 1_000 + i))),
+        );
+    }
+    assert!(st.region_alerts.len() <= MAX_REGION_ALERTS);
+    assert!(st.region_alerts.contains_key("k099"), "the latest kept");
+    let size = rmp_serde::to_vec(&(&st.notified, &st.region_alerts))
+        .expect("encodes")
+        .len();
+    assert!(size <= MAX_NOTIFIED_BYTES, "{size} bytes");
+    st.apply(500, &Command::RegionAlertCleared { key: "k099".into() });
+    assert!(!st.region_alerts.contains_key("k099"));
+}
