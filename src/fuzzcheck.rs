@@ -528,6 +528,12 @@ fn seed_frames() -> Vec<Vec<u8>> {
             recheck: true,
         },
         wire::Request::GetSbom { offset: 49_152 },
+        wire::Request::AlertRecords {
+            region: "eu-1".into(),
+            since: 5,
+            state: Some("resolved".into()),
+            limit: 100,
+        },
         wire::Request::Twin(Box::new(fleetmesh_actors::twin::Report {
             region: "eu-1".into(),
             twin: fleetmesh_actors::twin::Twin::default(),
@@ -557,6 +563,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
             held: true,
             recheck_after_ms: Some(30_000),
         }),
+        wire::Response::AlertRecords(Vec::new()),
         wire::Response::Refused("not the master".into()),
         wire::Response::Busy {
             retry_after_ms: 25,

@@ -759,6 +759,8 @@ async fn serve(
                 twin: actors.twin.clone().recipient(),
                 endorse: actors.region.clone().recipient(),
                 twin_taken: actors.twin.clone().recipient(),
+                alert_records: actors.alerts.clone().recipient(),
+                alert_history: actors.alert_history.clone(),
             }),
             audit: Some(net::driver::AuditLinks {
                 digest: actors.files.clone().recipient(),

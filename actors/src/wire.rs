@@ -147,6 +147,15 @@ pub enum Request {
         term: u64,
         endorsement: crate::trust::Endorsement,
     },
+    /// "Your alert records (held and kept on disk) last changed after `since`, newest
+    /// first, at most `limit`, in `state` if given": asked by a node of the region that
+    /// lists the region's alert history; answered [`Response::AlertRecords`].
+    AlertRecords {
+        region: String,
+        since: u64,
+        state: Option<String>,
+        limit: u32,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -176,6 +185,8 @@ pub enum Response {
         #[serde(with = "serde_bytes")]
         chunk: Vec<u8>,
     },
+    /// The answer to [`Request::AlertRecords`]: as many as fit a frame, newest first.
+    AlertRecords(Vec<crate::alerting::Record>),
     /// The request was understood but refused; the text says why.
     Refused(String),
     /// The request was not taken: its sender is over its budget on this node (too many

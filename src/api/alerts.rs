@@ -7,6 +7,8 @@
 //!   alerts this node's history on disk keeps (resolved ones of up to
 //!   `alerts.history_days` ago, after a restart too) are merged in, each once (the newer
 //!   copy wins) and marked `"history_source": "disk"`;
+//! - `GET /api/v1/alerts?scope=region`: every live region member's records (held and on
+//!   disk) merged, each alert once as its newest copy;
 //! - `GET /api/v1/alerts/{id}`: one episode with its labels, annotations and history,
 //!   from the history on disk when the lifecycle no longer holds it;
 //! - `POST /api/v1/alerts/{id}/ack` (`{"by": ..., "comment": ...}`): acknowledges it,
@@ -26,12 +28,14 @@ use std::collections::HashMap;
 use actix_web::{HttpResponse, web};
 use fleetmesh_actors::actor::alert::{
     Acknowledge, AddSilence, Alerts, ExpireSilence, GetAlert, GetAlerts, GetRecords, GetSilences,
-    ResolveAlert,
+    HeldRecords, ResolveAlert,
 };
+use fleetmesh_actors::actor::heartbeat::GetSnapshot;
 use fleetmesh_actors::alert::Entry;
 use fleetmesh_actors::alerting::history::last_change;
 use fleetmesh_actors::alerting::silence::{self, am};
 use fleetmesh_actors::alerting::{Error, Listed, Record, labels};
+use fleetmesh_actors::node;
 use serde::Deserialize;
 
 use super::{Problem, ask, bad_request, unavailable};
@@ -55,6 +59,8 @@ pub struct Query {
     pub limit: Option<usize>,
     /// Only alerts in this state.
     pub state: Option<String>,
+    /// `node` (default): this node's alerts; `region`: every live member's, merged.
+    pub scope: Option<String>,
 }
 
 pub async fn list(shared: web::Data<Shared>, q: web::Query<Query>) -> HttpResponse {
@@ -62,6 +68,13 @@ pub async fn list(shared: web::Data<Shared>, q: web::Query<Query>) -> HttpRespon
         && !STATES.contains(&s.as_str())
     {
         return bad_request(format!("unknown state `{s}`: one of {}", STATES.join(", ")));
+    }
+    match q.scope.as_deref() {
+        None | Some("node") => {}
+        Some("region") => return region(&shared, &q).await,
+        Some(other) => {
+            return bad_request(format!("unknown scope `{other}`: `node` or `region`"));
+        }
     }
     let query = GetAlerts {
         since: q.since,
@@ -159,6 +172,101 @@ fn merged(
         o.insert("alerts".into(), alerts.into());
     }
     out
+}
+
+/// How long each member has to answer `?scope=region`.
+const MEMBER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `GET /api/v1/alerts?scope=region`: the alert records of every live member of this
+/// node's region (what each holds and keeps on disk: the master has its members' alerts,
+/// each member its own, a member that was master its region's of then), merged: each
+/// alert once, as its newest copy, newest first. Members that do not answer within
+/// [`MEMBER_WAIT`] are named in `unanswered`.
+async fn region(shared: &Shared, q: &Query) -> HttpResponse {
+    use fleetmesh_actors::alerting::history::newest_fitting;
+    use fleetmesh_actors::membership::Status;
+    use fleetmesh_actors::wire::{Request, Response};
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let (since, state) = (q.since, q.state.clone());
+    let Some(mut records) = ask(
+        &shared.alerts,
+        HeldRecords {
+            since,
+            state: state.clone(),
+            limit,
+        },
+    )
+    .await
+    else {
+        return unavailable("the alert actor");
+    };
+    if let Some(store) = shared.alert_history.clone() {
+        let wanted = state.clone();
+        if let Ok(Ok(kept)) = web::block(move || store.since(since, wanted.as_deref(), limit)).await
+        {
+            records.extend(kept);
+        }
+    }
+    let Some(snap) = ask(&shared.heartbeat, GetSnapshot).await else {
+        return unavailable("the heartbeat actor");
+    };
+    let members: Vec<(node::Id, String)> = snap
+        .peers
+        .iter()
+        .filter_map(|p| {
+            let info = p.member.info.as_ref()?;
+            (info.region == shared.info.region
+                && matches!(p.member.status, Status::Alive | Status::Suspect))
+            .then(|| (p.member.id.clone(), info.name.clone()))
+        })
+        .collect();
+    let asked = members.iter().map(|(peer, name)| {
+        let request = Request::AlertRecords {
+            region: shared.info.region.clone(),
+            since,
+            state: state.clone(),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        async move {
+            let answer = super::twins::ask_peer(shared, peer.clone(), request, MEMBER_WAIT).await;
+            (name.clone(), answer)
+        }
+    });
+    let mut answered = vec![shared.info.name.clone()];
+    let mut unanswered = Vec::new();
+    for (name, answer) in futures::future::join_all(asked).await {
+        match answer {
+            Ok(Response::AlertRecords(list)) => {
+                answered.push(name);
+                records.extend(list);
+            }
+            Ok(other) => unanswered.push(serde_json::json!({
+                "node": name,
+                "why": format!("answered {}", short(&other)),
+            })),
+            Err(e) => unanswered.push(serde_json::json!({ "node": name, "why": e.to_string() })),
+        }
+    }
+    let alerts: Vec<Listed> = newest_fitting(records, limit, usize::MAX)
+        .iter()
+        .map(listed_of)
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({
+        "scope": "region",
+        "region": shared.info.region,
+        "alerts": alerts,
+        "answered": answered,
+        "unanswered": unanswered,
+    }))
+}
+
+/// A response named in a few words, for `unanswered`.
+fn short(r: &fleetmesh_actors::wire::Response) -> String {
+    match r {
+        fleetmesh_actors::wire::Response::Refused(why) => format!("refused: {why}"),
+        fleetmesh_actors::wire::Response::Busy { why, .. } => format!("busy: {why}"),
+        _ => "something else".into(),
+    }
 }
 
 /// A record as `GET /api/v1/alerts` lists an alert.

@@ -295,7 +295,7 @@ pub async fn sbom(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpR
 }
 
 /// Why asking a peer over the network brought no answer.
-enum Asked {
+pub(super) enum Asked {
     /// The network's request queue is full.
     QueueFull,
     /// The request failed (unreachable, refused by the transport).
@@ -305,8 +305,19 @@ enum Asked {
     TimedOut,
 }
 
+impl std::fmt::Display for Asked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Asked::QueueFull => f.write_str("the network's request queue is full"),
+            Asked::Failed(why) => f.write_str(why),
+            Asked::Stopped => f.write_str("the network stopped"),
+            Asked::TimedOut => f.write_str("no answer in time"),
+        }
+    }
+}
+
 /// Asks peer `to` and waits at most `wait` for its answer.
-async fn ask_peer(
+pub(super) async fn ask_peer(
     shared: &Shared,
     to: node::Id,
     request: fleetmesh_actors::wire::Request,
@@ -335,13 +346,9 @@ async fn sbom_of(shared: &Shared, row: &Row) -> Result<Vec<u8>, String> {
             offset: doc.len() as u64,
         };
         let wait = std::time::Duration::from_secs(5);
-        let answer = match ask_peer(shared, node::Id(row.peer.clone()), request, wait).await {
-            Ok(a) => a,
-            Err(Asked::QueueFull) => return Err("the network's request queue is full".into()),
-            Err(Asked::Failed(why)) => return Err(why),
-            Err(Asked::Stopped) => return Err("the network stopped".into()),
-            Err(Asked::TimedOut) => return Err("no answer within 5 s".into()),
-        };
+        let answer = ask_peer(shared, node::Id(row.peer.clone()), request, wait)
+            .await
+            .map_err(|e| e.to_string())?;
         match answer {
             Response::Sbom { total, chunk } => {
                 if total > 16 << 20 {

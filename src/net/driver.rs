@@ -140,7 +140,15 @@ pub struct RegionLinks {
     pub endorse: Recipient<fleetmesh_actors::actor::region::EndorseIn>,
     /// The master's answers to this node's twin reports (its drift's first-seen times).
     pub twin_taken: Recipient<fleetmesh_actors::actor::twin::Observe>,
+    /// The alert records this node holds, and its alert history on disk (if kept), asked
+    /// by nodes of the region that list the region's history.
+    pub alert_records: Recipient<fleetmesh_actors::actor::alert::HeldRecords>,
+    pub alert_history: Option<Arc<crate::alert::history::Store>>,
 }
+
+/// Alert records one answer carries at most, and the bytes they take (a frame is 64 KiB).
+const ALERT_RECORDS_MAX: usize = 1000;
+const ALERT_RECORDS_BYTES: usize = 48 * 1024;
 
 /// A request whose answer goes back to the asker: the answer, or why none came.
 #[derive(Debug)]
@@ -753,6 +761,51 @@ impl Driver {
         self.respond(channel, reply);
     }
 
+    /// A node of the region lists the region's alert history: this node's records, held
+    /// and on disk, newest first, as many as fit a frame.
+    fn on_alert_records(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<wire::Response>,
+        region: String,
+        since: u64,
+        state: Option<String>,
+        limit: u32,
+    ) {
+        let links = self.region_links.clone();
+        let Some((links, channel)) =
+            self.serving(peer, links, "alert records", "alerts", &region, channel)
+        else {
+            return;
+        };
+        let limit = (limit as usize).min(ALERT_RECORDS_MAX);
+        let held = links
+            .alert_records
+            .send(fleetmesh_actors::actor::alert::HeldRecords {
+                since,
+                state: state.clone(),
+                limit,
+            });
+        let store = links.alert_history.clone();
+        self.respond_later(peer, channel, async move {
+            let mut records = held.await.unwrap_or_default();
+            if let Some(store) = store {
+                let kept = tokio::task::spawn_blocking(move || {
+                    store.since(since, state.as_deref(), limit)
+                })
+                .await;
+                if let Ok(Ok(kept)) = kept {
+                    records.extend(kept);
+                }
+            }
+            wire::Response::AlertRecords(fleetmesh_actors::alerting::history::newest_fitting(
+                records,
+                limit,
+                ALERT_RECORDS_BYTES,
+            ))
+        });
+    }
+
     /// A voter's endorsement: only of the voter that sends it, for the region actor.
     fn on_endorse(
         &mut self,
@@ -1062,6 +1115,15 @@ impl Driver {
                             self.on_sbom(peer, channel, offset);
                             return;
                         }
+                        wire::Request::AlertRecords {
+                            region,
+                            since,
+                            state,
+                            limit,
+                        } => {
+                            self.on_alert_records(peer, channel, region, since, state, limit);
+                            return;
+                        }
                         wire::Request::Endorse {
                             region,
                             term,
@@ -1164,7 +1226,8 @@ impl Driver {
                     wire::Response::Digest(_)
                     | wire::Response::Verdict(_)
                     | wire::Response::Twin(_)
-                    | wire::Response::Sbom { .. } => {}
+                    | wire::Response::Sbom { .. }
+                    | wire::Response::AlertRecords(_) => {}
                 },
             },
             request_response::Event::OutboundFailure {

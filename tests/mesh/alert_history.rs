@@ -2,7 +2,9 @@
 //! operator is listed, with its state history, after the node stops cleanly and starts
 //! again on the same data dir, and is removed at start when the bounds leave no room
 //! for it; a history file that does not read is set aside, said at
-//! ERROR, and the node runs on with a new one.
+//! ERROR, and the node runs on with a new one. `?scope=region` merges every live
+//! member's records, so a member's resolved alert is listed on any node of its region
+//! after the master that held it is gone.
 
 use std::time::Duration;
 
@@ -175,4 +177,73 @@ async fn an_unreadable_history_file_is_set_aside_and_the_node_runs_on() {
     .await;
     assert_eq!(code, 200, "{answer}");
     listed_resolved(&node, &id).await;
+}
+
+/// The region's history merged by the API: a member's alert, resolved by an operator,
+/// then the master killed. Another member never held that alert, and the new master
+/// holds only the open alerts members send it; `?scope=region` on either lists it, from
+/// the member that raised it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_scope_merges_every_members_alerts_after_the_master_is_gone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("node.toml");
+    std::fs::write(&config, "[alerts.route]\ngroup_wait_ms = 0\n").expect("node config");
+    let policy = policies(tmp.path());
+    let (mut nodes, etcs, m) =
+        crate::policy::baseline_region(tmp.path(), "hr", 3, &config, &policy).await;
+    let (b, c) = ((m + 1) % 3, (m + 2) % 3);
+    add_users(&etcs[b], &["intruder"]);
+    let id = wait_for("the member's alert", WAIT, || async {
+        let v: Value = get(&nodes[b].url("/api/v1/alerts?limit=100")).await;
+        v["alerts"]
+            .as_array()
+            .and_then(|l| l.iter().find(|a| a["action"] == "unauthorized_access"))
+            .and_then(|a| a["id"].as_str().map(str::to_string))
+            .ok_or_else(|| v["alerts"].to_string())
+    })
+    .await;
+    let (status, answer) = post(
+        &nodes[b].url(&format!("/api/v1/alerts/{id}/resolve")),
+        serde_json::json!({"by": "ana"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    listed_resolved(&nodes[b], &id).await;
+    nodes[m].kill9();
+    let region_lists = |n: usize| {
+        let url = nodes[n].url("/api/v1/alerts?scope=region&state=resolved&limit=100");
+        let id = id.clone();
+        async move {
+            let v: Value = get(&url).await;
+            v["alerts"]
+                .as_array()
+                .and_then(|l| l.iter().find(|a| a["id"] == id.as_str()).cloned())
+                .map(|a| (a, v.clone()))
+                .ok_or_else(|| v.to_string())
+        }
+    };
+    let (alert, answer) = wait_for("the region's list on another member", WAIT, || {
+        region_lists(c)
+    })
+    .await;
+    assert_eq!(alert["state"], "resolved", "{alert}");
+    assert_eq!(answer["scope"], "region", "{answer}");
+    assert!(
+        answer["answered"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|n| n == nodes[b].name.as_str())),
+        "{answer}"
+    );
+    // That member's own list does not hold it: the region's list came from the raiser.
+    let own: Value = get(&nodes[c].url("/api/v1/alerts?state=resolved&limit=100")).await;
+    assert!(
+        own["alerts"]
+            .as_array()
+            .is_none_or(|l| l.iter().all(|a| a["id"] != id.as_str())),
+        "{own}"
+    );
+    let refused = reqwest::get(nodes[c].url("/api/v1/alerts?scope=world"))
+        .await
+        .expect("answered");
+    assert_eq!(refused.status(), 400);
 }

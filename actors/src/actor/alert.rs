@@ -82,6 +82,17 @@ pub struct GetRecords {
     pub ids: Vec<String>,
 }
 
+/// The records this node's lifecycle holds (tracked, or resolved and remembered) whose
+/// last change is after `since` and whose state is `state` (if given), newest first, at
+/// most `limit`: what another node of the region merges into the region's list.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<Record>")]
+pub struct HeldRecords {
+    pub since: u64,
+    pub state: Option<String>,
+    pub limit: usize,
+}
+
 /// An operator acknowledges alert `id`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Ack, alerting::Error>")]
@@ -1082,6 +1093,23 @@ impl Handler<GetRecords> for AlertActor {
                 .map(|id| self.engine.alert(id).cloned())
                 .collect(),
         )
+    }
+}
+
+impl Handler<HeldRecords> for AlertActor {
+    type Result = MessageResult<HeldRecords>;
+
+    fn handle(&mut self, q: HeldRecords, _: &mut Self::Context) -> Self::Result {
+        let mut out: Vec<Record> = self
+            .engine
+            .records()
+            .filter(|r| alerting::history::last_change(r) > q.since)
+            .filter(|r| q.state.as_deref().is_none_or(|s| r.status.name() == s))
+            .cloned()
+            .collect();
+        out.sort_by_key(|r| std::cmp::Reverse(alerting::history::last_change(r)));
+        out.truncate(q.limit);
+        MessageResult(out)
     }
 }
 

@@ -332,6 +332,14 @@ impl Engine {
         }
     }
 
+    /// Every record held: tracked alerts and those resolved and still remembered.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.alerts
+            .values()
+            .map(|t| &t.record)
+            .chain(self.retired.iter())
+    }
+
     /// The alert with this id, tracked or recently resolved.
     pub fn alert(&self, id: &str) -> Option<&Record> {
         match self.ids.get(id) {

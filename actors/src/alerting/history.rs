@@ -138,3 +138,31 @@ pub fn over_bounds(kept: &[Kept], bounds: Bounds, now: u64) -> Vec<String> {
     }
     out
 }
+
+/// `records` (copies of alerts from several places, maybe the same alert twice) as one
+/// list: each alert once, as its newest copy, newest first, at most `limit` and at most
+/// `max_bytes` encoded.
+pub fn newest_fitting(records: Vec<Record>, limit: usize, max_bytes: usize) -> Vec<Record> {
+    let mut by_id: std::collections::HashMap<String, Record> = std::collections::HashMap::new();
+    for r in records {
+        match by_id.get(&r.id) {
+            Some(held) if last_change(held) >= last_change(&r) => {}
+            _ => {
+                by_id.insert(r.id.clone(), r);
+            }
+        }
+    }
+    let mut list: Vec<Record> = by_id.into_values().collect();
+    list.sort_by(|a, b| last_change(b).cmp(&last_change(a)).then(a.id.cmp(&b.id)));
+    let mut out = Vec::new();
+    let mut size = 0;
+    for r in list.into_iter().take(limit) {
+        let len = rmp_serde::to_vec(&r).map_or(max_bytes, |b| b.len());
+        if size + len > max_bytes {
+            break;
+        }
+        size += len;
+        out.push(r);
+    }
+    out
+}
