@@ -23,7 +23,7 @@
 //!   `via`, `approved_at_unix_ms`, `received_at_unix_ms` (as `GET /api/v1/patterns`
 //!   lists it, without the signature and proof);
 //! - `assignment`: a work item of the region's committed assignments that another node
-//!   owns now: `item` (`service:<probe>`, `audit:<peer>`), its `work` and `of` (the two
+//!   owns now: `item` (`probe:<name>`, `audit:<peer>`), its `work` and `of` (the two
 //!   halves of `item`), `from` and `to` (peer ids); one event per item moved;
 //! - `resync`: the stream lost events (`missed`: how many, when known): the client
 //!   reloads what it shows from the REST endpoints.
@@ -411,7 +411,7 @@ mod tests {
                 to: Id("c".into()),
             },
             Moved {
-                item: "service:ssh".into(),
+                item: "probe:ssh".into(),
                 from: Id("b".into()),
                 to: Id("a".into()),
             },
@@ -432,7 +432,7 @@ mod tests {
         assert!(second.contains("event: assignment\n"), "{second}");
         assert!(second.contains("\"item\":\"audit:a\""), "{second}");
         let third = text(&s.next().await.expect("second move"));
-        assert!(third.contains("\"item\":\"service:ssh\""), "{third}");
+        assert!(third.contains("\"item\":\"probe:ssh\""), "{third}");
     }
 
     #[tokio::test]

@@ -56,7 +56,7 @@ pub enum Pushed {
     Reassigned(Arc<Vec<Moved>>),
 }
 
-/// A work item of the region's committed assignments (`service:<probe>`,
+/// A work item of the region's committed assignments (`probe:<name>`,
 /// `audit:<peer>`) that changed owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
@@ -118,13 +118,13 @@ mod tests {
         let before = owners(&[
             ("audit:w3", "w1"),
             ("audit:w1", "w2"),
-            ("service:ssh", "w1"),
+            ("probe:ssh", "w1"),
             ("audit:w9", "w2"),
         ]);
         let after = owners(&[
             ("audit:w3", "w2"),
             ("audit:w1", "w2"),
-            ("service:ssh", "w3"),
+            ("probe:ssh", "w3"),
             ("audit:w4", "w1"),
         ]);
         let m = moved(&before, &after);
@@ -137,7 +137,7 @@ mod tests {
                     to: node::Id("w2".into()),
                 },
                 Moved {
-                    item: "service:ssh".into(),
+                    item: "probe:ssh".into(),
                     from: node::Id("w1".into()),
                     to: node::Id("w3".into()),
                 },
