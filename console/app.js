@@ -3,8 +3,9 @@
 // polled: a one-second clock only re-renders relative times ("12 s ago"). The Drift view
 // (drift.js) and the twin panel of the Node view (twin.js) read their endpoints again
 // when the stream says what they show changed. The fleet graph's authority badges are
-// read from GET /api/v1/fleet/trust at load and again when a region's master changes (at
-// most once per TRUST_EVERY_MS).
+// read from GET /api/v1/fleet/trust at load and again when a region appears or its master
+// changes, or a region heard from has no authority known yet (at most once per
+// TRUST_EVERY_MS).
 'use strict';
 
 const STATES = ['live', 'delayed', 'edge_cached', 'autonomous', 'disconnected', 'returning', 'replaying'];
@@ -144,7 +145,7 @@ function learnedLine(d) {
   const p = d.pattern || {};
   const roles = (p.roles || []).join(', ') || 'any role';
   const by = String(d.by || '?').replace(/^operator /, '');
-  const how = d.via === 'gossip' ? `from region ${d.region} (term ${d.term})` : `committed in ${d.region}`;
+  const how = d.via === 'gossip' ? `published by the master of ${d.region} (term ${d.term})` : `committed in ${d.region}`;
   return `${p.kind} ${p.subject} (${p.change}) on ${roles}, approved by ${by}, ${how}`;
 }
 

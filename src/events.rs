@@ -17,8 +17,9 @@
 //! - `census`: a region's members and master: this node's own region as it sees it
 //!   (with every heartbeat, `source` `local`), or another region as its master published
 //!   it (`source` `master`, `received_unix_ms`), as `GET /api/v1/census` lists them;
-//! - `learned`: a pattern this node learned, once: committed to its region's log (`via`
-//!   `log`) or published by another region's master (`gossip`): `id`, `pattern`
+//! - `learned`: a pattern this node learned, once, by whichever way came first: its
+//!   region's log (`via` `log`) or a master's signed publication on the fleet topic
+//!   (`gossip`; another region's, or its own master's before the log): `id`, `pattern`
 //!   (`roles`, `kind`, `change`, `subject`, `after`), `region`, `term`, `master`, `by`,
 //!   `via`, `approved_at_unix_ms`, `received_at_unix_ms` (as `GET /api/v1/patterns`
 //!   lists it, without the signature and proof);

@@ -111,6 +111,39 @@ pub fn authority(
     json!({ "state": state, "reason": reason, "own": own })
 }
 
+/// `POST /api/v1/region/charter`: body a [`Charter`] as JSON.
+pub async fn charter(shared: web::Data<Shared>, body: web::Json<Charter>) -> HttpResponse {
+    let c = body.into_inner();
+    if !shared.trust.keys.has_admin() {
+        return HttpResponse::Conflict().json(Problem {
+            error: "fleet.admin_key is not set on this node: it cannot check a charter".into(),
+        });
+    }
+    if c.region != shared.info.region {
+        return HttpResponse::Conflict().json(Problem {
+            error: format!(
+                "the charter is for region {}; this node is in {}: post it to a node of that region",
+                c.region, shared.info.region
+            ),
+        });
+    }
+    if c.voters.is_empty() {
+        return bad_request("a charter names at least one voter".into());
+    }
+    if shared.trust.keys.admin(&c.signed_bytes(), &c.sig) != Some(true) {
+        return HttpResponse::Forbidden().json(Problem {
+            error: "the charter's signature is not the fleet admin key's (fleet.admin_key)".into(),
+        });
+    }
+    let answer = json!({"region": c.region, "voters": c.voters, "issued_unix_ms": c.issued_unix_ms, "committed": false});
+    let msg = fleetmesh_actors::actor::alert::Replicate(Operator::Charter(Box::new(c)));
+    match ask(&shared.region, msg).await {
+        Some(Ok(())) => HttpResponse::Accepted().json(answer),
+        Some(Err(why)) => HttpResponse::Conflict().json(Problem { error: why }),
+        None => unavailable("the region actor"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,38 +181,5 @@ mod tests {
             "unverified"
         );
         assert_eq!(authority(None, None, false)["state"], "unverified");
-    }
-}
-
-/// `POST /api/v1/region/charter`: body a [`Charter`] as JSON.
-pub async fn charter(shared: web::Data<Shared>, body: web::Json<Charter>) -> HttpResponse {
-    let c = body.into_inner();
-    if !shared.trust.keys.has_admin() {
-        return HttpResponse::Conflict().json(Problem {
-            error: "fleet.admin_key is not set on this node: it cannot check a charter".into(),
-        });
-    }
-    if c.region != shared.info.region {
-        return HttpResponse::Conflict().json(Problem {
-            error: format!(
-                "the charter is for region {}; this node is in {}: post it to a node of that region",
-                c.region, shared.info.region
-            ),
-        });
-    }
-    if c.voters.is_empty() {
-        return bad_request("a charter names at least one voter".into());
-    }
-    if shared.trust.keys.admin(&c.signed_bytes(), &c.sig) != Some(true) {
-        return HttpResponse::Forbidden().json(Problem {
-            error: "the charter's signature is not the fleet admin key's (fleet.admin_key)".into(),
-        });
-    }
-    let answer = json!({"region": c.region, "voters": c.voters, "issued_unix_ms": c.issued_unix_ms, "committed": false});
-    let msg = fleetmesh_actors::actor::alert::Replicate(Operator::Charter(Box::new(c)));
-    match ask(&shared.region, msg).await {
-        Some(Ok(())) => HttpResponse::Accepted().json(answer),
-        Some(Err(why)) => HttpResponse::Conflict().json(Problem { error: why }),
-        None => unavailable("the region actor"),
     }
 }

@@ -88,7 +88,12 @@ async fn the_stream_tells_a_learned_pattern_and_the_trust_endpoint_each_authorit
     let learned = stream_until(stream, "learned", |d| d["pattern"]["subject"] == "deploy").await;
     assert_eq!(learned["by"], "operator alice", "{learned}");
     assert_eq!(learned["region"], "eu", "{learned}");
-    assert_eq!(learned["via"], "log", "{learned}");
+    // By its own region's log or the master's publication on the fleet topic, whichever
+    // came first.
+    assert!(
+        learned["via"] == "log" || learned["via"] == "gossip",
+        "{learned}"
+    );
     assert!(learned.get("signature").is_none(), "{learned}");
 
     let trust = wait_for("us believed by founding trust", CONVERGE, || async {
@@ -136,12 +141,7 @@ async fn the_console_shows_learned_patterns_and_each_regions_authority() {
         )
         .await;
     let line = line.as_str().unwrap_or_default();
-    for want in [
-        "learned: user deploy",
-        "on web",
-        "approved by alice",
-        "in eu",
-    ] {
+    for want in ["learned: user deploy", "on web", "approved by alice", "eu"] {
         assert!(line.contains(want), "{want} in {line}");
     }
     browser.screenshot("events-learned").await;

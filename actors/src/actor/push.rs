@@ -48,8 +48,9 @@ pub enum Pushed {
         summary: Arc<crate::census::Summary>,
         received_unix_ms: Option<u64>,
     },
-    /// A pattern this node learned, once: an approval committed to its region's log, or
-    /// one another region's master published (as `GET /api/v1/patterns` lists it).
+    /// A pattern this node learned, once, by whichever way came first: an approval
+    /// committed to its region's log, or one a master published on the fleet topic (as
+    /// `GET /api/v1/patterns` lists it).
     Learned(Box<crate::fleet::Learned>),
     /// Work items of the region's committed assignments that another node owns now (one
     /// push per change of the committed state that moved any).
