@@ -2,7 +2,10 @@
 // (GET /api/v1/events). No request leaves the node that serves the page, and nothing is
 // polled: a one-second clock only re-renders relative times ("12 s ago"). The Drift view
 // (drift.js) and the twin panel of the Node view (twin.js) read their endpoints again
-// when the stream says what they show changed.
+// when the stream says what they show changed. The fleet graph's authority badges are
+// read from GET /api/v1/fleet/trust at load and again when a region appears or its master
+// changes, or a region heard from has no authority known yet (at most once per
+// TRUST_EVERY_MS).
 'use strict';
 
 const STATES = ['live', 'delayed', 'edge_cached', 'autonomous', 'disconnected', 'returning', 'replaying'];
@@ -13,6 +16,8 @@ const HOUR_MS = 3600 * 1000;
 const STALE_MS = 10000;
 // Beyond this many nodes the graph collapses regions into counts by default.
 const COLLAPSE_AT = 300;
+// The trust endpoint is read again at most this often.
+const TRUST_EVERY_MS = 2000;
 
 const S = {
   me: null,            // GET /api/v1/node
@@ -31,6 +36,9 @@ const S = {
   since: new Map(),    // peer -> [state, first seen in that state (page clock)]
   names: new Map(),    // peer -> name
   drawn: new Map(),    // region -> its drawn group, reused while its summary is the same
+  authority: null,     // region -> {state, reason, own}, from GET /api/v1/fleet/trust
+  trustReadAt: 0,      // when it was last read (page clock)
+  trustTimer: null,    // a read waiting for its turn
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -131,6 +139,23 @@ function spikeLine(s) {
   return { at: s.at_unix_ms, kind: 'spike', text: `${s.change} ${s.kind} ${s.subject} (${s.severity}, #${s.seq})` };
 }
 
+// What a learned pattern approves, by whom, and how it came: "user deploy (added) on
+// web, approved by alice, committed in eu".
+function learnedLine(d) {
+  const p = d.pattern || {};
+  const roles = (p.roles || []).join(', ') || 'any role';
+  const by = String(d.by || '?').replace(/^operator /, '');
+  const how = d.via === 'gossip' ? `published by the master of ${d.region} (term ${d.term})` : `committed in ${d.region}`;
+  return `${p.kind} ${p.subject} (${p.change}) on ${roles}, approved by ${by}, ${how}`;
+}
+
+// A work item that changed owner: "audit of w3 moved from w1 to w2", "probe ssh moved
+// from w1 to w2".
+function assignmentLine(d) {
+  const what = d.work === 'audit' ? `audit of ${nameOf(d.of)}` : `${d.work}${d.of ? ` ${d.of}` : ''}`;
+  return `${what} moved from ${nameOf(d.from)} to ${nameOf(d.to)}`;
+}
+
 function takeDecision(d) {
   // Approved metric moves are the bulk of decisions and say little: violations stay.
   if (d.kind === 'metric' && d.decision === 'approved') return;
@@ -165,7 +190,43 @@ async function load() {
   // What the stream may have missed: read again when shown.
   driftWanted();
   if (T.peer) readTwin().catch(report);
+  trustWanted();
   render();
+}
+
+// Reads the regions' authority again, at most once per TRUST_EVERY_MS: a wish made
+// meanwhile waits for the next turn (one read for all of them).
+function trustWanted() {
+  if (S.trustTimer) return;
+  const wait = Math.max(0, S.trustReadAt + TRUST_EVERY_MS - Date.now());
+  S.trustTimer = setTimeout(() => {
+    S.trustTimer = null;
+    S.trustReadAt = Date.now();
+    api('/api/v1/fleet/trust').then((t) => {
+      S.authority = new Map(Object.entries((t && t.authority) || {}));
+      schedule();
+    }).catch(report);
+  }, wait);
+}
+
+// The badge of a region's authority: [state, text, title].
+function authorityOf(region) {
+  const a = S.authority && S.authority.get(region);
+  if (!S.authority) return ['unknown', 'authority: reading…', ''];
+  const state = a ? a.state : 'unverified';
+  const text = {
+    chartered: 'chartered',
+    founding: a && a.own ? 'founding' : 'founding (trusted on first use)',
+    refused: `refused: ${a && a.reason}`,
+  }[state] || 'unverified';
+  const lately = a && a.reason && state !== 'refused' && state !== 'unverified' ? ` · refused lately: ${a.reason}` : '';
+  const title = a && a.own
+    ? "this region's own consensus; other regions believe it by this root of its voters"
+    : state === 'founding' ? "its master's proof verified against its founding voters, trusted on first use"
+      : state === 'chartered' ? "its master's proof verified against voters chartered with the fleet admin key"
+        : state === 'refused' ? "its master's proof was refused: its summaries, approvals and emergencies are not believed"
+          : 'no proof of its master verified here yet';
+  return [state, `${a && a.own ? 'own region · ' : ''}${text}${lately}`, title];
 }
 
 async function loadAlerts() {
@@ -257,6 +318,12 @@ function connect() {
     const before = S.regions.get(d.region);
     takeCensus(d, d.received_unix_ms);
     driftFromCensus(d);
+    // A new region or master: its authority may have changed. A region heard from
+    // whose authority is not known yet is read again too (until it is).
+    const a = S.authority && S.authority.get(d.region);
+    if (!before || before.master !== d.master || before.term !== d.term || (d.master && (!a || a.state === 'unverified'))) {
+      trustWanted();
+    }
     if (before && before.master !== d.master) {
       pushEvent('failover', `region ${d.region}: master ${d.master ? nameOf(d.master) : 'none'} (term ${d.term})`, d.at_unix_ms);
     }
@@ -274,6 +341,7 @@ function connect() {
   on('region', (d) => {
     // Another master: the region's drift is judged elsewhere now.
     driftWanted();
+    trustWanted();
     pushEvent('region', d.master ? `master of ${S.me ? S.me.region : 'the region'}: ${nameOf(d.master)} (term ${d.term})${d.leading ? ', this node' : ''}` : 'no master known for this region', d.at_unix_ms);
   });
   on('alert', (d) => {
@@ -294,6 +362,8 @@ function connect() {
     if (d.kind !== 'metric') { driftAfterChange(d); twinAfterChange(d.origin); }
   });
   on('decision', (d) => takeDecision(d));
+  on('learned', (d) => pushEvent('learned', learnedLine(d), d.at_unix_ms));
+  on('assignment', (d) => pushEvent('assignment', assignmentLine(d), d.at_unix_ms));
   on('resync', () => { load().catch(report); });
 }
 
@@ -424,18 +494,28 @@ function renderGraph() {
       if (kept.title.textContent !== title) kept.title.textContent = title;
       const stale = r.region !== S.me.region && Date.now() - r.seenAt > STALE_MS;
       if (kept.box.classList.contains('stale') !== stale) kept.box.classList.toggle('stale', stale);
+      setBadge(kept.badge, r.region);
       parts.push(kept.box);
     } else {
       const box = drawRegion(r, collapsed);
       // In place: moving every box would make the browser lay them all out again.
       if (kept && kept.box.parentNode) kept.box.replaceWith(box);
-      S.drawn.set(r.region, { summary: r, collapsed, box, title: box.querySelector('.region-title') });
+      S.drawn.set(r.region, { summary: r, collapsed, box, title: box.querySelector('.region-title'), badge: box.querySelector('.authority') });
       parts.push(box);
     }
   }
   const graph = $('#graph');
   const same = parts.length === graph.childNodes.length && parts.every((p, i) => graph.childNodes[i] === p);
   if (!same) graph.replaceChildren(...parts);
+}
+
+// Writes a region's authority badge, only where it changed.
+function setBadge(badge, region) {
+  const [state, text, title] = authorityOf(region);
+  if (badge.textContent === text && badge.dataset.authority === state) return;
+  badge.textContent = text;
+  badge.dataset.authority = state;
+  badge.title = title;
 }
 
 function regionTitle(r) {
@@ -458,6 +538,9 @@ function drawRegion(r, collapsed) {
     'data-term': r.term,
   });
   box.append(el('div', { class: 'region-title', text: regionTitle(r) }));
+  const badge = el('div', { class: 'authority', 'data-testid': 'authority' });
+  setBadge(badge, r.region);
+  box.append(badge);
   if (collapsed) {
     box.append(drawCounts(r));
     return box;

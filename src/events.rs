@@ -17,6 +17,15 @@
 //! - `census`: a region's members and master: this node's own region as it sees it
 //!   (with every heartbeat, `source` `local`), or another region as its master published
 //!   it (`source` `master`, `received_unix_ms`), as `GET /api/v1/census` lists them;
+//! - `learned`: a pattern this node learned, once, by whichever way came first: its
+//!   region's log (`via` `log`) or a master's signed publication on the fleet topic
+//!   (`gossip`; another region's, or its own master's before the log): `id`, `pattern`
+//!   (`roles`, `kind`, `change`, `subject`, `after`), `region`, `term`, `master`, `by`,
+//!   `via`, `approved_at_unix_ms`, `received_at_unix_ms` (as `GET /api/v1/patterns`
+//!   lists it, without the signature and proof);
+//! - `assignment`: a work item of the region's committed assignments that another node
+//!   owns now: `item` (`probe:<name>`, `audit:<peer>`), its `work` and `of` (the two
+//!   halves of `item`), `from` and `to` (peer ids); one event per item moved;
 //! - `resync`: the stream lost events (`missed`: how many, when known): the client
 //!   reloads what it shows from the REST endpoints.
 //!
@@ -28,7 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use fleetmesh_actors::actor::push::Pushed;
+use fleetmesh_actors::actor::push::{Moved, Pushed};
+use fleetmesh_actors::fleet::Learned;
 use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -238,7 +248,37 @@ fn render(hub: &Hub, p: Pushed) {
             });
             hub.publish("census", data)
         }
+        Pushed::Learned(l) => hub.publish("learned", learned(&l)),
+        Pushed::Reassigned(moves) => {
+            for m in moves.iter() {
+                hub.publish("assignment", assignment(m));
+            }
+        }
     }
+}
+
+/// A learned pattern for the stream: what it approves, where from and by whom; not its
+/// signature nor its proof (up to tens of KiB, checked already; the API has them).
+fn learned(l: &Learned) -> Value {
+    let a = &l.approval;
+    json!({
+        "id": l.id,
+        "pattern": a.pattern,
+        "region": a.region,
+        "term": a.term,
+        "master": a.master,
+        "by": a.by,
+        "via": l.via,
+        "approved_at_unix_ms": a.approved_at_unix_ms,
+        "received_at_unix_ms": l.received_at_unix_ms,
+    })
+}
+
+/// A moved work item for the stream, its item split at the first `:` (`audit:<peer>`:
+/// work `audit` of that peer); an item without one is all `work`.
+fn assignment(m: &Moved) -> Value {
+    let (work, of) = m.item.split_once(':').unwrap_or((&m.item, ""));
+    json!({ "item": m.item, "work": work, "of": of, "from": m.from, "to": m.to })
 }
 
 fn json_of(v: &impl serde::Serialize) -> Value {
@@ -313,6 +353,87 @@ mod tests {
         assert!(text(&s.next().await.expect("resync")).starts_with("event: resync\n"));
         hub.publish("node", json!({}));
         assert!(text(&s.next().await.expect("live")).starts_with("id: 2002\n"));
+    }
+
+    #[test]
+    fn a_moved_item_names_its_work_whose_it_is_and_both_owners() {
+        use fleetmesh_actors::node::Id;
+        let m = Moved {
+            item: "audit:12D3w3".into(),
+            from: Id("12D3w1".into()),
+            to: Id("12D3w2".into()),
+        };
+        assert_eq!(
+            assignment(&m),
+            json!({ "item": "audit:12D3w3", "work": "audit", "of": "12D3w3",
+                    "from": "12D3w1", "to": "12D3w2" })
+        );
+        let odd = Moved {
+            item: "plain".into(),
+            ..m
+        };
+        assert_eq!(assignment(&odd)["work"], "plain");
+        assert_eq!(assignment(&odd)["of"], "");
+    }
+
+    #[tokio::test]
+    async fn a_learned_pattern_and_moved_items_become_events() {
+        use fleetmesh_actors::fleet::{Approval, Pattern, Via};
+        use fleetmesh_actors::node::Id;
+        let hub = Arc::new(Hub::starting_at(0));
+        let mut s = Box::pin(hub.subscribe(None));
+        s.next().await.expect("opening");
+        let pattern: Pattern = serde_json::from_value(json!({
+            "roles": ["web"], "kind": "user", "change": "added", "subject": "deploy",
+        }))
+        .expect("a pattern");
+        let approval = Approval {
+            pattern,
+            region: "eu".into(),
+            term: 3,
+            master: Id("m".into()),
+            by: "operator alice".into(),
+            approved_at_unix_ms: 10,
+            public_key: vec![1; 36],
+            signature: vec![2; 64],
+            proof: None,
+        };
+        let l = Learned {
+            id: approval.id(),
+            approval,
+            received_at_unix_ms: 11,
+            via: Via::Log,
+        };
+        render(&hub, Pushed::Learned(Box::new(l)));
+        let moves = vec![
+            Moved {
+                item: "audit:a".into(),
+                from: Id("b".into()),
+                to: Id("c".into()),
+            },
+            Moved {
+                item: "probe:ssh".into(),
+                from: Id("b".into()),
+                to: Id("a".into()),
+            },
+        ];
+        render(&hub, Pushed::Reassigned(Arc::new(moves)));
+        let first = text(&s.next().await.expect("learned"));
+        assert!(first.contains("event: learned\n"), "{first}");
+        for want in [
+            "\"subject\":\"deploy\"",
+            "\"by\":\"operator alice\"",
+            "\"via\":\"log\"",
+            "\"term\":3",
+        ] {
+            assert!(first.contains(want), "{want} in {first}");
+        }
+        assert!(!first.contains("signature"), "{first}");
+        let second = text(&s.next().await.expect("first move"));
+        assert!(second.contains("event: assignment\n"), "{second}");
+        assert!(second.contains("\"item\":\"audit:a\""), "{second}");
+        let third = text(&s.next().await.expect("second move"));
+        assert!(third.contains("\"item\":\"probe:ssh\""), "{third}");
     }
 
     #[tokio::test]

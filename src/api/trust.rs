@@ -4,7 +4,8 @@
 //! - `GET /api/v1/fleet/trust`: whether an admin key is configured; this region's chain
 //!   (each link's kind, voters and digest) and whether this node holds a proof as master;
 //!   every other region's verified authority (root, head, voters, term, master); the
-//!   latest refusals with their reasons.
+//!   latest refusals with their reasons; and, per region, the authority in one word for
+//!   the console ([`authority`]).
 //! - `POST /api/v1/region/charter`: a charter signed with the fleet admin key (made by
 //!   `fleetmesh region charter`), checked here, committed to the region's log by its
 //!   master. From then on it is the root of the region's voters of record.
@@ -12,7 +13,7 @@
 use actix_web::{HttpResponse, web};
 use fleetmesh_actors::actor::region::GetRegion;
 use fleetmesh_actors::region::Operator;
-use fleetmesh_actors::trust::{Anchor, Charter, Verify};
+use fleetmesh_actors::trust::{Anchor, Charter, Refusal, Verify};
 use serde_json::json;
 
 use super::{Problem, ask, bad_request, unavailable};
@@ -44,6 +45,25 @@ pub async fn trust(shared: web::Data<Shared>) -> HttpResponse {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let refused: Vec<_> = registry.refused().rev().take(32).collect();
+    // Each region's standing: the own region's from its committed root, another's from
+    // what was verified here, and from its latest refusal (the newest are first).
+    let own_root = chain.first().and_then(|l| l["kind"].as_str());
+    let mut standing = serde_json::Map::new();
+    standing.insert(shared.info.region.clone(), authority(own_root, None, true));
+    for (name, k) in registry.regions() {
+        let later = registry.refused().rev().find(|f| {
+            &f.region == name && f.at_unix_ms > k.verified_unix_ms && f.why != Refusal::Unverified
+        });
+        standing.insert(
+            name.clone(),
+            authority(Some(k.root_kind), later.map(|f| &f.why), false),
+        );
+    }
+    for f in registry.refused().rev() {
+        if f.region != shared.info.region && !standing.contains_key(&f.region) {
+            standing.insert(f.region.clone(), authority(None, Some(&f.why), false));
+        }
+    }
     HttpResponse::Ok().json(json!({
         "admin_key": shared.trust.keys.has_admin(),
         "region": {
@@ -58,7 +78,37 @@ pub async fn trust(shared: web::Data<Shared>) -> HttpResponse {
         "regions": registry.regions(),
         "refused": refused,
         "refused_total": registry.refused_total(),
+        "authority": standing,
     }))
+}
+
+/// A region's authority in one word, for the console's fleet graph: `chartered` or
+/// `founding` (trusted on first use) by the root of its voters of record (for another
+/// region, as verified here), else `refused` when a proof was refused, else `unverified`
+/// (nothing verified yet, or only brief proofs). `reason`: the latest refusal (of a
+/// region believed: one since it was verified, brief proofs aside), by its name
+/// (`no_quorum`, `fork`, ...).
+/// `own`: this node's region, believed from its own consensus.
+pub fn authority(
+    root_kind: Option<&str>,
+    refused: Option<&Refusal>,
+    own: bool,
+) -> serde_json::Value {
+    // A brief proof checked before the full one of a new term arrives is no reason to doubt
+    // a region believed.
+    let refused = refused.filter(|r| root_kind.is_none() || **r != Refusal::Unverified);
+    let reason = refused.and_then(|r| {
+        serde_json::to_value(r)
+            .ok()
+            .and_then(|v| v["why"].as_str().map(str::to_string))
+    });
+    let state = match (root_kind, refused) {
+        (Some("charter"), _) => "chartered",
+        (Some(_), _) => "founding",
+        (None, Some(Refusal::Unverified) | None) => "unverified",
+        (None, Some(_)) => "refused",
+    };
+    json!({ "state": state, "reason": reason, "own": own })
 }
 
 /// `POST /api/v1/region/charter`: body a [`Charter`] as JSON.
@@ -91,5 +141,45 @@ pub async fn charter(shared: web::Data<Shared>, body: web::Json<Charter>) -> Htt
         Some(Ok(())) => HttpResponse::Accepted().json(answer),
         Some(Err(why)) => HttpResponse::Conflict().json(Problem { error: why }),
         None => unavailable("the region actor"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_is_chartered_founding_refused_or_unverified() {
+        assert_eq!(
+            authority(Some("charter"), None, true),
+            json!({"state": "chartered", "reason": null, "own": true})
+        );
+        assert_eq!(
+            authority(Some("founding"), None, false)["state"],
+            "founding"
+        );
+        // Believed, then a forged proof refused: still believed, the refusal said.
+        let forged = authority(Some("founding"), Some(&Refusal::NoQuorum), false);
+        assert_eq!(forged["state"], "founding");
+        assert_eq!(forged["reason"], "no_quorum");
+        assert_eq!(
+            authority(Some("charter"), Some(&Refusal::Unverified), false)["reason"],
+            json!(null)
+        );
+        let refused = authority(None, Some(&Refusal::NeedsCharter), false);
+        assert_eq!(
+            refused,
+            json!({"state": "refused", "reason": "needs_charter", "own": false})
+        );
+        assert_eq!(
+            authority(None, Some(&Refusal::Fork("r".into())), false)["reason"],
+            "fork"
+        );
+        // A brief proof not checkable yet is no refusal of the region.
+        assert_eq!(
+            authority(None, Some(&Refusal::Unverified), false)["state"],
+            "unverified"
+        );
+        assert_eq!(authority(None, None, false)["state"], "unverified");
     }
 }

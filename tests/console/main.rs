@@ -1,8 +1,10 @@
 //! The operator console in a real headless Chromium, against real nodes.
 
+mod assignments;
 mod browser;
 mod drift;
 #[allow(dead_code)]
 #[path = "../mesh/harness.rs"]
 mod harness;
+mod patterns;
 mod views;

@@ -514,7 +514,13 @@ impl Handler<LearnedIn> for PolicyActor {
         }
         let (id, subject) = (a.id(), a.pattern.subject.clone());
         match self.knowledge.offer(a, msg.via, &self.view, now) {
-            Ok(true) => tracing::info!(%id, %subject, via = ?msg.via, "pattern learned"),
+            Ok(true) => {
+                tracing::info!(%id, %subject, via = ?msg.via, "pattern learned");
+                // New patterns are few (the master learns at most fleet.learn_per_minute).
+                if let Some(l) = self.knowledge.all().find(|l| l.id == id) {
+                    push(&self.push, || Pushed::Learned(Box::new(l.clone())));
+                }
+            }
             Ok(false) => {}
             Err(why) => tracing::warn!(%id, %why, "approval refused"),
         }

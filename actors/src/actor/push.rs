@@ -5,6 +5,7 @@
 //! how much it missed (the runtime turns that into a `resync` event). The runtime gives
 //! each event an id and its JSON form; nothing here knows about HTTP.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::Message;
@@ -47,6 +48,41 @@ pub enum Pushed {
         summary: Arc<crate::census::Summary>,
         received_unix_ms: Option<u64>,
     },
+    /// A pattern this node learned, once, by whichever way came first: an approval
+    /// committed to its region's log, or one a master published on the fleet topic (as
+    /// `GET /api/v1/patterns` lists it).
+    Learned(Box<crate::fleet::Learned>),
+    /// Work items of the region's committed assignments that another node owns now (one
+    /// push per change of the committed state that moved any).
+    Reassigned(Arc<Vec<Moved>>),
+}
+
+/// A work item of the region's committed assignments (`probe:<name>`,
+/// `audit:<peer>`) that changed owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub item: String,
+    pub from: node::Id,
+    pub to: node::Id,
+}
+
+/// The items that `after` gives another owner than `before` did, in item order. An item
+/// assigned for the first time, or released, moved nowhere: it is not listed.
+pub fn moved(
+    before: &BTreeMap<String, node::Id>,
+    after: &BTreeMap<String, node::Id>,
+) -> Vec<Moved> {
+    after
+        .iter()
+        .filter_map(|(item, to)| {
+            let from = before.get(item)?;
+            (from != to).then(|| Moved {
+                item: item.clone(),
+                from: from.clone(),
+                to: to.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Where actors push; cloned into each actor that pushes.
@@ -64,5 +100,52 @@ pub fn push(to: &Option<Push>, p: impl FnOnce() -> Pushed) {
         && tx.receiver_count() > 0
     {
         let _ = tx.send(p());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owners(pairs: &[(&str, &str)]) -> BTreeMap<String, node::Id> {
+        pairs
+            .iter()
+            .map(|(item, owner)| (item.to_string(), node::Id(owner.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn only_items_that_change_owner_moved() {
+        let before = owners(&[
+            ("audit:w3", "w1"),
+            ("audit:w1", "w2"),
+            ("probe:ssh", "w1"),
+            ("audit:w9", "w2"),
+        ]);
+        let after = owners(&[
+            ("audit:w3", "w2"),
+            ("audit:w1", "w2"),
+            ("probe:ssh", "w3"),
+            ("audit:w4", "w1"),
+        ]);
+        let m = moved(&before, &after);
+        assert_eq!(
+            m,
+            vec![
+                Moved {
+                    item: "audit:w3".into(),
+                    from: node::Id("w1".into()),
+                    to: node::Id("w2".into()),
+                },
+                Moved {
+                    item: "probe:ssh".into(),
+                    from: node::Id("w1".into()),
+                    to: node::Id("w3".into()),
+                },
+            ]
+        );
+        // The first assignments, and the same ones again, move nothing.
+        assert!(moved(&BTreeMap::new(), &after).is_empty());
+        assert!(moved(&after, &after).is_empty());
     }
 }

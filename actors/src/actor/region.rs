@@ -232,6 +232,9 @@ pub struct RegionActor {
     /// Subscribers to [`Assigned`], each with whether it still lacks the current set.
     assigned_to: Vec<(Recipient<Assigned>, bool)>,
     assigned_dropped: u64,
+    /// Every item's owner in the committed assignments, to tell the event stream which
+    /// ones moved.
+    owners: BTreeMap<String, node::Id>,
     drops: Option<CountDrops>,
     /// Trust across regions, once set ([`Trusting`]).
     trust: Option<trust::TrustState>,
@@ -294,6 +297,7 @@ impl RegionActor {
             assigned_at: None,
             assigned_to: Vec::new(),
             assigned_dropped: 0,
+            owners: BTreeMap::new(),
             drops: None,
             trust: None,
         }
@@ -391,6 +395,15 @@ impl RegionActor {
                 .filter(|(_, owner)| **owner == self.own_peer)
                 .map(|(item, _)| item.clone())
                 .collect();
+            if let Some(s) = state
+                && s.assignments != self.owners
+            {
+                let moves = crate::actor::push::moved(&self.owners, &s.assignments);
+                self.owners = s.assignments.clone();
+                if !moves.is_empty() {
+                    push(&self.push, || Pushed::Reassigned(Arc::new(moves)));
+                }
+            }
             if *self.assigned.items != items {
                 self.assigned.items = Arc::new(items);
                 for (_, behind) in &mut self.assigned_to {
