@@ -28,6 +28,30 @@ async fn listed_resolved(node: &Node, id: &str) -> Value {
     .await
 }
 
+/// The id of `node`'s `unauthorized_access` alert, once raised, after an operator
+/// resolved it there.
+async fn resolved_violation(node: &Node) -> String {
+    let id = wait_for("the violation's alert", WAIT, || async {
+        let v: Value = get(&node.url("/api/v1/alerts?limit=100")).await;
+        v["alerts"]
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|a| a["action"] == "unauthorized_access" && a["state"] == "firing")
+            })
+            .and_then(|a| a["id"].as_str().map(str::to_string))
+            .ok_or_else(|| v["alerts"].to_string())
+    })
+    .await;
+    let (code, answer) = post(
+        &node.url(&format!("/api/v1/alerts/{id}/resolve")),
+        serde_json::json!({ "by": "ops" }),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    id
+}
+
 fn states(record: &Value) -> Vec<String> {
     record["history"]
         .as_array()
@@ -49,24 +73,7 @@ async fn a_resolved_alert_and_its_history_are_listed_after_a_restart() {
     let (spec, etc) = baseline("history-h1", "history", &data, &config, &policy);
     let mut node = Node::start(spec.clone());
     add_users(&etc, &["intruder"]);
-    let id = wait_for("the violation's alert", WAIT, || async {
-        let v: Value = get(&node.url("/api/v1/alerts?limit=100")).await;
-        v["alerts"]
-            .as_array()
-            .and_then(|l| {
-                l.iter()
-                    .find(|a| a["action"] == "unauthorized_access" && a["state"] == "firing")
-            })
-            .and_then(|a| a["id"].as_str().map(str::to_string))
-            .ok_or_else(|| v["alerts"].to_string())
-    })
-    .await;
-    let (code, answer) = post(
-        &node.url(&format!("/api/v1/alerts/{id}/resolve")),
-        serde_json::json!({ "by": "ops" }),
-    )
-    .await;
-    assert_eq!(code, 200, "{answer}");
+    let id = resolved_violation(&node).await;
     let before = listed_resolved(&node, &id).await;
     assert!(
         before.get("history_source").is_none(),
@@ -161,21 +168,7 @@ async fn an_unreadable_history_file_is_set_aside_and_the_node_runs_on() {
     );
     // The new history keeps what happens now.
     add_users(&etc, &["intruder"]);
-    let id = wait_for("the violation's alert", WAIT, || async {
-        let v: Value = get(&node.url("/api/v1/alerts?limit=100")).await;
-        v["alerts"]
-            .as_array()
-            .and_then(|l| l.iter().find(|a| a["action"] == "unauthorized_access"))
-            .and_then(|a| a["id"].as_str().map(str::to_string))
-            .ok_or_else(|| v["alerts"].to_string())
-    })
-    .await;
-    let (code, answer) = post(
-        &node.url(&format!("/api/v1/alerts/{id}/resolve")),
-        serde_json::json!({ "by": "ops" }),
-    )
-    .await;
-    assert_eq!(code, 200, "{answer}");
+    let id = resolved_violation(&node).await;
     listed_resolved(&node, &id).await;
 }
 
@@ -193,21 +186,7 @@ async fn the_region_scope_merges_every_members_alerts_after_the_master_is_gone()
         crate::policy::baseline_region(tmp.path(), "hr", 3, &config, &policy).await;
     let (b, c) = ((m + 1) % 3, (m + 2) % 3);
     add_users(&etcs[b], &["intruder"]);
-    let id = wait_for("the member's alert", WAIT, || async {
-        let v: Value = get(&nodes[b].url("/api/v1/alerts?limit=100")).await;
-        v["alerts"]
-            .as_array()
-            .and_then(|l| l.iter().find(|a| a["action"] == "unauthorized_access"))
-            .and_then(|a| a["id"].as_str().map(str::to_string))
-            .ok_or_else(|| v["alerts"].to_string())
-    })
-    .await;
-    let (status, answer) = post(
-        &nodes[b].url(&format!("/api/v1/alerts/{id}/resolve")),
-        serde_json::json!({"by": "ana"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    let id = resolved_violation(&nodes[b]).await;
     listed_resolved(&nodes[b], &id).await;
     nodes[m].kill9();
     let region_lists = |n: usize| {

@@ -222,6 +222,29 @@ async fn quiet(master: &Node) {
     .await
 }
 
+/// The `n`-th notification at the webhook (from 1), once the master's window is empty
+/// and anything raised late had its group wait: none after it; its one alert.
+async fn only_notification(receiver: &Receiver, master: &Node, n: usize) -> Value {
+    wait_for(&format!("notification {n}"), CONVERGE, || async {
+        let got = notifications(receiver, "/hook").len();
+        (got >= n)
+            .then_some(())
+            .ok_or_else(|| format!("{got} so far"))
+    })
+    .await;
+    quiet(master).await;
+    // Past the group wait of anything raised late.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = notifications(receiver, "/hook");
+    assert_eq!(sent.len(), n, "one notification more: {:#?}", brief(&sent));
+    let alerts = sent[n - 1]["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(alerts.len(), 1, "{:#?}", brief(&sent));
+    alerts[0].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_one_change_to_200_files_on_three_servers_is_one_event_and_one_notification() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -283,23 +306,8 @@ async fn a_storm_of_one_change_to_200_files_on_three_servers_is_one_event_and_on
             .take(5)
             .collect::<Vec<_>>()
     );
-    wait_for("the event's notification", CONVERGE, || async {
-        (!notifications(&receiver, "/hook").is_empty())
-            .then_some(())
-            .ok_or_else(|| "none yet".to_string())
-    })
-    .await;
-    quiet(&nodes[m]).await;
-    // Past the group wait of anything raised late.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let sent = notifications(&receiver, "/hook");
-    assert_eq!(sent.len(), 1, "one notification: {:#?}", brief(&sent));
-    let alerts = sent[0]["alerts"].as_array().cloned().unwrap_or_default();
-    assert_eq!(alerts.len(), 1, "{:#?}", brief(&sent));
-    assert_eq!(
-        alerts[0]["labels"]["alertname"],
-        "suspected_coordinated_change"
-    );
+    let alert = only_notification(&receiver, &nodes[m], 1).await;
+    assert_eq!(alert["labels"]["alertname"], "suspected_coordinated_change");
     assert_eq!(holding(&nodes[m], "/etc/storm-a").await.len(), 1);
     for (i, n) in nodes.iter().enumerate() {
         let heard = events(n, "/etc/storm-a", "emergency").await;
@@ -335,20 +343,9 @@ async fn a_storm_of_one_change_to_200_files_on_three_servers_is_one_event_and_on
             .take(5)
             .collect::<Vec<_>>()
     );
-    wait_for("the upgrade's notification", CONVERGE, || async {
-        (notifications(&receiver, "/hook").len() > 1)
-            .then_some(())
-            .ok_or_else(|| "none yet".to_string())
-    })
-    .await;
-    quiet(&nodes[m]).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let sent = notifications(&receiver, "/hook");
-    assert_eq!(sent.len(), 2, "one more notification: {:#?}", brief(&sent));
-    let alerts = sent[1]["alerts"].as_array().cloned().unwrap_or_default();
-    assert_eq!(alerts.len(), 1, "{:#?}", brief(&sent));
-    assert_eq!(alerts[0]["labels"]["alertname"], "upgrade");
-    assert_eq!(alerts[0]["labels"]["severity"], "info");
+    let alert = only_notification(&receiver, &nodes[m], 2).await;
+    assert_eq!(alert["labels"]["alertname"], "upgrade");
+    assert_eq!(alert["labels"]["severity"], "info");
     assert_eq!(holding(&nodes[m], "/etc/storm-b").await.len(), 1);
     for n in &nodes {
         let heard = fleet(n).await["events"]
