@@ -305,14 +305,13 @@ pub struct AlertActor {
     /// (`silence:<id>`, `ack:<id>`), with the time they carry: handed to the log again
     /// until the log gives them (or something newer) back.
     uncommitted: BTreeMap<String, (u64, crate::region::Operator)>,
-    /// The region's master and whether it is this node (from the region actor).
-    master: Option<crate::node::Id>,
-    leading: bool,
+    /// Whether this node tells the region's alerts (the region's master, whether it is
+    /// this node, and since when none is known), and when that may change by itself.
+    role: alerting::role::Role,
+    role_timer: Option<SpawnHandle>,
     direct: Option<SetDirect>,
     /// Notifications this node did not send because the master notifies.
     left_to_master: u64,
-    /// Since when no master is known (Unix ms), if none is.
-    masterless_since: Option<u64>,
     /// Where undelivered notifications are saved, and whether a save is due.
     save: Option<SaveQueue>,
     save_due: Option<SpawnHandle>,
@@ -320,8 +319,6 @@ pub struct AlertActor {
     history: Option<SaveHistory>,
     history_due: Option<SpawnHandle>,
     history_writing: bool,
-    /// Whether this node notified at the last look (see [`AlertActor::refresh_role`]).
-    notifying: bool,
     /// Members in maintenance, by name (the region's log says so).
     maintenance: std::collections::BTreeSet<String>,
     /// Where the open alerts' counts go, and whether a count is due.
@@ -356,12 +353,10 @@ impl AlertActor {
             replicate: None,
             to_log: None,
             uncommitted: BTreeMap::new(),
-            master: None,
-            leading: false,
+            role: alerting::role::Role::new(AUTONOMOUS_AFTER.as_millis() as u64, unix_ms()),
+            role_timer: None,
             direct: None,
             left_to_master: 0,
-            masterless_since: Some(unix_ms()),
-            notifying: true,
             maintenance: std::collections::BTreeSet::new(),
             census: None,
             counts_due: false,
@@ -474,42 +469,50 @@ impl AlertActor {
         }
     }
 
-    /// Whether this node notifies: it is the region's master, or it has no way to reach
-    /// one, or it has known no master for [`AUTONOMOUS_AFTER`] (autonomous: it notifies on
-    /// its own, fail-open). While a master is being elected nobody notifies; what is
-    /// raised meanwhile is told by whoever notifies next.
+    /// Whether this node tells the region's alerts now (see [`alerting::role`]).
     fn notifier(&self) -> bool {
-        self.leading
-            || self.direct.is_none()
-            || self
-                .masterless_since
-                .is_some_and(|t| unix_ms().saturating_sub(t) >= AUTONOMOUS_AFTER.as_millis() as u64)
+        self.role.notifies(unix_ms())
+    }
+
+    /// Whether this node is its region's master.
+    fn leading(&self) -> bool {
+        self.role.leading()
     }
 
     /// Takes note of a change of role: a node that starts to notify looks at every group
     /// after [`TAKEOVER_SETTLE`] and tells those the region's log does not show told as
-    /// they stand (see [`Engine::renotify`]).
+    /// they stand (see [`Engine::renotify`]). Armed again from the role's own deadline
+    /// (no master known for [`AUTONOMOUS_AFTER`]).
     fn refresh_role(&mut self, ctx: &mut Context<Self>) {
-        let now = self.notifier();
-        if now && !self.notifying {
+        let now = unix_ms();
+        if self.role.refresh(now) == alerting::role::Change::Started {
             tracing::info!(
-                leading = self.leading,
+                leading = self.leading(),
                 "this node notifies the alerts it holds"
             );
             self.engine
-                .renotify(unix_ms(), TAKEOVER_SETTLE.as_millis() as u64);
+                .renotify(now, TAKEOVER_SETTLE.as_millis() as u64);
         }
-        self.engine.set_notifying(now);
-        self.notifying = now;
+        self.engine.set_notifying(self.role.notifies(now));
+        if let Some(t) = self.role_timer.take() {
+            ctx.cancel_future(t);
+        }
+        if let Some(at) = self.role.poll_timeout() {
+            let wait = Duration::from_millis(at.saturating_sub(now));
+            self.role_timer = Some(ctx.run_later(wait, |act, ctx| {
+                act.role_timer = None;
+                act.refresh_role(ctx);
+            }));
+        }
         self.pump(ctx);
     }
 
     /// Sends `raised` and `cleared` to the master, in requests that fit a frame.
     fn forward(&self, raised: Vec<Alert>, cleared: Vec<String>) {
-        let (Some(d), Some(master)) = (&self.direct, &self.master) else {
+        let (Some(d), Some(master)) = (&self.direct, self.role.master()) else {
             return;
         };
-        if self.leading || (raised.is_empty() && cleared.is_empty()) {
+        if self.leading() || (raised.is_empty() && cleared.is_empty()) {
             return;
         }
         let send = |raised: Vec<Alert>, cleared: Vec<String>| {
@@ -597,7 +600,7 @@ impl AlertActor {
         let mut queued = false;
         let mut records = Vec::new();
         for n in self.engine.poll(now) {
-            if notifier && self.leading {
+            if notifier && self.leading() {
                 records.extend(n.records.iter().cloned());
             }
             if !notifier {
@@ -723,10 +726,7 @@ impl Handler<SetDirect> for AlertActor {
 
     fn handle(&mut self, msg: SetDirect, ctx: &mut Self::Context) {
         self.direct = Some(msg);
-        if self.master.is_none() {
-            self.masterless_since = Some(unix_ms());
-            ctx.run_later(AUTONOMOUS_AFTER, |act, ctx| act.refresh_role(ctx));
-        }
+        self.role.link(unix_ms());
         self.refresh_role(ctx);
     }
 }
@@ -736,18 +736,9 @@ impl Handler<crate::actor::fleet::SetView> for AlertActor {
 
     fn handle(&mut self, msg: crate::actor::fleet::SetView, ctx: &mut Self::Context) {
         let master = msg.view.master.map(|(peer, _)| peer);
-        let changed = master != self.master;
-        self.master = master;
-        self.leading = msg.leading.is_some();
-        match (&self.master, self.masterless_since) {
-            (Some(_), _) => self.masterless_since = None,
-            (None, None) => {
-                self.masterless_since = Some(unix_ms());
-                // Autonomous if no master comes within the bound.
-                ctx.run_later(AUTONOMOUS_AFTER, |act, ctx| act.refresh_role(ctx));
-            }
-            (None, Some(_)) => {}
-        }
+        let changed = self
+            .role
+            .set_master(master, msg.leading.is_some(), unix_ms());
         if changed {
             self.forward_open();
         }
@@ -759,7 +750,7 @@ impl Handler<MemberAlerts> for AlertActor {
     type Result = ();
 
     fn handle(&mut self, msg: MemberAlerts, ctx: &mut Self::Context) {
-        if !self.leading {
+        if !self.leading() {
             // The member sends them again to the master it learns of.
             tracing::debug!(from = %msg.from, "alerts for the master, which this node is not");
             return;
@@ -840,7 +831,7 @@ impl Handler<Replicated> for AlertActor {
         }
         // The master raised these itself; a member holds them too, so that it has them
         // (with the same ids) should it become master.
-        if !self.leading {
+        if !self.leading() {
             for a in msg.region_alerts {
                 let key = a.key.clone();
                 if self.engine.raise(a, now).is_ok() {
@@ -955,7 +946,7 @@ impl AlertActor {
         if self.engine.resolve(key, unix_ms()).is_none() {
             return false;
         }
-        if region && self.leading {
+        if region && self.leading() {
             self.to_log(ToLog::RegionAlertCleared(key.to_string()));
         }
         self.forward(Vec::new(), vec![key.to_string()]);
@@ -964,7 +955,7 @@ impl AlertActor {
 
     /// Hands `entry` to the region's log, as its master (dropped while not leading).
     fn to_log(&self, entry: ToLog) {
-        if let (true, Some(r)) = (self.leading, &self.to_log)
+        if let (true, Some(r)) = (self.leading(), &self.to_log)
             && r.try_send(entry).is_err()
         {
             // The next notification's records or the next raise carry it again.

@@ -60,6 +60,7 @@ pub mod lifecycle;
 pub mod nlog;
 pub mod ratelimit;
 pub mod rfc3339;
+pub mod role;
 pub mod route;
 pub mod silence;
 
