@@ -6,5 +6,6 @@ mod drift;
 #[allow(dead_code)]
 #[path = "../mesh/harness.rs"]
 mod harness;
+mod login;
 mod patterns;
 mod views;
