@@ -27,6 +27,7 @@ const S = {
   events: [],          // newest first
   timeline: [],        // this node's spikes and decisions, newest first
   peers: new Map(),    // peer -> its spikes heard since the page opened, newest first
+  peerMetrics: new Map(), // region peer -> metric -> [[t, v]], heard since the page opened
   metrics: new Map(),  // metric -> [[t, v]]
   stream: null,
   streamState: 'connecting',
@@ -111,16 +112,24 @@ function nameOf(peer) {
   return S.names.get(peer) || (peer ? peer.slice(-8) : '?');
 }
 
+// A metric spike into `metrics` (metric -> [[t, v]]): the last hour, at most `cap` points
+// a series.
+function takeMetric(metrics, s, cap) {
+  const v = s.fields && s.fields.value && s.fields.value.after;
+  if (typeof v !== 'number') return;
+  const series = metrics.get(s.subject) || [];
+  series.push([s.at_unix_ms, v]);
+  const from = Date.now() - HOUR_MS;
+  while (series.length && (series[0][0] < from || series.length > cap)) series.shift();
+  metrics.set(s.subject, series);
+}
+
+// A region peer's series are bounded tighter: a page may hear a large region.
+const PEER_POINTS = 720;
+
 function takeSpike(s) {
   if (s.kind === 'metric') {
-    const v = s.fields && s.fields.value && s.fields.value.after;
-    if (typeof v === 'number') {
-      const series = S.metrics.get(s.subject) || [];
-      series.push([s.at_unix_ms, v]);
-      const from = Date.now() - HOUR_MS;
-      while (series.length && series[0][0] < from) series.shift();
-      S.metrics.set(s.subject, series);
-    }
+    takeMetric(S.metrics, s, Infinity);
     return;
   }
   S.timeline.unshift(spikeLine(s));
@@ -128,7 +137,11 @@ function takeSpike(s) {
 }
 
 function takePeerSpike(s) {
-  if (s.kind === 'metric') return;
+  if (s.kind === 'metric') {
+    if (!S.peerMetrics.has(s.origin)) S.peerMetrics.set(s.origin, new Map());
+    takeMetric(S.peerMetrics.get(s.origin), s, PEER_POINTS);
+    return;
+  }
   const list = S.peers.get(s.origin) || [];
   list.unshift(spikeLine(s));
   if (list.length > KEPT_TIMELINE) list.length = KEPT_TIMELINE;
@@ -692,27 +705,28 @@ function renderNode(peer) {
     add('version', S.me.version || '');
     add('incarnation', String(S.me.incarnation));
   }
-  // Charts are this node's; a region peer's timeline is what gossip brought here since
-  // the page opened.
-  $('#node-chart').hidden = !local;
+  // This node's charts span the last hour; a region peer's charts and timeline are what
+  // gossip brought here since the page opened (another region's nodes send none here).
+  const metrics = local ? S.metrics : S.peerMetrics.get(peer);
+  $('#node-chart').hidden = !metrics;
   $('#node-remote').hidden = local;
-  if (local) renderChart();
+  if (metrics) renderChart(metrics);
   renderTwin(peer);
   const lines = local ? S.timeline : (S.peers.get(peer) || []);
   $('#timeline').replaceChildren(...lines.slice(0, 200).map((t) =>
     el('li', { 'data-kind': t.kind }, el('time', { text: clock(t.at) }), t.text)));
 }
 
-function renderChart() {
+function renderChart(metrics) {
   const select = $('#metric');
-  const names = [...S.metrics.keys()].sort();
+  const names = [...metrics.keys()].sort();
   if (select.options.length !== names.length) {
     const keep = select.value;
     select.replaceChildren(...names.map((n) => el('option', { value: n, text: n })));
     if (names.includes(keep)) select.value = keep;
     else if (names.includes('cpu.busy_pct')) select.value = 'cpu.busy_pct';
   }
-  const series = S.metrics.get(select.value) || [];
+  const series = metrics.get(select.value) || [];
   const chart = $('#chart');
   const w = Math.max(400, chart.clientWidth || 800), h = 180;
   chart.setAttribute('viewBox', `0 0 ${w} ${h}`);

@@ -2,6 +2,7 @@
 
 mod assignments;
 mod browser;
+mod charts;
 mod drift;
 #[allow(dead_code)]
 #[path = "../mesh/harness.rs"]
