@@ -132,6 +132,7 @@ async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::V
                     Arc::default(),
                     watch::channel(None).1,
                 ),
+                recent: None,
             },
             m,
         )

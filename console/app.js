@@ -27,7 +27,8 @@ const S = {
   events: [],          // newest first
   timeline: [],        // this node's spikes and decisions, newest first
   peers: new Map(),    // peer -> its spikes heard since the page opened, newest first
-  peerMetrics: new Map(), // region peer -> metric -> [[t, v]], heard since the page opened
+  peerMetrics: new Map(), // another node -> metric -> [[t, v]]: asked of it, then gossip
+  metricsOf: null,     // the node whose metrics were last asked (once per opening)
   metrics: new Map(),  // metric -> [[t, v]]
   stream: null,
   streamState: 'connecting',
@@ -705,8 +706,9 @@ function renderNode(peer) {
     add('version', S.me.version || '');
     add('incarnation', String(S.me.incarnation));
   }
-  // This node's charts span the last hour; a region peer's charts and timeline are what
-  // gossip brought here since the page opened (another region's nodes send none here).
+  // This node's charts span the last hour, as do another node's: asked of that node when
+  // its detail opens, then kept up by gossip (a region peer's metric spikes come here).
+  if (!local && S.metricsOf !== peer) fetchMetrics(peer);
   const metrics = local ? S.metrics : S.peerMetrics.get(peer);
   $('#node-chart').hidden = !metrics;
   $('#node-remote').hidden = local;
@@ -715,6 +717,26 @@ function renderNode(peer) {
   const lines = local ? S.timeline : (S.peers.get(peer) || []);
   $('#timeline').replaceChildren(...lines.slice(0, 200).map((t) =>
     el('li', { 'data-kind': t.kind }, el('time', { text: clock(t.at) }), t.text)));
+}
+
+// Another node's last hour, asked of it through this node (once each time its detail
+// opens): its series replace what gossip brought before them.
+async function fetchMetrics(peer) {
+  S.metricsOf = peer;
+  try {
+    const got = await api(`/api/v1/twins/${encodeURIComponent(peer)}/metrics`);
+    const metrics = S.peerMetrics.get(peer) || new Map();
+    for (const { metric, points } of got.series || []) {
+      const last = points.length ? points[points.length - 1][0] : 0;
+      const later = (metrics.get(metric) || []).filter(([t]) => t > last);
+      metrics.set(metric, points.map(([t, v]) => [t, v]).concat(later));
+    }
+    S.peerMetrics.set(peer, metrics);
+    $('#metric-error').textContent = '';
+  } catch (e) {
+    $('#metric-error').textContent = `its metrics could not be asked: ${e.message}`;
+  }
+  schedule();
 }
 
 function renderChart(metrics) {
@@ -760,7 +782,8 @@ function start() {
 }
 
 $('#operator').value = localStorage.getItem('fleetmesh.operator') || '';
-window.addEventListener('hashchange', render);
+// A node's detail opened again asks its metrics again.
+window.addEventListener('hashchange', () => { S.metricsOf = null; render(); });
 $('#collapse').addEventListener('change', (e) => { S.collapsed = e.target.checked; render(); });
 $('#metric').addEventListener('change', render);
 // Relative times ("12 s ago", "autonomous for 3 min") move with the clock.

@@ -736,6 +736,10 @@ pub fn start(
             // `{node}` may be `region/name`: the SBOM's route goes first.
             .route("/api/v1/twins/{node:.+}/sbom", web::get().to(twins::sbom))
             .route(
+                "/api/v1/twins/{node:.+}/metrics",
+                web::get().to(twins::metrics),
+            )
+            .route(
                 "/api/v1/twins/{node:.+}/phase",
                 web::post().to(twins::phase),
             )

@@ -528,6 +528,9 @@ fn seed_frames() -> Vec<Vec<u8>> {
             recheck: true,
         },
         wire::Request::GetSbom { offset: 49_152 },
+        wire::Request::GetMetrics {
+            since: 1_700_000_000_000,
+        },
         wire::Request::AlertRecords {
             region: "eu-1".into(),
             since: 5,
@@ -564,6 +567,10 @@ fn seed_frames() -> Vec<Vec<u8>> {
             recheck_after_ms: Some(30_000),
         }),
         wire::Response::AlertRecords(Vec::new()),
+        wire::Response::Metrics(vec![fleetmesh_actors::series::Series {
+            metric: "cpu.busy_pct".into(),
+            points: vec![(1_700_000_000_000, 12.5)],
+        }]),
         wire::Response::Refused("not the master".into()),
         wire::Response::Busy {
             retry_after_ms: 25,

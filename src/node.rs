@@ -781,6 +781,7 @@ async fn serve(
                 actors.trust.registry.clone(),
                 actors.trust.proof.1.clone(),
             ),
+            recent: Some(actors.recent.clone()),
         },
         metrics.clone(),
     )?;

@@ -42,6 +42,7 @@ pub mod pkglog;
 pub mod policy;
 pub mod procs;
 pub mod region;
+pub mod series;
 pub mod service;
 pub mod spike;
 pub mod sync;

@@ -147,6 +147,9 @@ pub enum Request {
         term: u64,
         endorsement: crate::trust::Endorsement,
     },
+    /// "Your metrics after `since` (Unix ms)": asked by any node for an operator's chart
+    /// of this node, answered [`Response::Metrics`].
+    GetMetrics { since: u64 },
     /// "Your alert records (held and kept on disk) last changed after `since`, newest
     /// first, at most `limit`, in `state` if given": asked by a node of the region that
     /// lists the region's alert history; answered [`Response::AlertRecords`].
@@ -185,6 +188,9 @@ pub enum Response {
         #[serde(with = "serde_bytes")]
         chunk: Vec<u8>,
     },
+    /// The answer to [`Request::GetMetrics`]: each metric's points, thinned to fit a frame
+    /// ([`crate::series`]).
+    Metrics(Vec<crate::series::Series>),
     /// The answer to [`Request::AlertRecords`]: as many as fit a frame, newest first.
     AlertRecords(Vec<crate::alerting::Record>),
     /// The request was understood but refused; the text says why.

@@ -294,6 +294,66 @@ pub async fn sbom(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpR
     }
 }
 
+/// Query of `GET /api/v1/twins/{node}/metrics`.
+#[derive(Debug, Deserialize)]
+pub struct MetricsQuery {
+    /// Points after this time (Unix ms; default: the last hour).
+    pub since: Option<u64>,
+}
+
+/// `GET /api/v1/twins/{node}/metrics`: a node's metrics for a chart, each thinned to at
+/// most [`crate::net::driver::METRIC_POINTS`] points: this node's from its own spikes,
+/// another's asked of it over the network (any region). No node keeps another's hour.
+pub async fn metrics(
+    shared: web::Data<Shared>,
+    wanted: web::Path<String>,
+    q: web::Query<MetricsQuery>,
+) -> HttpResponse {
+    use fleetmesh_actors::wire::{Request, Response};
+    let row = match one_node(&shared, &wanted).await {
+        Ok((r, _)) => r,
+        Err(answer) => return answer,
+    };
+    let now = fleetmesh_actors::actor::unix_ms();
+    let since = q.since.unwrap_or(now.saturating_sub(3_600_000));
+    let points = crate::net::driver::METRIC_POINTS;
+    let (source, series) = if row.peer == shared.peer_id {
+        let spikes = shared.recent.query(
+            None,
+            Some(fleetmesh_actors::spike::Kind::Metric),
+            usize::MAX,
+        );
+        let series = fleetmesh_actors::series::of_spikes(&spikes, since, now, points);
+        ("local", series)
+    } else {
+        let request = Request::GetMetrics { since };
+        let wait = std::time::Duration::from_secs(5);
+        match ask_peer(&shared, node::Id(row.peer.clone()), request, wait).await {
+            Ok(Response::Metrics(series)) => ("peer", series),
+            Ok(other) => {
+                return HttpResponse::BadGateway().json(Problem {
+                    error: format!("{} answered something else: {other:?}", row.name),
+                });
+            }
+            Err(why) => {
+                return HttpResponse::BadGateway().json(Problem {
+                    error: format!(
+                        "the metrics of {} could not be fetched from it: {why}",
+                        row.name
+                    ),
+                });
+            }
+        }
+    };
+    HttpResponse::Ok().json(serde_json::json!({
+        "node": row.name,
+        "peer": row.peer,
+        "source": source,
+        "since_unix_ms": since,
+        "series": series,
+    }))
+}
+
 /// Why asking a peer over the network brought no answer.
 pub(super) enum Asked {
     /// The network's request queue is full.

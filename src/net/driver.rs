@@ -85,6 +85,8 @@ pub struct Links {
     /// Proofs of authority: attached to this region's fleet messages, checked on other
     /// regions' ones.
     pub trust: super::trust::Gate,
+    /// This node's latest spikes (its metrics for another node's chart of it).
+    pub recent: Option<Arc<fleetmesh_actors::actor::spikes::Recent>>,
 }
 
 /// What the driver hands the fleet and policy actors.
@@ -145,6 +147,10 @@ pub struct RegionLinks {
     pub alert_records: Recipient<fleetmesh_actors::actor::alert::HeldRecords>,
     pub alert_history: Option<Arc<crate::alert::history::Store>>,
 }
+
+/// Points per metric in an answer to another node's chart: 15 s apart over an hour, so
+/// that a node's dozen metrics fit a frame.
+pub const METRIC_POINTS: usize = 240;
 
 /// Alert records one answer carries at most, and the bytes they take (a frame is 64 KiB).
 const ALERT_RECORDS_MAX: usize = 1000;
@@ -209,6 +215,8 @@ pub struct Driver {
     trust: super::trust::Gate,
     /// This region's summary, held until this node has a proof to attach.
     held_census: Option<Publish>,
+    /// This node's latest spikes (its metrics, for another node's chart of it).
+    recent: Option<Arc<fleetmesh_actors::actor::spikes::Recent>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -244,6 +252,7 @@ impl Driver {
             anomaly,
             budget,
             trust,
+            recent,
         } = links;
         for addr in listen {
             super::check_port_free(addr)?;
@@ -284,6 +293,7 @@ impl Driver {
                 last_kad_refresh: None,
                 trust,
                 held_census: None,
+                recent,
             },
             rx,
         ))
@@ -761,6 +771,31 @@ impl Driver {
         self.respond(channel, reply);
     }
 
+    /// Any node charts this node: its metrics after `since`, thinned to fit a frame.
+    fn on_metrics(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<wire::Response>,
+        since: u64,
+    ) {
+        let region = self.info.region.clone();
+        let recent = self.recent.clone();
+        let Some((recent, channel)) =
+            self.serving(peer, recent, "metrics", "metrics", &region, channel)
+        else {
+            return;
+        };
+        let now = fleetmesh_actors::actor::unix_ms();
+        let spikes = recent.query(
+            None,
+            Some(fleetmesh_actors::spike::Kind::Metric),
+            usize::MAX,
+        );
+        let series = fleetmesh_actors::series::of_spikes(&spikes, since, now, METRIC_POINTS);
+        self.budget.release(&peer);
+        self.respond(channel, wire::Response::Metrics(series));
+    }
+
     /// A node of the region lists the region's alert history: this node's records, held
     /// and on disk, newest first, as many as fit a frame.
     fn on_alert_records(
@@ -1115,6 +1150,10 @@ impl Driver {
                             self.on_sbom(peer, channel, offset);
                             return;
                         }
+                        wire::Request::GetMetrics { since } => {
+                            self.on_metrics(peer, channel, since);
+                            return;
+                        }
                         wire::Request::AlertRecords {
                             region,
                             since,
@@ -1227,7 +1266,8 @@ impl Driver {
                     | wire::Response::Verdict(_)
                     | wire::Response::Twin(_)
                     | wire::Response::Sbom { .. }
-                    | wire::Response::AlertRecords(_) => {}
+                    | wire::Response::AlertRecords(_)
+                    | wire::Response::Metrics(_) => {}
                 },
             },
             request_response::Event::OutboundFailure {
