@@ -29,6 +29,7 @@ const S = {
   peers: new Map(),    // peer -> its spikes heard since the page opened, newest first
   peerMetrics: new Map(), // another node -> metric -> [[t, v]]: asked of it, then gossip
   metricsOf: null,     // the node whose metrics were last asked (once per opening)
+  learnedShown: new Set(), // ids of the learned patterns in the events, once each
   metrics: new Map(),  // metric -> [[t, v]]
   stream: null,
   streamState: 'connecting',
@@ -170,6 +171,13 @@ function assignmentLine(d) {
   return `${what} moved from ${nameOf(d.from)} to ${nameOf(d.to)}`;
 }
 
+// A learned pattern into the events, once.
+function takeLearned(d, at) {
+  if (d.id && S.learnedShown.has(d.id)) return;
+  if (d.id) S.learnedShown.add(d.id);
+  pushEvent('learned', learnedLine(d), at);
+}
+
 function takeDecision(d) {
   // Approved metric moves are the bulk of decisions and say little: violations stay.
   if (d.kind === 'metric' && d.decision === 'approved') return;
@@ -191,11 +199,22 @@ async function load() {
   await loadAlerts();
   S.timeline = [];
   S.metrics.clear();
-  const [spikes, decisions, metrics] = await Promise.all([
+  const [spikes, decisions, metrics, patterns] = await Promise.all([
     api('/api/v1/spikes?limit=300'),
     api('/api/v1/decisions?limit=300'),
     api('/api/v1/spikes?kind=metric&limit=10000'),
+    api('/api/v1/patterns'),
   ]);
+  // The patterns learned before the page opened, oldest first (the events list is newest
+  // first), as the stream would have told them.
+  const learned = list(patterns, 'learned')
+    .slice()
+    .sort((a, b) => a.received_at_unix_ms - b.received_at_unix_ms);
+  for (const l of learned.slice(-50)) {
+    const a = l.approval || {};
+    takeLearned({ id: l.id, pattern: a.pattern, by: a.by, via: l.via, region: a.region, term: a.term },
+      l.received_at_unix_ms);
+  }
   for (const s of list(spikes, 'spikes')) takeSpike(s);
   for (const d of list(decisions, 'decisions')) takeDecision(d);
   for (const s of list(metrics, 'spikes')) takeSpike(s);
@@ -376,7 +395,7 @@ function connect() {
     if (d.kind !== 'metric') { driftAfterChange(d); twinAfterChange(d.origin); }
   });
   on('decision', (d) => takeDecision(d));
-  on('learned', (d) => pushEvent('learned', learnedLine(d), d.at_unix_ms));
+  on('learned', (d) => takeLearned(d, d.at_unix_ms));
   on('assignment', (d) => pushEvent('assignment', assignmentLine(d), d.at_unix_ms));
   on('resync', () => { load().catch(report); });
 }

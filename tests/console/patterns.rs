@@ -113,7 +113,8 @@ async fn the_stream_tells_a_learned_pattern_and_the_trust_endpoint_each_authorit
     assert_eq!(trust["authority"]["us"]["own"], false, "{trust}");
 }
 
-/// In the page: the learned pattern as an event line, each region's authority badge.
+/// In the page: the learned pattern as an event line (live, and read at load by a page
+/// opened later), each region's authority badge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_learned_patterns_and_each_regions_authority() {
     let nodes = cluster();
@@ -145,6 +146,20 @@ async fn the_console_shows_learned_patterns_and_each_regions_authority() {
         assert!(line.contains(want), "{want} in {line}");
     }
     browser.screenshot("events-learned").await;
+    // A page opened later shows it too (read at load), once.
+    browser
+        .client
+        .goto(&nodes[0].url("/#events"))
+        .await
+        .expect("the page loads again");
+    let count = browser
+        .until(
+            "the learned pattern read at load",
+            CONVERGE,
+            "return [...document.querySelectorAll('#events li[data-kind=learned]')].filter(l => l.textContent.includes('deploy')).length",
+        )
+        .await;
+    assert_eq!(count, Value::from(1), "once");
 
     browser.js("location.hash = '#fleet'; return true").await;
     const BADGE: &str = "const b = (r) => document.querySelector(`#graph .region[data-region=\"${r}\"] .authority`);";
