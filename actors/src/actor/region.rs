@@ -129,7 +129,7 @@ pub struct Snapshot {
 pub struct GetRegion;
 
 /// The work items of the region's committed assignments that this node (`own`) owns
-/// (`service:<probe>`, `audit:<peer>`), all of them: pushed to subscribers whenever the
+/// (`probe:<name>`, `audit:<peer>`), all of them: pushed to subscribers whenever the
 /// set changes, and at once on subscribing.
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
