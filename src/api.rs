@@ -550,6 +550,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "commit": r.status.as_ref().map(|s| s.commit),
         "applied": r.state.applied,
         "snapshot_index": r.status.as_ref().map(|s| s.snapshot),
+        "snapshots_oversized": r.snapshots_oversized,
         "log_entries": r.status.as_ref().map(|s| s.log_entries),
         "voters": voters.iter().filter(|v| v["voting"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>(),
         "consensus_members": voters,

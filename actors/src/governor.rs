@@ -477,6 +477,12 @@ impl Governor {
         self.core.as_ref().map(Region::status)
     }
 
+    /// Snapshots this member did not take because the region's state was over the
+    /// snapshot bound (its log then grows until the state shrinks).
+    pub fn oversized(&self) -> u64 {
+        self.core.as_ref().map_or(0, Region::oversized)
+    }
+
     /// The region's committed state (empty while this node takes no part).
     pub fn state(&self) -> Option<&RegionState> {
         self.core.as_ref().map(Region::state)

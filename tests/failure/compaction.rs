@@ -45,11 +45,13 @@ async fn compacted_everywhere(nodes: &[&Node], want: usize) {
                 let snapshot = r["snapshot_index"].as_u64().unwrap_or(0);
                 let entries = r["log_entries"].as_u64().unwrap_or(u64::MAX);
                 let applied = r["applied"].as_u64().unwrap_or(0);
-                if have == want && snapshot > 0 && entries < applied {
+                // No snapshot was skipped for size: the state stays within the bound.
+                let oversized = r["snapshots_oversized"].as_u64();
+                if have == want && snapshot > 0 && entries < applied && oversized == Some(0) {
                     Ok(())
                 } else {
                     Err(format!(
-                        "{have} approvals, snapshot at {snapshot}, {entries} entries, applied {applied}"
+                        "{have} approvals, snapshot at {snapshot}, {entries} entries, applied {applied}, oversized {oversized:?}"
                     ))
                 }
             },

@@ -122,6 +122,8 @@ pub struct Snapshot {
     pub received: u64,
     /// Pushes of [`Assigned`] a subscriber's full mailbox refused (sent again later).
     pub assigned_dropped: u64,
+    /// Snapshots not taken: the state was over the snapshot bound.
+    pub snapshots_oversized: u64,
 }
 
 #[derive(Debug, Message)]
@@ -940,6 +942,7 @@ impl Handler<GetRegion> for RegionActor {
             sent: self.sent,
             received: self.received,
             assigned_dropped: self.assigned_dropped,
+            snapshots_oversized: self.gov.oversized(),
         })
     }
 }
