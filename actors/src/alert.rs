@@ -66,10 +66,10 @@ pub const REGION_ACTIONS: [&str; 5] = [
     "suspected_coordinated_change",
 ];
 
-/// Whether `alert` is one the region's master raises about the region
+/// Whether `action` is one the region's master raises about the region
 /// ([`REGION_ACTIONS`]).
-pub fn is_region_alert(alert: &Alert) -> bool {
-    REGION_ACTIONS.contains(&alert.action.as_str())
+pub fn is_region_action(action: &str) -> bool {
+    REGION_ACTIONS.contains(&action)
 }
 
 /// Downgrades `alert`, about a member in maintenance, to info, and says why in its

@@ -242,13 +242,9 @@ impl Detector {
             if s.kind != Kind::Metric || s.change != Change::Sample {
                 continue;
             }
-            let value = match s.fields.get("value").and_then(|f| f.after.as_ref()) {
-                Some(Value::Float(v)) => *v,
-                Some(Value::Int(v)) => *v as f64,
-                _ => {
-                    self.refused += 1;
-                    continue;
-                }
+            let Some(value) = crate::series::value(s) else {
+                self.refused += 1;
+                continue;
             };
             if s.origin != *from {
                 self.refused += 1;

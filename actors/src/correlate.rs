@@ -278,6 +278,7 @@ impl Window {
         now: u64,
     ) -> Outcome {
         self.expire(now);
+        let needed = self.needed(role);
         let fp = Fingerprint::of(spike);
         let opened = &mut self.opened;
         let g = self.groups.entry(fp.clone()).or_insert_with(|| {
@@ -319,9 +320,6 @@ impl Window {
             .filter(|(_, (r, ..))| r == role)
             .map(|(o, _)| o)
             .collect();
-        let needed = self
-            .config
-            .needed(role, self.live.get(role).copied().unwrap_or(0));
         if servers.len() < needed {
             return Outcome::Counted;
         }

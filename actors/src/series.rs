@@ -18,16 +18,21 @@ pub struct Series {
     pub points: Vec<(u64, f64)>,
 }
 
-/// The value a metric sample carries, if it is one.
+/// The number a spike's `value` field takes now, if it has one.
+pub fn value(s: &Spike) -> Option<f64> {
+    match s.fields.get("value").and_then(|f| f.after.as_ref())? {
+        Value::Float(v) => Some(*v),
+        Value::Int(v) => Some(*v as f64),
+        _ => None,
+    }
+}
+
+/// The value a metric sample carries, if it is one and a finite number.
 pub fn sample(s: &Spike) -> Option<f64> {
     if s.kind != Kind::Metric || s.change != Change::Sample {
         return None;
     }
-    match s.fields.get("value").and_then(|f| f.after.as_ref())? {
-        Value::Float(v) if v.is_finite() => Some(*v),
-        Value::Int(v) => Some(*v as f64),
-        _ => None,
-    }
+    value(s).filter(|v| v.is_finite())
 }
 
 /// The metric samples among `spikes` taken after `since` and up to `now`, per metric,

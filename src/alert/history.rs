@@ -379,6 +379,28 @@ impl Store {
     }
 }
 
+/// This node's alert records after `since` (in `state` if given, at most `limit` from
+/// each source): those its lifecycle holds (`held`, the alert actor's answer) and those its
+/// history on disk keeps (`store`, read on a blocking thread; a failed read adds none).
+/// `None` when the alert actor does not answer.
+pub async fn held_and_kept(
+    held: impl Future<Output = Option<Vec<Record>>>,
+    store: Option<std::sync::Arc<Store>>,
+    since: u64,
+    state: Option<String>,
+    limit: usize,
+) -> Option<Vec<Record>> {
+    let mut records = held.await?;
+    if let Some(store) = store {
+        let kept =
+            tokio::task::spawn_blocking(move || store.since(since, state.as_deref(), limit)).await;
+        if let Ok(Ok(kept)) = kept {
+            records.extend(kept);
+        }
+    }
+    Some(records)
+}
+
 /// How often a bounds pass runs while the node runs (besides one at start).
 const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 

@@ -188,25 +188,20 @@ async fn region(shared: &Shared, q: &Query) -> HttpResponse {
     use fleetmesh_actors::wire::{Request, Response};
     let limit = q.limit.unwrap_or(100).min(10_000);
     let (since, state) = (q.since, q.state.clone());
-    let Some(mut records) = ask(
+    let held = ask(
         &shared.alerts,
         HeldRecords {
             since,
             state: state.clone(),
             limit,
         },
-    )
-    .await
+    );
+    let store = shared.alert_history.clone();
+    let Some(mut records) =
+        crate::alert::history::held_and_kept(held, store, since, state.clone(), limit).await
     else {
         return unavailable("the alert actor");
     };
-    if let Some(store) = shared.alert_history.clone() {
-        let wanted = state.clone();
-        if let Ok(Ok(kept)) = web::block(move || store.since(since, wanted.as_deref(), limit)).await
-        {
-            records.extend(kept);
-        }
-    }
     let Some(snap) = ask(&shared.heartbeat, GetSnapshot).await else {
         return unavailable("the heartbeat actor");
     };

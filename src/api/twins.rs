@@ -318,13 +318,7 @@ pub async fn metrics(
     let since = q.since.unwrap_or(now.saturating_sub(3_600_000));
     let points = crate::net::driver::METRIC_POINTS;
     let (source, series) = if row.peer == shared.peer_id {
-        let spikes = shared.recent.query(
-            None,
-            Some(fleetmesh_actors::spike::Kind::Metric),
-            usize::MAX,
-        );
-        let series = fleetmesh_actors::series::of_spikes(&spikes, since, now, points);
-        ("local", series)
+        ("local", shared.recent.metric_series(since, now, points))
     } else {
         let request = Request::GetMetrics { since };
         let wait = std::time::Duration::from_secs(5);

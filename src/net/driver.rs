@@ -786,12 +786,7 @@ impl Driver {
             return;
         };
         let now = fleetmesh_actors::actor::unix_ms();
-        let spikes = recent.query(
-            None,
-            Some(fleetmesh_actors::spike::Kind::Metric),
-            usize::MAX,
-        );
-        let series = fleetmesh_actors::series::of_spikes(&spikes, since, now, METRIC_POINTS);
+        let series = recent.metric_series(since, now, METRIC_POINTS);
         self.budget.release(&peer);
         self.respond(channel, wire::Response::Metrics(series));
     }
@@ -823,16 +818,10 @@ impl Driver {
             });
         let store = links.alert_history.clone();
         self.respond_later(peer, channel, async move {
-            let mut records = held.await.unwrap_or_default();
-            if let Some(store) = store {
-                let kept = tokio::task::spawn_blocking(move || {
-                    store.since(since, state.as_deref(), limit)
-                })
-                .await;
-                if let Ok(Ok(kept)) = kept {
-                    records.extend(kept);
-                }
-            }
+            let held = async move { held.await.ok() };
+            let records = crate::alert::history::held_and_kept(held, store, since, state, limit)
+                .await
+                .unwrap_or_default();
             wire::Response::AlertRecords(fleetmesh_actors::alerting::history::newest_fitting(
                 records,
                 limit,

@@ -70,40 +70,40 @@ async fn fleet(node: &Node) -> Value {
     get(&node.url("/api/v1/fleet")).await
 }
 
-/// The fleet events `node` holds about files under `prefix`, by source.
-async fn events(node: &Node, prefix: &str, source: &str) -> Vec<Value> {
+/// The fleet events `node` holds that `keep` selects.
+async fn fleet_events(node: &Node, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
     fleet(node).await["events"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| {
-            e["source"] == source
-                && e["event"]["fingerprint"]["subject"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with(prefix))
-        })
+        .filter(|e| keep(e))
         .collect()
+}
+
+/// The fleet events `node` holds about files under `prefix`, by source.
+async fn events(node: &Node, prefix: &str, source: &str) -> Vec<Value> {
+    fleet_events(node, |e| {
+        e["source"] == source
+            && e["event"]["fingerprint"]["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(prefix))
+    })
+    .await
 }
 
 /// The raised events `node` holds that list the storm's files under `dir` (e.g.
 /// `/etc/storm-a`): every one of them.
 async fn holding(node: &Node, dir: &str) -> Vec<Value> {
-    fleet(node).await["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            e["source"] == "raised"
-                && e["event"]["subjects"].as_array().is_some_and(|l| {
-                    l.iter().any(|s| {
-                        s.as_str()
-                            .is_some_and(|s| s.starts_with(&format!("{dir}/")))
-                    })
-                })
-        })
-        .collect()
+    let inside = format!("{dir}/");
+    fleet_events(node, |e| {
+        e["source"] == "raised"
+            && e["event"]["subjects"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|s| s.as_str().is_some_and(|s| s.starts_with(&inside)))
+            })
+    })
+    .await
 }
 
 /// The storm's one event at the master, once it holds the directory and its 200 files
@@ -340,9 +340,7 @@ async fn a_storm_of_one_change_to_200_files_on_three_servers_is_one_event_and_on
     assert_eq!(alert["labels"]["severity"], "info");
     assert_eq!(holding(&nodes[m], "/etc/storm-b").await.len(), 1);
     for n in &nodes {
-        let heard = fleet(n).await["events"]
-            .as_array()
-            .map(|l| l.iter().filter(|e| e["source"] == "emergency").count());
-        assert!(heard <= Some(1), "{}: only the first storm's", n.name);
+        let heard = fleet_events(n, |e| e["source"] == "emergency").await;
+        assert!(heard.len() <= 1, "{}: only the first storm's", n.name);
     }
 }

@@ -942,7 +942,7 @@ impl AlertActor {
             .engine
             .by_key(key)
             .and_then(|r| r.labels.get("alertname"))
-            .is_some_and(|a| crate::alert::REGION_ACTIONS.contains(&a.as_str()));
+            .is_some_and(|a| crate::alert::is_region_action(a));
         if self.engine.resolve(key, unix_ms()).is_none() {
             return false;
         }
@@ -1003,7 +1003,7 @@ impl Handler<Raise> for AlertActor {
             crate::alert::in_maintenance(&mut msg.0);
         }
         let key = msg.0.key.clone();
-        if crate::alert::is_region_alert(&msg.0) {
+        if crate::alert::is_region_action(&msg.0.action) {
             self.to_log(ToLog::RegionAlert(Box::new(msg.0.clone())));
         }
         self.book.raise(now, msg.0.clone());

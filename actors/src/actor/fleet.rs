@@ -160,9 +160,10 @@ pub struct FleetActor {
     alerts: Option<Recipient<Raise>>,
     gossip: outbox::Sender,
     events: VecDeque<Seen>,
-    /// Raised events that grew since their alert was last raised, by key: raised again
-    /// once a second ([`GROWN_EVERY`]) so that a storm of subjects is one alert, updated.
-    grown: BTreeMap<String, FleetEvent>,
+    /// Raised events that grew since their alert was last raised, by key, with when each
+    /// was raised: raised again once a second ([`GROWN_EVERY`]) so that a storm of subjects
+    /// is one alert, updated.
+    grown: BTreeMap<String, (FleetEvent, u64)>,
     /// Keys of the events whose emergency went out (at most one per event).
     emergencies_sent: VecDeque<String>,
     emergencies_rejected: u64,
@@ -297,7 +298,7 @@ impl FleetActor {
             source: "raised",
         });
         if !new && !worse {
-            self.grown.insert(key, event);
+            self.grown.insert(key, (event, raised_at));
             return;
         }
         self.grown.remove(&key);
@@ -344,12 +345,7 @@ impl FleetActor {
 
     /// Raises again the alerts of the events that grew.
     fn raise_grown(&mut self) {
-        for (key, event) in std::mem::take(&mut self.grown) {
-            let raised_at = self
-                .events
-                .iter()
-                .find(|s| s.key == key)
-                .map_or(event.first_unix_ms, |s| s.raised_at_unix_ms);
+        for (event, raised_at) in std::mem::take(&mut self.grown).into_values() {
             self.raise_event(&event, raised_at);
         }
     }

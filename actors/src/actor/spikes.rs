@@ -81,6 +81,13 @@ impl Recent {
         )
     }
 
+    /// This node's metrics after `since` up to `now`, for a chart: at most `points` a
+    /// metric ([`crate::series::of_spikes`]).
+    pub fn metric_series(&self, since: u64, now: u64, points: usize) -> Vec<crate::series::Series> {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        crate::series::of_spikes(ring.iter(), since, now, points)
+    }
+
     fn len(&self) -> usize {
         self.ring.read().unwrap_or_else(|e| e.into_inner()).len()
     }
