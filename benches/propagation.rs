@@ -78,6 +78,8 @@ fn body(seq: u64) -> wire::Body {
         eligible: true,
         proposal: vec![],
         expect: 0,
+        every_ms: 1000,
+        dead: vec![],
     }))
 }
 

@@ -498,6 +498,8 @@ fn seed_frames() -> Vec<Vec<u8>> {
             eligible: true,
             proposal: vec![1, 2, 3],
             expect: 3,
+            every_ms: 2000,
+            dead: vec![],
         })),
         wire::Body::Spikes(spikes.clone()),
         wire::Body::Acks(wire::Acks {

@@ -31,9 +31,7 @@ use fleetmesh_actors::actor::spikes::{
 use fleetmesh_actors::actor::twin::TwinActor;
 use fleetmesh_actors::actor::{SetDrops, Stop};
 use fleetmesh_actors::service::{Hysteresis, Probes};
-use fleetmesh_actors::{
-    accounts, delta, encoder, files, heartbeat, hostmetrics, membership, netconf, node, procs,
-};
+use fleetmesh_actors::{accounts, delta, encoder, files, hostmetrics, netconf, node, procs};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -134,19 +132,12 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         p.ring,
         fleetmesh_actors::actor::unix_ms(),
     )?;
-    let interval = Duration::from_millis(s.heartbeat.interval_ms);
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
+    let (direct_tx, direct_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
     let heartbeat = HeartbeatActor::new(
         hb::Config {
-            emitter: heartbeat::Config { interval },
-            membership: membership::Config {
-                interval,
-                acceptable_pause: Duration::from_millis(s.heartbeat.acceptable_pause_ms),
-                connected_grace: Duration::from_millis(s.heartbeat.connected_grace_ms),
-                suspect_phi: s.heartbeat.suspect_phi,
-                dead_phi: s.heartbeat.dead_phi,
-                dead_after: s.heartbeat.dead_after,
-            },
+            emitter: settings.emitter(),
+            membership: settings.membership(),
             census: fleetmesh_actors::census::Config {
                 every_ms: s.heartbeat.census_ms,
                 ..Default::default()
@@ -155,6 +146,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         node::Id(peer_id.to_base58()),
         info.clone(),
         outbox_tx.clone(),
+        direct_tx.clone(),
         Arc::new({
             let root = s.metrics.proc_root.clone();
             move || load1(&root)
@@ -190,7 +182,6 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let durable_seq = read_seq(&seq_path)?.max(recovered.last_seq.unwrap_or(0));
     let journal = Arc::new(std::sync::Mutex::new(journal));
     let (append, compact, read) = (journal.clone(), journal.clone(), journal.clone());
-    let (direct_tx, direct_rx) = tokio::sync::mpsc::channel(s.net.outbox_capacity);
     let replay_direct = direct_tx.clone();
     let alerts_direct = direct_tx.clone();
     let twin_direct = direct_tx.clone();

@@ -109,6 +109,9 @@ pub struct Heartbeat {
     pub dead_phi: f64,
     pub dead_after: u32,
     pub census_ms: u64,
+    pub probe_ms: u64,
+    pub monitors: u32,
+    pub region_rate: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -512,6 +515,35 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// The heartbeat emitter's settings (`[heartbeat]`).
+    pub fn emitter(&self) -> fleetmesh_actors::heartbeat::Config {
+        let h = &self.raw.heartbeat;
+        fleetmesh_actors::heartbeat::Config {
+            interval: Duration::from_millis(h.interval_ms),
+            probe: Duration::from_millis(h.probe_ms),
+            region_rate: h.region_rate,
+        }
+    }
+
+    /// The membership view's settings (`[heartbeat]`): how peers are judged.
+    pub fn membership(&self) -> fleetmesh_actors::membership::Config {
+        let h = &self.raw.heartbeat;
+        fleetmesh_actors::membership::Config {
+            interval: Duration::from_millis(h.interval_ms),
+            acceptable_pause: Duration::from_millis(h.acceptable_pause_ms),
+            connected_grace: Duration::from_millis(h.connected_grace_ms),
+            suspect_phi: h.suspect_phi,
+            dead_phi: h.dead_phi,
+            dead_after: h.dead_after,
+            probe: Duration::from_millis(h.probe_ms),
+            monitors: h.monitors as usize,
+            stall: fleetmesh_actors::membership::Config::stall_after(
+                self.emitter().tick(),
+                Duration::from_millis(h.acceptable_pause_ms),
+            ),
+        }
+    }
+
     /// The region governor's settings (`[region]`, with the heartbeat's rhythm for how
     /// long a founding set must be agreed).
     pub fn governor(
@@ -764,6 +796,11 @@ fn resolve(raw: Settings) -> Result<Resolved, Error> {
         ));
     }
     within("heartbeat.dead_after", u64::from(h.dead_after), 2, 100_000)?;
+    if h.probe_ms != 0 {
+        within("heartbeat.probe_ms", h.probe_ms, 50, 60_000)?;
+    }
+    within("heartbeat.monitors", u64::from(h.monitors), 1, 16)?;
+    within("heartbeat.region_rate", u64::from(h.region_rate), 0, 10_000)?;
     if h.census_ms != 0 {
         within("heartbeat.census_ms", h.census_ms, 200, 3_600_000)?;
     }

@@ -1,25 +1,38 @@
 //! The node's view of its peers: who exists, what they said about themselves, and how
 //! alive each one looks from here.
 //!
-//! Peers of the node's own region are judged by their heartbeats through an accrual
-//! detector ([`crate::phi`]): `suspect` once the suspicion level passes `suspect_phi`.
+//! Peers of the node's own region are judged through an accrual detector
+//! ([`crate::phi`]): `suspect` once the suspicion level passes `suspect_phi`.
+//!
+//! **Who judges whom.** With probes on (`Config::probe`), each member is watched by the
+//! `monitors` members that follow it on the region's ring ([`ring`]): they probe it every
+//! `probe` interval and judge it by its answers ([`Input::Alive`]). Everyone else judges
+//! it by what its watchers say (their heartbeats list their suspicions and the deaths they
+//! declared) and, as a slow fallback, by its own heartbeats, which come every
+//! `interval × ⌈n / region_rate⌉` ([`crate::heartbeat`]). So what a member receives each
+//! second does not grow with its region. Without probes every peer is judged by its
+//! heartbeats, all of them each interval.
+//!
 //! A suspect becomes `dead` only when
 //! - it has been silent past `dead_phi`, counting an extra `connected_grace` while its
 //!   connection is still up (a stopped or starved process keeps its TCP connection; a
 //!   crashed one loses it at once), and
 //! - the suspicion is confirmed: another live observer of the region lists it among its
-//!   own suspects (heartbeats carry them), or no other observer is alive to ask.
+//!   own suspects, or no other observer (another watcher of it) is alive to ask.
 //!
-//! So one slow or paused observer cannot declare a healthy peer dead on its own. Peers of
-//! other regions do not send heartbeats here (heartbeat topics are per region); they are
-//! `remote`, known through a direct exchange of `Hello`s.
+//! So one slow or paused observer cannot declare a healthy peer dead on its own. A member
+//! lists only what it judged itself, never what it heard, so confirmations are never
+//! echoes. Peers of other regions do not send heartbeats here (heartbeat topics are per
+//! region); they are `remote`, known through a direct exchange of `Hello`s.
+
+mod ring;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::heartbeat::{Beat, Health};
+use crate::heartbeat::{Beat, Health, Seen};
 use crate::{node, phi};
 
 /// How a peer looks from this node.
@@ -67,14 +80,33 @@ pub struct Config {
     pub dead_phi: f64,
     /// A peer never heard from, and gone, is dead after this many intervals.
     pub dead_after: u32,
+    /// How often a watcher probes the members it watches (zero: no probes; every peer is
+    /// judged by its heartbeats).
+    pub probe: Duration,
+    /// How many members watch each member.
+    pub monitors: usize,
+    /// The view's owner runs it at least this often when well (its timer's longest
+    /// sleep, plus slack): a longer gap between two runs means this node itself was
+    /// stopped or starved (zero: never assumed).
+    pub stall: Duration,
+}
+
+impl Config {
+    /// The stall bound of an owner that wakes at least every `tick`.
+    pub fn stall_after(tick: Duration, acceptable_pause: Duration) -> Duration {
+        tick + acceptable_pause
+    }
 }
 
 impl Config {
     fn dead(&self) -> Duration {
         self.interval * self.dead_after
     }
-    fn detector(&self) -> phi::Detector {
-        phi::Detector::new(phi::Config::new(self.interval, self.acceptable_pause))
+    fn detector(&self, every: Duration) -> phi::Detector {
+        phi::Detector::new(phi::Config::new(every, self.acceptable_pause))
+    }
+    fn probes(&self) -> bool {
+        !self.probe.is_zero() && self.monitors > 0
     }
 }
 
@@ -96,6 +128,25 @@ pub struct Member {
     pub health: Option<Health>,
     /// Heartbeat arrivals of the current incarnation.
     pub detector: phi::Detector,
+    /// The heartbeat interval it announces.
+    pub every: Duration,
+    /// Answers to this node's probes, while it watches the member.
+    pub probe: phi::Detector,
+    /// Whether this node watches it (probes it and judges it by the answers).
+    pub watched: bool,
+    /// Whether its status is this node's own judgement (not what its watchers said).
+    pub own: bool,
+    /// The last time it was heard from itself (a heartbeat or an answer to a probe).
+    pub heard: Option<Instant>,
+    /// When a watcher of it last declared it dead (and said so here).
+    pub reported_dead: Option<Instant>,
+    /// When this node last held it dead.
+    pub dead_since: Option<Instant>,
+    /// The peers this member declared dead, from its latest heartbeat.
+    pub dead: BTreeSet<node::Id>,
+    /// Whether its latest heartbeat lists this node among those it declared dead.
+    pub holds_us_dead: bool,
+    key: u64,
     /// The peers this member suspects, from its latest heartbeat.
     pub suspects: BTreeSet<node::Id>,
     /// Its acknowledgement and replay state, from its latest heartbeat.
@@ -112,6 +163,7 @@ pub struct Member {
     pub lists_us: u32,
     /// When this member was last judged.
     judged_at: Instant,
+    deadline: Option<Instant>,
 }
 
 impl Member {
@@ -127,6 +179,10 @@ pub enum Input {
     Heartbeat {
         from: node::Id,
         beat: Box<Beat>,
+    },
+    /// A watched member answered this node's probe.
+    Alive {
+        from: node::Id,
     },
     Hello {
         from: node::Id,
@@ -158,6 +214,8 @@ pub enum Output {
     Stale { peer: node::Id, seq: u64 },
     /// A peer announced new facts about itself (name, region consensus facts).
     Announced { peer: node::Id },
+    /// The members this node watches changed: probe these from now on.
+    Watching { peers: Vec<node::Id> },
 }
 
 /// Peer counts by status.
@@ -186,21 +244,6 @@ impl Counts {
 /// it dead: a peer that merely suspected it clears it with the next heartbeat it gets.
 pub const HELD_DEAD_BEATS: u32 = 5;
 
-/// Whether these outputs raise a new suspicion (or death) that the region should hear at
-/// once, in a heartbeat out of schedule, so that other observers can confirm it without
-/// waiting for the next regular one.
-pub fn raises_suspicion(out: &[Output]) -> bool {
-    out.iter().any(|o| {
-        matches!(
-            o,
-            Output::StatusChanged {
-                to: Status::Dead | Status::Suspect,
-                ..
-            }
-        )
-    })
-}
-
 /// The membership view of one node.
 #[derive(Debug)]
 pub struct View {
@@ -213,6 +256,20 @@ pub struct View {
     /// Members retired ([`View::retire`]): not listed again unless a heartbeat of theirs
     /// arrives.
     retired: BTreeSet<node::Id>,
+    /// The region's ring and the members this node watches, rebuilt when the region's
+    /// live membership changes.
+    ring: ring::Ring,
+    ring_dirty: bool,
+    watching: Vec<node::Id>,
+    key: u64,
+    /// Each member's next deadline (see [`View::poll_timeout`]).
+    deadlines: BTreeSet<(Instant, node::Id)>,
+    /// When the view last ran (an input or a timeout), to notice its own stalls.
+    last_run: Option<Instant>,
+    /// How many members not held dead list each peer among their suspects.
+    listed: BTreeMap<node::Id, u32>,
+    /// Peers to judge again before returning (a lister of theirs died).
+    pending: Vec<node::Id>,
 }
 
 impl View {
@@ -221,11 +278,71 @@ impl View {
             suspect: phi::Level::new(config.suspect_phi),
             dead: phi::Level::new(config.dead_phi),
             config,
-            own,
             region,
             members: BTreeMap::new(),
             retired: BTreeSet::new(),
+            ring: ring::Ring::default(),
+            ring_dirty: true,
+            watching: Vec::new(),
+            key: ring::key(&own),
+            own,
+            deadlines: BTreeSet::new(),
+            last_run: None,
+            listed: BTreeMap::new(),
+            pending: Vec::new(),
         }
+    }
+
+    /// Notices that this node was itself stopped or starved (it did not run for longer
+    /// than [`Config::stall`]): every peer's silence is counted from `now` again, so
+    /// that a node waking from a pause does not judge its peers on what it could not
+    /// hear (the answers to probes it did not send).
+    fn wake(&mut self, now: Instant) {
+        let stalled = !self.config.stall.is_zero()
+            && self
+                .last_run
+                .is_some_and(|t| now.saturating_duration_since(t) > self.config.stall);
+        self.last_run = Some(now);
+        if !stalled {
+            return;
+        }
+        let mut moved = Vec::new();
+        for m in self.members.values_mut() {
+            m.detector.resume(now);
+            m.probe.resume(now);
+            moved.push((m.id.clone(), m.deadline));
+        }
+        for (id, old) in moved {
+            let new = self.members.get(&id).and_then(|m| self.next_change(m));
+            if let Some(m) = self.members.get_mut(&id) {
+                m.deadline = new;
+            }
+            self.set_deadline(&id, old, new);
+        }
+    }
+
+    /// The members this node watches: probe them every [`Config::probe`].
+    pub fn watching(&self) -> &[node::Id] {
+        &self.watching
+    }
+
+    /// How many members the region has in this view (this node included, the dead not).
+    pub fn region_size(&self) -> usize {
+        self.ring.len().max(1)
+    }
+
+    /// This node's own judgements, for its heartbeats.
+    pub fn seen(&self) -> Seen {
+        let mut seen = Seen::default();
+        for m in self.members.values() {
+            if m.own && matches!(m.status, Status::Suspect | Status::Dead) {
+                seen.suspects.push(m.id.clone());
+                if m.status == Status::Dead {
+                    seen.dead.push(m.id.clone());
+                }
+            }
+        }
+        seen
     }
 
     /// Forgets the members of `peers` (decommissioned ones) that have been dead and
@@ -248,7 +365,9 @@ impl View {
             .map(|m| m.id.clone())
             .collect();
         for id in &gone {
-            self.members.remove(id);
+            if let Some(m) = self.members.remove(id) {
+                self.set_deadline(id, m.deadline(), None);
+            }
             self.retired.insert(id.clone());
         }
         gone
@@ -280,6 +399,7 @@ impl View {
         let mut out = Vec::new();
         let peer = match &input {
             Input::Heartbeat { from, .. }
+            | Input::Alive { from, .. }
             | Input::Hello { from, .. }
             | Input::Connected { peer: from }
             | Input::Disconnected { peer: from }
@@ -288,6 +408,7 @@ impl View {
         if peer == self.own {
             return out;
         }
+        self.wake(now);
         if self.retired.contains(&peer) {
             // Only a heartbeat brings a retired member back (it runs again).
             if !matches!(input, Input::Heartbeat { .. }) {
@@ -295,29 +416,18 @@ impl View {
             }
             self.retired.remove(&peer);
         }
-        let m = self.members.entry(peer.clone()).or_insert_with(|| Member {
-            id: peer.clone(),
-            info: None,
-            status: Status::Joining,
-            connected: false,
-            addresses: Vec::new(),
-            last_seq: 0,
-            heartbeats: 0,
-            last_heartbeat: None,
-            last_seen: now,
-            uptime_ms: 0,
-            health: None,
-            detector: self.config.detector(),
-            suspects: BTreeSet::new(),
-            sync: None,
-            founders: Vec::new(),
-            eligible: false,
-            proposal: Vec::new(),
-            expect: 0,
-            lists_us: 0,
-            judged_at: now,
-        });
+        if !self.members.contains_key(&peer) {
+            let m = self.new_member(now, &peer);
+            self.members.insert(peer.clone(), m);
+        }
+        let Some(m) = self.members.get_mut(&peer) else {
+            return out;
+        };
+        // Peers whose judgement may have moved besides the sender: all of them when its
+        // suspicions changed (they may confirm others'), those it newly declared dead.
         let mut everyone = false;
+        let mut reported: Vec<node::Id> = Vec::new();
+        let region_before = m.info.as_ref().map(|i| i.region == self.region);
         match input {
             Input::Heartbeat { beat, .. } => {
                 let known = m.info.as_ref().map(|i| i.incarnation);
@@ -331,7 +441,7 @@ impl View {
                     }
                     Some(inc) if beat.info.incarnation > inc => {
                         m.last_seq = 0;
-                        m.detector = self.config.detector();
+                        m.detector = self.config.detector(m.every);
                         out.push(Output::Restarted {
                             peer: peer.clone(),
                             incarnation: beat.info.incarnation,
@@ -346,9 +456,19 @@ impl View {
                     });
                     return out;
                 }
+                let every = match beat.every_ms {
+                    0 => self.config.interval,
+                    ms => Duration::from_millis(ms),
+                };
+                if every != m.every {
+                    // A new rhythm (the region grew or shrank): learnt afresh.
+                    m.every = every;
+                    m.detector = self.config.detector(every);
+                }
                 m.last_seq = beat.seq;
                 m.heartbeats += 1;
                 m.last_heartbeat = Some(now);
+                m.heard = Some(now);
                 m.detector.heartbeat(now);
                 let suspects: BTreeSet<node::Id> = beat.suspects.iter().cloned().collect();
                 m.lists_us = if suspects.contains(&self.own) {
@@ -358,7 +478,20 @@ impl View {
                 };
                 // Its suspicions may confirm (or no longer confirm) others'.
                 everyone = suspects != m.suspects;
-                m.suspects = suspects;
+                if everyone {
+                    let old = std::mem::replace(&mut m.suspects, suspects);
+                    let counted = m.status != Status::Dead;
+                    if counted {
+                        let new = m.suspects.clone();
+                        count(&mut self.listed, &old, &new);
+                    }
+                }
+                let dead: BTreeSet<node::Id> = beat.dead.iter().cloned().collect();
+                if dead != m.dead {
+                    reported = dead.difference(&m.dead).cloned().collect();
+                    m.holds_us_dead = dead.contains(&self.own);
+                    m.dead = dead;
+                }
                 m.last_seen = now;
                 m.uptime_ms = beat.uptime_ms;
                 m.health = Some(beat.health.clone());
@@ -377,11 +510,35 @@ impl View {
                     out.push(Output::Announced { peer: peer.clone() });
                 }
             }
+            Input::Alive { .. } => {
+                if m.watched {
+                    m.probe.heartbeat(now);
+                }
+                m.heard = Some(now);
+                m.last_seen = now;
+            }
             Input::Hello { info, .. } => {
-                if m.info
+                let known = m.info.as_ref().map(|i| (i.incarnation, i.name.clone()));
+                if known
                     .as_ref()
-                    .is_none_or(|i| i.incarnation <= info.incarnation)
+                    .is_none_or(|(inc, _)| *inc <= info.incarnation)
                 {
+                    // A restart told before its first heartbeat: that heartbeat starts
+                    // the sequence over and must not be taken for a stale one.
+                    if known
+                        .as_ref()
+                        .is_some_and(|(inc, _)| *inc < info.incarnation)
+                    {
+                        m.last_seq = 0;
+                        m.detector = self.config.detector(m.every);
+                        out.push(Output::Restarted {
+                            peer: peer.clone(),
+                            incarnation: info.incarnation,
+                        });
+                    }
+                    if known.as_ref().is_some_and(|(_, name)| *name != info.name) {
+                        out.push(Output::Announced { peer: peer.clone() });
+                    }
                     m.info = Some(info);
                 }
                 m.last_seen = now;
@@ -398,6 +555,17 @@ impl View {
                 m.addresses = addresses;
             }
         }
+        let reporter_in_region = m.info.as_ref().is_some_and(|i| i.region == self.region);
+        if region_before != m.info.as_ref().map(|i| i.region == self.region) {
+            self.ring_dirty = true;
+        }
+        if reporter_in_region {
+            for id in &reported {
+                if let Some(r) = self.members.get_mut(id) {
+                    r.reported_dead = Some(now);
+                }
+            }
+        }
         if everyone {
             let ids: Vec<node::Id> = self.members.keys().cloned().collect();
             for id in ids {
@@ -405,17 +573,115 @@ impl View {
             }
         } else {
             self.refresh(now, &peer, &mut out);
+            for id in &reported {
+                self.refresh(now, id, &mut out);
+            }
         }
+        self.rering(now, &mut out);
         out
     }
 
-    /// How many live peers have listed this node as suspect or dead in at least `beats`
-    /// heartbeats in a row, although those heartbeats reach it: they hold it dead (it was
-    /// cut off and declared dead; a dead incarnation stays dead) or cannot hear it.
+    fn new_member(&self, now: Instant, peer: &node::Id) -> Member {
+        Member {
+            id: peer.clone(),
+            info: None,
+            status: Status::Joining,
+            connected: false,
+            addresses: Vec::new(),
+            last_seq: 0,
+            heartbeats: 0,
+            last_heartbeat: None,
+            last_seen: now,
+            uptime_ms: 0,
+            health: None,
+            detector: self.config.detector(self.config.interval),
+            every: self.config.interval,
+            probe: self.config.detector(self.config.probe),
+            watched: false,
+            own: true,
+            heard: None,
+            reported_dead: None,
+            dead_since: None,
+            dead: BTreeSet::new(),
+            holds_us_dead: false,
+            key: ring::key(peer),
+            suspects: BTreeSet::new(),
+            sync: None,
+            founders: Vec::new(),
+            eligible: false,
+            proposal: Vec::new(),
+            expect: 0,
+            lists_us: 0,
+            judged_at: now,
+            deadline: None,
+        }
+    }
+
+    /// Rebuilds the ring if the region's live membership changed, and with it the
+    /// members this node watches. A member newly watched is judged by probes from now:
+    /// its answer history starts at this instant.
+    fn rering(&mut self, now: Instant, out: &mut Vec<Output>) {
+        // Peers whose listers changed: judged again (a bounded cascade: each death
+        // clears one member's list once).
+        let mut rounds = 0;
+        while !self.pending.is_empty() && rounds < 4 {
+            rounds += 1;
+            for id in std::mem::take(&mut self.pending) {
+                self.refresh(now, &id, out);
+            }
+        }
+        self.pending.clear();
+        if !self.ring_dirty {
+            return;
+        }
+        self.ring_dirty = false;
+        let mut keys = vec![(self.key, self.own.clone())];
+        keys.extend(
+            self.members
+                .values()
+                .filter(|m| m.in_ring(&self.region))
+                .map(|m| (m.key, m.id.clone())),
+        );
+        self.ring = ring::Ring::new(keys);
+        if !self.config.probes() {
+            return;
+        }
+        let watching = self.ring.before(self.key, &self.own, self.config.monitors);
+        if watching == self.watching {
+            return;
+        }
+        let now_watched: BTreeSet<&node::Id> = watching.iter().collect();
+        let mut moved = Vec::new();
+        for m in self.members.values_mut() {
+            let w = now_watched.contains(&m.id);
+            if w != m.watched {
+                m.watched = w;
+                if w {
+                    m.probe = phi::Detector::new(phi::Config::new(
+                        self.config.probe,
+                        self.config.acceptable_pause,
+                    ));
+                    m.probe.heartbeat(now);
+                }
+                moved.push(m.id.clone());
+            }
+        }
+        self.watching = watching;
+        for id in moved {
+            self.refresh(now, &id, out);
+        }
+        out.push(Output::Watching {
+            peers: self.watching.clone(),
+        });
+    }
+
+    /// How many live peers hold this node dead: they declared it dead, or listed it as
+    /// suspect or dead in at least `beats` heartbeats in a row although those heartbeats
+    /// reach it (it was cut off and declared dead; a dead incarnation stays dead).
     pub fn held_dead_by(&self, beats: u32) -> usize {
         self.members
             .values()
-            .filter(|m| m.status == Status::Alive && m.lists_us >= beats)
+            .filter(|m| m.status == Status::Alive && (m.holds_us_dead || m.lists_us >= beats))
             .count()
     }
 
@@ -445,46 +711,64 @@ impl View {
     pub fn forget_listed(&mut self) {
         for m in self.members.values_mut() {
             m.lists_us = 0;
+            m.holds_us_dead = false;
         }
     }
 
-    /// The region peers this node suspects or holds dead, for its heartbeats.
-    pub fn suspects(&self) -> Vec<node::Id> {
-        self.members
-            .values()
-            .filter(|m| matches!(m.status, Status::Suspect | Status::Dead))
-            .map(|m| m.id.clone())
-            .collect()
-    }
-
-    /// Re-judges every peer at `now`; call at [`View::poll_timeout`].
+    /// Re-judges the peers whose deadline has come; call at [`View::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
-        let ids: Vec<node::Id> = self.members.keys().cloned().collect();
-        for id in ids {
+        self.wake(now);
+        let due: Vec<node::Id> = self
+            .deadlines
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in due {
             self.refresh(now, &id, &mut out);
         }
+        self.rering(now, &mut out);
         out
     }
 
     /// The next instant at which some peer's status would change without new input.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.members
-            .values()
-            .filter_map(|m| self.next_change(m))
-            .min()
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    fn set_deadline(&mut self, id: &node::Id, old: Option<Instant>, new: Option<Instant>) {
+        if old == new {
+            return;
+        }
+        if let Some(t) = old {
+            self.deadlines.remove(&(t, id.clone()));
+        }
+        if let Some(t) = new {
+            self.deadlines.insert((t, id.clone()));
+        }
+    }
+
+    /// Whether `m` is judged by probes here.
+    fn by_probe(&self, m: &Member) -> bool {
+        self.config.probes() && m.watched
     }
 
     fn next_change(&self, m: &Member) -> Option<Instant> {
+        let detector = if self.by_probe(m) {
+            &m.probe
+        } else {
+            &m.detector
+        };
         let at = match m.status {
-            Status::Alive => m.detector.reaches(self.suspect),
+            Status::Alive => detector.reaches(self.suspect),
             Status::Suspect => {
                 let grace = if m.connected {
                     self.config.connected_grace
                 } else {
                     Duration::ZERO
                 };
-                m.detector.reaches(self.dead).map(|t| t + grace)
+                detector.reaches(self.dead).map(|t| t + grace)
             }
             Status::Joining if !m.connected => Some(m.last_seen + self.config.dead()),
             _ => None,
@@ -494,49 +778,96 @@ impl View {
         at.filter(|t| *t > m.judged_at)
     }
 
-    /// Another live observer of the region suspects `id`, or there is no other.
+    /// Another live observer of the region suspects `id`, or there is no other to ask:
+    /// with probes, no other live watcher of it; without, no other live member.
     fn confirmed(&self, id: &node::Id) -> bool {
-        let mut observers = self.members.values().filter(|o| {
+        let live = |o: &Member| {
             &o.id != id
                 && o.status == Status::Alive
                 && o.info.as_ref().is_some_and(|i| i.region == self.region)
-        });
-        let mut any = false;
-        let confirmed = observers.any(|o| {
-            any = true;
-            o.suspects.contains(id)
-        });
-        confirmed || !any
+        };
+        if self
+            .members
+            .values()
+            .any(|o| live(o) && o.suspects.contains(id))
+        {
+            return true;
+        }
+        if self.config.probes()
+            && let Some(m) = self.members.get(id)
+        {
+            // Its watchers by this node's ring; where it left the ring (dead), by the
+            // ring it would have.
+            let mut keys: Vec<(u64, node::Id)> = Vec::new();
+            let watchers = match self.ring.after(m.key, id, self.config.monitors) {
+                w if !w.is_empty() => w,
+                _ => {
+                    keys.push((m.key, id.clone()));
+                    keys.push((self.key, self.own.clone()));
+                    keys.extend(
+                        self.members
+                            .values()
+                            .filter(|o| o.in_ring(&self.region))
+                            .map(|o| (o.key, o.id.clone())),
+                    );
+                    ring::Ring::new(keys).after(m.key, id, self.config.monitors)
+                }
+            };
+            return !watchers
+                .iter()
+                .any(|w| self.members.get(w).is_some_and(&live));
+        }
+        !self.members.values().any(live)
     }
 
-    fn judge(&self, now: Instant, m: &Member) -> Status {
+    /// A member's status here, and whether it is this node's own judgement.
+    fn judge(&self, now: Instant, m: &Member) -> (Status, bool) {
         let same_region = match &m.info {
             Some(info) => info.region == self.region,
-            None => return self.unheard(now, m),
+            None => return (self.unheard(now, m), true),
         };
         if !same_region {
-            return Status::Remote;
+            return (Status::Remote, true);
         }
-        if m.last_heartbeat.is_none() {
-            return self.unheard(now, m);
-        }
-        if m.detector.phi(now) < self.config.suspect_phi {
-            return Status::Alive;
+        let probed = self.by_probe(m);
+        if m.last_heartbeat.is_none() && !(probed && m.heard.is_some()) {
+            return (self.unheard(now, m), true);
         }
         // Dead stays dead until the peer is heard again.
-        if m.status == Status::Dead {
-            return Status::Dead;
+        if m.status == Status::Dead && m.heard.is_none_or(|h| m.dead_since.is_some_and(|d| h <= d))
+        {
+            return (Status::Dead, m.own);
+        }
+        // A watcher declared it dead after it was last heard from.
+        let reported = m
+            .reported_dead
+            .is_some_and(|r| m.heard.is_none_or(|h| r >= h));
+        let detector = if probed { &m.probe } else { &m.detector };
+        if detector.phi(now) < self.config.suspect_phi {
+            if self.config.probes() && !probed {
+                if reported {
+                    return (Status::Dead, false);
+                }
+                // A watcher of it suspects it: shown, not repeated.
+                if self.listed.get(&m.id).is_some_and(|&n| n > 0) {
+                    return (Status::Suspect, false);
+                }
+            }
+            return (Status::Alive, true);
+        }
+        if reported {
+            return (Status::Dead, probed);
         }
         let silent = if m.connected {
             now.checked_sub(self.config.connected_grace)
-                .map_or(0.0, |t| m.detector.phi(t))
+                .map_or(0.0, |t| detector.phi(t))
         } else {
-            m.detector.phi(now)
+            detector.phi(now)
         };
         if silent >= self.config.dead_phi && self.confirmed(&m.id) {
-            Status::Dead
+            (Status::Dead, true)
         } else {
-            Status::Suspect
+            (Status::Suspect, true)
         }
     }
 
@@ -553,281 +884,78 @@ impl View {
         let Some(m) = self.members.get(id) else {
             return;
         };
-        let to = self.judge(now, m);
-        if let Some(m) = self.members.get_mut(id) {
-            m.judged_at = now;
-        }
-        if let Some(m) = self.members.get_mut(id)
-            && m.status != to
-        {
+        let (to, own) = self.judge(now, m);
+        let old = m.deadline;
+        let region = self.region.clone();
+        let Some(m) = self.members.get_mut(id) else {
+            return;
+        };
+        m.judged_at = now;
+        m.own = own;
+        if m.status != to {
+            let ring_before = m.in_ring(&region);
             out.push(Output::StatusChanged {
                 peer: id.clone(),
                 from: m.status,
                 to,
             });
+            let from = m.status;
             m.status = to;
+            if to == Status::Dead {
+                m.dead_since = Some(now);
+            }
+            // A dead member's suspicions no longer count, until it is heard again.
+            if (to == Status::Dead) != (from == Status::Dead) && !m.suspects.is_empty() {
+                let listed = m.suspects.clone();
+                let none = BTreeSet::new();
+                if to == Status::Dead {
+                    count(&mut self.listed, &listed, &none);
+                } else {
+                    count(&mut self.listed, &none, &listed);
+                }
+                self.pending.extend(listed);
+            }
+            if m.in_ring(&region) != ring_before {
+                self.ring_dirty = true;
+            }
         }
+        let Some(m) = self.members.get(id) else {
+            return;
+        };
+        let new = self.next_change(m);
+        if let Some(m) = self.members.get_mut(id) {
+            m.deadline = new;
+        }
+        self.set_deadline(id, old, new);
+    }
+}
+
+/// Moves the counts of `listed` from the peers of `old` to those of `new`.
+fn count(listed: &mut BTreeMap<node::Id, u32>, old: &BTreeSet<node::Id>, new: &BTreeSet<node::Id>) {
+    for gone in old.difference(new) {
+        if let Some(n) = listed.get_mut(gone) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                listed.remove(gone);
+            }
+        }
+    }
+    for added in new.difference(old) {
+        *listed.entry(added.clone()).or_default() += 1;
+    }
+}
+
+impl Member {
+    /// Whether it has a place on the region's ring: of the region, not dead.
+    fn in_ring(&self, region: &str) -> bool {
+        self.info.as_ref().is_some_and(|i| i.region == region)
+            && !matches!(self.status, Status::Dead | Status::Remote)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SEC: Duration = Duration::from_secs(1);
-
-    fn view() -> View {
-        View::new(
-            Config {
-                interval: SEC,
-                acceptable_pause: SEC / 2,
-                connected_grace: 2 * SEC,
-                suspect_phi: 5.0,
-                dead_phi: 8.0,
-                dead_after: 10,
-            },
-            id("me"),
-            "eu".into(),
-        )
-    }
-
-    fn id(s: &str) -> node::Id {
-        node::Id(s.into())
-    }
-
-    fn beat_from(from: &str, incarnation: u64, seq: u64, suspects: &[&str]) -> Input {
-        Input::Heartbeat {
-            from: id(from),
-            beat: Box::new(Beat {
-                info: node::Info {
-                    name: from.into(),
-                    region: "eu".into(),
-                    role: "web".into(),
-                    incarnation,
-                },
-                seq,
-                uptime_ms: seq * 1000,
-                sent_unix_ms: 0,
-                health: Health::default(),
-                suspects: suspects.iter().map(|s| id(s)).collect(),
-                sync: None,
-                founders: vec![],
-                eligible: true,
-                proposal: vec![],
-                expect: 0,
-            }),
-        }
-    }
-
-    fn beat(region: &str, incarnation: u64, seq: u64) -> Input {
-        let mut b = beat_from("p", incarnation, seq, &[]);
-        if let Input::Heartbeat { beat, .. } = &mut b {
-            beat.info.region = region.into();
-        }
-        b
-    }
-
-    fn changed(out: &[Output]) -> Vec<(Status, Status)> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::StatusChanged { from, to, .. } => Some((*from, *to)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn status(v: &View, peer: &str) -> Option<Status> {
-        v.get(&id(peer)).map(|m| m.status)
-    }
-
-    #[test]
-    fn a_retired_member_leaves_the_view_until_it_beats_again() {
-        let t0 = Instant::now();
-        let mut v = view();
-        for seq in 1..=5 {
-            v.handle(t0 + SEC * (seq as u32 - 1), beat("eu", 1, seq));
-        }
-        let mut t = t0 + 5 * SEC;
-        while status(&v, "p") != Some(Status::Dead) {
-            t = v.poll_timeout().expect("a deadline");
-            v.handle_timeout(t);
-        }
-        let peers: BTreeSet<node::Id> = [id("p")].into();
-        // Not before it has been silent for `after`, and only members named.
-        assert!(v.retire(t, &peers, 30 * SEC).is_empty());
-        assert!(
-            v.retire(t + 60 * SEC, &BTreeSet::new(), 30 * SEC)
-                .is_empty()
-        );
-        assert_eq!(v.retire(t + 60 * SEC, &peers, 30 * SEC), [id("p")]);
-        assert_eq!(status(&v, "p"), None);
-        assert_eq!(v.counts().dead, 0);
-        // A disconnection or an address of it does not bring it back; a heartbeat does.
-        v.handle(t + 61 * SEC, Input::Disconnected { peer: id("p") });
-        assert_eq!(status(&v, "p"), None);
-        v.handle(t + 62 * SEC, beat("eu", 2, 1));
-        assert_eq!(status(&v, "p"), Some(Status::Alive));
-    }
-
-    #[test]
-    fn heartbeats_drive_alive_suspect_dead_and_back() {
-        let t0 = Instant::now();
-        let mut v = view();
-        let out = v.handle(t0, beat("eu", 1, 1));
-        assert_eq!(changed(&out), [(Status::Joining, Status::Alive)]);
-        for seq in 2..=10 {
-            v.handle(t0 + SEC * (seq as u32 - 1), beat("eu", 1, seq));
-        }
-        let last = t0 + 9 * SEC;
-        let suspect_at = v.poll_timeout().expect("a deadline");
-        assert!(suspect_at > last + SEC && suspect_at < last + 2 * SEC);
-        assert!(changed(&v.handle_timeout(suspect_at - SEC / 10)).is_empty());
-        let out = v.handle_timeout(suspect_at);
-        assert_eq!(changed(&out), [(Status::Alive, Status::Suspect)]);
-        assert_eq!(v.suspects(), [id("p")]);
-        // Disconnected (never connected here) and alone: no other observer to ask.
-        let dead_at = v.poll_timeout().expect("a deadline");
-        assert!(
-            dead_at < last + 3 * SEC,
-            "dead {:?} after the last beat",
-            dead_at - last
-        );
-        let out = v.handle_timeout(dead_at);
-        assert_eq!(changed(&out), [(Status::Suspect, Status::Dead)]);
-        assert_eq!(v.poll_timeout(), None);
-
-        let out = v.handle(last + 5 * SEC, beat("eu", 1, 11));
-        assert_eq!(changed(&out), [(Status::Dead, Status::Alive)]);
-        assert_eq!(v.counts().alive, 1);
-    }
-
-    /// Observers a and b beat regularly; x goes quiet. Without a second observer's
-    /// suspicion x stays suspect however long; once a lists it, x is dead.
-    #[test]
-    fn death_needs_a_second_observer() {
-        let t0 = Instant::now();
-        let mut v = view();
-        for s in 1..=5u64 {
-            let at = t0 + SEC * (s as u32 - 1);
-            for p in ["a", "b", "x"] {
-                v.handle(at, beat_from(p, 1, s, &[]));
-            }
-        }
-        for s in 6..=12u64 {
-            let at = t0 + SEC * (s as u32 - 1);
-            v.handle(at, beat_from("a", 1, s, &[]));
-            v.handle(at, beat_from("b", 1, s, &[]));
-            v.handle_timeout(at);
-        }
-        assert_eq!(status(&v, "x"), Some(Status::Suspect), "not confirmed yet");
-        assert_eq!(status(&v, "a"), Some(Status::Alive));
-        let out = v.handle(t0 + 12 * SEC, beat_from("a", 1, 13, &["x"]));
-        assert_eq!(changed(&out), [(Status::Suspect, Status::Dead)]);
-    }
-
-    /// A peer whose connection is still up (paused, starved) gets the grace before it
-    /// can be dead; losing the connection ends the grace.
-    #[test]
-    fn a_live_connection_earns_grace() {
-        let t0 = Instant::now();
-        let mut v = view();
-        v.handle(t0, Input::Connected { peer: id("p") });
-        for seq in 1..=10 {
-            v.handle(t0 + SEC * (seq as u32 - 1), beat("eu", 1, seq));
-        }
-        let last = t0 + 9 * SEC;
-        v.handle_timeout(last + 2 * SEC);
-        assert_eq!(status(&v, "p"), Some(Status::Suspect));
-        // A 2 s pause, beat late: still at most suspect at any point.
-        v.handle_timeout(last + 3 * SEC);
-        assert_eq!(status(&v, "p"), Some(Status::Suspect), "within the grace");
-        let out = v.handle(last + 3 * SEC, Input::Disconnected { peer: id("p") });
-        assert_eq!(changed(&out), [(Status::Suspect, Status::Dead)]);
-    }
-
-    #[test]
-    fn old_and_duplicate_heartbeats_are_stale() {
-        let t0 = Instant::now();
-        let mut v = view();
-        v.handle(t0, beat("eu", 1, 5));
-        let out = v.handle(t0 + SEC, beat("eu", 1, 5));
-        assert_eq!(
-            out,
-            [Output::Stale {
-                peer: id("p"),
-                seq: 5
-            }]
-        );
-        let out = v.handle(t0 + SEC, beat("eu", 1, 4));
-        assert_eq!(
-            out,
-            [Output::Stale {
-                peer: id("p"),
-                seq: 4
-            }]
-        );
-        // A stale heartbeat does not refresh liveness.
-        assert_eq!(v.get(&id("p")).and_then(|m| m.last_heartbeat), Some(t0));
-    }
-
-    #[test]
-    fn restart_is_a_new_incarnation_and_seq_starts_over() {
-        let t0 = Instant::now();
-        let mut v = view();
-        v.handle(t0, beat("eu", 1, 40));
-        let out = v.handle(t0 + SEC, beat("eu", 2, 1));
-        assert!(out.contains(&Output::Restarted {
-            peer: id("p"),
-            incarnation: 2
-        }));
-        assert_eq!(v.get(&id("p")).map(|m| m.last_seq), Some(1));
-        // The previous incarnation's heartbeats are now stale, whatever their seq.
-        let out = v.handle(t0 + SEC, beat("eu", 1, 41));
-        assert_eq!(
-            out,
-            [Output::Stale {
-                peer: id("p"),
-                seq: 41
-            }]
-        );
-    }
-
-    #[test]
-    fn other_regions_are_remote_and_never_judged_by_heartbeat() {
-        let t0 = Instant::now();
-        let mut v = view();
-        v.handle(t0, Input::Connected { peer: id("p") });
-        let out = v.handle(
-            t0,
-            Input::Hello {
-                from: id("p"),
-                info: node::Info {
-                    name: "p".into(),
-                    region: "us".into(),
-                    role: "db".into(),
-                    incarnation: 1,
-                },
-            },
-        );
-        assert_eq!(changed(&out), [(Status::Joining, Status::Remote)]);
-        assert!(changed(&v.handle_timeout(t0 + 100 * SEC)).is_empty());
-    }
-
-    #[test]
-    fn a_peer_that_never_beats_and_leaves_is_dead_after_the_dead_interval() {
-        let t0 = Instant::now();
-        let mut v = view();
-        v.handle(t0, Input::Connected { peer: id("p") });
-        v.handle(t0 + SEC, Input::Disconnected { peer: id("p") });
-        assert_eq!(v.poll_timeout(), Some(t0 + 11 * SEC));
-        let out = v.handle_timeout(t0 + 11 * SEC);
-        assert_eq!(changed(&out), [(Status::Joining, Status::Dead)]);
-    }
-
-    #[test]
-    fn own_id_is_never_a_member() {
-        let mut v = view();
-        v.handle(Instant::now(), Input::Connected { peer: id("me") });
-        assert_eq!(v.members().count(), 0);
-    }
-}
+mod tests;

@@ -88,6 +88,17 @@ impl Detector {
         self.last = Some(now);
     }
 
+    /// The observer itself was stopped or starved until `now`: the silence it could not
+    /// hear says nothing about the peer, so the wait starts again from `now` (and is not
+    /// learned as rhythm).
+    pub fn resume(&mut self, now: Instant) {
+        if let Some(last) = self.last
+            && last < now
+        {
+            self.last = Some(now);
+        }
+    }
+
     fn push(&mut self, x: f64) {
         if self.intervals.len() >= self.config.window.max(2)
             && let Some(old) = self.intervals.pop_front()

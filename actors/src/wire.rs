@@ -159,6 +159,9 @@ pub enum Request {
         state: Option<String>,
         limit: u32,
     },
+    /// "Are you there?": a watcher's liveness probe ([`crate::membership`]), sent on the
+    /// consensus protocol every probe interval; answered [`Response::Alive`] at once.
+    Probe,
 }
 
 /// The answer to a [`Request`].
@@ -202,6 +205,9 @@ pub enum Response {
         retry_after_ms: u64,
         why: String,
     },
+    /// The answer to [`Request::Probe`]: alive (whatever the incarnation: an answer is
+    /// proof enough that the peer's process runs).
+    Alive,
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -296,6 +302,8 @@ mod tests {
             eligible: true,
             proposal: vec![],
             expect: 0,
+            every_ms: 1000,
+            dead: vec![],
         }))
     }
 

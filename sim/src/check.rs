@@ -101,16 +101,18 @@ impl Deaths {
         self.disturbed[node].is_none_or(|d| at_us >= d + self.settle_us)
     }
 
-    /// `observer` declared `peer` dead at `at_us`; `peer_up` says whether it runs.
+    /// `observer` declared `peer` dead at `at_us`; `reachable` says whether the peer runs
+    /// and the link between the two is up (a partitioned pair may not hear each other,
+    /// however long the partition lasts).
     pub fn declared_dead(
         &mut self,
         at_us: u64,
         observer: usize,
         peer: usize,
-        peer_up: bool,
+        reachable: bool,
     ) -> Result<(), Violation> {
         self.checked += 1;
-        if peer_up && self.settled(peer, at_us) && self.settled(observer, at_us) {
+        if reachable && self.settled(peer, at_us) && self.settled(observer, at_us) {
             return Err(Violation {
                 at_us,
                 what: format!(

@@ -39,6 +39,8 @@ const STALL_EVENTS: u64 = 10_000_000;
 
 /// Bytes a Raft message carries on top of its body (request-response framing, peer ids).
 const RAFT_OVERHEAD: u64 = 64;
+/// A probe or its answer on the wire: a few bytes of body plus the same framing.
+const PROBE_BYTES: u64 = RAFT_OVERHEAD + 8;
 
 #[derive(Debug)]
 enum Ev {
@@ -71,10 +73,27 @@ enum Ev {
 
 #[derive(Debug, Clone)]
 enum Msg {
-    Beat { from: usize, beat: Rc<Beat> },
-    Raft { from: usize, bytes: Vec<u8> },
-    Connected { peer: usize },
-    Disconnected { peer: usize },
+    Beat {
+        from: usize,
+        beat: Rc<Beat>,
+    },
+    /// A watcher's liveness probe, and its answer (request-response, point to point).
+    Probe {
+        from: usize,
+    },
+    Alive {
+        from: usize,
+    },
+    Raft {
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Connected {
+        peer: usize,
+    },
+    Disconnected {
+        peer: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -108,6 +127,8 @@ struct Cores {
     emitter: heartbeat::Emitter,
     gov: Governor,
     held_dead_by: usize,
+    /// What it last told its region it saw.
+    told: heartbeat::Seen,
     incarnation: u64,
     hb_wake: Option<u64>,
     gov_wake: Option<u64>,
@@ -164,6 +185,7 @@ pub struct Sim {
     crashes: usize,
     raft_msgs: u64,
     heartbeats: u64,
+    probes: u64,
     splits: u64,
     /// Membership pushes to governors (each a walk over the region).
     pushes: u64,
@@ -241,6 +263,7 @@ impl Sim {
             crashes: 0,
             raft_msgs: 0,
             heartbeats: 0,
+            probes: 0,
             splits: 0,
             pushes: 0,
             quiet: false,
@@ -310,6 +333,16 @@ impl Sim {
                 suspect_phi: p.suspect_phi,
                 dead_phi: p.dead_phi,
                 dead_after: p.dead_after,
+                probe: Duration::from_millis(p.probe_ms),
+                monitors: p.monitors,
+                stall: membership::Config::stall_after(
+                    Duration::from_millis(if p.probe_ms == 0 {
+                        p.heartbeat_ms
+                    } else {
+                        p.probe_ms
+                    }),
+                    Duration::from_millis(p.acceptable_pause_ms),
+                ),
             },
             m.peer.clone(),
             region.clone(),
@@ -317,6 +350,8 @@ impl Sim {
         let emitter = heartbeat::Emitter::new(
             heartbeat::Config {
                 interval: Duration::from_millis(p.heartbeat_ms),
+                probe: Duration::from_millis(p.probe_ms),
+                region_rate: p.region_rate,
             },
             info,
             now,
@@ -336,6 +371,7 @@ impl Sim {
             emitter,
             gov,
             held_dead_by: 0,
+            told: heartbeat::Seen::default(),
             incarnation,
             hb_wake: None,
             gov_wake: None,
@@ -536,9 +572,24 @@ impl Sim {
                     beat: Box::new((*beat).clone()),
                 }
             }
-            Msg::Connected { peer } => Input::Connected {
-                peer: self.members[peer].peer.clone(),
+            Msg::Probe { from } => {
+                // Answered at once by the driver, whatever the cores are doing.
+                self.send_direct(to, from, Msg::Alive { from: to });
+                return false;
+            }
+            Msg::Alive { from } => Input::Alive {
+                from: self.members[from].peer.clone(),
             },
+            Msg::Connected { peer } => {
+                // A region peer held dead connects again: it hears from this member soon.
+                let p = self.members[peer].peer.clone();
+                if let Some(c) = &mut self.members[to].cores
+                    && c.view.get(&p).is_some_and(|m| m.status == Status::Dead)
+                {
+                    c.emitter.beat_soon(now);
+                }
+                Input::Connected { peer: p }
+            }
             Msg::Disconnected { peer } => Input::Disconnected {
                 peer: self.members[peer].peer.clone(),
             },
@@ -561,9 +612,24 @@ impl Sim {
             return;
         };
         let health = health(&c.view);
-        let suspects = c.view.suspects();
-        if let Some(beat) = c.emitter.handle_timeout(now, unix, health, suspects) {
+        let seen = c.view.seen();
+        if let Some(beat) = c.emitter.handle_timeout(now, unix, health, seen.clone()) {
+            c.told = seen;
             self.publish(i, beat);
+        }
+        let Some(c) = &mut self.members[i].cores else {
+            return;
+        };
+        if c.emitter.probe_due(now) {
+            let watching: Vec<usize> = c
+                .view
+                .watching()
+                .iter()
+                .filter_map(|p| self.ids.get(p).copied())
+                .collect();
+            for j in watching {
+                self.send_direct(i, j, Msg::Probe { from: i });
+            }
         }
         let Some(c) = &mut self.members[i].cores else {
             return;
@@ -576,10 +642,9 @@ impl Sim {
     /// `listed`: how many peers hold this member dead may have changed although `out` is
     /// empty (a heartbeat listing it, or a timeout).
     fn report_view(&mut self, i: usize, out: Vec<ViewOutput>, listed: bool) {
-        let share = membership::raises_suspicion(&out);
         let mut changed = false;
         for o in &out {
-            if !matches!(o, ViewOutput::Stale { .. }) {
+            if !matches!(o, ViewOutput::Stale { .. } | ViewOutput::Watching { .. }) {
                 changed = true;
             }
             if let ViewOutput::StatusChanged {
@@ -611,11 +676,18 @@ impl Sim {
             c.gov.handle_members(now, members, held);
             self.drain_gov(i);
         }
-        if share && let Some(c) = &mut self.members[i].cores {
-            let beat = c
-                .emitter
-                .beat_now(now, unix, health(&c.view), c.view.suspects());
-            self.publish(i, beat);
+        let Some(c) = &mut self.members[i].cores else {
+            return;
+        };
+        c.emitter.set_members(c.view.region_size());
+        // Only when something moved: a walk over the peers.
+        if changed || listed {
+            let seen = c.view.seen();
+            if seen != c.told {
+                let beat = c.emitter.beat_now(now, unix, health(&c.view), seen.clone());
+                c.told = seen;
+                self.publish(i, beat);
+            }
         }
     }
 
@@ -629,8 +701,8 @@ impl Sim {
         {
             self.detect_us.push(self.now - crashed_at);
         }
-        let up = self.up(p);
-        if let Err(v) = self.deaths.declared_dead(self.now, i, p, up) {
+        let reachable = self.up(p) && self.links.linked(i, p);
+        if let Err(v) = self.deaths.declared_dead(self.now, i, p, reachable) {
             self.violate(v);
         }
     }
@@ -707,7 +779,11 @@ impl Sim {
                         self.send_raft(i, j, bytes);
                     }
                 }
-                GovOutput::Facts(f) => c.emitter.set_region(f),
+                GovOutput::Facts(f) => {
+                    if c.emitter.set_region(f) {
+                        c.emitter.beat_soon(now);
+                    }
+                }
                 GovOutput::Reincarnate => {
                     // As the node does: a new number, above the last, kept across restarts.
                     let n = unix.max(c.incarnation + 1);
@@ -741,6 +817,19 @@ impl Sim {
             self.failover_us.push(self.now - at);
             self.failover_from[region] = None;
         }
+    }
+
+    /// A probe or its answer: point to point, charged once.
+    fn send_direct(&mut self, from: usize, to: usize, msg: Msg) {
+        if !self.up(from) || !self.links.linked(from, to) || self.net.lost(&mut self.rng) {
+            return;
+        }
+        self.probes += 1;
+        self.members[to].recv_msgs += 1;
+        self.members[to].recv_bytes += PROBE_BYTES;
+        let same = self.members[from].region == self.members[to].region;
+        let d = self.net.delay_us(&mut self.rng, same);
+        self.schedule(self.now + d, Ev::Deliver { to, msg });
     }
 
     fn send_raft(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
@@ -1042,6 +1131,7 @@ impl Sim {
             bytes_per_node_s_max: round(max(&bytes)),
             raft_msgs: self.raft_msgs,
             heartbeats_sent: self.heartbeats,
+            probes_sent: self.probes,
             member_pushes: self.pushes,
             cpu_ms_per_sim_s: round(cpu_ms / sim_s.max(1e-9)),
             masters_elected: masters.len(),

@@ -127,6 +127,11 @@ pub struct Protocol {
     pub max_voters: usize,
     pub tick_ms: u64,
     pub election_ticks: usize,
+    /// Liveness probes of the ring neighbours (0: none; heartbeats only).
+    pub probe_ms: u64,
+    pub monitors: usize,
+    /// Heartbeats a second a region shares (0: every member every interval).
+    pub region_rate: u32,
 }
 
 impl Default for Protocol {
@@ -143,6 +148,9 @@ impl Default for Protocol {
             max_voters: 5,
             tick_ms: 100,
             election_ticks: 10,
+            probe_ms: 500,
+            monitors: 3,
+            region_rate: 5,
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Report {
     pub bytes_per_node_s_max: f64,
     pub raft_msgs: u64,
     pub heartbeats_sent: u64,
+    /// Liveness probes and their answers.
+    pub probes_sent: u64,
     /// Times a membership view pushed the region's members to its governor.
     pub member_pushes: u64,
     pub cpu_ms_per_sim_s: f64,

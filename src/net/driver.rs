@@ -1048,7 +1048,7 @@ impl Driver {
                     wire::Request::Consult { spike, .. } => Some(spike.seq),
                     _ => None,
                 };
-                if matches!(d.request, wire::Request::Raft { .. }) {
+                if matches!(d.request, wire::Request::Raft { .. } | wire::Request::Probe) {
                     self.swarm
                         .behaviour_mut()
                         .consensus
@@ -1071,20 +1071,38 @@ impl Driver {
         }
     }
 
-    /// The consensus protocol carries Raft messages only; they are answered at once (the
-    /// answer only says whether the region actor took it), and a lost one is Raft's
-    /// business (it resends).
+    /// The consensus protocol carries Raft messages and liveness probes, small and
+    /// answered at once, so that neither waits behind bigger requests: a Raft message's
+    /// answer only says whether the region actor took it (a lost one is Raft's business:
+    /// it resends); a probe's answer is the liveness the prober's watch is fed with.
     fn on_consensus(&mut self, event: request_response::Event<wire::Request, wire::Response>) {
-        if let request_response::Event::Message {
-            peer,
-            message: Message::Request {
-                request, channel, ..
-            },
-            ..
-        } = event
+        let (peer, request, channel) = match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => (peer, request, channel),
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        response: wire::Response::Alive,
+                        ..
+                    },
+                ..
+            } => {
+                self.to_actor(Input::Alive { from: id(&peer) });
+                return;
+            }
+            _ => return,
+        };
         {
             let reply = match request {
                 wire::Request::Raft { region, message } => self.on_raft(peer, region, message),
+                wire::Request::Probe => wire::Response::Alive,
                 _ => {
                     tracing::debug!(%peer, "not a consensus message on the consensus protocol");
                     wire::Response::Refused("only consensus messages on this protocol".into())
@@ -1123,6 +1141,7 @@ impl Driver {
                         wire::Request::Raft { region, message } => {
                             self.on_raft(peer, region, message)
                         }
+                        wire::Request::Probe => wire::Response::Alive,
                         wire::Request::Operator { region, action } => {
                             self.on_operator(peer, region, action)
                         }
@@ -1223,6 +1242,7 @@ impl Driver {
                         info,
                     }),
                     wire::Response::Accepted => {}
+                    wire::Response::Alive => self.to_actor(Input::Alive { from: id(&peer) }),
                     wire::Response::TwinTaken(since) => {
                         if let Some(l) = &self.region_links {
                             let input = fleetmesh_actors::twin::Input::DriftSince(since);

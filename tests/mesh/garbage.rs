@@ -96,6 +96,8 @@ async fn garbage_and_wrong_version_frames_are_refused_and_counted() {
             eligible: true,
             proposal: vec![],
             expect: 0,
+            every_ms: 1000,
+            dead: vec![],
         })),
     )
     .expect("encodes");

@@ -56,8 +56,12 @@ pub struct SetRegion(pub crate::governor::Facts);
 impl Handler<SetRegion> for HeartbeatActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SetRegion, _: &mut Self::Context) {
-        self.emitter.set_region(msg.0);
+    fn handle(&mut self, msg: SetRegion, ctx: &mut Self::Context) {
+        if self.emitter.set_region(msg.0) {
+            // New facts (founding, a new voter set) are heard soon, whatever the rhythm.
+            self.emitter.beat_soon(Instant::now());
+            self.schedule(ctx);
+        }
     }
 }
 
@@ -276,6 +280,11 @@ pub struct HeartbeatActor {
     emitter: heartbeat::Emitter,
     view: membership::View,
     outbox: outbox::Sender,
+    /// Probes to the members this node watches.
+    direct: outbox::DirectSender,
+    /// What this node last told the region it saw (suspicions, deaths).
+    told: heartbeat::Seen,
+    probes_sent: u64,
     load: LoadProbe,
     timer: Option<SpawnHandle>,
     sent: u64,
@@ -320,6 +329,7 @@ impl HeartbeatActor {
         own: node::Id,
         info: node::Info,
         outbox: outbox::Sender,
+        direct: outbox::DirectSender,
         load: LoadProbe,
     ) -> Self {
         let now = Instant::now();
@@ -338,6 +348,9 @@ impl HeartbeatActor {
             own,
             region,
             outbox,
+            direct,
+            told: heartbeat::Seen::default(),
+            probes_sent: 0,
             load,
             timer: None,
             sent: 0,
@@ -452,12 +465,16 @@ impl HeartbeatActor {
     fn drive(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let health = self.health();
-        let suspects = self.view.suspects();
         let unix = unix_ms();
-        let beat = self.emitter.handle_timeout(now, unix, health, suspects);
+        let seen = self.view.seen();
+        let beat = self.emitter.handle_timeout(now, unix, health, seen.clone());
         let beating = beat.is_some();
         if let Some(beat) = beat {
+            self.told = seen;
             self.publish(beat);
+        }
+        if self.emitter.probe_due(now) {
+            self.probe();
         }
         let out = self.view.handle_timeout(now);
         self.report(out);
@@ -501,6 +518,21 @@ impl HeartbeatActor {
         self.timer = Some(ctx.run_later(wait, |act, ctx| act.drive(ctx)));
     }
 
+    /// Probes every member this node watches (answered [`wire::Response::Alive`]).
+    fn probe(&mut self) {
+        for peer in self.view.watching() {
+            let probe = outbox::Direct {
+                to: peer.clone(),
+                request: wire::Request::Probe,
+            };
+            if self.direct.try_send(probe).is_err() {
+                crate::actor::count_drops(&self.drops, "probe_outbox", 1);
+            } else {
+                self.probes_sent += 1;
+            }
+        }
+    }
+
     fn publish(&mut self, beat: heartbeat::Beat) {
         let msg = outbox::Publish {
             topic: outbox::Topic::Region(self.region.clone()),
@@ -517,10 +549,9 @@ impl HeartbeatActor {
     }
 
     fn report(&mut self, out: Vec<Output>) {
-        let share = membership::raises_suspicion(&out);
         let mut changed = false;
         for o in out {
-            if !matches!(o, Output::Stale { .. }) {
+            if !matches!(o, Output::Stale { .. } | Output::Watching { .. }) {
                 changed = true;
             }
             match o {
@@ -544,23 +575,26 @@ impl HeartbeatActor {
                 }
                 Output::Stale { .. } => self.stale += 1,
                 Output::Announced { .. } => {}
+                Output::Watching { peers } => {
+                    tracing::debug!(?peers, "watching");
+                }
             }
         }
+        self.emitter.set_members(self.view.region_size());
         // Whether peers hold this node dead changes with their heartbeats, not with a
         // status change here.
         let held_dead_by = self.view.held_dead_by(HELD_DEAD_BEATS);
         if changed || held_dead_by != self.held_dead_by {
             self.push_members(held_dead_by);
         }
-        // A new suspicion is told to the region at once, so that other observers can
-        // confirm it without waiting for the next regular heartbeat.
-        if share {
-            let beat = self.emitter.beat_now(
-                Instant::now(),
-                unix_ms(),
-                self.health(),
-                self.view.suspects(),
-            );
+        // A new suspicion (or one dropped) is told to the region at once, so that other
+        // observers can confirm it without waiting for the next regular heartbeat.
+        let seen = self.view.seen();
+        if seen != self.told {
+            let beat =
+                self.emitter
+                    .beat_now(Instant::now(), unix_ms(), self.health(), seen.clone());
+            self.told = seen;
             self.publish(beat);
         }
     }
@@ -588,7 +622,18 @@ impl Handler<Inbound> for HeartbeatActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
-        let out = self.view.handle(Instant::now(), msg.0);
+        let now = Instant::now();
+        // A region peer held dead connects again (a healed cut): it hears from this node
+        // soon, not one long interval later.
+        if let membership::Input::Connected { peer } = &msg.0
+            && self
+                .view
+                .get(peer)
+                .is_some_and(|m| m.status == Status::Dead)
+        {
+            self.emitter.beat_soon(now);
+        }
+        let out = self.view.handle(now, msg.0);
         self.report(out);
         // A new peer may have brought an earlier deadline.
         self.schedule(ctx);
@@ -643,6 +688,8 @@ mod tests {
         Config {
             emitter: heartbeat::Config {
                 interval: Duration::from_millis(ms),
+                probe: Duration::from_millis(ms),
+                region_rate: 0,
             },
             membership: membership::Config {
                 interval: Duration::from_millis(ms),
@@ -651,19 +698,24 @@ mod tests {
                 suspect_phi: 5.0,
                 dead_phi: 8.0,
                 dead_after: 10,
+                probe: Duration::from_millis(ms),
+                monitors: 3,
+                stall: Duration::ZERO,
             },
             census: census::Config::default(),
         }
     }
 
     #[actix::test]
-    async fn publishes_heartbeats_on_its_region_topic_and_tracks_peers() {
+    async fn publishes_heartbeats_on_its_region_topic_probes_and_tracks_peers() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let (direct_tx, mut direct_rx) = tokio::sync::mpsc::channel(16);
         let addr = HeartbeatActor::new(
             config(20),
             node::Id("me".into()),
             info("me", "eu"),
             tx,
+            direct_tx,
             Arc::new(|| Some(0.5)),
         )
         .start();
@@ -695,6 +747,8 @@ mod tests {
                 eligible: true,
                 proposal: vec![],
                 expect: 0,
+                every_ms: 20,
+                dead: vec![],
             }),
         }))
         .await
@@ -703,5 +757,17 @@ mod tests {
         assert_eq!(snap.counts.alive, 1);
         assert_eq!(snap.peers[0].member.id, peer);
         assert!(snap.heartbeats_sent >= 3);
+        // The only other member is watched: probed every interval, judged by the answers.
+        for _ in 0..3 {
+            let probe = direct_rx.recv().await.expect("a probe");
+            assert_eq!(probe.to, peer);
+            assert_eq!(probe.request, wire::Request::Probe);
+            addr.send(Inbound(membership::Input::Alive { from: peer.clone() }))
+                .await
+                .expect("delivered");
+        }
+        let snap = addr.send(GetSnapshot).await.expect("answered");
+        assert_eq!(snap.counts.alive, 1);
+        assert!(snap.peers[0].member.watched);
     }
 }
