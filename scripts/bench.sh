@@ -14,7 +14,8 @@
 #                                founding by bootstrap_expect 3, the master killed right
 #                                after the first election, while promoting, when all vote,
 #                                or with one more voter when all vote)
-#   scripts/bench.sh detection   [--trials N]   (5 nodes; kill -9 one)
+#   scripts/bench.sh detection   [--trials N] [--signal KILL|STOP]   (5 nodes; kill -9 one,
+#                                or stop one: a hung node whose connections stay up)
 #   scripts/bench.sh pauses      [--minutes M]  (5 nodes; one stopped 2 s every minute)
 #   scripts/bench.sh redistribution [--trials N] [--probes K]  (5 voters, K service probes;
 #                                kill -9 the node owning most items)
@@ -45,6 +46,9 @@
 #                                [--scenario FILE]  (fleetmesh-sim: the real cores of N
 #                                members on a simulated network; default the 10,000-member
 #                                fleet-10k scenario, 100 regions, 600 simulated s)
+#   scripts/bench.sh sim-load    [--region-sizes 10,100,1000] [--seconds S]  (one region per
+#                                size: messages and bytes each member receives per second,
+#                                crash and hang detection; ratio = last size / first)
 #   scripts/bench.sh sim-chaos   [--runs K] [--nodes N] [--seconds S] [--seed X]  (seeded
 #                                random fault schedules; failing seeds are printed)
 #
@@ -117,6 +121,8 @@ case "$scenario" in
   failover|detection)
     trials=$(opt trials 20 "$@")
     when=$(opt when "" "$@")
+    sig=$(opt signal KILL "$@")
+    case "$sig" in KILL|STOP) ;; *) echo "bench.sh: --signal KILL|STOP" >&2; exit 2 ;; esac
     case "$when" in ""|early|promoting|formed|double) ;; *) echo "bench.sh: --when early|promoting|formed|double" >&2; exit 2 ;; esac
     nodes=5
     up=$nodes
@@ -134,7 +140,7 @@ case "$scenario" in
         "$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true
         exit 1
       fi
-      if dt=$(WHEN=$when python3 "$here/kill_trial.py" "$scenario" "$dir" "$nodes" "$base" 60); then
+      if dt=$(WHEN=$when SIGNAL=$sig python3 "$here/kill_trial.py" "$scenario" "$dir" "$nodes" "$base" 60); then
         times+=("$dt")
         echo "$scenario: trial $t of $trials: ${dt} s" >&2
       else
@@ -143,12 +149,12 @@ case "$scenario" in
       "$here/cluster.sh" down --dir "$dir" >/dev/null 2>&1 || true
       rm -rf "$dir"
     done
-    printf '%s\n' "${times[@]}" | sort -n | awk -v s="$scenario" -v n="$trials" -v w="$when" '
+    printf '%s\n' "${times[@]}" | sort -n | awk -v s="$scenario" -v n="$trials" -v w="$when" -v g="$sig" '
       { v[NR] = $1 }
       END {
-        if (NR == 0) { printf "RESULT {\"scenario\":\"%s\",\"when\":\"%s\",\"trials\":%d,\"ok\":0}\n", s, w, n; exit }
+        if (NR == 0) { printf "RESULT {\"scenario\":\"%s\",\"when\":\"%s\",\"signal\":\"%s\",\"trials\":%d,\"ok\":0}\n", s, w, g, n; exit }
         p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
-        printf "RESULT {\"scenario\":\"%s\",\"when\":\"%s\",\"trials\":%d,\"ok\":%d,\"samples\":%d,\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d,\"p50_s\":%.3f,\"p99_s\":%.3f,\"max_s\":%.3f}\n", s, w, n, NR, NR, p50 * 1e6, p99 * 1e6, v[NR] * 1e6, p50, p99, v[NR]
+        printf "RESULT {\"scenario\":\"%s\",\"when\":\"%s\",\"signal\":\"%s\",\"trials\":%d,\"ok\":%d,\"samples\":%d,\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d,\"p50_s\":%.3f,\"p99_s\":%.3f,\"max_s\":%.3f}\n", s, w, g, n, NR, NR, p50 * 1e6, p99 * 1e6, v[NR] * 1e6, p50, p99, v[NR]
       }'
     ;;
 
@@ -261,6 +267,31 @@ case "$scenario" in
       | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;
 
+  sim-load)
+    sizes=$(opt region-sizes "10,100,1000" "$@")
+    seconds=$(opt seconds 90 "$@")
+    command -v python3 >/dev/null || { echo "bench.sh: $scenario needs python3" >&2; exit 2; }
+    cd "$root"
+    cargo build --release -p fleetmesh-sim >&2
+    out=$(mktemp /tmp/fleetmesh-sim-load.XXXXXX)
+    trap 'rm -f "$out"' EXIT
+    for n in ${sizes//,/ }; do
+      echo "sim-load: one region of $n members, $seconds simulated s" >&2
+      "${CARGO_TARGET_DIR:-$root/target}/release/fleetmesh-sim" run "$root/sim/scenarios/load.toml" \
+        --nodes-per-region "$n" --seconds "$seconds" | tee /dev/stderr | grep '^RESULT ' | sed 's/^RESULT //' >> "$out"
+    done
+    python3 - "$out" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+keys = ("msgs_per_node_s", "msgs_per_node_s_max", "bytes_per_node_s", "bytes_per_node_s_max",
+        "detect_p50_us", "detect_p99_us", "hang_p50_us", "hang_p99_us", "failover_p99_us",
+        "speed", "violations")
+sizes = [{"region_size": r["nodes"], **{k: r[k] for k in keys}} for r in runs]
+ratio = sizes[-1]["msgs_per_node_s"] / sizes[0]["msgs_per_node_s"] if len(sizes) > 1 else 1.0
+print("RESULT " + json.dumps({"scenario": "sim-load", "sizes": sizes, "ratio": round(ratio, 3)}))
+PY
+    ;;
+
   sim-chaos)
     cd "$root"
     cargo build --release -p fleetmesh-sim >&2
@@ -270,7 +301,7 @@ case "$scenario" in
     ;;
 
   *)
-    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, policy-local, failover, detection, pauses, redistribution, replay, consult, learning, emergency, console-latency, console-scale, sim, sim-chaos)" >&2
+    echo "bench.sh: unknown scenario '$scenario' (propagation, footprint, detect, encode, metrics-bandwidth, policy-local, failover, detection, pauses, redistribution, replay, consult, learning, emergency, console-latency, console-scale, sim, sim-load, sim-chaos)" >&2
     exit 2
     ;;
 esac

@@ -132,9 +132,12 @@ pids = []
 for v in victims:
     with open(os.path.join(root, f"node{v}", "pid")) as f:
         pids.append(int(f.read()))
+# SIGNAL=STOP: a hung node (its process stopped, its connections up) instead of a crash;
+# it is killed at the end of the trial.
+sig = signal.SIGSTOP if os.environ.get("SIGNAL", "KILL").upper() == "STOP" else signal.SIGKILL
 t0 = time.monotonic()
 for pid in pids:
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, sig)
 if mode == "failover":
     until("a new master", lambda: agreed(survivors, first["term"]), timeout)
 elif mode == "detection":
@@ -163,4 +166,8 @@ if mode == "redistribution":
     changed = sum(1 for k, o in before.items() if k != f"audit:{gone}" and after.get(k) != o)
     print(f"{dt:.4f} {changed / max(len(mine), 1):.4f} {len(mine)}")
     sys.exit(0)
-print(f"{time.monotonic() - t0:.4f}")
+dt = time.monotonic() - t0
+if sig == signal.SIGSTOP:
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+print(f"{dt:.4f}")

@@ -134,6 +134,9 @@ pub struct Member {
     pub probe: phi::Detector,
     /// Whether this node watches it (probes it and judges it by the answers).
     pub watched: bool,
+    /// Whether it ever answered a probe of this node: until it does (a node of an older
+    /// version does not know probes), it is judged by its heartbeats.
+    pub answered: bool,
     /// Whether its status is this node's own judgement (not what its watchers said).
     pub own: bool,
     /// The last time it was heard from itself (a heartbeat or an answer to a probe).
@@ -244,6 +247,25 @@ impl Counts {
 /// it dead: a peer that merely suspected it clears it with the next heartbeat it gets.
 pub const HELD_DEAD_BEATS: u32 = 5;
 
+/// Whether these outputs must reach the region governor at once: a death or a return
+/// (failover and reassignment wait on them). Other changes (a member joining, new facts,
+/// a suspicion) can wait for the owner's next tick, so that a region forming does not
+/// hand the governor its whole member list once per member heard.
+pub fn urgent(out: &[Output]) -> bool {
+    out.iter().any(|o| {
+        matches!(
+            o,
+            Output::StatusChanged {
+                to: Status::Dead,
+                ..
+            } | Output::StatusChanged {
+                from: Status::Dead,
+                ..
+            } | Output::Restarted { .. }
+        )
+    })
+}
+
 /// The membership view of one node.
 #[derive(Debug)]
 pub struct View {
@@ -270,6 +292,10 @@ pub struct View {
     listed: BTreeMap<node::Id, u32>,
     /// Peers to judge again before returning (a lister of theirs died).
     pending: Vec<node::Id>,
+    /// Members whose heartbeats list this node (see [`View::held_dead_by`]).
+    listing_us: BTreeSet<node::Id>,
+    /// Members suspect or dead here (see [`View::seen`]).
+    doubted: BTreeSet<node::Id>,
 }
 
 impl View {
@@ -281,7 +307,7 @@ impl View {
             region,
             members: BTreeMap::new(),
             retired: BTreeSet::new(),
-            ring: ring::Ring::default(),
+            ring: ring::Ring::new([(ring::key(&own), own.clone())]),
             ring_dirty: true,
             watching: Vec::new(),
             key: ring::key(&own),
@@ -290,6 +316,8 @@ impl View {
             last_run: None,
             listed: BTreeMap::new(),
             pending: Vec::new(),
+            listing_us: BTreeSet::new(),
+            doubted: BTreeSet::new(),
         }
     }
 
@@ -334,7 +362,7 @@ impl View {
     /// This node's own judgements, for its heartbeats.
     pub fn seen(&self) -> Seen {
         let mut seen = Seen::default();
-        for m in self.members.values() {
+        for m in self.doubted.iter().filter_map(|id| self.members.get(id)) {
             if m.own && matches!(m.status, Status::Suspect | Status::Dead) {
                 seen.suspects.push(m.id.clone());
                 if m.status == Status::Dead {
@@ -368,6 +396,8 @@ impl View {
             if let Some(m) = self.members.remove(id) {
                 self.set_deadline(id, m.deadline(), None);
             }
+            self.doubted.remove(id);
+            self.listing_us.remove(id);
             self.retired.insert(id.clone());
         }
         gone
@@ -511,6 +541,10 @@ impl View {
                 }
             }
             Input::Alive { .. } => {
+                if m.watched && !m.answered {
+                    m.answered = true;
+                    m.probe = self.config.detector(self.config.probe);
+                }
                 if m.watched {
                     m.probe.heartbeat(now);
                 }
@@ -555,9 +589,15 @@ impl View {
                 m.addresses = addresses;
             }
         }
+        if m.lists_us > 0 || m.holds_us_dead {
+            self.listing_us.insert(peer.clone());
+        } else {
+            self.listing_us.remove(&peer);
+        }
         let reporter_in_region = m.info.as_ref().is_some_and(|i| i.region == self.region);
         if region_before != m.info.as_ref().map(|i| i.region == self.region) {
-            self.ring_dirty = true;
+            let (key, on) = (m.key, m.in_ring(&self.region));
+            self.ring_dirty |= self.ring.set(key, &peer, on);
         }
         if reporter_in_region {
             for id in &reported {
@@ -598,6 +638,7 @@ impl View {
             every: self.config.interval,
             probe: self.config.detector(self.config.probe),
             watched: false,
+            answered: false,
             own: true,
             heard: None,
             reported_dead: None,
@@ -635,14 +676,6 @@ impl View {
             return;
         }
         self.ring_dirty = false;
-        let mut keys = vec![(self.key, self.own.clone())];
-        keys.extend(
-            self.members
-                .values()
-                .filter(|m| m.in_ring(&self.region))
-                .map(|m| (m.key, m.id.clone())),
-        );
-        self.ring = ring::Ring::new(keys);
         if !self.config.probes() {
             return;
         }
@@ -679,8 +712,9 @@ impl View {
     /// suspect or dead in at least `beats` heartbeats in a row although those heartbeats
     /// reach it (it was cut off and declared dead; a dead incarnation stays dead).
     pub fn held_dead_by(&self, beats: u32) -> usize {
-        self.members
-            .values()
+        self.listing_us
+            .iter()
+            .filter_map(|id| self.members.get(id))
             .filter(|m| m.status == Status::Alive && (m.holds_us_dead || m.lists_us >= beats))
             .count()
     }
@@ -709,9 +743,11 @@ impl View {
 
     /// Forgets who listed this node (it starts a new incarnation).
     pub fn forget_listed(&mut self) {
-        for m in self.members.values_mut() {
-            m.lists_us = 0;
-            m.holds_us_dead = false;
+        for id in std::mem::take(&mut self.listing_us) {
+            if let Some(m) = self.members.get_mut(&id) {
+                m.lists_us = 0;
+                m.holds_us_dead = false;
+            }
         }
     }
 
@@ -751,7 +787,7 @@ impl View {
 
     /// Whether `m` is judged by probes here.
     fn by_probe(&self, m: &Member) -> bool {
-        self.config.probes() && m.watched
+        self.config.probes() && m.watched && m.answered
     }
 
     fn next_change(&self, m: &Member) -> Option<Instant> {
@@ -796,23 +832,8 @@ impl View {
         if self.config.probes()
             && let Some(m) = self.members.get(id)
         {
-            // Its watchers by this node's ring; where it left the ring (dead), by the
-            // ring it would have.
-            let mut keys: Vec<(u64, node::Id)> = Vec::new();
-            let watchers = match self.ring.after(m.key, id, self.config.monitors) {
-                w if !w.is_empty() => w,
-                _ => {
-                    keys.push((m.key, id.clone()));
-                    keys.push((self.key, self.own.clone()));
-                    keys.extend(
-                        self.members
-                            .values()
-                            .filter(|o| o.in_ring(&self.region))
-                            .map(|o| (o.key, o.id.clone())),
-                    );
-                    ring::Ring::new(keys).after(m.key, id, self.config.monitors)
-                }
-            };
+            // Its watchers by this node's ring (where it would be if it left it).
+            let watchers = self.ring.after(m.key, id, self.config.monitors);
             return !watchers
                 .iter()
                 .any(|w| self.members.get(w).is_some_and(&live));
@@ -901,6 +922,11 @@ impl View {
             });
             let from = m.status;
             m.status = to;
+            if matches!(to, Status::Suspect | Status::Dead) {
+                self.doubted.insert(id.clone());
+            } else {
+                self.doubted.remove(id);
+            }
             if to == Status::Dead {
                 m.dead_since = Some(now);
             }
@@ -916,7 +942,8 @@ impl View {
                 self.pending.extend(listed);
             }
             if m.in_ring(&region) != ring_before {
-                self.ring_dirty = true;
+                let (key, on) = (m.key, m.in_ring(&region));
+                self.ring_dirty |= self.ring.set(key, id, on);
             }
         }
         let Some(m) = self.members.get(id) else {

@@ -87,6 +87,7 @@ pub fn scenario(seed: u64, nodes: usize, regions: usize, seconds: f64) -> Scenar
         protocol: Protocol::default(),
         invariants: Invariants::default(),
         progress_s: 0.0,
+        measure_from_s: 0.0,
         faults,
     }
 }

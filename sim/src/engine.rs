@@ -69,6 +69,8 @@ enum Ev {
         crashed_at: u64,
     },
     Progress,
+    /// Traffic counted from now on (`measure_from_s`).
+    MeasureFrom,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +129,8 @@ struct Cores {
     emitter: heartbeat::Emitter,
     gov: Governor,
     held_dead_by: usize,
+    /// Changes its governor has not been handed yet.
+    members_dirty: bool,
     /// What it last told its region it saw.
     told: heartbeat::Seen,
     incarnation: u64,
@@ -148,6 +152,9 @@ struct Member {
     epoch: u64,
     crashed_at: Option<u64>,
     paused_until: Option<u64>,
+    /// When its current pause began, and who declared it dead during it.
+    paused_at: Option<u64>,
+    hang_detected_by: BTreeSet<usize>,
     /// Messages that arrived while it was paused, in arrival order.
     backlog: Vec<Msg>,
     skew_ms: i64,
@@ -181,6 +188,9 @@ pub struct Sim {
     /// Per region: a crashed master's crash time and term, until a later term leads.
     failover_from: Vec<Option<(u64, u64)>>,
     detect_us: Vec<u64>,
+    hang_us: Vec<u64>,
+    /// When traffic started to be counted.
+    measured_from: u64,
     failover_us: Vec<u64>,
     crashes: usize,
     raft_msgs: u64,
@@ -219,6 +229,8 @@ impl Sim {
                     epoch: 0,
                     crashed_at: None,
                     paused_until: None,
+                    paused_at: None,
+                    hang_detected_by: BTreeSet::new(),
                     backlog: Vec::new(),
                     skew_ms: 0,
                     last_incarnation: 0,
@@ -259,6 +271,8 @@ impl Sim {
             violation: None,
             failover_from: vec![None; t.regions],
             detect_us: Vec::new(),
+            hang_us: Vec::new(),
+            measured_from: 0,
             failover_us: Vec::new(),
             crashes: 0,
             raft_msgs: 0,
@@ -276,6 +290,9 @@ impl Sim {
         }
         if sim.sc.progress_s > 0.0 {
             sim.schedule(us(sim.sc.progress_s * 1000.0), Ev::Progress);
+        }
+        if sim.sc.measure_from_s > 0.0 {
+            sim.schedule(us(sim.sc.measure_from_s * 1000.0), Ev::MeasureFrom);
         }
         for i in 0..n {
             sim.start(i);
@@ -371,6 +388,7 @@ impl Sim {
             emitter,
             gov,
             held_dead_by: 0,
+            members_dirty: false,
             told: heartbeat::Seen::default(),
             incarnation,
             hb_wake: None,
@@ -518,6 +536,13 @@ impl Sim {
                     self.check_detected(node, crashed_at);
                 }
             }
+            Ev::MeasureFrom => {
+                self.measured_from = self.now;
+                for m in &mut self.members {
+                    m.recv_msgs = 0;
+                    m.recv_bytes = 0;
+                }
+            }
             Ev::Progress => {
                 if !self.quiet {
                     let sim_s = self.now as f64 / 1e6;
@@ -636,12 +661,33 @@ impl Sim {
         };
         let out = c.view.handle_timeout(now);
         self.report_view(i, out, true);
+        if self.members[i]
+            .cores
+            .as_ref()
+            .is_some_and(|c| c.members_dirty)
+        {
+            self.push_members(i);
+        }
+    }
+
+    /// Hands member `i`'s governor the region's members (a walk over the region).
+    fn push_members(&mut self, i: usize) {
+        let now = self.instant();
+        let Some(c) = &mut self.members[i].cores else {
+            return;
+        };
+        c.members_dirty = false;
+        self.pushes += 1;
+        let members = c.view.region_members();
+        c.gov.handle_members(now, members, c.held_dead_by);
+        self.drain_gov(i);
     }
 
     /// Acts on the view's outputs as the heartbeat actor does, and checks the deaths.
     /// `listed`: how many peers hold this member dead may have changed although `out` is
     /// empty (a heartbeat listing it, or a timeout).
     fn report_view(&mut self, i: usize, out: Vec<ViewOutput>, listed: bool) {
+        let urgent = membership::urgent(&out);
         let mut changed = false;
         for o in &out {
             if !matches!(o, ViewOutput::Stale { .. } | ViewOutput::Watching { .. }) {
@@ -669,12 +715,12 @@ impl Sim {
         } else {
             c.held_dead_by
         };
-        if changed || held != c.held_dead_by {
+        if urgent || held != c.held_dead_by {
             c.held_dead_by = held;
-            self.pushes += 1;
-            let members = c.view.region_members();
-            c.gov.handle_members(now, members, held);
-            self.drain_gov(i);
+            self.push_members(i);
+        } else if changed {
+            // At the next tick, as the node does.
+            c.members_dirty = true;
         }
         let Some(c) = &mut self.members[i].cores else {
             return;
@@ -700,6 +746,12 @@ impl Sim {
             && self.members[p].detected_by.insert(i)
         {
             self.detect_us.push(self.now - crashed_at);
+        }
+        if self.members[p].paused_until.is_some()
+            && let Some(at) = self.members[p].paused_at
+            && self.members[p].hang_detected_by.insert(i)
+        {
+            self.hang_us.push(self.now - at);
         }
         let reachable = self.up(p) && self.links.linked(i, p);
         if let Err(v) = self.deaths.declared_dead(self.now, i, p, reachable) {
@@ -936,6 +988,8 @@ impl Sim {
                 let len = us(for_s * 1000.0);
                 self.members[i].epoch += 1;
                 self.members[i].paused_until = Some(self.now + len);
+                self.members[i].paused_at = Some(self.now);
+                self.members[i].hang_detected_by.clear();
                 if let Some(c) = &mut self.members[i].cores {
                     c.hb_wake = None;
                     c.gov_wake = None;
@@ -1094,13 +1148,21 @@ impl Sim {
     fn report(mut self, wall_s: f64, cpu_ms: f64) -> Report {
         let sim_s = self.now as f64 / 1e6;
         let n = self.members.len();
-        let per_s = |x: u64| if sim_s > 0.0 { x as f64 / sim_s } else { 0.0 };
+        let counted_s = self.now.saturating_sub(self.measured_from) as f64 / 1e6;
+        let per_s = |x: u64| {
+            if counted_s > 0.0 {
+                x as f64 / counted_s
+            } else {
+                0.0
+            }
+        };
         let msgs: Vec<f64> = self.members.iter().map(|m| per_s(m.recv_msgs)).collect();
         let bytes: Vec<f64> = self.members.iter().map(|m| per_s(m.recv_bytes)).collect();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
         let round = |x: f64| (x * 1000.0).round() / 1000.0;
         let (d, f) = (self.detect_us.len(), self.failover_us.len());
+        let h = self.hang_us.len();
         let mut masters: BTreeMap<usize, ()> = BTreeMap::new();
         for r in 0..self.regions.len() {
             if self.master_of(r).is_some() {
@@ -1121,6 +1183,10 @@ impl Sim {
             detect_p50_us: stats::quantile(&mut self.detect_us, 0.5),
             detect_p99_us: stats::quantile(&mut self.detect_us, 0.99),
             detect_max_us: stats::quantile(&mut self.detect_us, 1.0),
+            hang_samples: h,
+            hang_p50_us: stats::quantile(&mut self.hang_us, 0.5),
+            hang_p99_us: stats::quantile(&mut self.hang_us, 0.99),
+            hang_max_us: stats::quantile(&mut self.hang_us, 1.0),
             failover_samples: f,
             failover_p50_us: stats::quantile(&mut self.failover_us, 0.5),
             failover_p99_us: stats::quantile(&mut self.failover_us, 0.99),

@@ -176,6 +176,13 @@ fn print_figures(r: &Report) {
         s(r.detect_max_us)
     );
     println!(
+        "hang detection: {} samples, p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+        r.hang_samples,
+        s(r.hang_p50_us),
+        s(r.hang_p99_us),
+        s(r.hang_max_us)
+    );
+    println!(
         "failover: {} samples, p50 {:.3} s, p99 {:.3} s, max {:.3} s",
         r.failover_samples,
         s(r.failover_p50_us),

@@ -42,6 +42,10 @@ pub struct Scenario {
     /// A progress line on stderr every this many simulated seconds (0: none).
     #[serde(default = "default_progress")]
     pub progress_s: f64,
+    /// Messages and bytes received are counted from this simulated second on (0: the
+    /// whole run), so that a steady state can be told from a region forming.
+    #[serde(default)]
+    pub measure_from_s: f64,
     #[serde(default)]
     pub faults: Vec<Fault>,
 }

@@ -39,13 +39,19 @@ pub struct Report {
     pub detect_p50_us: u64,
     pub detect_p99_us: u64,
     pub detect_max_us: u64,
+    /// Start of a pause (a hung process: connections up) to death in one observer's view,
+    /// one sample per (pause, observer) that declared it while it was paused.
+    pub hang_samples: usize,
+    pub hang_p50_us: u64,
+    pub hang_p99_us: u64,
+    pub hang_max_us: u64,
     /// Crash of a master to a master of a higher term in its region.
     pub failover_samples: usize,
     pub failover_p50_us: u64,
     pub failover_p99_us: u64,
     pub failover_max_us: u64,
     /// Messages (every gossip copy counted) and bytes received per member per simulated
-    /// second: mean over members and the busiest member.
+    /// second (from `measure_from_s`): mean over members and the busiest member.
     pub msgs_per_node_s: f64,
     pub msgs_per_node_s_max: f64,
     pub bytes_per_node_s: f64,

@@ -296,6 +296,9 @@ pub struct HeartbeatActor {
     /// Pushes that did not fit a subscriber's mailbox (the next change repairs them).
     members_dropped: u64,
     held_dead_by: usize,
+    /// Changes the region's subscribers have not been pushed yet (see
+    /// [`membership::urgent`]).
+    members_dirty: bool,
     /// Foreign regions' summaries, and when this node (as master) publishes its own.
     census: Census,
     /// The master of record and its term.
@@ -360,6 +363,7 @@ impl HeartbeatActor {
             drops: None,
             members_dropped: 0,
             held_dead_by: 0,
+            members_dirty: false,
         }
     }
 
@@ -449,6 +453,7 @@ impl HeartbeatActor {
     /// Pushes the region's members to every subscriber.
     fn push_members(&mut self, held_dead_by: usize) {
         self.held_dead_by = held_dead_by;
+        self.members_dirty = false;
         if self.subscribers.is_empty() {
             return;
         }
@@ -478,6 +483,10 @@ impl HeartbeatActor {
         }
         let out = self.view.handle_timeout(now);
         self.report(out);
+        if self.members_dirty {
+            let held_dead_by = self.held_dead_by;
+            self.push_members(held_dead_by);
+        }
         if !self.decommissioned.is_empty() {
             let gone = self.view.retire(now, &self.decommissioned, RETIRE_AFTER);
             for peer in gone {
@@ -549,6 +558,7 @@ impl HeartbeatActor {
     }
 
     fn report(&mut self, out: Vec<Output>) {
+        let urgent = membership::urgent(&out);
         let mut changed = false;
         for o in out {
             if !matches!(o, Output::Stale { .. } | Output::Watching { .. }) {
@@ -584,8 +594,11 @@ impl HeartbeatActor {
         // Whether peers hold this node dead changes with their heartbeats, not with a
         // status change here.
         let held_dead_by = self.view.held_dead_by(HELD_DEAD_BEATS);
-        if changed || held_dead_by != self.held_dead_by {
+        if urgent || held_dead_by != self.held_dead_by {
             self.push_members(held_dead_by);
+        } else if changed {
+            // At the next tick (a probe round at most).
+            self.members_dirty = true;
         }
         // A new suspicion (or one dropped) is told to the region at once, so that other
         // observers can confirm it without waiting for the next regular heartbeat.

@@ -8,6 +8,9 @@
 //! watched only answers, a difference costs a probe more or less, never a false
 //! suspicion.
 
+use std::collections::BTreeSet;
+use std::ops::Bound::{Excluded, Unbounded};
+
 use sha2::{Digest, Sha256};
 
 use crate::node;
@@ -20,51 +23,54 @@ pub fn key(id: &node::Id) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// The ring of one view: members sorted by key.
+/// The ring of one view: members sorted by key, kept up to date one member at a time.
 #[derive(Debug, Clone, Default)]
 pub struct Ring {
-    members: Vec<(u64, node::Id)>,
+    members: BTreeSet<(u64, node::Id)>,
 }
 
 impl Ring {
-    pub fn new(mut members: Vec<(u64, node::Id)>) -> Ring {
-        members.sort();
-        members.dedup();
-        Ring { members }
+    pub fn new(members: impl IntoIterator<Item = (u64, node::Id)>) -> Ring {
+        Ring {
+            members: members.into_iter().collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
         self.members.len()
     }
 
-    fn position(&self, at: &(u64, node::Id)) -> Option<usize> {
-        self.members.binary_search(at).ok()
+    /// Places `id` on the ring, or takes it off. Returns whether that changed anything.
+    pub fn set(&mut self, key: u64, id: &node::Id, on: bool) -> bool {
+        if on {
+            self.members.insert((key, id.clone()))
+        } else {
+            self.members.remove(&(key, id.clone()))
+        }
     }
 
-    /// The `k` members before `id` (nearest first): those `id` watches.
+    /// The `k` members before `id` (nearest first): those `id` watches. `id` need not
+    /// be on the ring.
     pub fn before(&self, key: u64, id: &node::Id, k: usize) -> Vec<node::Id> {
-        self.walk(key, id, k, false)
+        let at = (key, id.clone());
+        self.members
+            .range(..at.clone())
+            .rev()
+            .chain(self.members.range((Excluded(at), Unbounded)).rev())
+            .take(k)
+            .map(|(_, id)| id.clone())
+            .collect()
     }
 
-    /// The `k` members after `id` (nearest first): those that watch `id`.
+    /// The `k` members after `id` (nearest first): those that watch `id`. `id` need not
+    /// be on the ring.
     pub fn after(&self, key: u64, id: &node::Id, k: usize) -> Vec<node::Id> {
-        self.walk(key, id, k, true)
-    }
-
-    fn walk(&self, key: u64, id: &node::Id, k: usize, forward: bool) -> Vec<node::Id> {
-        let n = self.members.len();
-        let Some(at) = self.position(&(key, id.clone())) else {
-            return Vec::new();
-        };
-        (1..n.min(k + 1))
-            .map(|step| {
-                let i = if forward {
-                    (at + step) % n
-                } else {
-                    (at + n - step) % n
-                };
-                self.members[i].1.clone()
-            })
+        let at = (key, id.clone());
+        self.members
+            .range((Excluded(at.clone()), Unbounded))
+            .chain(self.members.range(..at))
+            .take(k)
+            .map(|(_, id)| id.clone())
             .collect()
     }
 }
@@ -75,7 +81,7 @@ mod tests {
 
     fn ring(n: usize) -> (Ring, Vec<node::Id>) {
         let ids: Vec<node::Id> = (0..n).map(|i| node::Id(format!("p{i}"))).collect();
-        let r = Ring::new(ids.iter().map(|i| (key(i), i.clone())).collect());
+        let r = Ring::new(ids.iter().map(|i| (key(i), i.clone())));
         (r, ids)
     }
 
@@ -101,15 +107,25 @@ mod tests {
     }
 
     #[test]
+    fn one_off_the_ring_sees_the_places_it_would_have() {
+        let (mut r, ids) = ring(10);
+        let x = &ids[4];
+        let watchers = r.after(key(x), x, 3);
+        assert!(r.set(key(x), x, false));
+        assert!(!r.set(key(x), x, false));
+        assert_eq!(r.after(key(x), x, 3), watchers);
+        assert_eq!(r.len(), 9);
+    }
+
+    #[test]
     fn a_small_ring_watches_everyone_else_once() {
         let (r, ids) = ring(3);
         let before = r.before(key(&ids[0]), &ids[0], 5);
         assert_eq!(before.len(), 2);
         let (r, ids) = ring(1);
         assert!(r.after(key(&ids[0]), &ids[0], 5).is_empty());
-        assert!(
-            r.before(key(&node::Id("x".into())), &node::Id("x".into()), 3)
-                .is_empty()
-        );
+        // One not on the ring sees the others.
+        let x = node::Id("x".into());
+        assert_eq!(r.before(key(&x), &x, 3), ids);
     }
 }

@@ -319,6 +319,9 @@ fn probes_judge_the_watched_and_watchers_reports_the_rest() {
         .expect("another watcher");
     let mut t = t0;
     let mut seq = 1;
+    // Both answer at first; then the quiet one stops answering (a hung process whose
+    // gossip still flows would be odd, but it shows what judges a watched member).
+    v.handle(t0, alive(&quiet));
     while t < t0 + 4 * SEC {
         t += SEC / 2;
         v.handle(t, alive(&talker));
@@ -465,4 +468,24 @@ fn a_restart_told_by_hello_first_keeps_the_new_heartbeats() {
         "{out:?}"
     );
     assert_eq!(v.get(&id("p")).map(|m| m.last_seq), Some(1));
+}
+
+/// A watched member that never answers a probe (a node of a version without probes) is
+/// judged by its heartbeats, not suspected for its silence.
+#[test]
+fn a_member_that_never_answers_is_judged_by_its_heartbeats() {
+    let t0 = Instant::now();
+    let mut v = ring_view(3, Duration::ZERO);
+    for seq in 1..=10u32 {
+        v.handle(
+            t0 + SEC * (seq - 1),
+            beat_from("old", 1, u64::from(seq), &[]),
+        );
+        v.handle_timeout(t0 + SEC * (seq - 1));
+    }
+    assert_eq!(v.watching(), [id("old")]);
+    assert_eq!(status(&v, "old"), Some(Status::Alive));
+    // Silent from then on, it is suspected by the heartbeats' rhythm.
+    let at = v.poll_timeout().expect("a deadline");
+    assert!(at > t0 + 10 * SEC && at < t0 + 11 * SEC, "{:?}", at - t0);
 }
