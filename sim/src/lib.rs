@@ -9,7 +9,8 @@
 //! ## What runs
 //!
 //! Each member runs the heartbeat emitter and membership view ([`fleetmesh_actors::
-//! heartbeat`], [`fleetmesh_actors::membership`], with the phi accrual detector) and the
+//! heartbeat`], [`fleetmesh_actors::membership`], with the ring of watchers, their probes
+//! and the phi accrual detector) and the
 //! region governor with its Raft core ([`fleetmesh_actors::governor`]), wired as the
 //! node's heartbeat and region actors wire them (see [`engine`]). The governor's saves go
 //! to the member's simulated disk; a crash keeps exactly that disk, and a restart is a
@@ -30,6 +31,11 @@
 //!   a copy being repaired by another copy. Loss drops the heartbeat for that receiver.
 //! - **Raft messages** go point to point (request-response) and are charged once, with
 //!   their encoded size plus a fixed framing overhead.
+//! - **Liveness probes** and their answers go point to point too, one link delay each,
+//!   charged once each (a fixed 72 bytes: the framing of a Raft message plus a few
+//!   bytes). A running, unpaused member answers at once (the node's network driver
+//!   answers without asking its actors); a paused one answers what queued when it
+//!   resumes, late.
 //! - **Connections**: each member is connected to every running peer of its region it
 //!   can reach. A crash closes its connections at once (peers see `Disconnected` after a
 //!   link delay); a pause keeps them; a cut link is noticed closed after
