@@ -2,22 +2,9 @@ use super::*;
 
 const SEC: Duration = Duration::from_secs(1);
 
+/// A view without probes: every peer judged by its heartbeats.
 fn view() -> View {
-    View::new(
-        Config {
-            interval: SEC,
-            acceptable_pause: SEC / 2,
-            connected_grace: 2 * SEC,
-            suspect_phi: 5.0,
-            dead_phi: 8.0,
-            dead_after: 10,
-            probe: Duration::ZERO,
-            monitors: 0,
-            stall: Duration::ZERO,
-        },
-        id("me"),
-        "eu".into(),
-    )
+    ring_view(0, Duration::ZERO)
 }
 
 fn id(s: &str) -> node::Id {
@@ -264,7 +251,7 @@ fn own_id_is_never_a_member() {
 
 const MS: Duration = Duration::from_millis(1);
 
-/// A view with probes: every 500 ms, `monitors` watchers per member.
+/// A view with probes every 500 ms and `monitors` watchers per member (0: no probes).
 fn ring_view(monitors: usize, stall: Duration) -> View {
     View::new(
         Config {
@@ -274,7 +261,11 @@ fn ring_view(monitors: usize, stall: Duration) -> View {
             suspect_phi: 5.0,
             dead_phi: 8.0,
             dead_after: 10,
-            probe: SEC / 2,
+            probe: if monitors == 0 {
+                Duration::ZERO
+            } else {
+                SEC / 2
+            },
             monitors,
             stall,
         },
