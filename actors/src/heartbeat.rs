@@ -275,9 +275,15 @@ impl Emitter {
         self.seq += 1;
         self.last_beat = Some(now);
         self.next = now + self.every;
+        self.current(now, unix_ms, health, seen)
+    }
+
+    /// The last heartbeat's sequence number with what is known now, for one peer that
+    /// just connected (the schedule is unchanged; a peer that had it takes it as stale).
+    pub fn current(&self, now: Instant, unix_ms: u64, health: Health, seen: Seen) -> Beat {
         Beat {
             info: self.info.clone(),
-            seq: self.seq,
+            seq: self.seq.max(1),
             uptime_ms: millis(now.duration_since(self.started)),
             sent_unix_ms: unix_ms,
             health,

@@ -852,6 +852,10 @@ impl View {
         }
         let probed = self.by_probe(m);
         if m.last_heartbeat.is_none() && !(probed && m.heard.is_some()) {
+            // Known (a hello, a connection) but never heard: a watcher's word counts.
+            if m.reported_dead.is_some() {
+                return (Status::Dead, false);
+            }
             return (self.unheard(now, m), true);
         }
         // Dead stays dead until the peer is heard again.

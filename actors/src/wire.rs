@@ -159,6 +159,11 @@ pub enum Request {
         state: Option<String>,
         limit: u32,
     },
+    /// The sender's heartbeat, sent to one peer when a connection to it opens (a member
+    /// joining or back): it learns the sender's facts at once instead of at the sender's
+    /// next gossiped heartbeat, which in a big region is minutes away. Answered
+    /// `Accepted`.
+    Heartbeat(Box<heartbeat::Beat>),
     /// "Are you there?": a watcher's liveness probe ([`crate::membership`]), sent on the
     /// consensus protocol every probe interval; answered [`Response::Alive`] at once.
     Probe,

@@ -606,12 +606,16 @@ impl Sim {
                 from: self.members[from].peer.clone(),
             },
             Msg::Connected { peer } => {
-                // A region peer held dead connects again: it hears from this member soon.
+                // A region peer held dead connects again: the region hears from this
+                // member soon; the peer itself gets its heartbeat at once.
                 let p = self.members[peer].peer.clone();
-                if let Some(c) = &mut self.members[to].cores
-                    && c.view.get(&p).is_some_and(|m| m.status == Status::Dead)
-                {
-                    c.emitter.beat_soon(now);
+                let unix = self.unix_ms(to);
+                if let Some(c) = &mut self.members[to].cores {
+                    if c.view.get(&p).is_some_and(|m| m.status == Status::Dead) {
+                        c.emitter.beat_soon(now);
+                    }
+                    let beat = c.emitter.current(now, unix, health(&c.view), c.view.seen());
+                    self.send_beat(to, peer, beat);
                 }
                 Input::Connected { peer: p }
             }
@@ -869,6 +873,26 @@ impl Sim {
             self.failover_us.push(self.now - at);
             self.failover_from[region] = None;
         }
+    }
+
+    /// A heartbeat to one peer (request-response, point to point), charged once.
+    fn send_beat(&mut self, from: usize, to: usize, beat: Beat) {
+        if !self.links.linked(from, to) || self.net.lost(&mut self.rng) {
+            return;
+        }
+        let body = wire::Body::Heartbeat(Box::new(beat));
+        let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
+        let wire::Body::Heartbeat(beat) = body else {
+            return;
+        };
+        self.members[to].recv_msgs += 1;
+        self.members[to].recv_bytes += size + RAFT_OVERHEAD;
+        let d = self.net.delay_us(&mut self.rng, true);
+        let msg = Msg::Beat {
+            from,
+            beat: Rc::new(*beat),
+        };
+        self.schedule(self.now + d, Ev::Deliver { to, msg });
     }
 
     /// A probe or its answer: point to point, charged once.

@@ -1142,6 +1142,16 @@ impl Driver {
                             self.on_raft(peer, region, message)
                         }
                         wire::Request::Probe => wire::Response::Alive,
+                        wire::Request::Heartbeat(beat) => {
+                            // Only from a peer of this region (heartbeats are per region).
+                            if beat.info.region == self.info.region {
+                                self.to_actor(Input::Heartbeat {
+                                    from: id(&peer),
+                                    beat,
+                                });
+                            }
+                            wire::Response::Accepted
+                        }
                         wire::Request::Operator { region, action } => {
                             self.on_operator(peer, region, action)
                         }

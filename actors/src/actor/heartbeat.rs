@@ -636,15 +636,34 @@ impl Handler<Inbound> for HeartbeatActor {
 
     fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
         let now = Instant::now();
-        // A region peer held dead connects again (a healed cut): it hears from this node
-        // soon, not one long interval later.
-        if let membership::Input::Connected { peer } = &msg.0
-            && self
+        if let membership::Input::Connected { peer } = &msg.0 {
+            // A region peer held dead connects again (a healed cut): the region hears
+            // from this node soon, not one long interval later.
+            if self
                 .view
                 .get(peer)
                 .is_some_and(|m| m.status == Status::Dead)
-        {
-            self.emitter.beat_soon(now);
+            {
+                self.emitter.beat_soon(now);
+            }
+            // The peer itself hears this node's heartbeat at once (it may be joining),
+            // unless it is known to be of another region.
+            let remote = self
+                .view
+                .get(peer)
+                .is_some_and(|m| m.status == Status::Remote);
+            if !remote {
+                let beat = self
+                    .emitter
+                    .current(now, unix_ms(), self.health(), self.view.seen());
+                let direct = outbox::Direct {
+                    to: peer.clone(),
+                    request: wire::Request::Heartbeat(Box::new(beat)),
+                };
+                if self.direct.try_send(direct).is_err() {
+                    crate::actor::count_drops(&self.drops, "heartbeat_direct", 1);
+                }
+            }
         }
         let out = self.view.handle(now, msg.0);
         self.report(out);

@@ -480,3 +480,27 @@ fn a_member_that_never_answers_is_judged_by_its_heartbeats() {
     let at = v.poll_timeout().expect("a deadline");
     assert!(at > t0 + 10 * SEC && at < t0 + 11 * SEC, "{:?}", at - t0);
 }
+
+/// A member known only by its hello (this node restarted and has not heard its next
+/// heartbeat yet) that its watchers declare dead is dead here too.
+#[test]
+fn a_member_never_heard_but_declared_dead_is_dead() {
+    let t0 = Instant::now();
+    let mut v = ring_view(3, Duration::ZERO);
+    v.handle(t0, beat_from("w", 1, 1, &[]));
+    v.handle(
+        t0,
+        Input::Hello {
+            from: id("x"),
+            info: node::Info {
+                name: "x".into(),
+                region: "eu".into(),
+                role: "web".into(),
+                incarnation: 1,
+            },
+        },
+    );
+    assert_eq!(status(&v, "x"), Some(Status::Joining));
+    v.handle(t0 + SEC, report("w", 2, &["x"], &["x"]));
+    assert_eq!(status(&v, "x"), Some(Status::Dead));
+}
