@@ -66,21 +66,7 @@ fn info(i: usize) -> node::Info {
 }
 
 fn body(seq: u64) -> wire::Body {
-    wire::Body::Heartbeat(Box::new(heartbeat::Beat {
-        info: info(0),
-        seq,
-        uptime_ms: 0,
-        sent_unix_ms: 0,
-        health: heartbeat::Health::default(),
-        suspects: vec![],
-        sync: None,
-        founders: vec![],
-        eligible: true,
-        proposal: vec![],
-        expect: 0,
-        every_ms: 1000,
-        dead: vec![],
-    }))
+    wire::Body::Heartbeat(Box::new(heartbeat::Beat::new(info(0), seq)))
 }
 
 async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::Value, String> {

@@ -65,6 +65,28 @@ pub struct Beat {
     pub dead: Vec<node::Id>,
 }
 
+impl Beat {
+    /// A heartbeat of `info` with sequence number `seq` and nothing else to say (no
+    /// suspicions, no sync report, no region facts, eligible).
+    pub fn new(info: node::Info, seq: u64) -> Beat {
+        Beat {
+            info,
+            seq,
+            uptime_ms: 0,
+            sent_unix_ms: 0,
+            health: Health::default(),
+            suspects: Vec::new(),
+            sync: None,
+            founders: Vec::new(),
+            eligible: true,
+            proposal: Vec::new(),
+            expect: 0,
+            every_ms: 0,
+            dead: Vec::new(),
+        }
+    }
+}
+
 /// What a member says it saw of its peers: its own judgements, never hearsay.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen {

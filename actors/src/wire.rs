@@ -286,13 +286,6 @@ mod tests {
 
     fn beat(name: String, seq: u64, uptime_ms: u64, load: Option<f32>) -> Body {
         Body::Heartbeat(Box::new(heartbeat::Beat {
-            info: node::Info {
-                name,
-                region: "eu-1".into(),
-                role: "web".into(),
-                incarnation: 7,
-            },
-            seq,
             uptime_ms,
             sent_unix_ms: 1_700_000_000_000,
             health: heartbeat::Health {
@@ -302,13 +295,16 @@ mod tests {
                 load1: load,
             },
             suspects: vec![node::Id("x".into())],
-            sync: None,
-            founders: vec![],
-            eligible: true,
-            proposal: vec![],
-            expect: 0,
             every_ms: 1000,
-            dead: vec![],
+            ..heartbeat::Beat::new(
+                node::Info {
+                    name,
+                    region: "eu-1".into(),
+                    role: "web".into(),
+                    incarnation: 7,
+                },
+                seq,
+            )
         }))
     }
 

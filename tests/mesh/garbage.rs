@@ -79,26 +79,15 @@ async fn garbage_and_wrong_version_frames_are_refused_and_counted() {
 
     let wrong_version = wire::encode_versioned(
         wire::VERSION + 1,
-        &wire::Body::Heartbeat(Box::new(heartbeat::Beat {
-            info: node::Info {
+        &wire::Body::Heartbeat(Box::new(heartbeat::Beat::new(
+            node::Info {
                 name: "rogue".into(),
                 region: "eu".into(),
                 role: "web".into(),
                 incarnation: 1,
             },
-            seq: 1,
-            uptime_ms: 0,
-            sent_unix_ms: 0,
-            health: heartbeat::Health::default(),
-            suspects: vec![],
-            sync: None,
-            founders: vec![],
-            eligible: true,
-            proposal: vec![],
-            expect: 0,
-            every_ms: 1000,
-            dead: vec![],
-        })),
+            1,
+        ))),
     )
     .expect("encodes");
     rogue_tx

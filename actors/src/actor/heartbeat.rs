@@ -768,19 +768,10 @@ mod tests {
         addr.send(Inbound(membership::Input::Heartbeat {
             from: peer.clone(),
             beat: Box::new(heartbeat::Beat {
-                info: info("p", "eu"),
-                seq: 1,
                 uptime_ms: 5,
                 sent_unix_ms: unix_ms(),
-                health: Health::default(),
-                suspects: vec![],
-                sync: None,
-                founders: vec![],
-                eligible: true,
-                proposal: vec![],
-                expect: 0,
                 every_ms: 20,
-                dead: vec![],
+                ..heartbeat::Beat::new(info("p", "eu"), 1)
             }),
         }))
         .await

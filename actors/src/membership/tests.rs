@@ -15,24 +15,18 @@ fn beat_from(from: &str, incarnation: u64, seq: u64, suspects: &[&str]) -> Input
     Input::Heartbeat {
         from: id(from),
         beat: Box::new(Beat {
-            info: node::Info {
-                name: from.into(),
-                region: "eu".into(),
-                role: "web".into(),
-                incarnation,
-            },
-            seq,
             uptime_ms: seq * 1000,
-            sent_unix_ms: 0,
-            health: Health::default(),
             suspects: suspects.iter().map(|s| id(s)).collect(),
-            sync: None,
-            founders: vec![],
-            eligible: true,
-            proposal: vec![],
-            expect: 0,
             every_ms: 1000,
-            dead: vec![],
+            ..Beat::new(
+                node::Info {
+                    name: from.into(),
+                    region: "eu".into(),
+                    role: "web".into(),
+                    incarnation,
+                },
+                seq,
+            )
         }),
     }
 }
