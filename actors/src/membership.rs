@@ -96,9 +96,6 @@ impl Config {
     pub fn stall_after(tick: Duration, acceptable_pause: Duration) -> Duration {
         tick + acceptable_pause
     }
-}
-
-impl Config {
     fn dead(&self) -> Duration {
         self.interval * self.dead_after
     }
@@ -338,14 +335,10 @@ impl View {
         for m in self.members.values_mut() {
             m.detector.resume(now);
             m.probe.resume(now);
-            moved.push((m.id.clone(), m.deadline));
+            moved.push(m.id.clone());
         }
-        for (id, old) in moved {
-            let new = self.members.get(&id).and_then(|m| self.next_change(m));
-            if let Some(m) = self.members.get_mut(&id) {
-                m.deadline = new;
-            }
-            self.set_deadline(&id, old, new);
+        for id in moved {
+            self.reschedule(&id);
         }
     }
 
@@ -394,7 +387,7 @@ impl View {
             .collect();
         for id in &gone {
             if let Some(m) = self.members.remove(id) {
-                self.set_deadline(id, m.deadline(), None);
+                self.set_deadline(id, m.deadline, None);
             }
             self.doubted.remove(id);
             self.listing_us.remove(id);
@@ -510,10 +503,9 @@ impl View {
                 everyone = suspects != m.suspects;
                 if everyone {
                     let old = std::mem::replace(&mut m.suspects, suspects);
-                    let counted = m.status != Status::Dead;
-                    if counted {
-                        let new = m.suspects.clone();
-                        count(&mut self.listed, &old, &new);
+                    // A dead member's list is counted once it is heard again.
+                    if m.status != Status::Dead {
+                        count(&mut self.listed, &old, &m.suspects);
                     }
                 }
                 let dead: BTreeSet<node::Id> = beat.dead.iter().cloned().collect();
@@ -541,11 +533,11 @@ impl View {
                 }
             }
             Input::Alive { .. } => {
-                if m.watched && !m.answered {
-                    m.answered = true;
-                    m.probe = self.config.detector(self.config.probe);
-                }
                 if m.watched {
+                    if !m.answered {
+                        m.answered = true;
+                        m.probe = self.config.detector(self.config.probe);
+                    }
                     m.probe.heartbeat(now);
                 }
                 m.heard = Some(now);
@@ -690,10 +682,7 @@ impl View {
             if w != m.watched {
                 m.watched = w;
                 if w {
-                    m.probe = phi::Detector::new(phi::Config::new(
-                        self.config.probe,
-                        self.config.acceptable_pause,
-                    ));
+                    m.probe = self.config.detector(self.config.probe);
                     m.probe.heartbeat(now);
                 }
                 moved.push(m.id.clone());
@@ -910,15 +899,14 @@ impl View {
             return;
         };
         let (to, own) = self.judge(now, m);
-        let old = m.deadline;
-        let region = self.region.clone();
+        let region = &self.region;
         let Some(m) = self.members.get_mut(id) else {
             return;
         };
         m.judged_at = now;
         m.own = own;
         if m.status != to {
-            let ring_before = m.in_ring(&region);
+            let ring_before = m.in_ring(region);
             out.push(Output::StatusChanged {
                 peer: id.clone(),
                 from: m.status,
@@ -936,24 +924,28 @@ impl View {
             }
             // A dead member's suspicions no longer count, until it is heard again.
             if (to == Status::Dead) != (from == Status::Dead) && !m.suspects.is_empty() {
-                let listed = m.suspects.clone();
                 let none = BTreeSet::new();
                 if to == Status::Dead {
-                    count(&mut self.listed, &listed, &none);
+                    count(&mut self.listed, &m.suspects, &none);
                 } else {
-                    count(&mut self.listed, &none, &listed);
+                    count(&mut self.listed, &none, &m.suspects);
                 }
-                self.pending.extend(listed);
+                self.pending.extend(m.suspects.iter().cloned());
             }
-            if m.in_ring(&region) != ring_before {
-                let (key, on) = (m.key, m.in_ring(&region));
+            if m.in_ring(region) != ring_before {
+                let (key, on) = (m.key, m.in_ring(region));
                 self.ring_dirty |= self.ring.set(key, id, on);
             }
         }
+        self.reschedule(id);
+    }
+
+    /// Moves `id`'s deadline to when its status would next change without new input.
+    fn reschedule(&mut self, id: &node::Id) {
         let Some(m) = self.members.get(id) else {
             return;
         };
-        let new = self.next_change(m);
+        let (old, new) = (m.deadline, self.next_change(m));
         if let Some(m) = self.members.get_mut(id) {
             m.deadline = new;
         }
@@ -981,10 +973,6 @@ impl Member {
     fn in_ring(&self, region: &str) -> bool {
         self.info.as_ref().is_some_and(|i| i.region == region)
             && !matches!(self.status, Status::Dead | Status::Remote)
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.deadline
     }
 }
 

@@ -342,6 +342,11 @@ impl Sim {
             role: m.role.clone(),
             incarnation,
         };
+        let emitter_config = heartbeat::Config {
+            interval: Duration::from_millis(p.heartbeat_ms),
+            probe: Duration::from_millis(p.probe_ms),
+            region_rate: p.region_rate,
+        };
         let view = View::new(
             membership::Config {
                 interval: Duration::from_millis(p.heartbeat_ms),
@@ -353,26 +358,14 @@ impl Sim {
                 probe: Duration::from_millis(p.probe_ms),
                 monitors: p.monitors,
                 stall: membership::Config::stall_after(
-                    Duration::from_millis(if p.probe_ms == 0 {
-                        p.heartbeat_ms
-                    } else {
-                        p.probe_ms
-                    }),
+                    emitter_config.tick(),
                     Duration::from_millis(p.acceptable_pause_ms),
                 ),
             },
             m.peer.clone(),
             region.clone(),
         );
-        let emitter = heartbeat::Emitter::new(
-            heartbeat::Config {
-                interval: Duration::from_millis(p.heartbeat_ms),
-                probe: Duration::from_millis(p.probe_ms),
-                region_rate: p.region_rate,
-            },
-            info,
-            now,
-        );
+        let emitter = heartbeat::Emitter::new(emitter_config, info, now);
         let mut c = governor::Config::new(&region, m.peer.clone(), &m.name, incarnation);
         c.eligible = m.eligible;
         c.bootstrap_expect = p.bootstrap_expect;
@@ -416,7 +409,7 @@ impl Sim {
             }
         }
         self.drain_gov(i);
-        self.arm(i, true);
+        self.arm(i);
     }
 
     /// Runs to the end (or the first violation) and returns the figures.
@@ -464,7 +457,7 @@ impl Sim {
                         c.hb_wake = None;
                     }
                     self.drive_hb(i);
-                    self.arm(i, true);
+                    self.arm(i);
                 }
             }
             Ev::WakeGov(i) => {
@@ -479,7 +472,7 @@ impl Sim {
                         c.gov.handle_timeout(now);
                     }
                     self.drain_gov(i);
-                    self.arm(i, true);
+                    self.arm(i);
                 }
             }
             Ev::Deliver { to, msg } => {
@@ -490,8 +483,8 @@ impl Sim {
                     self.members[to].backlog.push(msg);
                     return;
                 }
-                let moved = self.feed(to, msg);
-                self.arm(to, moved);
+                self.feed(to, msg);
+                self.arm(to);
             }
             Ev::Fault(k) => {
                 let action = self.sc.faults[k].action.clone();
@@ -515,7 +508,7 @@ impl Sim {
                         c.gov.handle_timeout(now);
                     }
                     self.drain_gov(node);
-                    self.arm(node, true);
+                    self.arm(node);
                 }
             }
             Ev::CutNoticed { a, b } => {
@@ -569,16 +562,14 @@ impl Sim {
             self.members[to].backlog.push(msg);
         } else {
             self.feed(to, msg);
-            self.arm(to, true);
+            self.arm(to);
         }
     }
 
-    /// Hands one message to member `to`'s cores. Returns whether the view's deadlines
-    /// may have come earlier (see [`Sim::arm`]).
-    fn feed(&mut self, to: usize, msg: Msg) -> bool {
+    /// Hands one message to member `to`'s cores.
+    fn feed(&mut self, to: usize, msg: Msg) {
         let now = self.instant();
         let mut lists_us = false;
-        let mut beat_in = false;
         let input = match msg {
             Msg::Raft { from, bytes } => {
                 let from = self.members[from].peer.clone();
@@ -587,11 +578,10 @@ impl Sim {
                     let _ = c.gov.handle_raft(now, &from, &bytes);
                 }
                 self.drain_gov(to);
-                return false;
+                return;
             }
             Msg::Beat { from, beat } => {
                 lists_us = beat.suspects.contains(&self.members[to].peer);
-                beat_in = true;
                 Input::Heartbeat {
                     from: self.members[from].peer.clone(),
                     beat: Box::new((*beat).clone()),
@@ -600,7 +590,7 @@ impl Sim {
             Msg::Probe { from } => {
                 // Answered at once by the driver, whatever the cores are doing.
                 self.send_direct(to, from, Msg::Alive { from: to });
-                return false;
+                return;
             }
             Msg::Alive { from } => Input::Alive {
                 from: self.members[from].peer.clone(),
@@ -624,13 +614,10 @@ impl Sim {
             },
         };
         let Some(c) = &mut self.members[to].cores else {
-            return false;
+            return;
         };
-        let fresh = matches!(&input, Input::Heartbeat { from, .. } if c.view.get(from).is_none());
         let out = c.view.handle(now, input);
-        let moved = !beat_in || fresh || !out.is_empty();
         self.report_view(to, out, lists_us);
-        moved
     }
 
     /// The heartbeat actor's timer: a heartbeat if due, then the view re-judged.
@@ -772,12 +759,9 @@ impl Sim {
     /// Gossips a heartbeat to the region (see the crate doc for the model).
     fn publish(&mut self, i: usize, beat: Beat) {
         self.heartbeats += 1;
-        let body = wire::Body::Heartbeat(Box::new(beat));
-        let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
-        let wire::Body::Heartbeat(beat) = body else {
+        let Some((beat, size)) = encoded(beat) else {
             return;
         };
-        let beat = Rc::new(*beat);
         let region = self.members[i].region;
         let reach = self.regions[region]
             .iter()
@@ -877,63 +861,44 @@ impl Sim {
 
     /// A heartbeat to one peer (request-response, point to point), charged once.
     fn send_beat(&mut self, from: usize, to: usize, beat: Beat) {
-        if !self.links.linked(from, to) || self.net.lost(&mut self.rng) {
-            return;
-        }
-        let body = wire::Body::Heartbeat(Box::new(beat));
-        let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
-        let wire::Body::Heartbeat(beat) = body else {
+        let Some((beat, size)) = encoded(beat) else {
             return;
         };
-        self.members[to].recv_msgs += 1;
-        self.members[to].recv_bytes += size + RAFT_OVERHEAD;
-        let d = self.net.delay_us(&mut self.rng, true);
-        let msg = Msg::Beat {
-            from,
-            beat: Rc::new(*beat),
-        };
-        self.schedule(self.now + d, Ev::Deliver { to, msg });
+        self.send_point(from, to, size + RAFT_OVERHEAD, Msg::Beat { from, beat });
     }
 
     /// A probe or its answer: point to point, charged once.
     fn send_direct(&mut self, from: usize, to: usize, msg: Msg) {
-        if !self.up(from) || !self.links.linked(from, to) || self.net.lost(&mut self.rng) {
-            return;
+        if self.up(from) && self.send_point(from, to, PROBE_BYTES, msg) {
+            self.probes += 1;
         }
-        self.probes += 1;
-        self.members[to].recv_msgs += 1;
-        self.members[to].recv_bytes += PROBE_BYTES;
-        let same = self.members[from].region == self.members[to].region;
-        let d = self.net.delay_us(&mut self.rng, same);
-        self.schedule(self.now + d, Ev::Deliver { to, msg });
     }
 
     fn send_raft(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
-        if !self.links.linked(from, to) || self.net.lost(&mut self.rng) {
-            return;
+        let size = bytes.len() as u64 + RAFT_OVERHEAD;
+        if self.send_point(from, to, size, Msg::Raft { from, bytes }) {
+            self.raft_msgs += 1;
         }
-        self.raft_msgs += 1;
-        self.members[to].recv_msgs += 1;
-        self.members[to].recv_bytes += bytes.len() as u64 + RAFT_OVERHEAD;
-        let same = self.members[from].region == self.members[to].region;
-        let d = self.net.delay_us(&mut self.rng, same);
-        self.schedule(
-            self.now + d,
-            Ev::Deliver {
-                to,
-                msg: Msg::Raft { from, bytes },
-            },
-        );
     }
 
-    /// Sets both timers of member `i` to its cores' deadlines (when earlier than set).
-    ///
-    /// `view`: whether to ask the membership view, which walks every peer. The heartbeat
-    /// actor asks after every input; here a heartbeat of a known peer that changed no
-    /// status skips it, since it only moves that peer's deadline later (at least an
-    /// interval plus the acceptable pause ahead, after the emitter's next heartbeat,
-    /// which is always armed).
-    fn arm(&mut self, i: usize, view: bool) {
+    /// A request-response message (Raft, a probe or its answer, a heartbeat to one peer):
+    /// one link delay, charged once with `size` bytes. Returns whether it left (not cut,
+    /// not lost).
+    fn send_point(&mut self, from: usize, to: usize, size: u64, msg: Msg) -> bool {
+        if !self.links.linked(from, to) || self.net.lost(&mut self.rng) {
+            return false;
+        }
+        self.members[to].recv_msgs += 1;
+        self.members[to].recv_bytes += size;
+        let same = self.members[from].region == self.members[to].region;
+        let d = self.net.delay_us(&mut self.rng, same);
+        self.schedule(self.now + d, Ev::Deliver { to, msg });
+        true
+    }
+
+    /// Sets both timers of member `i` to its cores' deadlines (when earlier than set),
+    /// as the heartbeat and region actors do after every input.
+    fn arm(&mut self, i: usize) {
         if self.paused(i) {
             return;
         }
@@ -949,7 +914,7 @@ impl Sim {
             return;
         };
         let mut hb = c.emitter.poll_timeout();
-        if view && let Some(t) = c.view.poll_timeout() {
+        if let Some(t) = c.view.poll_timeout() {
             hb = hb.min(t);
         }
         let hb = at(hb);
@@ -1230,6 +1195,16 @@ impl Sim {
             violation: self.violation.as_ref().map(|v| v.to_string()),
         }
     }
+}
+
+/// A heartbeat to share among its receivers, and the size of its wire frame.
+fn encoded(beat: Beat) -> Option<(Rc<Beat>, u64)> {
+    let body = wire::Body::Heartbeat(Box::new(beat));
+    let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
+    let wire::Body::Heartbeat(beat) = body else {
+        return None;
+    };
+    Some((Rc::new(*beat), size))
 }
 
 fn health(view: &View) -> Health {

@@ -280,11 +280,10 @@ pub struct HeartbeatActor {
     emitter: heartbeat::Emitter,
     view: membership::View,
     outbox: outbox::Sender,
-    /// Probes to the members this node watches.
+    /// Probes to the members this node watches, heartbeats to peers that just connected.
     direct: outbox::DirectSender,
     /// What this node last told the region it saw (suspicions, deaths).
     told: heartbeat::Seen,
-    probes_sent: u64,
     load: LoadProbe,
     timer: Option<SpawnHandle>,
     sent: u64,
@@ -353,7 +352,6 @@ impl HeartbeatActor {
             outbox,
             direct,
             told: heartbeat::Seen::default(),
-            probes_sent: 0,
             load,
             timer: None,
             sent: 0,
@@ -529,16 +527,20 @@ impl HeartbeatActor {
 
     /// Probes every member this node watches (answered [`wire::Response::Alive`]).
     fn probe(&mut self) {
-        for peer in self.view.watching() {
-            let probe = outbox::Direct {
-                to: peer.clone(),
-                request: wire::Request::Probe,
-            };
-            if self.direct.try_send(probe).is_err() {
-                crate::actor::count_drops(&self.drops, "probe_outbox", 1);
-            } else {
-                self.probes_sent += 1;
-            }
+        for peer in self.view.watching().to_vec() {
+            self.send_direct(peer, wire::Request::Probe, "probe_outbox");
+        }
+    }
+
+    /// Hands one request for one peer to the driver (probes, a heartbeat for a peer that
+    /// just connected); a full queue is counted as a drop of `queue`.
+    fn send_direct(&mut self, to: node::Id, request: wire::Request, queue: &'static str) {
+        if self
+            .direct
+            .try_send(outbox::Direct { to, request })
+            .is_err()
+        {
+            crate::actor::count_drops(&self.drops, queue, 1);
         }
     }
 
@@ -637,32 +639,20 @@ impl Handler<Inbound> for HeartbeatActor {
     fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
         let now = Instant::now();
         if let membership::Input::Connected { peer } = &msg.0 {
+            let status = self.view.get(peer).map(|m| m.status);
             // A region peer held dead connects again (a healed cut): the region hears
             // from this node soon, not one long interval later.
-            if self
-                .view
-                .get(peer)
-                .is_some_and(|m| m.status == Status::Dead)
-            {
+            if status == Some(Status::Dead) {
                 self.emitter.beat_soon(now);
             }
             // The peer itself hears this node's heartbeat at once (it may be joining),
             // unless it is known to be of another region.
-            let remote = self
-                .view
-                .get(peer)
-                .is_some_and(|m| m.status == Status::Remote);
-            if !remote {
+            if status != Some(Status::Remote) {
                 let beat = self
                     .emitter
                     .current(now, unix_ms(), self.health(), self.view.seen());
-                let direct = outbox::Direct {
-                    to: peer.clone(),
-                    request: wire::Request::Heartbeat(Box::new(beat)),
-                };
-                if self.direct.try_send(direct).is_err() {
-                    crate::actor::count_drops(&self.drops, "heartbeat_direct", 1);
-                }
+                let request = wire::Request::Heartbeat(Box::new(beat));
+                self.send_direct(peer.clone(), request, "heartbeat_direct");
             }
         }
         let out = self.view.handle(now, msg.0);
