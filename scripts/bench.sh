@@ -49,8 +49,10 @@
 #   scripts/bench.sh sim-load    [--region-sizes 10,100,1000] [--seconds S]  (one region per
 #                                size: messages and bytes each member receives per second,
 #                                crash and hang detection; ratio = last size / first)
-#   scripts/bench.sh sim-chaos   [--runs K] [--nodes N] [--seconds S] [--seed X]  (seeded
-#                                random fault schedules; failing seeds are printed)
+#   scripts/bench.sh sim-chaos   [--runs K | --seeds A..B] [--nodes N] [--seconds S]
+#                                [--seed X]  (seeded random fault schedules; failing seeds
+#                                are printed; --seeds runs part A..B of the series of --seed,
+#                                so 1,000 runs can be spread over several sittings)
 #
 # Figures and the commands that produced them are recorded in BENCHMARKS.md.
 set -euo pipefail
@@ -295,7 +297,9 @@ PY
   sim-chaos)
     cd "$root"
     cargo build --release -p fleetmesh-sim >&2
-    "${CARGO_TARGET_DIR:-$root/target}/release/fleetmesh-sim" chaos --runs "$(opt runs 10 "$@")" \
+    seeds=$(opt seeds "" "$@")
+    if [ -n "$seeds" ]; then part=(--seeds "$seeds"); else part=(--runs "$(opt runs 10 "$@")"); fi
+    "${CARGO_TARGET_DIR:-$root/target}/release/fleetmesh-sim" chaos "${part[@]}" \
       --nodes "$(opt nodes 1000 "$@")" --seconds "$(opt seconds 60 "$@")" --seed "$(opt seed 1 "$@")" \
       | tee /dev/stderr | grep '^RESULT ' | tail -1
     ;;

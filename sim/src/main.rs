@@ -38,8 +38,13 @@ enum Command {
     },
     /// Seeded random fault schedules, one derived seed per run; prints failing seeds.
     Chaos {
-        #[arg(long, default_value_t = 10)]
+        /// Runs 0..N of the series.
+        #[arg(long, default_value_t = 10, conflicts_with = "seeds")]
         runs: u64,
+        /// Runs A..B of the series (B excluded): a long series in parts, e.g.
+        /// `--seeds 0..100` then `--seeds 100..200`, with the same `--seed`.
+        #[arg(long, value_parser = parse_range)]
+        seeds: Option<std::ops::Range<u64>>,
         #[arg(long, default_value_t = 200)]
         nodes: usize,
         /// Regions (default: one per 100 members).
@@ -105,6 +110,7 @@ fn real_main() -> anyhow::Result<bool> {
         }
         Command::Chaos {
             runs,
+            seeds,
             nodes,
             regions,
             seconds,
@@ -116,7 +122,9 @@ fn real_main() -> anyhow::Result<bool> {
             let mut failing = Vec::new();
             let mut checked = 0;
             let mut sim_s = 0.0;
-            for k in 0..runs {
+            let series = seeds.unwrap_or(0..runs);
+            let (from, to) = (series.start, series.end);
+            for k in series {
                 let s = chaos::run_seed(seed, k);
                 let sc = chaos::scenario(s, nodes, regions, seconds);
                 let r = Sim::new(sc.clone()).quiet().run();
@@ -145,7 +153,9 @@ fn real_main() -> anyhow::Result<bool> {
             }
             let wall_s = wall.elapsed().as_secs_f64();
             let result = serde_json::json!({
-                "runs": runs,
+                "runs": to - from,
+                "from": from,
+                "to": to,
                 "nodes": nodes,
                 "regions": regions,
                 "seed": seed,
@@ -160,6 +170,23 @@ fn real_main() -> anyhow::Result<bool> {
             Ok(failing.is_empty())
         }
     }
+}
+
+/// `A..B` (B excluded, A < B).
+fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}` is not a range like 0..100"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<u64>()
+            .map_err(|e| format!("`{x}` in `{s}`: {e}"))
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    if a >= b {
+        return Err(format!("`{s}` is empty: the start must be below the end"));
+    }
+    Ok(a..b)
 }
 
 fn print_figures(r: &Report) {
