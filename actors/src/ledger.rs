@@ -54,7 +54,13 @@ impl<T> Default for Origin<T> {
 impl<T> Origin<T> {
     /// Releases held items that continue the mark.
     fn release(&mut self, out: &mut Vec<T>) {
-        while let Some(item) = self.held.remove(&(self.stats.mark + 1)) {
+        // A mark at the top of the numbers (a hostile master's claim) has no next.
+        while let Some(item) = self
+            .stats
+            .mark
+            .checked_add(1)
+            .and_then(|next| self.held.remove(&next))
+        {
             self.stats.mark += 1;
             self.stats.applied += 1;
             out.push(item);
@@ -88,7 +94,7 @@ impl<T> Ledger<T> {
         let mut out = Vec::new();
         if seq <= o.stats.mark || o.held.contains_key(&seq) {
             o.stats.duplicates += 1;
-        } else if seq > o.stats.mark + self.window {
+        } else if seq > o.stats.mark.saturating_add(self.window) {
             o.stats.deferred += 1;
         } else {
             o.held.insert(seq, item);
@@ -106,7 +112,7 @@ impl<T> Ledger<T> {
         if floor <= o.stats.mark {
             return out;
         }
-        let kept = o.held.split_off(&(floor + 1));
+        let kept = o.held.split_off(&floor.saturating_add(1));
         let dropped = o.held.len() as u64;
         o.held = kept;
         o.stats.skipped += floor - o.stats.mark - dropped;
@@ -192,6 +198,14 @@ mod tests {
         assert_eq!((s.mark, s.applied, s.skipped, s.held), (8, 2, 5, 0));
         assert!(l.advance(&a, 3).is_empty(), "a lower floor changes nothing");
         assert_eq!(l.contiguous(&a), 8);
+        // A floor at the top of the numbers (a hostile claim) is taken without overflow.
+        assert!(l.offer(&a, 10, 10).is_empty());
+        assert!(l.advance(&a, u64::MAX).is_empty());
+        assert!(
+            l.offer(&a, 11, 11).is_empty(),
+            "below the floor: a duplicate"
+        );
+        assert_eq!(l.contiguous(&a), u64::MAX);
     }
 
     proptest! {

@@ -5,7 +5,7 @@
 //! The checkers hold no core: they judge facts the engine reads off the real cores, so
 //! the tests below can feed them deliberately broken histories and watch them fail.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fleetmesh_actors::membership::Status;
 
@@ -154,9 +154,147 @@ impl Deaths {
     }
 }
 
+/// Spikes: applied in order and at most once by each master, and never lost.
+///
+/// - **In order, once per master**: a member applies each origin's spikes in increasing
+///   order and never one twice, for as long as its process lives (one ledger). The same
+///   spike applied by two masters one after the other (the first applied it but failed
+///   before its acknowledgement went out) is not a violation: it is counted
+///   ([`Spikes::reapplied`]), since no acknowledgement can tell a new master what an old
+///   one applied after its last one.
+/// - **Never lost**: an origin removes a spike from its journal only once it was applied
+///   by a master of its region ([`Spikes::compacted`]): what the acknowledgements promise.
+/// - **Applied after healing**: at the end of a run whose last fault lies far enough back,
+///   every spike a running origin published before that was applied ([`Spikes::settled`]).
+#[derive(Debug, Default)]
+pub struct Spikes {
+    /// Per origin: numbers published and not yet compacted, with when.
+    published: HashMap<usize, BTreeMap<u64, u64>>,
+    /// Per origin: numbers applied by some master.
+    applied: HashMap<usize, BTreeSet<u64>>,
+    /// Per (master, origin): the last number that master's process applied.
+    last: HashMap<(usize, usize), u64>,
+    pub published_total: u64,
+    pub applied_total: u64,
+    pub reapplied: u64,
+    pub checked: u64,
+}
+
+impl Spikes {
+    /// `origin` journaled and published `seq` at `at_us`.
+    pub fn published(&mut self, at_us: u64, origin: usize, seq: u64) {
+        self.published_total += 1;
+        self.published.entry(origin).or_default().insert(seq, at_us);
+    }
+
+    /// Member `master` started a new process: a new ledger, applying from scratch.
+    pub fn restarted(&mut self, master: usize) {
+        self.last.retain(|(m, _), _| *m != master);
+    }
+
+    /// `master` applied `origin`'s spike `seq` at `at_us`.
+    pub fn applied(
+        &mut self,
+        at_us: u64,
+        master: usize,
+        origin: usize,
+        seq: u64,
+    ) -> Result<(), Violation> {
+        self.checked += 1;
+        self.applied_total += 1;
+        let last = self.last.entry((master, origin)).or_insert(0);
+        if seq <= *last {
+            return Err(Violation {
+                at_us,
+                what: format!(
+                    "master {master} applied spike {seq} of member {origin} after spike {}                      (twice, or out of order)",
+                    *last
+                ),
+            });
+        }
+        *last = seq;
+        if !self.applied.entry(origin).or_default().insert(seq) {
+            self.reapplied += 1;
+        }
+        Ok(())
+    }
+
+    /// `origin` removed every spike up to `upto` from its journal at `at_us`.
+    pub fn compacted(&mut self, at_us: u64, origin: usize, upto: u64) -> Result<(), Violation> {
+        let Some(published) = self.published.get_mut(&origin) else {
+            return Ok(());
+        };
+        let applied = self.applied.get(&origin);
+        while let Some((&seq, _)) = published.first_key_value().filter(|(s, _)| **s <= upto) {
+            self.checked += 1;
+            if !applied.is_some_and(|a| a.contains(&seq)) {
+                return Err(Violation {
+                    at_us,
+                    what: format!(
+                        "member {origin} removed spike {seq} from its journal (acknowledged up to {upto}), but no master applied it: lost"
+                    ),
+                });
+            }
+            published.pop_first();
+        }
+        Ok(())
+    }
+
+    /// At the end of a settled run: every spike `origin` published before `before_us`
+    /// was applied by a master.
+    pub fn settled(&mut self, at_us: u64, origin: usize, before_us: u64) -> Result<(), Violation> {
+        let Some(published) = self.published.get(&origin) else {
+            return Ok(());
+        };
+        let applied = self.applied.get(&origin);
+        for (&seq, &when) in published {
+            if when >= before_us {
+                continue;
+            }
+            self.checked += 1;
+            if !applied.is_some_and(|a| a.contains(&seq)) {
+                return Err(Violation {
+                    at_us,
+                    what: format!(
+                        "spike {seq} of member {origin}, published at {:.3} s, was never applied by a master",
+                        when as f64 / 1e6
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spikes_applied_twice_by_one_master_or_lost_are_caught() {
+        let mut s = Spikes::default();
+        for seq in 1..=4 {
+            s.published(seq * 10, 7, seq);
+        }
+        s.applied(50, 1, 7, 1).expect("in order");
+        s.applied(51, 1, 7, 2).expect("in order");
+        let v = s.applied(52, 1, 7, 2).expect_err("twice at one master");
+        assert!(v.what.contains("twice"), "{}", v.what);
+        s.compacted(60, 7, 2).expect("1 and 2 were applied");
+        let v = s.compacted(61, 7, 3).expect_err("3 was not applied");
+        assert!(v.what.contains("lost"), "{}", v.what);
+        // A new master applies from its own ledger: 2 again is a re-application, counted.
+        s.applied(70, 2, 7, 2).expect("another master");
+        s.applied(71, 2, 7, 3).expect("another master");
+        assert_eq!(s.reapplied, 1);
+        // The same master after a restart starts a new ledger.
+        s.restarted(1);
+        s.applied(72, 1, 7, 1).expect("a new process of master 1");
+        s.settled(100, 7, 35)
+            .expect("1 to 3 published before 35 were applied");
+        let v = s.settled(100, 7, 45).expect_err("4 was never applied");
+        assert!(v.what.contains("spike 4"), "{}", v.what);
+    }
 
     #[test]
     fn two_masters_in_one_term_are_caught() {

@@ -20,13 +20,16 @@ use std::time::{Duration, Instant};
 
 use fleetmesh_actors::governor::{self, Governor, Output as GovOutput};
 use fleetmesh_actors::heartbeat::{self, Beat, Health};
+use fleetmesh_actors::intake::Output as IntakeOutput;
 use fleetmesh_actors::membership::{self, Input, Output as ViewOutput, Status, View};
 use fleetmesh_actors::region::Durable;
+use fleetmesh_actors::spike::Spike;
 use fleetmesh_actors::{node, wire};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::check::{Deaths, Masters, Violation};
+use crate::check::{Deaths, Masters, Spikes, Violation};
+use crate::flow::{self, Flow, Journal, Replay};
 use crate::net::{Links, Model};
 use crate::scenario::{Action, Scenario, Target};
 use crate::stats::{self, Report};
@@ -46,8 +49,18 @@ const PROBE_BYTES: u64 = RAFT_OVERHEAD + 8;
 enum Ev {
     /// The heartbeat side's timer (emitter and view).
     WakeHb(usize),
-    /// The governor's timer.
+    /// The governor's and the intake's timer (the region actor's).
     WakeGov(usize),
+    /// The replay check (the spike actor's).
+    WakeSync(usize),
+    /// Member `node` observes a batch of `size` changes; `left` more batches every
+    /// `every_us`.
+    Change {
+        node: usize,
+        size: usize,
+        left: u64,
+        every_us: u64,
+    },
     Deliver {
         to: usize,
         msg: Msg,
@@ -96,6 +109,25 @@ enum Msg {
     Disconnected {
         peer: usize,
     },
+    /// Spikes gossiped on the region topic.
+    Spikes {
+        spikes: Rc<Vec<Spike>>,
+    },
+    /// A master's acknowledgements gossiped on the region topic.
+    Acks {
+        from: usize,
+        acks: Rc<wire::Acks>,
+    },
+    /// A replay batch to the master, and its answer (request-response).
+    Replay {
+        from: usize,
+        first: u64,
+        spikes: Vec<Spike>,
+    },
+    Replayed {
+        from: usize,
+        answer: Result<(u64, u64), String>,
+    },
 }
 
 #[derive(Debug)]
@@ -128,6 +160,7 @@ struct Cores {
     view: View,
     emitter: heartbeat::Emitter,
     gov: Governor,
+    flow: Flow,
     held_dead_by: usize,
     /// Changes its governor has not been handed yet.
     members_dirty: bool,
@@ -146,8 +179,9 @@ struct Member {
     role: String,
     eligible: bool,
     cores: Option<Cores>,
-    /// What its governor saved: all a crash keeps.
+    /// What its governor saved and its journal: all a crash keeps.
     disk: Option<Durable>,
+    journal: Journal,
     /// Bumped at every crash, restart and pause, so that stale events are recognised.
     epoch: u64,
     crashed_at: Option<u64>,
@@ -184,6 +218,7 @@ pub struct Sim {
     net: Model,
     masters: Masters,
     deaths: Deaths,
+    spikes: Spikes,
     violation: Option<Violation>,
     /// Per region: a crashed master's crash time and term, until a later term leads.
     failover_from: Vec<Option<(u64, u64)>>,
@@ -199,6 +234,10 @@ pub struct Sim {
     splits: u64,
     /// Membership pushes to governors (each a walk over the region).
     pushes: u64,
+    replays: u64,
+    acks_refused: u64,
+    /// Test-only: every member's intake takes acknowledgements from anyone.
+    unfenced: bool,
     quiet: bool,
 }
 
@@ -226,6 +265,7 @@ impl Sim {
                     eligible: t.eligible_per_region.is_none_or(|e| i < e),
                     cores: None,
                     disk: None,
+                    journal: Journal::default(),
                     epoch: 0,
                     crashed_at: None,
                     paused_until: None,
@@ -268,6 +308,7 @@ impl Sim {
             },
             masters: Masters::default(),
             deaths,
+            spikes: Spikes::default(),
             violation: None,
             failover_from: vec![None; t.regions],
             detect_us: Vec::new(),
@@ -280,6 +321,9 @@ impl Sim {
             probes: 0,
             splits: 0,
             pushes: 0,
+            replays: 0,
+            acks_refused: 0,
+            unfenced: false,
             quiet: false,
             regions,
             members,
@@ -297,12 +341,42 @@ impl Sim {
         for i in 0..n {
             sim.start(i);
         }
+        let w = sim.sc.workload.clone();
+        if w.changes_per_s > 0.0 {
+            // Each member at its own phase, then evenly.
+            let every_us = us(1000.0 * w.batch as f64 / w.changes_per_s).max(1);
+            for node in 0..n {
+                let at = sim.rng.random_range(0..every_us);
+                sim.schedule(
+                    at,
+                    Ev::Change {
+                        node,
+                        size: w.batch,
+                        left: u64::MAX,
+                        every_us,
+                    },
+                );
+            }
+        }
         sim
     }
 
     /// No progress lines.
     pub fn quiet(mut self) -> Sim {
         self.quiet = true;
+        self
+    }
+
+    /// Test-only fault: every intake takes acknowledgements from any sender, for any
+    /// term (the fencing skipped), so that a forged acknowledgement makes origins drop
+    /// spikes no master applied. The checker must catch it.
+    pub fn break_fencing(mut self) -> Sim {
+        self.unfenced = true;
+        for m in &mut self.members {
+            if let Some(c) = &mut m.cores {
+                c.flow.intake.break_fencing();
+            }
+        }
         self
     }
 
@@ -375,11 +449,17 @@ impl Sim {
         c.consensus.election_ticks = p.election_ticks;
         c.consensus.seed = self.sc.seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
         let gov = Governor::new(c, m.disk.clone(), now);
+        let mut flow = Flow::new(&region, &m.peer, &m.role, &m.journal, self.unix_ms(i));
+        if self.unfenced {
+            flow.intake.break_fencing();
+        }
+        self.spikes.restarted(i);
         let m = &mut self.members[i];
         m.cores = Some(Cores {
             view,
             emitter,
             gov,
+            flow,
             held_dead_by: 0,
             members_dirty: false,
             told: heartbeat::Seen::default(),
@@ -439,6 +519,7 @@ impl Sim {
         }
         if self.violation.is_none() {
             self.now = self.end;
+            self.check_settled();
         }
         let wall_s = wall.elapsed().as_secs_f64();
         let cpu_ms = (stats::cpu_ns().saturating_sub(cpu0)) as f64 / 1e6;
@@ -466,13 +547,44 @@ impl Sim {
                     .as_ref()
                     .is_some_and(|c| c.gov_wake == Some(self.now));
                 if due && !self.paused(i) {
-                    let now = self.instant();
                     if let Some(c) = &mut self.members[i].cores {
                         c.gov_wake = None;
-                        c.gov.handle_timeout(now);
                     }
-                    self.drain_gov(i);
+                    self.drive_region(i);
                     self.arm(i);
+                }
+            }
+            Ev::WakeSync(i) => {
+                let due = self.members[i]
+                    .cores
+                    .as_ref()
+                    .is_some_and(|c| c.flow.wake == Some(self.now));
+                if due && !self.paused(i) {
+                    if let Some(c) = &mut self.members[i].cores {
+                        c.flow.wake = None;
+                    }
+                    self.drive_sync(i);
+                    self.arm(i);
+                }
+            }
+            Ev::Change {
+                node,
+                size,
+                left,
+                every_us,
+            } => {
+                if self.up(node) && !self.paused(node) {
+                    self.record(node, size);
+                    self.arm(node);
+                }
+                if left > 1 {
+                    let next = Ev::Change {
+                        node,
+                        size,
+                        left: left - 1,
+                        every_us,
+                    };
+                    self.schedule(self.now + every_us, next);
                 }
             }
             Ev::Deliver { to, msg } => {
@@ -501,13 +613,11 @@ impl Sim {
                     if let Some(c) = &mut self.members[node].cores {
                         c.hb_wake = None;
                         c.gov_wake = None;
+                        c.flow.wake = None;
                     }
                     self.drive_hb(node);
-                    let now = self.instant();
-                    if let Some(c) = &mut self.members[node].cores {
-                        c.gov.handle_timeout(now);
-                    }
-                    self.drain_gov(node);
+                    self.drive_region(node);
+                    self.drive_sync(node);
                     self.arm(node);
                 }
             }
@@ -612,6 +722,48 @@ impl Sim {
             Msg::Disconnected { peer } => Input::Disconnected {
                 peer: self.members[peer].peer.clone(),
             },
+            Msg::Spikes { spikes } => {
+                if let Some(c) = &mut self.members[to].cores {
+                    c.flow.intake.handle_spikes((*spikes).clone());
+                }
+                self.drain_intake(to);
+                return;
+            }
+            Msg::Acks { from, acks } => {
+                let from = self.members[from].peer.clone();
+                self.take_acks(to, &from, (*acks).clone());
+                return;
+            }
+            Msg::Replay {
+                from,
+                first,
+                spikes,
+            } => {
+                let peer = self.members[from].peer.clone();
+                let Some(c) = &mut self.members[to].cores else {
+                    return;
+                };
+                let answer = c.flow.intake.handle_replay(&peer, first, spikes);
+                self.drain_intake(to);
+                let reply = Msg::Replayed { from: to, answer };
+                self.send_point(to, from, PROBE_BYTES, reply);
+                return;
+            }
+            Msg::Replayed { from, answer } => {
+                // As the node's driver does: an answer is the master's mark for this
+                // member, taken (and fenced) like gossiped acknowledgements; a refusal is
+                // only logged, and the batch goes again when its answer is overdue.
+                if let Ok((term, mark)) = answer {
+                    let acks = wire::Acks {
+                        region: format!("r{}", self.members[to].region),
+                        term,
+                        marks: vec![(self.members[to].peer.clone(), mark)],
+                    };
+                    let from = self.members[from].peer.clone();
+                    self.take_acks(to, &from, acks);
+                }
+                return;
+            }
         };
         let Some(c) = &mut self.members[to].cores else {
             return;
@@ -658,6 +810,140 @@ impl Sim {
             .is_some_and(|c| c.members_dirty)
         {
             self.push_members(i);
+        }
+    }
+
+    /// The region actor's timer: the governor's and the intake's deadlines.
+    fn drive_region(&mut self, i: usize) {
+        let now = self.instant();
+        if let Some(c) = &mut self.members[i].cores {
+            c.gov.handle_timeout(now);
+            c.flow.intake.handle_timeout(now);
+        }
+        self.drain_intake(i);
+        self.drain_gov(i);
+    }
+
+    /// The spike actor's replay check.
+    fn drive_sync(&mut self, i: usize) {
+        let unix = self.unix_ms(i);
+        let m = &mut self.members[i];
+        let Some(c) = &mut m.cores else {
+            return;
+        };
+        if let Some(r) = c.flow.poll(&m.journal, unix) {
+            self.send_replay(i, r);
+        }
+    }
+
+    /// Member `i` observes a batch of changes: journaled, handed to its own intake,
+    /// gossiped to its region.
+    fn record(&mut self, i: usize, batch: usize) {
+        let unix = self.unix_ms(i);
+        let m = &mut self.members[i];
+        let Some(c) = &mut m.cores else {
+            return;
+        };
+        let spikes = c.flow.record(&mut m.journal, batch, unix);
+        c.flow.intake.handle_spikes(spikes.clone());
+        for s in &spikes {
+            self.spikes.published(self.now, i, s.seq);
+        }
+        self.drain_intake(i);
+        for batch in wire::batches(spikes) {
+            let body = wire::Body::Spikes(batch);
+            let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
+            let wire::Body::Spikes(batch) = body else {
+                continue;
+            };
+            let msg = Msg::Spikes {
+                spikes: Rc::new(batch),
+            };
+            self.gossip(i, size, msg);
+        }
+    }
+
+    /// Acknowledgements `from` a peer (gossiped, or a replay's answer) for member `to`.
+    fn take_acks(&mut self, to: usize, from: &node::Id, acks: wire::Acks) {
+        let Some(c) = &mut self.members[to].cores else {
+            return;
+        };
+        if !c.flow.intake.handle_acks(from, acks) {
+            self.acks_refused += 1;
+        }
+        self.drain_intake(to);
+    }
+
+    /// Acts on the intake's outputs as the region actor does, and checks them.
+    fn drain_intake(&mut self, i: usize) {
+        let unix = self.unix_ms(i);
+        loop {
+            let m = &mut self.members[i];
+            let Some(c) = &mut m.cores else {
+                return;
+            };
+            let Some(o) = c.flow.intake.poll_output() else {
+                return;
+            };
+            match o {
+                IntakeOutput::Applied(spikes) => {
+                    for s in spikes {
+                        let Some(&origin) = self.ids.get(&s.origin) else {
+                            continue;
+                        };
+                        if let Err(v) = self.spikes.applied(self.now, i, origin, s.seq) {
+                            self.violate(v);
+                        }
+                    }
+                }
+                IntakeOutput::OwnMark { mark, master } => {
+                    let (upto, next) = c.flow.acked(&mut m.journal, mark, master, unix);
+                    if let Some(upto) = upto
+                        && let Err(v) = self.spikes.compacted(self.now, i, upto)
+                    {
+                        self.violate(v);
+                    }
+                    if let Some(r) = next {
+                        self.send_replay(i, r);
+                    }
+                }
+                IntakeOutput::Gossip(acks) => {
+                    let body = wire::Body::Acks(acks);
+                    let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
+                    let wire::Body::Acks(acks) = body else {
+                        continue;
+                    };
+                    let msg = Msg::Acks {
+                        from: i,
+                        acks: Rc::new(acks),
+                    };
+                    self.gossip(i, size, msg);
+                }
+            }
+        }
+    }
+
+    /// A replay batch to the master (request-response), charged once with its size.
+    fn send_replay(&mut self, from: usize, r: Replay) {
+        let Some(&to) = self.ids.get(&r.to) else {
+            return;
+        };
+        let request = wire::Request::Replay {
+            region: format!("r{}", self.members[from].region),
+            first: r.first,
+            spikes: r.spikes,
+        };
+        let size = wire::encode(&request).map_or(0, |b| b.len()) as u64 + RAFT_OVERHEAD;
+        let wire::Request::Replay { first, spikes, .. } = request else {
+            return;
+        };
+        let msg = Msg::Replay {
+            from,
+            first,
+            spikes,
+        };
+        if self.send_point(from, to, size, msg) {
+            self.replays += 1;
         }
     }
 
@@ -762,6 +1048,12 @@ impl Sim {
         let Some((beat, size)) = encoded(beat) else {
             return;
         };
+        self.gossip(i, size, Msg::Beat { from: i, beat });
+    }
+
+    /// A message of `size` bytes on member `i`'s region topic: once to each reachable
+    /// running peer, each charged the copies a mesh of the configured degree delivers.
+    fn gossip(&mut self, i: usize, size: u64, msg: Msg) {
         let region = self.members[i].region;
         let reach = self.regions[region]
             .iter()
@@ -776,16 +1068,8 @@ impl Sim {
             self.members[j].recv_msgs += copies;
             self.members[j].recv_bytes += copies * size;
             let d = self.net.delay_us(&mut self.rng, true);
-            self.schedule(
-                self.now + d,
-                Ev::Deliver {
-                    to: j,
-                    msg: Msg::Beat {
-                        from: i,
-                        beat: beat.clone(),
-                    },
-                },
-            );
+            let msg = msg.clone();
+            self.schedule(self.now + d, Ev::Deliver { to: j, msg });
         }
     }
 
@@ -833,9 +1117,21 @@ impl Sim {
                     c.emitter.set_incarnation(n);
                     c.view.forget_listed();
                 }
+                GovOutput::Master { master, leading } => {
+                    // The region actor: the intake learns who is master; the spike
+                    // encoder whether one is known (it replays only then).
+                    let known = master.is_some();
+                    c.flow.intake.set_master(now, master, leading);
+                    let links = fleetmesh_actors::sync::Links {
+                        // Not modelled: it only names the state the node reports.
+                        connected_peers: 1,
+                        master_known: known,
+                    };
+                    c.flow.origin.links(links, unix);
+                    self.drain_intake(i);
+                }
                 GovOutput::Committed(_)
                 | GovOutput::Installed(_)
-                | GovOutput::Master { .. }
                 | GovOutput::Joined { .. }
                 | GovOutput::DuplicateName { .. }
                 | GovOutput::ExpectDiffers { .. } => {}
@@ -902,7 +1198,7 @@ impl Sim {
         if self.paused(i) {
             return;
         }
-        let (base, now) = (self.base, self.now);
+        let (base, now, unix) = (self.base, self.now, self.unix_ms(i));
         // Rounded up: a deadline a few nanoseconds after `now` must not wake the member
         // at `now` again and again.
         let at = |t: Instant| {
@@ -918,8 +1214,16 @@ impl Sim {
             hb = hb.min(t);
         }
         let hb = at(hb);
-        let gov = c.gov.poll_timeout().map(at);
+        let gov = match (c.gov.poll_timeout(), c.flow.intake.poll_timeout()) {
+            (Some(a), Some(b)) => Some(at(a.min(b))),
+            (a, b) => a.or(b).map(at),
+        };
         let mut new = Vec::new();
+        if c.flow.wake.is_none() && c.flow.backlog(unix) {
+            let w = now + flow::POLL_MS * 1000;
+            c.flow.wake = Some(w);
+            new.push((w, Ev::WakeSync(i)));
+        }
         if c.hb_wake.is_none_or(|w| hb < w) {
             c.hb_wake = Some(hb);
             new.push((hb, Ev::WakeHb(i)));
@@ -982,6 +1286,7 @@ impl Sim {
                 if let Some(c) = &mut self.members[i].cores {
                     c.hb_wake = None;
                     c.gov_wake = None;
+                    c.flow.wake = None;
                 }
                 self.deaths.paused(i, self.now, len);
                 self.deaths.paused(i, self.now + len, len);
@@ -1020,7 +1325,57 @@ impl Sim {
                     self.members[i].skew_ms = *ms;
                 }
             }
+            Action::Record {
+                node,
+                changes,
+                for_s,
+            } => {
+                if let Some(i) = self.target(node) {
+                    // As detectors batch what one reading finds: ten readings a second.
+                    let readings = ((for_s * 10.0).ceil() as u64).clamp(1, *changes);
+                    let size = changes.div_ceil(readings);
+                    let batches = changes.div_ceil(size);
+                    let every_us = us(for_s * 1000.0) / batches;
+                    let ev = Ev::Change {
+                        node: i,
+                        size: size as usize,
+                        left: batches,
+                        every_us,
+                    };
+                    self.schedule(self.now, ev);
+                }
+            }
+            Action::ForgeAcks { node } => {
+                if let Some(i) = self.target(node) {
+                    self.forge_acks(i);
+                }
+            }
         }
+    }
+
+    /// Member `i` gossips acknowledgements of every region member's spikes to the end,
+    /// in a term above the one it knows: what a hostile peer can send.
+    fn forge_acks(&mut self, i: usize) {
+        let Some(c) = &self.members[i].cores else {
+            return;
+        };
+        let term = c.gov.master().map_or(0, |(_, t)| t) + 1;
+        let region = self.members[i].region;
+        let marks = self.regions[region]
+            .iter()
+            .map(|&j| (self.members[j].peer.clone(), u64::MAX))
+            .collect();
+        let acks = wire::Acks {
+            region: format!("r{region}"),
+            term,
+            marks,
+        };
+        let size = wire::encode(&wire::Body::Acks(acks.clone())).map_or(0, |b| b.len()) as u64;
+        let msg = Msg::Acks {
+            from: i,
+            acks: Rc::new(acks),
+        };
+        self.gossip(i, size, msg);
     }
 
     /// Changes the links; every member whose links changed is disturbed, connections
@@ -1113,6 +1468,38 @@ impl Sim {
         );
     }
 
+    /// At the end of a run whose last disturbance is at least `applied_within_ms` old:
+    /// every spike a running member published before then was applied by a master.
+    fn check_settled(&mut self) {
+        let within = self.sc.invariants.applied_within_ms * 1000;
+        let last_fault = self
+            .sc
+            .faults
+            .iter()
+            .filter(|f| f.action.disturbs())
+            .map(|f| us(f.at_s * 1000.0))
+            .max()
+            .unwrap_or(0);
+        if self.now < within || last_fault + within > self.now {
+            return;
+        }
+        let before = self.now - within;
+        for r in 0..self.regions.len() {
+            let master = self.master_of(r);
+            for k in 0..self.regions[r].len() {
+                let o = self.regions[r][k];
+                if !self.up(o) || self.paused(o) || master.is_some_and(|m| !self.links.linked(o, m))
+                {
+                    continue;
+                }
+                if let Err(v) = self.spikes.settled(self.now, o, before) {
+                    self.violate(v);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Every running peer of the crashed member's region must hold it dead by now.
     fn check_detected(&mut self, node: usize, crashed_at: u64) {
         let peer = self.members[node].peer.clone();
@@ -1188,9 +1575,14 @@ impl Sim {
             heartbeats_sent: self.heartbeats,
             probes_sent: self.probes,
             member_pushes: self.pushes,
+            spikes_published: self.spikes.published_total,
+            spikes_applied: self.spikes.applied_total,
+            spikes_reapplied: self.spikes.reapplied,
+            replays_sent: self.replays,
+            acks_refused: self.acks_refused,
             cpu_ms_per_sim_s: round(cpu_ms / sim_s.max(1e-9)),
             masters_elected: masters.len(),
-            invariants_checked: self.masters.checked + self.deaths.checked,
+            invariants_checked: self.masters.checked + self.deaths.checked + self.spikes.checked,
             violations: u64::from(self.violation.is_some()),
             violation: self.violation.as_ref().map(|v| v.to_string()),
         }

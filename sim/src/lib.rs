@@ -59,6 +59,7 @@
 pub mod chaos;
 pub mod check;
 pub mod engine;
+pub mod flow;
 pub mod net;
 pub mod scenario;
 pub mod stats;

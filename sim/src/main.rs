@@ -221,6 +221,11 @@ fn print_figures(r: &Report) {
         r.msgs_per_node_s, r.msgs_per_node_s_max, r.bytes_per_node_s, r.bytes_per_node_s_max
     );
     println!(
+        "spikes: {} published, {} applied by masters ({} again by a later master), {} replay \
+         batches, {} acknowledgements refused by fencing",
+        r.spikes_published, r.spikes_applied, r.spikes_reapplied, r.replays_sent, r.acks_refused
+    );
+    println!(
         "cpu {:.1} ms per simulated s; regions with a master at the end: {}",
         r.cpu_ms_per_sim_s, r.masters_elected
     );

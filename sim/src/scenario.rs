@@ -39,6 +39,8 @@ pub struct Scenario {
     pub protocol: Protocol,
     #[serde(default)]
     pub invariants: Invariants,
+    #[serde(default)]
+    pub workload: Workload,
     /// A progress line on stderr every this many simulated seconds (0: none).
     #[serde(default = "default_progress")]
     pub progress_s: f64,
@@ -159,6 +161,25 @@ impl Default for Protocol {
     }
 }
 
+/// Changes every member records all along (scheduled bursts are the `record` fault).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    /// Changes a second each member observes (0: none).
+    pub changes_per_s: f64,
+    /// Changes per observation batch (one journal append and one gossip message).
+    pub batch: usize,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            changes_per_s: 0.0,
+            batch: 1,
+        }
+    }
+}
+
 /// Bounds of the invariants.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -172,6 +193,10 @@ pub struct Invariants {
     pub settle_ms: u64,
     /// Pauses up to this long never excuse a death.
     pub pause_exempt_over_ms: u64,
+    /// At the end of a run whose last fault is at least this old, every spike a running
+    /// member published more than this long before the end must have been applied by a
+    /// master of its region.
+    pub applied_within_ms: u64,
 }
 
 impl Default for Invariants {
@@ -180,6 +205,7 @@ impl Default for Invariants {
             detect_bound_ms: 5000,
             settle_ms: 10_000,
             pause_exempt_over_ms: 2000,
+            applied_within_ms: 20_000,
         }
     }
 }
@@ -218,6 +244,30 @@ pub enum Action {
     Heal,
     /// The member's wall clock runs `ms` ahead (negative: behind).
     Skew { node: String, ms: i64 },
+    /// The member observes `changes` changes, evenly over `for_s` seconds, in batches of
+    /// what ten readings a second find.
+    Record {
+        node: String,
+        changes: u64,
+        #[serde(default = "default_record_s")]
+        for_s: f64,
+    },
+    /// A hostile member gossips acknowledgements it has no right to give: every member
+    /// of its region acknowledged to the end, in a term above the one it knows. The
+    /// intake's fencing must refuse them.
+    ForgeAcks { node: String },
+}
+
+fn default_record_s() -> f64 {
+    10.0
+}
+
+impl Action {
+    /// Whether it disturbs the fleet (a crash, a pause, a cut...), as opposed to work
+    /// (changes recorded) or a hostile message the cores must shrug off.
+    pub fn disturbs(&self) -> bool {
+        !matches!(self, Action::Record { .. } | Action::ForgeAcks { .. })
+    }
 }
 
 /// A member named in a fault.
@@ -317,6 +367,12 @@ impl Scenario {
                 return Err("network latencies must be finite and not negative".into());
             }
         }
+        let w = &self.workload;
+        if !(w.changes_per_s.is_finite() && w.changes_per_s >= 0.0) || w.batch == 0 {
+            return Err(
+                "workload: changes_per_s must be a number, 0 or more, and batch at least 1".into(),
+            );
+        }
         if self.protocol.heartbeat_ms == 0 || self.protocol.tick_ms == 0 {
             return Err("protocol.heartbeat_ms and protocol.tick_ms must be positive".into());
         }
@@ -330,7 +386,20 @@ impl Scenario {
                 Action::Crash { node }
                 | Action::Restart { node }
                 | Action::Isolate { node }
+                | Action::ForgeAcks { node }
                 | Action::Skew { node, .. } => target(node)?,
+                Action::Record {
+                    node,
+                    changes,
+                    for_s,
+                } => {
+                    target(node)?;
+                    if *changes == 0 || !(for_s.is_finite() && *for_s >= 0.0) {
+                        return Err(at(
+                            "record: changes must be at least 1 and for_s not negative".into(),
+                        ));
+                    }
+                }
                 Action::Pause { node, for_s } => {
                     target(node)?;
                     if !(for_s.is_finite() && *for_s > 0.0) {

@@ -62,6 +62,16 @@ pub struct Report {
     pub probes_sent: u64,
     /// Times a membership view pushed the region's members to its governor.
     pub member_pushes: u64,
+    /// Spikes journaled and published by all members.
+    pub spikes_published: u64,
+    /// Spikes applied by masters (a spike applied by two masters in turn counts twice).
+    pub spikes_applied: u64,
+    /// Spikes a master applied that an earlier master had applied already (it failed or
+    /// lost its place before acknowledging them).
+    pub spikes_reapplied: u64,
+    pub replays_sent: u64,
+    /// Acknowledgements the intakes' fencing refused (stale masters, forgeries).
+    pub acks_refused: u64,
     pub cpu_ms_per_sim_s: f64,
     pub masters_elected: usize,
     pub invariants_checked: u64,

@@ -21,6 +21,8 @@ fn every_example_scenario_loads() {
         "smoke.toml",
         "crash.toml",
         "partition.toml",
+        "spikes.toml",
+        "load.toml",
         "fleet-10k.toml",
     ] {
         scenario(name);
@@ -59,6 +61,63 @@ fn partitions_and_loss_break_no_invariant() {
     let r = run(scenario("partition.toml"));
     assert_eq!(r.violation, None);
     assert_eq!(r.masters_elected, 2);
+}
+
+#[test]
+fn every_spike_reaches_a_master_across_a_failover_a_cut_and_forged_acknowledgements() {
+    let r = run(scenario("spikes.toml"));
+    assert_eq!(r.violation, None);
+    // 5 members a second for 70 s (less the crashed one's downtime) and 1,000 more.
+    assert!(r.spikes_published > 1200, "{r:?}");
+    assert!(r.spikes_applied >= r.spikes_published, "{r:?}");
+    assert!(r.failover_samples >= 1, "{r:?}");
+    assert!(r.replays_sent > 0, "the cut-off member replays: {r:?}");
+    assert!(r.acks_refused > 0, "the forgery is refused: {r:?}");
+}
+
+#[test]
+fn the_spike_checker_catches_a_core_whose_acknowledgements_skip_fencing() {
+    // The same run with every intake taking acknowledgements from anyone: the forged
+    // ones make origins drop spikes no master applied.
+    let r = Sim::new(scenario("spikes.toml"))
+        .quiet()
+        .break_fencing()
+        .run();
+    let v = r.violation.expect("a violation");
+    assert!(v.contains("no master applied it: lost"), "{v}");
+    assert!(v.contains("at 40."), "caught when the forgery lands: {v}");
+}
+
+#[test]
+fn the_spike_checker_fails_a_run_whose_spikes_never_reach_a_master() {
+    // Two of a region's three members crash for good: no majority, no master, and the
+    // survivor's spikes are applied by no one. The run ends quiet long enough for that
+    // to be a violation rather than a delay.
+    let sc: Scenario = toml::from_str(
+        "duration_s = 45
+progress_s = 0
+[topology]
+regions = 1
+nodes_per_region = 3
+         [workload]
+changes_per_s = 1.0
+         [[faults]]
+at_s = 10
+action = \"crash\"
+node = \"0/0\"
+         [[faults]]
+at_s = 10
+action = \"crash\"
+node = \"0/1\"
+",
+    )
+    .expect("scenario");
+    let v = run(sc.clone()).violation.expect("a violation");
+    assert!(v.contains("never applied by a master"), "{v}");
+    // Before the quiet time has passed, the same history is only a delay.
+    let mut short = sc;
+    short.duration_s = 25.0;
+    assert_eq!(run(short).violation, None);
 }
 
 #[test]

@@ -369,25 +369,7 @@ impl SpikeActor {
                 }
             };
         }
-        let last = self.sync.last();
-        // The lowest number still held; below it (and above `after`) nothing is left.
-        let first = self.read_ahead.front().map_or(last + 1, |s| s.seq);
-        let mut batch = Vec::new();
-        let mut size = 0;
-        while let Some(s) = self.read_ahead.front() {
-            // A batch ends at a gap in the numbering (numbers a crash left unused, or
-            // dropped by the journal's size bound): the next one's `first` tells the
-            // master at once that the gap is empty, instead of it holding what follows.
-            if batch.last().is_some_and(|l: &Spike| s.seq != l.seq + 1) {
-                break;
-            }
-            let len = rmp_serde::to_vec(s).map_or(wire::MAX_FRAME, |b| b.len());
-            if !batch.is_empty() && size + len > wire::MAX_FRAME - 1024 {
-                break;
-            }
-            size += len;
-            batch.extend(self.read_ahead.pop_front());
-        }
+        let (first, batch) = sync::replay_batch(&mut self.read_ahead, self.sync.last());
         let upto = batch.last().map_or(first.saturating_sub(1), |s| s.seq);
         let n = batch.len() as u64;
         let request = wire::Request::Replay {

@@ -131,3 +131,50 @@ fn marks_of_many_origins_go_out_in_bounded_messages() {
         .collect();
     assert_eq!(sizes, [ACKS_PER_MESSAGE, ACKS_PER_MESSAGE, 1]);
 }
+
+#[test]
+fn a_new_master_applies_what_no_master_acknowledged() {
+    let t0 = Instant::now();
+    let mut i = Intake::new("r", id("me"), Duration::from_secs(1));
+    // Published while the region had no master: kept, not applied.
+    i.handle_spikes(vec![spike("a", 1), spike("a", 2), spike("b", 1)]);
+    assert!(drain(&mut i).is_empty());
+    assert_eq!(i.pending(), (3, 0));
+    // A master acknowledges a's first spike: the rest is still kept.
+    i.set_master(t0, Some((id("boss"), 1)), false);
+    assert!(i.handle_acks(&id("boss"), acks(1, &[("a", 1)])));
+    i.handle_spikes(vec![spike("a", 1), spike("a", 3)]);
+    assert_eq!(
+        i.pending(),
+        (3, 0),
+        "a1 acknowledged: neither kept nor taken again"
+    );
+    // The master dies before acknowledging the rest; this node takes over and applies
+    // every spike it kept, in order per origin, and nothing twice.
+    i.set_master(t0, Some((id("me"), 2)), true);
+    let mut applied: Vec<(String, u64)> = drain(&mut i)
+        .into_iter()
+        .flat_map(|o| match o {
+            Output::Applied(s) => s.into_iter().map(|s| (s.origin.0, s.seq)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    applied.sort();
+    assert_eq!(applied, [("a".into(), 2), ("a".into(), 3), ("b".into(), 1)]);
+    assert_eq!(i.pending(), (0, 0));
+    i.handle_spikes(vec![spike("a", 2), spike("b", 1)]);
+    assert!(
+        drain(&mut i)
+            .iter()
+            .all(|o| !matches!(o, Output::Applied(_))),
+        "applied once"
+    );
+}
+
+#[test]
+fn a_follower_keeps_a_bounded_number_per_origin() {
+    let mut i = Intake::new("r", id("me"), Duration::from_secs(1));
+    let n = PENDING as u64 + 10;
+    i.handle_spikes((1..=n).map(|s| spike("a", s)).collect());
+    assert_eq!(i.pending(), (PENDING as u64, 10));
+}
