@@ -182,6 +182,8 @@ pub struct Origin {
     /// The top of the numbers this run skipped at its start, until the master moves past.
     gap: Option<u64>,
     master: Option<(Master, u64)>,
+    /// The region's master as this node's consensus knows it, when it is another node.
+    record: Option<node::Id>,
     /// (highest seq of a published batch, when it was published), oldest first.
     published: VecDeque<(u64, u64)>,
     in_flight: Option<(u64, u64)>,
@@ -213,6 +215,7 @@ impl Origin {
             holds: BTreeMap::new(),
             gap: None,
             master: None,
+            record: None,
             published,
             in_flight: None,
             replay: None,
@@ -334,6 +337,14 @@ impl Origin {
         self.in_flight = None;
     }
 
+    /// The region's master as this node's consensus knows it (`None`: unknown, or this
+    /// node). Replays go there while no master's acknowledgements are heard: a master
+    /// that never heard of this node's spikes (all of them lost, or published while cut
+    /// off before any was acknowledged) names it in none of its acknowledgements.
+    pub fn master_of_record(&mut self, peer: Option<node::Id>) {
+        self.record = peer;
+    }
+
     /// The links as the runtime sees them now.
     pub fn links(&mut self, links: Links, now: u64) {
         self.links = links;
@@ -343,13 +354,17 @@ impl Origin {
     /// Called about once a second: whether to replay, and to whom.
     pub fn poll(&mut self, now: u64) -> Option<Action> {
         self.classify(now);
-        let (master, heard) = self.master.as_ref()?;
-        if now.saturating_sub(*heard) > self.config.master_stale_ms
-            || !self.links.master_known
-            || self.mark >= self.last
-        {
+        if !self.links.master_known || self.mark >= self.last {
             return None;
         }
+        // The master whose acknowledgements come, while they come; else the master of
+        // record.
+        let heard = self
+            .master
+            .as_ref()
+            .filter(|(_, heard)| now.saturating_sub(*heard) <= self.config.master_stale_ms)
+            .map(|(m, _)| &m.peer);
+        let to = heard.or(self.record.as_ref())?.clone();
         if let Some((_, at)) = self.in_flight {
             if now.saturating_sub(at) < self.config.retry_ms {
                 return None;
@@ -363,7 +378,7 @@ impl Origin {
         }
         Some(Action::Replay {
             after: self.mark,
-            to: master.peer.clone(),
+            to,
         })
     }
 
@@ -553,6 +568,45 @@ mod tests {
             "{live_since:?}"
         );
         assert_eq!(o.report(9_000).since_unix_ms, live_since);
+    }
+
+    #[test]
+    fn with_no_acknowledgement_heard_the_master_of_record_gets_the_replay() {
+        // Every spike of this node was lost (published while cut off): no master names it
+        // in its acknowledgements, so only the consensus' master can be asked.
+        let c = Config::default();
+        let mut o = Origin::new(c.clone(), 0, 0);
+        o.links(up(), 0);
+        o.published(5, 0);
+        assert_eq!(
+            o.poll(c.replay_after_ms + 1),
+            None,
+            "no master known by name"
+        );
+        o.master_of_record(Some(node::Id("boss".into())));
+        let to_boss = Some(Action::Replay {
+            after: 0,
+            to: node::Id("boss".into()),
+        });
+        assert_eq!(o.poll(c.replay_after_ms + 1), to_boss);
+        // Acknowledgements from the master that sends them win while they are fresh...
+        o.failed();
+        o.acked(2, master(1), 10_000);
+        let to_m = Some(Action::Replay {
+            after: 2,
+            to: node::Id("m".into()),
+        });
+        assert_eq!(o.poll(10_000 + c.replay_after_ms), to_m);
+        // ...and the master of record takes over once they stop.
+        o.failed();
+        let stale = 10_001 + c.master_stale_ms;
+        assert_eq!(
+            o.poll(stale),
+            Some(Action::Replay {
+                after: 2,
+                to: node::Id("boss".into())
+            })
+        );
     }
 
     #[test]

@@ -1118,16 +1118,7 @@ impl Sim {
                     c.view.forget_listed();
                 }
                 GovOutput::Master { master, leading } => {
-                    // The region actor: the intake learns who is master; the spike
-                    // encoder whether one is known (it replays only then).
-                    let known = master.is_some();
-                    c.flow.intake.set_master(now, master, leading);
-                    let links = fleetmesh_actors::sync::Links {
-                        // Not modelled: it only names the state the node reports.
-                        connected_peers: 1,
-                        master_known: known,
-                    };
-                    c.flow.origin.links(links, unix);
+                    c.flow.set_master(now, master, leading, unix);
                     self.drain_intake(i);
                 }
                 GovOutput::Committed(_)

@@ -10,14 +10,14 @@
 //! point).
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetmesh_actors::encoder::{self, Encoder};
 use fleetmesh_actors::intake::Intake;
 use fleetmesh_actors::label::Vocabulary;
 use fleetmesh_actors::node;
 use fleetmesh_actors::spike::{Change, Kind, Layer, Observation, Spike};
-use fleetmesh_actors::sync::{self, Action, Master, Origin};
+use fleetmesh_actors::sync::{self, Action, Links, Master, Origin};
 
 /// The spike actor's replay check interval.
 pub const POLL_MS: u64 = 500;
@@ -95,6 +95,26 @@ impl Flow {
             wake: None,
             changes: 0,
         }
+    }
+
+    /// The governor's master changed: the intake learns who is master, the encoder
+    /// whether one is known and which peer (as the region actor tells them).
+    pub fn set_master(
+        &mut self,
+        now: Instant,
+        master: Option<(node::Id, u64)>,
+        leading: bool,
+        unix_ms: u64,
+    ) {
+        let links = Links {
+            // Not modelled: it only names the state the node reports.
+            connected_peers: 1,
+            master_known: master.is_some(),
+        };
+        let elsewhere = master.as_ref().filter(|_| !leading).map(|(p, _)| p.clone());
+        self.origin.master_of_record(elsewhere);
+        self.origin.links(links, unix_ms);
+        self.intake.set_master(now, master, leading);
     }
 
     /// `n` changes observed as one batch: numbered (a new reservation made durable

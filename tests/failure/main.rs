@@ -11,6 +11,7 @@ mod compaction;
 mod consult;
 mod crash;
 mod detection;
+mod faithful;
 mod founding;
 mod load;
 mod master;

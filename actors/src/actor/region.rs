@@ -81,10 +81,24 @@ pub struct Acked {
     pub master: Master,
 }
 
-/// Whether this node knows its region's master (for the spike encoder's connectivity).
-#[derive(Debug, Clone, Copy, Message)]
+/// Whether this node knows its region's master (for the spike encoder's connectivity),
+/// and which peer it is when it is not this node (where the encoder replays when no
+/// master's acknowledgement names one).
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct MasterKnown(pub bool);
+pub struct MasterKnown {
+    pub known: bool,
+    pub elsewhere: Option<node::Id>,
+}
+
+impl MasterKnown {
+    fn of(master: Option<&(node::Id, u64)>, leading: bool) -> MasterKnown {
+        MasterKnown {
+            known: master.is_some(),
+            elsewhere: master.filter(|_| !leading).map(|(p, _)| p.clone()),
+        }
+    }
+}
 
 /// The region's intake counters, per origin (peer id), for the API.
 #[derive(Debug, Message)]
@@ -349,11 +363,11 @@ impl RegionActor {
                         master: master.clone(),
                         leading,
                     });
-                    let known = master.is_some();
+                    let known = MasterKnown::of(master.as_ref(), leading);
                     self.intake.set_master(Instant::now(), master, leading);
                     self.drain_intake();
                     if let Some(r) = &self.links.master_known {
-                        let _ = r.try_send(MasterKnown(known));
+                        let _ = r.try_send(known);
                     }
                     self.push_view();
                     self.trust_step();
@@ -803,7 +817,8 @@ impl Handler<Connect> for RegionActor {
         self.links = msg;
         // Subscribers connected late learn the current state at once.
         if let Some(r) = &self.links.master_known {
-            let _ = r.try_send(MasterKnown(self.gov.master().is_some()));
+            let master = self.gov.master();
+            let _ = r.try_send(MasterKnown::of(master.as_ref(), self.leading().is_some()));
         }
         if let Some(r) = &self.links.facts {
             let _ = r.try_send(SetRegion(self.gov.facts().clone()));

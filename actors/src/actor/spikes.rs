@@ -272,7 +272,8 @@ impl Handler<crate::actor::region::MasterKnown> for SpikeActor {
     type Result = ();
 
     fn handle(&mut self, msg: crate::actor::region::MasterKnown, ctx: &mut Self::Context) {
-        <Self as Handler<LinkChanged>>::handle(self, LinkChanged::MasterKnown(msg.0), ctx);
+        self.sync.master_of_record(msg.elsewhere);
+        <Self as Handler<LinkChanged>>::handle(self, LinkChanged::MasterKnown(msg.known), ctx);
     }
 }
 
