@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fleetmesh_actors::membership::Status;
+use fleetmesh_actors::node;
 
 /// A broken invariant, at a simulated time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +91,11 @@ impl Deaths {
         self.disturbed[node] = Some(at_us);
     }
 
+    /// When `node` was last disturbed.
+    pub fn disturbed_at(&self, node: usize) -> Option<u64> {
+        self.disturbed[node]
+    }
+
     /// A pause of `len_us` starting or ending at `at_us`: a disturbance only if long.
     pub fn paused(&mut self, node: usize, at_us: u64, len_us: u64) {
         if len_us > self.pause_exempt_us {
@@ -151,6 +157,55 @@ impl Deaths {
                 ),
             }),
         }
+    }
+}
+
+/// Work: in a region left undisturbed long enough, every work item has one owner, and it
+/// runs. The items are the audits of the members the master can reach (a member cut off
+/// from it may be held dead, its audit gone with it); the owners are whatever the master's
+/// committed state says ([`fleetmesh_actors::region::RegionState::assignments`], one owner
+/// per item by construction).
+#[derive(Debug, Default)]
+pub struct Owners {
+    pub checked: u64,
+}
+
+impl Owners {
+    /// `assignments`: the master's committed owners; `reachable`: running members linked
+    /// to the master, whose audits must be assigned; `running`: every running member.
+    pub fn check(
+        &mut self,
+        at_us: u64,
+        region: usize,
+        assignments: &BTreeMap<String, node::Id>,
+        reachable: &BTreeSet<node::Id>,
+        running: &BTreeSet<node::Id>,
+    ) -> Result<(), Violation> {
+        let fail = |what: String| {
+            Err(Violation {
+                at_us,
+                what: format!("region {region}: {what}"),
+            })
+        };
+        for member in reachable {
+            self.checked += 1;
+            let item = format!("audit:{}", member.0);
+            match assignments.get(&item) {
+                None => return fail(format!("{item} has no owner")),
+                Some(o) if o == member => return fail(format!("{item} is owned by its subject")),
+                Some(_) => {}
+            }
+        }
+        for (item, owner) in assignments {
+            self.checked += 1;
+            if !running.contains(owner) {
+                return fail(format!(
+                    "{item} is owned by {}, which is not running",
+                    owner.0
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -269,6 +324,26 @@ impl Spikes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_owned_by_no_one_or_by_a_stopped_member_is_caught() {
+        let id = |s: &str| node::Id(s.into());
+        let set = |v: &[&str]| v.iter().map(|s| id(s)).collect::<BTreeSet<_>>();
+        let mut a = BTreeMap::new();
+        a.insert("audit:a".to_string(), id("b"));
+        a.insert("audit:b".to_string(), id("a"));
+        let mut o = Owners::default();
+        o.check(1, 0, &a, &set(&["a", "b"]), &set(&["a", "b"]))
+            .expect("every audit owned by a running member");
+        let v = o
+            .check(2, 0, &a, &set(&["a", "b", "c"]), &set(&["a", "b", "c"]))
+            .expect_err("c's audit has no owner");
+        assert!(v.what.contains("audit:c has no owner"), "{}", v.what);
+        let v = o
+            .check(3, 0, &a, &set(&["a"]), &set(&["a"]))
+            .expect_err("b stopped but still owns a's audit");
+        assert!(v.what.contains("not running"), "{}", v.what);
+    }
 
     #[test]
     fn spikes_applied_twice_by_one_master_or_lost_are_caught() {

@@ -28,7 +28,7 @@ use fleetmesh_actors::{node, wire};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::check::{Deaths, Masters, Spikes, Violation};
+use crate::check::{Deaths, Masters, Owners, Spikes, Violation};
 use crate::flow::{self, Flow, Journal, Replay};
 use crate::net::{Links, Model};
 use crate::scenario::{Action, Scenario, Target};
@@ -82,6 +82,8 @@ enum Ev {
         crashed_at: u64,
     },
     Progress,
+    /// The work-ownership check (every second).
+    CheckOwners,
     /// Traffic counted from now on (`measure_from_s`).
     MeasureFrom,
 }
@@ -219,6 +221,7 @@ pub struct Sim {
     masters: Masters,
     deaths: Deaths,
     spikes: Spikes,
+    owners: Owners,
     violation: Option<Violation>,
     /// Per region: a crashed master's crash time and term, until a later term leads.
     failover_from: Vec<Option<(u64, u64)>>,
@@ -309,6 +312,7 @@ impl Sim {
             masters: Masters::default(),
             deaths,
             spikes: Spikes::default(),
+            owners: Owners::default(),
             violation: None,
             failover_from: vec![None; t.regions],
             detect_us: Vec::new(),
@@ -335,6 +339,7 @@ impl Sim {
         if sim.sc.progress_s > 0.0 {
             sim.schedule(us(sim.sc.progress_s * 1000.0), Ev::Progress);
         }
+        sim.schedule(us(1000.0), Ev::CheckOwners);
         if sim.sc.measure_from_s > 0.0 {
             sim.schedule(us(sim.sc.measure_from_s * 1000.0), Ev::MeasureFrom);
         }
@@ -638,6 +643,10 @@ impl Sim {
                 if self.members[node].epoch == epoch && !self.up(node) {
                     self.check_detected(node, crashed_at);
                 }
+            }
+            Ev::CheckOwners => {
+                self.check_owners();
+                self.schedule(self.now + us(1000.0), Ev::CheckOwners);
             }
             Ev::MeasureFrom => {
                 self.measured_from = self.now;
@@ -1491,6 +1500,46 @@ impl Sim {
         }
     }
 
+    /// In every region left undisturbed for `reassign_within_ms`, with a running master:
+    /// every work item owned by one running member (see [`Owners`]).
+    fn check_owners(&mut self) {
+        let within = self.sc.invariants.reassign_within_ms * 1000;
+        for r in 0..self.regions.len() {
+            let members = &self.regions[r];
+            let recent = |i: &usize| {
+                self.deaths
+                    .disturbed_at(*i)
+                    .is_some_and(|d| d + within > self.now)
+            };
+            if members.iter().any(recent) {
+                continue;
+            }
+            let Some(m) = self.master_of(r).filter(|&m| !self.paused(m)) else {
+                continue;
+            };
+            let Some(state) = self.members[m].cores.as_ref().and_then(|c| c.gov.state()) else {
+                continue;
+            };
+            let running: BTreeSet<node::Id> = members
+                .iter()
+                .filter(|&&i| self.up(i))
+                .map(|&i| self.members[i].peer.clone())
+                .collect();
+            let reachable: BTreeSet<node::Id> = members
+                .iter()
+                .filter(|&&i| self.up(i) && (i == m || self.links.linked(i, m)))
+                .map(|&i| self.members[i].peer.clone())
+                .collect();
+            let result = self
+                .owners
+                .check(self.now, r, &state.assignments, &reachable, &running);
+            if let Err(v) = result {
+                self.violate(v);
+                return;
+            }
+        }
+    }
+
     /// Every running peer of the crashed member's region must hold it dead by now.
     fn check_detected(&mut self, node: usize, crashed_at: u64) {
         let peer = self.members[node].peer.clone();
@@ -1573,7 +1622,10 @@ impl Sim {
             acks_refused: self.acks_refused,
             cpu_ms_per_sim_s: round(cpu_ms / sim_s.max(1e-9)),
             masters_elected: masters.len(),
-            invariants_checked: self.masters.checked + self.deaths.checked + self.spikes.checked,
+            invariants_checked: self.masters.checked
+                + self.deaths.checked
+                + self.spikes.checked
+                + self.owners.checked,
             violations: u64::from(self.violation.is_some()),
             violation: self.violation.as_ref().map(|v| v.to_string()),
         }

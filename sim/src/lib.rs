@@ -10,11 +10,13 @@
 //!
 //! Each member runs the heartbeat emitter and membership view ([`fleetmesh_actors::
 //! heartbeat`], [`fleetmesh_actors::membership`], with the ring of watchers, their probes
-//! and the phi accrual detector) and the
-//! region governor with its Raft core ([`fleetmesh_actors::governor`]), wired as the
-//! node's heartbeat and region actors wire them (see [`engine`]). The governor's saves go
-//! to the member's simulated disk; a crash keeps exactly that disk, and a restart is a
-//! new incarnation restored from it.
+//! and the phi accrual detector), the
+//! region governor with its Raft core ([`fleetmesh_actors::governor`]), and the spike
+//! path ([`flow`]: the encoder and its reservations, the journal, the sync core that says
+//! when to replay, the region intake that applies and acknowledges), wired as the node's
+//! heartbeat, region and spike actors wire them (see [`engine`]). The governor's saves and
+//! the journal go to the member's simulated disk; a crash keeps exactly that disk, and a
+//! restart is a new incarnation restored from it.
 //!
 //! ## The network model, and what it leaves out
 //!
@@ -30,7 +32,11 @@
 //!   (GRAFT/PRUNE, peer scoring), IHAVE/IWANT gossip to non-mesh peers, and the loss of
 //!   a copy being repaired by another copy. Loss drops the heartbeat for that receiver.
 //! - **Raft messages** go point to point (request-response) and are charged once, with
-//!   their encoded size plus a fixed framing overhead.
+//!   their encoded size plus a fixed framing overhead; so do **replay batches** (their
+//!   encoded request) and their answers (a fixed 72 bytes).
+//! - **Spikes** and a master's **acknowledgements** go on the region topic like
+//!   heartbeats (one copy handled per receiver, `mesh_degree` copies charged, the encoded
+//!   frame's size). A member's own spikes reach its own intake directly.
 //! - **Liveness probes** and their answers go point to point too, one link delay each,
 //!   charged once each (a fixed 72 bytes: the framing of a Raft message plus a few
 //!   bytes). A running, unpaused member answers at once (the node's network driver
@@ -45,16 +51,20 @@
 //! - **Clock skew** shifts the wall-clock milliseconds a member's cores are handed (the
 //!   heartbeat's send date); detection and consensus run on monotonic time and are not
 //!   affected.
-//! - No traffic crosses regions yet (fleet topic, consultation, replay are not
-//!   simulated), so `cross_region` latency is unused so far. Signature checks and other
-//!   crypto are neither run nor charged as CPU.
+//! - No traffic crosses regions yet (the fleet topic and consultation are not simulated),
+//!   so `cross_region` latency is unused so far. What masters do with the spikes they
+//!   apply (the fleet brain, policy, alerts) is not simulated. Signature checks and other
+//!   crypto are neither run nor charged as CPU. The number of connected peers a member
+//!   reports in its sync state is not modelled (it only names that state).
 //!
 //! ## Invariants ([`check`])
 //!
 //! Never two masters of one region in one term; no running, connected, unpaused member
 //! declared dead; every crashed member declared dead by every running, connected peer of
-//! its region within a bound. The first violation stops the run and is reported with
-//! the seed and the simulated time.
+//! its region within a bound; spikes applied in order and at most once by each master,
+//! never dropped from a journal before a master applied them, and all applied by the end
+//! of a run that ends quiet ([`check::Spikes`]). The first violation stops the run and is
+//! reported with the seed and the simulated time.
 
 pub mod chaos;
 pub mod check;

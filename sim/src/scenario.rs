@@ -197,6 +197,9 @@ pub struct Invariants {
     /// member published more than this long before the end must have been applied by a
     /// master of its region.
     pub applied_within_ms: u64,
+    /// Once no member of a region was disturbed for this long, every work item must have
+    /// one running owner (checked every second).
+    pub reassign_within_ms: u64,
 }
 
 impl Default for Invariants {
@@ -206,6 +209,7 @@ impl Default for Invariants {
             settle_ms: 10_000,
             pause_exempt_over_ms: 2000,
             applied_within_ms: 20_000,
+            reassign_within_ms: 10_000,
         }
     }
 }

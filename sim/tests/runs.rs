@@ -132,6 +132,16 @@ fn the_detection_checker_fails_a_run_whose_bound_the_cores_cannot_meet() {
 }
 
 #[test]
+fn the_work_checker_fails_a_run_whose_bound_the_cores_cannot_meet() {
+    let mut sc = scenario("crash.toml");
+    // A crashed member is detected in about a second, then its work moves: not within
+    // 100 ms of the crash.
+    sc.invariants.reassign_within_ms = 100;
+    let v = run(sc).violation.expect("a violation");
+    assert!(v.contains("not running") || v.contains("no owner"), "{v}");
+}
+
+#[test]
 fn the_false_death_checker_fails_a_run_when_a_long_pause_is_not_excused() {
     let mut sc = scenario("smoke.toml");
     sc.faults = toml::from_str::<Scenario>(
