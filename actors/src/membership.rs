@@ -216,6 +216,9 @@ pub enum Output {
     Announced { peer: node::Id },
     /// The members this node watches changed: probe these from now on.
     Watching { peers: Vec<node::Id> },
+    /// A live peer of the region now lists this node dead: tell the region at once that
+    /// it lives (a heartbeat), so that nobody takes the word of one observer for it.
+    Accused { by: node::Id },
 }
 
 /// Peer counts by status.
@@ -451,6 +454,11 @@ impl View {
         let mut everyone = false;
         let mut reported: Vec<node::Id> = Vec::new();
         let region_before = m.info.as_ref().map(|i| i.region == self.region);
+        // Only a peer this node holds alive is believed when it declares deaths: one
+        // that was cut off (held dead or suspect here) judged from its side of the cut,
+        // and what it declared there must not evict members everyone else hears.
+        let believed = m.status == Status::Alive;
+        let held_us_dead = m.holds_us_dead;
         match input {
             Input::Heartbeat { beat, .. } => {
                 let known = m.info.as_ref().map(|i| i.incarnation);
@@ -591,11 +599,15 @@ impl View {
             let (key, on) = (m.key, m.in_ring(&self.region));
             self.ring_dirty |= self.ring.set(key, &peer, on);
         }
-        if reporter_in_region {
-            for id in &reported {
-                if let Some(r) = self.members.get_mut(id) {
-                    r.reported_dead = Some(now);
-                }
+        if reporter_in_region && !held_us_dead && m.holds_us_dead {
+            out.push(Output::Accused { by: peer.clone() });
+        }
+        if !(reporter_in_region && believed) {
+            reported.clear();
+        }
+        for id in &reported {
+            if let Some(r) = self.members.get_mut(id) {
+                r.reported_dead = Some(now);
             }
         }
         if everyone {

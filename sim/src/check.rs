@@ -58,16 +58,23 @@ impl Masters {
 /// Deaths: no live, undisturbed member declared dead; every crashed member declared dead
 /// by every live, undisturbed peer of its region within a bound.
 ///
-/// A member is *disturbed* when it starts, crashes, restarts, is cut off or healed, or is
-/// paused for longer than `pause_exempt_us` (shorter pauses never excuse a death). For
-/// `settle_us` after a disturbance of either side, a death declared between the two is
-/// not judged, and a disturbed observer is not expected to have detected a crash.
+/// A member is *disturbed* when it starts, crashes, restarts, or is paused for longer than
+/// `pause_exempt_us` (shorter pauses never excuse a death); a *pair* is disturbed when the
+/// link between the two is cut or healed. For `settle_us` after a disturbance of either
+/// side or of their link, a death declared between the two is not judged: a cut elsewhere
+/// in the region excuses nothing between members that kept hearing each other. An
+/// observer that was disturbed, or any of whose links changed, is not expected to have
+/// detected a crash in that time.
 #[derive(Debug)]
 pub struct Deaths {
     settle_us: u64,
     bound_us: u64,
     pause_exempt_us: u64,
     disturbed: Vec<Option<u64>>,
+    /// Per member: when one of its links last changed.
+    relinked: Vec<Option<u64>>,
+    /// Per pair (lower index first): when its link last changed.
+    pairs: HashMap<(usize, usize), u64>,
     pub checked: u64,
 }
 
@@ -78,6 +85,8 @@ impl Deaths {
             bound_us,
             pause_exempt_us,
             disturbed: vec![None; nodes],
+            relinked: vec![None; nodes],
+            pairs: HashMap::new(),
             checked: 0,
         }
     }
@@ -91,9 +100,16 @@ impl Deaths {
         self.disturbed[node] = Some(at_us);
     }
 
-    /// When `node` was last disturbed.
+    /// The link between `a` and `b` was cut or healed at `at_us`.
+    pub fn relinked(&mut self, a: usize, b: usize, at_us: u64) {
+        self.pairs.insert((a.min(b), a.max(b)), at_us);
+        self.relinked[a] = Some(at_us);
+        self.relinked[b] = Some(at_us);
+    }
+
+    /// When `node`, or one of its links, was last disturbed.
     pub fn disturbed_at(&self, node: usize) -> Option<u64> {
-        self.disturbed[node]
+        self.disturbed[node].max(self.relinked[node])
     }
 
     /// A pause of `len_us` starting or ending at `at_us`: a disturbance only if long.
@@ -118,7 +134,12 @@ impl Deaths {
         reachable: bool,
     ) -> Result<(), Violation> {
         self.checked += 1;
-        if reachable && self.settled(peer, at_us) && self.settled(observer, at_us) {
+        let pair = (observer.min(peer), observer.max(peer));
+        let pair_settled = self
+            .pairs
+            .get(&pair)
+            .is_none_or(|d| at_us >= d + self.settle_us);
+        if reachable && pair_settled && self.settled(peer, at_us) && self.settled(observer, at_us) {
             return Err(Violation {
                 at_us,
                 what: format!(
@@ -141,8 +162,9 @@ impl Deaths {
         status: Option<Status>,
     ) -> Result<(), Violation> {
         self.checked += 1;
-        let disturbed =
-            self.disturbed[observer].is_some_and(|d| d + self.settle_us > crashed_at_us);
+        let disturbed = self
+            .disturbed_at(observer)
+            .is_some_and(|d| d + self.settle_us > crashed_at_us);
         match status {
             Some(Status::Dead) | None => Ok(()),
             Some(_) if disturbed => Ok(()),
@@ -400,6 +422,25 @@ mod tests {
         d.paused(1, 40, 3);
         d.declared_dead(45, 0, 1, true)
             .expect("after a long pause, within the settling time");
+    }
+
+    #[test]
+    fn a_cut_excuses_deaths_across_it_only() {
+        let mut d = Deaths::new(4, 10, 5, 2);
+        d.relinked(0, 3, 100);
+        d.declared_dead(105, 3, 0, true)
+            .expect("across the link that changed");
+        d.declared_dead(105, 0, 3, true).expect("either way round");
+        let v = d
+            .declared_dead(105, 1, 2, true)
+            .expect_err("between members that kept hearing each other");
+        assert!(
+            v.what.contains("member 2 declared dead by member 1"),
+            "{}",
+            v.what
+        );
+        d.declared_dead(111, 3, 0, true)
+            .expect_err("once the link has settled");
     }
 
     #[test]

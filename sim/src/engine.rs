@@ -975,6 +975,7 @@ impl Sim {
     fn report_view(&mut self, i: usize, out: Vec<ViewOutput>, listed: bool) {
         let urgent = membership::urgent(&out);
         let mut changed = false;
+        let accused = out.iter().any(|o| matches!(o, ViewOutput::Accused { .. }));
         for o in &out {
             if !matches!(o, ViewOutput::Stale { .. } | ViewOutput::Watching { .. }) {
                 changed = true;
@@ -1015,7 +1016,7 @@ impl Sim {
         // Only when something moved: a walk over the peers.
         if changed || listed {
             let seen = c.view.seen();
-            if seen != c.told {
+            if seen != c.told || accused {
                 let beat = c.emitter.beat_now(now, unix, health(&c.view), seen.clone());
                 c.told = seen;
                 self.publish(i, beat);
@@ -1028,6 +1029,7 @@ impl Sim {
         let Some(&p) = self.ids.get(peer) else {
             return;
         };
+
         if let Some(crashed_at) = self.members[p].crashed_at
             && self.members[p].detected_by.insert(i)
         {
@@ -1402,8 +1404,7 @@ impl Sim {
                     if was[x * n + y] == now_linked {
                         continue;
                     }
-                    self.deaths.disturb(a, self.now);
-                    self.deaths.disturb(b, self.now);
+                    self.deaths.relinked(a, b, self.now);
                     if now_linked {
                         for (p, q) in [(a, b), (b, a)] {
                             if self.up(p) && self.up(q) {

@@ -562,6 +562,7 @@ impl HeartbeatActor {
     fn report(&mut self, out: Vec<Output>) {
         let urgent = membership::urgent(&out);
         let mut changed = false;
+        let mut accused = false;
         for o in out {
             if !matches!(o, Output::Stale { .. } | Output::Watching { .. }) {
                 changed = true;
@@ -590,6 +591,10 @@ impl HeartbeatActor {
                 Output::Watching { peers } => {
                     tracing::debug!(?peers, "watching");
                 }
+                Output::Accused { by } => {
+                    tracing::warn!(%by, "a peer holds this node dead: telling the region it lives");
+                    accused = true;
+                }
             }
         }
         self.emitter.set_members(self.view.region_size());
@@ -605,7 +610,7 @@ impl HeartbeatActor {
         // A new suspicion (or one dropped) is told to the region at once, so that other
         // observers can confirm it without waiting for the next regular heartbeat.
         let seen = self.view.seen();
-        if seen != self.told {
+        if seen != self.told || accused {
             let beat =
                 self.emitter
                     .beat_now(Instant::now(), unix_ms(), self.health(), seen.clone());

@@ -417,10 +417,51 @@ fn a_declared_death_of_this_node_is_known_at_once() {
     let mut v = ring_view(3, Duration::ZERO);
     v.handle(t0, beat_from("p", 1, 1, &[]));
     assert_eq!(v.held_dead_by(HELD_DEAD_BEATS), 0);
-    v.handle(t0 + SEC, report("p", 2, &["me"], &["me"]));
+    let out = v.handle(t0 + SEC, report("p", 2, &["me"], &["me"]));
     assert_eq!(v.held_dead_by(HELD_DEAD_BEATS), 1);
-    v.handle(t0 + 2 * SEC, report("p", 3, &[], &[]));
+    // Told to the runtime, which tells the region at once that this node lives.
+    let accused = |out: &[Output]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Accused { by } if *by == id("p")))
+            .count()
+    };
+    assert_eq!(accused(&out), 1);
+    let again = v.handle(t0 + SEC + SEC / 2, report("p", 3, &["me"], &["me"]));
+    assert_eq!(accused(&again), 0, "once per accusation");
+    v.handle(t0 + 2 * SEC, report("p", 4, &[], &[]));
     assert_eq!(v.held_dead_by(HELD_DEAD_BEATS), 0);
+}
+
+/// A member cut off from the region judges the others from its side of the cut; when
+/// it comes back, the deaths it declared there are not believed by a node that holds it
+/// dead: one observer's word never evicts members everyone else hears.
+#[test]
+fn a_death_declared_from_beyond_a_cut_is_not_believed() {
+    let t0 = Instant::now();
+    let mut v = ring_view(3, Duration::ZERO);
+    let peers = ["a", "b", "c", "d", "e", "f"];
+    for p in peers {
+        v.handle(t0, beat_from(p, 1, 1, &[]));
+    }
+    let watched = v.watching().to_vec();
+    let unwatched: Vec<&str> = peers
+        .iter()
+        .copied()
+        .filter(|p| !watched.contains(&id(p)))
+        .collect();
+    let [cut, x, w] = unwatched[..] else {
+        panic!("three unwatched members: {unwatched:?}");
+    };
+    // Cut off, it is declared dead by another member.
+    v.handle(t0 + SEC, report(w, 2, &[cut], &[cut]));
+    assert_eq!(status(&v, cut), Some(Status::Dead));
+    // Healed, its first heartbeat declares x dead: not believed (x is shown suspect while
+    // a member heard again lists it, as any listed member is).
+    let out = v.handle(t0 + 2 * SEC, report(cut, 2, &[x], &[x]));
+    assert_ne!(status(&v, x), Some(Status::Dead), "{out:?}");
+    // The same word from a member held alive is.
+    v.handle(t0 + 3 * SEC, report(w, 3, &[x], &[x]));
+    assert_eq!(status(&v, x), Some(Status::Dead));
 }
 
 /// A restarted peer's hello can arrive before its first heartbeat: that heartbeat (its
