@@ -55,7 +55,7 @@ use serde::Serialize;
 use crate::membership::Status as Liveness;
 use crate::node;
 use crate::region::{
-    self, Command, Committed, Durable, Image, Persist, Region, RegionState, Role, Status,
+    self, Command, Committed, Durable, Image, Persist, Region, RegionState, Status,
 };
 
 /// Deltas appended to the stored image before the governor asks for a rewrite anyway
@@ -198,6 +198,17 @@ pub enum Output {
     ExpectDiffers { ours: u32, highest: u32 },
 }
 
+/// The inputs of the duplicate-name check: the members pushed (their generation), the
+/// log's applied index (names bound), founding, this process's incarnation, founders.
+#[derive(Debug)]
+struct DupInputs {
+    members: u64,
+    applied: Option<u64>,
+    founded: bool,
+    incarnation: u64,
+    founders: Vec<u64>,
+}
+
 /// One member's governor.
 pub struct Governor {
     config: Config,
@@ -220,6 +231,11 @@ pub struct Governor {
     duplicates_told: BTreeSet<(String, node::Id)>,
     /// Peers claiming this node's name, with the holder this node last reported.
     twins_told: BTreeMap<node::Id, node::Id>,
+    /// Bumped at every [`Governor::handle_members`].
+    members_gen: u64,
+    /// What the duplicate-name check last looked at: it runs again only when one of its
+    /// inputs moved, not at every consensus message (a walk over the region's names).
+    dups_seen: Option<DupInputs>,
     expect_told: u32,
     last_reincarnation: Option<Instant>,
     unroutable: u64,
@@ -311,6 +327,8 @@ impl Governor {
             last_master: None,
             duplicates_told: BTreeSet::new(),
             twins_told: BTreeMap::new(),
+            members_gen: 0,
+            dups_seen: None,
             expect_told: 0,
             last_reincarnation: None,
             unroutable: 0,
@@ -352,6 +370,7 @@ impl Governor {
                 .insert(region::raft_id(&m.peer), (m.name.clone(), m.peer.clone()));
         }
         self.members = members;
+        self.members_gen += 1;
         self.held_dead_by = held_dead_by;
         self.notice_expect();
         self.found_or_join(now);
@@ -596,6 +615,22 @@ impl Governor {
     // --- observations -----------------------------------------------------------------
 
     fn notice_duplicates(&mut self) {
+        let (members, applied) = (self.members_gen, self.state().map(|s| s.applied));
+        let (founded, incarnation) = (self.core.is_some(), self.config.incarnation);
+        if self.dups_seen.as_ref().is_some_and(|d| {
+            (d.members, d.applied, d.founded, d.incarnation)
+                == (members, applied, founded, incarnation)
+                && d.founders == self.durable.founders
+        }) {
+            return;
+        }
+        self.dups_seen = Some(DupInputs {
+            members,
+            applied,
+            founded,
+            incarnation,
+            founders: self.durable.founders.clone(),
+        });
         let own = &self.config.own;
         let twins: Vec<node::Id> = self
             .members
@@ -662,8 +697,9 @@ impl Governor {
             self.announce_master();
             return;
         };
-        let before = core.status();
+        let changes = core.membership_changes();
         let out = core.poll();
+        let membership_moved = out.installed.is_some() || core.membership_changes() != changes;
         if let Some(p) = out.persist {
             if let Err(e) = self.durable.apply(&p) {
                 let why = format!("consensus state could not be folded: {e}");
@@ -712,10 +748,7 @@ impl Governor {
             self.quiet_until = None;
         }
         // A membership change applied: the next one need not wait for the next round.
-        if let Some(after) = self.core.as_ref().map(Region::status)
-            && (after.voters != before.voters || after.learners != before.learners)
-            && after.role == Role::Leader
-        {
+        if membership_moved && self.leading().is_some() {
             self.next_govern = self.next_govern.min(now);
         }
         // What committed, or a join, may change who holds this node's name.

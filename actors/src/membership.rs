@@ -286,6 +286,9 @@ pub struct View {
     key: u64,
     /// Each member's next deadline (see [`View::poll_timeout`]).
     deadlines: BTreeSet<(Instant, node::Id)>,
+    /// The earliest of `deadlines`, kept as they change: the runtime asks for it after
+    /// every input.
+    earliest: Option<Instant>,
     /// When the view last ran (an input or a timeout), to notice its own stalls.
     last_run: Option<Instant>,
     /// How many members not held dead list each peer among their suspects.
@@ -313,6 +316,7 @@ impl View {
             key: ring::key(&own),
             own,
             deadlines: BTreeSet::new(),
+            earliest: None,
             last_run: None,
             listed: BTreeMap::new(),
             pending: Vec::new(),
@@ -451,7 +455,8 @@ impl View {
         };
         // Peers whose judgement may have moved besides the sender: all of them when its
         // suspicions changed (they may confirm others'), those it newly declared dead.
-        let mut everyone = false;
+        // Members whose judgement the sender's new suspicions may move.
+        let mut affected: Vec<node::Id> = Vec::new();
         let mut reported: Vec<node::Id> = Vec::new();
         let region_before = m.info.as_ref().map(|i| i.region == self.region);
         // Only a peer this node holds alive is believed when it declares deaths: one
@@ -507,9 +512,13 @@ impl View {
                 } else {
                     0
                 };
-                // Its suspicions may confirm (or no longer confirm) others'.
-                everyone = suspects != m.suspects;
-                if everyone {
+                // Its suspicions may confirm (or no longer confirm) others': those it
+                // starts or stops suspecting.
+                if suspects != m.suspects {
+                    affected = suspects
+                        .symmetric_difference(&m.suspects)
+                        .cloned()
+                        .collect();
                     let old = std::mem::replace(&mut m.suspects, suspects);
                     // A dead member's list is counted once it is heard again.
                     if m.status != Status::Dead {
@@ -610,16 +619,9 @@ impl View {
                 r.reported_dead = Some(now);
             }
         }
-        if everyone {
-            let ids: Vec<node::Id> = self.members.keys().cloned().collect();
-            for id in ids {
-                self.refresh(now, &id, &mut out);
-            }
-        } else {
-            self.refresh(now, &peer, &mut out);
-            for id in &reported {
-                self.refresh(now, id, &mut out);
-            }
+        self.refresh(now, &peer, &mut out);
+        for id in affected.iter().chain(&reported) {
+            self.refresh(now, id, &mut out);
         }
         self.rering(now, &mut out);
         out
@@ -771,7 +773,7 @@ impl View {
 
     /// The next instant at which some peer's status would change without new input.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(t, _)| *t)
+        self.earliest
     }
 
     fn set_deadline(&mut self, id: &node::Id, old: Option<Instant>, new: Option<Instant>) {
@@ -784,6 +786,7 @@ impl View {
         if let Some(t) = new {
             self.deadlines.insert((t, id.clone()));
         }
+        self.earliest = self.deadlines.first().map(|(t, _)| *t);
     }
 
     /// Whether `m` is judged by probes here.

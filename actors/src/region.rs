@@ -646,6 +646,8 @@ pub struct Region {
     election_ticks: usize,
     /// Committed entries that could not be decoded or applied (identical on every member).
     skipped: u64,
+    /// Membership entries applied (see [`Region::membership_changes`]).
+    membership_changes: u64,
     /// A recovery applied and not yet taken by the runtime: (log index, new voters).
     recovery: Option<(u64, Vec<u64>)>,
     snapshot_entries: u64,
@@ -765,6 +767,7 @@ impl Region {
             jitter: Jitter::new(config.seed, id),
             election_ticks: config.election_ticks,
             skipped: 0,
+            membership_changes: 0,
             recovery: None,
             snapshot_entries: config.snapshot_entries,
             snapshot_tail: config.snapshot_tail,
@@ -1103,6 +1106,13 @@ impl Region {
         (raft.state == StateRole::Leader).then_some(raft.term)
     }
 
+    /// Membership entries applied so far: a runtime that must notice a change of voters
+    /// or learners compares this (with [`Output::installed`], which also replaces them)
+    /// instead of listing the members before and after every step.
+    pub fn membership_changes(&self) -> u64 {
+        self.membership_changes
+    }
+
     /// The master this member knows (its Raft id), and the current term.
     pub fn leader(&self) -> (Option<u64>, u64) {
         let raft = &self.raw.raft;
@@ -1229,6 +1239,7 @@ impl Region {
         if !matches!(applied, Some(Ok(_))) {
             self.skipped += 1;
         }
+        self.membership_changes += 1;
         let cs = self.raw.raft.prs().conf().to_conf_state();
         self.raw.mut_store().mem.wl().set_conf_state(cs.clone());
         persist.membership = Some(Membership::from_conf(&cs, index));

@@ -467,14 +467,16 @@ impl HeartbeatActor {
     /// Runs every due step, then sleeps until the earlier of the two cores' deadlines.
     fn drive(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let health = self.health();
         let unix = unix_ms();
-        let seen = self.view.seen();
-        let beat = self.emitter.handle_timeout(now, unix, health, seen.clone());
-        let beating = beat.is_some();
-        if let Some(beat) = beat {
-            self.told = seen;
-            self.publish(beat);
+        // Counting the peers and listing this node's judgements are walks over the
+        // region: only when a heartbeat is due, not at every probe round.
+        let beating = now >= self.emitter.next_beat();
+        if beating {
+            let (health, seen) = (self.health(), self.view.seen());
+            if let Some(beat) = self.emitter.handle_timeout(now, unix, health, seen.clone()) {
+                self.told = seen;
+                self.publish(beat);
+            }
         }
         if self.emitter.probe_due(now) {
             self.probe();

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::sim::{HEARTBEAT_MS, Sim};
 use super::*;
+use crate::region::Role;
 
 fn template(expect: u32) -> Config {
     let mut c = Config::new("r", node::Id("template".into()), "template", 0);
