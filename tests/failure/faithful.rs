@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use fleetmesh_sim::{Scenario, Sim};
 use serde_json::Value;
 
-use crate::harness::{CONVERGE, Netns, Node, Spec, eventually, get, wait_for};
+use crate::harness::{CONVERGE, Netns, Node, Spec, get, wait_for};
 use crate::master::agreed;
+use crate::replay::{all_acknowledged, intake};
 
 const VOTERS: [&str; 4] = ["f0", "f1", "f2", "f3"];
 const CUT: &str = "fcut";
@@ -34,17 +35,6 @@ fn spec(name: &str, listen: &[String], bootstrap: Vec<String>) -> Spec {
     }
     s.bootstrap = bootstrap;
     s
-}
-
-/// The master's intake counters for `origin`: (mark, applied, skipped).
-async fn intake(master: &Node, origin: &str) -> (u64, u64, u64) {
-    let r: Value = get(&master.url("/api/v1/region")).await;
-    let o = &r["intake"][origin];
-    (
-        o["mark"].as_u64().unwrap_or(0),
-        o["applied"].as_u64().unwrap_or(0),
-        o["skipped"].as_u64().unwrap_or(0),
-    )
 }
 
 /// What both runs must show.
@@ -168,19 +158,7 @@ async fn the_simulator_and_real_processes_agree_on_a_failover_and_a_cut_off_memb
         .find(|v| v.peer_id() == master_id)
         .expect("the new master is a voter");
     let cut = &cut;
-    eventually(
-        "the fifth member's spikes acknowledged",
-        CONVERGE,
-        || async {
-            let s = cut.node().await.sync.ok_or("no sync report")?;
-            if s.last_seq > 0 && s.acked == s.last_seq {
-                Ok(())
-            } else {
-                Err(format!("{s:?}"))
-            }
-        },
-    )
-    .await;
+    all_acknowledged(cut, "the fifth member's spikes acknowledged").await;
     let before_last = cut.node().await.sync.expect("sync").last_seq;
     let (mark_cut, applied_cut, skipped_cut) = intake(master, cut.peer_id()).await;
 

@@ -33,7 +33,7 @@ fn spec(name: &str, listen: &[String], api: Option<&str>, bootstrap: Vec<String>
 }
 
 /// The master's intake counters for `origin`: (mark, applied, skipped).
-async fn intake(master: &Node, origin: &str) -> (u64, u64, u64) {
+pub(crate) async fn intake(master: &Node, origin: &str) -> (u64, u64, u64) {
     let r: Value = get(&master.url("/api/v1/region")).await;
     let o = &r["intake"][origin];
     (
@@ -41,6 +41,19 @@ async fn intake(master: &Node, origin: &str) -> (u64, u64, u64) {
         o["applied"].as_u64().unwrap_or(0),
         o["skipped"].as_u64().unwrap_or(0),
     )
+}
+
+/// Waits until `node` has journaled spikes and the master acknowledged all of them.
+pub(crate) async fn all_acknowledged(node: &Node, what: &str) {
+    eventually(what, CONVERGE, || async {
+        let s = node.node().await.sync.ok_or("no sync report")?;
+        if s.last_seq > 0 && s.acked == s.last_seq {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
 }
 
 async fn master_of(nodes: &[&Node]) -> Option<String> {
@@ -111,16 +124,7 @@ async fn a_node_cut_off_for_60_s_delivers_all_1000_changes_exactly_once() {
         }
     })
     .await;
-    eventually("the node's spikes acknowledged", CONVERGE, || async {
-        let v = cut.node().await;
-        let s = v.sync.ok_or("no sync report")?;
-        if s.last_seq > 0 && s.acked == s.last_seq {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    })
-    .await;
+    all_acknowledged(cut, "the node's spikes acknowledged").await;
     // The master may be on either side; the test reads the majority side's master after
     // the cut (the cut node cannot stay master without a quorum).
     let before_last = cut.node().await.sync.expect("sync").last_seq;
