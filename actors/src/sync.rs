@@ -28,8 +28,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::spike::Spike;
-use crate::{node, wire};
+use crate::node;
 
 /// Replay timing.
 #[derive(Debug, Clone)]
@@ -447,31 +446,6 @@ impl Origin {
     pub fn master(&self) -> Option<&Master> {
         self.master.as_ref().map(|(m, _)| m)
     }
-}
-
-/// The next replay batch, taken from the front of `ahead`: the journal's spikes above the
-/// master's mark, in order. A batch ends at a gap in the numbering (numbers a crash left
-/// unused, or dropped by the journal's size bound), so that the next batch's `first` tells
-/// the master at once that the gap is empty instead of it holding what follows, and before
-/// it would outgrow one wire frame. Returns `first` (the lowest number still held; `last +
-/// 1` when nothing is) and the batch, possibly empty: an empty batch still tells the
-/// master, by its `first`, that everything up to `last` is gone.
-pub fn replay_batch(ahead: &mut VecDeque<Spike>, last: u64) -> (u64, Vec<Spike>) {
-    let first = ahead.front().map_or(last + 1, |s| s.seq);
-    let mut batch: Vec<Spike> = Vec::new();
-    let mut size = 0;
-    while let Some(s) = ahead.front() {
-        if batch.last().is_some_and(|l| s.seq != l.seq + 1) {
-            break;
-        }
-        let len = rmp_serde::to_vec(s).map_or(wire::MAX_FRAME, |b| b.len());
-        if !batch.is_empty() && size + len > wire::MAX_FRAME - 1024 {
-            break;
-        }
-        size += len;
-        batch.extend(ahead.pop_front());
-    }
-    (first, batch)
 }
 
 /// How the master sees a member: its liveness, what it reports of itself, and the

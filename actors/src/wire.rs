@@ -5,6 +5,8 @@
 //! a clear reason instead of being misread. Decoding never panics: garbage is an
 //! [`Error`] the caller counts and reports (gossipsub then penalizes the sender).
 
+use std::collections::VecDeque;
+
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +66,31 @@ impl Body {
             Body::Silences(_) => "silences",
         }
     }
+}
+
+/// The next replay batch, taken from the front of `ahead`: the journal's spikes above the
+/// master's mark, in order. A batch ends at a gap in the numbering (numbers a crash left
+/// unused, or dropped by the journal's size bound), so that the next batch's `first` tells
+/// the master at once that the gap is empty instead of it holding what follows, and before
+/// it would outgrow one wire frame. Returns `first` (the lowest number still held; `last +
+/// 1` when nothing is) and the batch, possibly empty: an empty batch still tells the
+/// master, by its `first`, that everything up to `last` is gone.
+pub fn replay_batch(ahead: &mut VecDeque<spike::Spike>, last: u64) -> (u64, Vec<spike::Spike>) {
+    let first = ahead.front().map_or(last + 1, |s| s.seq);
+    let mut batch: Vec<spike::Spike> = Vec::new();
+    let mut size = 0;
+    while let Some(s) = ahead.front() {
+        if batch.last().is_some_and(|l| s.seq != l.seq + 1) {
+            break;
+        }
+        let len = rmp_serde::to_vec(s).map_or(MAX_FRAME, |b| b.len());
+        if !batch.is_empty() && size + len > MAX_FRAME - 1024 {
+            break;
+        }
+        size += len;
+        batch.extend(ahead.pop_front());
+    }
+    (first, batch)
 }
 
 /// Splits `spikes` into batches whose frames stay under [`MAX_FRAME`], keeping their order.

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use fleetmesh_actors::encoder::{self, Encoder};
 use fleetmesh_actors::intake::Intake;
 use fleetmesh_actors::label::Vocabulary;
-use fleetmesh_actors::node;
 use fleetmesh_actors::spike::{Change, Kind, Layer, Observation, Spike};
 use fleetmesh_actors::sync::{self, Action, Links, Master, Origin};
+use fleetmesh_actors::{node, wire};
 
 /// The spike actor's replay check interval.
 pub const POLL_MS: u64 = 500;
@@ -152,7 +152,7 @@ impl Flow {
         if self.read_ahead.front().is_none_or(|s| s.seq != after + 1) {
             self.read_ahead = journal.read_after(after, REPLAY_READ);
         }
-        let (first, spikes) = sync::replay_batch(&mut self.read_ahead, self.origin.last());
+        let (first, spikes) = wire::replay_batch(&mut self.read_ahead, self.origin.last());
         let upto = spikes.last().map_or(first.saturating_sub(1), |s| s.seq);
         self.origin.sent(upto, spikes.len() as u64, unix_ms);
         Some(Replay { to, first, spikes })

@@ -370,7 +370,7 @@ impl SpikeActor {
                 }
             };
         }
-        let (first, batch) = sync::replay_batch(&mut self.read_ahead, self.sync.last());
+        let (first, batch) = wire::replay_batch(&mut self.read_ahead, self.sync.last());
         let upto = batch.last().map_or(first.saturating_sub(1), |s| s.seq);
         let n = batch.len() as u64;
         let request = wire::Request::Replay {
