@@ -430,11 +430,21 @@ impl Origin {
             connectivity: Some(self.state),
             last_seq: self.last,
             acked: self.mark,
-            backlog: self.last - self.mark.min(self.last),
+            backlog: self.backlog(),
             oldest_unacked_ms: self.oldest_unacked_age(now),
             replay: self.replay,
             since_unix_ms: self.since,
         }
+    }
+
+    /// Spikes journaled that the current master has not acknowledged.
+    pub fn backlog(&self) -> u64 {
+        self.last - self.mark.min(self.last)
+    }
+
+    /// Whether a replay is under way (batches sent, the backlog not yet acknowledged).
+    pub fn replaying(&self) -> bool {
+        self.replay.is_some()
     }
 
     /// The highest sequence number journaled.

@@ -45,14 +45,25 @@ const RAFT_OVERHEAD: u64 = 64;
 /// A probe or its answer on the wire: a few bytes of body plus the same framing.
 const PROBE_BYTES: u64 = RAFT_OVERHEAD + 8;
 
+/// A member's timers, one per actor the node runs them in.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// The heartbeat side's (emitter and view).
+    Heartbeat,
+    /// The governor's and the intake's (the region actor's).
+    Region,
+    /// The replay check (the spike actor's).
+    Sync,
+}
+
+impl Timer {
+    const ALL: usize = 3;
+}
+
 #[derive(Debug)]
 enum Ev {
-    /// The heartbeat side's timer (emitter and view).
-    WakeHb(usize),
-    /// The governor's and the intake's timer (the region actor's).
-    WakeGov(usize),
-    /// The replay check (the spike actor's).
-    WakeSync(usize),
+    /// Member `usize`'s timer, armed for now.
+    Wake(usize, Timer),
     /// Member `node` observes a batch of `size` changes; `left` more batches every
     /// `every_us`.
     Change {
@@ -178,8 +189,8 @@ struct Cores {
     /// What it last told its region it saw.
     told: heartbeat::Seen,
     incarnation: u64,
-    hb_wake: Option<u64>,
-    gov_wake: Option<u64>,
+    /// When each [`Timer`] is armed (simulated µs).
+    wakes: [Option<u64>; Timer::ALL],
 }
 
 #[derive(Debug)]
@@ -474,8 +485,7 @@ impl Sim {
             members_dirty: false,
             told: heartbeat::Seen::default(),
             incarnation,
-            hb_wake: None,
-            gov_wake: None,
+            wakes: [None; Timer::ALL],
         });
         m.epoch += 1;
         m.crashed_at = None;
@@ -538,45 +548,6 @@ impl Sim {
 
     fn handle(&mut self, ev: Ev, wall: Instant) {
         match ev {
-            Ev::WakeHb(i) => {
-                let due = self.members[i]
-                    .cores
-                    .as_ref()
-                    .is_some_and(|c| c.hb_wake == Some(self.now));
-                if due && !self.paused(i) {
-                    if let Some(c) = &mut self.members[i].cores {
-                        c.hb_wake = None;
-                    }
-                    self.drive_hb(i);
-                    self.arm(i);
-                }
-            }
-            Ev::WakeGov(i) => {
-                let due = self.members[i]
-                    .cores
-                    .as_ref()
-                    .is_some_and(|c| c.gov_wake == Some(self.now));
-                if due && !self.paused(i) {
-                    if let Some(c) = &mut self.members[i].cores {
-                        c.gov_wake = None;
-                    }
-                    self.drive_region(i);
-                    self.arm(i);
-                }
-            }
-            Ev::WakeSync(i) => {
-                let due = self.members[i]
-                    .cores
-                    .as_ref()
-                    .is_some_and(|c| c.flow.wake == Some(self.now));
-                if due && !self.paused(i) {
-                    if let Some(c) = &mut self.members[i].cores {
-                        c.flow.wake = None;
-                    }
-                    self.drive_sync(i);
-                    self.arm(i);
-                }
-            }
             Ev::Change {
                 node,
                 size,
@@ -612,6 +583,23 @@ impl Sim {
                 let action = self.sc.faults[k].action.clone();
                 self.fault(&action);
             }
+            Ev::Wake(i, timer) => {
+                let due = self.members[i]
+                    .cores
+                    .as_ref()
+                    .is_some_and(|c| c.wakes[timer as usize] == Some(self.now));
+                if due && !self.paused(i) {
+                    if let Some(c) = &mut self.members[i].cores {
+                        c.wakes[timer as usize] = None;
+                    }
+                    match timer {
+                        Timer::Heartbeat => self.drive_hb(i),
+                        Timer::Region => self.drive_region(i),
+                        Timer::Sync => self.drive_sync(i),
+                    }
+                    self.arm(i);
+                }
+            }
             Ev::Resume { node, epoch } => {
                 if self.members[node].epoch == epoch && self.up(node) {
                     self.members[node].paused_until = None;
@@ -621,9 +609,7 @@ impl Sim {
                     }
                     // Its timers fire late: now.
                     if let Some(c) = &mut self.members[node].cores {
-                        c.hb_wake = None;
-                        c.gov_wake = None;
-                        c.flow.wake = None;
+                        c.wakes = [None; Timer::ALL];
                     }
                     self.drive_hb(node);
                     self.drive_region(node);
@@ -871,7 +857,7 @@ impl Sim {
         self.drain_intake(i);
         for batch in wire::batches(spikes) {
             let body = wire::Body::Spikes(batch);
-            let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
+            let size = frame_size(&body);
             let wire::Body::Spikes(batch) = body else {
                 continue;
             };
@@ -926,20 +912,23 @@ impl Sim {
                         self.send_replay(i, r);
                     }
                 }
-                IntakeOutput::Gossip(acks) => {
-                    let body = wire::Body::Acks(acks);
-                    let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
-                    let wire::Body::Acks(acks) = body else {
-                        continue;
-                    };
-                    let msg = Msg::Acks {
-                        from: i,
-                        acks: Rc::new(acks),
-                    };
-                    self.gossip(i, size, msg);
-                }
+                IntakeOutput::Gossip(acks) => self.gossip_acks(i, acks),
             }
         }
+    }
+
+    /// Acknowledgements on member `i`'s region topic, charged their frame's size.
+    fn gossip_acks(&mut self, i: usize, acks: wire::Acks) {
+        let body = wire::Body::Acks(acks);
+        let size = frame_size(&body);
+        let wire::Body::Acks(acks) = body else {
+            return;
+        };
+        let msg = Msg::Acks {
+            from: i,
+            acks: Rc::new(acks),
+        };
+        self.gossip(i, size, msg);
     }
 
     /// A replay batch to the master (request-response), charged once with its size.
@@ -952,7 +941,7 @@ impl Sim {
             first: r.first,
             spikes: r.spikes,
         };
-        let size = wire::encode(&request).map_or(0, |b| b.len()) as u64 + RAFT_OVERHEAD;
+        let size = frame_size(&request) + RAFT_OVERHEAD;
         let wire::Request::Replay { first, spikes, .. } = request else {
             return;
         };
@@ -1210,7 +1199,7 @@ impl Sim {
         if self.paused(i) {
             return;
         }
-        let (base, now, unix) = (self.base, self.now, self.unix_ms(i));
+        let (base, now) = (self.base, self.now);
         // Rounded up: a deadline a few nanoseconds after `now` must not wake the member
         // at `now` again and again.
         let at = |t: Instant| {
@@ -1230,21 +1219,23 @@ impl Sim {
             (Some(a), Some(b)) => Some(at(a.min(b))),
             (a, b) => a.or(b).map(at),
         };
+        // The replay check runs every interval while spikes wait (the spike actor's
+        // interval), never earlier.
+        let sync = (c.wakes[Timer::Sync as usize].is_none() && c.flow.backlog())
+            .then(|| now + flow::POLL_MS * 1000);
         let mut new = Vec::new();
-        if c.flow.wake.is_none() && c.flow.backlog(unix) {
-            let w = now + flow::POLL_MS * 1000;
-            c.flow.wake = Some(w);
-            new.push((w, Ev::WakeSync(i)));
-        }
-        if c.hb_wake.is_none_or(|w| hb < w) {
-            c.hb_wake = Some(hb);
-            new.push((hb, Ev::WakeHb(i)));
-        }
-        if let Some(g) = gov
-            && c.gov_wake.is_none_or(|w| g < w)
-        {
-            c.gov_wake = Some(g);
-            new.push((g, Ev::WakeGov(i)));
+        for (timer, at) in [
+            (Timer::Sync, sync),
+            (Timer::Heartbeat, Some(hb)),
+            (Timer::Region, gov),
+        ] {
+            let armed = &mut c.wakes[timer as usize];
+            if let Some(t) = at
+                && armed.is_none_or(|w| t < w)
+            {
+                *armed = Some(t);
+                new.push((t, Ev::Wake(i, timer)));
+            }
         }
         for (t, ev) in new {
             self.schedule(t, ev);
@@ -1296,9 +1287,7 @@ impl Sim {
                 self.members[i].paused_at = Some(self.now);
                 self.members[i].hang_detected_by.clear();
                 if let Some(c) = &mut self.members[i].cores {
-                    c.hb_wake = None;
-                    c.gov_wake = None;
-                    c.flow.wake = None;
+                    c.wakes = [None; Timer::ALL];
                 }
                 self.deaths.paused(i, self.now, len);
                 self.deaths.paused(i, self.now + len, len);
@@ -1382,12 +1371,7 @@ impl Sim {
             term,
             marks,
         };
-        let size = wire::encode(&wire::Body::Acks(acks.clone())).map_or(0, |b| b.len()) as u64;
-        let msg = Msg::Acks {
-            from: i,
-            acks: Rc::new(acks),
-        };
-        self.gossip(i, size, msg);
+        self.gossip_acks(i, acks);
     }
 
     /// Changes the links; every member whose links changed is disturbed, connections
@@ -1646,11 +1630,16 @@ impl Sim {
 /// A heartbeat to share among its receivers, and the size of its wire frame.
 fn encoded(beat: Beat) -> Option<(Rc<Beat>, u64)> {
     let body = wire::Body::Heartbeat(Box::new(beat));
-    let size = wire::encode(&body).map_or(0, |b| b.len()) as u64;
+    let size = frame_size(&body);
     let wire::Body::Heartbeat(beat) = body else {
         return None;
     };
     Some((Rc::new(*beat), size))
+}
+
+/// The size of `body`'s wire frame (what a receiver is charged).
+fn frame_size(body: &impl serde::Serialize) -> u64 {
+    wire::encode(body).map_or(0, |b| b.len()) as u64
 }
 
 fn health(view: &View) -> Health {

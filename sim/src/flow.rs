@@ -65,8 +65,6 @@ pub struct Flow {
     pub origin: Origin,
     pub intake: Intake,
     read_ahead: VecDeque<Spike>,
-    /// When the replay check is armed (simulated µs).
-    pub wake: Option<u64>,
     changes: u64,
 }
 
@@ -92,7 +90,6 @@ impl Flow {
             origin,
             intake: Intake::new(region, peer.clone(), ACK_EVERY),
             read_ahead: VecDeque::new(),
-            wake: None,
             changes: 0,
         }
     }
@@ -168,7 +165,7 @@ impl Flow {
         master: Master,
         unix_ms: u64,
     ) -> (Option<u64>, Option<Replay>) {
-        let replaying = self.origin.report(unix_ms).replay.is_some();
+        let replaying = self.origin.replaying();
         let upto = self.origin.acked(mark, master, unix_ms);
         if let Some(u) = upto {
             journal.compact(u);
@@ -182,7 +179,7 @@ impl Flow {
     }
 
     /// Spikes journaled that the master has not acknowledged.
-    pub fn backlog(&self, unix_ms: u64) -> bool {
-        self.origin.report(unix_ms).backlog > 0
+    pub fn backlog(&self) -> bool {
+        self.origin.backlog() > 0
     }
 }

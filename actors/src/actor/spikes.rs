@@ -551,7 +551,7 @@ impl Handler<Acked> for SpikeActor {
 
     fn handle(&mut self, msg: Acked, _: &mut Self::Context) {
         let now = unix_ms();
-        let replaying = self.sync.report(now).replay.is_some();
+        let replaying = self.sync.replaying();
         if let Some(upto) = self.sync.acked(msg.mark, msg.master, now)
             && let Err(e) = (self.ack)(upto)
         {
