@@ -74,7 +74,7 @@ fn full(n: usize, trouble: usize, sent: u64) -> Summary {
                 Status::Alive
             };
             Line::new(
-                node::Id(format!("12D3KooW{:0>44}", i)),
+                node::Id::from(format!("12D3KooW{:0>44}", i)),
                 Some(&info),
                 status,
                 Some(&report),
@@ -85,7 +85,7 @@ fn full(n: usize, trouble: usize, sent: u64) -> Summary {
     Summary::new(
         "eu-west",
         7,
-        Some(node::Id(format!("12D3KooW{:0>44}", 0))),
+        Some(node::Id::from(format!("12D3KooW{:0>44}", 0))),
         sent,
         lines,
         usize::MAX,
@@ -100,7 +100,7 @@ fn proof() -> Proof {
         .collect();
     let ids: Vec<node::Id> = voters
         .iter()
-        .map(|k| node::Id(k.public().to_peer_id().to_base58()))
+        .map(|k| node::Id::from(k.public().to_peer_id().to_base58()))
         .collect();
     let mut charter = Charter::new("eu-west", ids.clone(), "operator", 1_796_000_000_000);
     charter.sig = admin.sign(&charter.signed_bytes());

@@ -72,7 +72,7 @@ fn body(seq: u64) -> wire::Body {
 async fn run(nodes: usize, messages: u64, gap: Duration) -> Result<serde_json::Value, String> {
     let psk = PreSharedKey::new(rand::random::<[u8; 32]>());
     let keys: Vec<Keypair> = (0..nodes).map(|_| Keypair::generate_ed25519()).collect();
-    let origin = node::Id(keys[0].public().to_peer_id().to_base58());
+    let origin = node::Id::from(keys[0].public().to_peer_id().to_base58());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut outbox0 = None;
     let mut seen: Vec<Seen> = Vec::new();

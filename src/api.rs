@@ -69,7 +69,7 @@ impl From<&PeerView> for PeerEntry {
     fn from(p: &PeerView) -> Self {
         let m = &p.member;
         PeerEntry {
-            peer_id: m.id.0.clone(),
+            peer_id: m.id.to_string(),
             name: m.info.as_ref().map(|i| i.name.clone()),
             region: m.info.as_ref().map(|i| i.region.clone()),
             role: m.info.as_ref().map(|i| i.role.clone()),
@@ -456,7 +456,7 @@ fn describe(c: &fleetmesh_actors::region::Command) -> String {
         fleetmesh_actors::region::Command::Link(l) => format!(
             "Link {{ seq: {}, voters: {:?}, digest: {} }}",
             l.seq,
-            l.voters.iter().map(|v| v.0.as_str()).collect::<Vec<_>>(),
+            l.voters.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
             l.digest()
         ),
         other => format!("{other:?}"),
@@ -529,11 +529,11 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
             "connected": true,
             "connectivity": own_sync.as_ref().and_then(|s| s.connectivity).map(|c| c.as_str()),
             "sync": own_sync,
-            "owns": r.state.assignments.values().filter(|o| o.0 == shared.peer_id).count(),
+            "owns": r.state.assignments.values().filter(|o| o.as_str() == shared.peer_id).count(),
         })))
         .collect();
     let intake: std::collections::BTreeMap<&str, _> =
-        intake.iter().map(|(k, v)| (k.0.as_str(), v)).collect();
+        intake.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let recent: Vec<serde_json::Value> = r
         .recent
         .iter()
@@ -579,7 +579,7 @@ async fn assignments(shared: web::Data<Shared>) -> HttpResponse {
         .state
         .assignments
         .iter()
-        .filter(|(_, o)| o.0 == shared.peer_id)
+        .filter(|(_, o)| o.as_str() == shared.peer_id)
         .map(|(i, _)| i)
         .collect();
     HttpResponse::Ok().json(serde_json::json!({

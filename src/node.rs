@@ -143,7 +143,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
                 ..Default::default()
             },
         },
-        node::Id(peer_id.to_base58()),
+        node::Id::from(peer_id.to_base58()),
         info.clone(),
         outbox_tx.clone(),
         direct_tx.clone(),
@@ -193,7 +193,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let ring = s.spikes.ring;
     let vocabulary = settings.vocabulary.clone();
     let (origin, role, region) = (
-        node::Id(peer_id.to_base58()),
+        node::Id::from(peer_id.to_base58()),
         info.role.clone(),
         info.region.clone(),
     );
@@ -288,7 +288,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     let signing = keypair.clone();
     let (read_all, own, fleet_gossip) = (
         crate::policy::all_reader(p.dir.clone()),
-        node::Id(peer_id.to_base58()),
+        node::Id::from(peer_id.to_base58()),
         outbox_tx.clone(),
     );
     let public_key = keypair.public().encode_protobuf();
@@ -307,7 +307,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     });
     policy.do_send(SetConsulting(Consulting {
         role: info.role.clone(),
-        own: node::Id(peer_id.to_base58()),
+        own: node::Id::from(peer_id.to_base58()),
         direct: direct_tx.clone(),
         local: fleet.clone().recipient(),
         timeout: Duration::from_millis(f.consult_timeout_ms),
@@ -367,7 +367,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
         let a = AnomalyActor::new(
             fleetmesh_actors::anomaly::Detector::new(
                 settings.anomaly.clone(),
-                node::Id(peer_id.to_base58()),
+                node::Id::from(peer_id.to_base58()),
                 info.role.clone(),
             ),
             spikes.clone().recipient(),
@@ -443,7 +443,7 @@ pub async fn run(settings: Resolved) -> anyhow::Result<()> {
     })?;
     let region_thread = actix::Arbiter::new();
     let region_config = settings.governor(
-        node::Id(peer_id.to_base58()),
+        node::Id::from(peer_id.to_base58()),
         &info,
         settings.services.iter().map(|p| p.name.clone()).collect(),
     );

@@ -117,14 +117,14 @@ async fn recover(
         .snapshot
         .iter()
         .flat_map(|s| s.image.state.names.iter())
-        .find_map(|(name, peer)| (peer.0 == own).then(|| name.clone()))
+        .find_map(|(name, peer)| (peer.as_str() == own).then(|| name.clone()))
         .or_else(|| {
             durable
                 .entries
                 .iter()
                 .filter_map(|e| rmp_serde::from_slice::<region::Command>(&e.data).ok())
                 .find_map(|c| match c {
-                    region::Command::Name { name, peer } if peer.0 == own => Some(name),
+                    region::Command::Name { name, peer } if peer.as_str() == own => Some(name),
                     _ => None,
                 })
         })
@@ -186,7 +186,7 @@ async fn recover(
     }
     let ids: Vec<u64> = voters
         .iter()
-        .map(|(_, p)| region::raft_id(&node::Id(p.clone())))
+        .map(|(_, p)| region::raft_id(&node::Id::from(p.clone())))
         .collect();
     let new_term = term + 1;
     let by = std::env::var("USER").unwrap_or_else(|_| "operator".into());

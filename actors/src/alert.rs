@@ -184,8 +184,8 @@ pub fn of_duplicate_name(
     now: u64,
 ) -> Alert {
     let mut details = BTreeMap::new();
-    details.insert("holder".into(), holder.0.clone());
-    details.insert("claimant".into(), claimant.0.clone());
+    details.insert("holder".into(), holder.to_string());
+    details.insert("claimant".into(), claimant.to_string());
     Alert {
         key: format!("{region}|duplicate_name|{name}|{claimant}"),
         at_unix_ms: now,
@@ -225,7 +225,7 @@ pub fn of_node_dead(
     now: u64,
 ) -> Alert {
     let mut details = BTreeMap::new();
-    details.insert("peer".into(), peer.0.clone());
+    details.insert("peer".into(), peer.to_string());
     details.insert("incarnation".into(), incarnation.to_string());
     details.insert("declared_by".into(), master.to_string());
     Alert {

@@ -32,7 +32,7 @@ pub fn audited(item: &str) -> Option<&str> {
 pub fn owner<'a>(item: &str, members: &'a BTreeSet<node::Id>) -> Option<&'a node::Id> {
     members
         .iter()
-        .filter(|m| audited(item) != Some(m.0.as_str()))
+        .filter(|m| audited(item) != Some(m.as_str()))
         .max_by_key(|m| score(item, m))
 }
 
@@ -77,7 +77,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn ids(n: usize) -> BTreeSet<node::Id> {
-        (0..n).map(|i| node::Id(format!("peer{i}"))).collect()
+        (0..n).map(|i| node::Id::from(format!("peer{i}"))).collect()
     }
 
     #[test]
@@ -88,7 +88,7 @@ mod tests {
         let a = assign(&items, &members);
         assert_eq!(a.len(), items.len());
         for (item, owner) in &a {
-            assert_ne!(audited(item), Some(owner.0.as_str()));
+            assert_ne!(audited(item), Some(owner.as_str()));
         }
         let mut load: BTreeMap<&node::Id, usize> = BTreeMap::new();
         for o in a.values() {
@@ -109,7 +109,7 @@ mod tests {
         #[test]
         fn only_the_leavers_items_move(n in 2usize..12, leaver in 0usize..12, probes in 0usize..60) {
             let members = ids(n);
-            let leaver = node::Id(format!("peer{}", leaver % n));
+            let leaver = node::Id::from(format!("peer{}", leaver % n));
             let probes: Vec<String> = (0..probes).map(|i| format!("svc{i}")).collect();
             let before = assign(&items(&members, &probes), &members);
             let mut rest = members.clone();

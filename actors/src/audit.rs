@@ -63,8 +63,8 @@ pub fn audited<'a>(items: impl IntoIterator<Item = &'a String>, me: &node::Id) -
     items
         .into_iter()
         .filter_map(|item| item.strip_prefix(ITEM_PREFIX))
-        .filter(|peer| *peer != me.0)
-        .map(|peer| node::Id(peer.to_string()))
+        .filter(|peer| *peer != me.as_str())
+        .map(|peer| node::Id::from(peer.to_string()))
         .collect()
 }
 
@@ -701,7 +701,7 @@ fn miss(id: &node::Id, p: &mut Peer, why: String, after: u32, out: &mut Vec<Outp
 }
 
 fn observation(id: &node::Id, p: &Peer, change: Change, severity: Severity) -> Observation {
-    let mut o = Observation::new(Kind::Audit, change, id.0.clone(), Layer::Poll);
+    let mut o = Observation::new(Kind::Audit, change, id.to_string(), Layer::Poll);
     o.severity = severity;
     if let Some(n) = &p.name {
         o.fields

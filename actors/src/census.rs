@@ -566,7 +566,7 @@ impl Census {
         if s.master.as_ref() != Some(author) {
             return Err(Rejection::NotAuthor {
                 region: s.region.clone(),
-                claimed: s.master.as_ref().map_or("none".into(), |m| m.0.clone()),
+                claimed: s.master.as_ref().map_or("none".into(), |m| m.to_string()),
                 author: author.clone(),
             });
         }

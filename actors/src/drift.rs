@@ -240,7 +240,7 @@ pub fn alert(r: &Record, region: &str, now_ms: u64) -> Alert {
     details.insert("desired".to_string(), r.desired.clone());
     details.insert("actual".to_string(), r.actual.clone());
     details.insert("first_seen_ms".to_string(), r.first_seen_ms.to_string());
-    details.insert("peer".to_string(), r.node.0.clone());
+    details.insert("peer".to_string(), r.node.to_string());
     Alert {
         key: alert_key(r),
         at_unix_ms: now_ms,

@@ -122,7 +122,7 @@ mod tests {
         let mut e = encoder(0, 4);
         let (r, s) = e.encode(42, obs("deploy"));
         assert_eq!(r, Some(Reserve { until: 4 }));
-        assert_eq!((s.seq, s.at_unix_ms, s.origin.0.as_str()), (1, 42, "me"));
+        assert_eq!((s.seq, s.at_unix_ms, s.origin.as_str()), (1, 42, "me"));
         assert_eq!(
             (s.label.as_str(), s.severity),
             ("deployment_user", Severity::Low)

@@ -4,13 +4,24 @@
 //! string so that it needs no networking dependency.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 /// A node's stable identity (the base58 text of its libp2p peer id).
+///
+/// Shared text: ids are copied into every map and message that names a peer, so a copy
+/// is a reference count, not an allocation, and two copies of one id compare equal
+/// without reading the text. Ordered by the text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Id(pub String);
+pub struct Id(pub Arc<str>);
+
+impl Id {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -20,7 +31,13 @@ impl fmt::Display for Id {
 
 impl From<String> for Id {
     fn from(s: String) -> Self {
-        Id(s)
+        Id(s.into())
+    }
+}
+
+impl From<&str> for Id {
+    fn from(s: &str) -> Self {
+        Id(s.into())
     }
 }
 

@@ -402,7 +402,7 @@ mod tests {
         // 400 origins (what the region actor puts in one message) with peer-id-long names
         // and the largest marks.
         let marks = (0..400)
-            .map(|i| (node::Id(format!("12D3KooW{i:044}")), u64::MAX))
+            .map(|i| (node::Id::from(format!("12D3KooW{i:044}")), u64::MAX))
             .collect();
         let body = Body::Acks(Acks {
             region: "a-long-region-name".into(),

@@ -282,7 +282,7 @@ impl Sim {
                 region.push(idx);
                 members.push(Member {
                     region: r,
-                    peer: node::Id(format!("peer-{idx}")),
+                    peer: node::Id::from(format!("peer-{idx}")),
                     name: format!("r{r}-{i}"),
                     role: t.roles[i % t.roles.len()].clone(),
                     eligible: t.eligible_per_region.is_none_or(|e| i < e),

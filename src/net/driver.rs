@@ -109,7 +109,7 @@ pub fn signature_ok(a: &Approval) -> bool {
     let Ok(key) = libp2p::identity::PublicKey::try_decode_protobuf(&a.public_key) else {
         return false;
     };
-    key.to_peer_id().to_base58() == a.master.0 && key.verify(&a.signed_bytes(), &a.signature)
+    key.to_peer_id().to_base58() == a.master.as_str() && key.verify(&a.signed_bytes(), &a.signature)
 }
 
 /// What the driver hands the audit actor and asks the file actor (peer audits).
@@ -1477,7 +1477,7 @@ impl Driver {
 }
 
 fn id(peer: &PeerId) -> node::Id {
-    node::Id(peer.to_base58())
+    node::Id::from(peer.to_base58())
 }
 
 /// The refusal of a request for a part this node does not run.

@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn peer_ids_carry_their_key_and_the_admin_key_reads_from_hex() {
         let k = Keypair::generate_ed25519();
-        let peer = node::Id(k.public().to_peer_id().to_base58());
+        let peer = node::Id::from(k.public().to_peer_id().to_base58());
         let sig = k.sign(b"hello").expect("sign");
         let keys = Keys::new("").expect("no admin");
         assert!(keys.peer(&peer, b"hello", &sig));

@@ -387,7 +387,7 @@ async fn reference_scenario() {
 /// identity with a signature that cannot verify. Every node must refuse both.
 async fn forge(via: &Node, master: &str, all: &[&Node]) {
     let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let rogue = node::Id(keypair.public().to_peer_id().to_base58());
+    let rogue = node::Id::from(keypair.public().to_peer_id().to_base58());
     let swarm = rogue_swarm(&keypair, "ref", &[via]);
     let region: Value = get(&via.url("/api/v1/region")).await;
     let term = region["term"].as_u64().unwrap_or(1);

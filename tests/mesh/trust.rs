@@ -307,7 +307,7 @@ async fn a_rogue_of_another_region_cannot_speak_for_it() {
 /// summary of `us` (to copy its chain), then publishes its three forgeries.
 async fn forge(dial: &[&Node], master: &str, term: u64, voters: &Value) {
     let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let rogue = node::Id(keypair.public().to_peer_id().to_base58());
+    let rogue = node::Id::from(keypair.public().to_peer_id().to_base58());
     let mut swarm = rogue_swarm(&keypair, "us", dial);
     let fleet = net::fleet_topic();
     swarm
@@ -336,7 +336,7 @@ async fn forge(dial: &[&Node], master: &str, term: u64, voters: &Value) {
             break *p;
         }
     };
-    assert_eq!(real.cert.master.0, master);
+    assert_eq!(real.cert.master.as_str(), master);
     let forged_term = term + 100;
     let sign = |bytes: &[u8]| keypair.sign(bytes).expect("sign");
     let endorse = sign(&endorse_bytes("us", forged_term, &rogue));
@@ -358,7 +358,7 @@ async fn forge(dial: &[&Node], master: &str, term: u64, voters: &Value) {
                     sig: endorse.clone(),
                 },
                 Endorsement {
-                    voter: node::Id(real_voter),
+                    voter: node::Id::from(real_voter),
                     sig: endorse,
                 },
             ],

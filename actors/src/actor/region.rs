@@ -532,9 +532,8 @@ impl RegionActor {
                     return;
                 }
                 let member = self.gov.members().iter().find(|m| &m.peer == peer);
-                let (name, role) = member.map_or((peer.0.as_str(), ""), |m| {
-                    (m.name.as_str(), m.role.as_str())
-                });
+                let (name, role) =
+                    member.map_or((peer.as_str(), ""), |m| (m.name.as_str(), m.role.as_str()));
                 let alert = crate::alert::of_node_dead(
                     &self.region,
                     &self.own_name,

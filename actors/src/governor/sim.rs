@@ -124,7 +124,7 @@ impl Sim {
     pub fn add(&mut self, name: &str, eligible: bool) -> usize {
         let i = self.nodes.len();
         self.nodes.push(SimNode {
-            peer: node::Id(format!("peer-{}-{i}", self.seed)),
+            peer: node::Id::from(format!("peer-{}-{i}", self.seed)),
             name: name.into(),
             eligible,
             gov: None,

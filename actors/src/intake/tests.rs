@@ -155,7 +155,10 @@ fn a_new_master_applies_what_no_master_acknowledged() {
     let mut applied: Vec<(String, u64)> = drain(&mut i)
         .into_iter()
         .flat_map(|o| match o {
-            Output::Applied(s) => s.into_iter().map(|s| (s.origin.0, s.seq)).collect(),
+            Output::Applied(s) => s
+                .into_iter()
+                .map(|s| (s.origin.to_string(), s.seq))
+                .collect(),
             _ => Vec::new(),
         })
         .collect();

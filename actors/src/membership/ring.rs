@@ -80,7 +80,7 @@ mod tests {
     use super::*;
 
     fn ring(n: usize) -> (Ring, Vec<node::Id>) {
-        let ids: Vec<node::Id> = (0..n).map(|i| node::Id(format!("p{i}"))).collect();
+        let ids: Vec<node::Id> = (0..n).map(|i| node::Id::from(format!("p{i}"))).collect();
         let r = Ring::new(ids.iter().map(|i| (key(i), i.clone())));
         (r, ids)
     }

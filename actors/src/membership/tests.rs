@@ -319,14 +319,11 @@ fn probes_judge_the_watched_and_watchers_reports_the_rest() {
         }
         v.handle_timeout(t);
     }
-    assert_eq!(status(&v, talker.0.as_str()), Some(Status::Alive));
-    assert_eq!(status(&v, quiet.0.as_str()), Some(Status::Suspect));
+    assert_eq!(status(&v, talker.as_str()), Some(Status::Alive));
+    assert_eq!(status(&v, quiet.as_str()), Some(Status::Suspect));
     assert_eq!(v.seen().suspects, std::slice::from_ref(&quiet), "told");
     assert!(v.seen().dead.is_empty(), "not confirmed yet");
-    let out = v.handle(
-        t,
-        report(other.0.as_str(), seq + 1, &[quiet.0.as_str()], &[]),
-    );
+    let out = v.handle(t, report(other.as_str(), seq + 1, &[quiet.as_str()], &[]));
     assert_eq!(changed(&out), [(Status::Suspect, Status::Dead)]);
     assert_eq!(v.seen().dead, std::slice::from_ref(&quiet));
     assert!(!v.watching().contains(&quiet), "the dead leave the ring");
@@ -339,7 +336,7 @@ fn probes_judge_the_watched_and_watchers_reports_the_rest() {
         .expect("an unwatched member");
     let out = v.handle(
         t,
-        report(other.0.as_str(), seq + 2, &[quiet.0.as_str(), x], &[x]),
+        report(other.as_str(), seq + 2, &[quiet.as_str(), x], &[x]),
     );
     assert!(
         changed(&out).contains(&(Status::Alive, Status::Dead)),
@@ -353,7 +350,7 @@ fn probes_judge_the_watched_and_watchers_reports_the_rest() {
     assert_eq!(status(&v, x), Some(Status::Suspect));
     v.handle(
         t + SEC / 5,
-        report(other.0.as_str(), seq + 3, &[quiet.0.as_str()], &[]),
+        report(other.as_str(), seq + 3, &[quiet.as_str()], &[]),
     );
     assert_eq!(status(&v, x), Some(Status::Alive));
 }
