@@ -47,6 +47,70 @@ pub fn assign(
         .collect()
 }
 
+/// An assignment kept from one round to the next, so that a change of membership costs
+/// what it moves rather than a score of every item against every member: a member that
+/// joins is scored only against each item's current owner, an item whose owner left (or
+/// a new item) is scored against everyone. Gives exactly what [`assign`] gives.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    workers: BTreeSet<node::Id>,
+    /// Each item's owner and the owner's score.
+    owners: BTreeMap<String, (node::Id, [u8; 32])>,
+    /// Each item's owner (what [`Assignment::update`] returns).
+    target: BTreeMap<String, node::Id>,
+}
+
+impl Assignment {
+    /// The owner of every item of `items` among `members`.
+    pub fn update(
+        &mut self,
+        items: &BTreeSet<String>,
+        members: &BTreeSet<node::Id>,
+    ) -> &BTreeMap<String, node::Id> {
+        if self.workers == *members && self.target.keys().eq(items.iter()) {
+            return &self.target;
+        }
+        let joined: Vec<&node::Id> = members.difference(&self.workers).collect();
+        let mut owners = BTreeMap::new();
+        for item in items {
+            let kept = self
+                .owners
+                .remove(item)
+                .filter(|(owner, _)| members.contains(owner));
+            let best = match kept {
+                Some(best) => joined
+                    .iter()
+                    .filter(|m| audited(item) != Some(m.as_str()))
+                    .map(|m| (score(item, m), *m))
+                    .fold(best, |best, (s, m)| {
+                        if (s, m) > (best.1, &best.0) {
+                            (m.clone(), s)
+                        } else {
+                            best
+                        }
+                    }),
+                None => match members
+                    .iter()
+                    .filter(|m| audited(item) != Some(m.as_str()))
+                    .map(|m| (score(item, m), m))
+                    .max()
+                {
+                    Some((s, m)) => (m.clone(), s),
+                    None => continue,
+                },
+            };
+            owners.insert(item.clone(), best);
+        }
+        self.target = owners
+            .iter()
+            .map(|(i, (o, _))| (i.clone(), o.clone()))
+            .collect();
+        self.owners = owners;
+        self.workers = members.clone();
+        &self.target
+    }
+}
+
 /// The items whose owner must change to go from `current` to `target`, with new owners.
 pub fn moves(
     current: &BTreeMap<String, node::Id>,
@@ -104,6 +168,28 @@ mod tests {
     }
 
     proptest! {
+        /// An assignment kept across rounds gives what a fresh one gives, whatever joins,
+        /// leaves or comes and goes between rounds.
+        #[test]
+        fn a_kept_assignment_equals_a_fresh_one(
+            rounds in proptest::collection::vec(
+                (proptest::collection::btree_set(0usize..16, 0..12), 0usize..20),
+                1..8,
+            ),
+        ) {
+            let mut kept = Assignment::default();
+            for (present, probes) in rounds {
+                let members: BTreeSet<node::Id> = present
+                    .iter()
+                    .map(|i| node::Id::from(format!("peer{i}")))
+                    .collect();
+                let probes: Vec<String> = (0..probes).map(|i| format!("svc{i}")).collect();
+                let items = items(&members, &probes);
+                let fresh = assign(&items, &members);
+                prop_assert_eq!(kept.update(&items, &members), &fresh);
+            }
+        }
+
         /// When a member leaves, exactly the items it owned move (its own audit goes with
         /// it), and each moved item goes to a live member.
         #[test]

@@ -53,10 +53,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::membership::Status as Liveness;
-use crate::node;
 use crate::region::{
     self, Command, Committed, Durable, Image, Persist, Region, RegionState, Status,
 };
+use crate::{assign, node};
 
 /// Deltas appended to the stored image before the governor asks for a rewrite anyway
 /// (without snapshots, votes and commit positions would grow the file without bound).
@@ -233,9 +233,13 @@ pub struct Governor {
     twins_told: BTreeMap<node::Id, node::Id>,
     /// Bumped at every [`Governor::handle_members`].
     members_gen: u64,
+    /// Which of `members` claim this node's name (checked at every tick before joining).
+    namesakes: Vec<usize>,
     /// What the duplicate-name check last looked at: it runs again only when one of its
     /// inputs moved, not at every consensus message (a walk over the region's names).
     dups_seen: Option<DupInputs>,
+    /// The work assignment of the last round, updated by what changed since.
+    assignment: assign::Assignment,
     expect_told: u32,
     last_reincarnation: Option<Instant>,
     unroutable: u64,
@@ -329,6 +333,8 @@ impl Governor {
             twins_told: BTreeMap::new(),
             members_gen: 0,
             dups_seen: None,
+            namesakes: Vec::new(),
+            assignment: assign::Assignment::default(),
             expect_told: 0,
             last_reincarnation: None,
             unroutable: 0,
@@ -369,6 +375,10 @@ impl Governor {
             self.names
                 .insert(region::raft_id(&m.peer), (m.name.clone(), m.peer.clone()));
         }
+        self.namesakes = (members.iter().enumerate())
+            .filter(|(_, m)| m.name == self.config.name && m.peer != self.config.own)
+            .map(|(i, _)| i)
+            .collect();
         self.members = members;
         self.members_gen += 1;
         self.held_dead_by = held_dead_by;
@@ -614,6 +624,11 @@ impl Governor {
 
     // --- observations -----------------------------------------------------------------
 
+    /// The members other than this node that claim its name.
+    fn namesakes(&self) -> impl Iterator<Item = &Member> {
+        self.namesakes.iter().map(|i| &self.members[*i])
+    }
+
     fn notice_duplicates(&mut self) {
         let (members, applied) = (self.members_gen, self.state().map(|s| s.applied));
         let (founded, incarnation) = (self.core.is_some(), self.config.incarnation);
@@ -633,9 +648,8 @@ impl Governor {
         });
         let own = &self.config.own;
         let twins: Vec<node::Id> = self
-            .members
-            .iter()
-            .filter(|m| m.name == self.config.name && m.peer != *own && is_live(m.status))
+            .namesakes()
+            .filter(|m| is_live(m.status))
             .map(|m| m.peer.clone())
             .collect();
         let taken = self.own_name_taken().map(|(_, holder)| holder);

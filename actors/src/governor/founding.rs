@@ -1,7 +1,6 @@
 //! Founding and joining: the founding set proposed and agreed without named voters, the
 //! named voters, the bootstrap window, and duplicate names before any log binds them.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Governor, Output, is_live};
@@ -27,31 +26,22 @@ impl Governor {
 
     /// Live eligible members (this node included when eligible), one per name (the
     /// oldest claimant), oldest first.
-    pub(super) fn candidates(&self) -> Vec<(u64, String, node::Id)> {
-        let me = self.config.eligible.then(|| {
-            (
-                self.config.incarnation,
-                self.config.name.clone(),
-                self.config.own.clone(),
-            )
-        });
+    pub(super) fn candidates(&self) -> Vec<(u64, &str, &node::Id)> {
+        let me = self.config.eligible.then_some((
+            self.config.incarnation,
+            self.config.name.as_str(),
+            &self.config.own,
+        ));
         let others = self
             .members
             .iter()
             .filter(|m| m.eligible && m.status == Liveness::Alive)
-            .map(|m| (m.incarnation, m.name.clone(), m.peer.clone()));
-        let mut by_name: BTreeMap<String, (u64, node::Id)> = BTreeMap::new();
-        for (inc, name, peer) in me.into_iter().chain(others) {
-            let e = by_name.entry(name).or_insert((inc, peer.clone()));
-            if (inc, &peer) < (e.0, &e.1) {
-                *e = (inc, peer);
-            }
-        }
-        let mut all: Vec<(u64, String, node::Id)> = by_name
-            .into_iter()
-            .map(|(name, (inc, peer))| (inc, name, peer))
-            .collect();
-        all.sort();
+            .map(|m| (m.incarnation, m.name.as_str(), &m.peer));
+        let mut all: Vec<(u64, &str, &node::Id)> = me.into_iter().chain(others).collect();
+        // One per name: the oldest claimant (lowest incarnation, then peer id).
+        all.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+        all.dedup_by(|later, first| later.1 == first.1);
+        all.sort_unstable();
         all
     }
 
@@ -77,7 +67,7 @@ impl Governor {
                 candidates
                     .iter()
                     .find(|(_, name, _)| name == n)
-                    .map(|(_, _, p)| p.clone())
+                    .map(|(_, _, p)| (*p).clone())
             })
             .collect()
     }
@@ -102,9 +92,8 @@ impl Governor {
         let older = |m: &super::Member| {
             (m.incarnation, &m.peer) < (self.config.incarnation, &self.config.own)
         };
-        self.members
-            .iter()
-            .filter(|m| m.name == *name && m.peer != self.config.own && is_live(m.status))
+        self.namesakes()
+            .filter(|m| is_live(m.status))
             .find(|m| {
                 if self.core.is_none() {
                     !m.founders.is_empty() || older(m)
@@ -167,13 +156,16 @@ impl Governor {
             // Not a founder: wait for the founders to announce their group.
             return None;
         }
-        let agreed = proposal.iter().all(|id| {
-            *id == own
-                || self
-                    .members
-                    .iter()
-                    .any(|m| region::raft_id(&m.peer) == *id && m.proposal == proposal)
-        });
+        // Each founder other than this node proposes the same set.
+        let agreeing: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|m| m.proposal == proposal)
+            .map(|m| region::raft_id(&m.peer))
+            .collect();
+        let agreed = proposal
+            .iter()
+            .all(|id| *id == own || agreeing.contains(id));
         if !agreed {
             self.agreed_since = None;
             return None;

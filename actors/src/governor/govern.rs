@@ -62,8 +62,9 @@ impl Governor {
     /// A name the log binds to nobody yet goes to the live claimant that already takes
     /// part in consensus (a founder, when twins found a region together), else the
     /// oldest (incarnation, then peer id): never to whichever the view lists first.
-    pub(super) fn commands(&self) -> (Vec<Command>, BTreeSet<u64>) {
-        let Some(state) = self.state() else {
+    pub(super) fn commands(&mut self) -> (Vec<Command>, BTreeSet<u64>) {
+        // The core's state, borrowed apart from the assignment kept below.
+        let Some(state) = self.core.as_ref().map(region::Region::state) else {
             return (Vec::new(), BTreeSet::new());
         };
         let mut commands = Vec::new();
@@ -140,8 +141,9 @@ impl Governor {
             .filter(|p| state.phase(p) != region::Phase::Decommissioning)
             .cloned()
             .collect();
-        let target = assign::assign(&assign::items(&live, &self.config.probes), &workers);
-        for (item, owner) in assign::moves(&state.assignments, &target) {
+        let items = assign::items(&live, &self.config.probes);
+        let target = self.assignment.update(&items, &workers);
+        for (item, owner) in assign::moves(&state.assignments, target) {
             commands.push(Command::Assign { item, owner });
         }
         for item in state.assignments.keys() {
