@@ -59,7 +59,7 @@ fn main() {
         let spikes = SpikeActor::new(
             Encoder::new(
                 encoder::Config {
-                    origin: node::Id("bench".into()),
+                    origin: node::Id::from("bench"),
                     role: "web".into(),
                     block: encoder::BLOCK,
                 },

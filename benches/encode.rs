@@ -68,7 +68,7 @@ fn main() {
         .vocabulary;
     let mut enc = Encoder::new(
         encoder::Config {
-            origin: node::Id("12D3KooWBenchOriginPeerIdPlaceholderValue0000".into()),
+            origin: node::Id::from("12D3KooWBenchOriginPeerIdPlaceholderValue0000"),
             role: "web".into(),
             block: encoder::BLOCK,
         },

@@ -118,7 +118,7 @@ fn main() {
         fleetmesh::settings::load(&Default::default()).expect("the shipped settings load");
     let mut sod = delta::Encoder::new(defaults.metric_default, defaults.metric_rules);
     let bands: Vec<_> = METRICS.iter().map(|n| sod.config_for(n).deadband).collect();
-    let origin = node::Id("12D3KooWBenchOriginPeerIdPlaceholderValue0000".into());
+    let origin = node::Id::from("12D3KooWBenchOriginPeerIdPlaceholderValue0000");
     let mk = || {
         Encoder::new(
             encoder::Config {

@@ -24,7 +24,7 @@ use fleetmesh_actors::spike::{Change, FieldChange, Kind, Severity, Spike};
 
 fn spike(kind: Kind, change: Change, subject: &str) -> Spike {
     let mut s = Spike {
-        origin: node::Id("12D3KooWBenchOriginPeerIdPlaceholderValue0000".into()),
+        origin: node::Id::from("12D3KooWBenchOriginPeerIdPlaceholderValue0000"),
         seq: 0,
         at_unix_ms: 1_700_000_000_000,
         kind,

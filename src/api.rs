@@ -478,7 +478,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
     let name_of = |raft: u64| r.names.get(&raft).map(|(n, p)| (n.clone(), p.clone()));
     let master = r.status.as_ref().and_then(|s| s.leader).map(|l| {
         let (name, peer) = name_of(l).unwrap_or_default();
-        serde_json::json!({"name": name, "peer_id": peer.map(|p| p.0)})
+        serde_json::json!({"name": name, "peer_id": peer.map(|p| p.to_string())})
     });
     let role = r.status.as_ref().map(|s| match s.role {
         Role::Leader => "master",
@@ -493,7 +493,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
             let voting = r.status.as_ref().is_some_and(|s| s.voters.contains(raft));
             let learning = r.status.as_ref().is_some_and(|s| s.learners.contains(raft));
             let membership = if voting { "voter" } else if learning { "learner" } else { "none" };
-            serde_json::json!({"name": name, "peer_id": peer.as_ref().map(|p| &p.0), "voting": voting, "membership": membership})
+            serde_json::json!({"name": name, "peer_id": peer.as_ref().map(|p| p.as_str()), "voting": voting, "membership": membership})
         })
         .collect();
     let members: Vec<serde_json::Value> = snap
@@ -513,7 +513,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
                 mark,
             );
             serde_json::json!({
-                "peer_id": p.member.id.0,
+                "peer_id": p.member.id.as_str(),
                 "name": p.member.info.as_ref().map(|i| &i.name),
                 "status": p.member.status.as_str(),
                 "connected": p.member.connected,
@@ -546,7 +546,7 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "role": role,
         "autonomous": r.status.as_ref().is_none_or(|s| s.autonomous()),
         "no_master_reason": r.no_master,
-        "refused": r.refused.iter().map(|(name, holder, claimant)| serde_json::json!({"name": name, "holder": holder.0, "claimant": claimant.0})).collect::<Vec<_>>(),
+        "refused": r.refused.iter().map(|(name, holder, claimant)| serde_json::json!({"name": name, "holder": holder.as_str(), "claimant": claimant.as_str()})).collect::<Vec<_>>(),
         "commit": r.status.as_ref().map(|s| s.commit),
         "applied": r.state.applied,
         "snapshot_index": r.status.as_ref().map(|s| s.snapshot),
@@ -556,10 +556,10 @@ async fn region(shared: web::Data<Shared>) -> HttpResponse {
         "consensus_members": voters,
         "founders": r.founders.iter().map(|f| r.names.get(f).map_or_else(|| f.to_string(), |(n, _)| n.clone())).collect::<Vec<_>>(),
         "members": members,
-        "dead": r.state.dead.keys().map(|k| &k.0).collect::<Vec<_>>(),
+        "dead": r.state.dead.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
         "phases": r.state.phases.values().collect::<Vec<_>>(),
-        "names_bound": r.state.names.iter().map(|(n, p)| (n.clone(), p.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-        "assignments": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "names_bound": r.state.names.iter().map(|(n, p)| (n.clone(), p.as_str())).collect::<std::collections::BTreeMap<_, _>>(),
+        "assignments": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.as_str())).collect::<std::collections::BTreeMap<_, _>>(),
         "recent_commands": recent,
         "intake": intake,
         "unroutable_messages": r.unroutable,
@@ -585,7 +585,7 @@ async fn assignments(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "term": r.status.as_ref().map(|s| s.term),
         "applied": r.state.applied,
-        "items": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "items": r.state.assignments.iter().map(|(k, v)| (k.clone(), v.as_str())).collect::<std::collections::BTreeMap<_, _>>(),
         "mine": mine,
     }))
 }

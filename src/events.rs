@@ -222,11 +222,11 @@ fn render(hub: &Hub, p: Pushed) {
         Pushed::Alert(a) => hub.publish("alert", json_of(&a)),
         Pushed::Peer { peer, from, to } => hub.publish(
             "node",
-            json!({ "peer": peer.0, "from": from.as_str(), "to": to.as_str() }),
+            json!({ "peer": peer.as_str(), "from": from.as_str(), "to": to.as_str() }),
         ),
         Pushed::Master { master, leading } => {
             let (peer, term) = match master {
-                Some((p, t)) => (Some(p.0), Some(t)),
+                Some((p, t)) => (Some(p.to_string()), Some(t)),
                 None => (None, None),
             };
             hub.publish(
@@ -360,8 +360,8 @@ mod tests {
         use fleetmesh_actors::node::Id;
         let m = Moved {
             item: "audit:12D3w3".into(),
-            from: Id("12D3w1".into()),
-            to: Id("12D3w2".into()),
+            from: Id::from("12D3w1"),
+            to: Id::from("12D3w2"),
         };
         assert_eq!(
             assignment(&m),
@@ -391,7 +391,7 @@ mod tests {
             pattern,
             region: "eu".into(),
             term: 3,
-            master: Id("m".into()),
+            master: Id::from("m"),
             by: "operator alice".into(),
             approved_at_unix_ms: 10,
             public_key: vec![1; 36],
@@ -408,13 +408,13 @@ mod tests {
         let moves = vec![
             Moved {
                 item: "audit:a".into(),
-                from: Id("b".into()),
-                to: Id("c".into()),
+                from: Id::from("b"),
+                to: Id::from("c"),
             },
             Moved {
                 item: "probe:ssh".into(),
-                from: Id("b".into()),
-                to: Id("a".into()),
+                from: Id::from("b"),
+                to: Id::from("a"),
             },
         ];
         render(&hub, Pushed::Reassigned(Arc::new(moves)));

@@ -197,7 +197,7 @@ impl Cluster {
         }
         let leader = c.leader().expect("three honest members elect a master");
         let cmd = Command::Alive {
-            peer: node::Id("seed-peer".into()),
+            peer: node::Id::from("seed-peer"),
             incarnation: 1,
         };
         c.members[leader]
@@ -400,7 +400,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn seed_spikes() -> Vec<fleetmesh_actors::spike::Spike> {
     use fleetmesh_actors::spike::{Digest, FieldChange, Kind, Layer, Severity, Spike, Value};
     let file = Spike {
-        origin: node::Id("12D3KooWorigin".into()),
+        origin: node::Id::from("12D3KooWorigin"),
         seq: 41,
         at_unix_ms: 1_700_000_000_000,
         kind: Kind::File,
@@ -476,7 +476,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
         Pattern::of(&spikes[0], "web"),
         "eu-1",
         5,
-        node::Id("12D3KooWmaster".into()),
+        node::Id::from("12D3KooWmaster"),
         "operator alice".into(),
         1_700_000_000_000,
     );
@@ -492,7 +492,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
                 peers_dead: 0,
                 load1: Some(0.5),
             },
-            suspects: vec![node::Id("12D3KooWother".into())],
+            suspects: vec![node::Id::from("12D3KooWother")],
             sync: None,
             founders: vec![1, 2, 3],
             eligible: true,
@@ -505,7 +505,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
         wire::Body::Acks(wire::Acks {
             region: "eu-1".into(),
             term: 5,
-            marks: vec![(node::Id("12D3KooWorigin".into()), 40)],
+            marks: vec![(node::Id::from("12D3KooWorigin"), 40)],
         }),
         wire::Body::Approval(Box::new(approval)),
     ];

@@ -284,7 +284,7 @@ mod tests {
 
     fn spike(seq: u64) -> Spike {
         Spike {
-            origin: node::Id("origin".into()),
+            origin: node::Id::from("origin"),
             seq,
             at_unix_ms: seq,
             kind: Kind::File,

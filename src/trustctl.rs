@@ -67,7 +67,7 @@ pub fn charter(args: CharterArgs) -> Result<String, Error> {
     } else {
         args.voters
             .iter()
-            .map(|v| node::Id(v.trim().into()))
+            .map(|v| node::Id::from(v.trim()))
             .collect()
     };
     if voters.is_empty() {
@@ -107,6 +107,6 @@ fn voters_of(region: &Value) -> Vec<node::Id> {
         .flatten()
         .filter(|v| v["voting"].as_bool() == Some(true))
         .filter_map(|v| v["peer_id"].as_str())
-        .map(|p| node::Id(p.into()))
+        .map(|p| node::Id::from(p))
         .collect()
 }

@@ -19,7 +19,7 @@ fn score(item: &str, member: &node::Id) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(item.as_bytes());
     h.update([0u8]);
-    h.update(member.0.as_bytes());
+    h.update(member.as_str().as_bytes());
     h.finalize().into()
 }
 
@@ -130,7 +130,7 @@ pub fn items<'a>(
 ) -> BTreeSet<String> {
     members
         .into_iter()
-        .map(|m| format!("audit:{}", m.0))
+        .map(|m| format!("audit:{}", m))
         .chain(probes.iter().map(|p| format!("probe:{p}")))
         .collect()
 }

@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn a_drift_opens_is_seen_again_and_resolves_when_fixed() {
         let mut d = Drift::new(8);
-        let n = node::Id("p1".into());
+        let n = node::Id::from("p1");
         let e = d.judge(
             10,
             &n,
@@ -334,7 +334,7 @@ mod tests {
     #[test]
     fn counts_scores_and_the_worst_first() {
         let mut d = Drift::new(1);
-        let (a, b) = (node::Id("a".into()), node::Id("b".into()));
+        let (a, b) = (node::Id::from("a"), node::Id::from("b"));
         d.judge(
             1,
             &a,
@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn the_alert_names_node_subject_and_both_states() {
         let mut d = Drift::new(1);
-        let n = node::Id("p".into());
+        let n = node::Id::from("p");
         d.judge(
             5,
             &n,

@@ -104,7 +104,7 @@ mod tests {
         }];
         Encoder::new(
             Config {
-                origin: node::Id("me".into()),
+                origin: node::Id::from("me"),
                 role: "web".into(),
                 block,
             },

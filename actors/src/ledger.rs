@@ -160,7 +160,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn id(s: &str) -> node::Id {
-        node::Id(s.into())
+        node::Id::from(s)
     }
 
     #[test]

@@ -146,6 +146,8 @@ pub struct Member {
     pub dead: BTreeSet<node::Id>,
     /// Whether its latest heartbeat lists this node among those it declared dead.
     pub holds_us_dead: bool,
+    /// Whether `info` names this node's region (`None`: no info yet), kept with `info`.
+    in_region: Option<bool>,
     key: u64,
     /// The peers this member suspects, from its latest heartbeat.
     pub suspects: BTreeSet<node::Id>,
@@ -446,19 +448,15 @@ impl View {
             }
             self.retired.remove(&peer);
         }
-        if !self.members.contains_key(&peer) {
-            let m = self.new_member(now, &peer);
-            self.members.insert(peer.clone(), m);
-        }
-        let Some(m) = self.members.get_mut(&peer) else {
-            return out;
-        };
+        let config = &self.config;
+        let m =
+            (self.members.entry(peer.clone())).or_insert_with(|| Member::new(config, now, &peer));
         // Peers whose judgement may have moved besides the sender: all of them when its
         // suspicions changed (they may confirm others'), those it newly declared dead.
         // Members whose judgement the sender's new suspicions may move.
         let mut affected: Vec<node::Id> = Vec::new();
         let mut reported: Vec<node::Id> = Vec::new();
-        let region_before = m.info.as_ref().map(|i| i.region == self.region);
+        let region_before = m.in_region;
         // Only a peer this node holds alive is believed when it declares deaths: one
         // that was cut off (held dead or suspect here) judged from its side of the cut,
         // and what it declared there must not evict members everyone else hears.
@@ -544,7 +542,7 @@ impl View {
                 m.eligible = beat.eligible;
                 m.proposal = beat.proposal;
                 m.expect = beat.expect;
-                m.info = Some(beat.info);
+                m.set_info(beat.info, &self.region);
                 if changed {
                     out.push(Output::Announced { peer: peer.clone() });
                 }
@@ -582,7 +580,7 @@ impl View {
                     if known.as_ref().is_some_and(|(_, name)| *name != info.name) {
                         out.push(Output::Announced { peer: peer.clone() });
                     }
-                    m.info = Some(info);
+                    m.set_info(info, &self.region);
                 }
                 m.last_seen = now;
             }
@@ -603,9 +601,9 @@ impl View {
         } else {
             self.listing_us.remove(&peer);
         }
-        let reporter_in_region = m.info.as_ref().is_some_and(|i| i.region == self.region);
-        if region_before != m.info.as_ref().map(|i| i.region == self.region) {
-            let (key, on) = (m.key, m.in_ring(&self.region));
+        let reporter_in_region = m.in_region == Some(true);
+        if region_before != m.in_region {
+            let (key, on) = (m.key, m.in_ring());
             self.ring_dirty |= self.ring.set(key, &peer, on);
         }
         if reporter_in_region && !held_us_dead && m.holds_us_dead {
@@ -626,8 +624,10 @@ impl View {
         self.rering(now, &mut out);
         out
     }
+}
 
-    fn new_member(&self, now: Instant, peer: &node::Id) -> Member {
+impl Member {
+    fn new(config: &Config, now: Instant, peer: &node::Id) -> Member {
         Member {
             id: peer.clone(),
             info: None,
@@ -640,9 +640,9 @@ impl View {
             last_seen: now,
             uptime_ms: 0,
             health: None,
-            detector: self.config.detector(self.config.interval),
-            every: self.config.interval,
-            probe: self.config.detector(self.config.probe),
+            detector: config.detector(config.interval),
+            every: config.interval,
+            probe: config.detector(config.probe),
             watched: false,
             answered: false,
             own: true,
@@ -651,6 +651,7 @@ impl View {
             dead_since: None,
             dead: BTreeSet::new(),
             holds_us_dead: false,
+            in_region: None,
             key: ring::key(peer),
             suspects: BTreeSet::new(),
             sync: None,
@@ -663,7 +664,9 @@ impl View {
             deadline: None,
         }
     }
+}
 
+impl View {
     /// Rebuilds the ring if the region's live membership changed, and with it the
     /// members this node watches. A member newly watched is judged by probes from now:
     /// its answer history starts at this instant.
@@ -729,7 +732,7 @@ impl View {
             .values()
             .filter_map(|m| {
                 let i = m.info.as_ref()?;
-                (i.region == self.region).then(|| crate::governor::Member {
+                (m.in_region == Some(true)).then(|| crate::governor::Member {
                     name: i.name.clone(),
                     role: i.role.clone(),
                     peer: m.id.clone(),
@@ -821,11 +824,8 @@ impl View {
     /// Another live observer of the region suspects `id`, or there is no other to ask:
     /// with probes, no other live watcher of it; without, no other live member.
     fn confirmed(&self, id: &node::Id) -> bool {
-        let live = |o: &Member| {
-            &o.id != id
-                && o.status == Status::Alive
-                && o.info.as_ref().is_some_and(|i| i.region == self.region)
-        };
+        let live =
+            |o: &Member| &o.id != id && o.status == Status::Alive && o.in_region == Some(true);
         if self
             .members
             .values()
@@ -847,9 +847,8 @@ impl View {
 
     /// A member's status here, and whether it is this node's own judgement.
     fn judge(&self, now: Instant, m: &Member) -> (Status, bool) {
-        let same_region = match &m.info {
-            Some(info) => info.region == self.region,
-            None => return (self.unheard(now, m), true),
+        let Some(same_region) = m.in_region else {
+            return (self.unheard(now, m), true);
         };
         if !same_region {
             return (Status::Remote, true);
@@ -914,14 +913,13 @@ impl View {
             return;
         };
         let (to, own) = self.judge(now, m);
-        let region = &self.region;
         let Some(m) = self.members.get_mut(id) else {
             return;
         };
         m.judged_at = now;
         m.own = own;
         if m.status != to {
-            let ring_before = m.in_ring(region);
+            let ring_before = m.in_ring();
             out.push(Output::StatusChanged {
                 peer: id.clone(),
                 from: m.status,
@@ -947,8 +945,8 @@ impl View {
                 }
                 self.pending.extend(m.suspects.iter().cloned());
             }
-            if m.in_ring(region) != ring_before {
-                let (key, on) = (m.key, m.in_ring(region));
+            if m.in_ring() != ring_before {
+                let (key, on) = (m.key, m.in_ring());
                 self.ring_dirty |= self.ring.set(key, id, on);
             }
         }
@@ -985,9 +983,13 @@ fn count(listed: &mut BTreeMap<node::Id, u32>, old: &BTreeSet<node::Id>, new: &B
 
 impl Member {
     /// Whether it has a place on the region's ring: of the region, not dead.
-    fn in_ring(&self, region: &str) -> bool {
-        self.info.as_ref().is_some_and(|i| i.region == region)
-            && !matches!(self.status, Status::Dead | Status::Remote)
+    fn set_info(&mut self, info: node::Info, region: &str) {
+        self.in_region = Some(info.region == region);
+        self.info = Some(info);
+    }
+
+    fn in_ring(&self) -> bool {
+        self.in_region == Some(true) && !matches!(self.status, Status::Dead | Status::Remote)
     }
 }
 

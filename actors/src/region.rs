@@ -61,7 +61,7 @@ const MAX_INFLIGHT: usize = 64;
 /// The Raft id of a member: the first 8 bytes (big-endian) of sha256 of its peer id.
 /// Raft reserves 0 for "nobody", so a digest starting with eight zero bytes maps to 1.
 pub fn raft_id(peer: &node::Id) -> u64 {
-    let digest = Sha256::digest(peer.0.as_bytes());
+    let digest = Sha256::digest(peer.as_str().as_bytes());
     let mut head = [0u8; 8];
     head.copy_from_slice(&digest[..8]);
     match u64::from_be_bytes(head) {

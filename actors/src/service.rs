@@ -714,8 +714,8 @@ mod tests {
 
     #[test]
     fn owned_picks_this_nodes_probes_only() {
-        let me = node::Id("me".into());
-        let other = node::Id("other".into());
+        let me = node::Id::from("me");
+        let other = node::Id::from("other");
         let a: BTreeMap<String, node::Id> = [
             ("probe:db".to_string(), me.clone()),
             ("probe:web".to_string(), other.clone()),

@@ -322,7 +322,7 @@ impl Spike {
     /// tests set what they need with struct update syntax.
     pub(crate) fn bare(origin: &str, seq: u64, kind: Kind, change: Change, subject: &str) -> Spike {
         Spike {
-            origin: node::Id(origin.into()),
+            origin: node::Id::from(origin),
             seq,
             at_unix_ms: 0,
             kind,

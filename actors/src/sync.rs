@@ -492,7 +492,7 @@ mod tests {
 
     fn master(term: u64) -> Master {
         Master {
-            peer: node::Id("m".into()),
+            peer: node::Id::from("m"),
             term,
         }
     }
@@ -530,7 +530,7 @@ mod tests {
             r,
             Some(Action::Replay {
                 after: 10,
-                to: node::Id("m".into())
+                to: node::Id::from("m")
             })
         );
         o.sent(20, 10, 3_200);
@@ -567,10 +567,10 @@ mod tests {
             None,
             "no master known by name"
         );
-        o.master_of_record(Some(node::Id("boss".into())));
+        o.master_of_record(Some(node::Id::from("boss")));
         let to_boss = Some(Action::Replay {
             after: 0,
-            to: node::Id("boss".into()),
+            to: node::Id::from("boss"),
         });
         assert_eq!(o.poll(c.replay_after_ms + 1), to_boss);
         // Acknowledgements from the master that sends them win while they are fresh...
@@ -578,7 +578,7 @@ mod tests {
         o.acked(2, master(1), 10_000);
         let to_m = Some(Action::Replay {
             after: 2,
-            to: node::Id("m".into()),
+            to: node::Id::from("m"),
         });
         assert_eq!(o.poll(10_000 + c.replay_after_ms), to_m);
         // ...and the master of record takes over once they stop.
@@ -588,7 +588,7 @@ mod tests {
             o.poll(stale),
             Some(Action::Replay {
                 after: 2,
-                to: node::Id("boss".into())
+                to: node::Id::from("boss")
             })
         );
     }
@@ -692,7 +692,7 @@ mod tests {
             o.poll(500),
             Some(Action::Replay {
                 after: 30,
-                to: node::Id("m".into())
+                to: node::Id::from("m")
             }),
             "not {} ms later",
             c.replay_after_ms

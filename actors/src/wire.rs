@@ -321,7 +321,7 @@ mod tests {
                 peers_dead: 1,
                 load1: load,
             },
-            suspects: vec![node::Id("x".into())],
+            suspects: vec![node::Id::from("x")],
             every_ms: 1000,
             ..heartbeat::Beat::new(
                 node::Info {
@@ -366,7 +366,7 @@ mod tests {
         use crate::spike::{Change, FieldChange, Kind, Severity, Spike};
         let spikes: Vec<Spike> = (1..=300)
             .map(|seq| Spike {
-                origin: node::Id("origin".into()),
+                origin: node::Id::from("origin"),
                 seq,
                 at_unix_ms: 1,
                 kind: Kind::Process,

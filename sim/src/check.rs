@@ -211,7 +211,7 @@ impl Owners {
         };
         for member in reachable {
             self.checked += 1;
-            let item = format!("audit:{}", member.0);
+            let item = format!("audit:{}", member);
             match assignments.get(&item) {
                 None => return fail(format!("{item} has no owner")),
                 Some(o) if o == member => return fail(format!("{item} is owned by its subject")),
@@ -223,7 +223,7 @@ impl Owners {
             if !running.contains(owner) {
                 return fail(format!(
                     "{item} is owned by {}, which is not running",
-                    owner.0
+                    owner
                 ));
             }
         }
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn work_owned_by_no_one_or_by_a_stopped_member_is_caught() {
-        let id = |s: &str| node::Id(s.into());
+        let id = |s: &str| node::Id::from(s);
         let set = |v: &[&str]| v.iter().map(|s| id(s)).collect::<BTreeSet<_>>();
         let mut a = BTreeMap::new();
         a.insert("audit:a".to_string(), id("b"));

@@ -220,7 +220,7 @@ async fn from_master(shared: &Shared, view: &CensusView, row: &Row) -> Result<He
         HttpResponse::build(status).json(serde_json::json!({
             "error": why,
             "region": row.region,
-            "master": view.region.master.as_ref().filter(|_| row.region == view.region.region).map(|m| m.0.clone()),
+            "master": view.region.master.as_ref().filter(|_| row.region == view.region.region).map(|m| m.as_str()),
         }))
     };
     let Some(master) = master.filter(|m| m.as_str() != shared.peer_id) else {

@@ -1001,7 +1001,7 @@ impl Driver {
     }
 
     fn send_ask(&mut self, a: Ask) {
-        match a.to.0.parse::<PeerId>() {
+        match a.to.as_str().parse::<PeerId>() {
             Ok(peer) => {
                 let request_id = self
                     .swarm
@@ -1041,7 +1041,7 @@ impl Driver {
     }
 
     fn send_direct(&mut self, d: Direct) {
-        match d.to.0.parse::<PeerId>() {
+        match d.to.as_str().parse::<PeerId>() {
             Ok(peer) => {
                 let audit = matches!(d.request, wire::Request::Digest { .. });
                 let consult = match &d.request {

@@ -412,7 +412,7 @@ async fn forge(via: &Node, master: &str, all: &[&Node]) {
         pattern("intruder"),
         "ref",
         term,
-        node::Id(master.into()),
+        node::Id::from(master),
         "operator rogue".into(),
         1,
     );

@@ -741,7 +741,7 @@ mod tests {
         let (direct_tx, mut direct_rx) = tokio::sync::mpsc::channel(16);
         let addr = HeartbeatActor::new(
             config(20),
-            node::Id("me".into()),
+            node::Id::from("me"),
             info("me", "eu"),
             tx,
             direct_tx,
@@ -761,7 +761,7 @@ mod tests {
         }
         assert_eq!(seqs, [1, 2, 3]);
 
-        let peer = node::Id("p".into());
+        let peer = node::Id::from("p");
         addr.send(Inbound(membership::Input::Heartbeat {
             from: peer.clone(),
             beat: Box::new(heartbeat::Beat {

@@ -605,7 +605,7 @@ mod tests {
     async fn consultations_go_to_the_master_and_fall_back_autonomously() {
         use crate::actor::fleet::{FleetActor, Signer};
         use crate::fleet::{Config, View};
-        let me = node::Id("me".into());
+        let me = node::Id::from("me");
         let (gossip, _gossip_rx) = tokio::sync::mpsc::channel(16);
         let fleet = FleetActor::new(
             Config {
@@ -699,7 +699,7 @@ mod tests {
         let other = SetView {
             view: View {
                 region: "eu".into(),
-                master: Some((node::Id("m".into()), 5)),
+                master: Some((node::Id::from("m"), 5)),
             },
             leading: None,
             members: Default::default(),
@@ -711,7 +711,7 @@ mod tests {
             .await
             .expect("delivered");
         let asked = direct_rx.recv().await.expect("a request to the master");
-        assert_eq!(asked.to, node::Id("m".into()));
+        assert_eq!(asked.to, node::Id::from("m"));
         assert!(matches!(asked.request, wire::Request::Consult { ref role, .. } if role == "web"));
         let s = settled(&addr, 3).await;
         assert_eq!(
@@ -737,7 +737,7 @@ mod tests {
         };
         addr.send(ConsultAnswered {
             seq: 4,
-            from: node::Id("m".into()),
+            from: node::Id::from("m"),
             answer: Ok(answer),
         })
         .await

@@ -134,13 +134,13 @@ mod tests {
             vec![
                 Moved {
                     item: "audit:w3".into(),
-                    from: node::Id("w1".into()),
-                    to: node::Id("w2".into()),
+                    from: node::Id::from("w1"),
+                    to: node::Id::from("w2"),
                 },
                 Moved {
                     item: "probe:ssh".into(),
-                    from: node::Id("w1".into()),
-                    to: node::Id("w3".into()),
+                    from: node::Id::from("w1"),
+                    to: node::Id::from("w3"),
                 },
             ]
         );

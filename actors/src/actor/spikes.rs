@@ -633,7 +633,7 @@ mod tests {
         let (direct_tx, mut direct_rx) = tokio::sync::mpsc::channel(8);
         let enc = Encoder::new(
             encoder::Config {
-                origin: node::Id("me".into()),
+                origin: node::Id::from("me"),
                 role: "web".into(),
                 block: 8,
             },
@@ -679,7 +679,7 @@ mod tests {
         let obs = Observation::new(Kind::File, Change::Added, "/y", Layer::Realtime);
         addr.send(Observe(vec![obs])).await.expect("observed");
         let master = sync::Master {
-            peer: node::Id("m".into()),
+            peer: node::Id::from("m"),
             term: 1,
         };
         let replayed = |d: Option<outbox::Direct>| match d.map(|d| d.request) {
@@ -709,7 +709,7 @@ mod tests {
         let d = durable.clone();
         let enc = Encoder::new(
             encoder::Config {
-                origin: node::Id("me".into()),
+                origin: node::Id::from("me"),
                 role: "web".into(),
                 block: 2,
             },

@@ -76,7 +76,7 @@ fn a_violation_becomes_an_alert_keyed_by_host_rule_kind_and_subject() {
         settled: None,
     };
     let spike = |kind: Kind, change: Change, subject: &str, severity: Severity| Spike {
-        origin: node::Id("p".into()),
+        origin: node::Id::from("p"),
         seq: 4,
         at_unix_ms: 1500,
         kind,
@@ -449,7 +449,7 @@ fn a_fleet_event_is_one_alert_keyed_by_the_event() {
         role: "web".into(),
         origins: [("a", "web"), ("b", "web")]
             .iter()
-            .map(|(o, r)| (node::Id((*o).into()), (*r).to_string()))
+            .map(|(o, r)| (node::Id::from((*o)), (*r).to_string()))
             .collect(),
         first_unix_ms: 10,
         last_unix_ms: 20,

@@ -117,7 +117,7 @@ mod tests {
     const AFTER: u64 = 10_000;
 
     fn id(s: &str) -> node::Id {
-        node::Id(s.into())
+        node::Id::from(s)
     }
 
     #[test]

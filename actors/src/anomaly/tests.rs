@@ -4,7 +4,7 @@ use proptest::prelude::*;
 const SEC: Duration = Duration::from_secs(1);
 
 fn id(s: &str) -> node::Id {
-    node::Id(s.into())
+    node::Id::from(s)
 }
 
 fn config() -> Config {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 const SEC: Duration = Duration::from_secs(1);
 
 fn id(s: &str) -> node::Id {
-    node::Id(s.into())
+    node::Id::from(s)
 }
 
 fn subject(peer: &str, status: Status) -> Subject {

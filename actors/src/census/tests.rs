@@ -1,7 +1,7 @@
 use super::*;
 
 fn id(s: &str) -> node::Id {
-    node::Id(s.into())
+    node::Id::from(s)
 }
 
 fn line(name: &str, status: Status, connectivity: Option<Connectivity>) -> Line {

@@ -4,7 +4,7 @@ use crate::spike::{Change, Kind};
 const TIMEOUT: Duration = Duration::from_millis(2000);
 
 fn id(s: &str) -> node::Id {
-    node::Id(s.into())
+    node::Id::from(s)
 }
 
 fn user(seq: u64) -> Spike {

@@ -25,7 +25,7 @@ fn approval(region: &str, term: u64, master: &str, subject: &str) -> Approval {
         pattern,
         region,
         term,
-        node::Id(master.into()),
+        node::Id::from(master),
         "operator test".into(),
         5,
     )
@@ -34,7 +34,7 @@ fn approval(region: &str, term: u64, master: &str, subject: &str) -> Approval {
 fn view(master: &str, term: u64) -> View {
     View {
         region: "eu".into(),
-        master: Some((node::Id(master.into()), term)),
+        master: Some((node::Id::from(master), term)),
     }
 }
 
@@ -247,7 +247,7 @@ fn an_unexplained_change_on_one_server_is_unresolved_after_the_window() {
             Pattern::of(&s, "web"),
             "eu",
             2,
-            node::Id("m".into()),
+            node::Id::from("m"),
             "operator x".into(),
             5,
         ),

@@ -5,7 +5,7 @@ use super::*;
 use crate::region::Role;
 
 fn template(expect: u32) -> Config {
-    let mut c = Config::new("r", node::Id("template".into()), "template", 0);
+    let mut c = Config::new("r", node::Id::from("template"), "template", 0);
     c.bootstrap_expect = expect;
     c.stable = Duration::from_millis(2 * HEARTBEAT_MS);
     c.probes = vec!["web".into()];

@@ -8,7 +8,7 @@ fn spike(origin: &str, seq: u64) -> Spike {
 }
 
 fn id(s: &str) -> node::Id {
-    node::Id(s.into())
+    node::Id::from(s)
 }
 
 fn drain(i: &mut Intake) -> Vec<Output> {

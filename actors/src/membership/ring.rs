@@ -17,7 +17,7 @@ use crate::node;
 
 /// A member's place on the ring.
 pub fn key(id: &node::Id) -> u64 {
-    let d = Sha256::digest(id.0.as_bytes());
+    let d = Sha256::digest(id.as_str().as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
     u64::from_be_bytes(b)
@@ -125,7 +125,7 @@ mod tests {
         let (r, ids) = ring(1);
         assert!(r.after(key(&ids[0]), &ids[0], 5).is_empty());
         // One not on the ring sees the others.
-        let x = node::Id("x".into());
+        let x = node::Id::from("x");
         assert_eq!(r.before(key(&x), &x, 3), ids);
     }
 }

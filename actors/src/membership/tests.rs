@@ -8,7 +8,7 @@ fn view() -> View {
 }
 
 fn id(s: &str) -> node::Id {
-    node::Id(s.into())
+    node::Id::from(s)
 }
 
 fn beat_from(from: &str, incarnation: u64, seq: u64, suspects: &[&str]) -> Input {

@@ -23,9 +23,9 @@ fn elected(seed: u64) -> (Sim, u64, u64) {
 
 #[test]
 fn raft_ids_are_stable_and_nonzero() {
-    let a = raft_id(&node::Id("12D3KooWA".into()));
-    assert_eq!(a, raft_id(&node::Id("12D3KooWA".into())));
-    assert_ne!(a, raft_id(&node::Id("12D3KooWB".into())));
+    let a = raft_id(&node::Id::from("12D3KooWA"));
+    assert_eq!(a, raft_id(&node::Id::from("12D3KooWA")));
+    assert_ne!(a, raft_id(&node::Id::from("12D3KooWB")));
     assert_ne!(a, 0);
 }
 
@@ -55,7 +55,7 @@ fn region_commands_commit_everywhere_in_order() {
     assert!(matches!(
         sim.node(follower).propose(&Command::Assign {
             item: "x".into(),
-            owner: node::Id("a".into())
+            owner: node::Id::from("a")
         }),
         Err(Error::NotLeader {
             leader: Some(l)
@@ -63,23 +63,23 @@ fn region_commands_commit_everywhere_in_order() {
     ));
     let cmds = [
         Command::Alive {
-            peer: node::Id("a".into()),
+            peer: node::Id::from("a"),
             incarnation: 1,
         },
         Command::Assign {
             item: "disk-watch".into(),
-            owner: node::Id("a".into()),
+            owner: node::Id::from("a"),
         },
         Command::DeclareDead {
-            peer: node::Id("a".into()),
+            peer: node::Id::from("a"),
             incarnation: 1,
         },
         Command::Alive {
-            peer: node::Id("a".into()),
+            peer: node::Id::from("a"),
             incarnation: 1,
         },
         Command::Alive {
-            peer: node::Id("a".into()),
+            peer: node::Id::from("a"),
             incarnation: 2,
         },
     ];
@@ -92,12 +92,9 @@ fn region_commands_commit_everywhere_in_order() {
         assert_eq!(got, cmds.to_vec());
         let st = sim.node(id).state().clone();
         // The stale revival of incarnation 1 was ignored; incarnation 2 came back.
-        assert_eq!(st.alive.get(&node::Id("a".into())), Some(&2));
+        assert_eq!(st.alive.get(&node::Id::from("a")), Some(&2));
         assert!(st.dead.is_empty());
-        assert_eq!(
-            st.assignments.get("disk-watch"),
-            Some(&node::Id("a".into()))
-        );
+        assert_eq!(st.assignments.get("disk-watch"), Some(&node::Id::from("a")));
     }
 }
 
@@ -626,7 +623,7 @@ fn region_state_of_a_snapshot_round_trips_through_its_image() {
         },
         "r",
         1,
-        node::Id("peer-a".into()),
+        node::Id::from("peer-a"),
         "operator test".into(),
         5,
     );
@@ -636,7 +633,7 @@ fn region_state_of_a_snapshot_round_trips_through_its_image() {
     sim.node(leader)
         .propose(&Command::Name {
             name: "web-1".into(),
-            peer: node::Id("peer-a".into()),
+            peer: node::Id::from("peer-a"),
         })
         .expect("leader accepts");
     propose_many(&mut sim, leader, 30);
@@ -648,7 +645,7 @@ fn region_state_of_a_snapshot_round_trips_through_its_image() {
         assert!(image.state.approvals.contains(&approval.id()));
         assert_eq!(
             image.state.names.get("web-1"),
-            Some(&node::Id("peer-a".into()))
+            Some(&node::Id::from("peer-a"))
         );
     }
 }
@@ -1050,7 +1047,7 @@ fn silences_and_acks_keep_the_latest_and_stay_bounded_ended_first() {
 #[test]
 fn phases_follow_their_transitions_and_decommissioning_is_final() {
     use crate::region::{Phase, PhaseRecord};
-    let peer = node::Id("p".into());
+    let peer = node::Id::from("p");
     let set = |st: &mut RegionState, index: u64, phase: Phase| {
         st.apply(
             index,

@@ -16,7 +16,7 @@ fn sig(who: &str, msg: &[u8]) -> Vec<u8> {
 
 impl Verify for Keys {
     fn peer(&self, peer: &node::Id, msg: &[u8], s: &[u8]) -> bool {
-        sig(&peer.0, msg) == s
+        sig(peer.as_str(), msg) == s
     }
     fn admin(&self, msg: &[u8], s: &[u8]) -> Option<bool> {
         self.admin.then(|| sig("admin", msg) == s)
@@ -30,7 +30,7 @@ const TOFU: Keys = Keys { admin: false };
 const ADMIN: Keys = Keys { admin: true };
 
 fn id(s: &str) -> node::Id {
-    node::Id(s.into())
+    node::Id::from(s)
 }
 
 fn ids(s: &[&str]) -> Vec<node::Id> {

@@ -304,7 +304,7 @@ mod tests {
     fn a_report_is_judged_and_its_fix_resolves_the_drift() {
         let mut k = Keeper::new("eu".into(), 8);
         let ctx = Context::default();
-        let p = node::Id("p".into());
+        let p = node::Id::from("p");
         assert!(matches!(
             k.report(1, &p, report("p", 1, FileFact::Absent), &ctx, &judge),
             Err(Refusal::NotLeading(_))
@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn a_new_master_keeps_the_first_seen_time_the_node_was_told() {
         let ctx = Context::default();
-        let p = node::Id("p".into());
+        let p = node::Id::from("p");
         let mut first = Keeper::new("eu".into(), 8);
         first.lead(true);
         first
@@ -361,7 +361,7 @@ mod tests {
         let mut k = Keeper::new("eu".into(), 8);
         k.lead(true);
         let ctx = Context::default();
-        let (p, q) = (node::Id("p".into()), node::Id("q".into()));
+        let (p, q) = (node::Id::from("p"), node::Id::from("q"));
         assert!(matches!(
             k.report(1, &q, report("p", 1, FileFact::Absent), &ctx, &judge),
             Err(Refusal::NotAuthor { .. })
@@ -389,7 +389,7 @@ mod tests {
         let mut k = Keeper::new("eu".into(), 8);
         k.lead(true);
         let ctx = Context::default();
-        let (p, q) = (node::Id("p".into()), node::Id("q".into()));
+        let (p, q) = (node::Id::from("p"), node::Id::from("q"));
         k.report(1, &p, report("p", 1, FileFact::Absent), &ctx, &judge)
             .expect("taken");
         k.report(1, &q, report("q", 1, FileFact::Absent), &ctx, &judge)
