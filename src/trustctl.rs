@@ -107,6 +107,6 @@ fn voters_of(region: &Value) -> Vec<node::Id> {
         .flatten()
         .filter(|v| v["voting"].as_bool() == Some(true))
         .filter_map(|v| v["peer_id"].as_str())
-        .map(|p| node::Id::from(p))
+        .map(node::Id::from)
         .collect()
 }

@@ -156,9 +156,15 @@ mod tests {
     #[test]
     fn an_id_is_written_and_read_as_its_text() {
         let id = Id::from("12D3KooWexample");
-        let bytes = rmp_serde::to_vec(&id).unwrap();
-        assert_eq!(bytes, rmp_serde::to_vec("12D3KooWexample").unwrap());
-        assert_eq!(rmp_serde::from_slice::<Id>(&bytes).unwrap(), id);
+        let bytes = rmp_serde::to_vec(&id).expect("an id encodes");
+        assert_eq!(
+            bytes,
+            rmp_serde::to_vec("12D3KooWexample").expect("a text encodes")
+        );
+        assert_eq!(
+            rmp_serde::from_slice::<Id>(&bytes).expect("an id decodes"),
+            id
+        );
         assert_eq!(format!("{id:?}"), "Id(\"12D3KooWexample\")");
     }
 }

@@ -449,7 +449,7 @@ fn a_fleet_event_is_one_alert_keyed_by_the_event() {
         role: "web".into(),
         origins: [("a", "web"), ("b", "web")]
             .iter()
-            .map(|(o, r)| (node::Id::from((*o)), (*r).to_string()))
+            .map(|(o, r)| (node::Id::from(*o), (*r).to_string()))
             .collect(),
         first_unix_ms: 10,
         last_unix_ms: 20,
