@@ -235,6 +235,9 @@ pub struct Governor {
     members_gen: u64,
     /// Which of `members` claim this node's name (checked at every tick before joining).
     namesakes: Vec<usize>,
+    /// The founding candidates, oldest first: indices into `members`, `None` for this
+    /// node (see [`Governor::candidates`]).
+    candidates: Vec<Option<usize>>,
     /// What the duplicate-name check last looked at: it runs again only when one of its
     /// inputs moved, not at every consensus message (a walk over the region's names).
     dups_seen: Option<DupInputs>,
@@ -334,6 +337,7 @@ impl Governor {
             members_gen: 0,
             dups_seen: None,
             namesakes: Vec::new(),
+            candidates: Vec::new(),
             assignment: assign::Assignment::default(),
             expect_told: 0,
             last_reincarnation: None,
@@ -364,6 +368,7 @@ impl Governor {
                 Err(e) => gov.stopped = Some(format!("stored consensus state refused: {e}")),
             }
         }
+        gov.order_candidates();
         gov.drain(now);
         gov
     }
@@ -381,6 +386,7 @@ impl Governor {
             .collect();
         self.members = members;
         self.members_gen += 1;
+        self.order_candidates();
         self.held_dead_by = held_dead_by;
         self.notice_expect();
         self.found_or_join(now);
@@ -499,6 +505,7 @@ impl Governor {
     pub fn set_incarnation(&mut self, now: Instant, n: u64) {
         self.config.incarnation = n;
         self.last_reincarnation = Some(now);
+        self.order_candidates();
     }
 
     /// The consensus view, if this node takes part.

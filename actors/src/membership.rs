@@ -243,6 +243,26 @@ impl Counts {
             Status::Remote => self.remote,
         }
     }
+
+    fn slot(&mut self, status: Status) -> &mut u32 {
+        match status {
+            Status::Joining => &mut self.joining,
+            Status::Alive => &mut self.alive,
+            Status::Suspect => &mut self.suspect,
+            Status::Dead => &mut self.dead,
+            Status::Remote => &mut self.remote,
+        }
+    }
+
+    /// One member moved from `from` (`None`: new) to `to` (`None`: gone).
+    fn moved(&mut self, from: Option<Status>, to: Option<Status>) {
+        if let Some(f) = from {
+            *self.slot(f) -= 1;
+        }
+        if let Some(t) = to {
+            *self.slot(t) += 1;
+        }
+    }
 }
 
 /// Heartbeats in a row in which a live peer lists this node before it counts as holding
@@ -301,6 +321,8 @@ pub struct View {
     listing_us: BTreeSet<node::Id>,
     /// Members suspect or dead here (see [`View::seen`]).
     doubted: BTreeSet<node::Id>,
+    /// Members by status, kept as they change (asked at every heartbeat sent).
+    counts: Counts,
 }
 
 impl View {
@@ -324,6 +346,7 @@ impl View {
             pending: Vec::new(),
             listing_us: BTreeSet::new(),
             doubted: BTreeSet::new(),
+            counts: Counts::default(),
         }
     }
 
@@ -396,6 +419,7 @@ impl View {
             .collect();
         for id in &gone {
             if let Some(m) = self.members.remove(id) {
+                self.counts.moved(Some(m.status), None);
                 self.set_deadline(id, m.deadline, None);
             }
             self.doubted.remove(id);
@@ -414,17 +438,15 @@ impl View {
     }
 
     pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for m in self.members.values() {
-            match m.status {
-                Status::Joining => c.joining += 1,
-                Status::Alive => c.alive += 1,
-                Status::Suspect => c.suspect += 1,
-                Status::Dead => c.dead += 1,
-                Status::Remote => c.remote += 1,
+        #[cfg(debug_assertions)]
+        {
+            let mut c = Counts::default();
+            for m in self.members.values() {
+                c.moved(None, Some(m.status));
             }
+            assert_eq!(c, self.counts, "members counted as they change");
         }
-        c
+        self.counts
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Output> {
@@ -448,9 +470,11 @@ impl View {
             }
             self.retired.remove(&peer);
         }
-        let config = &self.config;
-        let m =
-            (self.members.entry(peer.clone())).or_insert_with(|| Member::new(config, now, &peer));
+        let (config, counts) = (&self.config, &mut self.counts);
+        let m = (self.members.entry(peer.clone())).or_insert_with(|| {
+            counts.moved(None, Some(Status::Joining));
+            Member::new(config, now, &peer)
+        });
         // Peers whose judgement may have moved besides the sender: all of them when its
         // suspicions changed (they may confirm others'), those it newly declared dead.
         // Members whose judgement the sender's new suspicions may move.
@@ -927,6 +951,7 @@ impl View {
             });
             let from = m.status;
             m.status = to;
+            self.counts.moved(Some(from), Some(to));
             if matches!(to, Status::Suspect | Status::Dead) {
                 self.doubted.insert(id.clone());
             } else {

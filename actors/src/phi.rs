@@ -53,7 +53,10 @@ impl Detector {
     pub fn new(config: Config) -> Self {
         Detector {
             config,
-            intervals: VecDeque::with_capacity(config.window.min(1024)),
+            // Grown as intervals arrive: most detectors never fill their window (a
+            // member heard every 20 s, a peer this node does not probe), and a view
+            // holds two per member.
+            intervals: VecDeque::new(),
             sum: 0.0,
             sum_sq: 0.0,
             last: None,

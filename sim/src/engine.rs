@@ -13,8 +13,7 @@
 //! - the region governor with its Raft core (the region actor): its own timer; its
 //!   outputs acted on in order (saves written to the member's disk before later sends).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::check::{Deaths, Masters, Owners, Spikes, Violation};
 use crate::flow::{self, Flow, Journal, Replay};
 use crate::net::{Links, Model};
+use crate::queue::Queue;
 use crate::scenario::{Action, Scenario, Target};
 use crate::stats::{self, Report};
 
@@ -143,39 +143,6 @@ enum Msg {
     },
 }
 
-/// Events in (time, sequence) order. The heap orders small keys; the events themselves
-/// wait in slots, so that reordering the heap moves 24 bytes, not an event.
-#[derive(Debug, Default)]
-struct Queue {
-    /// (time, sequence, slot)
-    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    slots: Vec<Option<Ev>>,
-    free: Vec<u32>,
-}
-
-impl Queue {
-    fn push(&mut self, at: u64, seq: u64, ev: Ev) {
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = Some(ev);
-                s
-            }
-            None => {
-                self.slots.push(Some(ev));
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 pending events")
-            }
-        };
-        self.heap.push(Reverse((at, seq, slot)));
-    }
-
-    fn pop(&mut self) -> Option<(u64, Ev)> {
-        let Reverse((at, _, slot)) = self.heap.pop()?;
-        let ev = self.slots[slot as usize].take()?;
-        self.free.push(slot);
-        Some((at, ev))
-    }
-}
-
 /// A running member's cores.
 #[derive(Debug)]
 struct Cores {
@@ -232,7 +199,7 @@ pub struct Sim {
     end: u64,
     seq: u64,
     events: u64,
-    queue: Queue,
+    queue: Queue<Ev>,
     members: Vec<Member>,
     ids: HashMap<node::Id, usize>,
     regions: Vec<Vec<usize>>,

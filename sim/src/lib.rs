@@ -71,6 +71,7 @@ pub mod check;
 pub mod engine;
 pub mod flow;
 pub mod net;
+pub mod queue;
 pub mod scenario;
 pub mod stats;
 

@@ -27,22 +27,39 @@ impl Governor {
     /// Live eligible members (this node included when eligible), one per name (the
     /// oldest claimant), oldest first.
     pub(super) fn candidates(&self) -> Vec<(u64, &str, &node::Id)> {
-        let me = self.config.eligible.then_some((
+        (self.candidates.iter())
+            .map(|c| match c {
+                None => (
+                    self.config.incarnation,
+                    self.config.name.as_str(),
+                    &self.config.own,
+                ),
+                Some(i) => {
+                    let m = &self.members[*i];
+                    (m.incarnation, m.name.as_str(), &m.peer)
+                }
+            })
+            .collect()
+    }
+
+    /// Orders the candidates again (see [`Governor::candidates`]): the members or this
+    /// node's incarnation changed. Founding asks for them at every tick.
+    pub(super) fn order_candidates(&mut self) {
+        let me = (self.config.eligible).then_some((
             self.config.incarnation,
             self.config.name.as_str(),
             &self.config.own,
+            None,
         ));
-        let others = self
-            .members
-            .iter()
-            .filter(|m| m.eligible && m.status == Liveness::Alive)
-            .map(|m| (m.incarnation, m.name.as_str(), &m.peer));
-        let mut all: Vec<(u64, &str, &node::Id)> = me.into_iter().chain(others).collect();
+        let others = (self.members.iter().enumerate())
+            .filter(|(_, m)| m.eligible && m.status == Liveness::Alive)
+            .map(|(i, m)| (m.incarnation, m.name.as_str(), &m.peer, Some(i)));
+        let mut all: Vec<_> = me.into_iter().chain(others).collect();
         // One per name: the oldest claimant (lowest incarnation, then peer id).
         all.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
         all.dedup_by(|later, first| later.1 == first.1);
-        all.sort_unstable();
-        all
+        all.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        self.candidates = all.into_iter().map(|c| c.3).collect();
     }
 
     pub(super) fn founding_progress(&self) -> (usize, usize) {
