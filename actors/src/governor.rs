@@ -209,6 +209,10 @@ struct DupInputs {
     founders: Vec<u64>,
 }
 
+/// What the master a governor announces depends on: the core's (leader, term), whether
+/// this node leads, and the generation of the members (their names).
+type MasterKey = (Option<(Option<u64>, u64)>, bool, u64);
+
 /// One member's governor.
 pub struct Governor {
     config: Config,
@@ -228,6 +232,8 @@ pub struct Governor {
     agreed_since: Option<(Vec<u64>, Instant)>,
     dead_since: BTreeMap<u64, Instant>,
     last_master: Option<(Option<(node::Id, u64)>, bool)>,
+    /// What [`Governor::announce_master`] last looked at.
+    master_key: Option<MasterKey>,
     duplicates_told: BTreeSet<(String, node::Id)>,
     /// Peers claiming this node's name, with the holder this node last reported.
     twins_told: BTreeMap<node::Id, node::Id>,
@@ -336,6 +342,7 @@ impl Governor {
             twins_told: BTreeMap::new(),
             members_gen: 0,
             dups_seen: None,
+            master_key: None,
             namesakes: Vec::new(),
             candidates: Vec::new(),
             assignment: assign::Assignment::default(),
@@ -805,6 +812,17 @@ impl Governor {
     }
 
     fn announce_master(&mut self) {
+        // What the master depends on: the core's leader and term, whether this node
+        // leads, and the names of the members (pushed with them). Asked at every step.
+        let key = (
+            self.core.as_ref().map(Region::leader),
+            self.leading().is_some(),
+            self.members_gen,
+        );
+        if self.master_key == Some(key) {
+            return;
+        }
+        self.master_key = Some(key);
         let now = (self.master(), self.leading().is_some());
         if self.last_master.as_ref() != Some(&now) {
             self.last_master = Some(now.clone());
