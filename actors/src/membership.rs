@@ -28,6 +28,7 @@
 mod ring;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -180,7 +181,8 @@ impl Member {
 pub enum Input {
     Heartbeat {
         from: node::Id,
-        beat: Box<Beat>,
+        /// Shared: one heartbeat reaches every actor and view that takes it.
+        beat: Arc<Beat>,
     },
     /// A watched member answered this node's probe.
     Alive {
@@ -556,17 +558,27 @@ impl View {
                 m.last_seen = now;
                 m.uptime_ms = beat.uptime_ms;
                 m.health = Some(beat.health.clone());
-                m.sync = beat.sync;
+                if m.sync != beat.sync {
+                    m.sync = beat.sync.clone();
+                }
                 let changed = m.founders != beat.founders
                     || m.eligible != beat.eligible
                     || m.proposal != beat.proposal
                     || m.expect != beat.expect
                     || m.info.as_ref().is_none_or(|i| i.name != beat.info.name);
-                m.founders = beat.founders;
+                // The beat is shared with the other receivers: copied only where it
+                // differs from what is known (seldom).
+                if m.founders != beat.founders {
+                    m.founders = beat.founders.clone();
+                }
+                if m.proposal != beat.proposal {
+                    m.proposal = beat.proposal.clone();
+                }
                 m.eligible = beat.eligible;
-                m.proposal = beat.proposal;
                 m.expect = beat.expect;
-                m.set_info(beat.info, &self.region);
+                if m.info.as_ref() != Some(&beat.info) {
+                    m.set_info(beat.info.clone(), &self.region);
+                }
                 if changed {
                     out.push(Output::Announced { peer: peer.clone() });
                 }

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetmesh_actors::governor::{self, Governor, Output as GovOutput};
@@ -103,7 +104,7 @@ enum Ev {
 enum Msg {
     Beat {
         from: usize,
-        beat: Rc<Beat>,
+        beat: Arc<Beat>,
     },
     /// A watcher's liveness probe, and its answer (request-response, point to point).
     Probe {
@@ -661,7 +662,7 @@ impl Sim {
                 lists_us = beat.suspects.contains(&self.members[to].peer);
                 Input::Heartbeat {
                     from: self.members[from].peer.clone(),
-                    beat: Box::new((*beat).clone()),
+                    beat,
                 }
             }
             Msg::Probe { from } => {
@@ -1595,13 +1596,13 @@ impl Sim {
 }
 
 /// A heartbeat to share among its receivers, and the size of its wire frame.
-fn encoded(beat: Beat) -> Option<(Rc<Beat>, u64)> {
+fn encoded(beat: Beat) -> Option<(Arc<Beat>, u64)> {
     let body = wire::Body::Heartbeat(Box::new(beat));
     let size = frame_size(&body);
     let wire::Body::Heartbeat(beat) = body else {
         return None;
     };
-    Some((Rc::new(*beat), size))
+    Some((Arc::from(beat), size))
 }
 
 /// The size of `body`'s wire frame (what a receiver is charged).

@@ -1147,7 +1147,7 @@ impl Driver {
                             if beat.info.region == self.info.region {
                                 self.to_actor(Input::Heartbeat {
                                     from: id(&peer),
-                                    beat,
+                                    beat: beat.into(),
                                 });
                             }
                             wire::Response::Accepted
@@ -1375,7 +1375,7 @@ impl Driver {
                             .observe(lag(beat.sent_unix_ms).as_secs_f64());
                         self.to_actor(Input::Heartbeat {
                             from: id(&author),
-                            beat,
+                            beat: beat.into(),
                         });
                     }
                     wire::Body::Spikes(spikes) => {

@@ -764,7 +764,7 @@ mod tests {
         let peer = node::Id::from("p");
         addr.send(Inbound(membership::Input::Heartbeat {
             from: peer.clone(),
-            beat: Box::new(heartbeat::Beat {
+            beat: Arc::new(heartbeat::Beat {
                 uptime_ms: 5,
                 sent_unix_ms: unix_ms(),
                 every_ms: 20,

@@ -14,7 +14,7 @@ fn id(s: &str) -> node::Id {
 fn beat_from(from: &str, incarnation: u64, seq: u64, suspects: &[&str]) -> Input {
     Input::Heartbeat {
         from: id(from),
-        beat: Box::new(Beat {
+        beat: Arc::new(Beat {
             uptime_ms: seq * 1000,
             suspects: suspects.iter().map(|s| id(s)).collect(),
             every_ms: 1000,
@@ -34,7 +34,7 @@ fn beat_from(from: &str, incarnation: u64, seq: u64, suspects: &[&str]) -> Input
 fn beat(region: &str, incarnation: u64, seq: u64) -> Input {
     let mut b = beat_from("p", incarnation, seq, &[]);
     if let Input::Heartbeat { beat, .. } = &mut b {
-        beat.info.region = region.into();
+        Arc::make_mut(beat).info.region = region.into();
     }
     b
 }
@@ -271,7 +271,7 @@ fn ring_view(monitors: usize, stall: Duration) -> View {
 fn report(from: &str, seq: u64, suspects: &[&str], dead: &[&str]) -> Input {
     let mut b = beat_from(from, 1, seq, suspects);
     if let Input::Heartbeat { beat, .. } = &mut b {
-        beat.dead = dead.iter().map(|d| id(d)).collect();
+        Arc::make_mut(beat).dead = dead.iter().map(|d| id(d)).collect();
     }
     b
 }
