@@ -712,12 +712,11 @@ impl Region {
             })?;
             storage.install(&raft)?;
         }
-        {
-            let mut core = storage.mem.wl();
+        storage.write(|core| {
             core.set_hardstate(durable.vote.into());
             core.set_conf_state(durable.membership.to_conf());
-            core.append(&entries)?;
-        }
+            core.append(&entries)
+        })?;
         let mut region = Region::build(id, storage, durable.membership.index, config)?;
         if let Some(s) = durable.snapshot {
             region.state = s.image.state.clone();
@@ -935,14 +934,12 @@ impl Region {
             if !entries.is_empty() {
                 self.raw
                     .mut_store()
-                    .mem
-                    .wl()
-                    .append(&entries)
+                    .write(|core| core.append(&entries))
                     .expect("the in-memory log reports no errors (it asserts instead)");
                 persist.append(entries.iter().map(LogEntry::from).collect());
             }
             if let Some(hs) = ready.hs() {
-                self.raw.mut_store().mem.wl().set_hardstate(hs.clone());
+                (self.raw.mut_store()).write(|core| core.set_hardstate(hs.clone()));
                 persist.vote = Some(Vote::from(hs));
             }
             encode(ready.take_persisted_messages(), &mut out.messages);
@@ -950,9 +947,11 @@ impl Region {
 
             let mut light = self.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
-                let mut store = self.raw.mut_store().mem.wl();
-                store.mut_hard_state().commit = commit;
-                persist.vote = Some(Vote::from(store.hard_state()));
+                let vote = self.raw.mut_store().write(|core| {
+                    core.mut_hard_state().commit = commit;
+                    Vote::from(core.hard_state())
+                });
+                persist.vote = Some(vote);
             }
             encode(light.take_messages(), &mut out.messages);
             self.apply(light.take_committed_entries(), &mut out, &mut persist);
@@ -1039,7 +1038,7 @@ impl Region {
         store.keep(raft);
         let keep_from = applied.saturating_sub(self.snapshot_tail) + 1;
         if keep_from > first {
-            let _ = store.mem.wl().compact(keep_from);
+            let _ = store.write(|core| core.compact(keep_from));
         }
         persist.snapshot = Some(snapshot);
     }
@@ -1241,7 +1240,7 @@ impl Region {
         }
         self.membership_changes += 1;
         let cs = self.raw.raft.prs().conf().to_conf_state();
-        self.raw.mut_store().mem.wl().set_conf_state(cs.clone());
+        (self.raw.mut_store()).write(|core| core.set_conf_state(cs.clone()));
         persist.membership = Some(Membership::from_conf(&cs, index));
     }
 

@@ -8,7 +8,7 @@
 //! that arrives, is decided by [`super::Region`]; this module decides nothing.
 
 use raft::eraftpb::{ConfState, Entry, Snapshot as RaftSnapshot};
-use raft::storage::MemStorage;
+use raft::storage::{MemStorage, MemStorageCore};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 
@@ -127,18 +127,35 @@ pub(super) fn refuse_conf(cs: &ConfState) -> Option<&'static str> {
 /// The Raft log storage: raft-rs's `MemStorage`, plus the last snapshot this member
 /// took or installed, which it hands to the core when a member needs entries that were
 /// compacted away.
-#[derive(Default)]
 pub(super) struct Store {
-    pub(super) mem: MemStorage,
+    mem: MemStorage,
     snapshot: Option<RaftSnapshot>,
+    /// The log's first and last index, kept by [`Store::write`]: the consensus library
+    /// asks for them several times per step, and each answer from the in-memory log
+    /// takes its lock.
+    first: u64,
+    last: u64,
 }
 
 impl Store {
     pub(super) fn new(mem: MemStorage) -> Self {
-        Store {
+        let mut store = Store {
             mem,
             snapshot: None,
-        }
+            first: 0,
+            last: 0,
+        };
+        store.write(|_| ());
+        store
+    }
+
+    /// Changes the in-memory log; the only way to (so that its bounds stay known).
+    pub(super) fn write<R>(&mut self, change: impl FnOnce(&mut MemStorageCore) -> R) -> R {
+        let r = change(&mut self.mem.wl());
+        // The in-memory log always answers these.
+        self.first = self.mem.first_index().unwrap_or(1);
+        self.last = self.mem.last_index().unwrap_or(0);
+        r
     }
 
     /// Keeps `snapshot` to serve (it must be the newest).
@@ -153,7 +170,7 @@ impl Store {
 
     /// Adopts a snapshot from the master: the log restarts after it.
     pub(super) fn install(&mut self, snapshot: &RaftSnapshot) -> Result<(), Error> {
-        self.mem.wl().apply_snapshot(snapshot.clone())?;
+        self.write(|core| core.apply_snapshot(snapshot.clone()))?;
         self.snapshot = Some(snapshot.clone());
         Ok(())
     }
@@ -179,11 +196,11 @@ impl Storage for Store {
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        self.mem.first_index()
+        Ok(self.first)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        self.mem.last_index()
+        Ok(self.last)
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<RaftSnapshot> {
