@@ -8,9 +8,10 @@
 //! holds the few hundred events of one millisecond. The order is exactly the heap's:
 //! time, then sequence.
 //!
-//! Events wait in slots; the buckets and heaps order 24-byte keys, not events.
+//! Events wait in their bucket with their key (a bucket is consumed while it is warm in
+//! the cache; a separate table of events would cost a miss at every pop).
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 /// Width of a bucket: 2^10 µs.
@@ -18,23 +19,46 @@ const SHIFT: u32 = 10;
 /// Buckets in the calendar (~4.2 s of simulated time).
 const BUCKETS: usize = 4096;
 
-/// (time, sequence, slot)
-type Key = (u64, u64, u32);
+/// An event with its time and sequence; ordered by (time, sequence) only.
+#[derive(Debug)]
+struct Entry<E> {
+    at: u64,
+    seq: u64,
+    ev: E,
+}
+
+impl<E> PartialEq for Entry<E> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl<E> Eq for Entry<E> {}
+
+impl<E> PartialOrd for Entry<E> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<E> Ord for Entry<E> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
 
 #[derive(Debug)]
 pub struct Queue<E> {
     /// The bucket being consumed (`cursor`), ordered.
-    current: BinaryHeap<Reverse<Key>>,
+    current: BinaryHeap<Reverse<Entry<E>>>,
     /// Buckets `cursor + 1 ..= cursor + BUCKETS - 1`, by `(time >> SHIFT) % BUCKETS`.
-    buckets: Vec<Vec<Key>>,
-    /// Keys in `buckets`.
+    buckets: Vec<Vec<Entry<E>>>,
+    /// Entries in `buckets`.
     in_buckets: usize,
-    /// Keys beyond the calendar.
-    later: BinaryHeap<Reverse<Key>>,
+    /// Entries beyond the calendar.
+    later: BinaryHeap<Reverse<Entry<E>>>,
     /// The bucket number (`time >> SHIFT`) being consumed.
     cursor: u64,
-    slots: Vec<Option<E>>,
-    free: Vec<u32>,
 }
 
 impl<E> Default for Queue<E> {
@@ -45,8 +69,6 @@ impl<E> Default for Queue<E> {
             in_buckets: 0,
             later: BinaryHeap::new(),
             cursor: 0,
-            slots: Vec::new(),
-            free: Vec::new(),
         }
     }
 }
@@ -54,35 +76,26 @@ impl<E> Default for Queue<E> {
 impl<E> Queue<E> {
     /// Queues `ev` at `at` (never before the last event popped), `seq` breaking ties.
     pub fn push(&mut self, at: u64, seq: u64, ev: E) {
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = Some(ev);
-                s
-            }
-            None => {
-                self.slots.push(Some(ev));
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 pending events")
-            }
-        };
-        let key = (at, seq, slot);
-        let bucket = at >> SHIFT;
+        self.place(Entry { at, seq, ev });
+    }
+
+    fn place(&mut self, entry: Entry<E>) {
+        let bucket = entry.at >> SHIFT;
         if bucket <= self.cursor {
-            self.current.push(Reverse(key));
+            self.current.push(Reverse(entry));
         } else if bucket - self.cursor < BUCKETS as u64 {
-            self.buckets[bucket as usize % BUCKETS].push(key);
+            self.buckets[bucket as usize % BUCKETS].push(entry);
             self.in_buckets += 1;
         } else {
-            self.later.push(Reverse(key));
+            self.later.push(Reverse(entry));
         }
     }
 
     /// The earliest event, with its time.
     pub fn pop(&mut self) -> Option<(u64, E)> {
         loop {
-            if let Some(Reverse((at, _, slot))) = self.current.pop() {
-                let ev = self.slots[slot as usize].take()?;
-                self.free.push(slot);
-                return Some((at, ev));
+            if let Some(Reverse(e)) = self.current.pop() {
+                return Some((e.at, e.ev));
             }
             self.advance()?;
         }
@@ -94,27 +107,22 @@ impl<E> Queue<E> {
             self.cursor + 1
         } else {
             // Nothing within the calendar: jump to the next event beyond it.
-            let Reverse((at, _, _)) = self.later.peek()?;
-            (at >> SHIFT).max(self.cursor + 1)
+            let Reverse(e) = self.later.peek()?;
+            (e.at >> SHIFT).max(self.cursor + 1)
         };
-        let keys = std::mem::take(&mut self.buckets[self.cursor as usize % BUCKETS]);
-        self.in_buckets -= keys.len();
+        let entries = std::mem::take(&mut self.buckets[self.cursor as usize % BUCKETS]);
+        self.in_buckets -= entries.len();
         let mut current = std::mem::take(&mut self.current).into_vec();
-        current.extend(keys.into_iter().map(Reverse));
+        current.extend(entries.into_iter().map(Reverse));
         self.current = BinaryHeap::from(current);
         // What lay beyond the calendar and falls in this bucket or the calendar's new
         // last one.
-        while let Some(Reverse(key)) = self.later.peek().copied() {
-            let bucket = key.0 >> SHIFT;
-            if bucket.saturating_sub(self.cursor) >= BUCKETS as u64 {
+        while let Some(Reverse(e)) = self.later.peek() {
+            if (e.at >> SHIFT).saturating_sub(self.cursor) >= BUCKETS as u64 {
                 break;
             }
-            self.later.pop();
-            if bucket <= self.cursor {
-                self.current.push(Reverse(key));
-            } else {
-                self.buckets[bucket as usize % BUCKETS].push(key);
-                self.in_buckets += 1;
+            if let Some(Reverse(e)) = self.later.pop() {
+                self.place(e);
             }
         }
         Some(())
