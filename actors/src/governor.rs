@@ -47,7 +47,7 @@
 //! so that the death of any one of them never leaves the others without a master. A
 //! member that sees an announced group joins it instead of founding.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -227,7 +227,8 @@ pub struct Governor {
     members: Vec<Member>,
     held_dead_by: usize,
     /// Raft id -> (name, peer) of every member known.
-    names: BTreeMap<u64, (String, node::Id)>,
+    /// (Hashed: looked up for every consensus message sent.)
+    names: HashMap<u64, (String, node::Id)>,
     facts: Facts,
     agreed_since: Option<(Vec<u64>, Instant)>,
     dead_since: BTreeMap<u64, Instant>,
@@ -316,7 +317,7 @@ impl Governor {
     /// A member starting at `now`, from its durable state if it has one.
     pub fn new(config: Config, stored: Option<Durable>, now: Instant) -> Governor {
         let own_id = region::raft_id(&config.own);
-        let mut names = BTreeMap::new();
+        let mut names = HashMap::new();
         names.insert(own_id, (config.name.clone(), config.own.clone()));
         let mut gov = Governor {
             facts: Facts {
@@ -384,8 +385,11 @@ impl Governor {
     /// and how many live peers keep listing this node dead.
     pub fn handle_members(&mut self, now: Instant, members: Vec<Member>, held_dead_by: usize) {
         for m in &members {
-            self.names
-                .insert(region::raft_id(&m.peer), (m.name.clone(), m.peer.clone()));
+            let known = self.names.entry(region::raft_id(&m.peer));
+            let known = known.or_insert_with(|| (m.name.clone(), m.peer.clone()));
+            if known.0 != m.name || known.1 != m.peer {
+                *known = (m.name.clone(), m.peer.clone());
+            }
         }
         self.namesakes = (members.iter().enumerate())
             .filter(|(_, m)| m.name == self.config.name && m.peer != self.config.own)
