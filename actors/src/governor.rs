@@ -226,8 +226,8 @@ pub struct Governor {
     quiet_until: Option<Instant>,
     members: Vec<Member>,
     held_dead_by: usize,
-    /// Raft id -> (name, peer) of every member known.
-    /// (Hashed: looked up for every consensus message sent.)
+    /// Raft id -> (name, peer) of every member known (hashed: looked up for every
+    /// consensus message sent).
     names: HashMap<u64, (String, node::Id)>,
     facts: Facts,
     agreed_since: Option<(Vec<u64>, Instant)>,

@@ -2,11 +2,11 @@
 //!
 //! A calendar of buckets, one per ~1 ms of simulated time over the next ~4 s, with a
 //! heap for what lies further (timers seconds away). Only the bucket being consumed is
-//! kept ordered (a small heap); the others are unordered lists until their turn. A
-//! fleet of 10,000 members keeps a few hundred thousand events pending, and one heap of
-//! them all costs a walk of ~18 levels through memory at every pop; a bucket's heap
-//! holds the few hundred events of one millisecond. The order is exactly the heap's:
-//! time, then sequence.
+//! ordered: sorted when its turn comes, with a small heap for what is queued into it
+//! after. The others are unordered lists until their turn. A fleet of 10,000 members
+//! keeps a few hundred thousand events pending, and one heap of them all costs a walk of
+//! ~18 levels through memory at every pop. The order is exactly one heap's: time, then
+//! sequence.
 //!
 //! Events wait in their bucket with their key (a bucket is consumed while it is warm in
 //! the cache; a separate table of events would cost a miss at every pop).
@@ -49,8 +49,10 @@ impl<E> Ord for Entry<E> {
 
 #[derive(Debug)]
 pub struct Queue<E> {
-    /// The bucket being consumed (`cursor`), ordered.
-    current: BinaryHeap<Reverse<Entry<E>>>,
+    /// The bucket being consumed (`cursor`), sorted latest first (popped from the end).
+    current: Vec<Entry<E>>,
+    /// Events queued into the bucket being consumed after it was sorted.
+    late: BinaryHeap<Reverse<Entry<E>>>,
     /// Buckets `cursor + 1 ..= cursor + BUCKETS - 1`, by `(time >> SHIFT) % BUCKETS`.
     buckets: Vec<Vec<Entry<E>>>,
     /// Entries in `buckets`.
@@ -64,7 +66,8 @@ pub struct Queue<E> {
 impl<E> Default for Queue<E> {
     fn default() -> Self {
         Queue {
-            current: BinaryHeap::new(),
+            current: Vec::new(),
+            late: BinaryHeap::new(),
             buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
             in_buckets: 0,
             later: BinaryHeap::new(),
@@ -82,7 +85,7 @@ impl<E> Queue<E> {
     fn place(&mut self, entry: Entry<E>) {
         let bucket = entry.at >> SHIFT;
         if bucket <= self.cursor {
-            self.current.push(Reverse(entry));
+            self.late.push(Reverse(entry));
         } else if bucket - self.cursor < BUCKETS as u64 {
             self.buckets[bucket as usize % BUCKETS].push(entry);
             self.in_buckets += 1;
@@ -94,10 +97,21 @@ impl<E> Queue<E> {
     /// The earliest event, with its time.
     pub fn pop(&mut self) -> Option<(u64, E)> {
         loop {
-            if let Some(Reverse(e)) = self.current.pop() {
-                return Some((e.at, e.ev));
-            }
-            self.advance()?;
+            let late_first = match (self.current.last(), self.late.peek()) {
+                (Some(c), Some(Reverse(l))) => l < c,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (None, None) => {
+                    self.advance()?;
+                    continue;
+                }
+            };
+            let e = if late_first {
+                self.late.pop().map(|Reverse(e)| e)
+            } else {
+                self.current.pop()
+            }?;
+            return Some((e.at, e.ev));
         }
     }
 
@@ -110,21 +124,27 @@ impl<E> Queue<E> {
             let Reverse(e) = self.later.peek()?;
             (e.at >> SHIFT).max(self.cursor + 1)
         };
-        let entries = std::mem::take(&mut self.buckets[self.cursor as usize % BUCKETS]);
-        self.in_buckets -= entries.len();
-        let mut current = std::mem::take(&mut self.current).into_vec();
-        current.extend(entries.into_iter().map(Reverse));
-        self.current = BinaryHeap::from(current);
+        let mut current = std::mem::take(&mut self.buckets[self.cursor as usize % BUCKETS]);
+        self.in_buckets -= current.len();
         // What lay beyond the calendar and falls in this bucket or the calendar's new
         // last one.
         while let Some(Reverse(e)) = self.later.peek() {
-            if (e.at >> SHIFT).saturating_sub(self.cursor) >= BUCKETS as u64 {
+            let bucket = e.at >> SHIFT;
+            if bucket.saturating_sub(self.cursor) >= BUCKETS as u64 {
                 break;
             }
             if let Some(Reverse(e)) = self.later.pop() {
-                self.place(e);
+                if bucket <= self.cursor {
+                    current.push(e);
+                } else {
+                    self.place(e);
+                }
             }
         }
+        // One sort of the bucket costs less than as many pops from a heap of it (a wave
+        // of heartbeats puts most of a fleet's deliveries in one millisecond).
+        current.sort_unstable_by(|a, b| b.cmp(a));
+        self.current = current;
         Some(())
     }
 }
