@@ -561,17 +561,19 @@ impl View {
                 if m.sync != beat.sync {
                     m.sync = beat.sync.clone();
                 }
-                let changed = m.founders != beat.founders
+                let (founders, proposal) =
+                    (m.founders != beat.founders, m.proposal != beat.proposal);
+                let changed = founders
+                    || proposal
                     || m.eligible != beat.eligible
-                    || m.proposal != beat.proposal
                     || m.expect != beat.expect
                     || m.info.as_ref().is_none_or(|i| i.name != beat.info.name);
                 // The beat is shared with the other receivers: copied only where it
                 // differs from what is known (seldom).
-                if m.founders != beat.founders {
+                if founders {
                     m.founders = beat.founders.clone();
                 }
-                if m.proposal != beat.proposal {
+                if proposal {
                     m.proposal = beat.proposal.clone();
                 }
                 m.eligible = beat.eligible;
