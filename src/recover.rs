@@ -186,7 +186,7 @@ async fn recover(
     }
     let ids: Vec<u64> = voters
         .iter()
-        .map(|(_, p)| region::raft_id(&node::Id::from(p.clone())))
+        .map(|(_, p)| region::raft_id(&node::Id::from(p)))
         .collect();
     let new_term = term + 1;
     let by = std::env::var("USER").unwrap_or_else(|_| "operator".into());

@@ -64,7 +64,7 @@ pub fn audited<'a>(items: impl IntoIterator<Item = &'a String>, me: &node::Id) -
         .into_iter()
         .filter_map(|item| item.strip_prefix(ITEM_PREFIX))
         .filter(|peer| *peer != me.as_str())
-        .map(|peer| node::Id::from(peer.to_string()))
+        .map(node::Id::from)
         .collect()
 }
 

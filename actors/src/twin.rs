@@ -490,7 +490,7 @@ pub fn file_fact(entry: Option<&crate::files::State>, path: &str, watched: &[Str
 
 /// A twin's node, as the API and the drift records name it.
 pub fn peer(twin: &Twin) -> node::Id {
-    node::Id::from(twin.identity.value.peer.clone())
+    node::Id::from(&twin.identity.value.peer)
 }
 
 pub mod health;

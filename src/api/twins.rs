@@ -175,7 +175,7 @@ pub async fn one(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpRe
         Ok(r) => r,
         Err(answer) => return answer,
     };
-    let (held, source) = match ask(&shared.twin, GetTwin(node::Id::from(row.peer.clone()))).await {
+    let (held, source) = match ask(&shared.twin, GetTwin(node::Id::from(&row.peer))).await {
         Some(Some(held)) => (held, "local"),
         Some(None) => match from_master(&shared, &view, &row).await {
             Ok(held) => (held, "master"),
@@ -192,7 +192,7 @@ pub async fn one(shared: web::Data<Shared>, wanted: web::Path<String>) -> HttpRe
     if row.region == shared.info.region
         && let Some(region) = ask(&shared.region, GetRegion).await
     {
-        let record = region.state.phases.get(&node::Id::from(row.peer.clone()));
+        let record = region.state.phases.get(&node::Id::from(&row.peer));
         v["phase"] =
             serde_json::to_value(record.map_or(Phase::Active, |r| r.phase)).unwrap_or_default();
         v["phase_set"] = serde_json::to_value(record).unwrap_or_default();
@@ -234,7 +234,7 @@ async fn from_master(shared: &Shared, view: &CensusView, row: &Row) -> Result<He
     };
     let request = fleetmesh_actors::wire::Request::GetTwin {
         region: row.region.clone(),
-        node: node::Id::from(row.peer.clone()),
+        node: node::Id::from(&row.peer),
     };
     let bad_gateway = actix_web::http::StatusCode::BAD_GATEWAY;
     let wait = std::time::Duration::from_secs(3);
@@ -322,7 +322,7 @@ pub async fn metrics(
     } else {
         let request = Request::GetMetrics { since };
         let wait = std::time::Duration::from_secs(5);
-        match ask_peer(&shared, node::Id::from(row.peer.clone()), request, wait).await {
+        match ask_peer(&shared, node::Id::from(&row.peer), request, wait).await {
             Ok(Response::Metrics(series)) => ("peer", series),
             Ok(other) => {
                 return HttpResponse::BadGateway().json(Problem {
@@ -400,7 +400,7 @@ async fn sbom_of(shared: &Shared, row: &Row) -> Result<Vec<u8>, String> {
             offset: doc.len() as u64,
         };
         let wait = std::time::Duration::from_secs(5);
-        let answer = ask_peer(shared, node::Id::from(row.peer.clone()), request, wait)
+        let answer = ask_peer(shared, node::Id::from(&row.peer), request, wait)
             .await
             .map_err(|e| e.to_string())?;
         match answer {
@@ -462,7 +462,7 @@ pub async fn phase(
     let Some(region) = ask(&shared.region, GetRegion).await else {
         return unavailable("the region actor");
     };
-    let peer = node::Id::from(row.peer.clone());
+    let peer = node::Id::from(&row.peer);
     let from = region.state.phases.get(&peer).map(|r| r.phase);
     if let Err(why) = Phase::check(from, to) {
         return HttpResponse::Conflict().json(Problem {

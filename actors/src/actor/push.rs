@@ -110,7 +110,7 @@ mod tests {
     fn owners(pairs: &[(&str, &str)]) -> BTreeMap<String, node::Id> {
         pairs
             .iter()
-            .map(|(item, owner)| (item.to_string(), node::Id::from(owner.to_string())))
+            .map(|(item, owner)| (item.to_string(), node::Id::from(*owner)))
             .collect()
     }
 

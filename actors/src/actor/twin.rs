@@ -121,7 +121,7 @@ impl std::fmt::Debug for SetDesired {
 
 impl TwinActor {
     pub fn new(config: twin::Config, identity: twin::Identity) -> TwinActor {
-        let me = node::Id::from(identity.peer.clone());
+        let me = node::Id::from(&identity.peer);
         let region = identity.region.clone();
         let mut local = Local::new(config);
         local.handle(Instant::now(), unix_ms(), twin::Input::Identity(identity));
